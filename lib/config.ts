@@ -1,0 +1,138 @@
+/**
+ * @module
+ * Service configuration: the environment variables the edge reads, parsed once at start-up
+ * with zod so that a wrong value stops the process with a message naming the variable.
+ */
+import { z } from "zod";
+import { CidrList } from "./net.ts";
+
+const LOG_LEVELS = ["debug", "info", "warn", "error", "silent"] as const;
+
+/** Log levels, from the most to the least verbose. */
+export type LogLevel = typeof LOG_LEVELS[number];
+
+const emptyToUndefined = (value: unknown) => (value === "" ? undefined : value);
+
+const optionalString = z.preprocess(emptyToUndefined, z.string().optional());
+
+const intInRange = (min: number, max: number, fallback: number) =>
+  z.preprocess(
+    emptyToUndefined,
+    z.coerce.number({ error: "must be a number" }).int("must be a whole number").min(
+      min,
+      `must be at least ${min}`,
+    )
+      .max(max, `must be at most ${max}`).default(fallback),
+  );
+
+const httpUrl = z.string().refine((value) => {
+  try {
+    const url = new URL(value);
+    return (url.protocol === "http:" || url.protocol === "https:") && !url.username && !url.password &&
+      !url.search && !url.hash;
+  } catch {
+    return false;
+  }
+}, "must be an absolute http(s) URL without credentials, query or fragment");
+
+const EnvSchema = z.object({
+  PORT: intInRange(0, 65535, 8000),
+  HOSTNAME: z.preprocess(emptyToUndefined, z.string().default("0.0.0.0")),
+  ORIGIN_URL: z.preprocess(emptyToUndefined, httpUrl),
+  KV_PATH: optionalString,
+  DENO_KV_ACCESS_TOKEN: optionalString,
+  RULES_PATH: optionalString,
+  TRUSTED_PROXIES: z.preprocess(emptyToUndefined, z.string().default("")),
+  CDN_SECRET: z.preprocess(
+    emptyToUndefined,
+    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
+  ),
+  ORIGIN_TIMEOUT_MS: intInRange(1, 600_000, 10_000),
+  LOG_LEVEL: z.preprocess(
+    (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
+    z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
+  ),
+});
+
+/** The parsed, validated configuration of one edge process. */
+export interface Config {
+  port: number;
+  hostname: string;
+  /** Base URL every proxied request is sent to; its origin is never left. */
+  originUrl: URL;
+  /** `undefined` → Deno's default store; `:memory:`; a file path; or a KV Connect URL. */
+  kvPath: string | undefined;
+  rulesPath: string | undefined;
+  trustedProxies: CidrList;
+  cdnSecret: string | undefined;
+  originTimeoutMs: number;
+  logLevel: LogLevel;
+}
+
+/** Thrown when the environment does not describe a valid configuration. */
+export class ConfigError extends Error {
+  /** One line per problem, each naming the variable. */
+  readonly problems: string[];
+
+  /**
+   * @param problems the problems found, one per variable
+   */
+  constructor(problems: string[]) {
+    super(`Invalid configuration:\n  ${problems.join("\n  ")}`);
+    this.name = "ConfigError";
+    this.problems = problems;
+  }
+}
+
+/**
+ * Parses the environment into a {@linkcode Config}.
+ *
+ * @param env environment variables, e.g. `Deno.env.toObject()`
+ * @returns the validated configuration
+ * @throws {ConfigError} naming every variable that is missing or wrong
+ * @example
+ * ```ts
+ * const config = parseConfig({ ORIGIN_URL: "http://127.0.0.1:8080" });
+ * config.port; // 8000
+ * ```
+ */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  const result = EnvSchema.safeParse(env);
+  if (!result.success) {
+    throw new ConfigError(result.error.issues.map((issue) => {
+      const name = String(issue.path[0] ?? "environment");
+      const message = issue.code === "invalid_type" && env[name] === undefined
+        ? "is required but not set"
+        : issue.message;
+      return `${name} ${message}${env[name] !== undefined && !isSecret(name) ? ` (got "${env[name]}")` : ""}`;
+    }));
+  }
+  const parsed = result.data;
+  const problems: string[] = [];
+  let trustedProxies = new CidrList([]);
+  try {
+    trustedProxies = new CidrList(parsed.TRUSTED_PROXIES.split(","));
+  } catch (error) {
+    problems.push(`TRUSTED_PROXIES has an invalid entry: ${(error as Error).message}`);
+  }
+  const kvPath = parsed.KV_PATH;
+  if (kvPath && /^https?:\/\//i.test(kvPath) && !parsed.DENO_KV_ACCESS_TOKEN) {
+    problems.push("DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL");
+  }
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    port: parsed.PORT,
+    hostname: parsed.HOSTNAME,
+    originUrl: new URL(parsed.ORIGIN_URL),
+    kvPath,
+    rulesPath: parsed.RULES_PATH,
+    trustedProxies,
+    cdnSecret: parsed.CDN_SECRET,
+    originTimeoutMs: parsed.ORIGIN_TIMEOUT_MS,
+    logLevel: parsed.LOG_LEVEL,
+  };
+}
+
+function isSecret(name: string): boolean {
+  return /SECRET|TOKEN|KEY/.test(name);
+}

@@ -1,0 +1,24 @@
+/**
+ * @module
+ * The `Deps` object: every side effect and shared object the service uses, created once in
+ * `main.ts` (or a test) and handed to `createApp`. Nothing else reaches for globals.
+ */
+import type { Config } from "./config.ts";
+import type { Logger } from "./log.ts";
+import type { RulesStore } from "./rules_store.ts";
+
+/** Everything the request pipeline needs from the outside world. */
+export interface Deps {
+  config: Config;
+  kv: Deno.Kv;
+  /** Used for every request to the origin. */
+  fetch: typeof fetch;
+  /** Wall clock, epoch milliseconds. */
+  now: () => number;
+  /** Monotonic clock in milliseconds with sub-millisecond precision, for durations. */
+  mono: () => number;
+  /** Random identifiers (request ids). */
+  randomId: () => string;
+  log: Logger;
+  rules: RulesStore;
+}

@@ -1,0 +1,71 @@
+/**
+ * @module
+ * Domain errors. Each carries the HTTP status and stable code it maps to, so the one error
+ * handler in the app can answer with the house error body without knowing every error.
+ */
+
+/** Base class of every error a client may be told about (status and code, safe message). */
+export class EdgeError extends Error {
+  /** HTTP status the error maps to. */
+  readonly status: number;
+  /** Stable, machine-readable code, e.g. `bad_path`. */
+  readonly code: string;
+  /** Optional extra fields added to the error body (must be safe to show a client). */
+  readonly details: Record<string, unknown> | undefined;
+
+  /**
+   * @param status HTTP status
+   * @param code machine-readable code
+   * @param message sentence-case message safe to show a client
+   * @param details extra safe fields for the body
+   */
+  constructor(status: number, code: string, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = "EdgeError";
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** The request path cannot be forwarded safely (encoded slashes, dot segments, …). */
+export class BadPathError extends EdgeError {
+  /** @param message what is wrong with the path */
+  constructor(message: string) {
+    super(400, "bad_path", message);
+    this.name = "BadPathError";
+  }
+}
+
+/** The origin did not answer with headers within `ORIGIN_TIMEOUT_MS`. */
+export class OriginTimeoutError extends EdgeError {
+  /** @param timeoutMs the timeout that elapsed */
+  constructor(timeoutMs: number) {
+    super(504, "origin_timeout", `The origin did not answer within ${timeoutMs} ms`);
+    this.name = "OriginTimeoutError";
+  }
+}
+
+/** The origin refused, reset or otherwise failed the connection. */
+export class OriginUnavailableError extends EdgeError {
+  constructor() {
+    super(502, "origin_unavailable", "The origin could not be reached");
+    this.name = "OriginUnavailableError";
+  }
+}
+
+/**
+ * Builds the house error body.
+ *
+ * @param code machine-readable code
+ * @param message safe message
+ * @param details extra safe fields
+ * @returns `{ error: { code, message, ...details } }`
+ */
+export function errorBody(
+  code: string,
+  message: string,
+  details?: Record<string, unknown>,
+): { error: Record<string, unknown> } {
+  return { error: { code, message, ...details } };
+}

@@ -1,0 +1,96 @@
+/**
+ * @module
+ * The first pipeline stage: everything the edge can say about a request before any lookup —
+ * method, checked path, client address, whether the hop is trusted, geo headers, request id.
+ * Nothing a client sends is trusted here unless the hop is.
+ */
+import { checkInboundPath } from "./upstream.ts";
+import { type CidrList, clientAddress } from "./net.ts";
+import { constantTimeEqual } from "./secure.ts";
+import { countryFromHeaders, REGION_HEADER } from "./geo.ts";
+
+/** Facts about one request. */
+export interface Facts {
+  method: string;
+  /** The checked path the rules match on. */
+  path: string;
+  /** The query string including `?`, or empty. */
+  search: string;
+  /** The connection's peer address. */
+  peerIp: string;
+  /** The client address (peer, or resolved through a trusted `X-Forwarded-For`). */
+  clientIp: string;
+  /** The peer is in `TRUSTED_PROXIES`: its forwarding headers are kept. */
+  peerTrusted: boolean;
+  /** The peer is trusted or presented the CDN secret: its geo headers are believed. */
+  geoTrusted: boolean;
+  /** `http` or `https` as the client used it (from a trusted proxy, or this hop). */
+  proto: string;
+  /** The host the client asked for. */
+  host: string;
+  /** Country from a trusted geo header. */
+  country: string | undefined;
+  /** Region from a trusted `x-geo-region` header. */
+  regionHint: string | undefined;
+  requestId: string;
+}
+
+/** Options for {@linkcode gatherFacts}. */
+export interface GatherFactsOptions {
+  trustedProxies: CidrList;
+  cdnSecret: string | undefined;
+  countryHeaders: readonly string[];
+  /** The request id from {@linkcode requestIdFrom}. */
+  requestId: string;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * Gathers the facts of a request.
+ *
+ * @param request the inbound request
+ * @param peerIp the connection's remote address
+ * @param options trust configuration and id generator
+ * @returns the facts
+ * @throws {BadPathError} when the path cannot be forwarded safely
+ */
+export function gatherFacts(request: Request, peerIp: string, options: GatherFactsOptions): Facts {
+  const url = new URL(request.url);
+  const headers = request.headers;
+  const peerTrusted = options.trustedProxies.has(peerIp);
+  const secret = headers.get("x-edge-cdn-secret");
+  const geoTrusted = peerTrusted ||
+    (options.cdnSecret !== undefined && secret !== null && constantTimeEqual(secret, options.cdnSecret));
+  const forwardedProto = peerTrusted ? headers.get("x-forwarded-proto")?.toLowerCase() : undefined;
+  const regionHint = geoTrusted ? headers.get(REGION_HEADER)?.trim() : undefined;
+  return {
+    method: request.method,
+    path: checkInboundPath(url.pathname),
+    search: url.search,
+    peerIp,
+    clientIp: clientAddress(peerIp, headers.get("x-forwarded-for"), options.trustedProxies),
+    peerTrusted,
+    geoTrusted,
+    proto: forwardedProto === "https" || forwardedProto === "http"
+      ? forwardedProto
+      : url.protocol.slice(0, -1),
+    host: headers.get("host") ?? url.host,
+    country: geoTrusted ? countryFromHeaders(headers, options.countryHeaders) : undefined,
+    regionHint: regionHint || undefined,
+    requestId: options.requestId,
+  };
+}
+
+/**
+ * The request id: the client's `X-Request-Id` when it is well-formed (so traces can be
+ * joined across hops), otherwise a fresh one.
+ *
+ * @param headers the request headers
+ * @param randomId generator for a fresh id
+ * @returns the id to use, echo and forward
+ */
+export function requestIdFrom(headers: Headers, randomId: () => string): string {
+  const inbound = headers.get("x-request-id");
+  return inbound && REQUEST_ID.test(inbound) ? inbound : randomId();
+}

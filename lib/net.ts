@@ -1,0 +1,111 @@
+/**
+ * @module
+ * IP address helpers: trusted-proxy CIDR lists and client-address resolution from a
+ * `X-Forwarded-For` chain, built on `ipaddr.js`.
+ */
+import ipaddr from "ipaddr.js";
+
+type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
+
+/** A parsed list of CIDR ranges that can answer "is this address inside?" quickly. */
+export class CidrList {
+  #v4: Range[] = [];
+  #v6: Range[] = [];
+
+  /**
+   * Parses a list of CIDR ranges or single addresses.
+   *
+   * @param entries CIDR strings such as `10.0.0.0/8`, `::1/128` or plain addresses
+   * @throws {Error} when an entry is not a valid address or range
+   */
+  constructor(entries: readonly string[]) {
+    for (const raw of entries) {
+      const entry = raw.trim();
+      if (!entry) continue;
+      let range: Range;
+      try {
+        range = entry.includes("/") ? ipaddr.parseCIDR(entry) : (() => {
+          const addr = ipaddr.parse(entry);
+          return [addr, addr.kind() === "ipv4" ? 32 : 128] as Range;
+        })();
+      } catch {
+        throw new Error(`"${entry}" is not an IP address or CIDR range`);
+      }
+      (range[0].kind() === "ipv4" ? this.#v4 : this.#v6).push(range);
+    }
+  }
+
+  /** Whether the list has no ranges. */
+  get empty(): boolean {
+    return this.#v4.length === 0 && this.#v6.length === 0;
+  }
+
+  /**
+   * Tells whether an address lies inside one of the ranges. IPv4-mapped IPv6 addresses
+   * (`::ffff:10.0.0.1`) are treated as the IPv4 address they carry.
+   *
+   * @param address textual IPv4 or IPv6 address; anything unparsable is "not inside"
+   * @returns true when the address is inside a range
+   */
+  has(address: string | undefined): boolean {
+    if (!address || this.empty) return false;
+    const addr = parseAddress(address);
+    if (!addr) return false;
+    const ranges = addr.kind() === "ipv4" ? this.#v4 : this.#v6;
+    for (const range of ranges) {
+      if (addr.match(range)) return true;
+    }
+    return false;
+  }
+}
+
+/**
+ * Parses an address, unwrapping IPv4-mapped IPv6 and brackets; returns undefined when invalid.
+ *
+ * @param address textual address, possibly `[v6]`
+ * @returns the parsed address or undefined
+ */
+export function parseAddress(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  let text = address.trim();
+  if (text.startsWith("[") && text.endsWith("]")) text = text.slice(1, -1);
+  if (!ipaddr.isValid(text)) return undefined;
+  try {
+    return ipaddr.process(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Normalises an address to its canonical text form, or undefined when it is not an address.
+ *
+ * @param address textual address
+ * @returns canonical form (`::ffff:1.2.3.4` becomes `1.2.3.4`)
+ */
+export function canonicalAddress(address: string): string | undefined {
+  return parseAddress(address)?.toString();
+}
+
+/**
+ * Finds the client address. When the peer is a trusted proxy, the `X-Forwarded-For` chain is
+ * walked from the right and the first address that is not itself a trusted proxy is the client;
+ * otherwise the peer is the client and any forwarded header is ignored.
+ *
+ * @param peer the connection's remote address
+ * @param forwardedFor the inbound `X-Forwarded-For` value, if any
+ * @param trusted the trusted proxy ranges
+ * @returns the client address in canonical form, or the peer text when nothing parses
+ */
+export function clientAddress(peer: string, forwardedFor: string | null, trusted: CidrList): string {
+  if (!forwardedFor || !trusted.has(peer)) return canonicalAddress(peer) ?? peer;
+  const hops = forwardedFor.split(",");
+  let client = canonicalAddress(peer) ?? peer;
+  for (let i = hops.length - 1; i >= 0; i--) {
+    const hop = canonicalAddress(hops[i]!);
+    // A malformed hop ends the trustworthy part of the chain.
+    if (!hop) break;
+    client = hop;
+    if (!trusted.has(hop)) break;
+  }
+  return client;
+}

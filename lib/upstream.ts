@@ -1,0 +1,252 @@
+/**
+ * @module
+ * Everything between the decision and the origin: checking the inbound path, building the
+ * upstream URL (never leaving the configured origin), header hygiene in both directions, and
+ * the streamed, time-limited `fetch` itself.
+ */
+import { BadPathError, OriginTimeoutError, OriginUnavailableError } from "./errors.ts";
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1, plus the historic proxy ones). */
+const HOP_BY_HOP = [
+  "connection",
+  "proxy-connection",
+  "keep-alive",
+  "te",
+  "trailer",
+  "transfer-encoding",
+  "upgrade",
+  "proxy-authorization",
+  "proxy-authenticate",
+];
+
+const FORWARDING = [
+  "forwarded",
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "x-forwarded-port",
+  "via",
+];
+
+/** The token this service adds to `Via`. */
+export const VIA_TOKEN = "1.1 edge-personalizer";
+
+/**
+ * Checks an inbound URL path and returns it in the form the edge routes on. Repeated slashes
+ * are collapsed; encoded slashes or backslashes, dot segments (plain, encoded or double
+ * encoded) and control characters are refused, because an origin that decodes them could be
+ * led outside the route the rules matched.
+ *
+ * @param pathname the path of the request URL (already WHATWG-normalised)
+ * @returns the path to route on
+ * @throws {BadPathError} when the path cannot be forwarded safely
+ */
+export function checkInboundPath(pathname: string): string {
+  if (!pathname.startsWith("/")) throw new BadPathError('The request path must start with "/"');
+  if (pathname.length > 8192) throw new BadPathError("The request path is too long");
+  if (pathname.includes("\\")) throw new BadPathError("The request path must not contain a backslash");
+  const path = pathname.replace(/\/{2,}/g, "/");
+  if (path.includes("%")) {
+    for (const segment of path.split("/")) {
+      if (!segment.includes("%")) continue;
+      let once: string;
+      try {
+        once = decodeURIComponent(segment);
+      } catch {
+        throw new BadPathError("The request path has malformed percent-encoding");
+      }
+      checkDecodedSegment(once);
+      if (once.includes("%")) {
+        let twice = once;
+        try {
+          twice = decodeURIComponent(once);
+        } catch {
+          // Not valid double encoding: the origin will not decode it into anything dangerous.
+        }
+        checkDecodedSegment(twice);
+      }
+    }
+  }
+  for (const segment of path.split("/")) {
+    if (segment === "." || segment === "..") {
+      throw new BadPathError("The request path must not contain dot segments");
+    }
+  }
+  return path;
+}
+
+function checkDecodedSegment(segment: string): void {
+  if (segment.includes("/") || segment.includes("\\")) {
+    throw new BadPathError("The request path must not contain encoded slashes");
+  }
+  if (segment === "." || segment === "..") {
+    throw new BadPathError("The request path must not contain dot segments");
+  }
+  // deno-lint-ignore no-control-regex
+  if (/[\x00-\x1f\x7f]/.test(segment)) {
+    throw new BadPathError("The request path must not contain control characters");
+  }
+}
+
+/**
+ * Builds the upstream URL from the configured origin, a checked path and the query, then
+ * verifies that scheme, host and port are still the origin's.
+ *
+ * @param origin the configured `ORIGIN_URL` (its path, if any, is a prefix)
+ * @param path a path returned by {@linkcode checkInboundPath} or a rule target
+ * @param search the query string including `?`, or empty
+ * @returns the URL to fetch
+ * @throws {BadPathError} when the result would leave the origin
+ * @example
+ * ```ts
+ * buildUpstreamUrl(new URL("http://origin:8080/shop"), "/cart", "?a=1").href;
+ * // "http://origin:8080/shop/cart?a=1"
+ * ```
+ */
+export function buildUpstreamUrl(origin: URL, path: string, search: string): URL {
+  const url = new URL(origin.href);
+  const prefix = url.pathname.endsWith("/") ? url.pathname.slice(0, -1) : url.pathname;
+  // Assigning `pathname` can never change the host, unlike resolving a relative reference.
+  url.pathname = prefix + (path.startsWith("/") ? path : `/${path}`);
+  url.search = search;
+  url.hash = "";
+  if (url.origin !== origin.origin || url.username || url.password) {
+    throw new BadPathError("The request path cannot be forwarded");
+  }
+  return url;
+}
+
+/** What the edge knows about the hop when it rewrites forwarding headers. */
+export interface ForwardingInfo {
+  /** The canonical client address (see `clientAddress`). */
+  clientIp: string;
+  /** The connection's peer address. */
+  peerIp: string;
+  /** Whether the peer is a trusted proxy whose forwarding headers may be kept. */
+  peerTrusted: boolean;
+  /** `http` or `https`, as seen by this hop. */
+  proto: string;
+  /** The `Host` the client asked for. */
+  host: string;
+  /** The request id to forward. */
+  requestId: string;
+}
+
+/**
+ * Removes hop-by-hop headers, including every name listed in `Connection`.
+ *
+ * @param headers the headers to clean, changed in place
+ */
+export function stripHopByHop(headers: Headers): void {
+  const connection = headers.get("connection");
+  if (connection) {
+    for (const name of connection.split(",")) {
+      const trimmed = name.trim().toLowerCase();
+      if (trimmed && /^[!#$%&'*+.^_`|~0-9a-z-]+$/.test(trimmed)) headers.delete(trimmed);
+    }
+  }
+  for (const name of HOP_BY_HOP) headers.delete(name);
+}
+
+/**
+ * Builds the headers sent to the origin: hop-by-hop headers and every inbound `x-edge-*`
+ * header removed first, forwarding headers kept only from a trusted peer, then the edge's own
+ * `X-Forwarded-*`, `Via` and `X-Request-Id` set.
+ *
+ * @param inbound the client's request headers (not changed)
+ * @param info the hop facts
+ * @returns fresh headers for the upstream request; the caller adds its `x-edge-*` decision headers
+ */
+export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): Headers {
+  const headers = new Headers(inbound);
+  stripHopByHop(headers);
+  const inboundForwardedFor = info.peerTrusted ? headers.get("x-forwarded-for") : null;
+  const inboundProto = info.peerTrusted ? headers.get("x-forwarded-proto") : null;
+  const inboundHost = info.peerTrusted ? headers.get("x-forwarded-host") : null;
+  const inboundVia = info.peerTrusted ? headers.get("via") : null;
+  const inboundForwarded = info.peerTrusted ? headers.get("forwarded") : null;
+  for (const name of [...headers.keys()]) {
+    if (name.startsWith("x-edge-") || FORWARDING.includes(name)) headers.delete(name);
+  }
+  headers.delete("host");
+  headers.delete("x-request-id");
+  headers.set(
+    "x-forwarded-for",
+    inboundForwardedFor ? `${inboundForwardedFor}, ${info.peerIp}` : info.peerIp,
+  );
+  headers.set(
+    "x-forwarded-proto",
+    inboundProto && /^https?$/i.test(inboundProto) ? inboundProto : info.proto,
+  );
+  headers.set("x-forwarded-host", inboundHost ?? info.host);
+  headers.set("via", inboundVia ? `${inboundVia}, ${VIA_TOKEN}` : VIA_TOKEN);
+  if (inboundForwarded) headers.set("forwarded", inboundForwarded);
+  headers.set("x-request-id", info.requestId);
+  // Without this, fetch would ask for gzip itself and hand back a decoded body whose
+  // headers no longer describe it; with the client's own value the body passes through as is.
+  if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
+  return headers;
+}
+
+/**
+ * Builds the headers returned to the client from the origin's response headers.
+ *
+ * @param upstream the origin's response headers (not changed)
+ * @returns fresh, mutable headers without hop-by-hop fields and with `Via` appended
+ */
+export function downstreamResponseHeaders(upstream: Headers): Headers {
+  const headers = new Headers(upstream);
+  stripHopByHop(headers);
+  const via = headers.get("via");
+  headers.set("via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN);
+  return headers;
+}
+
+/** Options for {@linkcode fetchOrigin}. */
+export interface FetchOriginOptions {
+  /** The fetch implementation (from `Deps`). */
+  fetch: typeof fetch;
+  /** How long to wait for the response headers. */
+  timeoutMs: number;
+  /** Aborts the upstream request, e.g. when the client goes away. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Sends a request to the origin with the body streamed, redirects not followed, and a timeout
+ * on the response headers (the body then streams for as long as it takes).
+ *
+ * @param url the upstream URL from {@linkcode buildUpstreamUrl}
+ * @param init method, headers and body of the upstream request
+ * @param options fetch, timeout, client signal
+ * @returns the origin's response, body unread
+ * @throws {OriginTimeoutError} when no headers arrive in time
+ * @throws {OriginUnavailableError} when the connection fails
+ */
+export async function fetchOrigin(
+  url: URL,
+  init: { method: string; headers: Headers; body: ReadableStream<Uint8Array> | null },
+  options: FetchOriginOptions,
+): Promise<Response> {
+  const timeout = new AbortController();
+  const timer = setTimeout(() => timeout.abort(), options.timeoutMs);
+  const signal = options.signal ? AbortSignal.any([options.signal, timeout.signal]) : timeout.signal;
+  const hasBody = init.body !== null && init.method !== "GET" && init.method !== "HEAD";
+  try {
+    return await options.fetch(url, {
+      method: init.method,
+      headers: init.headers,
+      body: hasBody ? init.body : undefined,
+      redirect: "manual",
+      signal,
+      // Required for a streamed request body.
+      ...(hasBody ? { duplex: "half" } : {}),
+    } as RequestInit);
+  } catch (error) {
+    if (timeout.signal.aborted) throw new OriginTimeoutError(options.timeoutMs);
+    if (options.signal?.aborted) throw error;
+    throw new OriginUnavailableError();
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,69 @@
+/**
+ * @module
+ * `createApp(deps)`: the Hono application — the observe middleware (request id, timing, one
+ * log line per request), the one error handler, and the routers mounted in order.
+ */
+import { Hono } from "hono";
+import type { Deps } from "../lib/deps.ts";
+import { EdgeError, errorBody } from "../lib/errors.ts";
+import { requestIdFrom } from "../lib/facts.ts";
+import { opsRoutes } from "./ops.ts";
+import { proxyRoutes } from "./proxy.ts";
+import type { AppEnv } from "./env.ts";
+
+/**
+ * Builds the application.
+ *
+ * @param deps the service's dependencies
+ * @returns a Hono app whose `fetch` is the request handler
+ */
+export function createApp(deps: Deps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+
+  app.use(async (c, next) => {
+    const start = deps.mono();
+    const requestId = requestIdFrom(c.req.raw.headers, deps.randomId);
+    c.set("requestId", requestId);
+    await next();
+    const totalMs = deps.mono() - start;
+    const originMs = c.get("originMs");
+    const timing = originMs === undefined
+      ? `edge;dur=${totalMs.toFixed(2)}`
+      : `edge;dur=${(totalMs - originMs).toFixed(2)}, origin;dur=${originMs.toFixed(2)}`;
+    const headers = c.res.headers;
+    headers.set("x-request-id", requestId);
+    const existing = headers.get("server-timing");
+    headers.set("server-timing", existing ? `${existing}, ${timing}` : timing);
+    const decision = c.get("decision");
+    deps.log.info("request", {
+      requestId,
+      method: c.req.method,
+      path: new URL(c.req.url).pathname,
+      rewrittenPath: decision?.action.type === "proxy" ? decision.action.path : undefined,
+      region: decision?.region,
+      status: c.res.status,
+      durMs: round(totalMs),
+      originMs: originMs === undefined ? undefined : round(originMs),
+    });
+  });
+
+  app.onError((error, c) => {
+    if (error instanceof EdgeError) {
+      return c.json(errorBody(error.code, error.message, error.details), error.status as 400);
+    }
+    deps.log.error("unhandled error", {
+      requestId: c.get("requestId"),
+      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+    });
+    return c.json(errorBody("internal", "Internal error"), 500);
+  });
+
+  app.route("/_edge", opsRoutes(deps));
+  app.all("/_edge/*", (c) => c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404));
+  app.route("/", proxyRoutes(deps));
+  return app;
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}

@@ -1,0 +1,254 @@
+import assert from "node:assert/strict";
+import { createApp } from "../../routes/app.ts";
+import { makeDeps, SEED_RULES, startOrigin } from "../support.ts";
+
+const UNTRUSTED = { remoteAddr: { hostname: "203.0.113.9" } };
+const TRUSTED = { remoteAddr: { hostname: "10.0.0.5" } };
+
+async function withProxy(
+  fn: (ctx: {
+    app: ReturnType<typeof createApp>;
+    origin: ReturnType<typeof startOrigin>;
+    logs: string[];
+  }) => Promise<void>,
+  options: { env?: Record<string, string>; respond?: Parameters<typeof startOrigin>[0] } = {},
+) {
+  const origin = startOrigin(options.respond);
+  const logs: string[] = [];
+  const deps = await makeDeps(origin.url, {
+    env: { TRUSTED_PROXIES: "10.0.0.0/8", CDN_SECRET: "s3cret-s3cret-s3cret", ...options.env },
+    rules: SEED_RULES,
+    logLines: logs,
+  });
+  try {
+    await fn({ app: createApp(deps), origin, logs });
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+}
+
+Deno.test("proxy forwards method, path, query and body to the origin and returns its answer", async () => {
+  await withProxy(async ({ app, origin }) => {
+    const res = await app.request(
+      "http://edge.test/echo/a?x=1&y=2",
+      { method: "POST", body: "hello" },
+      UNTRUSTED,
+    );
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { method: "POST", path: "/echo/a" });
+    const seen = origin.seen[0]!;
+    assert.equal(seen.path, "/echo/a");
+    assert.equal(seen.search, "?x=1&y=2");
+    assert.equal(seen.bodyBytes, 5);
+    assert.equal(new URL(seen.url).host, new URL(origin.url).host);
+  });
+});
+
+Deno.test("proxy preserves origin status and headers and does not follow redirects", async () => {
+  await withProxy(async ({ app }) => {
+    const res = await app.request("http://edge.test/moved", {}, UNTRUSTED);
+    assert.equal(res.status, 301);
+    assert.equal(res.headers.get("location"), "https://elsewhere.example/new");
+    assert.equal(res.headers.get("x-origin-header"), "kept");
+    assert.match(res.headers.get("via") ?? "", /edge-personalizer/);
+  }, {
+    respond: () =>
+      new Response("moved", {
+        status: 301,
+        headers: { location: "https://elsewhere.example/new", "x-origin-header": "kept" },
+      }),
+  });
+});
+
+Deno.test("proxy removes hop-by-hop headers and every name listed in Connection, both ways", async () => {
+  await withProxy(async ({ app, origin }) => {
+    const res = await app.request("http://edge.test/echo", {
+      headers: {
+        connection: "x-secret-hop, keep-alive",
+        "x-secret-hop": "1",
+        "keep-alive": "timeout=5",
+        "proxy-authorization": "Basic Zm9vOmJhcg==",
+        te: "trailers",
+        "x-normal": "yes",
+      },
+    }, UNTRUSTED);
+    const seen = origin.seen[0]!.headers;
+    assert.equal(seen.get("x-secret-hop"), null);
+    assert.equal(seen.get("keep-alive"), null);
+    assert.equal(seen.get("proxy-authorization"), null);
+    assert.equal(seen.get("te"), null);
+    assert.equal(seen.get("x-normal"), "yes");
+    assert.equal(res.headers.get("x-upstream-hop"), null);
+    assert.equal(res.headers.get("x-upstream-kept"), "yes");
+  }, {
+    respond: () =>
+      new Response("ok", {
+        headers: { connection: "x-upstream-hop", "x-upstream-hop": "1", "x-upstream-kept": "yes" },
+      }),
+  });
+});
+
+Deno.test("proxy strips forged x-edge-* headers and sets its own", async () => {
+  await withProxy(async ({ app, origin }) => {
+    await app.request("http://edge.test/echo", {
+      headers: {
+        "x-edge-region": "EU",
+        "x-edge-user": "admin",
+        "x-edge-country": "DE",
+        "X-Edge-Anything": "forged",
+        "x-edge-cdn-secret": "wrong-wrong-wrong-wrong",
+      },
+    }, UNTRUSTED);
+    const seen = origin.seen[0]!.headers;
+    assert.equal(seen.get("x-edge-region"), "GLOBAL");
+    assert.equal(seen.get("x-edge-user"), null);
+    assert.equal(seen.get("x-edge-country"), null);
+    assert.equal(seen.get("x-edge-anything"), null);
+    assert.equal(seen.get("x-edge-cdn-secret"), null);
+  });
+});
+
+Deno.test("proxy ignores X-Forwarded-* and Forwarded from an untrusted peer", async () => {
+  await withProxy(async ({ app, origin }) => {
+    await app.request("http://edge.test/echo", {
+      headers: {
+        "x-forwarded-for": "1.2.3.4",
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "evil.example",
+        forwarded: "for=1.2.3.4;host=evil.example",
+        via: "1.1 forged",
+      },
+    }, UNTRUSTED);
+    const seen = origin.seen[0]!.headers;
+    assert.equal(seen.get("x-forwarded-for"), "203.0.113.9");
+    assert.equal(seen.get("x-forwarded-proto"), "http");
+    assert.equal(seen.get("x-forwarded-host"), "edge.test");
+    assert.equal(seen.get("forwarded"), null);
+    assert.equal(seen.get("via"), "1.1 edge-personalizer");
+    assert.equal(seen.get("x-edge-client-ip"), "203.0.113.9");
+  });
+});
+
+Deno.test("proxy keeps and extends forwarding headers from a trusted peer", async () => {
+  await withProxy(async ({ app, origin }) => {
+    await app.request("http://edge.test/echo", {
+      headers: {
+        "x-forwarded-for": "198.51.100.7, 10.0.0.9",
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "shop.example",
+        via: "1.1 cdn",
+      },
+    }, TRUSTED);
+    const seen = origin.seen[0]!.headers;
+    assert.equal(seen.get("x-forwarded-for"), "198.51.100.7, 10.0.0.9, 10.0.0.5");
+    assert.equal(seen.get("x-forwarded-proto"), "https");
+    assert.equal(seen.get("x-forwarded-host"), "shop.example");
+    assert.equal(seen.get("via"), "1.1 cdn, 1.1 edge-personalizer");
+    assert.equal(seen.get("x-edge-client-ip"), "198.51.100.7");
+  });
+});
+
+Deno.test("rewrite uses a geo header only from a trusted peer or with the CDN secret", async () => {
+  await withProxy(async ({ app, origin }) => {
+    const cases: [Record<string, string>, { remoteAddr: { hostname: string } }, string, string][] = [
+      [{ "cf-ipcountry": "DE" }, UNTRUSTED, "/api/products/promotions/global", "GLOBAL"],
+      [{ "cf-ipcountry": "DE" }, TRUSTED, "/api/products/promotions/europe", "EU"],
+      [
+        { "x-geo-country": "fr", "x-edge-cdn-secret": "s3cret-s3cret-s3cret" },
+        UNTRUSTED,
+        "/api/products/promotions/europe",
+        "EU",
+      ],
+      [
+        { "x-geo-country": "FR", "x-edge-cdn-secret": "s3cret-s3cret-s3cre" },
+        UNTRUSTED,
+        "/api/products/promotions/global",
+        "GLOBAL",
+      ],
+      [{ "cloudfront-viewer-country": "US" }, TRUSTED, "/api/products/promotions/global", "US"],
+      [{ "x-geo-region": "EU" }, TRUSTED, "/api/products/promotions/europe", "EU"],
+      [{ "x-geo-region": "EU" }, UNTRUSTED, "/api/products/promotions/global", "GLOBAL"],
+    ];
+    for (const [headers, peer, expectedPath, expectedRegion] of cases) {
+      const res = await app.request("http://edge.test/api/products/list?page=2", { headers }, peer);
+      assert.equal(res.status, 200);
+      const seen = origin.seen.at(-1)!;
+      assert.equal(seen.path, expectedPath, JSON.stringify(headers));
+      assert.equal(seen.search, "?page=2");
+      assert.equal(seen.headers.get("x-edge-region"), expectedRegion, JSON.stringify(headers));
+      assert.match(res.headers.get("cache-control") ?? "", /private/);
+    }
+  });
+});
+
+Deno.test("redirect routes are answered at the edge without an origin round trip", async () => {
+  await withProxy(async ({ app, origin }) => {
+    const res = await app.request("http://edge.test/old-sale", {}, UNTRUSTED);
+    assert.equal(res.status, 302);
+    assert.equal(res.headers.get("location"), "/sale");
+    assert.equal(origin.seen.length, 0);
+  });
+});
+
+Deno.test("an origin timeout is answered 504 with a JSON error body", async () => {
+  await withProxy(async ({ app }) => {
+    const res = await app.request("http://edge.test/slow", {}, UNTRUSTED);
+    assert.equal(res.status, 504);
+    const body = await res.json();
+    assert.equal(body.error.code, "origin_timeout");
+    assert.equal(typeof body.error.message, "string");
+  }, {
+    env: { ORIGIN_TIMEOUT_MS: "100" },
+    respond: () => new Promise((resolve) => setTimeout(() => resolve(new Response("late")), 600)),
+  });
+});
+
+Deno.test("an unreachable origin is answered 502 without internal detail", async () => {
+  const listener = Deno.listen({ port: 0, hostname: "127.0.0.1" });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  const deps = await makeDeps(`http://127.0.0.1:${port}`);
+  try {
+    const res = await createApp(deps).request("http://edge.test/x", {}, UNTRUSTED);
+    assert.equal(res.status, 502);
+    const body = await res.json();
+    assert.deepEqual(Object.keys(body.error).sort(), ["code", "message"]);
+    assert.equal(body.error.code, "origin_unavailable");
+    assert.doesNotMatch(body.error.message, /refused|ECONN|os error/i);
+  } finally {
+    deps.kv.close();
+  }
+});
+
+Deno.test("request id is accepted when valid, replaced when not, echoed and forwarded", async () => {
+  await withProxy(async ({ app, origin, logs }) => {
+    const ok = await app.request(
+      "http://edge.test/echo",
+      { headers: { "x-request-id": "abc-123" } },
+      UNTRUSTED,
+    );
+    assert.equal(ok.headers.get("x-request-id"), "abc-123");
+    assert.equal(origin.seen[0]!.headers.get("x-request-id"), "abc-123");
+    const bad = await app.request(
+      "http://edge.test/echo",
+      { headers: { "x-request-id": "bad id\u0001" } },
+      UNTRUSTED,
+    );
+    assert.match(bad.headers.get("x-request-id") ?? "", /^id-\d+$/);
+    assert.match(ok.headers.get("server-timing") ?? "", /^edge;dur=[\d.]+, origin;dur=[\d.]+$/);
+    const line = logs.map((l) => JSON.parse(l)).find((l) => l.msg === "request" && l.requestId === "abc-123");
+    assert.equal(line.path, "/echo");
+    assert.equal(line.status, 200);
+    assert.equal(typeof line.durMs, "number");
+  });
+});
+
+Deno.test("unknown /_edge paths are 404 JSON and never reach the origin", async () => {
+  await withProxy(async ({ app, origin }) => {
+    const res = await app.request("http://edge.test/_edge/nope", {}, UNTRUSTED);
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error.code, "not_found");
+    assert.equal(origin.seen.length, 0);
+  });
+});

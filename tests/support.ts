@@ -1,0 +1,157 @@
+/**
+ * @module
+ * Test support: real origins on port 0, `Deps` with an in-memory KV and a fixed clock, and a
+ * raw HTTP/1.1 client for request targets that `fetch` would normalise away.
+ */
+import { type Config, parseConfig } from "../lib/config.ts";
+import type { Deps } from "../lib/deps.ts";
+import { createLogger } from "../lib/log.ts";
+import { EMPTY_RULES, parseRules, type RuleSet } from "../lib/rules.ts";
+import { RulesStore } from "../lib/rules_store.ts";
+
+/** A request as a test origin saw it. */
+export interface SeenRequest {
+  method: string;
+  url: string;
+  path: string;
+  search: string;
+  headers: Headers;
+  bodyBytes: number;
+}
+
+/** A running test origin. */
+export interface TestOrigin {
+  url: string;
+  port: number;
+  seen: SeenRequest[];
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a real HTTP origin on 127.0.0.1, port 0, that records each request (body drained)
+ * and answers with `respond` (default: 200 JSON echo of method and path).
+ *
+ * @param respond builds the answer; the body has already been read
+ * @returns the running origin
+ */
+export function startOrigin(
+  respond?: (req: SeenRequest, raw: Request) => Response | Promise<Response>,
+): TestOrigin {
+  const seen: SeenRequest[] = [];
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (request) => {
+    const url = new URL(request.url);
+    let bodyBytes = 0;
+    if (request.body && !respond) {
+      for await (const chunk of request.body) bodyBytes += chunk.byteLength;
+    }
+    const record = {
+      method: request.method,
+      url: request.url,
+      path: url.pathname,
+      search: url.search,
+      headers: request.headers,
+      bodyBytes,
+    };
+    seen.push(record);
+    return respond ? respond(record, request) : Response.json({ method: request.method, path: url.pathname });
+  });
+  const port = server.addr.port;
+  return { url: `http://127.0.0.1:${port}`, port, seen, close: () => server.shutdown() };
+}
+
+/** Options for {@linkcode makeDeps}. */
+export interface MakeDepsOptions {
+  env?: Record<string, string>;
+  rules?: RuleSet;
+  logLines?: string[];
+  now?: () => number;
+}
+
+/**
+ * Builds `Deps` for a test: configuration from `env` (with `ORIGIN_URL`), an in-memory KV,
+ * a fixed clock, deterministic ids, and a logger that collects lines.
+ *
+ * @param originUrl the origin the app proxies to
+ * @param options environment, rules, log collector
+ * @returns the dependencies; close `deps.kv` in `finally`
+ */
+export async function makeDeps(originUrl: string, options: MakeDepsOptions = {}): Promise<Deps> {
+  const config: Config = parseConfig({ ORIGIN_URL: originUrl, LOG_LEVEL: "debug", ...options.env });
+  const now = options.now ?? (() => Date.UTC(2026, 10, 26, 12, 0, 0));
+  let next = 0;
+  const lines = options.logLines;
+  return {
+    config,
+    kv: await Deno.openKv(":memory:"),
+    fetch: globalThis.fetch,
+    now,
+    mono: () => performance.now(),
+    randomId: () => `id-${++next}`,
+    log: createLogger(config.logLevel, { now, sink: (line) => lines?.push(line) }),
+    rules: new RulesStore(parseRules(options.rules ?? EMPTY_RULES)),
+  };
+}
+
+/** A raw HTTP response. */
+export interface RawResponse {
+  status: number;
+  head: string;
+  body: string;
+}
+
+/**
+ * Sends bytes as an HTTP/1.1 request over a plain TCP connection and reads the whole answer.
+ * Used for request targets (`//evil`, `\\`, absolute-form) that `fetch` would rewrite.
+ *
+ * @param port the server's port on 127.0.0.1
+ * @param requestText the full request, `\r\n`-separated, ending with an empty line
+ * @returns status, head and body text
+ */
+export async function rawRequest(port: number, requestText: string): Promise<RawResponse> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(new TextEncoder().encode(requestText));
+    const chunks: Uint8Array[] = [];
+    const buffer = new Uint8Array(65536);
+    while (true) {
+      const n = await conn.read(buffer);
+      if (n === null) break;
+      chunks.push(buffer.slice(0, n));
+    }
+    const text = new TextDecoder().decode(concat(chunks));
+    const split = text.indexOf("\r\n\r\n");
+    const head = split === -1 ? text : text.slice(0, split);
+    const status = Number(/^HTTP\/1\.[01] (\d{3})/.exec(head)?.[1] ?? 0);
+    return { status, head, body: split === -1 ? "" : text.slice(split + 4) };
+  } finally {
+    try {
+      conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+  }
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+/** The seed's rule set: regions and the regional promotion rewrite, plus a redirect. */
+export const SEED_RULES: RuleSet = {
+  version: 1,
+  defaultRegion: "GLOBAL",
+  regions: { EU: ["DE", "FR", "GB"], APAC: ["SG", "JP", "AU"], US: ["US"] },
+  routes: [
+    {
+      match: "/api/products/*",
+      rewrite: { EU: "/api/products/promotions/europe", "*": "/api/products/promotions/global" },
+    },
+    { match: "/old-sale", redirect: { to: "/sale", status: 302 } },
+  ],
+};
