@@ -4,7 +4,7 @@
  * serve. Runs with `deno run main.ts` (listens itself, graceful shutdown on SIGINT/SIGTERM)
  * and with `deno serve --parallel main.ts` (through the default export).
  */
-import { ConfigError, parseConfig } from "./lib/config.ts";
+import { type Config, ConfigError, parseConfig } from "./lib/config.ts";
 import { createLogger } from "./lib/log.ts";
 import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.ts";
 import { RulesStore } from "./lib/rules_store.ts";
@@ -16,7 +16,7 @@ function fail(message: string): never {
   Deno.exit(1);
 }
 
-let config;
+let config: Config;
 try {
   config = parseConfig(Deno.env.toObject());
 } catch (error) {
@@ -59,12 +59,28 @@ const app = createApp(deps);
 /** The request handler, for `deno serve` and Deno Deploy. */
 export default { fetch: app.fetch } satisfies Deno.ServeDefaultExport;
 
-if (import.meta.main && !startedByDenoServe()) {
-  const shutdown = new AbortController();
+// `import.meta.main` is also true under `deno serve`, and Deno has no API that tells the two
+// apart (denoland/deno#25179). Under `deno serve` (every `--parallel` worker included) the
+// runtime calls `Deno.serve` with the default export right after this module has evaluated,
+// before any timer fires; so `Deno.serve` is observed until the first timer, and this
+// process listens by itself only when nobody else did. Deno Deploy serves the default export.
+if (import.meta.main && !Deno.env.get("DENO_DEPLOYMENT_ID")) {
+  const denoServe = Deno.serve;
+  let servedByRuntime = false;
+  Deno.serve = ((...args: Parameters<typeof Deno.serve>) => {
+    servedByRuntime = true;
+    return denoServe(...args);
+  }) as typeof Deno.serve;
+  setTimeout(() => {
+    Deno.serve = denoServe;
+    if (!servedByRuntime) listen();
+  }, 0);
+}
+
+function listen(): void {
   const server = Deno.serve({
     port: config.port,
     hostname: config.hostname,
-    signal: shutdown.signal,
     onListen: ({ hostname, port }) => {
       log.info("listening", { url: `http://${hostname}:${port}/`, origin: config.originUrl.origin });
     },
@@ -74,28 +90,13 @@ if (import.meta.main && !startedByDenoServe()) {
     if (stopping) return;
     stopping = true;
     log.info("shutting down", { signal });
-    // Stops accepting, then waits for in-flight requests to finish.
-    shutdown.abort();
-    await server.finished;
+    // Stops accepting, then waits for in-flight requests to finish (an abort signal would
+    // instead cut every open connection).
+    await server.shutdown();
     kv.close();
     log.info("stopped", {});
     Deno.exit(0);
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
-}
-
-/**
- * `import.meta.main` is also true under `deno serve`, which listens by itself; Deno has no API
- * that tells the two apart (denoland/deno#25179), so the command line is read where the OS
- * exposes it. Deno Deploy serves the default export and sets `DENO_DEPLOYMENT_ID`.
- */
-function startedByDenoServe(): boolean {
-  if (Deno.env.get("DENO_DEPLOYMENT_ID")) return true;
-  try {
-    const argv = Deno.readTextFileSync("/proc/self/cmdline").split("\0");
-    return argv[1] === "serve";
-  } catch {
-    return false;
-  }
 }

@@ -48,6 +48,14 @@ const EnvSchema = z.object({
     z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
   ),
   ORIGIN_TIMEOUT_MS: intInRange(1, 600_000, 10_000),
+  SYNC_SECRETS: z.preprocess(emptyToUndefined, z.string().optional()),
+  SYNC_TOLERANCE_SEC: intInRange(1, 86_400, 300),
+  SYNC_MAX_BYTES: intInRange(1024, 64 * 1024 * 1024, 1024 * 1024),
+  RECENT_VIEWS_MAX: intInRange(1, 100, 20),
+  VIEW_TTL_DAYS: intInRange(1, 3650, 30),
+  CART_TTL_DAYS: intInRange(1, 3650, 30),
+  PROFILE_TTL_DAYS: intInRange(1, 3650, 30),
+  TOMBSTONE_TTL_DAYS: intInRange(1, 3650, 30),
   LOG_LEVEL: z.preprocess(
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -67,6 +75,25 @@ export interface Config {
   cdnSecret: string | undefined;
   originTimeoutMs: number;
   logLevel: LogLevel;
+  /**
+   * Standard Webhooks secrets (`whsec_…`) accepted by `POST /_edge/sync`, newest first; a
+   * signature matching any of them is accepted. Empty → the sync endpoint does not exist.
+   */
+  syncSecrets: readonly string[];
+  /** How far a `webhook-timestamp` may be from the clock, either way, in seconds. */
+  syncToleranceSec: number;
+  /** Largest accepted sync request body, in bytes. */
+  syncMaxBytes: number;
+  /** How many recent views are kept per user. */
+  recentViewsMax: number;
+  /** How long a recent view is kept after it happened, in days. */
+  viewTtlDays: number;
+  /** How long a cart is kept after its last write, in days. */
+  cartTtlDays: number;
+  /** How long a profile is kept after its last write, in days. */
+  profileTtlDays: number;
+  /** How long an erasure tombstone (and a session-end marker) is kept, in days. */
+  tombstoneTtlDays: number;
 }
 
 /** Thrown when the environment does not describe a valid configuration. */
@@ -119,6 +146,14 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   if (kvPath && /^https?:\/\//i.test(kvPath) && !parsed.DENO_KV_ACCESS_TOKEN) {
     problems.push("DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL");
   }
+  const syncSecrets = (parsed.SYNC_SECRETS ?? "").split(",").map((secret) => secret.trim()).filter(Boolean);
+  syncSecrets.forEach((secret, index) => {
+    if (!/^whsec_[A-Za-z0-9+/]{22,}={0,2}$/.test(secret) || (secret.length - 6) % 4 !== 0) {
+      problems.push(
+        `SYNC_SECRETS entry ${index + 1} must be "whsec_" followed by base64 of at least 16 bytes`,
+      );
+    }
+  });
   if (problems.length) throw new ConfigError(problems);
   return {
     port: parsed.PORT,
@@ -130,6 +165,14 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     cdnSecret: parsed.CDN_SECRET,
     originTimeoutMs: parsed.ORIGIN_TIMEOUT_MS,
     logLevel: parsed.LOG_LEVEL,
+    syncSecrets,
+    syncToleranceSec: parsed.SYNC_TOLERANCE_SEC,
+    syncMaxBytes: parsed.SYNC_MAX_BYTES,
+    recentViewsMax: parsed.RECENT_VIEWS_MAX,
+    viewTtlDays: parsed.VIEW_TTL_DAYS,
+    cartTtlDays: parsed.CART_TTL_DAYS,
+    profileTtlDays: parsed.PROFILE_TTL_DAYS,
+    tombstoneTtlDays: parsed.TOMBSTONE_TTL_DAYS,
   };
 }
 

@@ -68,7 +68,7 @@ export function checkInboundPath(pathname: string): string {
     }
   }
   for (const segment of path.split("/")) {
-    if (segment === "." || segment === "..") {
+    if (isDotSegment(segment)) {
       throw new BadPathError("The request path must not contain dot segments");
     }
   }
@@ -79,13 +79,19 @@ function checkDecodedSegment(segment: string): void {
   if (segment.includes("/") || segment.includes("\\")) {
     throw new BadPathError("The request path must not contain encoded slashes");
   }
-  if (segment === "." || segment === "..") {
+  if (isDotSegment(segment)) {
     throw new BadPathError("The request path must not contain dot segments");
   }
   // deno-lint-ignore no-control-regex
   if (/[\x00-\x1f\x7f]/.test(segment)) {
     throw new BadPathError("The request path must not contain control characters");
   }
+}
+
+/** `.` or `..`, also with a `;` path parameter, which some servers (Tomcat) strip before resolving. */
+function isDotSegment(segment: string): boolean {
+  const name = segment.includes(";") ? segment.slice(0, segment.indexOf(";")) : segment;
+  return name === "." || name === "..";
 }
 
 /**

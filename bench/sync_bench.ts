@@ -1,0 +1,62 @@
+/**
+ * @module
+ * Sync ingest throughput: batches of 500 `view` events through the convergent apply path,
+ * compared in the same run with raw batched `kv.atomic().set()` writes of the same views
+ * (the baseline). `deno bench` prints the ratio in each group's summary; the target is that
+ * apply runs at ≥ 0.4× the raw throughput.
+ *
+ * ```sh
+ * deno task bench bench/sync_bench.ts
+ * ```
+ */
+import { applyEvents, type ApplyOptions } from "../lib/sync/apply.ts";
+import type { SyncEvent } from "../lib/sync/schema.ts";
+
+const DAY = 86_400_000;
+const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
+const OPTIONS: ApplyOptions = {
+  now: T0,
+  recentViewsMax: 20,
+  viewTtlMs: 30 * DAY,
+  cartTtlMs: 30 * DAY,
+  profileTtlMs: 30 * DAY,
+  tombstoneTtlMs: 30 * DAY,
+};
+const BATCH = 500;
+
+/** 500 views spread over `users` users, all newer than any earlier batch so each one writes. */
+function viewBatch(round: number, users: number): SyncEvent[] {
+  return Array.from({ length: BATCH }, (_, i) => ({
+    kind: "view" as const,
+    userId: `user-${i % users}`,
+    itemId: `item-${(round * 7 + i) % 1000}`,
+    at: T0 + round * BATCH + i,
+  }));
+}
+
+async function rawWrite(kv: Deno.Kv, events: SyncEvent[]): Promise<void> {
+  const op = kv.atomic();
+  for (const event of events) {
+    if (event.kind !== "view") continue;
+    op.set(["bench", event.userId, event.itemId], { at: event.at, expiresAt: event.at + OPTIONS.viewTtlMs }, {
+      expireIn: OPTIONS.viewTtlMs,
+    });
+  }
+  const result = await op.commit();
+  if (!result.ok) throw new Error("raw commit failed");
+}
+
+for (const users of [50, 500]) {
+  const applyKv = await Deno.openKv(":memory:");
+  const rawKv = await Deno.openKv(":memory:");
+  let applyRound = 0;
+  let rawRound = 0;
+  const group = `500 views over ${users} users`;
+  Deno.bench({ name: `raw kv.atomic().set() (${users} users)`, group, baseline: true }, async () => {
+    await rawWrite(rawKv, viewBatch(rawRound++, users));
+  });
+  Deno.bench({ name: `applyEvents (${users} users)`, group }, async () => {
+    const result = await applyEvents(applyKv, viewBatch(applyRound++, users), OPTIONS);
+    if (result.applied === 0) throw new Error("nothing applied");
+  });
+}

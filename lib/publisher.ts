@@ -1,0 +1,316 @@
+/**
+ * @module
+ * The backend side of sync: reads events (NDJSON or from code), validates them against the
+ * wire contract, batches them under the edge's limits, signs each batch the Standard Webhooks
+ * way and fans it out to every edge endpoint, retrying on a Standard Webhooks-like schedule
+ * with jitter, honouring `Retry-After` and 429, and giving up on an endpoint that answers 410.
+ */
+import { MAX_EVENTS_PER_BATCH, parseSyncEvent } from "./sync/schema.ts";
+import { sign } from "./sync/verify.ts";
+
+/**
+ * Delay before each attempt, in ms: the Standard Webhooks schedule (immediately, 5 s, 5 min,
+ * 30 min, 2 h, 5 h, 10 h, 10 h).
+ */
+export const STANDARD_RETRY_SCHEDULE_MS: readonly number[] = [
+  0,
+  5_000,
+  300_000,
+  1_800_000,
+  7_200_000,
+  18_000_000,
+  36_000_000,
+  36_000_000,
+];
+
+/** The edge's default body limit; batches are kept below it. */
+export const DEFAULT_MAX_BATCH_BYTES = 1024 * 1024;
+
+/** Input that cannot be published: not NDJSON, or events that break the wire contract. */
+export class PublishInputError extends Error {
+  /** One entry per problem, naming the line (or index) and field. */
+  readonly problems: string[];
+
+  /**
+   * @param message summary
+   * @param problems one entry per problem
+   */
+  constructor(message: string, problems: string[]) {
+    super(`${message}:\n  ${problems.join("\n  ")}`);
+    this.name = "PublishInputError";
+    this.problems = problems;
+  }
+}
+
+/**
+ * Parses NDJSON (one JSON event per line; blank lines ignored) and validates each event.
+ *
+ * @param text the NDJSON text
+ * @returns the events, as parsed JSON (sent as they are)
+ * @throws {PublishInputError} naming every line that is not JSON or not a valid event
+ */
+export function parseNdjson(text: string): unknown[] {
+  const events: unknown[] = [];
+  const problems: string[] = [];
+  text.split("\n").forEach((line, index) => {
+    if (line.trim() === "") return;
+    let value: unknown;
+    try {
+      value = JSON.parse(line);
+    } catch (error) {
+      problems.push(`line ${index + 1}: not JSON (${(error as Error).message})`);
+      return;
+    }
+    const result = parseSyncEvent(value);
+    if ("problems" in result) {
+      for (const problem of result.problems) {
+        problems.push(`line ${index + 1}: "${problem.field}" ${problem.message}`);
+      }
+      return;
+    }
+    events.push(value);
+  });
+  if (problems.length) throw new PublishInputError("Cannot publish the input", problems);
+  return events;
+}
+
+/** Options for {@linkcode batchEvents}. */
+export interface BatchOptions {
+  /** Most events per batch (default and maximum 1000). */
+  maxEvents?: number;
+  /** Largest serialised payload per batch, in bytes (default 1 MiB). */
+  maxBytes?: number;
+}
+
+const ENVELOPE_OVERHEAD = 128;
+
+/**
+ * Splits events into batches that the edge accepts: at most `maxEvents` events and a payload
+ * of at most `maxBytes` bytes. Order is kept (the edge does not need it, but logs read better).
+ *
+ * @param events the events
+ * @param options the limits
+ * @returns the batches
+ * @throws {PublishInputError} when one event alone is larger than `maxBytes`
+ */
+export function batchEvents(events: readonly unknown[], options: BatchOptions = {}): unknown[][] {
+  const maxEvents = Math.min(options.maxEvents ?? MAX_EVENTS_PER_BATCH, MAX_EVENTS_PER_BATCH);
+  const maxBytes = (options.maxBytes ?? DEFAULT_MAX_BATCH_BYTES) - ENVELOPE_OVERHEAD;
+  const encoder = new TextEncoder();
+  const batches: unknown[][] = [];
+  let current: unknown[] = [];
+  let bytes = 0;
+  events.forEach((event, index) => {
+    const size = encoder.encode(JSON.stringify(event)).byteLength + 1;
+    if (size > maxBytes) {
+      throw new PublishInputError("Cannot publish the input", [
+        `event ${index}: larger than ${maxBytes} bytes`,
+      ]);
+    }
+    if (current.length >= maxEvents || bytes + size > maxBytes) {
+      batches.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(event);
+    bytes += size;
+  });
+  if (current.length) batches.push(current);
+  return batches;
+}
+
+/** Options for {@linkcode publish}. */
+export interface PublishOptions extends BatchOptions {
+  /** Full URLs of the edge sync endpoints (`…/_edge/sync`). */
+  endpoints: readonly string[];
+  /** The `whsec_…` signing secret. */
+  secret: string;
+  fetch: typeof fetch;
+  /** Wall clock, epoch ms (for `webhook-timestamp` and the envelope). */
+  now: () => number;
+  sleep: (ms: number) => Promise<void>;
+  /** Uniform in [0, 1), for jitter. */
+  random: () => number;
+  /** Unique ids for `webhook-id`. */
+  randomId: () => string;
+  /** Delay before each attempt (its length is the number of attempts); default {@linkcode STANDARD_RETRY_SCHEDULE_MS}. */
+  scheduleMs?: readonly number[];
+  /** Jitter as a fraction of each delay, ± (default 0.2). */
+  jitter?: number;
+  /** Cap on a `Retry-After` wait (default 1 h). */
+  maxRetryAfterMs?: number;
+  /** Per-attempt timeout (default 30 s). */
+  timeoutMs?: number;
+  /** Told about each attempt's outcome, e.g. for progress logging. */
+  onAttempt?: (attempt: AttemptInfo) => void;
+}
+
+/** One delivery attempt. */
+export interface AttemptInfo {
+  endpoint: string;
+  webhookId: string;
+  attempt: number;
+  /** HTTP status, or 0 for a network error or timeout. */
+  status: number;
+  outcome: "delivered" | "retry" | "failed" | "gone";
+  detail?: string;
+}
+
+/** What happened at one endpoint. */
+export interface EndpointReport {
+  endpoint: string;
+  deliveredBatches: number;
+  deliveredEvents: number;
+  failedBatches: number;
+  failedEvents: number;
+  /** The endpoint answered 410 and was given up. */
+  gone: boolean;
+  /** One entry per failed batch: its webhook-id and the last error. */
+  errors: { webhookId: string; error: string }[];
+}
+
+/** The outcome of a publish. */
+export interface PublishReport {
+  /** Every batch reached every endpoint. */
+  ok: boolean;
+  endpoints: EndpointReport[];
+}
+
+/**
+ * Publishes events to every endpoint: batches, signs and delivers with retries.
+ *
+ * @param events valid events of the wire contract (see {@linkcode parseNdjson})
+ * @param options endpoints, secret, side effects and retry policy
+ * @returns per-endpoint delivered and failed counts
+ * @throws {PublishInputError} when an event is invalid or too large
+ * @example
+ * ```ts
+ * const report = await publish(events, {
+ *   endpoints: ["https://edge.example/_edge/sync"], secret: "whsec_…", fetch, now: Date.now,
+ *   sleep: (ms) => new Promise((r) => setTimeout(r, ms)), random: Math.random,
+ *   randomId: () => crypto.randomUUID(),
+ * });
+ * ```
+ */
+export async function publish(events: readonly unknown[], options: PublishOptions): Promise<PublishReport> {
+  const problems: string[] = [];
+  events.forEach((event, index) => {
+    const result = parseSyncEvent(event);
+    if ("problems" in result) {
+      for (const problem of result.problems) {
+        problems.push(`event ${index}: "${problem.field}" ${problem.message}`);
+      }
+    }
+  });
+  if (problems.length) throw new PublishInputError("Cannot publish the input", problems);
+  const batches = batchEvents(events, options).map((batch) => ({
+    id: `msg_${options.randomId()}`,
+    events: batch,
+    body: JSON.stringify({
+      type: "edge.sync",
+      timestamp: new Date(options.now()).toISOString(),
+      data: { events: batch },
+    }),
+  }));
+  const endpoints = await Promise.all(options.endpoints.map(async (endpoint) => {
+    const report: EndpointReport = {
+      endpoint,
+      deliveredBatches: 0,
+      deliveredEvents: 0,
+      failedBatches: 0,
+      failedEvents: 0,
+      gone: false,
+      errors: [],
+    };
+    for (const batch of batches) {
+      const outcome = report.gone
+        ? { ok: false, gone: true, error: "endpoint answered 410 Gone" }
+        : await deliver(endpoint, batch, options);
+      if (outcome.ok) {
+        report.deliveredBatches++;
+        report.deliveredEvents += batch.events.length;
+      } else {
+        report.gone ||= outcome.gone;
+        report.failedBatches++;
+        report.failedEvents += batch.events.length;
+        report.errors.push({ webhookId: batch.id, error: outcome.error });
+      }
+    }
+    return report;
+  }));
+  return { ok: endpoints.every((report) => report.failedBatches === 0), endpoints };
+}
+
+const RETRYABLE = new Set([408, 409, 425, 429]);
+
+async function deliver(
+  endpoint: string,
+  batch: { id: string; body: string },
+  options: PublishOptions,
+): Promise<{ ok: true } | { ok: false; gone: boolean; error: string }> {
+  const schedule = options.scheduleMs ?? STANDARD_RETRY_SCHEDULE_MS;
+  const jitter = options.jitter ?? 0.2;
+  let lastError = "no attempt was made";
+  let retryAfterMs = 0;
+  for (let attempt = 0; attempt < schedule.length; attempt++) {
+    const scheduled = schedule[attempt]! * (1 + (options.random() * 2 - 1) * jitter);
+    const wait = Math.max(scheduled, retryAfterMs);
+    if (wait > 0) await options.sleep(wait);
+    const report = (info: Omit<AttemptInfo, "endpoint" | "webhookId" | "attempt">) =>
+      options.onAttempt?.({ endpoint, webhookId: batch.id, attempt: attempt + 1, ...info });
+    const timestamp = Math.floor(options.now() / 1000);
+    let response: Response;
+    try {
+      response = await options.fetch(endpoint, {
+        method: "POST",
+        body: batch.body,
+        headers: {
+          "content-type": "application/json",
+          "webhook-id": batch.id,
+          "webhook-timestamp": String(timestamp),
+          "webhook-signature": await sign(options.secret, { id: batch.id, timestamp, body: batch.body }),
+        },
+        signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
+      });
+    } catch (error) {
+      lastError = `network error: ${(error as Error).message}`;
+      retryAfterMs = 0;
+      report({ status: 0, outcome: "retry", detail: lastError });
+      continue;
+    }
+    const text = await response.text().catch(() => "");
+    if (response.ok) {
+      report({ status: response.status, outcome: "delivered", detail: text });
+      return { ok: true };
+    }
+    lastError = `HTTP ${response.status}: ${text.slice(0, 500)}`;
+    if (response.status === 410) {
+      report({ status: 410, outcome: "gone", detail: lastError });
+      return { ok: false, gone: true, error: lastError };
+    }
+    if (response.status < 500 && !RETRYABLE.has(response.status)) {
+      report({ status: response.status, outcome: "failed", detail: lastError });
+      return { ok: false, gone: false, error: lastError };
+    }
+    retryAfterMs = Math.min(
+      parseRetryAfter(response.headers.get("retry-after"), options.now()),
+      options.maxRetryAfterMs ?? 3_600_000,
+    );
+    report({ status: response.status, outcome: "retry", detail: lastError });
+  }
+  return { ok: false, gone: false, error: `gave up after ${schedule.length} attempts; last: ${lastError}` };
+}
+
+/**
+ * Reads a `Retry-After` header: delay in seconds or an HTTP date.
+ *
+ * @param value the header value
+ * @param now the current time, epoch ms
+ * @returns the delay in ms (0 when absent or unreadable)
+ */
+export function parseRetryAfter(value: string | null, now: number): number {
+  if (!value) return 0;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const date = Date.parse(value);
+  return Number.isNaN(date) ? 0 : Math.max(0, date - now);
+}

@@ -1,0 +1,804 @@
+/**
+ * @module
+ * Applies validated sync events to Deno KV so that every replica converges whatever the order
+ * and multiplicity of delivery: views merge as a set, cart/profile/related/rules are last writer
+ * wins by `version`, sessions newest `at` wins, erasure filters and leaves a tombstone. Writes are
+ * grouped into atomic commits within KV's limits, and every read key is re-checked by
+ * versionstamp at commit, so instances applying concurrently retry instead of regressing a key.
+ */
+import type { z } from "zod";
+import type { Config } from "../config.ts";
+import {
+  CartValue,
+  getManyChunked,
+  hashSessionId,
+  keys,
+  parseStored,
+  ProfileValue,
+  RelatedValue,
+  RulesValue,
+  SessionValue,
+  TombstoneValue,
+  UserSessionsValue,
+  ViewsValue,
+} from "../store.ts";
+import {
+  type CartEvent,
+  type EraseEvent,
+  parseSyncEvents,
+  type ProfileEvent,
+  type RelatedEvent,
+  type RulesEvent,
+  type SessionEndEvent,
+  type SessionEvent,
+  type SyncEvent,
+  type ViewEvent,
+} from "./schema.ts";
+
+/** Deno KV limits of one atomic commit, with headroom for key and encoding overhead. */
+export const KV_LIMITS = { checks: 100, mutations: 1000, bytes: 760 * 1024 } as const;
+
+const DAY_MS = 86_400_000;
+/** `expireIn` of a value whose own `expiresAt` has passed: reads already ignore it. */
+const MIN_EXPIRE_IN_MS = 60_000;
+/** Sessions handled by one unit, so that its reads (and checks) stay far below 100. */
+const SESSIONS_PER_UNIT = 40;
+/** Session records an erasure ends per commit. */
+const ERASE_SESSIONS_PER_COMMIT = 80;
+/** Largest per-user session index; beyond it the earliest-expiring entries are dropped. */
+const MAX_INDEXED_SESSIONS = 500;
+const DEFAULT_MAX_ATTEMPTS = 20;
+/**
+ * Keys read together before deciding; their units are disjoint, so their plans can be split
+ * over several atomic commits (each within the limits) and committed in parallel.
+ */
+const MAX_WAVE_KEYS = 2000;
+
+/** Options for {@linkcode applyEvents}. */
+export interface ApplyOptions {
+  /** The current time, epoch ms: turns `expiresAt` into `expireIn` and prunes expired index entries. */
+  now: number;
+  /** How many recent views to keep per user. */
+  recentViewsMax: number;
+  viewTtlMs: number;
+  cartTtlMs: number;
+  profileTtlMs: number;
+  tombstoneTtlMs: number;
+  /** Called once after the batch with every user whose stored data changed (e.g. to drop cache entries). */
+  onApplied?: (userIds: string[]) => void;
+  /** How often a conflicting unit is re-read and retried before giving up (default 20). */
+  maxAttempts?: number;
+}
+
+/** The outcome of applying a batch. */
+export interface ApplyResult {
+  /** Events that changed stored state. */
+  applied: number;
+  /** Events that changed nothing: older or equal versions, duplicates, erased users' old events. */
+  stale: number;
+}
+
+/** A unit kept conflicting with concurrent writers; the batch may be retried as a whole. */
+export class ApplyConflictError extends Error {
+  constructor() {
+    super("Sync apply kept conflicting with concurrent writers");
+    this.name = "ApplyConflictError";
+  }
+}
+
+/**
+ * Builds {@linkcode ApplyOptions} from the service configuration.
+ *
+ * @param config the configuration (views, TTLs)
+ * @param now the current time, epoch ms
+ * @param options extra options such as `onApplied`
+ * @returns the apply options
+ */
+export function applyOptionsFromConfig(
+  config: Pick<
+    Config,
+    "recentViewsMax" | "viewTtlDays" | "cartTtlDays" | "profileTtlDays" | "tombstoneTtlDays"
+  >,
+  now: number,
+  options: Pick<ApplyOptions, "onApplied" | "maxAttempts"> = {},
+): ApplyOptions {
+  return {
+    now,
+    recentViewsMax: config.recentViewsMax,
+    viewTtlMs: config.viewTtlDays * DAY_MS,
+    cartTtlMs: config.cartTtlDays * DAY_MS,
+    profileTtlMs: config.profileTtlDays * DAY_MS,
+    tombstoneTtlMs: config.tombstoneTtlDays * DAY_MS,
+    ...options,
+  };
+}
+
+/**
+ * Applies a validated batch. The result does not depend on the order of `events`, on
+ * duplicates, or on how a stream is split into batches, provided each `version` of a key
+ * always carries the same content and `at` grows with `version` (see docs/sync.md).
+ *
+ * @param kv the store
+ * @param events validated events (from `parseSyncEvents`)
+ * @param options clock, limits and TTLs
+ * @returns how many events were applied and how many were stale
+ * @throws {ApplyConflictError} when a key keeps changing under concurrent writers
+ * @example
+ * ```ts
+ * const result = await applyEvents(kv, parseSyncPayload(json), applyOptionsFromConfig(config, Date.now()));
+ * ```
+ */
+export async function applyEvents(
+  kv: Deno.Kv,
+  events: readonly SyncEvent[],
+  options: ApplyOptions,
+): Promise<ApplyResult> {
+  const units = await planUnits(events, options);
+  const outcome = await runUnits(kv, units, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
+  if (outcome.users.size && options.onApplied) options.onApplied([...outcome.users].sort());
+  return { applied: outcome.applied, stale: outcome.stale };
+}
+
+/**
+ * Validates and applies events fetched from the backend by read-through, through the same
+ * path as pushed events, so a read-through can never regress what a push stored.
+ *
+ * @param kv the store
+ * @param events events of the wire contract, as received from the backend
+ * @param options clock, limits and TTLs
+ * @returns how many events were applied and how many were stale
+ * @throws {SyncPayloadError} when any event is invalid (nothing is applied)
+ * @throws {ApplyConflictError} when a key keeps changing under concurrent writers
+ */
+export async function applyBackendEvents(
+  kv: Deno.Kv,
+  events: readonly unknown[],
+  options: ApplyOptions,
+): Promise<ApplyResult> {
+  return await applyEvents(kv, parseSyncEvents(events), options);
+}
+
+// --- units: one group of keys read, decided on and written together -------------------------
+
+type Entry = Deno.KvEntryMaybe<unknown>;
+type Read = (key: Deno.KvKey) => Entry;
+
+interface Mutation {
+  key: Deno.KvKey;
+  /** `undefined` deletes the key. */
+  value?: unknown;
+  expireIn?: number;
+}
+
+interface Plan {
+  mutations: Mutation[];
+  applied: number;
+  stale: number;
+  users: string[];
+  /** The unit has more to do after this plan is committed (a large erasure). */
+  again?: boolean;
+}
+
+type Step = { plan: Plan } | { needKeys: Deno.KvKey[] };
+
+interface Unit {
+  keys: Deno.KvKey[];
+  /**
+   * Keys assumed absent without reading them (an erasure tombstone is rare): the commit checks
+   * that they still are, and after a failed commit they are read like the others.
+   */
+  assumedAbsent?: Deno.KvKey[];
+  attempts: number;
+  step(read: Read): Step;
+}
+
+function keyId(key: Deno.KvKey): string {
+  return JSON.stringify(key);
+}
+
+function expireIn(expiresAt: number, now: number): number {
+  return Math.max(expiresAt - now, MIN_EXPIRE_IN_MS);
+}
+
+function groupBy<T, K>(items: Iterable<T>, keyOf: (item: T) => K): Map<K, T[]> {
+  const out = new Map<K, T[]>();
+  for (const item of items) {
+    const key = keyOf(item);
+    const list = out.get(key);
+    if (list) list.push(item);
+    else out.set(key, [item]);
+  }
+  return out;
+}
+
+async function planUnits(events: readonly SyncEvent[], options: ApplyOptions): Promise<Unit[]> {
+  const views: ViewEvent[] = [];
+  const carts: CartEvent[] = [];
+  const profiles: ProfileEvent[] = [];
+  const erases: EraseEvent[] = [];
+  const sessions: (SessionEvent & { hash: string })[] = [];
+  const sessionEnds: (SessionEndEvent & { hash: string })[] = [];
+  const related: RelatedEvent[] = [];
+  const rules: RulesEvent[] = [];
+  const hashes = new Map<string, Promise<string>>();
+  const hashOf = (sessionId: string) => {
+    let hash = hashes.get(sessionId);
+    if (!hash) hashes.set(sessionId, hash = hashSessionId(sessionId));
+    return hash;
+  };
+  for (const event of events) {
+    switch (event.kind) {
+      case "view":
+        views.push(event);
+        break;
+      case "cart":
+        carts.push(event);
+        break;
+      case "profile":
+        profiles.push(event);
+        break;
+      case "erase":
+        erases.push(event);
+        break;
+      case "session":
+        sessions.push({ ...event, hash: await hashOf(event.sessionId) });
+        break;
+      case "session_end":
+        sessionEnds.push({ ...event, hash: await hashOf(event.sessionId) });
+        break;
+      case "related":
+        related.push(event);
+        break;
+      case "rules":
+        rules.push(event);
+        break;
+    }
+  }
+  const units: Unit[] = [];
+  const userIds = new Set([...views, ...carts, ...profiles].map((event) => event.userId));
+  const viewsBy = groupBy(views, (event) => event.userId);
+  const cartsBy = groupBy(carts, (event) => event.userId);
+  const profilesBy = groupBy(profiles, (event) => event.userId);
+  for (const userId of userIds) {
+    units.push(userDataUnit(userId, {
+      views: viewsBy.get(userId) ?? [],
+      carts: cartsBy.get(userId) ?? [],
+      profiles: profilesBy.get(userId) ?? [],
+    }, options));
+  }
+  for (const [userId, list] of groupBy(erases, (event) => event.userId)) {
+    units.push(eraseUnit(userId, list, options));
+  }
+  for (const [userId, list] of groupBy(sessions, (event) => event.userId)) {
+    const bySession = [...groupBy(list, (event) => event.hash)];
+    for (let i = 0; i < bySession.length; i += SESSIONS_PER_UNIT) {
+      units.push(sessionUnit(userId, new Map(bySession.slice(i, i + SESSIONS_PER_UNIT)), options));
+    }
+  }
+  for (const [hash, list] of groupBy(sessionEnds, (event) => event.hash)) {
+    units.push(sessionEndUnit(hash, list, options));
+  }
+  for (const [itemId, list] of groupBy(related, (event) => event.itemId)) {
+    units.push(versionedUnit(keys.related(itemId), list, RelatedValue, (event) => ({
+      version: event.version,
+      related: event.related,
+    })));
+  }
+  if (rules.length) {
+    units.push(versionedUnit(keys.rules(), rules, RulesValue, (event) => ({
+      version: event.version,
+      rules: event.rules,
+    })));
+  }
+  return units;
+}
+
+/** Views, cart and profile of one user: each checked against the user's tombstone. */
+function userDataUnit(
+  userId: string,
+  events: { views: ViewEvent[]; carts: CartEvent[]; profiles: ProfileEvent[] },
+  options: ApplyOptions,
+): Unit {
+  const unitKeys: Deno.KvKey[] = [];
+  if (events.views.length) unitKeys.push(keys.views(userId));
+  if (events.carts.length) unitKeys.push(keys.cart(userId));
+  if (events.profiles.length) unitKeys.push(keys.profile(userId));
+  return {
+    keys: unitKeys,
+    assumedAbsent: [keys.erased(userId)],
+    attempts: 0,
+    step(read) {
+      const erasedAt = parseStored(TombstoneValue, read(keys.erased(userId)).value)?.at ?? -Infinity;
+      const plan: Plan = { mutations: [], applied: 0, stale: 0, users: [] };
+      if (events.views.length) mergeViews(plan, userId, events.views, erasedAt, read, options);
+      if (events.carts.length) {
+        lastVersionWins(plan, keys.cart(userId), events.carts, erasedAt, CartValue, read, (event) => {
+          const expiresAt = event.at + options.cartTtlMs;
+          return {
+            value: { version: event.version, at: event.at, items: event.items, expiresAt },
+            expireIn: expireIn(expiresAt, options.now),
+          };
+        });
+      }
+      if (events.profiles.length) {
+        lastVersionWins(
+          plan,
+          keys.profile(userId),
+          events.profiles,
+          erasedAt,
+          ProfileValue,
+          read,
+          (event) => {
+            const expiresAt = event.at + options.profileTtlMs;
+            return {
+              value: {
+                version: event.version,
+                at: event.at,
+                segments: event.segments,
+                attributes: event.attributes,
+                expiresAt,
+              },
+              expireIn: expireIn(expiresAt, options.now),
+            };
+          },
+        );
+      }
+      if (plan.mutations.length) plan.users.push(userId);
+      return { plan };
+    },
+  };
+}
+
+function compareViews(a: { itemId: string; at: number }, b: { itemId: string; at: number }): number {
+  return b.at - a.at || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0);
+}
+
+function mergeViews(
+  plan: Plan,
+  userId: string,
+  events: readonly ViewEvent[],
+  erasedAt: number,
+  read: Read,
+  options: ApplyOptions,
+): void {
+  const stored = parseStored(ViewsValue, read(keys.views(userId)).value);
+  const merged = new Map<string, { itemId: string; at: number; expiresAt: number }>();
+  for (const view of stored?.views ?? []) merged.set(view.itemId, view);
+  const storedAt = new Map([...merged].map(([itemId, view]) => [itemId, view.at]));
+  // Newest `at` per item in this batch; everything else in the batch is stale by definition.
+  const newest = new Map<string, number>();
+  for (const event of events) {
+    if (event.at <= erasedAt) continue;
+    if ((newest.get(event.itemId) ?? -Infinity) < event.at) newest.set(event.itemId, event.at);
+  }
+  for (const [itemId, at] of newest) {
+    if ((merged.get(itemId)?.at ?? -Infinity) < at) {
+      merged.set(itemId, { itemId, at, expiresAt: at + options.viewTtlMs });
+    }
+  }
+  const kept = [...merged.values()].sort(compareViews).slice(0, options.recentViewsMax);
+  const keptAt = new Map(kept.map((view) => [view.itemId, view.at]));
+  let applied = 0;
+  for (const [itemId, at] of newest) {
+    if (keptAt.get(itemId) === at && (storedAt.get(itemId) ?? -Infinity) < at) applied++;
+  }
+  plan.applied += applied;
+  plan.stale += events.length - applied;
+  if (applied === 0) return;
+  const expiresAt = Math.max(...kept.map((view) => view.expiresAt));
+  plan.mutations.push({
+    key: keys.views(userId),
+    value: { views: kept, expiresAt },
+    expireIn: expireIn(expiresAt, options.now),
+  });
+}
+
+function lastVersionWins<E extends { version: number; at?: number }, V extends { version: number }>(
+  plan: Plan,
+  key: Deno.KvKey,
+  events: readonly E[],
+  erasedAt: number,
+  schema: z.ZodType<V>,
+  read: Read,
+  build: (event: E) => { value: V; expireIn?: number },
+): void {
+  let winner: E | undefined;
+  for (const event of events) {
+    if (event.at !== undefined && event.at <= erasedAt) continue;
+    if (!winner || event.version > winner.version) winner = event;
+  }
+  const stored = parseStored(schema, read(key).value);
+  if (!winner || (stored && stored.version >= winner.version)) {
+    plan.stale += events.length;
+    return;
+  }
+  plan.applied += 1;
+  plan.stale += events.length - 1;
+  plan.mutations.push({ key, ...build(winner) });
+}
+
+/** Related items or rules: last writer wins by version, no user, no expiry. */
+function versionedUnit<E extends { version: number }, V extends { version: number }>(
+  key: Deno.KvKey,
+  events: readonly E[],
+  schema: z.ZodType<V>,
+  build: (event: E) => V,
+): Unit {
+  return {
+    keys: [key],
+    attempts: 0,
+    step(read) {
+      const plan: Plan = { mutations: [], applied: 0, stale: 0, users: [] };
+      lastVersionWins(plan, key, events, -Infinity, schema, read, (event) => ({ value: build(event) }));
+      return { plan };
+    },
+  };
+}
+
+/** Erasure of one user: filter stored data, end indexed sessions, raise the tombstone. */
+function eraseUnit(userId: string, events: readonly EraseEvent[], options: ApplyOptions): Unit {
+  const baseKeys = [
+    keys.erased(userId),
+    keys.views(userId),
+    keys.cart(userId),
+    keys.profile(userId),
+    keys.userSessions(userId),
+  ];
+  const erasedAt = Math.max(...events.map((event) => event.at));
+  // Sessions found newer than the erasure in an earlier pass; records only move forward, so
+  // they need not be read again.
+  const newer = new Set<string>();
+  const unit: Unit = {
+    keys: [...baseKeys],
+    attempts: 0,
+    step(read) {
+      const readIds = new Set(unit.keys.map(keyId));
+      unit.keys = [...baseKeys];
+      const stored = parseStored(TombstoneValue, read(keys.erased(userId)).value);
+      if (stored && stored.at >= erasedAt) {
+        return { plan: { mutations: [], applied: 0, stale: events.length, users: [] } };
+      }
+      const storedIndex = parseStored(UserSessionsValue, read(keys.userSessions(userId)).value)?.sessions ??
+        [];
+      const isRead = (hash: string) => readIds.has(keyId(keys.session(hash)));
+      const candidates = storedIndex.filter((entry) => !newer.has(entry.hash));
+      const readNow = candidates.filter((entry) => isRead(entry.hash));
+      const unread = candidates.filter((entry) => !isRead(entry.hash));
+      if (unread.length && readNow.length === 0) {
+        return {
+          needKeys: unread.slice(0, ERASE_SESSIONS_PER_COMMIT).map((entry) => keys.session(entry.hash)),
+        };
+      }
+      const mutations: Mutation[] = [];
+      const dropped = new Set<string>();
+      for (const entry of readNow) {
+        const session = parseStored(SessionValue, read(keys.session(entry.hash)).value);
+        if (session && !session.ended && session.userId === userId && session.at > erasedAt) {
+          newer.add(entry.hash);
+          continue;
+        }
+        dropped.add(entry.hash);
+        if (!session || session.ended || session.userId !== userId) continue;
+        const ended = endedMarker(session.at, options);
+        mutations.push({
+          key: keys.session(entry.hash),
+          value: ended,
+          expireIn: expireIn(ended.expiresAt, options.now),
+        });
+      }
+      pushIndex(
+        mutations,
+        userId,
+        storedIndex.filter((entry) => !dropped.has(entry.hash)),
+        options.now,
+        storedIndex,
+      );
+      if (unread.length) {
+        // More sessions than one commit may check: end these, then come back for the rest.
+        return { plan: { mutations, applied: 0, stale: 0, users: [userId], again: true } };
+      }
+      const views = parseStored(ViewsValue, read(keys.views(userId)).value);
+      if (views) {
+        const kept = views.views.filter((view) => view.at > erasedAt);
+        if (kept.length === 0) mutations.push({ key: keys.views(userId) });
+        else if (kept.length < views.views.length) {
+          const expiresAt = Math.max(...kept.map((view) => view.expiresAt));
+          mutations.push({
+            key: keys.views(userId),
+            value: { views: kept, expiresAt },
+            expireIn: expireIn(expiresAt, options.now),
+          });
+        }
+      }
+      const cart = parseStored(CartValue, read(keys.cart(userId)).value);
+      if (cart && cart.at <= erasedAt) mutations.push({ key: keys.cart(userId) });
+      const profile = parseStored(ProfileValue, read(keys.profile(userId)).value);
+      if (profile && profile.at <= erasedAt) mutations.push({ key: keys.profile(userId) });
+      const expiresAt = erasedAt + options.tombstoneTtlMs;
+      mutations.push({
+        key: keys.erased(userId),
+        value: { at: erasedAt, expiresAt },
+        expireIn: expireIn(expiresAt, options.now),
+      });
+      return { plan: { mutations, applied: 1, stale: events.length - 1, users: [userId] } };
+    },
+  };
+  return unit;
+}
+
+function endedMarker(at: number, options: ApplyOptions): SessionValue & { ended: true } {
+  return { ended: true, at, expiresAt: at + options.tombstoneTtlMs };
+}
+
+/** Positive when session record `a` wins over `b`: newest `at`, then an end, then a fixed order. */
+function compareSessions(a: SessionValue, b: SessionValue): number {
+  if (a.at !== b.at) return a.at - b.at;
+  if (a.ended !== b.ended) return a.ended ? 1 : -1;
+  if (!a.ended && !b.ended && a.userId !== b.userId) return a.userId < b.userId ? -1 : 1;
+  return a.expiresAt - b.expiresAt;
+}
+
+type IndexEntry = { hash: string; expiresAt: number };
+
+/** Writes a user's session index (live entries, sorted by hash) unless it is unchanged. */
+function pushIndex(
+  mutations: Mutation[],
+  userId: string,
+  entries: readonly IndexEntry[],
+  now: number,
+  previous: readonly IndexEntry[],
+): void {
+  const live = entries.filter((entry) => entry.expiresAt > now)
+    .sort((a, b) => b.expiresAt - a.expiresAt)
+    .slice(0, MAX_INDEXED_SESSIONS)
+    .sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));
+  if (JSON.stringify(previous) === JSON.stringify(live)) return;
+  if (live.length === 0) {
+    mutations.push({ key: keys.userSessions(userId) });
+    return;
+  }
+  const expiresAt = Math.max(...live.map((entry) => entry.expiresAt));
+  mutations.push({
+    key: keys.userSessions(userId),
+    value: { sessions: live, expiresAt },
+    expireIn: expireIn(expiresAt, now),
+  });
+}
+
+/**
+ * Session updates from one user's `session` events: newest `at` wins; events at or before the
+ * user's tombstone end the session instead (what erasure would have done had it come later).
+ */
+function sessionUnit(
+  userId: string,
+  bySession: Map<string, (SessionEvent & { hash: string })[]>,
+  options: ApplyOptions,
+): Unit {
+  const unit: Unit = {
+    keys: [keys.erased(userId), keys.userSessions(userId), ...[...bySession.keys()].map(keys.session)],
+    attempts: 0,
+    step(read) {
+      const erasedAt = parseStored(TombstoneValue, read(keys.erased(userId)).value)?.at ?? -Infinity;
+      const readIds = new Set(unit.keys.map(keyId));
+      const indexes = new Map<string, { before: IndexEntry[]; after: IndexEntry[] }>();
+      const indexOf = (owner: string) => {
+        let index = indexes.get(owner);
+        if (!index) {
+          const before = parseStored(UserSessionsValue, read(keys.userSessions(owner)).value)?.sessions ?? [];
+          indexes.set(owner, index = { before, after: before });
+        }
+        return index;
+      };
+      const needKeys: Deno.KvKey[] = [];
+      const mutations: Mutation[] = [];
+      let applied = 0;
+      let total = 0;
+      for (const [hash, events] of bySession) {
+        total += events.length;
+        let winner: SessionValue | undefined;
+        for (const event of events) {
+          const candidate: SessionValue = event.at <= erasedAt
+            ? endedMarker(event.at, options)
+            : { ended: false, userId, at: event.at, expiresAt: event.expiresAt };
+          if (!winner || compareSessions(candidate, winner) > 0) winner = candidate;
+        }
+        const stored = parseStored(SessionValue, read(keys.session(hash)).value);
+        if (!winner || (stored && compareSessions(winner, stored) <= 0)) continue;
+        if (stored && !stored.ended) {
+          if (!readIds.has(keyId(keys.userSessions(stored.userId)))) {
+            needKeys.push(keys.userSessions(stored.userId));
+            continue;
+          }
+          const index = indexOf(stored.userId);
+          index.after = index.after.filter((entry) => entry.hash !== hash);
+        }
+        if (!winner.ended) {
+          const index = indexOf(userId);
+          index.after = [...index.after.filter((entry) => entry.hash !== hash), {
+            hash,
+            expiresAt: winner.expiresAt,
+          }];
+        }
+        applied++;
+        mutations.push({
+          key: keys.session(hash),
+          value: winner,
+          expireIn: expireIn(winner.expiresAt, options.now),
+        });
+      }
+      if (needKeys.length) return { needKeys };
+      for (const [owner, index] of indexes) {
+        pushIndex(mutations, owner, index.after, options.now, index.before);
+      }
+      return {
+        plan: {
+          mutations,
+          applied,
+          stale: total - applied,
+          users: applied ? [...new Set([userId, ...indexes.keys()])] : [],
+        },
+      };
+    },
+  };
+  return unit;
+}
+
+/** One session's `session_end` events: an end marker wins when newer than the record. */
+function sessionEndUnit(hash: string, events: readonly SessionEndEvent[], options: ApplyOptions): Unit {
+  const at = Math.max(...events.map((event) => event.at));
+  const unit: Unit = {
+    keys: [keys.session(hash)],
+    attempts: 0,
+    step(read) {
+      const marker = endedMarker(at, options);
+      const stored = parseStored(SessionValue, read(keys.session(hash)).value);
+      if (stored && compareSessions(marker, stored) <= 0) {
+        return { plan: { mutations: [], applied: 0, stale: events.length, users: [] } };
+      }
+      const mutations: Mutation[] = [
+        { key: keys.session(hash), value: marker, expireIn: expireIn(marker.expiresAt, options.now) },
+      ];
+      const users: string[] = [];
+      if (stored && !stored.ended) {
+        const indexKey = keys.userSessions(stored.userId);
+        if (!unit.keys.some((key) => keyId(key) === keyId(indexKey))) return { needKeys: [indexKey] };
+        const index = parseStored(UserSessionsValue, read(indexKey).value)?.sessions ?? [];
+        pushIndex(mutations, stored.userId, index.filter((entry) => entry.hash !== hash), options.now, index);
+        users.push(stored.userId);
+      }
+      return { plan: { mutations, applied: 1, stale: events.length - 1, users } };
+    },
+  };
+  return unit;
+}
+
+// --- the driver: waves of disjoint units, read together, committed in packed atomics ---------
+
+interface Outcome {
+  applied: number;
+  stale: number;
+  users: Set<string>;
+}
+
+function estimateBytes(mutation: Mutation): number {
+  // Generous: UTF-16 worst case for strings plus per-entry overhead.
+  return (JSON.stringify(mutation.key).length +
+        (mutation.value === undefined ? 0 : JSON.stringify(mutation.value).length)) *
+      2 + 64;
+}
+
+async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number): Promise<Outcome> {
+  const outcome: Outcome = { applied: 0, stale: 0, users: new Set() };
+  let pending = units;
+  while (pending.length) {
+    const wave: Unit[] = [];
+    const later: Unit[] = [];
+    const waveKeys = new Set<string>();
+    for (const unit of pending) {
+      const ids = [...unit.keys, ...(unit.assumedAbsent ?? [])].map(keyId);
+      if (waveKeys.size + ids.length > MAX_WAVE_KEYS || ids.some((id) => waveKeys.has(id))) {
+        later.push(unit);
+        continue;
+      }
+      wave.push(unit);
+      for (const id of ids) waveKeys.add(id);
+    }
+    if (wave.length === 0) throw new Error("A sync unit reads more keys than one wave may hold");
+    const waveKeyList = wave.flatMap((unit) => unit.keys);
+    const entries = await getManyChunked(kv, waveKeyList, { consistency: "strong" });
+    const byId = new Map(waveKeyList.map((key, index) => [keyId(key), entries[index]!]));
+    for (const unit of wave) {
+      for (const key of unit.assumedAbsent ?? []) {
+        byId.set(keyId(key), { key, value: null, versionstamp: null });
+      }
+    }
+    const read: Read = (key) => {
+      const entry = byId.get(keyId(key));
+      if (!entry) throw new Error(`Sync unit read an undeclared key ${keyId(key)}`);
+      return entry;
+    };
+    const commits: {
+      units: Unit[];
+      plans: Plan[];
+      op: Deno.AtomicOperation;
+      checks: number;
+      mutations: number;
+      bytes: number;
+    }[] = [];
+    const settle = (plan: Plan, unit: Unit) => {
+      outcome.applied += plan.applied;
+      outcome.stale += plan.stale;
+      for (const user of plan.users) outcome.users.add(user);
+      if (plan.again) {
+        // Progress was made, so the unit's conflict budget starts afresh.
+        unit.attempts = 0;
+        later.push(unit);
+      }
+    };
+    for (const unit of wave) {
+      const readKeys = [...unit.keys, ...(unit.assumedAbsent ?? [])];
+      const step = unit.step(read);
+      if ("needKeys" in step) {
+        if (++unit.attempts >= maxAttempts * 2) throw new ApplyConflictError();
+        const known = new Set(unit.keys.map(keyId));
+        for (const key of step.needKeys) {
+          if (!known.has(keyId(key))) {
+            unit.keys.push(key);
+            known.add(keyId(key));
+          }
+        }
+        later.push(unit);
+        continue;
+      }
+      const plan = step.plan;
+      if (plan.mutations.length === 0) {
+        settle(plan, unit);
+        continue;
+      }
+      const bytes = plan.mutations.reduce((sum, mutation) => sum + estimateBytes(mutation), 0) +
+        readKeys.reduce((sum, key) => sum + JSON.stringify(key).length * 2 + 32, 0);
+      let commit = commits.at(-1);
+      if (
+        !commit || commit.checks + readKeys.length > KV_LIMITS.checks ||
+        commit.mutations + plan.mutations.length > KV_LIMITS.mutations ||
+        commit.bytes + bytes > KV_LIMITS.bytes
+      ) {
+        commit = { units: [], plans: [], op: kv.atomic(), checks: 0, mutations: 0, bytes: 0 };
+        commits.push(commit);
+      }
+      commit.units.push(unit);
+      commit.plans.push(plan);
+      commit.checks += readKeys.length;
+      commit.mutations += plan.mutations.length;
+      commit.bytes += bytes;
+      for (const key of readKeys) commit.op.check({ key, versionstamp: read(key).versionstamp });
+      for (const mutation of plan.mutations) {
+        if (mutation.value === undefined) commit.op.delete(mutation.key);
+        else {commit.op.set(
+            mutation.key,
+            mutation.value,
+            mutation.expireIn ? { expireIn: mutation.expireIn } : {},
+          );}
+      }
+    }
+    const results = await Promise.all(commits.map((commit) => commit.op.commit()));
+    results.forEach((result, index) => {
+      const commit = commits[index]!;
+      commit.units.forEach((unit, i) => {
+        if (result.ok) {
+          settle(commit.plans[i]!, unit);
+          return;
+        }
+        unit.attempts++;
+        if (unit.attempts >= maxAttempts) throw new ApplyConflictError();
+        if (unit.assumedAbsent) {
+          unit.keys.push(...unit.assumedAbsent);
+          unit.assumedAbsent = undefined;
+        }
+        later.push(unit);
+      });
+    });
+    pending = later;
+  }
+  return outcome;
+}

@@ -1,0 +1,149 @@
+/**
+ * @module
+ * One sync request from raw bytes to stored state: a size-limited body read, Standard Webhooks
+ * verification of the raw bytes, parsing and all-or-nothing validation, idempotency by
+ * `webhook-id` shared through KV by every instance, and the convergent apply.
+ */
+import { EdgeError } from "../errors.ts";
+import { keys, parseStored } from "../store.ts";
+import { z } from "zod";
+import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
+import { parseSyncPayload } from "./schema.ts";
+import type { WebhookVerifier } from "./verify.ts";
+
+/** How long a claimed `webhook-id` blocks a concurrent delivery before it may be retried. */
+const CLAIM_LEASE_MS = 60_000;
+const MAX_WEBHOOK_ID_LENGTH = 256;
+
+const WebhookRecord = z.object({ status: z.enum(["pending", "done"]), expiresAt: z.number() });
+
+/** The request body is larger than allowed. */
+export class PayloadTooLargeError extends EdgeError {
+  /** @param maxBytes the limit */
+  constructor(maxBytes: number) {
+    super(413, "payload_too_large", `The body must be at most ${maxBytes} bytes`, { maxBytes });
+    this.name = "PayloadTooLargeError";
+  }
+}
+
+/**
+ * Reads a request body into memory, refusing more than `maxBytes`: a declared
+ * `Content-Length` above the limit is refused before reading, and a stream that turns out
+ * longer is cancelled as soon as it passes the limit (the rest is never read).
+ *
+ * @param body the body stream (`null` reads as empty)
+ * @param options the limit and the declared `Content-Length` header, if any
+ * @returns the body bytes
+ * @throws {PayloadTooLargeError} when the body is or claims to be larger than the limit
+ */
+export async function readLimitedBody(
+  body: ReadableStream<Uint8Array> | null,
+  options: { maxBytes: number; contentLength?: string | null },
+): Promise<Uint8Array> {
+  const declared = options.contentLength ? Number(options.contentLength) : NaN;
+  if (Number.isFinite(declared) && declared > options.maxBytes) {
+    await body?.cancel().catch(() => {});
+    throw new PayloadTooLargeError(options.maxBytes);
+  }
+  if (!body) return new Uint8Array(0);
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > options.maxBytes) {
+      await reader.cancel().catch(() => {});
+      throw new PayloadTooLargeError(options.maxBytes);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+/** Options for {@linkcode ingestSync}. */
+export interface IngestOptions {
+  verifier: WebhookVerifier;
+  /** Timestamp tolerance; ids are remembered for twice this long. */
+  toleranceSec: number;
+  /** Apply options (clock, TTLs, `onApplied`). */
+  apply: ApplyOptions;
+}
+
+/** The answer to a sync request. */
+export type IngestResult = ApplyResult | { duplicate: true };
+
+/**
+ * Verifies, validates and applies one signed sync request.
+ *
+ * @param kv the store (also holds the idempotency records)
+ * @param request the raw body bytes and the request headers
+ * @param options verifier, tolerance and apply options
+ * @returns `{ applied, stale }`, or `{ duplicate: true }` for a `webhook-id` already applied
+ * @throws {WebhookVerificationError} 401 for missing headers, bad timestamp or signature
+ * @throws {SyncPayloadError} 400 for invalid JSON, envelope or events; 413 for too many events
+ * @throws {EdgeError} 409 `in_progress` while another instance applies the same `webhook-id`
+ */
+export async function ingestSync(
+  kv: Deno.Kv,
+  request: { body: Uint8Array; headers: Headers },
+  options: IngestOptions,
+): Promise<IngestResult> {
+  const { id } = await options.verifier.verify(request.body, request.headers);
+  if (id.length > MAX_WEBHOOK_ID_LENGTH) {
+    throw new EdgeError(
+      400,
+      "invalid_webhook_id",
+      `The webhook-id must be at most ${MAX_WEBHOOK_ID_LENGTH} characters`,
+    );
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(request.body));
+  } catch {
+    throw new EdgeError(400, "invalid_json", "The body is not valid UTF-8 JSON");
+  }
+  const events = parseSyncPayload(json);
+  const now = options.apply.now;
+  const key = keys.webhook(id);
+  const claimed = await claim(kv, key, now);
+  if (claimed === "done") return { duplicate: true };
+  if (claimed === "pending") {
+    throw new EdgeError(
+      409,
+      "in_progress",
+      "This webhook-id is being applied by another request; retry later",
+    );
+  }
+  let result: ApplyResult;
+  try {
+    result = await applyEvents(kv, events, options.apply);
+  } catch (error) {
+    await kv.delete(key);
+    throw error;
+  }
+  const rememberMs = 2 * options.toleranceSec * 1000;
+  await kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs });
+  return result;
+}
+
+async function claim(kv: Deno.Kv, key: Deno.KvKey, now: number): Promise<"claimed" | "pending" | "done"> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    const entry = await kv.get(key);
+    const record = parseStored(WebhookRecord, entry.value);
+    if (record && record.expiresAt > now) return record.status;
+    const result = await kv.atomic()
+      .check({ key, versionstamp: entry.versionstamp })
+      .set(key, { status: "pending", expiresAt: now + CLAIM_LEASE_MS }, { expireIn: CLAIM_LEASE_MS })
+      .commit();
+    if (result.ok) return "claimed";
+  }
+  return "pending";
+}

@@ -1,0 +1,266 @@
+/**
+ * @module
+ * The wire contract of `POST /_edge/sync`: zod schemas of the envelope and of every event kind
+ * (unknown extra fields are accepted and dropped), and validation that reports every invalid
+ * event by index and field so that a batch is applied whole or not at all.
+ */
+import { z } from "zod";
+import { EdgeError } from "../errors.ts";
+import { parseRules, RulesError, RuleSetSchema } from "../rules.ts";
+
+/** Most events one batch may carry. */
+export const MAX_EVENTS_PER_BATCH = 1000;
+
+/**
+ * Largest serialised size of one cart, profile, related or rules event, so that the value it
+ * becomes stays well under Deno KV's 64 KiB value limit.
+ */
+export const MAX_EVENT_BYTES = 48 * 1024;
+
+const Id = z.string().min(1, "must not be empty").max(256, "must be at most 256 characters");
+const Version = z.number().int("must be a whole number").nonnegative("must not be negative").max(
+  Number.MAX_SAFE_INTEGER,
+);
+const Instant = z.iso.datetime({ offset: true, error: "must be an ISO 8601 date-time with a time zone" })
+  .transform((value) => Date.parse(value));
+
+const ViewEvent = z.object({ kind: z.literal("view"), userId: Id, itemId: Id, at: Instant });
+const CartEvent = z.object({
+  kind: z.literal("cart"),
+  userId: Id,
+  version: Version,
+  at: Instant,
+  items: z.array(z.object({ itemId: Id, qty: z.number().int().nonnegative().max(1_000_000) })).max(500),
+});
+const ProfileEvent = z.object({
+  kind: z.literal("profile"),
+  userId: Id,
+  version: Version,
+  at: Instant,
+  segments: z.array(z.string().min(1).max(128)).max(200),
+  attributes: z.record(z.string().max(128), z.json()).default({}),
+});
+const SessionEvent = z.object({
+  kind: z.literal("session"),
+  sessionId: z.string().min(8, "must be at least 8 characters").max(1024),
+  userId: Id,
+  expiresAt: Instant,
+  at: Instant,
+});
+const SessionEndEvent = z.object({
+  kind: z.literal("session_end"),
+  sessionId: z.string().min(8, "must be at least 8 characters").max(1024),
+  at: Instant,
+});
+const RelatedEvent = z.object({
+  kind: z.literal("related"),
+  itemId: Id,
+  version: Version,
+  related: z.array(z.object({ itemId: Id, score: z.number() })).max(500),
+});
+const EraseEvent = z.object({ kind: z.literal("erase"), userId: Id, at: Instant });
+const RulesEvent = z.object({
+  kind: z.literal("rules"),
+  version: Version,
+  rules: z.record(z.string(), z.unknown()),
+}).transform((event, ctx) => {
+  // The rule set's own version may be left out; when given it must match the event's.
+  const candidate = { ...event.rules, version: event.rules.version ?? event.version };
+  const parsed = RuleSetSchema.safeParse(candidate);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      ctx.addIssue({ code: "custom", path: ["rules", ...issue.path.map(String)], message: issue.message });
+    }
+    return z.NEVER;
+  }
+  if (parsed.data.version !== event.version) {
+    ctx.addIssue({
+      code: "custom",
+      path: ["rules", "version"],
+      message: 'must equal the event\'s "version"',
+    });
+    return z.NEVER;
+  }
+  try {
+    parseRules(parsed.data, "rules");
+  } catch (error) {
+    if (!(error instanceof RulesError)) throw error;
+    for (const problem of error.problems) ctx.addIssue({ code: "custom", path: ["rules"], message: problem });
+    return z.NEVER;
+  }
+  return { kind: event.kind, version: event.version, rules: parsed.data };
+});
+
+/** Event kinds of the wire contract. */
+export const EVENT_KINDS = [
+  "view",
+  "cart",
+  "profile",
+  "session",
+  "session_end",
+  "related",
+  "erase",
+  "rules",
+] as const;
+
+/** A validated view event (`at` in epoch ms). */
+export type ViewEvent = z.output<typeof ViewEvent>;
+/** A validated cart event. */
+export type CartEvent = z.output<typeof CartEvent>;
+/** A validated profile event. */
+export type ProfileEvent = z.output<typeof ProfileEvent>;
+/** A validated session event (`at`, `expiresAt` in epoch ms). */
+export type SessionEvent = z.output<typeof SessionEvent>;
+/** A validated session-end event. */
+export type SessionEndEvent = z.output<typeof SessionEndEvent>;
+/** A validated related-items event. */
+export type RelatedEvent = z.output<typeof RelatedEvent>;
+/** A validated erasure event. */
+export type EraseEvent = z.output<typeof EraseEvent>;
+/** A validated rules event; `rules` has passed `parseRules`. */
+export type RulesEvent = z.output<typeof RulesEvent>;
+/** Any validated event; instants are epoch milliseconds. */
+export type SyncEvent =
+  | ViewEvent
+  | CartEvent
+  | ProfileEvent
+  | SessionEvent
+  | SessionEndEvent
+  | RelatedEvent
+  | EraseEvent
+  | RulesEvent;
+
+const SCHEMA_BY_KIND = new Map<string, z.ZodType<SyncEvent>>([
+  ["view", ViewEvent],
+  ["cart", CartEvent],
+  ["profile", ProfileEvent],
+  ["session", SessionEvent],
+  ["session_end", SessionEndEvent],
+  ["related", RelatedEvent],
+  ["erase", EraseEvent],
+  ["rules", RulesEvent],
+]);
+
+/** The envelope around a batch; `events` are validated one by one. */
+export const SyncPayloadSchema = z.object({
+  type: z.literal("edge.sync", { error: 'must be "edge.sync"' }),
+  timestamp: z.iso.datetime({ offset: true, error: "must be an ISO 8601 date-time with a time zone" }),
+  data: z.object({ events: z.array(z.unknown()) }),
+});
+
+/** One problem with one event of a batch. */
+export interface EventProblem {
+  /** Position of the event in `data.events`. */
+  index: number;
+  /** Dotted path of the offending field inside the event, or `(event)`. */
+  field: string;
+  message: string;
+}
+
+/** The batch is not acceptable; nothing of it may be applied. */
+export class SyncPayloadError extends EdgeError {
+  /**
+   * @param status 400, or 413 for too many events
+   * @param code machine-readable code
+   * @param message summary
+   * @param details `problems` (envelope) or `events` (per-event problems)
+   */
+  constructor(status: number, code: string, message: string, details?: Record<string, unknown>) {
+    super(status, code, message, details);
+    this.name = "SyncPayloadError";
+  }
+}
+
+/**
+ * Validates one event.
+ *
+ * @param input the event as received
+ * @returns the event, or the problems found (with index 0; callers set the real index)
+ */
+export function parseSyncEvent(
+  input: unknown,
+): { event: SyncEvent } | { problems: Omit<EventProblem, "index">[] } {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) {
+    return { problems: [{ field: "(event)", message: "must be an object" }] };
+  }
+  const kind = "kind" in input ? input.kind : undefined;
+  const schema = typeof kind === "string" ? SCHEMA_BY_KIND.get(kind) : undefined;
+  if (!schema) return { problems: [{ field: "kind", message: `must be one of ${EVENT_KINDS.join(", ")}` }] };
+  const result = schema.safeParse(input);
+  if (!result.success) {
+    return {
+      problems: result.error.issues.map((issue) => ({
+        field: issue.path.length ? issue.path.join(".") : "(event)",
+        message: issue.message,
+      })),
+    };
+  }
+  const event = result.data;
+  if (
+    event.kind === "cart" || event.kind === "profile" || event.kind === "related" || event.kind === "rules"
+  ) {
+    const bytes = new TextEncoder().encode(JSON.stringify(event)).byteLength;
+    if (bytes > MAX_EVENT_BYTES) {
+      return {
+        problems: [{ field: "(event)", message: `must be at most ${MAX_EVENT_BYTES} bytes as JSON` }],
+      };
+    }
+  }
+  return { event };
+}
+
+/**
+ * Validates a list of events as one all-or-nothing batch.
+ *
+ * @param events the events as received
+ * @returns the validated events, in order
+ * @throws {SyncPayloadError} 413 `too_many_events` above {@linkcode MAX_EVENTS_PER_BATCH};
+ * 400 `invalid_events` listing every problem of every invalid event
+ */
+export function parseSyncEvents(events: readonly unknown[]): SyncEvent[] {
+  if (events.length > MAX_EVENTS_PER_BATCH) {
+    throw new SyncPayloadError(
+      413,
+      "too_many_events",
+      `A batch may carry at most ${MAX_EVENTS_PER_BATCH} events`,
+      { maxEvents: MAX_EVENTS_PER_BATCH },
+    );
+  }
+  const valid: SyncEvent[] = [];
+  const problems: EventProblem[] = [];
+  events.forEach((input, index) => {
+    const result = parseSyncEvent(input);
+    if ("event" in result) valid.push(result.event);
+    else for (const problem of result.problems) problems.push({ index, ...problem });
+  });
+  if (problems.length) {
+    const count = new Set(problems.map((problem) => problem.index)).size;
+    throw new SyncPayloadError(
+      400,
+      "invalid_events",
+      `${count} of ${events.length} events are invalid; nothing was applied`,
+      { events: problems },
+    );
+  }
+  return valid;
+}
+
+/**
+ * Validates a whole sync payload (already parsed from JSON).
+ *
+ * @param input the payload
+ * @returns the validated events
+ * @throws {SyncPayloadError} 400 `invalid_payload` for a bad envelope, else as {@linkcode parseSyncEvents}
+ */
+export function parseSyncPayload(input: unknown): SyncEvent[] {
+  const envelope = SyncPayloadSchema.safeParse(input);
+  if (!envelope.success) {
+    throw new SyncPayloadError(400, "invalid_payload", "The payload is not an edge.sync envelope", {
+      problems: envelope.error.issues.map((issue) => ({
+        field: issue.path.length ? issue.path.join(".") : "(payload)",
+        message: issue.message,
+      })),
+    });
+  }
+  return parseSyncEvents(envelope.data.data.events);
+}

@@ -1,0 +1,190 @@
+/**
+ * @module
+ * Standard Webhooks v1 signatures on Web Crypto: HMAC-SHA256 over `id.timestamp.body` (the raw
+ * body bytes), base64, `v1,` prefix, with `whsec_…` secrets. Verification accepts any of several
+ * secrets (rotation) and any of several space-separated signatures, compares in constant time
+ * and rejects timestamps outside a tolerance. `sign` is the publisher's side.
+ */
+import { EdgeError } from "../errors.ts";
+import { constantTimeEqual } from "../secure.ts";
+
+/** Why a webhook was rejected; every reason maps to 401 with its code and no other detail. */
+export type WebhookRejection = "missing_signature_headers" | "invalid_timestamp" | "invalid_signature";
+
+/** A webhook failed verification: 401 with a code and nothing about which secret or why. */
+export class WebhookVerificationError extends EdgeError {
+  /** Machine-readable reason, safe to show a client. */
+  declare readonly code: WebhookRejection;
+
+  /** @param code the reason */
+  constructor(code: WebhookRejection) {
+    super(
+      401,
+      code,
+      code === "missing_signature_headers"
+        ? "Missing webhook-id, webhook-timestamp or webhook-signature header"
+        : code === "invalid_timestamp"
+        ? "The webhook timestamp is invalid or outside the tolerance"
+        : "No valid signature",
+    );
+    this.name = "WebhookVerificationError";
+  }
+}
+
+/** The verified identity of a webhook. */
+export interface VerifiedWebhook {
+  /** The `webhook-id` header: the idempotency key. */
+  id: string;
+  /** The `webhook-timestamp` header, epoch seconds. */
+  timestamp: number;
+}
+
+/** Options for {@linkcode createWebhookVerifier}. */
+export interface WebhookVerifierOptions {
+  /** Largest accepted difference between the timestamp and the clock, either way, in seconds. */
+  toleranceSec: number;
+  /** Wall clock, epoch milliseconds. */
+  now: () => number;
+}
+
+/** Verifies signed webhooks against a fixed set of secrets. */
+export interface WebhookVerifier {
+  /**
+   * @param body the raw request body bytes
+   * @param headers the request headers
+   * @returns the webhook's id and timestamp
+   * @throws {WebhookVerificationError} when headers are missing, the timestamp is out of
+   * tolerance or no signature matches any secret
+   */
+  verify(body: Uint8Array, headers: Headers): Promise<VerifiedWebhook>;
+}
+
+const SECRET_PREFIX = "whsec_";
+const encoder = new TextEncoder();
+
+/**
+ * Decodes a `whsec_…` secret into its key bytes.
+ *
+ * @param secret the secret as configured
+ * @returns the HMAC key bytes
+ * @throws {TypeError} when the secret lacks the prefix or is not base64
+ */
+export function decodeSecret(secret: string): Uint8Array<ArrayBuffer> {
+  if (!secret.startsWith(SECRET_PREFIX)) throw new TypeError('A webhook secret must start with "whsec_"');
+  return base64Decode(secret.slice(SECRET_PREFIX.length));
+}
+
+/**
+ * Builds a verifier; the HMAC keys are imported once here rather than per request.
+ *
+ * @param secrets one or more `whsec_…` secrets; a signature matching any of them is accepted
+ * @param options tolerance and clock
+ * @returns the verifier
+ * @throws {TypeError} when a secret is malformed or none is given
+ * @example
+ * ```ts
+ * const verifier = await createWebhookVerifier(["whsec_…"], { toleranceSec: 300, now: Date.now });
+ * const { id } = await verifier.verify(bodyBytes, request.headers);
+ * ```
+ */
+export async function createWebhookVerifier(
+  secrets: readonly string[],
+  options: WebhookVerifierOptions,
+): Promise<WebhookVerifier> {
+  if (secrets.length === 0) throw new TypeError("At least one webhook secret is required");
+  const cryptoKeys = await Promise.all(secrets.map((secret) => importKey(decodeSecret(secret))));
+  return {
+    async verify(body, headers) {
+      const id = headers.get("webhook-id");
+      const timestampText = headers.get("webhook-timestamp");
+      const signatureHeader = headers.get("webhook-signature");
+      if (!id || !timestampText || !signatureHeader) {
+        throw new WebhookVerificationError("missing_signature_headers");
+      }
+      if (!/^\d{1,12}$/.test(timestampText)) throw new WebhookVerificationError("invalid_timestamp");
+      const timestamp = Number(timestampText);
+      const nowSec = Math.floor(options.now() / 1000);
+      if (Math.abs(nowSec - timestamp) > options.toleranceSec) {
+        throw new WebhookVerificationError("invalid_timestamp");
+      }
+      const candidates = signatureHeader.split(" ")
+        .filter((part) => part.startsWith("v1,"))
+        .map((part) => part.slice(3));
+      if (candidates.length === 0) throw new WebhookVerificationError("invalid_signature");
+      const content = signedContent(id, timestampText, body);
+      let valid = false;
+      for (const key of cryptoKeys) {
+        const expected = base64Encode(new Uint8Array(await crypto.subtle.sign("HMAC", key, content)));
+        // Every candidate is compared, matched or not, so timing says nothing about which matched.
+        for (const candidate of candidates) valid = constantTimeEqual(candidate, expected) || valid;
+      }
+      if (!valid) throw new WebhookVerificationError("invalid_signature");
+      return { id, timestamp };
+    },
+  };
+}
+
+/** What a webhook signature covers. */
+export interface SignedMessage {
+  /** The `webhook-id`. */
+  id: string;
+  /** The `webhook-timestamp`, epoch seconds. */
+  timestamp: number;
+  /** The exact body bytes (or text, encoded as UTF-8) that will be sent. */
+  body: Uint8Array | string;
+}
+
+/**
+ * Signs a webhook the Standard Webhooks way.
+ *
+ * @param secret a `whsec_…` secret
+ * @param message the id, timestamp and body to sign
+ * @returns the `webhook-signature` header value, `v1,<base64>`
+ * @throws {TypeError} when the secret is malformed
+ * @example
+ * ```ts
+ * await sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", {
+ *   id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
+ *   timestamp: 1614265330,
+ *   body: '{"test": 2432232314}',
+ * }); // "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+ * ```
+ */
+export async function sign(secret: string, message: SignedMessage): Promise<string> {
+  const key = await importKey(decodeSecret(secret));
+  const bytes = typeof message.body === "string" ? encoder.encode(message.body) : message.body;
+  const mac = await crypto.subtle.sign(
+    "HMAC",
+    key,
+    signedContent(message.id, String(message.timestamp), bytes),
+  );
+  return `v1,${base64Encode(new Uint8Array(mac))}`;
+}
+
+function importKey(raw: Uint8Array<ArrayBuffer>): Promise<CryptoKey> {
+  return crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["sign"]);
+}
+
+function signedContent(id: string, timestamp: string, body: Uint8Array): Uint8Array<ArrayBuffer> {
+  const prefix = encoder.encode(`${id}.${timestamp}.`);
+  const out = new Uint8Array(prefix.byteLength + body.byteLength);
+  out.set(prefix, 0);
+  out.set(body, prefix.byteLength);
+  return out;
+}
+
+function base64Encode(bytes: Uint8Array): string {
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+function base64Decode(text: string): Uint8Array<ArrayBuffer> {
+  let binary: string;
+  try {
+    binary = atob(text);
+  } catch {
+    throw new TypeError("A webhook secret must be base64 after its prefix");
+  }
+  return Uint8Array.from(binary, (char) => char.charCodeAt(0));
+}

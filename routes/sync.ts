@@ -1,0 +1,54 @@
+/**
+ * @module
+ * The sync router under `/_edge`: `POST /sync` (signed pushes from the backend; absent when no
+ * `SYNC_SECRETS` are configured) and `GET /openapi.json` (its OpenAPI document).
+ */
+import { Hono } from "hono";
+import type { Deps } from "../lib/deps.ts";
+import { applyOptionsFromConfig } from "../lib/sync/apply.ts";
+import { ingestSync, readLimitedBody } from "../lib/sync/ingest.ts";
+import { SYNC_OPENAPI } from "../lib/sync/openapi.ts";
+import { createWebhookVerifier } from "../lib/sync/verify.ts";
+import type { AppEnv } from "./env.ts";
+
+/** Options for {@linkcode syncRoutes}. */
+export interface SyncRoutesOptions {
+  /** Called with the users whose stored data a batch changed (for cache invalidation). */
+  onApplied?: (userIds: string[]) => void;
+}
+
+/**
+ * The sync router.
+ *
+ * @param deps the service's dependencies
+ * @param options hooks
+ * @returns routes to be mounted under `/_edge`
+ */
+export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const { config } = deps;
+  app.get("/openapi.json", (c) => c.json(SYNC_OPENAPI));
+  if (config.syncSecrets.length === 0) return app;
+  const verifier = createWebhookVerifier(config.syncSecrets, {
+    toleranceSec: config.syncToleranceSec,
+    now: deps.now,
+  });
+  // Secrets were validated with the configuration; a failure here surfaces on the first request.
+  verifier.catch(() => {});
+  app.post("/sync", async (c) => {
+    c.header("cache-control", "no-store");
+    const body = await readLimitedBody(c.req.raw.body, {
+      maxBytes: config.syncMaxBytes,
+      contentLength: c.req.header("content-length"),
+    });
+    const result = await ingestSync(deps.kv, { body, headers: c.req.raw.headers }, {
+      verifier: await verifier,
+      toleranceSec: config.syncToleranceSec,
+      apply: applyOptionsFromConfig(config, deps.now(), { onApplied: options.onApplied }),
+    });
+    if ("duplicate" in result) deps.log.info("sync duplicate", { requestId: c.get("requestId") });
+    else deps.log.info("sync applied", { requestId: c.get("requestId"), ...result });
+    return c.json(result);
+  });
+  return app;
+}

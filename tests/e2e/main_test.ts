@@ -1,0 +1,154 @@
+import assert from "node:assert/strict";
+import { startOrigin } from "../support.ts";
+import { runServiceExpectingFailure, startService } from "./service.ts";
+
+const MB = 1024 * 1024;
+
+function chunkStream(totalBytes: number, chunkBytes = 64 * 1024): ReadableStream<Uint8Array> {
+  let sent = 0;
+  const chunk = new Uint8Array(chunkBytes).fill(97);
+  return new ReadableStream({
+    pull(controller) {
+      if (sent >= totalBytes) return controller.close();
+      const n = Math.min(chunkBytes, totalBytes - sent);
+      controller.enqueue(n === chunkBytes ? chunk : chunk.subarray(0, n));
+      sent += n;
+    },
+  });
+}
+
+async function withKvDir<T>(fn: (kvPath: string) => Promise<T>): Promise<T> {
+  const dir = await Deno.makeTempDir();
+  try {
+    return await fn(`${dir}/edge.kv`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+Deno.test("main.ts serves health, readiness and the seed rewrite as a real process", async () => {
+  const origin = startOrigin();
+  const dir = await Deno.makeTempDir();
+  const rules = `${dir}/rules.json`;
+  await Deno.copyFile(new URL("../../tools/demo_rules.json", import.meta.url), rules);
+  await withKvDir(async (kvPath) => {
+    const service = await startService({
+      ORIGIN_URL: origin.url,
+      KV_PATH: kvPath,
+      RULES_PATH: rules,
+      TRUSTED_PROXIES: "127.0.0.1/32",
+    });
+    try {
+      const ready = await fetch(`${service.url}/_edge/ready`);
+      assert.equal(ready.status, 200);
+      assert.deepEqual(await ready.json(), { ready: true, kv: "ok", rulesVersion: 1 });
+      const res = await fetch(`${service.url}/api/products/promotions?x=1`, {
+        headers: { "x-geo-country": "DE" },
+      });
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+      assert.equal(origin.seen.at(-1)!.path, "/api/products/promotions/europe");
+      assert.equal(origin.seen.at(-1)!.search, "?x=1");
+      assert.ok(res.headers.get("x-request-id"));
+    } finally {
+      const status = await service.stop();
+      assert.equal(status.code, 0, service.output());
+      await origin.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  });
+});
+
+Deno.test("100 MB upload and download stream through the service with bounded memory", async () => {
+  const origin = startOrigin((seen, raw) => {
+    if (seen.path === "/download") return new Response(chunkStream(100 * MB));
+    return (async () => {
+      let bytes = 0;
+      for await (const chunk of raw.body!) bytes += chunk.byteLength;
+      return Response.json({ bytes });
+    })();
+  });
+  await withKvDir(async (kvPath) => {
+    const service = await startService({ ORIGIN_URL: origin.url, KV_PATH: kvPath });
+    try {
+      const up = await fetch(`${service.url}/upload`, {
+        method: "POST",
+        body: chunkStream(100 * MB),
+        // @ts-ignore: duplex is required for streamed request bodies.
+        duplex: "half",
+      });
+      assert.equal(up.status, 200);
+      assert.deepEqual(await up.json(), { bytes: 100 * MB });
+
+      const down = await fetch(`${service.url}/download`);
+      let received = 0;
+      for await (const chunk of down.body!) received += chunk.byteLength;
+      assert.equal(received, 100 * MB);
+
+      const peak = await service.peakRss();
+      // A buffered 100 MB body alone would push the peak well past this.
+      assert.ok(peak > 10 * MB && peak < 160 * MB, `peak RSS ${Math.round(peak / MB)} MB`);
+      console.log(`service peak RSS after 2 × 100 MB streamed: ${Math.round(peak / MB)} MB`);
+    } finally {
+      await service.stop();
+      await origin.close();
+    }
+  });
+});
+
+Deno.test("SIGTERM lets in-flight requests finish, then the process exits 0", async () => {
+  const origin = startOrigin(() =>
+    new Promise((resolve) => setTimeout(() => resolve(new Response("done")), 500))
+  );
+  await withKvDir(async (kvPath) => {
+    const service = await startService({ ORIGIN_URL: origin.url, KV_PATH: kvPath });
+    try {
+      // A fresh connection: the in-flight request must not ride on an idle pooled one.
+      using client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+      const inflight = fetch(`${service.url}/slow`, { client });
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      service.child.kill("SIGTERM");
+      const res = await inflight;
+      assert.equal(res.status, 200);
+      assert.equal(await res.text(), "done");
+      const status = await service.stop();
+      assert.equal(status.code, 0);
+      await assert.rejects(fetch(`${service.url}/_edge/health`));
+    } finally {
+      await origin.close();
+    }
+  });
+});
+
+Deno.test("deno serve --parallel main.ts serves the same app", async () => {
+  const origin = startOrigin();
+  await withKvDir(async (kvPath) => {
+    const service = await startService({ ORIGIN_URL: origin.url, KV_PATH: kvPath }, { serve: true });
+    try {
+      const res = await fetch(`${service.url}/echo/parallel`);
+      assert.equal(res.status, 200);
+      assert.deepEqual(await res.json(), { method: "GET", path: "/echo/parallel" });
+    } finally {
+      await service.stop();
+      await origin.close();
+    }
+  });
+});
+
+Deno.test("start-up fails fast with a message naming the bad variable", async () => {
+  const missing = await runServiceExpectingFailure({ KV_PATH: ":memory:" });
+  assert.equal(missing.code, 1);
+  assert.match(missing.stderr, /ORIGIN_URL is required/);
+
+  const badPort = await runServiceExpectingFailure({ ORIGIN_URL: "http://127.0.0.1:1", PORT: "eighty" });
+  assert.equal(badPort.code, 1);
+  assert.match(badPort.stderr, /PORT must be a number/);
+
+  const badRules = await runServiceExpectingFailure({
+    ORIGIN_URL: "http://127.0.0.1:1",
+    KV_PATH: ":memory:",
+    RULES_PATH: "/nonexistent/rules.json",
+  });
+  assert.equal(badRules.code, 1);
+  assert.match(badRules.stderr, /Cannot read rules file "\/nonexistent\/rules.json"/);
+});

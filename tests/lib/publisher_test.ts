@@ -1,0 +1,171 @@
+import assert from "node:assert/strict";
+import {
+  batchEvents,
+  parseNdjson,
+  parseRetryAfter,
+  publish,
+  PublishInputError,
+  type PublishOptions,
+} from "../../lib/publisher.ts";
+import { createWebhookVerifier } from "../../lib/sync/verify.ts";
+import { startOrigin } from "../support.ts";
+
+const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
+const view = (i: number) => ({ kind: "view", userId: `u${i}`, itemId: "p1", at: "2026-11-26T11:59:58Z" });
+
+function publishOptions(
+  endpoints: string[],
+  sleeps: number[],
+  overrides: Partial<PublishOptions> = {},
+): PublishOptions {
+  let id = 0;
+  return {
+    endpoints,
+    secret: SECRET,
+    fetch: globalThis.fetch,
+    now: () => NOW,
+    sleep: (ms) => {
+      sleeps.push(ms);
+      return Promise.resolve();
+    },
+    random: () => 0.5,
+    randomId: () => `test-${++id}`,
+    scheduleMs: [0, 1000, 2000, 4000],
+    ...overrides,
+  };
+}
+
+Deno.test("parseNdjson names each line that is not JSON or not a valid event", () => {
+  assert.equal(parseNdjson(`${JSON.stringify(view(1))}\n\n${JSON.stringify(view(2))}\n`).length, 2);
+  try {
+    parseNdjson(`${JSON.stringify(view(1))}\n{oops\n{"kind":"view","userId":"u1"}\n`);
+    assert.fail("expected an error");
+  } catch (error) {
+    assert.ok(error instanceof PublishInputError);
+    assert.match(error.problems[0]!, /^line 2: not JSON/);
+    assert.ok(error.problems.some((p) => p.startsWith('line 3: "itemId"')));
+  }
+});
+
+Deno.test("batchEvents keeps batches within the event and byte limits", () => {
+  const events = Array.from({ length: 2500 }, (_, i) => view(i));
+  assert.deepEqual(batchEvents(events).map((b) => b.length), [1000, 1000, 500]);
+  const small = batchEvents(events.slice(0, 100), { maxBytes: 2048 });
+  assert.ok(small.every((batch) => JSON.stringify({ data: { events: batch } }).length < 2048 - 64));
+  assert.equal(small.flat().length, 100);
+  assert.throws(() => batchEvents([{ big: "x".repeat(5000) }], { maxBytes: 2048 }), PublishInputError);
+});
+
+Deno.test("parseRetryAfter reads seconds and HTTP dates", () => {
+  assert.equal(parseRetryAfter("7", NOW), 7000);
+  assert.equal(parseRetryAfter(new Date(NOW + 3000).toUTCString(), NOW), 3000);
+  assert.equal(parseRetryAfter("soon", NOW), 0);
+  assert.equal(parseRetryAfter(null, NOW), 0);
+});
+
+Deno.test("publish signs batches that verify, and fans out to every endpoint", async () => {
+  const verifier = await createWebhookVerifier([SECRET], { toleranceSec: 300, now: () => NOW });
+  const received: string[][] = [[], []];
+  const origins = [0, 1].map((n) =>
+    startOrigin(async (_seen, raw) => {
+      const body = new Uint8Array(await raw.arrayBuffer());
+      await verifier.verify(body, raw.headers);
+      received[n]!.push(raw.headers.get("webhook-id")!);
+      return Response.json({ applied: 1, stale: 0 });
+    })
+  );
+  try {
+    const report = await publish(
+      Array.from({ length: 1500 }, (_, i) => view(i)),
+      publishOptions(origins.map((o) => `${o.url}/_edge/sync`), []),
+    );
+    assert.equal(report.ok, true);
+    assert.deepEqual(report.endpoints.map((e) => [e.deliveredEvents, e.deliveredBatches, e.failedBatches]), [
+      [1500, 2, 0],
+      [1500, 2, 0],
+    ]);
+    assert.deepEqual(received[0], ["msg_test-1", "msg_test-2"]);
+    assert.deepEqual(received[1], received[0], "one webhook-id per batch, the same at every endpoint");
+  } finally {
+    await Promise.all(origins.map((o) => o.close()));
+  }
+});
+
+Deno.test("publish retries 5xx on the schedule with jitter and honours 429 Retry-After", async () => {
+  let calls = 0;
+  const ids = new Set<string>();
+  const origin = startOrigin((_seen, raw) => {
+    ids.add(raw.headers.get("webhook-id")!);
+    calls++;
+    if (calls === 1) return new Response("busy", { status: 503 });
+    if (calls === 2) return new Response("slow down", { status: 429, headers: { "retry-after": "9" } });
+    return Response.json({ applied: 1, stale: 0 });
+  });
+  try {
+    const sleeps: number[] = [];
+    const report = await publish([view(1)], publishOptions([origin.url], sleeps, { random: () => 1 }));
+    assert.equal(report.ok, true);
+    assert.equal(calls, 3);
+    assert.deepEqual([...ids], ["msg_test-1"], "a retry keeps the webhook-id");
+    assert.deepEqual(sleeps, [1200, 9000], "jittered 1 s, then the 9 s Retry-After over the 2.4 s step");
+  } finally {
+    await origin.close();
+  }
+});
+
+Deno.test("publish stops at an endpoint that answers 410 and reports every batch as failed", async () => {
+  let calls = 0;
+  const gone = startOrigin(() => {
+    calls++;
+    return new Response("gone", { status: 410 });
+  });
+  const fine = startOrigin(() => Response.json({ applied: 1, stale: 0 }));
+  try {
+    const report = await publish(
+      Array.from({ length: 1200 }, (_, i) => view(i)),
+      publishOptions([gone.url, fine.url], []),
+    );
+    assert.equal(report.ok, false);
+    assert.equal(calls, 1);
+    assert.deepEqual(report.endpoints[0], {
+      endpoint: gone.url,
+      deliveredBatches: 0,
+      deliveredEvents: 0,
+      failedBatches: 2,
+      failedEvents: 1200,
+      gone: true,
+      errors: [
+        { webhookId: "msg_test-1", error: "HTTP 410: gone" },
+        { webhookId: "msg_test-2", error: "endpoint answered 410 Gone" },
+      ],
+    });
+    assert.equal(report.endpoints[1]!.deliveredEvents, 1200);
+  } finally {
+    await gone.close();
+    await fine.close();
+  }
+});
+
+Deno.test("publish does not retry a 400 and gives up after the last scheduled attempt", async () => {
+  const bad = startOrigin(() => Response.json({ error: { code: "invalid_events" } }, { status: 400 }));
+  const down = startOrigin(() => new Response("down", { status: 502 }));
+  try {
+    const sleeps: number[] = [];
+    const report = await publish([view(1)], publishOptions([bad.url, down.url], sleeps));
+    assert.equal(report.ok, false);
+    assert.equal(bad.seen.length, 1);
+    assert.equal(down.seen.length, 4);
+    assert.match(report.endpoints[1]!.errors[0]!.error, /gave up after 4 attempts; last: HTTP 502/);
+  } finally {
+    await bad.close();
+    await down.close();
+  }
+});
+
+Deno.test("publish refuses invalid events before sending anything", async () => {
+  await assert.rejects(
+    publish([view(1), { kind: "cart", userId: "u1" }], publishOptions(["http://127.0.0.1:9/"], [])),
+    PublishInputError,
+  );
+});

@@ -1,0 +1,406 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  hashSessionId,
+  readLatestRules,
+  readRelated,
+  readSession,
+  readUserContext,
+} from "../../../lib/store.ts";
+import { applyBackendEvents, applyEvents, type ApplyOptions } from "../../../lib/sync/apply.ts";
+import { parseSyncEvents, type SyncEvent, SyncPayloadError } from "../../../lib/sync/schema.ts";
+
+const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
+const NOW = T0 + 3_600_000;
+const DAY = 86_400_000;
+const iso = (ms: number) => new Date(ms).toISOString();
+const minute = (n: number) => iso(T0 + n * 60_000);
+
+function options(overrides: Partial<ApplyOptions> = {}): ApplyOptions {
+  return {
+    now: NOW,
+    recentViewsMax: 3,
+    viewTtlMs: 30 * DAY,
+    cartTtlMs: 30 * DAY,
+    profileTtlMs: 30 * DAY,
+    tombstoneTtlMs: 30 * DAY,
+    ...overrides,
+  };
+}
+
+async function withKv(fn: (kv: Deno.Kv) => Promise<void>): Promise<void> {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    await fn(kv);
+  } finally {
+    kv.close();
+  }
+}
+
+function apply(kv: Deno.Kv, wire: unknown[], overrides: Partial<ApplyOptions> = {}) {
+  return applyEvents(kv, parseSyncEvents(wire), options(overrides));
+}
+
+async function dump(kv: Deno.Kv): Promise<[Deno.KvKey, unknown][]> {
+  const out: [Deno.KvKey, unknown][] = [];
+  for await (const entry of kv.list({ prefix: [] })) out.push([entry.key, entry.value]);
+  return out;
+}
+
+Deno.test("views keep the newest per item and only the newest RECENT_VIEWS_MAX items", async () => {
+  await withKv(async (kv) => {
+    const result = await apply(kv, [
+      { kind: "view", userId: "u1", itemId: "p1", at: minute(1) },
+      { kind: "view", userId: "u1", itemId: "p2", at: minute(2) },
+      { kind: "view", userId: "u1", itemId: "p1", at: minute(5) },
+      { kind: "view", userId: "u1", itemId: "p3", at: minute(3) },
+      { kind: "view", userId: "u1", itemId: "p4", at: minute(4) },
+      { kind: "view", userId: "u1", itemId: "p4", at: minute(4) },
+    ]);
+    assert.deepEqual(result, { applied: 3, stale: 3 });
+    const context = await readUserContext(kv, "u1", NOW);
+    assert.deepEqual(context.recentViews.map((view) => view.itemId), ["p1", "p4", "p3"]);
+    assert.equal(context.recentViews[0]!.at, T0 + 5 * 60_000);
+    assert.deepEqual(await apply(kv, [{ kind: "view", userId: "u1", itemId: "p2", at: minute(2) }]), {
+      applied: 0,
+      stale: 1,
+    });
+  });
+});
+
+Deno.test("cart, profile, related and rules are last writer wins by version; equal is stale", async () => {
+  await withKv(async (kv) => {
+    const cart = (version: number, qty: number) => ({
+      kind: "cart",
+      userId: "u1",
+      version,
+      at: minute(version),
+      items: [{ itemId: "p1", qty }],
+    });
+    assert.deepEqual(await apply(kv, [cart(2, 2), cart(1, 1)]), { applied: 1, stale: 1 });
+    assert.deepEqual(await apply(kv, [cart(2, 9)]), { applied: 0, stale: 1 });
+    await apply(kv, [{
+      kind: "profile",
+      userId: "u1",
+      version: 3,
+      at: minute(3),
+      segments: ["vip"],
+      attributes: { locale: "de-DE" },
+      extra: "ignored",
+    }]);
+    await apply(kv, [
+      { kind: "related", itemId: "p1", version: 2, related: [{ itemId: "p7", score: 0.8 }] },
+      { kind: "related", itemId: "p1", version: 1, related: [] },
+      { kind: "rules", version: 12, rules: { defaultRegion: "EU" } },
+      { kind: "rules", version: 11, rules: { version: 11 } },
+    ]);
+    const context = await readUserContext(kv, "u1", NOW);
+    assert.deepEqual(context.cart, { items: [{ itemId: "p1", qty: 2 }], version: 2 });
+    assert.deepEqual(context.profile, { segments: ["vip"], attributes: { locale: "de-DE" }, version: 3 });
+    assert.deepEqual((await readRelated(kv, ["p1", "p9"])).get("p1")?.related, [{
+      itemId: "p7",
+      score: 0.8,
+    }]);
+    assert.equal((await readRelated(kv, ["p9"])).size, 0);
+    const rules = await readLatestRules(kv);
+    assert.equal(rules?.version, 12);
+    assert.equal(rules?.rules.defaultRegion, "EU");
+  });
+});
+
+Deno.test("sessions are stored under a hash, newest at wins, and session_end ends them", async () => {
+  await withKv(async (kv) => {
+    const sid = "s-raw-session-token";
+    await apply(kv, [{
+      kind: "session",
+      sessionId: sid,
+      userId: "u1",
+      expiresAt: iso(NOW + DAY),
+      at: minute(1),
+    }]);
+    assert.equal(await readSession(kv, sid, NOW), "u1");
+    const stored = await dump(kv);
+    assert.ok(!JSON.stringify(stored).includes(sid), "the raw session id is never stored");
+    const hash = await hashSessionId(sid);
+    assert.match(hash, /^[0-9a-f]{64}$/);
+    assert.ok(stored.some(([key]) => key[0] === "session" && key[1] === hash));
+    assert.deepEqual(await apply(kv, [{ kind: "session_end", sessionId: sid, at: minute(0) }]), {
+      applied: 0,
+      stale: 1,
+    });
+    assert.equal(await readSession(kv, sid, NOW), "u1");
+    assert.deepEqual(await apply(kv, [{ kind: "session_end", sessionId: sid, at: minute(2) }]), {
+      applied: 1,
+      stale: 0,
+    });
+    assert.equal(await readSession(kv, sid, NOW), undefined);
+    assert.deepEqual(
+      await apply(kv, [{
+        kind: "session",
+        sessionId: sid,
+        userId: "u1",
+        expiresAt: iso(NOW + DAY),
+        at: minute(1),
+      }]),
+      { applied: 0, stale: 1 },
+    );
+    assert.equal(
+      (await kv.get(["user", "u1", "sessions"])).value,
+      null,
+      "the ended session left the user's index",
+    );
+  });
+});
+
+Deno.test("erase removes the user's data and sessions, and late events at or before it are dropped", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [
+      { kind: "view", userId: "u1", itemId: "p1", at: minute(1) },
+      { kind: "view", userId: "u1", itemId: "p2", at: minute(20) },
+      { kind: "cart", userId: "u1", version: 1, at: minute(2), items: [] },
+      { kind: "profile", userId: "u1", version: 1, at: minute(2), segments: ["a"], attributes: {} },
+      { kind: "session", sessionId: "s-u1-one", userId: "u1", expiresAt: iso(NOW + DAY), at: minute(3) },
+      { kind: "view", userId: "u2", itemId: "p1", at: minute(1) },
+    ]);
+    assert.deepEqual(await apply(kv, [{ kind: "erase", userId: "u1", at: minute(10) }]), {
+      applied: 1,
+      stale: 0,
+    });
+    let context = await readUserContext(kv, "u1", NOW);
+    assert.deepEqual(
+      context.recentViews.map((view) => view.itemId),
+      ["p2"],
+      "a view after the erasure stays",
+    );
+    assert.equal(context.cart, undefined);
+    assert.equal(context.profile, undefined);
+    assert.equal(await readSession(kv, "s-u1-one", NOW), undefined);
+    assert.equal((await readUserContext(kv, "u2", NOW)).recentViews.length, 1, "other users are untouched");
+
+    const late = await apply(kv, [
+      { kind: "view", userId: "u1", itemId: "p3", at: minute(9) },
+      { kind: "cart", userId: "u1", version: 2, at: minute(10), items: [] },
+      { kind: "session", sessionId: "s-u1-two", userId: "u1", expiresAt: iso(NOW + DAY), at: minute(4) },
+      { kind: "erase", userId: "u1", at: minute(5) },
+    ]);
+    assert.equal(late.applied, 1, "only the late session's end marker changes anything");
+    context = await readUserContext(kv, "u1", NOW);
+    assert.deepEqual(context.recentViews.map((view) => view.itemId), ["p2"]);
+    assert.equal(context.cart, undefined);
+    assert.equal(await readSession(kv, "s-u1-two", NOW), undefined);
+
+    await apply(kv, [{
+      kind: "cart",
+      userId: "u1",
+      version: 3,
+      at: minute(11),
+      items: [{ itemId: "p9", qty: 1 }],
+    }]);
+    assert.equal((await readUserContext(kv, "u1", NOW)).cart?.version, 3, "events after the erasure apply");
+  });
+});
+
+Deno.test("expired values are treated as absent although KV still holds them", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [
+      { kind: "view", userId: "u1", itemId: "old", at: iso(T0 - 40 * DAY) },
+      { kind: "view", userId: "u1", itemId: "new", at: minute(1) },
+      { kind: "cart", userId: "u1", version: 1, at: iso(T0 - 31 * DAY), items: [] },
+      { kind: "profile", userId: "u1", version: 1, at: minute(1), segments: [], attributes: {} },
+      { kind: "session", sessionId: "s-expired-1", userId: "u1", expiresAt: iso(NOW - 1), at: minute(1) },
+    ]);
+    assert.ok((await kv.get(["user", "u1", "cart"])).value !== null, "KV expiry is lazy");
+    const context = await readUserContext(kv, "u1", NOW);
+    assert.deepEqual(context.recentViews.map((view) => view.itemId), ["new"]);
+    assert.equal(context.cart, undefined);
+    assert.ok(context.profile);
+    assert.equal((await readUserContext(kv, "u1", NOW + 31 * DAY)).profile, undefined);
+    assert.equal(await readSession(kv, "s-expired-1", NOW), undefined);
+  });
+});
+
+Deno.test("a large batch is split into commits within KV limits", async () => {
+  await withKv(async (kv) => {
+    const events = Array.from({ length: 1000 }, (_, i) => ({
+      kind: "profile",
+      userId: `user-${i}`,
+      version: 1,
+      at: minute(1),
+      segments: Array.from({ length: 50 }, (_, s) => `segment-${s}-${"x".repeat(60)}`),
+      attributes: {},
+    }));
+    assert.deepEqual(await apply(kv, events), { applied: 1000, stale: 0 });
+    assert.equal((await readUserContext(kv, "user-999", NOW)).profile?.segments.length, 50);
+  });
+});
+
+Deno.test("erasing a user with more sessions than one commit may check ends all of them", async () => {
+  await withKv(async (kv) => {
+    const sessions = Array.from({ length: 170 }, (_, i) => ({
+      kind: "session",
+      sessionId: `s-many-${i}`,
+      userId: "u1",
+      expiresAt: iso(NOW + DAY),
+      at: minute(i % 2 ? 1 : 30),
+    }));
+    await apply(kv, sessions);
+    await apply(kv, [{ kind: "erase", userId: "u1", at: minute(20) }]);
+    for (let i = 0; i < 170; i++) {
+      assert.equal(await readSession(kv, `s-many-${i}`, NOW), i % 2 ? undefined : "u1");
+    }
+    const index = (await kv.get<{ sessions: unknown[] }>(["user", "u1", "sessions"])).value;
+    assert.equal(index?.sessions.length, 85);
+  });
+});
+
+Deno.test("onApplied receives the users whose data changed", async () => {
+  await withKv(async (kv) => {
+    const seen: string[][] = [];
+    await apply(kv, [
+      { kind: "view", userId: "u2", itemId: "p1", at: minute(1) },
+      { kind: "view", userId: "u1", itemId: "p1", at: minute(1) },
+      { kind: "related", itemId: "p1", version: 1, related: [] },
+    ], { onApplied: (users) => seen.push(users) });
+    await apply(kv, [{ kind: "view", userId: "u1", itemId: "p1", at: minute(1) }], {
+      onApplied: (users) => seen.push(users),
+    });
+    assert.deepEqual(seen, [["u1", "u2"]]);
+  });
+});
+
+Deno.test("applyBackendEvents validates before applying anything", async () => {
+  await withKv(async (kv) => {
+    await assert.rejects(
+      applyBackendEvents(
+        kv,
+        [{ kind: "view", userId: "u1", itemId: "p1", at: minute(1) }, { kind: "view" }],
+        options(),
+      ),
+      SyncPayloadError,
+    );
+    assert.deepEqual(await dump(kv), []);
+    assert.deepEqual(
+      await applyBackendEvents(kv, [{ kind: "view", userId: "u1", itemId: "p1", at: minute(1) }], options()),
+      { applied: 1, stale: 0 },
+    );
+  });
+});
+
+Deno.test("concurrent instances applying to one KV never regress a key", async () => {
+  await withKv(async (kv) => {
+    const carts = Array.from({ length: 30 }, (_, v) =>
+      parseSyncEvents([{
+        kind: "cart",
+        userId: "u1",
+        version: v + 1,
+        at: minute(v + 1),
+        items: [{ itemId: `p${v + 1}`, qty: 1 }],
+      }]));
+    const views = Array.from(
+      { length: 30 },
+      (_, v) => parseSyncEvents([{ kind: "view", userId: "u1", itemId: `p${v}`, at: minute(v) }]),
+    );
+    await Promise.all([...carts, ...views].reverse().map((events) => applyEvents(kv, events, options())));
+    const context = await readUserContext(kv, "u1", NOW);
+    assert.equal(context.cart?.version, 30);
+    assert.deepEqual(context.recentViews.map((view) => view.itemId), ["p29", "p28", "p27"]);
+  });
+});
+
+// --- property: any shuffle with duplication, in any batching, converges to in-order state ----
+
+const USERS = ["u1", "u2", "u3"];
+const ITEMS = ["p1", "p2", "p3", "p4", "p5"];
+const SESSIONS: [string, string][] = [["s-one-u1", "u1"], ["s-two-u1", "u1"], ["s-three-u2", "u2"], [
+  "s-four-u3",
+  "u3",
+]];
+const at = fc.integer({ min: 0, max: 40 }).map(minute);
+const user = fc.constantFrom(...USERS);
+
+/** Events as a backend emits them: a version's content and time are fixed, and time grows with version. */
+const eventArb: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
+  {
+    arbitrary: fc.record({ kind: fc.constant("view"), userId: user, itemId: fc.constantFrom(...ITEMS), at }),
+    weight: 4,
+  },
+  fc.tuple(user, fc.integer({ min: 1, max: 5 })).map(([userId, version]) => ({
+    kind: "cart",
+    userId,
+    version,
+    at: minute(version * 8),
+    items: [{ itemId: `p${version}`, qty: version }],
+  })),
+  fc.tuple(user, fc.integer({ min: 1, max: 5 })).map(([userId, version]) => ({
+    kind: "profile",
+    userId,
+    version,
+    at: minute(version * 8 - 3),
+    segments: [`seg${version}`],
+    attributes: { v: version },
+  })),
+  {
+    arbitrary: fc.tuple(fc.constantFrom(...SESSIONS), at, fc.integer({ min: 1, max: 3 })).map((
+      [[sessionId, userId], when, days],
+    ) => ({ kind: "session", sessionId, userId, at: when, expiresAt: iso(NOW + days * DAY) })),
+    weight: 2,
+  },
+  fc.tuple(fc.constantFrom(...SESSIONS), at).map(([[sessionId], when]) => ({
+    kind: "session_end",
+    sessionId,
+    at: when,
+  })),
+  fc.record({ kind: fc.constant("erase"), userId: user, at }),
+  fc.tuple(fc.constantFrom(...ITEMS), fc.integer({ min: 1, max: 4 })).map(([itemId, version]) => ({
+    kind: "related",
+    itemId,
+    version,
+    related: [{ itemId: "p9", score: version / 10 }],
+  })),
+  fc.integer({ min: 1, max: 4 }).map((version) => ({
+    kind: "rules",
+    version,
+    rules: { defaultRegion: `R${version}` },
+  })),
+);
+
+Deno.test("random event streams converge under shuffling, duplication, batching and concurrency", async () => {
+  await fc.assert(
+    fc.asyncProperty(
+      fc.array(eventArb, { minLength: 1, maxLength: 30 }).chain((events) =>
+        fc.record({
+          events: fc.constant(events),
+          delivered: fc.array(fc.nat(events.length - 1), { maxLength: 15 }).chain((dups) =>
+            fc.shuffledSubarray([...events.keys(), ...dups], { minLength: events.length + dups.length })
+          ),
+          sizes: fc.array(fc.integer({ min: 1, max: 7 }), { minLength: 1, maxLength: 10 }),
+          lanes: fc.integer({ min: 1, max: 3 }),
+        })
+      ),
+      async ({ events, delivered, sizes, lanes }) => {
+        const parsed: SyncEvent[] = parseSyncEvents(events);
+        const reference = await Deno.openKv(":memory:");
+        const replica = await Deno.openKv(":memory:");
+        try {
+          for (const event of parsed) await applyEvents(reference, [event], options());
+          const batches: SyncEvent[][] = [];
+          for (let i = 0, s = 0; i < delivered.length; s++) {
+            const size = sizes[s % sizes.length]!;
+            batches.push(delivered.slice(i, i + size).map((index) => parsed[index]!));
+            i += size;
+          }
+          await Promise.all(Array.from({ length: lanes }, async (_, lane) => {
+            for (let b = lane; b < batches.length; b += lanes) {
+              await applyEvents(replica, batches[b]!, options());
+            }
+          }));
+          assert.deepEqual(await dump(replica), await dump(reference));
+        } finally {
+          reference.close();
+          replica.close();
+        }
+      },
+    ),
+    { numRuns: 200 },
+  );
+});

@@ -1,0 +1,90 @@
+/**
+ * SSRF and path-traversal vectors sent as raw HTTP/1.1 request lines to a real listening edge:
+ * each must end either as a 400 from the edge (or Deno's own HTTP parser) or as a request
+ * that reached the configured origin — never the "evil" server — with a path that has no
+ * dot segments, encoded slashes or backslashes.
+ */
+import assert from "node:assert/strict";
+import { createApp } from "../../routes/app.ts";
+import { makeDeps, rawRequest, SEED_RULES, startOrigin } from "../support.ts";
+
+Deno.test("no SSRF or path-traversal vector reaches another host or escapes the route", async () => {
+  const origin = startOrigin();
+  const evil = startOrigin();
+  const deps = await makeDeps(`${origin.url}/shop`, { rules: SEED_RULES });
+  const edge = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, createApp(deps).fetch);
+  const E = `127.0.0.1:${evil.port}`;
+  const vectors = [
+    "//evil.example/x",
+    `//${E}/x`,
+    `///${E}/x`,
+    "/%2e%2e/etc/passwd",
+    "/%2E%2E%2Fetc%2Fpasswd",
+    "/a/..%2f..%2fetc",
+    "/..",
+    "/../../etc/passwd",
+    "/a/%2e%2e/%2e%2e/b",
+    "/.%2e/x",
+    "/%2e./x",
+    "/%252e%252e/x",
+    "/%252f%252fevil.example",
+    "/%2f%2fevil.example",
+    "/a%2fb",
+    "/%5cevil.example",
+    "/\\evil.example",
+    "/\\\\evil.example/x",
+    `/\\${E}/x`,
+    "/@evil.example",
+    `/@${E}/`,
+    "/%40evil.example",
+    "/:@evil.example/",
+    "//user:pass@evil.example/",
+    `http://${E}/x`,
+    "http://evil.example/x",
+    "https://evil.example:443/x",
+    `http://127.0.0.1:${origin.port}@${E}/x`,
+    "/.//evil.example",
+    "/api/products/..%2f..%2fadmin",
+    "/api/products/%2e%2e/%2e%2e/admin",
+    "/..;/admin",
+    "/a/.;/b",
+    "/%00/x",
+    "/x%0d%0aHost:%20evil.example",
+    "/a/.%00./b",
+    "/x?next=//evil.example&u=http://evil.example",
+    "*",
+  ];
+  try {
+    let rejected = 0;
+    let forwarded = 0;
+    for (const target of vectors) {
+      const before = origin.seen.length;
+      const res = await rawRequest(
+        edge.addr.port,
+        `GET ${target} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(evil.seen.length, 0, `${target} reached the evil server`);
+      if (origin.seen.length === before) {
+        assert.ok(res.status >= 400 && res.status < 500, `${target} → ${res.status}, expected a 4xx`);
+        rejected++;
+        continue;
+      }
+      forwarded++;
+      const seen = origin.seen.at(-1)!;
+      const url = new URL(seen.url);
+      assert.equal(url.port, String(origin.port), target);
+      assert.equal(seen.headers.get("host"), `127.0.0.1:${origin.port}`, target);
+      assert.ok(seen.path.startsWith("/shop/"), `${target} → ${seen.path}`);
+      const rawPath = seen.url.slice(seen.url.indexOf("/", "http://".length)).split("?")[0]!;
+      assert.doesNotMatch(rawPath, /(^|\/)\.\.?(\/|;|$)|%2f|%5c|\\|\/\//i, `${target} → ${rawPath}`);
+      assert.ok(res.status < 500, `${target} → ${res.status}`);
+    }
+    assert.ok(vectors.length >= 30);
+    assert.ok(rejected > 10 && forwarded > 5, `rejected ${rejected}, forwarded ${forwarded}`);
+  } finally {
+    await edge.shutdown();
+    deps.kv.close();
+    await origin.close();
+    await evil.close();
+  }
+});

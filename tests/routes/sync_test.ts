@@ -1,0 +1,268 @@
+import assert from "node:assert/strict";
+import { readUserContext } from "../../lib/store.ts";
+import { SYNC_OPENAPI } from "../../lib/sync/openapi.ts";
+import { sign } from "../../lib/sync/verify.ts";
+import { createApp } from "../../routes/app.ts";
+import { makeDeps } from "../support.ts";
+
+const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const OLD_SECRET = "whsec_" + btoa("an-older-secret-still-accepted!!");
+const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
+const NOW_SEC = NOW / 1000;
+const ORIGIN = "http://127.0.0.1:9";
+
+function payload(events: unknown[]): string {
+  return JSON.stringify({ type: "edge.sync", timestamp: "2026-11-26T12:00:00Z", data: { events } });
+}
+
+function view(userId: string, itemId: string, at = "2026-11-26T11:59:58Z") {
+  return { kind: "view", userId, itemId, at };
+}
+
+async function signedInit(
+  body: string,
+  options: { id?: string; ts?: number; secret?: string; headers?: Record<string, string> } = {},
+): Promise<RequestInit> {
+  const id = options.id ?? "msg_1";
+  const ts = options.ts ?? NOW_SEC;
+  return {
+    method: "POST",
+    body,
+    headers: {
+      "content-type": "application/json",
+      "webhook-id": id,
+      "webhook-timestamp": String(ts),
+      "webhook-signature": await sign(options.secret ?? SECRET, { id, timestamp: ts, body }),
+      ...options.headers,
+    },
+  };
+}
+
+async function withSync(
+  fn: (ctx: { app: ReturnType<typeof createApp>; kv: Deno.Kv }) => Promise<void>,
+  env: Record<string, string> = {},
+): Promise<void> {
+  const deps = await makeDeps(ORIGIN, { env: { SYNC_SECRETS: `${SECRET},${OLD_SECRET}`, ...env } });
+  try {
+    await fn({ app: createApp(deps), kv: deps.kv });
+  } finally {
+    deps.kv.close();
+  }
+}
+
+async function kvIsEmpty(kv: Deno.Kv): Promise<boolean> {
+  for await (const _ of kv.list({ prefix: [] })) return false;
+  return true;
+}
+
+Deno.test("sync does not exist without SYNC_SECRETS, but its OpenAPI document is served", async () => {
+  const deps = await makeDeps(ORIGIN);
+  try {
+    const app = createApp(deps);
+    const res = await app.request("/_edge/sync", await signedInit(payload([])));
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error.code, "not_found");
+    const doc = await app.request("/_edge/openapi.json");
+    assert.equal(doc.status, 200);
+    assert.deepEqual(await doc.json(), JSON.parse(JSON.stringify(SYNC_OPENAPI)));
+  } finally {
+    deps.kv.close();
+  }
+});
+
+Deno.test("docs/sync_openapi.json is identical to the served document", async () => {
+  const file = JSON.parse(await Deno.readTextFile(new URL("../../docs/sync_openapi.json", import.meta.url)));
+  assert.deepEqual(file, JSON.parse(JSON.stringify(SYNC_OPENAPI)));
+});
+
+Deno.test("sync applies a signed batch and answers applied and stale counts", async () => {
+  await withSync(async ({ app, kv }) => {
+    const body = payload([view("u1", "p42"), view("u1", "p42"), {
+      kind: "cart",
+      userId: "u1",
+      version: 7,
+      at: "2026-11-26T11:59:58Z",
+      items: [{ itemId: "p42", qty: 1 }],
+    }]);
+    const res = await app.request("/_edge/sync", await signedInit(body));
+    assert.equal(res.status, 200);
+    assert.deepEqual(await res.json(), { applied: 2, stale: 1 });
+    const context = await readUserContext(kv, "u1", NOW);
+    assert.deepEqual(context.recentViews.map((v) => v.itemId), ["p42"]);
+    assert.equal(context.cart?.version, 7);
+  });
+});
+
+Deno.test("sync accepts a signature made with a rotated-out secret that is still configured", async () => {
+  await withSync(async ({ app }) => {
+    const res = await app.request(
+      "/_edge/sync",
+      await signedInit(payload([view("u1", "p1")]), { secret: OLD_SECRET }),
+    );
+    assert.equal(res.status, 200);
+  });
+});
+
+Deno.test("sync answers 401 with only a code for bad signatures, timestamps and missing headers", async () => {
+  await withSync(async ({ app, kv }) => {
+    const body = payload([view("u1", "p1")]);
+    const cases: [RequestInit, string][] = [
+      [
+        await signedInit(body, { secret: "whsec_" + btoa("not-the-configured-secret-at-all") }),
+        "invalid_signature",
+      ],
+      [{ ...(await signedInit(body)), body: body.replace("p1", "p2") }, "invalid_signature"],
+      [await signedInit(body, { ts: NOW_SEC - 301 }), "invalid_timestamp"],
+      [await signedInit(body, { ts: NOW_SEC + 301 }), "invalid_timestamp"],
+      [{ method: "POST", body }, "missing_signature_headers"],
+    ];
+    for (const [init, code] of cases) {
+      const res = await app.request("/_edge/sync", init);
+      assert.equal(res.status, 401);
+      const json = await res.json();
+      assert.deepEqual(Object.keys(json.error).sort(), ["code", "message"]);
+      assert.equal(json.error.code, code);
+    }
+    assert.ok(await kvIsEmpty(kv));
+  });
+});
+
+Deno.test("sync rejects a replayed webhook-id across two instances sharing one KV", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/shared.kv`;
+  const a = await makeDeps(ORIGIN, { env: { SYNC_SECRETS: SECRET } });
+  const b = await makeDeps(ORIGIN, { env: { SYNC_SECRETS: SECRET } });
+  a.kv.close();
+  b.kv.close();
+  a.kv = await Deno.openKv(path);
+  b.kv = await Deno.openKv(path);
+  try {
+    const body = payload([view("u1", "p1")]);
+    const first = await createApp(a).request("/_edge/sync", await signedInit(body, { id: "msg_dup" }));
+    assert.deepEqual(await first.json(), { applied: 1, stale: 0 });
+    const again = await createApp(b).request("/_edge/sync", await signedInit(body, { id: "msg_dup" }));
+    assert.equal(again.status, 200);
+    assert.deepEqual(await again.json(), { duplicate: true });
+    const other = await createApp(b).request("/_edge/sync", await signedInit(body, { id: "msg_other" }));
+    assert.deepEqual(await other.json(), { applied: 0, stale: 1 });
+  } finally {
+    a.kv.close();
+    b.kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sync answers 409 while another instance holds the webhook-id", async () => {
+  await withSync(async ({ app, kv }) => {
+    await kv.set(["webhook", "msg_busy"], { status: "pending", expiresAt: NOW + 60_000 });
+    const res = await app.request(
+      "/_edge/sync",
+      await signedInit(payload([view("u1", "p1")]), { id: "msg_busy" }),
+    );
+    assert.equal(res.status, 409);
+    assert.equal((await res.json()).error.code, "in_progress");
+  });
+});
+
+function streamOf(totalBytes: number, pulled: { bytes: number }): ReadableStream<Uint8Array> {
+  const chunk = new Uint8Array(16 * 1024).fill(32);
+  return new ReadableStream({
+    pull(controller) {
+      if (pulled.bytes >= totalBytes) return controller.close();
+      pulled.bytes += chunk.byteLength;
+      controller.enqueue(chunk);
+    },
+  });
+}
+
+Deno.test("sync answers 413 for a declared oversized body without reading it", async () => {
+  await withSync(async ({ app }) => {
+    const pulled = { bytes: 0 };
+    const res = await app.request("/_edge/sync", {
+      method: "POST",
+      body: streamOf(10 * 1024 * 1024, pulled),
+      headers: { "content-length": String(10 * 1024 * 1024) },
+    });
+    assert.equal(res.status, 413);
+    assert.equal((await res.json()).error.code, "payload_too_large");
+    assert.ok(pulled.bytes <= 64 * 1024, `read ${pulled.bytes} bytes`);
+  }, { SYNC_MAX_BYTES: "65536" });
+});
+
+Deno.test("sync answers 413 for a streamed body with an absent or lying content-length, reading no further", async () => {
+  await withSync(async ({ app }) => {
+    for (const headers of [{}, { "content-length": "100" }] as Record<string, string>[]) {
+      const pulled = { bytes: 0 };
+      const res = await app.request("/_edge/sync", {
+        method: "POST",
+        body: streamOf(10 * 1024 * 1024, pulled),
+        headers,
+      });
+      assert.equal(res.status, 413);
+      assert.ok(pulled.bytes < 200 * 1024, `read ${pulled.bytes} bytes`);
+    }
+  }, { SYNC_MAX_BYTES: "65536" });
+});
+
+Deno.test("sync answers 413 for a batch of 1001 events and applies none", async () => {
+  await withSync(async ({ app, kv }) => {
+    const events = Array.from({ length: 1001 }, (_, i) => view(`u${i}`, "p1"));
+    const res = await app.request("/_edge/sync", await signedInit(payload(events)));
+    assert.equal(res.status, 413);
+    assert.equal((await res.json()).error.code, "too_many_events");
+    assert.ok(await kvIsEmpty(kv));
+    const ok = await app.request(
+      "/_edge/sync",
+      await signedInit(payload(events.slice(0, 1000)), { id: "msg_1000" }),
+    );
+    assert.deepEqual(await ok.json(), { applied: 1000, stale: 0 });
+  });
+});
+
+Deno.test("sync answers 400 listing every invalid event and applies nothing of the batch", async () => {
+  await withSync(async ({ app, kv }) => {
+    const body = payload([
+      view("u1", "p1"),
+      { kind: "view", userId: "u1", at: "yesterday" },
+      { kind: "cart", userId: "u1", version: -1, at: "2026-11-26T11:59:58Z", items: [] },
+      { kind: "teleport" },
+      { kind: "rules", version: 3, rules: { version: 4 } },
+    ]);
+    const res = await app.request("/_edge/sync", await signedInit(body));
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_events");
+    const pairs = error.events.map((p: { index: number; field: string }) => `${p.index}:${p.field}`).sort();
+    assert.deepEqual(pairs, ["1:at", "1:itemId", "2:version", "3:kind", "4:rules.version"]);
+    assert.ok(await kvIsEmpty(kv));
+  });
+});
+
+Deno.test("sync answers 400 for a body that is not JSON or not an edge.sync envelope", async () => {
+  await withSync(async ({ app }) => {
+    const bad = await app.request("/_edge/sync", await signedInit("{not json"));
+    assert.equal((await bad.json()).error.code, "invalid_json");
+    const envelope = await app.request(
+      "/_edge/sync",
+      await signedInit(JSON.stringify({ type: "other" }), { id: "m2" }),
+    );
+    assert.equal(envelope.status, 400);
+    assert.equal((await envelope.json()).error.code, "invalid_payload");
+  });
+});
+
+Deno.test("sync works over a real connection", async () => {
+  await withSync(async ({ app, kv }) => {
+    const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, app.fetch);
+    try {
+      const res = await fetch(
+        `http://127.0.0.1:${server.addr.port}/_edge/sync`,
+        await signedInit(payload([view("u9", "p1")])),
+      );
+      assert.deepEqual(await res.json(), { applied: 1, stale: 0 });
+      assert.equal((await readUserContext(kv, "u9", NOW)).recentViews.length, 1);
+    } finally {
+      await server.shutdown();
+    }
+  });
+});
