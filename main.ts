@@ -10,6 +10,8 @@ import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.
 import { RulesStore } from "./lib/rules_store.ts";
 import type { Deps } from "./lib/deps.ts";
 import { createApp } from "./routes/app.ts";
+import { DEFAULT_UA_CACHE_SIZE, UaCache } from "./lib/device.ts";
+import { type IpGeoDb, loadIpGeoDb } from "./lib/ip_geo.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -43,6 +45,15 @@ try {
   fail(`Cannot open KV at "${config.kvPath ?? "(default)"}": ${(error as Error).message}`);
 }
 
+let ipGeo: IpGeoDb | undefined;
+try {
+  ipGeo = await loadIpGeoDb(Deno.readFile);
+} catch (error) {
+  log.warn("IP geo database not loaded; geo falls back to trusted headers only", {
+    error: (error as Error).message,
+  });
+}
+
 const deps: Deps = {
   config,
   kv,
@@ -52,6 +63,8 @@ const deps: Deps = {
   randomId: () => crypto.randomUUID(),
   log,
   rules: new RulesStore(initialRules),
+  uaCache: new UaCache(DEFAULT_UA_CACHE_SIZE),
+  ipGeo,
 };
 
 const app = createApp(deps);

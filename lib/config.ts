@@ -5,6 +5,7 @@
  */
 import { z } from "zod";
 import { CidrList } from "./net.ts";
+import { DEFAULT_COUNTRY_HEADERS } from "./geo.ts";
 
 const LOG_LEVELS = ["debug", "info", "warn", "error", "silent"] as const;
 
@@ -56,6 +57,13 @@ const EnvSchema = z.object({
   CART_TTL_DAYS: intInRange(1, 3650, 30),
   PROFILE_TTL_DAYS: intInRange(1, 3650, 30),
   TOMBSTONE_TTL_DAYS: intInRange(1, 3650, 30),
+  SESSION_COOKIE: z.preprocess(
+    emptyToUndefined,
+    z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/, "must be a valid cookie name").default("sid"),
+  ),
+  GEO_COUNTRY_HEADERS: optionalString,
+  RULES_POLL_MS: intInRange(100, 3_600_000, 1000),
+  OFREP_API_KEYS: optionalString,
   LOG_LEVEL: z.preprocess(
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -80,6 +88,14 @@ export interface Config {
    * signature matching any of them is accepted. Empty → the sync endpoint does not exist.
    */
   syncSecrets: readonly string[];
+  /** Name of the session cookie whose (hashed) value is looked up in KV. */
+  sessionCookie: string;
+  /** Trusted CDN headers that carry the visitor's country, in order. */
+  countryHeaders: readonly string[];
+  /** How often rules are re-read from KV when `kv.watch` is not delivering. */
+  rulesPollMs: number;
+  /** API keys accepted by the OFREP endpoints; empty → no key needed. */
+  ofrepApiKeys: readonly string[];
   /** How far a `webhook-timestamp` may be from the clock, either way, in seconds. */
   syncToleranceSec: number;
   /** Largest accepted sync request body, in bytes. */
@@ -166,6 +182,12 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     originTimeoutMs: parsed.ORIGIN_TIMEOUT_MS,
     logLevel: parsed.LOG_LEVEL,
     syncSecrets,
+    sessionCookie: parsed.SESSION_COOKIE,
+    countryHeaders: parsed.GEO_COUNTRY_HEADERS
+      ? parsed.GEO_COUNTRY_HEADERS.split(",").map((h) => h.trim().toLowerCase()).filter(Boolean)
+      : DEFAULT_COUNTRY_HEADERS,
+    rulesPollMs: parsed.RULES_POLL_MS,
+    ofrepApiKeys: (parsed.OFREP_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean),
     syncToleranceSec: parsed.SYNC_TOLERANCE_SEC,
     syncMaxBytes: parsed.SYNC_MAX_BYTES,
     recentViewsMax: parsed.RECENT_VIEWS_MAX,

@@ -7,6 +7,26 @@ import type { Facts } from "./facts.ts";
 import type { CompiledRules } from "./rules.ts";
 import { resolveRegion } from "./geo.ts";
 
+/** Who the visitor is, as far as the decision needs to know. */
+export interface VisitorContext {
+  /** The bucketing and targeting key: the user id when logged in, else the anonymous id. */
+  key: string;
+  /** Whether `key` is a logged-in user id. */
+  loggedIn: boolean;
+  /** Profile segments (already empty when the visitor sent `Sec-GPC: 1`). */
+  segments: readonly string[];
+  /** Profile attributes (already empty under GPC). */
+  attributes: Readonly<Record<string, string | number | boolean>>;
+  /** Sticky assignments from the visitor's cookie: experiment key → variation value. */
+  sticky: ReadonlyMap<string, string>;
+}
+
+/** Inputs of {@linkcode decide}. */
+export interface DecisionInputs {
+  facts: Facts;
+  visitor: VisitorContext;
+}
+
 /** What to do with the request. */
 export type Action =
   | { type: "proxy"; path: string }
@@ -28,11 +48,12 @@ export interface Decision {
 /**
  * Decides what to do with a request.
  *
- * @param facts the request facts
+ * @param inputs the request facts and the visitor
  * @param rules the active compiled rules
  * @returns the decision
  */
-export function decide(facts: Facts, rules: CompiledRules): Decision {
+export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
+  const { facts } = inputs;
   const region = resolveRegion(rules, facts.country, facts.regionHint);
   const base = { region, country: facts.country, rulesVersion: rules.version };
   for (const route of rules.routes) {

@@ -6,6 +6,8 @@
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
 import type { RulesStore } from "./rules_store.ts";
+import type { UaCache } from "./device.ts";
+import type { IpGeoDb } from "./ip_geo.ts";
 
 /** Everything the request pipeline needs from the outside world. */
 export interface Deps {
@@ -21,4 +23,8 @@ export interface Deps {
   randomId: () => string;
   log: Logger;
   rules: RulesStore;
+  /** Bounded cache of parsed User-Agent strings. */
+  uaCache: UaCache;
+  /** The bundled IP → country database; undefined when it could not be loaded. */
+  ipGeo: IpGeoDb | undefined;
 }

@@ -8,6 +8,8 @@ import { checkInboundPath } from "./upstream.ts";
 import { type CidrList, clientAddress } from "./net.ts";
 import { constantTimeEqual } from "./secure.ts";
 import { countryFromHeaders, REGION_HEADER } from "./geo.ts";
+import { classifyDevice, type DeviceInfo, type UaCache } from "./device.ts";
+import type { IpGeoDb } from "./ip_geo.ts";
 
 /** Facts about one request. */
 export interface Facts {
@@ -28,8 +30,14 @@ export interface Facts {
   proto: string;
   /** The host the client asked for. */
   host: string;
-  /** Country from a trusted geo header. */
+  /** Country from a trusted geo header, else from the bundled IP database. */
   country: string | undefined;
+  /** Where `country` came from. */
+  countrySource: "header" | "ip" | undefined;
+  /** Device and network class from Client Hints and the User-Agent. */
+  device: DeviceInfo;
+  /** The client sent `Sec-GPC: 1`: no behavioural data may be used. */
+  gpc: boolean;
   /** Region from a trusted `x-geo-region` header. */
   regionHint: string | undefined;
   requestId: string;
@@ -42,6 +50,10 @@ export interface GatherFactsOptions {
   countryHeaders: readonly string[];
   /** The request id from {@linkcode requestIdFrom}. */
   requestId: string;
+  /** Bounded cache of parsed User-Agents, created by the caller. */
+  uaCache?: UaCache;
+  /** The bundled IP → country database, when loaded. */
+  ipGeo?: IpGeoDb;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -64,19 +76,25 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
     (options.cdnSecret !== undefined && secret !== null && constantTimeEqual(secret, options.cdnSecret));
   const forwardedProto = peerTrusted ? headers.get("x-forwarded-proto")?.toLowerCase() : undefined;
   const regionHint = geoTrusted ? headers.get(REGION_HEADER)?.trim() : undefined;
+  const clientIp = clientAddress(peerIp, headers.get("x-forwarded-for"), options.trustedProxies);
+  const headerCountry = geoTrusted ? countryFromHeaders(headers, options.countryHeaders) : undefined;
+  const ipCountry = headerCountry ? undefined : options.ipGeo?.lookup(clientIp);
   return {
     method: request.method,
     path: checkInboundPath(url.pathname),
     search: url.search,
     peerIp,
-    clientIp: clientAddress(peerIp, headers.get("x-forwarded-for"), options.trustedProxies),
+    clientIp,
     peerTrusted,
     geoTrusted,
     proto: forwardedProto === "https" || forwardedProto === "http"
       ? forwardedProto
       : url.protocol.slice(0, -1),
     host: headers.get("host") ?? url.host,
-    country: geoTrusted ? countryFromHeaders(headers, options.countryHeaders) : undefined,
+    country: headerCountry ?? ipCountry,
+    countrySource: headerCountry ? "header" : ipCountry ? "ip" : undefined,
+    device: classifyDevice(headers, { uaCache: options.uaCache }),
+    gpc: headers.get("sec-gpc")?.trim() === "1",
     regionHint: regionHint || undefined,
     requestId: options.requestId,
   };

@@ -6,7 +6,6 @@ import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { gatherFacts } from "../lib/facts.ts";
 import { decide } from "../lib/decide.ts";
-import { DEFAULT_COUNTRY_HEADERS } from "../lib/geo.ts";
 import { applyPersonalizedCaching } from "../lib/cache_headers.ts";
 import {
   buildUpstreamUrl,
@@ -30,10 +29,13 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
     const facts = gatherFacts(request, c.env?.remoteAddr?.hostname ?? "0.0.0.0", {
       trustedProxies: config.trustedProxies,
       cdnSecret: config.cdnSecret,
-      countryHeaders: DEFAULT_COUNTRY_HEADERS,
+      countryHeaders: config.countryHeaders,
       requestId: c.get("requestId"),
+      uaCache: deps.uaCache,
+      ipGeo: deps.ipGeo,
     });
-    const decision = decide(facts, deps.rules.current);
+    const visitor = { key: "", loggedIn: false, segments: [], attributes: {}, sticky: new Map() };
+    const decision = decide({ facts, visitor }, deps.rules.current);
     c.set("decision", decision);
     const varyOn = decision.personalized ? ["x-edge-region"] : [];
 

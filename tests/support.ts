@@ -8,6 +8,8 @@ import type { Deps } from "../lib/deps.ts";
 import { createLogger } from "../lib/log.ts";
 import { EMPTY_RULES, parseRules, type RuleSet } from "../lib/rules.ts";
 import { RulesStore } from "../lib/rules_store.ts";
+import { UaCache } from "../lib/device.ts";
+import type { IpGeoDb } from "../lib/ip_geo.ts";
 
 /** A request as a test origin saw it. */
 export interface SeenRequest {
@@ -65,6 +67,7 @@ export interface MakeDepsOptions {
   rules?: RuleSet;
   logLines?: string[];
   now?: () => number;
+  ipGeo?: IpGeoDb;
 }
 
 /**
@@ -89,6 +92,8 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
     randomId: () => `id-${++next}`,
     log: createLogger(config.logLevel, { now, sink: (line) => lines?.push(line) }),
     rules: new RulesStore(parseRules(options.rules ?? EMPTY_RULES)),
+    uaCache: new UaCache(100),
+    ipGeo: options.ipGeo,
   };
 }
 
