@@ -7,7 +7,7 @@
 import { type Config, ConfigError, parseConfig } from "./lib/config.ts";
 import { createLogger } from "./lib/log.ts";
 import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.ts";
-import { RulesStore } from "./lib/rules_store.ts";
+import { followRulesInKv, RulesStore } from "./lib/rules_store.ts";
 import type { Deps } from "./lib/deps.ts";
 import { createApp } from "./routes/app.ts";
 import { DEFAULT_UA_CACHE_SIZE, UaCache } from "./lib/device.ts";
@@ -67,6 +67,13 @@ const deps: Deps = {
   ipGeo,
 };
 
+const stopFollowingRules = new AbortController();
+const followingRules = followRulesInKv(kv, deps.rules, {
+  pollMs: config.rulesPollMs,
+  log,
+  signal: stopFollowingRules.signal,
+});
+
 const app = createApp(deps);
 
 /** The request handler, for `deno serve` and Deno Deploy. */
@@ -106,6 +113,8 @@ function listen(): void {
     // Stops accepting, then waits for in-flight requests to finish (an abort signal would
     // instead cut every open connection).
     await server.shutdown();
+    stopFollowingRules.abort();
+    await followingRules;
     kv.close();
     log.info("stopped", {});
     Deno.exit(0);

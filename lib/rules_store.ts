@@ -1,9 +1,13 @@
 /**
  * @module
- * Holds the active compiled rule set. Created in `main.ts`; the decision stage reads it once
- * per request, and only a valid rule set ever replaces the current one.
+ * Holds the active compiled rule set and keeps it current: rules load from `RULES_PATH` at
+ * start, and every newer valid rule set that sync stores in KV replaces them — picked up through
+ * `kv.watch` within milliseconds, with polling as a fallback. An invalid rule set never
+ * replaces a valid one.
  */
-import type { CompiledRules } from "./rules.ts";
+import { type CompiledRules, parseRules, RulesError } from "./rules.ts";
+import { keys, readLatestRules } from "./store.ts";
+import type { Logger } from "./log.ts";
 
 /** The active rule set of this process. */
 export class RulesStore {
@@ -30,4 +34,62 @@ export class RulesStore {
     this.#current = candidate;
     return true;
   }
+}
+
+/** Options for {@linkcode followRulesInKv}. */
+export interface FollowRulesOptions {
+  /** Polling interval, the fallback when `kv.watch` is unavailable or stalls. */
+  pollMs: number;
+  log: Logger;
+  /** Stops following. */
+  signal: AbortSignal;
+}
+
+/**
+ * Keeps `store` on the newest valid rule set stored in KV, until `signal` aborts.
+ *
+ * @param kv the store that sync writes rules into
+ * @param store the rules holder to update
+ * @param options poll interval, logger and stop signal
+ * @returns a promise that settles once following has stopped
+ */
+export async function followRulesInKv(kv: Deno.Kv, store: RulesStore, options: FollowRulesOptions): Promise<void> {
+  let lastSeen = -1;
+  const check = async () => {
+    try {
+      const stored = await readLatestRules(kv);
+      if (!stored || stored.version === lastSeen || stored.version <= store.current.version) return;
+      lastSeen = stored.version;
+      const compiled = parseRules(stored.rules, `rules version ${stored.version} from KV`);
+      if (store.offer(compiled)) options.log.info("rules updated", { version: compiled.version, source: "kv" });
+    } catch (error) {
+      const message = error instanceof RulesError ? error.message : `${(error as Error).name}: ${(error as Error).message}`;
+      options.log.warn("rules in KV not applied", { error: message });
+    }
+  };
+  await check();
+  const timer = setInterval(check, options.pollMs);
+  const stopped = new Promise<void>((resolve) => {
+    options.signal.addEventListener("abort", () => {
+      clearInterval(timer);
+      resolve();
+    }, { once: true });
+  });
+  const watching = (async () => {
+    try {
+      const stream = kv.watch([keys.rules()]);
+      const reader = stream.getReader();
+      options.signal.addEventListener("abort", () => reader.cancel().catch(() => {}), { once: true });
+      while (!options.signal.aborted) {
+        const { done } = await reader.read();
+        if (done) break;
+        await check();
+      }
+    } catch (error) {
+      if (!options.signal.aborted) {
+        options.log.warn("kv.watch for rules failed; polling only", { error: (error as Error).message });
+      }
+    }
+  })();
+  await Promise.all([stopped, watching]);
 }

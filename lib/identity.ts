@@ -1,0 +1,115 @@
+/**
+ * @module
+ * The identity stage: who the visitor is. In order: the logged-in user (session cookie looked
+ * up in KV by its hash), a user id header from a trusted hop, else a first-party anonymous id
+ * cookie (`ep_uid`), created when absent. Nothing else a client says about itself is believed.
+ */
+import { parseCookies } from "./cookies.ts";
+import { readSession } from "./store.ts";
+
+/** The anonymous id cookie. */
+export const ANON_COOKIE = "ep_uid";
+/** The cookie that records sticky experiment assignments. */
+export const STICKY_COOKIE = "ep_exp";
+/** The header a trusted proxy may use to name the logged-in user. */
+export const TRUSTED_USER_HEADER = "x-user-id";
+
+const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
+const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
+const STICKY_PART = /^[A-Za-z0-9_.-]{1,64}$/;
+const MAX_STICKY = 32;
+
+/** Who the visitor is. */
+export interface Identity {
+  /** The bucketing and targeting key: user id when logged in, else the anonymous id. */
+  key: string;
+  /** The logged-in user, if any. */
+  userId: string | undefined;
+  /** Where the user id came from. */
+  source: "session" | "header" | "anonymous";
+  /** The anonymous id (always present: logged-in visitors keep theirs for continuity). */
+  anonymousId: string;
+  /** The anonymous id was created for this request and must be set as a cookie. */
+  newAnonymousId: boolean;
+  /** Experiment key → variation value from the sticky cookie. */
+  sticky: Map<string, string>;
+}
+
+/** Options for {@linkcode resolveIdentity}. */
+export interface ResolveIdentityOptions {
+  kv: Deno.Kv;
+  now: number;
+  sessionCookie: string;
+  /** The hop is trusted (peer in TRUSTED_PROXIES or valid CDN secret). */
+  trustedHop: boolean;
+  randomId: () => string;
+  /** Called when the session lookup fails; the visitor is then treated as anonymous. */
+  onLookupError?: (error: unknown) => void;
+}
+
+/**
+ * Resolves the visitor's identity.
+ *
+ * @param headers the request headers
+ * @param options KV, clock, cookie name, trust and id generator
+ * @returns the identity (never throws: a failing KV means "anonymous")
+ */
+export async function resolveIdentity(headers: Headers, options: ResolveIdentityOptions): Promise<Identity> {
+  const cookies = parseCookies(headers.get("cookie"));
+  const cookieAnon = cookies.get(ANON_COOKIE);
+  const validAnon = cookieAnon !== undefined && ANON_ID.test(cookieAnon);
+  const anonymousId = validAnon ? cookieAnon : options.randomId().replace(/[^A-Za-z0-9_-]/g, "");
+  const sticky = parseSticky(cookies.get(STICKY_COOKIE));
+  const base = { anonymousId, newAnonymousId: !validAnon, sticky };
+
+  const sessionId = cookies.get(options.sessionCookie);
+  if (sessionId && sessionId.length <= 4096) {
+    try {
+      const userId = await readSession(options.kv, sessionId, options.now);
+      if (userId) return { ...base, key: userId, userId, source: "session" };
+    } catch (error) {
+      options.onLookupError?.(error);
+    }
+  }
+  if (options.trustedHop) {
+    const headerUser = headers.get(TRUSTED_USER_HEADER)?.trim();
+    if (headerUser && USER_ID.test(headerUser)) {
+      return { ...base, key: headerUser, userId: headerUser, source: "header" };
+    }
+  }
+  return { ...base, key: anonymousId, userId: undefined, source: "anonymous" };
+}
+
+/**
+ * Parses the sticky-assignment cookie (`key:value|key:value`); invalid parts are dropped.
+ *
+ * @param value the cookie value
+ * @returns experiment key → variation value
+ */
+export function parseSticky(value: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!value) return out;
+  for (const part of value.split("|")) {
+    if (out.size >= MAX_STICKY) break;
+    const colon = part.indexOf(":");
+    if (colon <= 0) continue;
+    const key = part.slice(0, colon);
+    const variation = part.slice(colon + 1);
+    if (STICKY_PART.test(key) && STICKY_PART.test(variation)) out.set(key, variation);
+  }
+  return out;
+}
+
+/**
+ * Serialises sticky assignments for the cookie, in key order so equal maps give equal values.
+ *
+ * @param assignments experiment key → variation value
+ * @returns the cookie value
+ */
+export function formatSticky(assignments: Readonly<Record<string, string>>): string {
+  return Object.keys(assignments).sort()
+    .filter((key) => STICKY_PART.test(key) && STICKY_PART.test(assignments[key]!))
+    .slice(0, MAX_STICKY)
+    .map((key) => `${key}:${assignments[key]}`)
+    .join("|");
+}

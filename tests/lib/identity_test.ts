@@ -1,0 +1,100 @@
+import assert from "node:assert/strict";
+import { formatSticky, parseSticky, resolveIdentity } from "../../lib/identity.ts";
+import { hashSessionId, keys } from "../../lib/store.ts";
+import { parseCookies } from "../../lib/cookies.ts";
+
+const NOW = Date.UTC(2026, 10, 26, 12);
+
+async function withKv(fn: (kv: Deno.Kv) => Promise<void>) {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    await fn(kv);
+  } finally {
+    kv.close();
+  }
+}
+
+async function storeSession(kv: Deno.Kv, sessionId: string, userId: string, expiresAt = NOW + 60_000) {
+  await kv.set(keys.session(await hashSessionId(sessionId)), { ended: false, userId, at: NOW - 1000, expiresAt });
+}
+
+const options = (kv: Deno.Kv, trustedHop = false) => ({
+  kv,
+  now: NOW,
+  sessionCookie: "sid",
+  trustedHop,
+  randomId: () => "11111111-2222-3333-4444-555555555555",
+});
+
+Deno.test("identity prefers the session user, looked up by the session id's hash", async () => {
+  await withKv(async (kv) => {
+    await storeSession(kv, "raw-session-token", "u1");
+    const headers = new Headers({ cookie: "sid=raw-session-token; ep_uid=anon_abcdefghijklmnop", "x-user-id": "u2" });
+    const identity = await resolveIdentity(headers, options(kv, true));
+    assert.equal(identity.userId, "u1");
+    assert.equal(identity.key, "u1");
+    assert.equal(identity.source, "session");
+    assert.equal(identity.anonymousId, "anon_abcdefghijklmnop");
+    assert.equal(identity.newAnonymousId, false);
+    // The raw token is never a key.
+    for await (const entry of kv.list({ prefix: [] })) assert.ok(!JSON.stringify(entry.key).includes("raw-session-token"));
+  });
+});
+
+Deno.test("identity ignores expired or unknown sessions", async () => {
+  await withKv(async (kv) => {
+    await storeSession(kv, "old", "u1", NOW - 1);
+    const identity = await resolveIdentity(new Headers({ cookie: "sid=old" }), options(kv));
+    assert.equal(identity.source, "anonymous");
+    assert.equal(identity.userId, undefined);
+  });
+});
+
+Deno.test("identity believes the user id header only from a trusted hop", async () => {
+  await withKv(async (kv) => {
+    const headers = new Headers({ "x-user-id": "u9" });
+    assert.equal((await resolveIdentity(headers, options(kv, false))).userId, undefined);
+    const trusted = await resolveIdentity(headers, options(kv, true));
+    assert.equal(trusted.userId, "u9");
+    assert.equal(trusted.source, "header");
+  });
+});
+
+Deno.test("identity honours a valid ep_uid cookie and replaces an invalid one", async () => {
+  await withKv(async (kv) => {
+    const kept = await resolveIdentity(new Headers({ cookie: "ep_uid=abcdefghijklmnop1234" }), options(kv));
+    assert.equal(kept.key, "abcdefghijklmnop1234");
+    assert.equal(kept.newAnonymousId, false);
+    const replaced = await resolveIdentity(new Headers({ cookie: "ep_uid=<script>" }), options(kv));
+    assert.equal(replaced.key, "11111111-2222-3333-4444-555555555555");
+    assert.equal(replaced.newAnonymousId, true);
+  });
+});
+
+Deno.test("identity falls back to anonymous when the session lookup fails", async () => {
+  const kv = await Deno.openKv(":memory:");
+  kv.close();
+  const errors: unknown[] = [];
+  const identity = await resolveIdentity(new Headers({ cookie: "sid=abc" }), {
+    ...options(kv),
+    onLookupError: (error) => errors.push(error),
+  });
+  assert.equal(identity.source, "anonymous");
+  assert.equal(errors.length, 1);
+});
+
+Deno.test("sticky cookie round-trips and drops malformed parts", () => {
+  assert.deepEqual([...parseSticky("hero:a|checkout:control|bad|x:|:y|e v:1")], [["hero", "a"], [
+    "checkout",
+    "control",
+  ]]);
+  assert.equal(formatSticky({ hero: "a", checkout: "control" }), "checkout:control|hero:a");
+});
+
+Deno.test("cookie parsing is total on arbitrary input", () => {
+  assert.deepEqual([...parseCookies("a=1; b=%ZZ; =x; c; a=2; d=\"q\"")], [["a", "1"], ["b", "%ZZ"], ["d", "q"]]);
+  for (let i = 0; i < 500; i++) {
+    const bytes = crypto.getRandomValues(new Uint8Array(64));
+    parseCookies(String.fromCharCode(...bytes));
+  }
+});
