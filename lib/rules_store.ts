@@ -53,7 +53,11 @@ export interface FollowRulesOptions {
  * @param options poll interval, logger and stop signal
  * @returns a promise that settles once following has stopped
  */
-export async function followRulesInKv(kv: Deno.Kv, store: RulesStore, options: FollowRulesOptions): Promise<void> {
+export async function followRulesInKv(
+  kv: Deno.Kv,
+  store: RulesStore,
+  options: FollowRulesOptions,
+): Promise<void> {
   let lastSeen = -1;
   const check = async () => {
     try {
@@ -61,9 +65,13 @@ export async function followRulesInKv(kv: Deno.Kv, store: RulesStore, options: F
       if (!stored || stored.version === lastSeen || stored.version <= store.current.version) return;
       lastSeen = stored.version;
       const compiled = parseRules(stored.rules, `rules version ${stored.version} from KV`);
-      if (store.offer(compiled)) options.log.info("rules updated", { version: compiled.version, source: "kv" });
+      if (store.offer(compiled)) {
+        options.log.info("rules updated", { version: compiled.version, source: "kv" });
+      }
     } catch (error) {
-      const message = error instanceof RulesError ? error.message : `${(error as Error).name}: ${(error as Error).message}`;
+      const message = error instanceof RulesError
+        ? error.message
+        : `${(error as Error).name}: ${(error as Error).message}`;
       options.log.warn("rules in KV not applied", { error: message });
     }
   };

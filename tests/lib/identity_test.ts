@@ -15,7 +15,12 @@ async function withKv(fn: (kv: Deno.Kv) => Promise<void>) {
 }
 
 async function storeSession(kv: Deno.Kv, sessionId: string, userId: string, expiresAt = NOW + 60_000) {
-  await kv.set(keys.session(await hashSessionId(sessionId)), { ended: false, userId, at: NOW - 1000, expiresAt });
+  await kv.set(keys.session(await hashSessionId(sessionId)), {
+    ended: false,
+    userId,
+    at: NOW - 1000,
+    expiresAt,
+  });
 }
 
 const options = (kv: Deno.Kv, trustedHop = false) => ({
@@ -29,7 +34,10 @@ const options = (kv: Deno.Kv, trustedHop = false) => ({
 Deno.test("identity prefers the session user, looked up by the session id's hash", async () => {
   await withKv(async (kv) => {
     await storeSession(kv, "raw-session-token", "u1");
-    const headers = new Headers({ cookie: "sid=raw-session-token; ep_uid=anon_abcdefghijklmnop", "x-user-id": "u2" });
+    const headers = new Headers({
+      cookie: "sid=raw-session-token; ep_uid=anon_abcdefghijklmnop",
+      "x-user-id": "u2",
+    });
     const identity = await resolveIdentity(headers, options(kv, true));
     assert.equal(identity.userId, "u1");
     assert.equal(identity.key, "u1");
@@ -37,7 +45,9 @@ Deno.test("identity prefers the session user, looked up by the session id's hash
     assert.equal(identity.anonymousId, "anon_abcdefghijklmnop");
     assert.equal(identity.newAnonymousId, false);
     // The raw token is never a key.
-    for await (const entry of kv.list({ prefix: [] })) assert.ok(!JSON.stringify(entry.key).includes("raw-session-token"));
+    for await (const entry of kv.list({ prefix: [] })) {
+      assert.ok(!JSON.stringify(entry.key).includes("raw-session-token"));
+    }
   });
 });
 
@@ -92,7 +102,10 @@ Deno.test("sticky cookie round-trips and drops malformed parts", () => {
 });
 
 Deno.test("cookie parsing is total on arbitrary input", () => {
-  assert.deepEqual([...parseCookies("a=1; b=%ZZ; =x; c; a=2; d=\"q\"")], [["a", "1"], ["b", "%ZZ"], ["d", "q"]]);
+  assert.deepEqual([...parseCookies('a=1; b=%ZZ; =x; c; a=2; d="q"')], [["a", "1"], ["b", "%ZZ"], [
+    "d",
+    "q",
+  ]]);
   for (let i = 0; i < 500; i++) {
     const bytes = crypto.getRandomValues(new Uint8Array(64));
     parseCookies(String.fromCharCode(...bytes));

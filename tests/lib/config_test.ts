@@ -1,0 +1,62 @@
+import assert from "node:assert/strict";
+import { ConfigError, parseConfig } from "../../lib/config.ts";
+
+function problems(env: Record<string, string>): string[] {
+  try {
+    parseConfig(env);
+  } catch (error) {
+    assert.ok(error instanceof ConfigError);
+    return error.problems;
+  }
+  assert.fail("expected a ConfigError");
+}
+
+Deno.test("config applies defaults for everything but ORIGIN_URL", () => {
+  const config = parseConfig({ ORIGIN_URL: "http://127.0.0.1:8080/shop" });
+  assert.equal(config.port, 8000);
+  assert.equal(config.hostname, "0.0.0.0");
+  assert.equal(config.originUrl.href, "http://127.0.0.1:8080/shop");
+  assert.equal(config.originTimeoutMs, 10_000);
+  assert.equal(config.logLevel, "info");
+  assert.equal(config.kvPath, undefined);
+  assert.equal(config.sessionCookie, "sid");
+  assert.ok(config.trustedProxies.empty);
+});
+
+Deno.test("config names each missing or invalid variable", () => {
+  assert.deepEqual(problems({}), ["ORIGIN_URL is required but not set"]);
+  const many = problems({
+    ORIGIN_URL: "ftp://x",
+    PORT: "80a",
+    ORIGIN_TIMEOUT_MS: "0",
+    LOG_LEVEL: "loud",
+    CDN_SECRET: "short",
+  });
+  assert.equal(many.length, 5);
+  assert.match(many.join("\n"), /ORIGIN_URL must be an absolute http\(s\) URL/);
+  assert.match(many.join("\n"), /PORT must be a number \(got "80a"\)/);
+  assert.match(many.join("\n"), /ORIGIN_TIMEOUT_MS must be at least 1/);
+  assert.match(many.join("\n"), /LOG_LEVEL must be one of/);
+  // Secrets are never echoed back.
+  assert.match(many.join("\n"), /CDN_SECRET must be at least 16 characters/);
+  assert.doesNotMatch(many.join("\n"), /"short"/);
+});
+
+Deno.test("config rejects origin URLs with credentials or a query", () => {
+  assert.equal(problems({ ORIGIN_URL: "http://user:pw@origin/" }).length, 1);
+  assert.equal(problems({ ORIGIN_URL: "http://origin/?a=1" }).length, 1);
+});
+
+Deno.test("config validates TRUSTED_PROXIES and KV Connect settings", () => {
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "10.0.0.0/8, nonsense" })[0]!,
+    /TRUSTED_PROXIES has an invalid entry: "nonsense"/,
+  );
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", KV_PATH: "https://kv.example" }), [
+    "DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL",
+  ]);
+  const config = parseConfig({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "10.0.0.0/8,::1" });
+  assert.ok(config.trustedProxies.has("10.1.2.3"));
+  assert.ok(config.trustedProxies.has("::1"));
+  assert.ok(!config.trustedProxies.has("11.0.0.1"));
+});
