@@ -7,7 +7,7 @@ import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { EdgeError, errorBody } from "../lib/errors.ts";
 import { requestIdFrom } from "../lib/facts.ts";
-import { opsRoutes } from "./ops.ts";
+import { opsRoutes, wellKnownRoutes } from "./ops.ts";
 import { proxyRoutes } from "./proxy.ts";
 import { syncRoutes } from "./sync.ts";
 import type { AppEnv } from "./env.ts";
@@ -62,6 +62,7 @@ export function createApp(deps: Deps): Hono<AppEnv> {
   app.route("/_edge", opsRoutes(deps));
   app.route("/_edge", syncRoutes(deps));
   app.all("/_edge/*", (c) => c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404));
+  app.route("/.well-known", wellKnownRoutes());
   app.route("/", proxyRoutes(deps));
   return app;
 }

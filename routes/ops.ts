@@ -26,3 +26,20 @@ export function opsRoutes(deps: Deps): Hono<AppEnv> {
   });
   return app;
 }
+
+/**
+ * `/.well-known/*` answered by the edge: the Global Privacy Control support resource.
+ *
+ * @returns routes to be mounted under `/.well-known`; other well-known paths go to the origin
+ */
+export function wellKnownRoutes(): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.get("/gpc.json", (c) => {
+    c.header("cache-control", "public, max-age=86400");
+    return c.json({ gpc: true, lastUpdate: GPC_LAST_UPDATE });
+  });
+  return app;
+}
+
+/** When this service's GPC behaviour last changed (the `lastUpdate` of `gpc.json`). */
+const GPC_LAST_UPDATE = "2026-11-26";
