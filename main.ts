@@ -12,6 +12,10 @@ import type { Deps } from "./lib/deps.ts";
 import { createApp } from "./routes/app.ts";
 import { DEFAULT_UA_CACHE_SIZE, UaCache } from "./lib/device.ts";
 import { type IpGeoDb, loadIpGeoDb } from "./lib/ip_geo.ts";
+import { ContextCache } from "./lib/context_cache.ts";
+import { backendClientFromConfig } from "./lib/backend.ts";
+import { EdgeMetrics } from "./lib/metrics.ts";
+import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -54,6 +58,20 @@ try {
   });
 }
 
+const contextCache = new ContextCache({
+  maxEntries: config.contextCacheMaxEntries,
+  maxBytes: config.contextCacheMaxBytes,
+  maxStaleMs: config.contextMaxStaleMs,
+});
+const backend = backendClientFromConfig(config, { fetch: globalThis.fetch, now: Date.now });
+const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
+const logHashKey = resolveLogHashKey(config.logHashKey, {
+  randomBytes: (n) => crypto.getRandomValues(new Uint8Array(n)),
+});
+if (logHashKey.generated) {
+  log.warn("LOG_HASH_KEY not set: visitor hashes in decision logs are per process and do not correlate", {});
+}
+
 const deps: Deps = {
   config,
   kv,
@@ -65,7 +83,23 @@ const deps: Deps = {
   rules: new RulesStore(initialRules),
   uaCache: new UaCache(DEFAULT_UA_CACHE_SIZE),
   ipGeo,
+  contextCache,
+  backend,
+  metrics,
+  logDecision: createDecisionLogger({
+    log,
+    rate: config.logSampleRate,
+    hashKey: logHashKey.key,
+    salt: config.logHashKey,
+  }),
 };
+metrics.setRules(deps.rules.current);
+deps.rules.onChange((rules) => metrics.setRules(rules));
+metrics.addCollectHook(() => {
+  if (backend) metrics.setBreakerState(backend.breaker.state);
+  const stats = contextCache.stats();
+  metrics.setContextCacheSize({ entries: stats.entries, bytes: stats.bytes });
+});
 
 const stopFollowingRules = new AbortController();
 const followingRules = followRulesInKv(kv, deps.rules, {
@@ -93,8 +127,23 @@ if (import.meta.main && !Deno.env.get("DENO_DEPLOYMENT_ID")) {
   }) as typeof Deno.serve;
   setTimeout(() => {
     Deno.serve = denoServe;
-    if (!servedByRuntime) listen();
+    if (servedByRuntime) stopOnSignals();
+    else listen();
   }, 0);
+}
+
+/**
+ * Under `deno serve` the runtime owns the server and its graceful shutdown; this process only
+ * has to stop its own background work (rules following keeps a `kv.watch` open, which would
+ * otherwise keep the process alive after the server has drained).
+ */
+function stopOnSignals(): void {
+  const stop = () => {
+    stopFollowingRules.abort();
+    followingRules.finally(() => kv.close());
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
 }
 
 function listen(): void {

@@ -24,3 +24,51 @@ export function applyPersonalizedCaching(headers: Headers, varyOn: readonly stri
   const kept = directives.filter((d) => d !== "public" && !d.startsWith("s-maxage"));
   headers.set("cache-control", ["private", ...kept].join(", "));
 }
+
+/** Options for {@linkcode finishResponseHeaders}. */
+export interface FinishResponseOptions {
+  /** The decision's `personalized`, `usedHints` and `dependsOn`. */
+  decision: { personalized: boolean; usedHints: readonly string[]; dependsOn: readonly string[] };
+  /** Every client hint the active rules use (advertised with `Accept-CH` on HTML). */
+  clientHints: readonly string[];
+  /** `Set-Cookie` values the edge adds. */
+  cookies: readonly string[];
+}
+
+/**
+ * The act stage's last touch on a response: the edge's cookies, `Vary` for the client hints
+ * the outcome used, `Cache-Control` made safe when the response was personalized or sets a
+ * cookie, and `Accept-CH` on HTML so browsers send the hints the rules use next time.
+ *
+ * @param headers the response headers, changed in place
+ * @param options the decision summary, the rules' hints, and the cookies to set
+ */
+export function finishResponseHeaders(headers: Headers, options: FinishResponseOptions): void {
+  const { decision } = options;
+  for (const cookie of options.cookies) headers.append("set-cookie", cookie);
+  const varyOn = decision.usedHints.map((h) => h.toLowerCase());
+  if (decision.dependsOn.includes("device")) varyOn.push("user-agent");
+  if (varyOn.length) addVary(headers, varyOn);
+  if (decision.personalized || options.cookies.length) {
+    // Identity (cookies) and geo are inputs no shared cache can key on.
+    applyPersonalizedCaching(headers, [...varyOn, "cookie"]);
+  }
+  if (
+    options.clientHints.length && (headers.get("content-type") ?? "").toLowerCase().startsWith("text/html")
+  ) {
+    headers.set("accept-ch", options.clientHints.join(", "));
+  }
+}
+
+function addVary(headers: Headers, names: readonly string[]): void {
+  const existing = (headers.get("vary") ?? "").split(",").map((v) => v.trim()).filter(Boolean);
+  if (existing.includes("*")) return;
+  const lower = new Set(existing.map((v) => v.toLowerCase()));
+  for (const name of names) {
+    if (!lower.has(name)) {
+      existing.push(name);
+      lower.add(name);
+    }
+  }
+  headers.set("vary", existing.join(", "));
+}

@@ -64,6 +64,33 @@ const EnvSchema = z.object({
   GEO_COUNTRY_HEADERS: optionalString,
   RULES_POLL_MS: intInRange(100, 3_600_000, 1000),
   OFREP_API_KEYS: optionalString,
+  BACKEND_URL: z.preprocess(emptyToUndefined, httpUrl.optional()),
+  BACKEND_TOKEN: z.preprocess(
+    emptyToUndefined,
+    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
+  ),
+  BACKEND_TIMEOUT_MS: intInRange(1, 60_000, 300),
+  BREAKER_FAILURE_THRESHOLD: intInRange(1, 1000, 5),
+  BREAKER_COOLDOWN_MS: intInRange(100, 3_600_000, 5000),
+  CONTEXT_MAX_STALE_MS: intInRange(0, 3_600_000, 2000),
+  CONTEXT_MAX_AGE_MS: intInRange(1000, 30 * 86_400_000, 600_000),
+  CONTEXT_CACHE_MAX_ENTRIES: intInRange(1, 10_000_000, 10_000),
+  CONTEXT_CACHE_MAX_BYTES: intInRange(1024, 4 * 1024 * 1024 * 1024, 8 * 1024 * 1024),
+  METRICS_TOKEN: z.preprocess(
+    emptyToUndefined,
+    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
+  ),
+  LOG_SAMPLE_RATE: z.preprocess(
+    emptyToUndefined,
+    z.coerce.number({ error: "must be a number" }).min(0, "must be between 0 and 1").max(
+      1,
+      "must be between 0 and 1",
+    ).default(0.01),
+  ),
+  LOG_HASH_KEY: z.preprocess(
+    emptyToUndefined,
+    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
+  ),
   LOG_LEVEL: z.preprocess(
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -110,6 +137,40 @@ export interface Config {
   profileTtlDays: number;
   /** How long an erasure tombstone (and a session-end marker) is kept, in days. */
   tombstoneTtlDays: number;
+  /** Bearer token required by `GET /_edge/metrics`; undefined → the endpoint is open. */
+  metricsToken: string | undefined;
+  /** Share of requests that get a decision log line, in `[0, 1]`. */
+  logSampleRate: number;
+  /**
+   * Key for the keyed hash of user ids in decision logs. Undefined → `main.ts` generates one per
+   * process, and hashes then do not correlate across instances or restarts.
+   */
+  logHashKey: string | undefined;
+  /**
+   * Base URL of the central backend for read-through (`GET {backendUrl}/edge/users/{id}/context`);
+   * its origin is never left. `undefined` → no read-through.
+   */
+  backendUrl: URL | undefined;
+  /** Bearer token sent to the backend; required when `backendUrl` is set. */
+  backendToken: string | undefined;
+  /** Longest a request waits for a read-through answer, in milliseconds. */
+  backendTimeoutMs: number;
+  /** Consecutive read-through failures that open the circuit breaker. */
+  breakerFailureThreshold: number;
+  /** How long an open breaker rejects calls before one half-open probe, in milliseconds. */
+  breakerCooldownMs: number;
+  /** How long a cached user context is used before KV is read again, in milliseconds (0: always read). */
+  contextMaxStaleMs: number;
+  /**
+   * How old a user's edge data may be before a read-through refreshes it, in milliseconds: the
+   * age is measured from the newest recent view or this instance's last read-through of the
+   * user, whichever is later (so an answer, a 404 included, is trusted this long).
+   */
+  contextMaxAgeMs: number;
+  /** Most user contexts one isolate caches. */
+  contextCacheMaxEntries: number;
+  /** Most (estimated) bytes of user contexts one isolate caches. */
+  contextCacheMaxBytes: number;
 }
 
 /** Thrown when the environment does not describe a valid configuration. */
@@ -170,6 +231,9 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       );
     }
   });
+  if (parsed.BACKEND_URL && !parsed.BACKEND_TOKEN) {
+    problems.push("BACKEND_TOKEN is required when BACKEND_URL is set");
+  }
   if (problems.length) throw new ConfigError(problems);
   return {
     port: parsed.PORT,
@@ -195,6 +259,18 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     cartTtlDays: parsed.CART_TTL_DAYS,
     profileTtlDays: parsed.PROFILE_TTL_DAYS,
     tombstoneTtlDays: parsed.TOMBSTONE_TTL_DAYS,
+    metricsToken: parsed.METRICS_TOKEN,
+    logSampleRate: parsed.LOG_SAMPLE_RATE,
+    logHashKey: parsed.LOG_HASH_KEY,
+    backendUrl: parsed.BACKEND_URL ? new URL(parsed.BACKEND_URL) : undefined,
+    backendToken: parsed.BACKEND_TOKEN,
+    backendTimeoutMs: parsed.BACKEND_TIMEOUT_MS,
+    breakerFailureThreshold: parsed.BREAKER_FAILURE_THRESHOLD,
+    breakerCooldownMs: parsed.BREAKER_COOLDOWN_MS,
+    contextMaxStaleMs: parsed.CONTEXT_MAX_STALE_MS,
+    contextMaxAgeMs: parsed.CONTEXT_MAX_AGE_MS,
+    contextCacheMaxEntries: parsed.CONTEXT_CACHE_MAX_ENTRIES,
+    contextCacheMaxBytes: parsed.CONTEXT_CACHE_MAX_BYTES,
   };
 }
 

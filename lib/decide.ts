@@ -1,11 +1,24 @@
 /**
  * @module
- * The decision stage: a pure function from facts and rules to what the edge does with the
- * request. No I/O, no clock, no randomness — the same inputs always give the same decision.
+ * The decision stage: a pure function from facts, the visitor and rules to what the edge does
+ * with the request — experiments, route (rewrite or redirect), image adaptation and flags. No
+ * I/O, no clock, no randomness — the same inputs always give the same decision.
  */
 import type { Facts } from "./facts.ts";
-import type { CompiledRules } from "./rules.ts";
+import { type CompiledImageRule, type CompiledRules, isSafeTargetPath } from "./rules.ts";
 import { resolveRegion } from "./geo.ts";
+import { assignExperiment, type ExperimentContext } from "./experiments.ts";
+import { evaluateFlag } from "./flags.ts";
+import {
+  type DecisionInput,
+  hintsForInputs,
+  INPUT,
+  inputNames,
+  matchesAnyPath,
+  matchesCondition,
+} from "./targeting.ts";
+
+export type { DecisionInput } from "./targeting.ts";
 
 /** Who the visitor is, as far as the decision needs to know. */
 export interface VisitorContext {
@@ -27,9 +40,12 @@ export interface DecisionInputs {
   visitor: VisitorContext;
 }
 
-/** What to do with the request. */
+/**
+ * What to do with the request. For `proxy`, `search` is present only when the edge changed the
+ * query string (image adaptation); it then replaces `facts.search`, `?` included.
+ */
 export type Action =
-  | { type: "proxy"; path: string }
+  | { type: "proxy"; path: string; search?: string }
   | { type: "redirect"; location: string; status: number };
 
 /** The outcome of the decision stage. */
@@ -41,57 +57,199 @@ export interface Decision {
   action: Action;
   /** The route glob that matched, if any. */
   matchedRoute: string | undefined;
-  /** Whether the response may differ by visitor (so shared caches must not store it blindly). */
+  /**
+   * Whether the outcome (route, variants, flags, added parameters) depended on who the visitor
+   * is, so shared caches must not store the response blindly. Same as `dependsOn.length > 0`.
+   */
   personalized: boolean;
+  /** Experiment key → variation, for the experiments this request exposes the visitor to. */
+  variants: Record<string, string>;
+  /** What the sticky cookie should now hold: still-valid earlier assignments plus new ones. */
+  stickyAssignments: Record<string, string>;
+  /** Flag key → value, for every flag of the rules. */
+  flags: Record<string, unknown>;
+  /** The client-hint request headers the outcome depended on (canonical case), for `Vary`. */
+  usedHints: string[];
+  /**
+   * The visitor inputs the outcome depended on. `device` also depends on `User-Agent`;
+   * `visitorKey` means the visitor's id and sticky cookie (experiments, rollouts).
+   */
+  dependsOn: DecisionInput[];
 }
 
 /**
- * Decides what to do with a request.
+ * Decides what to do with a request:
+ * 1. the region from the country (or a trusted region hint);
+ * 2. experiments whose `match` and `when` apply: bots get control and are not in them, a
+ *    still-valid sticky assignment is kept, everyone else is bucketed (GrowthBook-compatible);
+ * 3. the first route whose glob matches, whose `when` holds and whose rewrite map has a target
+ *    for the visitor's region, device, network or variation (else `*`) — unsafe results are skipped;
+ * 4. for a proxied `GET`/`HEAD`, the first image rule: width and quality query parameters the
+ *    client did not set itself;
+ * 5. every flag (first matching rule).
  *
  * @param inputs the request facts and the visitor
  * @param rules the active compiled rules
  * @returns the decision
+ * @throws never
+ * @example
+ * ```ts
+ * const decision = decide({ facts, visitor }, deps.rules.current);
+ * decision.variants; // { hero: "a" }
+ * ```
  */
 export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
-  const { facts } = inputs;
+  const { facts, visitor } = inputs;
+  const device = facts.device;
   const region = resolveRegion(rules, facts.country, facts.regionHint);
-  const base = { region, country: facts.country, rulesVersion: rules.version };
+  const served: Record<string, string> = {};
+  const context: ExperimentContext = {
+    region,
+    country: facts.country,
+    device: device.device,
+    network: device.network,
+    platform: device.platform?.toLowerCase(),
+    segments: visitor.segments,
+    path: facts.path,
+    loggedIn: visitor.loggedIn,
+    variants: served,
+    key: visitor.key,
+    isBot: device.isBot,
+    sticky: visitor.sticky,
+  };
+  let mask = 0;
+
+  const variants: Record<string, string> = {};
+  const stickyAssignments: Record<string, string> = {};
+  for (const experiment of rules.experiments) {
+    const remembered = visitor.sticky.get(experiment.key);
+    if (remembered !== undefined && experiment.variationSet.has(remembered)) {
+      stickyAssignments[experiment.key] = remembered;
+    }
+    if (!experiment.enabled) continue;
+    if (experiment.paths && !matchesAnyPath(experiment.paths, facts.path)) continue;
+    if (experiment.when) {
+      mask |= experiment.when.inputs;
+      if (!matchesCondition(experiment.when, context)) continue;
+    }
+    // Whoever is exposed, in the experiment or not, gets a response that depends on who they are.
+    mask |= INPUT.visitorKey;
+    const result = assignExperiment(experiment, context);
+    served[experiment.key] = result.variation;
+    if (result.inExperiment) {
+      variants[experiment.key] = result.variation;
+      stickyAssignments[experiment.key] = result.variation;
+    }
+  }
+
+  let action: Action | undefined;
+  let matchedRoute: string | undefined;
   for (const route of rules.routes) {
     const match = route.pattern.exec(facts.path);
     if (!match) continue;
+    mask |= route.inputs;
+    if (route.when && !matchesCondition(route.when, context)) continue;
     const splat = match[1] ?? "";
-    if (route.action.type === "redirect") {
-      return {
-        ...base,
-        action: {
-          type: "redirect",
-          location: fillSplat(route.action.to, splat),
-          status: route.action.status,
-        },
-        matchedRoute: route.match,
-        personalized: false,
-      };
+    const routeAction = route.action;
+    if (routeAction.type === "redirect") {
+      const location = fillSplat(routeAction.to, splat);
+      if (!isSafeTargetPath(location)) continue;
+      action = { type: "redirect", location, status: routeAction.status };
+      matchedRoute = route.match;
+      break;
     }
-    const target = route.action.targets.get(region) ?? route.action.targets.get("*");
+    let key: string | undefined;
+    switch (routeAction.by) {
+      case "region":
+        key = region;
+        break;
+      case "device":
+        key = device.device;
+        break;
+      case "network":
+        key = device.network;
+        break;
+      case "experiment":
+        key = served[routeAction.experiment ?? ""];
+        break;
+    }
+    const target = (key === undefined ? undefined : routeAction.targets.get(key)) ??
+      routeAction.targets.get("*");
     if (target === undefined) continue;
-    return {
-      ...base,
-      action: { type: "proxy", path: fillSplat(target, splat) },
-      matchedRoute: route.match,
-      // A rewrite that differs by region makes the response depend on the visitor's region.
-      personalized: route.action.targets.size > 1,
-    };
+    const path = fillSplat(target, splat);
+    if (!isSafeTargetPath(path)) continue;
+    action = { type: "proxy", path };
+    matchedRoute = route.match;
+    break;
   }
+
+  if (action === undefined) action = { type: "proxy", path: facts.path };
+  if (action.type === "proxy" && (facts.method === "GET" || facts.method === "HEAD")) {
+    for (const image of rules.images) {
+      if (!matchesAnyPath(image.patterns, facts.path)) continue;
+      if (image.when) {
+        mask |= image.when.inputs;
+        if (!matchesCondition(image.when, context)) continue;
+      }
+      mask |= image.inputs;
+      const search = adaptImageSearch(image, facts);
+      if (search !== facts.search) action = { type: "proxy", path: action.path, search };
+      break;
+    }
+  }
+
+  const flags: Record<string, unknown> = {};
+  for (const flag of rules.flags) {
+    const evaluation = evaluateFlag(flag, context);
+    flags[flag.key] = evaluation.value;
+    mask |= evaluation.inputs;
+  }
+
   return {
-    ...base,
-    action: { type: "proxy", path: facts.path },
-    matchedRoute: undefined,
-    personalized: false,
+    region,
+    country: facts.country,
+    rulesVersion: rules.version,
+    action,
+    matchedRoute,
+    personalized: mask !== 0,
+    variants,
+    stickyAssignments,
+    flags,
+    usedHints: hintsForInputs(mask),
+    dependsOn: inputNames(mask),
   };
+}
+
+// Appends the rule's width and quality parameters unless the client already set them, so an
+// explicit `?w=200` thumbnail request keeps its size.
+function adaptImageSearch(image: CompiledImageRule, facts: Facts): string {
+  const device = facts.device;
+  let search = facts.search;
+  let params: URLSearchParams | undefined;
+  const has = (name: string) => {
+    if (facts.search.length <= 1) return false;
+    params ??= new URLSearchParams(facts.search);
+    return params.has(name);
+  };
+  const add = (name: string, value: number) => {
+    search += `${search.length > 1 ? "&" : "?"}${name}=${value}`;
+  };
+  const width = image.width;
+  if (width && device.viewportWidth !== undefined && !has(width.param)) {
+    const pixels = width.from === "dpr-scaled"
+      ? device.viewportWidth * (device.dpr ?? 1)
+      : device.viewportWidth;
+    add(width.param, Math.min(width.max, Math.ceil(pixels / width.step) * width.step));
+  }
+  const quality = image.quality;
+  if (quality) {
+    const value = quality.byNetwork.get(device.network);
+    if (value !== undefined && !has(quality.param)) add(quality.param, value);
+  }
+  return search;
 }
 
 function fillSplat(target: string, splat: string): string {
   if (!target.includes("*")) return target;
-  const filled = target.replace("*", splat).replace(/\/{2,}/g, "/");
-  return filled;
+  return target.replace("*", splat).replace(/\/{2,}/g, "/");
 }

@@ -8,6 +8,10 @@ import type { Logger } from "./log.ts";
 import type { RulesStore } from "./rules_store.ts";
 import type { UaCache } from "./device.ts";
 import type { IpGeoDb } from "./ip_geo.ts";
+import type { ContextCache } from "./context_cache.ts";
+import type { BackendClient } from "./backend.ts";
+import type { EdgeMetrics } from "./metrics.ts";
+import type { DecisionLogInputs } from "./decision_log.ts";
 
 /** Everything the request pipeline needs from the outside world. */
 export interface Deps {
@@ -27,4 +31,11 @@ export interface Deps {
   uaCache: UaCache;
   /** The bundled IP → country database; undefined when it could not be loaded. */
   ipGeo: IpGeoDb | undefined;
+  /** Per-isolate cache of user contexts (bounded entries, bytes and staleness). */
+  contextCache: ContextCache;
+  /** Read-through client for the central backend; undefined without `BACKEND_URL`. */
+  backend: BackendClient | undefined;
+  metrics: EdgeMetrics;
+  /** Writes a sampled, redacted decision log line; returns whether this request was sampled. */
+  logDecision: (inputs: DecisionLogInputs) => boolean;
 }

@@ -1,13 +1,39 @@
 /**
  * @module
  * The rule set: its zod schema (the single source of truth, also exported as JSON Schema for
- * editors), parsing with readable errors, and compilation into a form the decision stage can
- * evaluate without allocating.
+ * editors), parsing with readable errors that name the field, cross-reference checks, and
+ * compilation into a form the decision stage can evaluate without allocating.
  */
 import { z } from "zod";
+import {
+  compileCondition,
+  type CompiledCondition,
+  DEVICE_CLASSES,
+  globToRegExp,
+  hintsForInputs,
+  INPUT,
+  NETWORK_CLASSES,
+} from "./targeting.ts";
+import { type CompiledExperiment, compileExperiment } from "./experiments.ts";
+import { type CompiledFlag, compileFlag, valueHasType } from "./flags.ts";
+import type { NetworkClass } from "./device.ts";
+
+export { globToRegExp } from "./targeting.ts";
 
 const COUNTRY = /^[A-Z]{2}$/;
 const REGION = /^[A-Za-z0-9_-]{1,32}$/;
+const KEY = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const PARAM = /^[A-Za-z0-9_.-]{1,32}$/;
+const WEIGHT_TOLERANCE = 0.01;
+
+const RegionName = z.string().regex(REGION, "must be 1-32 letters, digits, '_' or '-'");
+const CountryCode = z.string().regex(COUNTRY, "must be an upper-case ISO 3166-1 alpha-2 country code");
+const Key = z.string().regex(
+  KEY,
+  "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
+);
+const Name = z.string().regex(NAME, "must be 1-64 letters, digits, '_', '.' or '-'");
 
 /** A path the edge may send to the origin or redirect to: absolute, no host, no dot segments. */
 const SafePath = z.string().max(2048).refine(isSafeTargetPath, {
@@ -18,37 +44,172 @@ const Glob = z.string().min(1).max(512).refine((value) => value === "*" || value
   message: 'must start with "/" (or be "*")',
 });
 
-const Route = z.object({
+const Globs = z.union([Glob, z.array(Glob).min(1).max(50)]);
+
+const Condition = z.strictObject({
+  region: z.array(RegionName).min(1).max(100).optional().meta({ description: "Any of these regions" }),
+  country: z.array(CountryCode).min(1).max(300).optional().meta({ description: "Any of these countries" }),
+  device: z.array(z.enum(DEVICE_CLASSES)).min(1).optional().meta({
+    description: "Any of these device classes",
+  }),
+  network: z.array(z.enum(NETWORK_CLASSES)).min(1).optional().meta({
+    description: "Any of these network classes",
+  }),
+  platform: z.array(z.string().min(1).max(32)).min(1).max(20).optional().meta({
+    description: "Any of these operating systems (case-insensitive), e.g. Android, iOS, Windows",
+  }),
+  segment: z.array(Name).min(1).max(100).optional().meta({
+    description: "The visitor has at least one of these profile segments (none under GPC)",
+  }),
+  path: Globs.optional().meta({ description: "The request path matches one of these globs" }),
+  loggedIn: z.boolean().optional(),
+  variant: z.record(Key, z.array(Name).min(1).max(20)).optional().meta({
+    description: "Experiment key → variations; the visitor is served one of them",
+  }),
+}).meta({
+  id: "Condition",
+  description: "Targeting condition: every field given must hold; within a list, any value matches",
+});
+
+const REWRITE_BY = ["region", "device", "network"] as const;
+
+const Route = z.strictObject({
   match: Glob,
-  rewrite: z.record(z.string().regex(/^(\*|[A-Za-z0-9_-]{1,32})$/, 'must be a region name or "*"'), SafePath)
-    .optional(),
-  redirect: z.object({
+  when: Condition.optional(),
+  rewrite: z.record(z.string().regex(/^(\*|[A-Za-z0-9_.-]{1,64})$/, 'must be a name or "*"'), SafePath)
+    .optional().meta({
+      description:
+        'Target path by region (default), device or network class, or experiment variation; "*" is the fallback. ' +
+        'One "*" in the target takes the text the first "*" of "match" matched',
+    }),
+  rewriteBy: z.enum(REWRITE_BY).optional().meta({
+    description: 'What the keys of "rewrite" name; default region',
+  }),
+  experiment: Key.optional().meta({ description: 'Key the "rewrite" map by this experiment\'s variations' }),
+  redirect: z.strictObject({
     to: SafePath,
     status: z.union([z.literal(301), z.literal(302), z.literal(303), z.literal(307), z.literal(308)]).default(
       302,
     ),
   }).optional(),
-}).refine((route) => (route.rewrite ? 1 : 0) + (route.redirect ? 1 : 0) === 1, {
-  message: 'must have exactly one of "rewrite" or "redirect"',
+}).superRefine((route, ctx) => {
+  if ((route.rewrite ? 1 : 0) + (route.redirect ? 1 : 0) !== 1) {
+    ctx.addIssue({ code: "custom", message: 'must have exactly one of "rewrite" or "redirect"' });
+  }
+  if ((route.rewriteBy || route.experiment) && !route.rewrite) {
+    ctx.addIssue({ code: "custom", message: '"rewriteBy" and "experiment" need "rewrite"' });
+  }
+  if (route.rewriteBy && route.experiment) {
+    ctx.addIssue({ code: "custom", message: 'must not have both "rewriteBy" and "experiment"' });
+  }
+});
+
+const Experiment = z.strictObject({
+  key: Key,
+  variations: z.array(Name).min(2).max(20).meta({ description: "Variation values; the first is control" }),
+  weights: z.array(z.number().min(0).max(1)).optional().meta({
+    description: "One weight per variation, summing to 1; default equal",
+  }),
+  coverage: z.number().min(0).max(1).default(1).meta({ description: "Share of visitors in the experiment" }),
+  seed: z.string().min(1).max(128).optional().meta({ description: "Hash seed; default the key" }),
+  hashVersion: z.union([z.literal(1), z.literal(2)]).default(2).meta({
+    description: "GrowthBook hash version (GrowthBook's SDK defaults to 1 when it is missing)",
+  }),
+  match: Globs.default("*").meta({ description: "Paths the experiment is exposed on" }),
+  namespace: z.tuple([Name, z.number().min(0).max(1), z.number().min(0).max(1)]).optional().meta({
+    description: "[id, start, end]: experiments sharing an id with disjoint ranges are mutually exclusive",
+  }),
+  when: Condition.optional(),
+  enabled: z.boolean().default(true),
+});
+
+const JsonValue = z.json().meta({ id: "JsonValue", description: "Any JSON value" });
+
+const FLAG_TYPES = ["boolean", "string", "number", "object"] as const;
+
+const FlagRule = z.strictObject({
+  when: Condition.optional(),
+  rollout: z.number().min(0).max(1).optional().meta({
+    description:
+      "Share of matching visitors, bucketed by GrowthBook's hash of the flag key and targeting key",
+  }),
+  seed: z.string().min(1).max(128).optional().meta({
+    description: "Rollout hash seed; default the flag key",
+  }),
+  value: JsonValue.optional(),
+  variant: Name.optional().meta({
+    description: 'Name of an entry of the flag\'s "variants" (instead of "value")',
+  }),
+});
+
+const Flag = z.strictObject({
+  key: Key,
+  type: z.enum(FLAG_TYPES),
+  default: JsonValue,
+  variants: z.record(Name, JsonValue).optional().meta({ description: "Named values" }),
+  rules: z.array(FlagRule).max(100).default([]).meta({ description: "The first matching rule wins" }),
+  enabled: z.boolean().default(true),
+  description: z.string().max(500).optional(),
+});
+
+const Quality = z.number().int().min(1).max(100);
+
+const ImageRule = z.strictObject({
+  match: Globs,
+  when: Condition.optional(),
+  width: z.strictObject({
+    from: z.enum(["viewport", "dpr-scaled"]).meta({
+      description: "CSS viewport width, or viewport width × DPR (device pixels)",
+    }),
+    param: z.string().regex(PARAM).default("w"),
+    step: z.number().int().min(1).max(1024).default(100).meta({
+      description: "Round up to a multiple of this, to bound the number of variants",
+    }),
+    max: z.number().int().min(1).max(16384).default(4096),
+  }).optional(),
+  quality: z.strictObject({
+    param: z.string().regex(PARAM).default("q"),
+    fast: Quality.optional(),
+    slow: Quality.optional(),
+    "save-data": Quality.optional(),
+  }).optional().meta({ description: "Quality by network class; a class without a value adds no parameter" }),
+}).refine((rule) => rule.width !== undefined || rule.quality !== undefined, {
+  message: 'must have "width" or "quality"',
 });
 
 /** The zod schema of a rule set. */
 export const RuleSetSchema = z.object({
+  $schema: z.string().optional(),
   version: z.number().int().nonnegative(),
-  defaultRegion: z.string().regex(REGION, "must be 1-32 letters, digits, '_' or '-'").default("GLOBAL"),
-  regions: z.record(
-    z.string().regex(REGION, "must be 1-32 letters, digits, '_' or '-'"),
-    z.array(z.string().regex(COUNTRY, "must be an upper-case ISO 3166-1 alpha-2 country code")),
-  ).default({}),
+  defaultRegion: RegionName.default("GLOBAL"),
+  regions: z.record(RegionName, z.array(CountryCode)).default({}),
   routes: z.array(Route).max(1000).default([]),
-});
+  experiments: z.array(Experiment).max(100).default([]),
+  flags: z.array(Flag).max(500).default([]),
+  images: z.array(ImageRule).max(100).default([]).meta({
+    description: "Content adaptation: query parameters added to image requests (first match wins)",
+  }),
+}).superRefine(checkReferences);
 
-/** A rule set as written in JSON. */
-export type RuleSet = z.infer<typeof RuleSetSchema>;
+/** A rule set as written in JSON (defaults not yet applied). */
+export type RuleSet = z.input<typeof RuleSetSchema>;
+
+/** A rule set after validation, with defaults applied. */
+export type ParsedRuleSet = z.output<typeof RuleSetSchema>;
+
+/** What the keys of a rewrite map name. */
+export type RewriteBy = "region" | "device" | "network" | "experiment";
 
 /** A route action after compilation. */
 export type RouteAction =
-  | { type: "rewrite"; targets: ReadonlyMap<string, string> }
+  | {
+    type: "rewrite";
+    targets: ReadonlyMap<string, string>;
+    /** What the keys of `targets` name. */
+    by: RewriteBy;
+    /** The experiment whose variation keys `targets`, when `by` is `experiment`. */
+    experiment?: string;
+  }
   | { type: "redirect"; to: string; status: number };
 
 /** A route after compilation. */
@@ -56,7 +217,20 @@ export interface CompiledRoute {
   /** The glob as written. */
   match: string;
   pattern: RegExp;
+  when: CompiledCondition | undefined;
   action: RouteAction;
+  /** `INPUT` bits (see `targeting.ts`) the route's outcome depends on once its path matched. */
+  inputs: number;
+}
+
+/** An image adaptation rule after compilation. */
+export interface CompiledImageRule {
+  patterns: readonly RegExp[];
+  when: CompiledCondition | undefined;
+  width: { from: "viewport" | "dpr-scaled"; param: string; step: number; max: number } | undefined;
+  quality: { param: string; byNetwork: ReadonlyMap<NetworkClass, number> } | undefined;
+  /** `INPUT` bits the added parameters depend on. */
+  inputs: number;
 }
 
 /** A rule set compiled for evaluation. */
@@ -68,7 +242,17 @@ export interface CompiledRules {
   /** Every region name the rules know. */
   regionNames: ReadonlySet<string>;
   routes: readonly CompiledRoute[];
-  source: RuleSet;
+  experiments: readonly CompiledExperiment[];
+  /** Flags in rule order. */
+  flags: readonly CompiledFlag[];
+  flagsByKey: ReadonlyMap<string, CompiledFlag>;
+  images: readonly CompiledImageRule[];
+  /**
+   * Every client-hint request header some rule can read, in canonical case: advertise them in
+   * `Accept-CH` (through `acceptChValue`) on HTML responses.
+   */
+  clientHints: readonly string[];
+  source: ParsedRuleSet;
 }
 
 /** A rule set failed validation; the message names each offending field. */
@@ -97,6 +281,10 @@ export const EMPTY_RULES: RuleSet = { version: 0, defaultRegion: "GLOBAL", regio
  * @param source a label for error messages, such as the file name
  * @returns the compiled rules
  * @throws {RulesError} naming every invalid field
+ * @example
+ * ```ts
+ * const rules = parseRules(JSON.parse(await Deno.readTextFile("rules.json")), 'rules file "rules.json"');
+ * ```
  */
 export function parseRules(input: unknown, source = "rules"): CompiledRules {
   const result = RuleSetSchema.safeParse(input);
@@ -137,47 +325,21 @@ export async function loadRulesFile(
   return parseRules(json, `rules file "${path}"`);
 }
 
-function compileRules(rules: RuleSet, source: string): CompiledRules {
-  const countryRegion = new Map<string, string>();
-  const problems: string[] = [];
-  for (const [region, countries] of Object.entries(rules.regions)) {
-    for (const country of countries) {
-      const existing = countryRegion.get(country);
-      if (existing && existing !== region) {
-        problems.push(`"regions" puts "${country}" in both "${existing}" and "${region}"`);
-      }
-      countryRegion.set(country, region);
-    }
-  }
-  if (problems.length) throw new RulesError(`Cannot parse ${source}: ${problems.join("; ")}`, problems);
-  return {
-    version: rules.version,
-    defaultRegion: rules.defaultRegion,
-    countryRegion,
-    regionNames: new Set([rules.defaultRegion, ...Object.keys(rules.regions)]),
-    routes: rules.routes.map((route) => ({
-      match: route.match,
-      pattern: globToRegExp(route.match),
-      action: route.redirect
-        ? { type: "redirect", to: route.redirect.to, status: route.redirect.status }
-        : { type: "rewrite", targets: new Map(Object.entries(route.rewrite ?? {})) },
-    })),
-    source: rules,
-  };
-}
-
 /**
- * Turns a path glob into an anchored regular expression: `*` matches any run of characters
- * (including `/`), everything else literally. The first `*` is captured so a rewrite target
- * can reuse it.
+ * The JSON Schema of a rule set as written (defaults optional), for editors and
+ * `docs/rules.schema.json`. Checks that span fields (weights per variation, known regions and
+ * experiments, flag value types) are not expressible in it and are only enforced by
+ * {@linkcode parseRules}.
  *
- * @param glob a glob such as `/api/products/*`
- * @returns the regular expression
+ * @returns a JSON Schema (draft 2020-12) object
+ * @throws never
  */
-export function globToRegExp(glob: string): RegExp {
-  if (glob === "*") return /^(.*)$/s;
-  const parts = glob.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&"));
-  return new RegExp(`^${parts.join("(.*)")}$`, "s");
+export function rulesJsonSchema(): Record<string, unknown> {
+  return {
+    ...z.toJSONSchema(RuleSetSchema, { io: "input" }),
+    title: "Edge Personalizer rule set",
+    description: "Routes, experiments, flags and content adaptation evaluated at the edge; see docs/rules.md",
+  };
 }
 
 /**
@@ -192,4 +354,207 @@ export function isSafeTargetPath(path: string): boolean {
   if (/[\\?#\s\x00-\x1f\x7f]/.test(path)) return false;
   if (/%(2f|5c|2e|00)/i.test(path)) return false;
   return !path.split("/").some((segment) => segment === "." || segment === "..");
+}
+
+// --- cross-reference checks -------------------------------------------------------------------
+
+type ConditionInput = z.output<typeof Condition>;
+
+function checkReferences(rules: z.output<typeof RuleSetSchema>, ctx: z.RefinementCtx): void {
+  const problem = (path: (string | number)[], message: string) =>
+    ctx.addIssue({ code: "custom", path, message });
+  const regionNames = new Set([rules.defaultRegion, ...Object.keys(rules.regions)]);
+  const experiments = new Map<string, ReadonlySet<string>>();
+
+  const checkCondition = (
+    when: ConditionInput | undefined,
+    path: (string | number)[],
+    allowVariant: boolean,
+  ) => {
+    if (!when) return;
+    when.region?.forEach((region, i) => {
+      if (!regionNames.has(region)) problem([...path, "region", i], `names unknown region "${region}"`);
+    });
+    if (!when.variant) return;
+    if (!allowVariant) {
+      problem([...path, "variant"], "is not allowed here (experiments cannot depend on other experiments)");
+      return;
+    }
+    for (const [key, values] of Object.entries(when.variant)) {
+      const variations = experiments.get(key);
+      if (!variations) {
+        problem([...path, "variant", key], `names unknown experiment "${key}"`);
+        continue;
+      }
+      values.forEach((value, i) => {
+        if (!variations.has(value)) {
+          problem([...path, "variant", key, i], `names unknown variation "${value}" of experiment "${key}"`);
+        }
+      });
+    }
+  };
+
+  rules.experiments.forEach((experiment, e) => {
+    const path = ["experiments", e];
+    if (experiments.has(experiment.key)) {
+      problem([...path, "key"], `repeats experiment key "${experiment.key}"`);
+    }
+    const variations = new Set(experiment.variations);
+    experiments.set(experiment.key, variations);
+    if (variations.size !== experiment.variations.length) problem([...path, "variations"], "must be unique");
+    if (experiment.weights) {
+      if (experiment.weights.length !== experiment.variations.length) {
+        problem(
+          [...path, "weights"],
+          `must have one weight per variation (${experiment.variations.length}), got ${experiment.weights.length}`,
+        );
+      } else {
+        const total = experiment.weights.reduce((sum, w) => sum + w, 0);
+        if (Math.abs(total - 1) > WEIGHT_TOLERANCE) {
+          problem([...path, "weights"], `must sum to 1, got ${Number(total.toFixed(6))}`);
+        }
+      }
+    }
+    if (experiment.namespace && experiment.namespace[1] >= experiment.namespace[2]) {
+      problem([...path, "namespace"], "must have a start below its end");
+    }
+    checkCondition(experiment.when, [...path, "when"], false);
+  });
+
+  rules.routes.forEach((route, r) => {
+    const path = ["routes", r];
+    checkCondition(route.when, [...path, "when"], true);
+    if (!route.rewrite) return;
+    let allowed: ReadonlySet<string> | undefined;
+    let unknown: (key: string) => string;
+    if (route.experiment) {
+      const experiment = route.experiment;
+      allowed = experiments.get(experiment);
+      unknown = (key) => `names unknown variation "${key}" of experiment "${experiment}"`;
+      if (!allowed) {
+        problem([...path, "experiment"], `names unknown experiment "${experiment}"`);
+        return;
+      }
+    } else if (route.rewriteBy === "device") {
+      allowed = new Set(DEVICE_CLASSES);
+      unknown = (key) => `names unknown device class "${key}"`;
+    } else if (route.rewriteBy === "network") {
+      allowed = new Set(NETWORK_CLASSES);
+      unknown = (key) => `names unknown network class "${key}"`;
+    } else {
+      allowed = regionNames;
+      unknown = (key) => `names unknown region "${key}"`;
+    }
+    for (const key of Object.keys(route.rewrite)) {
+      if (key !== "*" && !allowed.has(key)) problem([...path, "rewrite", key], unknown(key));
+    }
+  });
+
+  const flagKeys = new Set<string>();
+  rules.flags.forEach((flag, f) => {
+    const path = ["flags", f];
+    if (flagKeys.has(flag.key)) problem([...path, "key"], `repeats flag key "${flag.key}"`);
+    flagKeys.add(flag.key);
+    if (!valueHasType(flag.type, flag.default)) problem([...path, "default"], `must be of type ${flag.type}`);
+    for (const [name, value] of Object.entries(flag.variants ?? {})) {
+      if (!valueHasType(flag.type, value)) {
+        problem([...path, "variants", name], `must be of type ${flag.type}`);
+      }
+    }
+    flag.rules.forEach((rule, i) => {
+      const rulePath = [...path, "rules", i];
+      checkCondition(rule.when, [...rulePath, "when"], true);
+      const hasValue = rule.value !== undefined;
+      const hasVariant = rule.variant !== undefined;
+      if (hasValue === hasVariant) {
+        problem(rulePath, 'must have exactly one of "value" or "variant"');
+      } else if (hasValue && !valueHasType(flag.type, rule.value)) {
+        problem([...rulePath, "value"], `must be of type ${flag.type}`);
+      } else if (hasVariant && !(rule.variant! in (flag.variants ?? {}))) {
+        problem([...rulePath, "variant"], `names unknown variant "${rule.variant}"`);
+      }
+    });
+  });
+
+  rules.images.forEach((image, i) => checkCondition(image.when, ["images", i, "when"], true));
+}
+
+// --- compilation ------------------------------------------------------------------------------
+
+function compileRules(rules: ParsedRuleSet, source: string): CompiledRules {
+  const countryRegion = new Map<string, string>();
+  const problems: string[] = [];
+  for (const [region, countries] of Object.entries(rules.regions)) {
+    for (const country of countries) {
+      const existing = countryRegion.get(country);
+      if (existing && existing !== region) {
+        problems.push(`"regions" puts "${country}" in both "${existing}" and "${region}"`);
+      }
+      countryRegion.set(country, region);
+    }
+  }
+  if (problems.length) throw new RulesError(`Cannot parse ${source}: ${problems.join("; ")}`, problems);
+
+  const routes = rules.routes.map(compileRoute);
+  const experiments = rules.experiments.map(compileExperiment);
+  const flags = rules.flags.map(compileFlag);
+  const images = rules.images.map(compileImageRule);
+
+  let inputs = 0;
+  for (const route of routes) inputs |= route.inputs;
+  for (const experiment of experiments) inputs |= experiment.when?.inputs ?? 0;
+  for (const flag of flags) for (const rule of flag.rules) inputs |= rule.inputs;
+  for (const image of images) inputs |= image.inputs;
+
+  return {
+    version: rules.version,
+    defaultRegion: rules.defaultRegion,
+    countryRegion,
+    regionNames: new Set([rules.defaultRegion, ...Object.keys(rules.regions)]),
+    routes,
+    experiments,
+    flags,
+    flagsByKey: new Map(flags.map((flag) => [flag.key, flag])),
+    images,
+    clientHints: hintsForInputs(inputs),
+    source: rules,
+  };
+}
+
+function compileRoute(route: ParsedRuleSet["routes"][number]): CompiledRoute {
+  const when = route.when ? compileCondition(route.when) : undefined;
+  let inputs = when?.inputs ?? 0;
+  let action: RouteAction;
+  if (route.redirect) {
+    action = { type: "redirect", to: route.redirect.to, status: route.redirect.status };
+  } else {
+    const targets = new Map(Object.entries(route.rewrite ?? {}));
+    const by: RewriteBy = route.experiment ? "experiment" : route.rewriteBy ?? "region";
+    action = route.experiment
+      ? { type: "rewrite", targets, by, experiment: route.experiment }
+      : { type: "rewrite", targets, by };
+    // A map with only "*" rewrites everyone alike; any other key makes the outcome depend on the input.
+    if (targets.size > 1 || !targets.has("*")) {
+      inputs |= by === "experiment" ? INPUT.visitorKey : INPUT[by];
+    }
+  }
+  return { match: route.match, pattern: globToRegExp(route.match), when, action, inputs };
+}
+
+function compileImageRule(rule: ParsedRuleSet["images"][number]): CompiledImageRule {
+  const globs = typeof rule.match === "string" ? [rule.match] : rule.match;
+  const when = rule.when ? compileCondition(rule.when) : undefined;
+  let inputs = when?.inputs ?? 0;
+  if (rule.width) inputs |= rule.width.from === "viewport" ? INPUT.viewport : INPUT.viewport | INPUT.dpr;
+  let quality: CompiledImageRule["quality"];
+  if (rule.quality) {
+    const byNetwork = new Map<NetworkClass, number>();
+    for (const network of NETWORK_CLASSES) {
+      const value = rule.quality[network];
+      if (value !== undefined) byNetwork.set(network, value);
+    }
+    quality = { param: rule.quality.param, byNetwork };
+    inputs |= INPUT.network;
+  }
+  return { patterns: globs.map(globToRegExp), when, width: rule.width, quality, inputs };
 }

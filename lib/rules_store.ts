@@ -12,6 +12,7 @@ import type { Logger } from "./log.ts";
 /** The active rule set of this process. */
 export class RulesStore {
   #current: CompiledRules;
+  #listeners: ((rules: CompiledRules) => void)[] = [];
 
   /** @param initial the rules loaded at start-up */
   constructor(initial: CompiledRules) {
@@ -32,7 +33,17 @@ export class RulesStore {
   offer(candidate: CompiledRules): boolean {
     if (candidate.version <= this.#current.version) return false;
     this.#current = candidate;
+    for (const listener of this.#listeners) listener(candidate);
     return true;
+  }
+
+  /**
+   * Registers a function called with every rule set that becomes active.
+   *
+   * @param listener the function (e.g. one updating a metrics gauge)
+   */
+  onChange(listener: (rules: CompiledRules) => void): void {
+    this.#listeners.push(listener);
   }
 }
 

@@ -188,8 +188,7 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   headers.set("via", inboundVia ? `${inboundVia}, ${VIA_TOKEN}` : VIA_TOKEN);
   if (inboundForwarded) headers.set("forwarded", inboundForwarded);
   headers.set("x-request-id", info.requestId);
-  // Without this, fetch would ask for gzip itself and hand back a decoded body whose
-  // headers no longer describe it; with the client's own value the body passes through as is.
+  // Without an Accept-Encoding, fetch would ask for gzip itself; see downstreamResponseHeaders.
   if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
   return headers;
 }
@@ -197,14 +196,29 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
 /**
  * Builds the headers returned to the client from the origin's response headers.
  *
+ * Deno's `fetch` decodes gzip and br bodies itself whenever the request's `Accept-Encoding`
+ * is anything but `identity`, yet keeps `Content-Encoding` and `Content-Length`. Those two are
+ * then dropped (and a strong `ETag` weakened, since the bytes changed) so the headers describe
+ * the body the client gets; `Deno.serve` compresses it again for the client where it can.
+ *
  * @param upstream the origin's response headers (not changed)
+ * @param requestedEncoding the `Accept-Encoding` the edge sent to the origin
  * @returns fresh, mutable headers without hop-by-hop fields and with `Via` appended
  */
-export function downstreamResponseHeaders(upstream: Headers): Headers {
+export function downstreamResponseHeaders(upstream: Headers, requestedEncoding: string | null): Headers {
   const headers = new Headers(upstream);
   stripHopByHop(headers);
   const via = headers.get("via");
   headers.set("via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN);
+  if (requestedEncoding?.trim().toLowerCase() !== "identity") {
+    const encoding = headers.get("content-encoding")?.trim().toLowerCase();
+    if (encoding === "gzip" || encoding === "x-gzip" || encoding === "br") {
+      headers.delete("content-encoding");
+      headers.delete("content-length");
+      const etag = headers.get("etag");
+      if (etag && !etag.startsWith("W/")) headers.set("etag", `W/${etag}`);
+    }
+  }
   return headers;
 }
 

@@ -7,10 +7,13 @@ import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { EdgeError, errorBody } from "../lib/errors.ts";
 import { requestIdFrom } from "../lib/facts.ts";
+import { ofrepRoutes } from "./ofrep.ts";
 import { opsRoutes, wellKnownRoutes } from "./ops.ts";
 import { proxyRoutes } from "./proxy.ts";
 import { syncRoutes } from "./sync.ts";
 import type { AppEnv } from "./env.ts";
+import { routeClassOf } from "../lib/metrics.ts";
+import { metricsRoutes } from "./metrics.ts";
 
 /**
  * Builds the application.
@@ -36,16 +39,51 @@ export function createApp(deps: Deps): Hono<AppEnv> {
     const existing = headers.get("server-timing");
     headers.set("server-timing", existing ? `${existing}, ${timing}` : timing);
     const decision = c.get("decision");
+    const path = new URL(c.req.url).pathname;
+    const routeClass = routeClassOf(path);
+    const stages = c.get("stages");
+    deps.metrics.observeRequest({
+      routeClass,
+      status: c.res.status,
+      region: decision?.region,
+      durationMs: totalMs,
+      stages,
+      originMs,
+    });
     deps.log.info("request", {
       requestId,
       method: c.req.method,
-      path: new URL(c.req.url).pathname,
+      path,
       rewrittenPath: decision?.action.type === "proxy" ? decision.action.path : undefined,
       region: decision?.region,
       status: c.res.status,
       durMs: round(totalMs),
       originMs: originMs === undefined ? undefined : round(originMs),
     });
+    if (decision) {
+      const facts = c.get("facts");
+      const outcome = c.get("contextOutcome");
+      deps.logDecision({
+        requestId,
+        rulesVersion: decision.rulesVersion,
+        region: decision.region,
+        country: decision.country,
+        device: facts?.device.device,
+        network: facts?.device.network,
+        variants: decision.variants,
+        flags: decision.flags,
+        userKey: c.get("visitorKey"),
+        loggedIn: c.get("loggedIn"),
+        clientIp: facts?.clientIp,
+        routeClass,
+        matchedRoute: decision.matchedRoute,
+        action: decision.action.type,
+        status: c.res.status,
+        cache: outcome?.cache,
+        readThrough: outcome?.readThrough,
+        durations: { total: totalMs, origin: originMs, ...stages },
+      });
+    }
   });
 
   app.onError((error, c) => {
@@ -60,9 +98,11 @@ export function createApp(deps: Deps): Hono<AppEnv> {
   });
 
   app.route("/_edge", opsRoutes(deps));
+  app.route("/_edge", metricsRoutes(deps, deps.metrics));
   app.route("/_edge", syncRoutes(deps));
   app.all("/_edge/*", (c) => c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404));
   app.route("/.well-known", wellKnownRoutes());
+  app.route("/ofrep/v1", ofrepRoutes(deps));
   app.route("/", proxyRoutes(deps));
   return app;
 }

@@ -1,12 +1,13 @@
 /**
  * @module
- * The catch-all proxy router: facts → decide → act. It stays thin; every step lives in `lib/`.
+ * The catch-all proxy router: facts → identity → context → decide → act, each stage timed.
+ * It stays thin; every stage lives in `lib/`.
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
-import { gatherFacts } from "../lib/facts.ts";
-import { decide } from "../lib/decide.ts";
-import { applyPersonalizedCaching } from "../lib/cache_headers.ts";
+import { finishResponseHeaders } from "../lib/cache_headers.ts";
+import { responseCookies, setDecisionHeaders } from "../lib/edge_headers.ts";
+import { EdgeError, OriginTimeoutError } from "../lib/errors.ts";
 import {
   buildUpstreamUrl,
   downstreamResponseHeaders,
@@ -14,6 +15,7 @@ import {
   upstreamRequestHeaders,
 } from "../lib/upstream.ts";
 import type { AppEnv } from "./env.ts";
+import { resolveVisitor } from "./visitor.ts";
 
 /**
  * The proxy router.
@@ -26,25 +28,20 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.all("*", async (c) => {
     const request = c.req.raw;
-    const facts = gatherFacts(request, c.env?.remoteAddr?.hostname ?? "0.0.0.0", {
-      trustedProxies: config.trustedProxies,
-      cdnSecret: config.cdnSecret,
-      countryHeaders: config.countryHeaders,
-      requestId: c.get("requestId"),
-      uaCache: deps.uaCache,
-      ipGeo: deps.ipGeo,
-    });
-    const visitor = { key: "", loggedIn: false, segments: [], attributes: {}, sticky: new Map() };
-    const decision = decide({ facts, visitor }, deps.rules.current);
-    c.set("decision", decision);
-    const varyOn = decision.personalized ? ["x-edge-region"] : [];
+    const { facts, identity, context, decision, rules, stages } = await resolveVisitor(c, deps);
+    const cookies = responseCookies(identity, { decision, secure: facts.proto === "https" });
 
     if (decision.action.type === "redirect") {
       const headers = new Headers({ location: decision.action.location, "cache-control": "no-store" });
+      finishResponseHeaders(headers, { decision, clientHints: [], cookies });
       return new Response(null, { status: decision.action.status, headers });
     }
 
-    const url = buildUpstreamUrl(config.originUrl, decision.action.path, facts.search);
+    const url = buildUpstreamUrl(
+      config.originUrl,
+      decision.action.path,
+      decision.action.search ?? facts.search,
+    );
     const headers = upstreamRequestHeaders(request.headers, {
       clientIp: facts.clientIp,
       peerIp: facts.peerIp,
@@ -53,20 +50,41 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
       host: facts.host,
       requestId: facts.requestId,
     });
-    headers.set("x-edge-region", decision.region);
-    if (decision.country) headers.set("x-edge-country", decision.country);
-    headers.set("x-edge-client-ip", facts.clientIp);
-    headers.set("x-edge-rules-version", String(decision.rulesVersion));
+    setDecisionHeaders(headers, {
+      facts,
+      identity,
+      decision,
+      context: {
+        recentViews: context.recentViews.map((view) => view.itemId),
+        cartItemIds: context.cartItemIds,
+        segments: context.segments,
+      },
+    });
 
     const started = deps.mono();
-    const upstream = await fetchOrigin(url, { method: request.method, headers, body: request.body }, {
-      fetch: deps.fetch,
-      timeoutMs: config.originTimeoutMs,
-      signal: request.signal,
-    });
-    c.set("originMs", deps.mono() - started);
-    const responseHeaders = downstreamResponseHeaders(upstream.headers);
-    if (decision.personalized) applyPersonalizedCaching(responseHeaders, varyOn);
+    let upstream: Response;
+    try {
+      upstream = await fetchOrigin(url, { method: request.method, headers, body: request.body }, {
+        fetch: deps.fetch,
+        timeoutMs: config.originTimeoutMs,
+        signal: request.signal,
+      });
+    } catch (error) {
+      const durationMs = deps.mono() - started;
+      if (error instanceof EdgeError) {
+        deps.metrics.observeOrigin({
+          durationMs,
+          error: error instanceof OriginTimeoutError ? "timeout" : "unavailable",
+        });
+      }
+      throw error;
+    }
+    const originMs = deps.mono() - started;
+    c.set("originMs", originMs);
+    stages.act = originMs;
+    deps.metrics.observeOrigin({ durationMs: originMs, status: upstream.status });
+    const responseHeaders = downstreamResponseHeaders(upstream.headers, headers.get("accept-encoding"));
+    finishResponseHeaders(responseHeaders, { decision, clientHints: rules.clientHints, cookies });
     return new Response(upstream.body, {
       status: upstream.status,
       statusText: upstream.statusText,

@@ -37,17 +37,42 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
   verifier.catch(() => {});
   app.post("/sync", async (c) => {
     c.header("cache-control", "no-store");
-    const body = await readLimitedBody(c.req.raw.body, {
-      maxBytes: config.syncMaxBytes,
-      contentLength: c.req.header("content-length"),
-    });
-    const result = await ingestSync(deps.kv, { body, headers: c.req.raw.headers }, {
-      verifier: await verifier,
-      toleranceSec: config.syncToleranceSec,
-      apply: applyOptionsFromConfig(config, deps.now(), { onApplied: options.onApplied }),
-    });
-    if ("duplicate" in result) deps.log.info("sync duplicate", { requestId: c.get("requestId") });
-    else deps.log.info("sync applied", { requestId: c.get("requestId"), ...result });
+    const now = deps.now();
+    let result;
+    try {
+      const body = await readLimitedBody(c.req.raw.body, {
+        maxBytes: config.syncMaxBytes,
+        contentLength: c.req.header("content-length"),
+      });
+      result = await ingestSync(deps.kv, { body, headers: c.req.raw.headers }, {
+        verifier: await verifier,
+        toleranceSec: config.syncToleranceSec,
+        apply: applyOptionsFromConfig(config, now, {
+          onApplied: (userIds) => {
+            // This instance's cache must not serve what the batch just replaced.
+            deps.contextCache.invalidateMany(userIds);
+            options.onApplied?.(userIds);
+          },
+        }),
+        onApplied: (events) => {
+          const lagsMs: number[] = [];
+          for (const event of events) {
+            if ("at" in event && typeof event.at === "number") lagsMs.push(now - event.at);
+          }
+          deps.metrics.observeSync({ lagsMs });
+        },
+      });
+    } catch (error) {
+      deps.metrics.observeSync({ rejected: 1 });
+      throw error;
+    }
+    if ("duplicate" in result) {
+      deps.metrics.observeSync({ duplicate: 1 });
+      deps.log.info("sync duplicate", { requestId: c.get("requestId") });
+    } else {
+      deps.metrics.observeSync({ applied: result.applied, stale: result.stale });
+      deps.log.info("sync applied", { requestId: c.get("requestId"), ...result });
+    }
     return c.json(result);
   });
   return app;

@@ -10,6 +10,10 @@ import { EMPTY_RULES, parseRules, type RuleSet } from "../lib/rules.ts";
 import { RulesStore } from "../lib/rules_store.ts";
 import { UaCache } from "../lib/device.ts";
 import type { IpGeoDb } from "../lib/ip_geo.ts";
+import { ContextCache } from "../lib/context_cache.ts";
+import { backendClientFromConfig } from "../lib/backend.ts";
+import { EdgeMetrics } from "../lib/metrics.ts";
+import { createDecisionLogger } from "../lib/decision_log.ts";
 
 /** A request as a test origin saw it. */
 export interface SeenRequest {
@@ -83,17 +87,30 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
   const now = options.now ?? (() => Date.UTC(2026, 10, 26, 12, 0, 0));
   let next = 0;
   const lines = options.logLines;
+  const log = createLogger(config.logLevel, { now, sink: (line) => lines?.push(line) });
   return {
     config,
     kv: await Deno.openKv(":memory:"),
     fetch: globalThis.fetch,
     now,
     mono: () => performance.now(),
-    randomId: () => `id-${++next}`,
-    log: createLogger(config.logLevel, { now, sink: (line) => lines?.push(line) }),
+    randomId: () => `id-${String(++next).padStart(16, "0")}`,
+    log,
     rules: new RulesStore(parseRules(options.rules ?? EMPTY_RULES)),
     uaCache: new UaCache(100),
     ipGeo: options.ipGeo,
+    contextCache: new ContextCache({
+      maxEntries: config.contextCacheMaxEntries,
+      maxBytes: config.contextCacheMaxBytes,
+      maxStaleMs: config.contextMaxStaleMs,
+    }),
+    backend: backendClientFromConfig(config, { fetch: globalThis.fetch, now }),
+    metrics: new EdgeMetrics(),
+    logDecision: createDecisionLogger({
+      log,
+      rate: config.logSampleRate,
+      hashKey: "test-hash-key-0123456789",
+    }),
   };
 }
 

@@ -4,6 +4,7 @@
  * verification of the raw bytes, parsing and all-or-nothing validation, idempotency by
  * `webhook-id` shared through KV by every instance, and the convergent apply.
  */
+import type { SyncEvent } from "./schema.ts";
 import { EdgeError } from "../errors.ts";
 import { keys, parseStored } from "../store.ts";
 import { z } from "zod";
@@ -75,6 +76,8 @@ export interface IngestOptions {
   toleranceSec: number;
   /** Apply options (clock, TTLs, `onApplied`). */
   apply: ApplyOptions;
+  /** Told about the events of a batch once it has been applied (e.g. for sync-lag metrics). */
+  onApplied?: (events: readonly SyncEvent[]) => void;
 }
 
 /** The answer to a sync request. */
@@ -131,6 +134,7 @@ export async function ingestSync(
   }
   const rememberMs = 2 * options.toleranceSec * 1000;
   await kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs });
+  options.onApplied?.(events);
   return result;
 }
 

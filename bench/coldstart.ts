@@ -1,0 +1,156 @@
+/**
+ * @module
+ * `deno task bench:coldstart`: time from spawning the process to the first successful
+ * personalized response (the region-rewritten scenario request, answered 200 with the EU
+ * promotion), for `deno run main.ts` against a bare `Deno.serve` hello-world; median of
+ * `--starts N` (default 10) starts each, interleaved, after one unmeasured start of each to
+ * warm the module cache and page cache.
+ */
+import {
+  bound,
+  cpuLayout,
+  fmt,
+  freePort,
+  machineInfo,
+  median,
+  newSyncSecret,
+  numberArg,
+  Processes,
+  relative,
+  SCENARIO_HEADERS,
+  SCENARIO_PATH,
+  seedUser,
+  SERVICE_PERMISSIONS,
+  serviceEnv,
+  sleep,
+  startOrigin,
+  startService,
+  table,
+  writeResults,
+} from "./harness.ts";
+
+const starts = Math.max(10, Math.round(numberArg(Deno.args, "starts", 10)));
+const pollMs = numberArg(Deno.args, "poll-ms", 2);
+const layout = await cpuLayout();
+const processes = new Processes();
+const cancelDeadline = bound(processes, 120 + starts * 2 * 25);
+const tempDir = await Deno.makeTempDir({ prefix: "edge-bench-coldstart-" });
+
+// Keep this process (the poller) off the server's CPU.
+if (layout.load !== undefined) {
+  await new Deno.Command("taskset", {
+    args: ["-a", "-p", "-c", layout.load, String(Deno.pid)],
+    stdout: "null",
+  })
+    .output();
+}
+
+/**
+ * Spawns a process and polls until `ready` accepts a response.
+ *
+ * @returns milliseconds from spawn to the first accepted response
+ */
+async function timeStart(
+  name: string,
+  args: string[],
+  env: Record<string, string>,
+  url: string,
+  headers: Record<string, string>,
+  ready: (status: number, body: string) => boolean,
+): Promise<number> {
+  const t0 = performance.now();
+  const proc = processes.spawn(name, Deno.execPath(), { args, env, cpus: layout.server });
+  try {
+    const deadline = t0 + 30_000;
+    while (performance.now() < deadline) {
+      if (proc.hasExited()) throw new Error(`${name} exited during start:\n${proc.output()}`);
+      try {
+        const res = await fetch(url, { headers, signal: AbortSignal.timeout(5000) });
+        const body = await res.text();
+        if (ready(res.status, body)) return performance.now() - t0;
+      } catch {
+        // Not listening yet.
+      }
+      await sleep(pollMs);
+    }
+    throw new Error(`${name} gave no successful response within 30 s:\n${proc.output()}`);
+  } finally {
+    await processes.stop(proc);
+  }
+}
+
+const results: Record<string, unknown> = { benchmark: "coldstart", machine: await machineInfo(layout) };
+
+try {
+  const origin = await startOrigin(processes, layout.origin);
+  const kvPath = `${tempDir}/kv.sqlite`;
+  const syncSecret = newSyncSecret();
+  // One start to find which rules file the service accepts and to seed the user into the KV file.
+  const seeded = await startService(processes, {
+    originUrl: origin.url,
+    kvPath,
+    syncSecret,
+    cpus: layout.server,
+  });
+  const seedError = await seedUser(seeded.url, syncSecret);
+  if (seedError) console.warn(`warning: could not seed the scenario user: ${seedError}`);
+  await processes.stop(seeded.proc);
+  const rulesPath = seeded.rulesPath;
+
+  const service = () => {
+    const port = freePort();
+    return timeStart(
+      "service",
+      ["run", ...SERVICE_PERMISSIONS, "main.ts"],
+      serviceEnv({ originUrl: origin.url, kvPath, syncSecret, cpus: layout.server }, rulesPath, port),
+      `http://127.0.0.1:${port}${SCENARIO_PATH}`,
+      { ...SCENARIO_HEADERS },
+      (status, body) => status === 200 && body.includes('"region":"EU"'),
+    );
+  };
+  const bare = () => {
+    const port = freePort();
+    return timeStart(
+      "bare hello",
+      ["run", "--allow-net", "bench/bare_server.ts", "hello", String(port)],
+      {},
+      `http://127.0.0.1:${port}/`,
+      {},
+      (status) => status === 200,
+    );
+  };
+
+  console.log(`cold start: ${starts} starts each, interleaved; ${layout.description}`);
+  await service();
+  await bare();
+  const serviceMs: number[] = [];
+  const bareMs: number[] = [];
+  for (let i = 0; i < starts; i++) {
+    serviceMs.push(await service());
+    bareMs.push(await bare());
+    console.log(
+      `  start ${i + 1}/${starts}: service ${fmt(serviceMs.at(-1), 1)} ms, bare ${fmt(bareMs.at(-1), 1)} ms`,
+    );
+  }
+  const row = (name: string, xs: number[]) => {
+    const sorted = [...xs].sort((a, b) => a - b);
+    return [name, fmt(median(xs), 1), fmt(sorted[0], 1), fmt(sorted.at(-1), 1)];
+  };
+  console.log();
+  console.log(
+    table(["process", "median ms", "min ms", "max ms"], [row("service", serviceMs), row("bare", bareMs)]),
+  );
+  const ratio = median(serviceMs) / median(bareMs);
+  console.log(`service/bare: ${fmt(ratio, 2)}× (target ≤ 2×)`);
+  results.rules = relative(rulesPath);
+  results.serviceMs = serviceMs;
+  results.bareMs = bareMs;
+  results.medianServiceMs = median(serviceMs);
+  results.medianBareMs = median(bareMs);
+  results.ratio = ratio;
+  console.log(`\nresults: ${await writeResults("coldstart", results)}`);
+} finally {
+  await processes.stopAll();
+  cancelDeadline();
+  await Deno.remove(tempDir, { recursive: true }).catch(() => {});
+}

@@ -1,0 +1,105 @@
+/**
+ * @module
+ * `deno task bench:memory`: resident memory of the service before and after `--requests N`
+ * (default 100 000) requests from N distinct anonymous visitors — each its own `ep_uid` cookie
+ * and its own German address in a trusted `X-Forwarded-For` — on the personalized scenario
+ * path. Per-visitor state that is not bounded (caches, maps) shows up as growth here.
+ */
+import {
+  bound,
+  cpuLayout,
+  fmt,
+  machineInfo,
+  newSyncSecret,
+  numberArg,
+  Processes,
+  readRss,
+  relative,
+  runGenerator,
+  SCENARIO_HEADERS,
+  SCENARIO_PATH,
+  sleep,
+  startOrigin,
+  startService,
+  table,
+  writeResults,
+} from "./harness.ts";
+
+const requests = Math.round(numberArg(Deno.args, "requests", 100_000));
+const connections = Math.round(numberArg(Deno.args, "connections", 32));
+const layout = await cpuLayout();
+const processes = new Processes();
+// Bounded even on a slow service: 100 000 requests at 500/s is 200 s.
+const cancelDeadline = bound(processes, 120 + requests / 500);
+const tempDir = await Deno.makeTempDir({ prefix: "edge-bench-memory-" });
+const mb = (bytes: number) => bytes / 1048576;
+
+const results: Record<string, unknown> = {
+  benchmark: "memory",
+  machine: await machineInfo(layout),
+  requests,
+};
+
+try {
+  const origin = await startOrigin(processes, layout.origin);
+  const service = await startService(processes, {
+    originUrl: origin.url,
+    kvPath: `${tempDir}/kv.sqlite`,
+    syncSecret: newSyncSecret(),
+    cpus: layout.server,
+  });
+  // A few requests so that lazily initialised parts are in the start figure too.
+  const { cookie: _cookie, ...anonymousHeaders } = SCENARIO_HEADERS;
+  await runGenerator("deno", `${service.url}${SCENARIO_PATH}`, {
+    connections: 4,
+    requests: 200,
+    headers: anonymousHeaders,
+    cpus: layout.load,
+  });
+  await sleep(500);
+  const startRss = await readRss(service.proc.pid, "VmRSS");
+  console.log(
+    `memory: ${requests} requests from ${requests} distinct anonymous visitors, ${connections} connections`,
+  );
+  console.log(`  start RSS ${fmt(mb(startRss), 1)} MB`);
+  const load = await runGenerator("deno", `${service.url}${SCENARIO_PATH}`, {
+    connections,
+    requests,
+    headers: anonymousHeaders,
+    cpus: layout.load,
+    distinct: true,
+  });
+  const endRss = await readRss(service.proc.pid, "VmRSS");
+  await sleep(2000);
+  const settledRss = await readRss(service.proc.pid, "VmRSS");
+  const peakRss = await readRss(service.proc.pid, "VmHWM");
+  console.log();
+  console.log(table(
+    ["start RSS MB", "end RSS MB", "after 2 s MB", "peak RSS MB", "requests", "req/s", "errors"],
+    [[
+      fmt(mb(startRss), 1),
+      fmt(mb(endRss), 1),
+      fmt(mb(settledRss), 1),
+      fmt(mb(peakRss), 1),
+      String(load.requests),
+      fmt(load.rps, 0),
+      String(load.non2xx + load.socketErrors),
+    ]],
+  ));
+  console.log(
+    `growth ${fmt(mb(endRss - startRss), 1)} MB; target: RSS ≤ 150 MB after 100 000 distinct users`,
+  );
+  Object.assign(results, {
+    rules: relative(service.rulesPath),
+    startRssBytes: startRss,
+    endRssBytes: endRss,
+    settledRssBytes: settledRss,
+    peakRssBytes: peakRss,
+    load,
+  });
+  console.log(`\nresults: ${await writeResults("memory", results)}`);
+} finally {
+  await processes.stopAll();
+  cancelDeadline();
+  await Deno.remove(tempDir, { recursive: true }).catch(() => {});
+}

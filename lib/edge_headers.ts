@@ -1,0 +1,104 @@
+/**
+ * @module
+ * The act stage's header work: the `x-edge-*` headers that tell the origin what the edge
+ * decided, and the cookies the response must carry for the visitor's identity and stickiness.
+ */
+import type { Decision } from "./decide.ts";
+import type { Facts } from "./facts.ts";
+import { ANON_COOKIE, formatSticky, type Identity, STICKY_COOKIE } from "./identity.ts";
+import { serializeCookie } from "./cookies.ts";
+
+const ONE_YEAR_SECONDS = 365 * 24 * 60 * 60;
+/** Longest value of a list header (recent views, cart items, segments) sent to the origin. */
+export const MAX_LIST_HEADER = 1024;
+
+/** Behavioural data for the origin (left out entirely under GPC). */
+export interface OriginContext {
+  recentViews: readonly string[];
+  cartItemIds: readonly string[];
+  segments: readonly string[];
+}
+
+/**
+ * Sets the `x-edge-*` request headers for the origin. Call after every inbound `x-edge-*`
+ * header was stripped.
+ *
+ * @param headers the upstream request headers, changed in place
+ * @param inputs the facts, identity, decision and (optional) behavioural context
+ */
+export function setDecisionHeaders(
+  headers: Headers,
+  inputs: { facts: Facts; identity: Identity; decision: Decision; context?: OriginContext },
+): void {
+  const { facts, identity, decision, context } = inputs;
+  headers.set("x-edge-region", decision.region);
+  if (decision.country) headers.set("x-edge-country", decision.country);
+  headers.set("x-edge-device", facts.device.device);
+  headers.set("x-edge-network", facts.device.network);
+  headers.set("x-edge-client-ip", facts.clientIp);
+  headers.set("x-edge-rules-version", String(decision.rulesVersion));
+  headers.set("x-edge-visitor", identity.anonymousId);
+  if (identity.userId) headers.set("x-edge-user", identity.userId);
+  if (facts.gpc) headers.set("x-edge-gpc", "1");
+  const variants = Object.entries(decision.variants ?? {});
+  if (variants.length) headers.set("x-edge-variants", variants.map(([k, v]) => `${k}=${v}`).join(","));
+  const flags = Object.entries(decision.flags ?? {});
+  if (flags.length) {
+    headers.set(
+      "x-edge-flags",
+      flags.map(([k, v]) => `${k}=${encodeFlagValue(v)}`).join(","),
+    );
+  }
+  if (context && !facts.gpc) {
+    setList(headers, "x-edge-recent-views", context.recentViews);
+    setList(headers, "x-edge-cart-items", context.cartItemIds);
+    setList(headers, "x-edge-segments", context.segments);
+  }
+}
+
+function encodeFlagValue(value: unknown): string {
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  return encodeURIComponent(text ?? "null");
+}
+
+function setList(headers: Headers, name: string, items: readonly string[]): void {
+  if (!items.length) return;
+  let out = "";
+  for (const item of items) {
+    const encoded = encodeURIComponent(item);
+    const next = out ? `${out},${encoded}` : encoded;
+    if (next.length > MAX_LIST_HEADER) break;
+    out = next;
+  }
+  if (out) headers.set(name, out);
+}
+
+/**
+ * The `Set-Cookie` values the response needs: a new anonymous id, and the sticky assignments
+ * when they changed.
+ *
+ * @param identity the visitor's identity
+ * @param inputs the decision and whether the client used https (for `Secure`)
+ * @returns zero or more `Set-Cookie` header values
+ */
+export function responseCookies(
+  identity: Identity,
+  inputs: { decision: Decision; secure: boolean },
+): string[] {
+  const cookies: string[] = [];
+  const options = { maxAgeSeconds: ONE_YEAR_SECONDS, secure: inputs.secure, sameSite: "Lax" as const };
+  if (identity.newAnonymousId) cookies.push(serializeCookie(ANON_COOKIE, identity.anonymousId, options));
+  const sticky = inputs.decision.stickyAssignments;
+  if (sticky) {
+    const wanted = formatSticky(sticky);
+    const current = formatSticky(Object.fromEntries(identity.sticky));
+    if (wanted !== current) {
+      cookies.push(
+        wanted
+          ? serializeCookie(STICKY_COOKIE, wanted, options)
+          : serializeCookie(STICKY_COOKIE, "", { ...options, maxAgeSeconds: 0 }),
+      );
+    }
+  }
+  return cookies;
+}

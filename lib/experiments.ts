@@ -1,0 +1,144 @@
+/**
+ * @module
+ * A/B experiments: where an experiment applies (path and targeting), sticky assignment from
+ * the visitor's cookie, and GrowthBook-compatible bucketing for everyone else. Bots are served
+ * control and never counted.
+ */
+import { assignVariation, type ExperimentSpec, type Namespace } from "./bucketing.ts";
+import {
+  compileCondition,
+  type CompiledCondition,
+  type ConditionSpec,
+  globToRegExp,
+  matchesAnyPath,
+  matchesCondition,
+  type TargetingContext,
+} from "./targeting.ts";
+
+/** An experiment as written in the rules (after defaults). */
+export interface ExperimentDefinition {
+  key: string;
+  variations: readonly string[];
+  weights?: readonly number[] | undefined;
+  coverage: number;
+  seed?: string | undefined;
+  hashVersion: 1 | 2;
+  match: string | readonly string[];
+  namespace?: Namespace | undefined;
+  when?: ConditionSpec | undefined;
+  enabled: boolean;
+}
+
+/** An experiment compiled for evaluation. */
+export interface CompiledExperiment {
+  key: string;
+  variations: readonly string[];
+  /** Variation values, for checking sticky assignments. */
+  variationSet: ReadonlySet<string>;
+  /** The control variation (the first one). */
+  control: string;
+  spec: ExperimentSpec;
+  /** Path globs; undefined when the experiment applies to every path. */
+  paths: readonly RegExp[] | undefined;
+  when: CompiledCondition | undefined;
+  enabled: boolean;
+}
+
+/** What an experiment decided for one visitor. */
+export interface ExperimentResult {
+  /** The variation to serve (control when not in the experiment). */
+  variation: string;
+  /** Whether the visitor is part of the experiment (counted in its analysis). */
+  inExperiment: boolean;
+  /** The variation came from the sticky cookie rather than from hashing. */
+  sticky: boolean;
+}
+
+/** The visitor and request an experiment is evaluated for. */
+export interface ExperimentContext extends TargetingContext {
+  /** The bucketing key; empty means unknown (not in any experiment). */
+  key: string;
+  isBot: boolean;
+  /** Sticky assignments from the cookie: experiment key → variation value. */
+  sticky: ReadonlyMap<string, string>;
+}
+
+/**
+ * Compiles an experiment.
+ *
+ * @param definition the validated experiment
+ * @returns the compiled experiment
+ * @throws never
+ */
+export function compileExperiment(definition: ExperimentDefinition): CompiledExperiment {
+  const globs = typeof definition.match === "string" ? [definition.match] : definition.match;
+  const everywhere = globs.some((glob) => glob === "*");
+  return {
+    key: definition.key,
+    variations: definition.variations,
+    variationSet: new Set(definition.variations),
+    control: definition.variations[0] ?? "",
+    spec: {
+      key: definition.key,
+      numVariations: definition.variations.length,
+      seed: definition.seed,
+      hashVersion: definition.hashVersion,
+      weights: definition.weights,
+      coverage: definition.coverage,
+      namespace: definition.namespace,
+    },
+    paths: everywhere ? undefined : globs.map(globToRegExp),
+    when: definition.when ? compileCondition(definition.when) : undefined,
+    enabled: definition.enabled,
+  };
+}
+
+/**
+ * Tells whether an experiment applies to this request: it is enabled, its `match` covers the
+ * path (skipped when the path is unknown, as in OFREP without `path`) and its `when` holds.
+ *
+ * @param experiment the compiled experiment
+ * @param context the request and visitor attributes
+ * @returns true when the visitor is exposed to the experiment here
+ * @throws never
+ */
+export function experimentApplies(experiment: CompiledExperiment, context: TargetingContext): boolean {
+  if (!experiment.enabled) return false;
+  if (experiment.paths && context.path !== undefined && !matchesAnyPath(experiment.paths, context.path)) {
+    return false;
+  }
+  return matchesCondition(experiment.when, context);
+}
+
+/**
+ * Assigns a visitor to an experiment that applies: bots get control and are not in it; a sticky
+ * assignment that is still one of the variations is kept (even if weights, coverage or the
+ * namespace changed since); otherwise GrowthBook's bucketing decides, and visitors outside
+ * coverage or the namespace get control and are not in it.
+ *
+ * @param experiment the compiled experiment (call {@linkcode experimentApplies} first)
+ * @param context the visitor
+ * @returns the variation and whether the visitor is in the experiment
+ * @throws never
+ * @example
+ * ```ts
+ * const result = assignExperiment(hero, { ...context, key: "user-1", isBot: false, sticky: new Map() });
+ * result.variation; // "control", "a" or "b"
+ * ```
+ */
+export function assignExperiment(
+  experiment: CompiledExperiment,
+  context: ExperimentContext,
+): ExperimentResult {
+  if (context.isBot) return { variation: experiment.control, inExperiment: false, sticky: false };
+  const remembered = context.sticky.get(experiment.key);
+  if (remembered !== undefined && experiment.variationSet.has(remembered)) {
+    return { variation: remembered, inExperiment: true, sticky: true };
+  }
+  const assignment = assignVariation(context.key, experiment.spec);
+  return {
+    variation: experiment.variations[assignment.variationIndex] ?? experiment.control,
+    inExperiment: assignment.inExperiment,
+    sticky: false,
+  };
+}

@@ -1,0 +1,223 @@
+/**
+ * @module
+ * Feature flags: the first rule whose condition holds (and, for a percentage rollout, whose
+ * bucket the visitor falls in) gives the value; otherwise the default. Results carry a variant
+ * name and an OpenFeature reason so OFREP can answer with them unchanged.
+ */
+import { hash } from "./bucketing.ts";
+import {
+  compileCondition,
+  type CompiledCondition,
+  type ConditionSpec,
+  INPUT,
+  matchesCondition,
+  type TargetingContext,
+} from "./targeting.ts";
+
+/** The value types a flag can have. */
+export type FlagType = "boolean" | "string" | "number" | "object";
+
+/** OpenFeature resolution reasons used by the edge. */
+export type FlagReason = "STATIC" | "DEFAULT" | "TARGETING_MATCH" | "SPLIT" | "DISABLED" | "ERROR";
+
+/** A flag rule as written in the rules. */
+export interface FlagRuleDefinition {
+  when?: ConditionSpec | undefined;
+  rollout?: number | undefined;
+  seed?: string | undefined;
+  value?: unknown;
+  variant?: string | undefined;
+}
+
+/** A flag as written in the rules (after defaults). */
+export interface FlagDefinition {
+  key: string;
+  type: FlagType;
+  default: unknown;
+  variants?: Readonly<Record<string, unknown>> | undefined;
+  rules: readonly FlagRuleDefinition[];
+  enabled: boolean;
+}
+
+/** A flag rule compiled for evaluation. */
+export interface CompiledFlagRule {
+  when: CompiledCondition | undefined;
+  /** Share of visitors in `[0, 1]`; undefined means everyone who matches `when`. */
+  rollout: number | undefined;
+  seed: string;
+  value: unknown;
+  variant: string;
+  /** The rule needs a targeting key (rollout or a variant condition). */
+  needsKey: boolean;
+  /** {@linkcode INPUT} bits read by the rule. */
+  inputs: number;
+}
+
+/** A flag compiled for evaluation. */
+export interface CompiledFlag {
+  key: string;
+  type: FlagType;
+  defaultValue: unknown;
+  defaultVariant: string;
+  rules: readonly CompiledFlagRule[];
+  enabled: boolean;
+}
+
+/** The result of evaluating a flag. */
+export interface FlagEvaluation {
+  key: string;
+  value: unknown;
+  variant: string;
+  reason: FlagReason;
+  /** Set when `reason` is `ERROR`. */
+  errorCode?: "TARGETING_KEY_MISSING";
+  /** {@linkcode INPUT} bits the evaluation read. */
+  inputs: number;
+}
+
+/** The visitor a flag is evaluated for. */
+export interface FlagContext extends TargetingContext {
+  /** The targeting (bucketing) key; empty when unknown. */
+  key: string;
+}
+
+/**
+ * Compiles a flag: conditions, rollout seeds, and the variant name of every value (the name of
+ * an entry of `variants` with an equal value, else the value's text for scalars, else `default`
+ * or `rule-<n>`). Values are frozen, since every request shares them.
+ *
+ * @param definition the validated flag
+ * @returns the compiled flag
+ * @throws never
+ */
+export function compileFlag(definition: FlagDefinition): CompiledFlag {
+  const variants = Object.entries(definition.variants ?? {});
+  const nameOf = (value: unknown, fallback: string) => {
+    const text = JSON.stringify(value);
+    const named = variants.find(([, v]) => JSON.stringify(v) === text);
+    if (named) return named[0];
+    return typeof value === "object" && value !== null ? fallback : String(value);
+  };
+  return {
+    key: definition.key,
+    type: definition.type,
+    defaultValue: deepFreeze(definition.default),
+    defaultVariant: nameOf(definition.default, "default"),
+    enabled: definition.enabled,
+    rules: definition.rules.map((rule, index) => {
+      const value = rule.variant !== undefined ? definition.variants?.[rule.variant] : rule.value;
+      const when = rule.when ? compileCondition(rule.when) : undefined;
+      const needsKey = rule.rollout !== undefined || (when?.variants !== undefined);
+      return {
+        when,
+        rollout: rule.rollout,
+        seed: rule.seed ?? definition.key,
+        value: deepFreeze(value),
+        variant: rule.variant ?? nameOf(value, `rule-${index}`),
+        needsKey,
+        inputs: (when?.inputs ?? 0) | (needsKey ? INPUT.visitorKey : 0),
+      };
+    }),
+  };
+}
+
+/**
+ * Evaluates a flag: disabled → default (`DISABLED`); no rules → default (`STATIC`); else the
+ * first rule whose `when` holds and, with `rollout`, whose GrowthBook version 2 hash of
+ * (seed = rule seed or flag key, value = targeting key) is below the rollout gives its value
+ * (`SPLIT` for rollouts and variant conditions, `TARGETING_MATCH` otherwise); no rule →
+ * default (`DEFAULT`). A rule that needs a targeting key when there is none ends the evaluation
+ * with the default value, reason `ERROR` and `TARGETING_KEY_MISSING`.
+ *
+ * @param flag the compiled flag
+ * @param context the visitor, with the variants served on this request
+ * @returns value, variant, reason and the inputs read
+ * @throws never
+ * @example
+ * ```ts
+ * evaluateFlag(newSearch, { ...context, region: "EU", key: "u1" });
+ * // { key: "new-search", value: true, variant: "true", reason: "TARGETING_MATCH", inputs: 1 }
+ * ```
+ */
+export function evaluateFlag(flag: CompiledFlag, context: FlagContext): FlagEvaluation {
+  if (!flag.enabled) {
+    return {
+      key: flag.key,
+      value: flag.defaultValue,
+      variant: flag.defaultVariant,
+      reason: "DISABLED",
+      inputs: 0,
+    };
+  }
+  const rules = flag.rules;
+  if (rules.length === 0) {
+    return {
+      key: flag.key,
+      value: flag.defaultValue,
+      variant: flag.defaultVariant,
+      reason: "STATIC",
+      inputs: 0,
+    };
+  }
+  let inputs = 0;
+  for (let i = 0; i < rules.length; i++) {
+    const rule = rules[i]!;
+    inputs |= rule.inputs;
+    // A variant condition cannot be evaluated without a key; a rollout needs one once reached.
+    if (!context.key && rule.when?.variants !== undefined) return keyMissing(flag, inputs);
+    if (!matchesCondition(rule.when, context)) continue;
+    if (rule.rollout !== undefined) {
+      if (!context.key) return keyMissing(flag, inputs);
+      const n = hash(rule.seed, context.key, 2);
+      if (n === null || n >= rule.rollout) continue;
+    }
+    return {
+      key: flag.key,
+      value: rule.value,
+      variant: rule.variant,
+      reason: rule.needsKey ? "SPLIT" : "TARGETING_MATCH",
+      inputs,
+    };
+  }
+  return { key: flag.key, value: flag.defaultValue, variant: flag.defaultVariant, reason: "DEFAULT", inputs };
+}
+
+/**
+ * Tells whether a JSON value fits a flag type (`object` means a JSON object, not an array or null).
+ *
+ * @param type the flag type
+ * @param value the value
+ * @returns true when the value has that type
+ * @throws never
+ */
+export function valueHasType(type: FlagType, value: unknown): boolean {
+  switch (type) {
+    case "boolean":
+      return typeof value === "boolean";
+    case "string":
+      return typeof value === "string";
+    case "number":
+      return typeof value === "number" && Number.isFinite(value);
+    case "object":
+      return typeof value === "object" && value !== null && !Array.isArray(value);
+  }
+}
+
+function keyMissing(flag: CompiledFlag, inputs: number): FlagEvaluation {
+  return {
+    key: flag.key,
+    value: flag.defaultValue,
+    variant: flag.defaultVariant,
+    reason: "ERROR",
+    errorCode: "TARGETING_KEY_MISSING",
+    inputs,
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}

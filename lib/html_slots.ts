@@ -1,0 +1,272 @@
+/**
+ * @module
+ * Streaming HTML slots: for `text/html` origin responses, replaces `<edge-slot name="…">fallback
+ * </edge-slot>` elements and the inner content of elements with `data-edge-slot="…"` by content
+ * chosen at the edge, and can inject the edge context as inline JSON. Built on lol-html
+ * (WebAssembly build `html-rewriter-wasm`): output is produced as input arrives, so time to first
+ * byte does not wait for the whole page. Compressed bodies are decoded with
+ * `DecompressionStream`; anything that cannot be handled safely passes through untouched.
+ */
+import { type Element, HTMLRewriter } from "html-rewriter-wasm";
+
+/** The `id` of the injected context script. */
+export const DEFAULT_CONTEXT_SCRIPT_ID = "edge-context";
+
+/** Options for {@linkcode rewriteHtmlResponse} and {@linkcode rewriteHtmlStream}. */
+export interface HtmlSlotsOptions {
+  /**
+   * Slot name → HTML inserted as is (not escaped). It must come from the operator's rules, never
+   * from request data. A slot without content keeps its fallback.
+   */
+  slots?: ReadonlyMap<string, string>;
+  /**
+   * A JSON-serialisable value injected as `<script type="application/json" id="edge-context">`
+   * before `</head>`, else at the start of `<body>` (a page with neither gets nothing).
+   */
+  context?: unknown;
+  /** The injected script's `id` (default {@linkcode DEFAULT_CONTEXT_SCRIPT_ID}). */
+  contextScriptId?: string;
+  /**
+   * The response came from Deno's `fetch` with a request `Accept-Encoding` other than exactly
+   * `identity`: Deno 2.9 then hands back gzip and br bodies already decoded but keeps their
+   * `Content-Encoding` and `Content-Length` (denoland/deno#35124), so those codings must not be
+   * decoded again. `deflate` is never decoded by `fetch`. Default `false`: the headers describe
+   * the body.
+   */
+  fetchDecoded?: boolean;
+  /** Told when the rewrite fails mid-stream (the response body then errors). */
+  onError?: (error: unknown) => void;
+}
+
+/** Why a response is or is not rewritten. */
+export type HtmlRewritePlan =
+  | { rewrite: true; decode: CompressionFormat[] }
+  | {
+    rewrite: false;
+    reason:
+      | "no_body"
+      | "not_html"
+      | "partial"
+      | "unsupported_encoding"
+      | "unsupported_charset"
+      | "nothing_to_do";
+  };
+
+const CODINGS: Record<string, CompressionFormat> = {
+  gzip: "gzip",
+  "x-gzip": "gzip",
+  deflate: "deflate",
+  br: "brotli",
+};
+/** Codings Deno's `fetch` decodes by itself (it keeps the header). */
+const FETCH_DECODED = new Set(["gzip", "x-gzip", "br"]);
+const UTF8_CHARSETS = new Set(["utf-8", "utf8", "us-ascii"]);
+
+/**
+ * Decides whether a response can be rewritten and which decoders its body needs.
+ *
+ * @param response the origin response (its body is not touched)
+ * @param options the slots and context to insert
+ * @returns `rewrite: true` with the decoding steps (outermost coding first), or the reason not to
+ */
+export function planHtmlRewrite(response: Response, options: HtmlSlotsOptions): HtmlRewritePlan {
+  if (!response.body) return { rewrite: false, reason: "no_body" };
+  const contentType = response.headers.get("content-type") ?? "";
+  const [essence = "", ...params] = contentType.split(";");
+  if (essence.trim().toLowerCase() !== "text/html") return { rewrite: false, reason: "not_html" };
+  if (response.status === 206) return { rewrite: false, reason: "partial" };
+  if ((!options.slots || options.slots.size === 0) && options.context === undefined) {
+    return { rewrite: false, reason: "nothing_to_do" };
+  }
+  for (const param of params) {
+    const [name, value = ""] = param.split("=");
+    const charset = value.trim().replace(/^"|"$/g, "").toLowerCase();
+    if (name?.trim().toLowerCase() === "charset" && !UTF8_CHARSETS.has(charset)) {
+      return { rewrite: false, reason: "unsupported_charset" };
+    }
+  }
+  const codings = (response.headers.get("content-encoding") ?? "").split(",").map((c) =>
+    c.trim().toLowerCase()
+  )
+    .filter((c) => c !== "" && c !== "identity");
+  const decode: CompressionFormat[] = [];
+  // Codings are listed in the order they were applied: undo them from the last.
+  for (const coding of codings.reverse()) {
+    if (options.fetchDecoded && FETCH_DECODED.has(coding)) continue;
+    const format = CODINGS[coding];
+    if (!format || !decoderAvailable(format)) return { rewrite: false, reason: "unsupported_encoding" };
+    decode.push(format);
+  }
+  return { rewrite: true, decode };
+}
+
+/**
+ * Rewrites an HTML response as it streams: slots replaced, context injected. The result has no
+ * `Content-Encoding`, `Content-Length` or `ETag` (the body is decoded and personalised; `Deno.serve`
+ * compresses it again for clients that accept it). Responses that are not `text/html`, have no
+ * body, are partial (206), use a charset other than UTF-8, or an encoding `DecompressionStream`
+ * cannot decode are returned unchanged, as are pages when there is nothing to insert.
+ *
+ * @param response the origin response; its body is consumed when rewritten
+ * @param options slot content, context, error callback
+ * @returns the rewritten response (same status and other headers), or `response` itself
+ * @example
+ * ```ts
+ * const page = rewriteHtmlResponse(await fetch(originUrl), {
+ *   slots: new Map([["hero", "<h2>Hello, Europe</h2>"]]),
+ *   context: { region: "EU", segments: ["vip"] },
+ * });
+ * ```
+ */
+export function rewriteHtmlResponse(response: Response, options: HtmlSlotsOptions): Response {
+  const plan = planHtmlRewrite(response, options);
+  if (!plan.rewrite || !response.body) return response;
+  let body = response.body;
+  for (const format of plan.decode) body = decode(body, format);
+  const headers = new Headers(response.headers);
+  headers.delete("content-encoding");
+  headers.delete("content-length");
+  headers.delete("etag");
+  return new Response(rewriteHtmlStream(body, options), {
+    status: response.status,
+    statusText: response.statusText,
+    headers,
+  });
+}
+
+/**
+ * Rewrites a stream of (decoded, UTF-8) HTML. Each input chunk is written to the rewriter as it
+ * is read and whatever output it yields is passed on, so the consumer's pace (backpressure)
+ * drives the reading. Cancelling the output cancels the input.
+ *
+ * @param body the HTML bytes
+ * @param options slot content, context, error callback
+ * @returns the rewritten HTML bytes
+ */
+export function rewriteHtmlStream(
+  body: ReadableStream<Uint8Array>,
+  options: HtmlSlotsOptions,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let rewriter: HTMLRewriter | undefined;
+  let produced = 0;
+  let finished = false;
+  const release = () => {
+    finished = true;
+    rewriter?.free();
+    rewriter = undefined;
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      rewriter = createRewriter((chunk) => {
+        if (chunk.byteLength === 0) return;
+        produced++;
+        controller.enqueue(chunk);
+      }, options);
+    },
+    async pull(controller) {
+      const before = produced;
+      try {
+        // Read until the rewriter yields output, so each pull delivers something.
+        while (!finished && produced === before) {
+          const { done, value } = await reader.read();
+          if (finished || !rewriter) return;
+          if (done) {
+            await rewriter.end();
+            release();
+            controller.close();
+            return;
+          }
+          await rewriter.write(value);
+        }
+      } catch (error) {
+        release();
+        options.onError?.(error);
+        controller.error(error);
+        await reader.cancel(error).catch(() => {});
+      }
+    },
+    async cancel(reason) {
+      release();
+      await reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+}
+
+/**
+ * Serialises a value as JSON that is safe inside an HTML `<script>` element: `<`, `>`, `&` and
+ * the line separators U+2028/U+2029 are written as `\u` escapes, so `</script>` or `<!--` in
+ * a string cannot end or confuse the element. `JSON.parse` reads it back unchanged.
+ *
+ * @param value a JSON-serialisable value
+ * @returns the escaped JSON text (`null` for `undefined`)
+ */
+export function serializeJsonForScript(value: unknown): string {
+  return (JSON.stringify(value) ?? "null").replace(
+    /[<>&\u2028\u2029]/g,
+    (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
+}
+
+function createRewriter(sink: (chunk: Uint8Array) => void, options: HtmlSlotsOptions): HTMLRewriter {
+  const rewriter = new HTMLRewriter(sink);
+  const slots = options.slots;
+  if (slots && slots.size > 0) {
+    rewriter.on("edge-slot", {
+      element(element: Element) {
+        const content = slots.get(element.getAttribute("name") ?? "");
+        if (content !== undefined) element.replace(content, { html: true });
+        // No content: the fallback stays, without the wrapper, as the replaced slot would be.
+        else element.removeAndKeepContent();
+      },
+    });
+    rewriter.on("[data-edge-slot]", {
+      element(element: Element) {
+        const content = slots.get(element.getAttribute("data-edge-slot") ?? "");
+        if (content !== undefined) element.setInnerContent(content, { html: true });
+      },
+    });
+  }
+  if (options.context !== undefined) {
+    const id = (options.contextScriptId ?? DEFAULT_CONTEXT_SCRIPT_ID).replace(/[^A-Za-z0-9_-]/g, "");
+    const script = `<script type="application/json" id="${id}">${
+      serializeJsonForScript(options.context)
+    }</script>`;
+    let injected = false;
+    rewriter.on("head", {
+      element(element: Element) {
+        if (injected) return;
+        injected = true;
+        element.append(script, { html: true });
+      },
+    });
+    rewriter.on("body", {
+      element(element: Element) {
+        if (injected) return;
+        injected = true;
+        element.prepend(script, { html: true });
+      },
+    });
+  }
+  return rewriter;
+}
+
+function decode(
+  body: ReadableStream<Uint8Array<ArrayBuffer>>,
+  format: CompressionFormat,
+): ReadableStream<Uint8Array<ArrayBuffer>> {
+  const decoder = new DecompressionStream(format);
+  // Errors surface on `decoder.readable` (and so in the rewritten body); cancelling it cancels `body`.
+  body.pipeTo(decoder.writable).catch(() => {});
+  return decoder.readable;
+}
+
+function decoderAvailable(format: CompressionFormat): boolean {
+  try {
+    // Only the formats this runtime supports construct; the check costs one allocation.
+    new DecompressionStream(format);
+    return true;
+  } catch {
+    return false;
+  }
+}

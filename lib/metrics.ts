@@ -1,0 +1,603 @@
+/**
+ * @module
+ * The metrics registry: request, stage, origin, KV, cache, read-through, sync and rules metrics
+ * in the Prometheus text format, on top of `prom-client`. One {@linkcode EdgeMetrics} object is
+ * created in `main.ts` and handed around; every label value is drawn from a closed set so the
+ * number of series stays bounded whatever the traffic (no user ids, no raw paths, regions capped
+ * to the ones the rules know).
+ */
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
+
+/** Route classes a request is counted under. */
+export const ROUTE_CLASSES = ["proxy", "edge", "sync", "ofrep", "ops"] as const;
+/** Which kind of endpoint answered a request. */
+export type RouteClass = typeof ROUTE_CLASSES[number];
+
+/** Pipeline stages timed per request, in order. */
+export const STAGES = ["facts", "identity", "context", "decide", "act"] as const;
+/** A pipeline stage. */
+export type Stage = typeof STAGES[number];
+/** Per-stage durations in milliseconds; stages that did not run are left out. */
+export type StageDurations = Partial<Record<Stage, number>>;
+
+/** Why a request to the origin failed. */
+export type OriginErrorKind = "timeout" | "unavailable" | "5xx";
+
+/** KV reads timed separately. */
+export const KV_READS = ["session", "context", "related", "rules", "other"] as const;
+/** What a KV read was for. */
+export type KvRead = typeof KV_READS[number];
+
+/** Outcomes of the per-isolate context cache. */
+export type CacheResult = "hit" | "miss";
+
+/** Outcomes of a backend read-through. */
+export const READ_THROUGH_OUTCOMES = [
+  "ok",
+  "not_found",
+  "timeout",
+  "error",
+  "breaker_open",
+  "skipped",
+] as const;
+/** How a backend read-through ended. */
+export type ReadThroughOutcome = typeof READ_THROUGH_OUTCOMES[number];
+
+/** States of the read-through circuit breaker. */
+export const BREAKER_STATES = ["closed", "half_open", "open"] as const;
+/** A circuit breaker state. */
+export type BreakerState = typeof BREAKER_STATES[number];
+
+/** Label value used when a request has no region (ops, sync). */
+export const NO_REGION = "none";
+/** Label value for every region the rules do not know (bounds cardinality). */
+export const OTHER = "other";
+/** At most this many distinct region label values are kept; the rest count as {@linkcode OTHER}. */
+export const MAX_REGIONS = 64;
+
+/** Buckets for the whole request and the origin, in seconds (0.5 ms … 10 s). */
+export const REQUEST_BUCKETS: readonly number[] = [
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+];
+/** Buckets for pipeline stages, in seconds (25 µs … 1 s): most stages take well under a millisecond. */
+export const STAGE_BUCKETS: readonly number[] = [
+  0.000025,
+  0.00005,
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  1,
+];
+/** Buckets for KV reads and backend read-throughs, in seconds (0.1 ms … 2.5 s). */
+export const KV_BUCKETS: readonly number[] = [
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+];
+/** Buckets for sync lag (now − event time), in seconds (50 ms … 1 h). */
+export const SYNC_LAG_BUCKETS: readonly number[] = [
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+  10,
+  30,
+  60,
+  300,
+  900,
+  3600,
+];
+
+/** What {@linkcode EdgeMetrics.observeRequest} records. */
+export interface RequestObservation {
+  routeClass: RouteClass;
+  /** The HTTP status sent to the client. */
+  status: number;
+  /** The decided region; undefined for requests that have none (ops, sync). */
+  region?: string | undefined;
+  /** Whole request, in milliseconds (to the response headers). */
+  durationMs: number;
+  /** Per-stage durations, in milliseconds. */
+  stages?: StageDurations;
+  /** Time spent waiting for the origin's headers, in milliseconds; the rest is the edge's own time. */
+  originMs?: number | undefined;
+}
+
+/** What {@linkcode EdgeMetrics.observeOrigin} records. */
+export interface OriginObservation {
+  /** Time to the origin's response headers (or to the failure), in milliseconds. */
+  durationMs: number;
+  /** The origin's status, when it answered. */
+  status?: number;
+  /** Set when no response came: the timeout elapsed or the connection failed. */
+  error?: "timeout" | "unavailable";
+}
+
+/** What {@linkcode EdgeMetrics.observeSync} records for one batch. */
+export interface SyncObservation {
+  applied?: number;
+  stale?: number;
+  rejected?: number;
+  duplicate?: number;
+  /** For each event, now − event time, in milliseconds. */
+  lagsMs?: Iterable<number>;
+}
+
+/** What {@linkcode EdgeMetrics.observeReadThrough} records. */
+export interface ReadThroughObservation {
+  outcome: ReadThroughOutcome;
+  /** Time spent, in milliseconds; leave out when no call was made (breaker open, skipped). */
+  durationMs?: number;
+}
+
+/** The subset of a compiled rule set the metrics need (`CompiledRules` fits). */
+export interface RulesInfo {
+  version: number;
+  regionNames: Iterable<string>;
+  defaultRegion?: string;
+}
+
+/** The memory figures reported (`Deno.memoryUsage()` fits). */
+export interface MemoryUsage {
+  rss: number;
+  heapTotal: number;
+  heapUsed: number;
+  external: number;
+}
+
+/** Options for {@linkcode EdgeMetrics}. */
+export interface EdgeMetricsOptions {
+  /** Metric name prefix (default `edge_`). */
+  prefix?: string;
+  /** Regions known before the first {@linkcode EdgeMetrics.setRules} call. */
+  regions?: Iterable<string>;
+  /** Read at each scrape for the memory gauge; leave out to report no memory figures. */
+  memoryUsage?: () => MemoryUsage;
+  /** Labels added to every series, e.g. `{ instance: "edge-1" }`; keep them few and fixed. */
+  defaultLabels?: Record<string, string>;
+}
+
+/**
+ * The service's metrics. Recording is synchronous and costs a few microseconds per request
+ * (`bench/metrics_bench.ts`), so it can sit on the request path; {@linkcode EdgeMetrics.render}
+ * produces the exposition.
+ *
+ * @example
+ * ```ts
+ * const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
+ * metrics.setRules(deps.rules.current);
+ * metrics.observeRequest({ routeClass: "proxy", status: 200, region: "EU", durationMs: 3.2 });
+ * const text = await metrics.render();
+ * ```
+ */
+export class EdgeMetrics {
+  /** The `Content-Type` of {@linkcode EdgeMetrics.render}'s output. */
+  readonly contentType: string;
+  readonly #registry: Registry;
+  #regions: Set<string> = new Set();
+  readonly #requests: Counter<"route_class" | "status_class" | "region">;
+  readonly #requestDuration: Histogram<"route_class" | "region">;
+  readonly #overhead: Histogram<"route_class" | "region">;
+  readonly #stageDuration: Histogram<"stage" | "region">;
+  readonly #originDuration: Histogram<"status_class">;
+  readonly #originErrors: Counter<"kind">;
+  readonly #kvRead: Histogram<"read">;
+  readonly #contextCache: Counter<"result">;
+  readonly #readThrough: Counter<"outcome">;
+  readonly #readThroughDuration: Histogram<"outcome">;
+  readonly #breaker: Gauge<"state">;
+  readonly #syncEvents: Counter<"result">;
+  readonly #syncLag: Histogram<string>;
+  readonly #rulesVersion: Gauge<"role">;
+  readonly #cacheSize: Gauge<"unit">;
+  readonly #collectHooks: Array<() => void> = [];
+
+  /** @param options prefix, initial regions, memory source, default labels */
+  constructor(options: EdgeMetricsOptions = {}) {
+    const p = options.prefix ?? "edge_";
+    const registry = new Registry();
+    if (options.defaultLabels) registry.setDefaultLabels(options.defaultLabels);
+    this.#registry = registry;
+    this.contentType = registry.contentType;
+    const registers = [registry];
+    if (options.regions) this.#setRegions(options.regions);
+
+    this.#requests = new Counter({
+      name: `${p}requests_total`,
+      help: "Requests answered, by route class, status class and region.",
+      labelNames: ["route_class", "status_class", "region"],
+      registers,
+    });
+    this.#requestDuration = new Histogram({
+      name: `${p}request_duration_seconds`,
+      help: "Time from receiving a request to its response headers, by route class and region.",
+      labelNames: ["route_class", "region"],
+      buckets: [...REQUEST_BUCKETS],
+      registers,
+    });
+    this.#overhead = new Histogram({
+      name: `${p}overhead_duration_seconds`,
+      help: "The edge's own share of each request: request duration minus time waiting for the origin.",
+      labelNames: ["route_class", "region"],
+      buckets: [...STAGE_BUCKETS],
+      registers,
+    });
+    this.#stageDuration = new Histogram({
+      name: `${p}stage_duration_seconds`,
+      help: "Time spent in each pipeline stage (facts, identity, context, decide, act), by region.",
+      labelNames: ["stage", "region"],
+      buckets: [...STAGE_BUCKETS],
+      registers,
+    });
+    this.#originDuration = new Histogram({
+      name: `${p}origin_duration_seconds`,
+      help: "Time to the origin's response headers, by status class (error when none came).",
+      labelNames: ["status_class"],
+      buckets: [...REQUEST_BUCKETS],
+      registers,
+    });
+    this.#originErrors = new Counter({
+      name: `${p}origin_errors_total`,
+      help: "Failed origin requests, by kind (timeout, unavailable, 5xx).",
+      labelNames: ["kind"],
+      registers,
+    });
+    this.#kvRead = new Histogram({
+      name: `${p}kv_read_duration_seconds`,
+      help: "Deno KV read latency, by what was read.",
+      labelNames: ["read"],
+      buckets: [...KV_BUCKETS],
+      registers,
+    });
+    this.#contextCache = new Counter({
+      name: `${p}context_cache_total`,
+      help: "Per-isolate context cache lookups, by result (hit, miss).",
+      labelNames: ["result"],
+      registers,
+    });
+    this.#readThrough = new Counter({
+      name: `${p}read_through_total`,
+      help: "Backend read-throughs, by outcome.",
+      labelNames: ["outcome"],
+      registers,
+    });
+    this.#readThroughDuration = new Histogram({
+      name: `${p}read_through_duration_seconds`,
+      help: "Backend read-through latency, by outcome.",
+      labelNames: ["outcome"],
+      buckets: [...KV_BUCKETS],
+      registers,
+    });
+    this.#breaker = new Gauge({
+      name: `${p}read_through_breaker_state`,
+      help: "Read-through circuit breaker: 1 for the current state, 0 for the others.",
+      labelNames: ["state"],
+      registers,
+    });
+    this.#syncEvents = new Counter({
+      name: `${p}sync_events_total`,
+      help: "Sync events received, by result (applied, stale, rejected, duplicate).",
+      labelNames: ["result"],
+      registers,
+    });
+    this.#syncLag = new Histogram({
+      name: `${p}sync_lag_seconds`,
+      help: "Sync lag of each received event: time of receipt minus the event's own time.",
+      buckets: [...SYNC_LAG_BUCKETS],
+      registers,
+    });
+    this.#rulesVersion = new Gauge({
+      name: `${p}rules_version`,
+      help: "Rule set version in use, by role (active, canary).",
+      labelNames: ["role"],
+      registers,
+    });
+    this.#cacheSize = new Gauge({
+      name: `${p}context_cache_size`,
+      help: "Per-isolate context cache size, by unit (entries, bytes).",
+      labelNames: ["unit"],
+      registers,
+    });
+    const memoryUsage = options.memoryUsage;
+    if (memoryUsage) {
+      new Gauge({
+        name: `${p}process_memory_bytes`,
+        help: "Process memory at scrape time, by area (rss, heap_total, heap_used, external).",
+        labelNames: ["area"],
+        registers,
+        collect() {
+          try {
+            const usage = memoryUsage();
+            this.set({ area: "rss" }, usage.rss);
+            this.set({ area: "heap_total" }, usage.heapTotal);
+            this.set({ area: "heap_used" }, usage.heapUsed);
+            this.set({ area: "external" }, usage.external);
+          } catch {
+            // A host without memory figures leaves the gauge empty rather than failing the scrape.
+          }
+        },
+      });
+    }
+
+    // Series that alerts divide by or compare against exist from the start, so a quiet instance
+    // reports 0 instead of nothing.
+    for (const kind of ["timeout", "unavailable", "5xx"]) this.#originErrors.inc({ kind }, 0);
+    for (const result of ["hit", "miss"]) this.#contextCache.inc({ result }, 0);
+    for (const result of ["applied", "stale", "rejected", "duplicate"]) this.#syncEvents.inc({ result }, 0);
+    this.setBreakerState("closed");
+  }
+
+  /**
+   * Records one answered request: the request counter, the request and overhead histograms, and
+   * each stage.
+   *
+   * @param observation route class, status, region, durations in milliseconds (origin included)
+   */
+  observeRequest(observation: RequestObservation): void {
+    const routeClass = oneOf(observation.routeClass, ROUTE_CLASSES);
+    const region = this.#region(observation.region);
+    this.#requests.inc({ route_class: routeClass, status_class: statusClass(observation.status), region });
+    this.#requestDuration.observe({ route_class: routeClass, region }, seconds(observation.durationMs));
+    const own = observation.durationMs - (observation.originMs ?? 0);
+    this.#overhead.observe({ route_class: routeClass, region }, seconds(own));
+    const stages = observation.stages;
+    if (!stages) return;
+    for (const stage of STAGES) {
+      const ms = stages[stage];
+      if (ms !== undefined) this.#stageDuration.observe({ stage, region }, seconds(ms));
+    }
+  }
+
+  /**
+   * Records one request to the origin: its latency, and an error of kind `timeout`,
+   * `unavailable` or `5xx` when it failed.
+   *
+   * @param observation duration in milliseconds and status, or the error
+   */
+  observeOrigin(observation: OriginObservation): void {
+    const kind: OriginErrorKind | undefined = observation.error ??
+      (observation.status !== undefined && observation.status >= 500 ? "5xx" : undefined);
+    const status = observation.error || observation.status === undefined
+      ? "error"
+      : statusClass(observation.status);
+    this.#originDuration.observe({ status_class: status }, seconds(observation.durationMs));
+    if (kind) this.#originErrors.inc({ kind });
+  }
+
+  /**
+   * Records one Deno KV read.
+   *
+   * @param durationMs how long the read took, in milliseconds
+   * @param options what was read (default `other`)
+   */
+  observeKvRead(durationMs: number, options: { read?: KvRead } = {}): void {
+    this.#kvRead.observe({ read: oneOf(options.read ?? "other", KV_READS, "other") }, seconds(durationMs));
+  }
+
+  /**
+   * Records one lookup in the per-isolate context cache.
+   *
+   * @param result `hit` or `miss`
+   */
+  observeContextCache(result: CacheResult): void {
+    this.#contextCache.inc({ result: result === "hit" ? "hit" : "miss" });
+  }
+
+  /**
+   * Records one backend read-through.
+   *
+   * @param observation the outcome and, when a call was made, its duration in milliseconds
+   */
+  observeReadThrough(observation: ReadThroughObservation): void {
+    const outcome = oneOf(observation.outcome, READ_THROUGH_OUTCOMES, "error");
+    this.#readThrough.inc({ outcome });
+    if (observation.durationMs !== undefined) {
+      this.#readThroughDuration.observe({ outcome }, seconds(observation.durationMs));
+    }
+  }
+
+  /**
+   * Sets the context cache size gauges.
+   *
+   * @param size current entries and estimated bytes
+   */
+  setContextCacheSize(size: { entries: number; bytes: number }): void {
+    this.#cacheSize.set({ unit: "entries" }, size.entries);
+    this.#cacheSize.set({ unit: "bytes" }, size.bytes);
+  }
+
+  /**
+   * Registers a function run at the start of every {@linkcode EdgeMetrics.render}, for values
+   * cheaper to read at scrape time than to push on every change (breaker state, cache size).
+   * A hook that throws is skipped for that scrape.
+   *
+   * @param hook reads some state and calls this object's setters
+   * @example
+   * ```ts
+   * metrics.addCollectHook(() => metrics.setBreakerState(backend.breaker().state));
+   * ```
+   */
+  addCollectHook(hook: () => void): void {
+    this.#collectHooks.push(hook);
+  }
+
+  /**
+   * Sets the read-through circuit breaker's current state.
+   *
+   * @param state `closed`, `half_open` or `open`
+   */
+  setBreakerState(state: BreakerState): void {
+    for (const candidate of BREAKER_STATES) {
+      this.#breaker.set({ state: candidate }, candidate === state ? 1 : 0);
+    }
+  }
+
+  /**
+   * Records one sync batch: counts by result and the lag of each event.
+   *
+   * @param observation counts and lags (negative lags, from clock skew, count as 0)
+   */
+  observeSync(observation: SyncObservation): void {
+    for (const result of ["applied", "stale", "rejected", "duplicate"] as const) {
+      const n = observation[result];
+      if (typeof n === "number" && n > 0) this.#syncEvents.inc({ result }, n);
+    }
+    if (observation.lagsMs) {
+      for (const lag of observation.lagsMs) {
+        if (Number.isFinite(lag)) this.#syncLag.observe(Math.max(0, lag) / 1000);
+      }
+    }
+  }
+
+  /**
+   * Sets the rules version gauge and the regions used as label values. Call it at start-up and
+   * whenever the rules change (`metrics.setRules(deps.rules.current)`).
+   *
+   * @param rules the version, region names and default region of the active rules
+   */
+  setRules(rules: RulesInfo): void {
+    const names = [...rules.regionNames];
+    if (rules.defaultRegion) names.push(rules.defaultRegion);
+    this.#setRegions(names);
+    this.setRulesVersion(rules.version);
+  }
+
+  /**
+   * Sets the rules version gauge for one role; `undefined` removes the series (no canary).
+   *
+   * @param version the version, or undefined
+   * @param options the role (default `active`)
+   */
+  setRulesVersion(version: number | undefined, options: { role?: "active" | "canary" } = {}): void {
+    const role = options.role ?? "active";
+    if (version === undefined) this.#rulesVersion.remove({ role });
+    else this.#rulesVersion.set({ role }, version);
+  }
+
+  /**
+   * The region label value a region is counted under: itself when the rules know it,
+   * {@linkcode OTHER} when not, {@linkcode NO_REGION} when absent.
+   *
+   * @param region a region name or undefined
+   * @returns the label value
+   */
+  regionLabel(region: string | undefined): string {
+    return this.#region(region);
+  }
+
+  /**
+   * Renders every metric in the Prometheus text format (see {@linkcode EdgeMetrics.contentType}).
+   *
+   * @returns the exposition text
+   */
+  render(): Promise<string> {
+    for (const hook of this.#collectHooks) {
+      try {
+        hook();
+      } catch {
+        // One broken source must not take the whole scrape down.
+      }
+    }
+    return this.#registry.metrics();
+  }
+
+  #region(region: string | undefined): string {
+    if (region === undefined || region === "") return NO_REGION;
+    return this.#regions.has(region) ? region : OTHER;
+  }
+
+  #setRegions(names: Iterable<string>): void {
+    // Regions from earlier rule sets stay known: their series already exist, and dropping the
+    // name would only move the same traffic to "other" mid-graph.
+    const next = new Set(this.#regions);
+    for (const name of names) {
+      if (next.size >= MAX_REGIONS) break;
+      if (name !== NO_REGION && name !== OTHER && /^[A-Za-z0-9_-]{1,32}$/.test(name)) next.add(name);
+    }
+    this.#regions = next;
+  }
+}
+
+/**
+ * The status class label of an HTTP status: `1xx` … `5xx`, or `other`.
+ *
+ * @param status an HTTP status code
+ * @returns the class label
+ */
+export function statusClass(status: number): string {
+  if (status >= 100 && status < 600) return `${Math.floor(status / 100)}xx`;
+  return OTHER;
+}
+
+function seconds(ms: number): number {
+  return Number.isFinite(ms) && ms > 0 ? ms / 1000 : 0;
+}
+
+// Label values come from callers as strings; anything outside the closed set is folded into one
+// value so a bug upstream cannot create unbounded series.
+function oneOf(value: string, allowed: readonly string[], fallback: string = OTHER): string {
+  return allowed.includes(value) ? value : fallback;
+}
+
+/**
+ * Maps the context stage's read-through outcome onto the metric's bounded label set.
+ *
+ * @param outcome `ok`, `unknown_user`, `invalid_events`, `skipped` or `failed:<reason>`
+ * @returns the label value
+ */
+export function readThroughLabel(outcome: string): ReadThroughOutcome {
+  if (outcome === "ok" || outcome === "skipped") return outcome;
+  if (outcome === "unknown_user") return "not_found";
+  if (outcome === "failed:timeout") return "timeout";
+  if (outcome === "failed:breaker_open") return "breaker_open";
+  return "error";
+}
+
+/**
+ * Classifies a request path for the `route_class` label (never the raw path).
+ *
+ * @param path the request path
+ * @returns the route class
+ */
+export function routeClassOf(path: string): RouteClass {
+  if (path.startsWith("/ofrep/")) return "ofrep";
+  if (!path.startsWith("/_edge/")) return "proxy";
+  if (path === "/_edge/sync") return "sync";
+  if (path === "/_edge/health" || path === "/_edge/ready" || path === "/_edge/metrics") return "ops";
+  return "edge";
+}

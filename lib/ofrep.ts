@@ -1,0 +1,244 @@
+/**
+ * @module
+ * The OpenFeature Remote Evaluation Protocol (OFREP) core, Hono-free: request parsing, single
+ * and bulk flag evaluation against the rules with OFREP's response shapes and error codes, the
+ * bulk `ETag`, and API-key checks.
+ */
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import type { CompiledRules } from "./rules.ts";
+import { resolveRegion } from "./geo.ts";
+import { evaluateFlag, type FlagContext, type FlagEvaluation } from "./flags.ts";
+import { assignExperiment, experimentApplies } from "./experiments.ts";
+import { DEVICE_CLASSES, NETWORK_CLASSES } from "./targeting.ts";
+import { constantTimeEqual } from "./secure.ts";
+
+/** Largest accepted OFREP request body, in bytes. */
+export const OFREP_MAX_BODY_BYTES = 64 * 1024;
+
+/** OFREP error codes the edge answers with. */
+export type OfrepErrorCode = "PARSE_ERROR" | "INVALID_CONTEXT" | "TARGETING_KEY_MISSING" | "FLAG_NOT_FOUND";
+
+/** A successful flag evaluation as OFREP sends it. */
+export interface OfrepSuccess {
+  key: string;
+  value: unknown;
+  reason: string;
+  variant: string;
+  metadata: Record<string, string | number | boolean>;
+}
+
+/** A failed flag evaluation as OFREP sends it. */
+export interface OfrepFailure {
+  key: string;
+  errorCode: OfrepErrorCode;
+  errorDetails: string;
+}
+
+/** A request-level failure of the bulk endpoint. */
+export interface OfrepBulkFailure {
+  errorCode: OfrepErrorCode;
+  errorDetails: string;
+}
+
+/** What the route sends: status, JSON body (none for 304) and, for bulk answers, the ETag. */
+export interface OfrepAnswer {
+  status: 200 | 304 | 400 | 404;
+  body?: OfrepSuccess | OfrepFailure | OfrepBulkFailure | { flags: (OfrepSuccess | OfrepFailure)[] };
+  etag?: string;
+}
+
+const ContextSchema = z.looseObject({
+  targetingKey: z.string().max(256).optional(),
+  region: z.string().min(1).max(32).optional(),
+  country: z.string().regex(/^[A-Za-z]{2}$/, "must be an ISO 3166-1 alpha-2 country code").optional(),
+  device: z.enum(DEVICE_CLASSES).optional(),
+  network: z.enum(NETWORK_CLASSES).optional(),
+  platform: z.string().max(32).optional(),
+  segments: z.array(z.string().max(64)).max(100).optional(),
+  path: z.string().startsWith("/", 'must start with "/"').max(2048).optional(),
+  loggedIn: z.boolean().optional(),
+});
+
+/** The evaluation context attributes the edge understands; others are accepted and ignored. */
+export type OfrepContext = z.output<typeof ContextSchema>;
+
+type Parsed = { ok: true; context: OfrepContext } | {
+  ok: false;
+  errorCode: OfrepErrorCode;
+  errorDetails: string;
+};
+
+/**
+ * Parses an OFREP request body `{ "context": { "targetingKey": "…", …attributes } }`. An empty
+ * body counts as no context.
+ *
+ * @param text the body text
+ * @returns the context, or `PARSE_ERROR` (not a JSON object) / `INVALID_CONTEXT` (a known
+ *   attribute of the wrong type or format) with details naming the field
+ * @throws never
+ * @example
+ * ```ts
+ * parseOfrepRequest('{"context":{"targetingKey":"u1","country":"DE"}}');
+ * // { ok: true, context: { targetingKey: "u1", country: "DE" } }
+ * ```
+ */
+export function parseOfrepRequest(text: string): Parsed {
+  if (text.trim() === "") return { ok: true, context: {} };
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { ok: false, errorCode: "PARSE_ERROR", errorDetails: "The request body is not valid JSON" };
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    return { ok: false, errorCode: "PARSE_ERROR", errorDetails: "The request body must be a JSON object" };
+  }
+  const context: unknown = "context" in json ? json.context : undefined;
+  if (context === undefined) return { ok: true, context: {} };
+  const parsed = ContextSchema.safeParse(context);
+  if (!parsed.success) {
+    const details = parsed.error.issues.map((issue) => {
+      const path = ["context", ...issue.path.map(String)].join(".");
+      return `"${path}" ${issue.message}`;
+    });
+    return { ok: false, errorCode: "INVALID_CONTEXT", errorDetails: details.join("; ") };
+  }
+  return { ok: true, context: parsed.data };
+}
+
+/**
+ * Evaluates one flag for `POST /ofrep/v1/evaluate/flags/{key}`.
+ *
+ * @param rules the active rules
+ * @param request the flag key from the path and the body text
+ * @returns 200 with the evaluation; 400 `PARSE_ERROR`, `INVALID_CONTEXT` or
+ *   `TARGETING_KEY_MISSING` (a rollout or variant rule was reached without `targetingKey`);
+ *   404 `FLAG_NOT_FOUND`
+ * @throws never
+ */
+export function evaluateOfrepFlag(rules: CompiledRules, request: { key: string; body: string }): OfrepAnswer {
+  const { key } = request;
+  const parsed = parseOfrepRequest(request.body);
+  if (!parsed.ok) {
+    return { status: 400, body: { key, errorCode: parsed.errorCode, errorDetails: parsed.errorDetails } };
+  }
+  const flag = rules.flagsByKey.get(key);
+  if (!flag) {
+    return {
+      status: 404,
+      body: { key, errorCode: "FLAG_NOT_FOUND", errorDetails: `No flag with key "${truncate(key)}"` },
+    };
+  }
+  const result = toOfrep(evaluateFlag(flag, flagContext(rules, parsed.context)), rules);
+  return "errorCode" in result ? { status: 400, body: result } : { status: 200, body: result };
+}
+
+/**
+ * Evaluates every flag for `POST /ofrep/v1/evaluate/flags`. Flags that cannot be evaluated
+ * for this context appear as failures in the list; the `ETag` is a hash of the answer, and an
+ * `If-None-Match` that holds it gives 304.
+ *
+ * @param rules the active rules
+ * @param request the body text and the `If-None-Match` header
+ * @returns 200 `{ flags }` with an ETag, 304 with the ETag, or 400 `PARSE_ERROR`/`INVALID_CONTEXT`
+ * @throws never
+ */
+export function evaluateOfrepBulk(
+  rules: CompiledRules,
+  request: { body: string; ifNoneMatch?: string | null },
+): OfrepAnswer {
+  const parsed = parseOfrepRequest(request.body);
+  if (!parsed.ok) {
+    return { status: 400, body: { errorCode: parsed.errorCode, errorDetails: parsed.errorDetails } };
+  }
+  const context = flagContext(rules, parsed.context);
+  const body = { flags: rules.flags.map((flag) => toOfrep(evaluateFlag(flag, context), rules)) };
+  const etag = `"${createHash("sha256").update(JSON.stringify(body)).digest("base64url").slice(0, 27)}"`;
+  if (request.ifNoneMatch && etagMatches(request.ifNoneMatch, etag)) return { status: 304, etag };
+  return { status: 200, body, etag };
+}
+
+/**
+ * Tells whether an `If-None-Match` header matches an ETag (weak comparison, `*` matches all).
+ *
+ * @param ifNoneMatch the header value
+ * @param etag the current entity tag, quoted
+ * @returns true when a listed tag equals `etag`
+ * @throws never
+ */
+export function etagMatches(ifNoneMatch: string, etag: string): boolean {
+  const wanted = etag.replace(/^W\//, "");
+  return ifNoneMatch.split(",").some((tag) => {
+    const t = tag.trim();
+    return t === "*" || t.replace(/^W\//, "") === wanted;
+  });
+}
+
+/**
+ * Checks an OFREP request's API key, from `Authorization: Bearer <key>` or `X-API-Key`, against
+ * the configured keys in constant time (every key is compared).
+ *
+ * @param headers the request headers
+ * @param keys the accepted keys; empty means no key is needed
+ * @returns true when no key is configured or the presented one is accepted
+ * @throws never
+ */
+export function ofrepKeyAccepted(headers: Headers, keys: readonly string[]): boolean {
+  if (keys.length === 0) return true;
+  const bearer = /^Bearer[ \t]+(\S+)\s*$/i.exec(headers.get("authorization") ?? "")?.[1];
+  const presented = bearer ?? headers.get("x-api-key")?.trim();
+  if (!presented) return false;
+  let accepted = false;
+  for (const key of keys) accepted = constantTimeEqual(presented, key) || accepted;
+  return accepted;
+}
+
+// The flag context of an OFREP request: region from `region` (when the rules know it), else
+// from `country`; experiments assigned from `targetingKey` (no sticky cookie here) so variant
+// conditions work; `match` of experiments only restricts when `path` was given.
+function flagContext(rules: CompiledRules, context: OfrepContext): FlagContext {
+  const country = context.country?.toUpperCase();
+  const device = context.device;
+  const flagContext: FlagContext = {
+    region: resolveRegion(rules, country, context.region),
+    country,
+    device,
+    network: context.network,
+    platform: context.platform?.toLowerCase(),
+    segments: context.segments ?? [],
+    path: context.path,
+    loggedIn: context.loggedIn,
+    variants: {},
+    key: context.targetingKey ?? "",
+  };
+  if (rules.experiments.length === 0) return flagContext;
+  const served: Record<string, string> = {};
+  const experimentContext = { ...flagContext, isBot: device === "bot", sticky: new Map<string, string>() };
+  for (const experiment of rules.experiments) {
+    if (!experimentApplies(experiment, experimentContext)) continue;
+    served[experiment.key] = assignExperiment(experiment, experimentContext).variation;
+  }
+  return { ...flagContext, variants: served };
+}
+
+function toOfrep(evaluation: FlagEvaluation, rules: CompiledRules): OfrepSuccess | OfrepFailure {
+  if (evaluation.errorCode) {
+    return {
+      key: evaluation.key,
+      errorCode: evaluation.errorCode,
+      errorDetails: `Flag "${evaluation.key}" needs "targetingKey" in the context`,
+    };
+  }
+  return {
+    key: evaluation.key,
+    value: evaluation.value,
+    reason: evaluation.reason,
+    variant: evaluation.variant,
+    metadata: { rulesVersion: rules.version },
+  };
+}
+
+function truncate(text: string): string {
+  return text.length > 128 ? `${text.slice(0, 128)}…` : text;
+}

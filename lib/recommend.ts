@@ -1,0 +1,164 @@
+/**
+ * @module
+ * "You might also like", computed at the edge from the user's recent views and the `related`
+ * lists the backend pushes: a pure, deterministic scoring function and a loader that reads the
+ * lists from KV. The score combination is documented on {@linkcode recommend} and in
+ * docs/edge_reads.md.
+ */
+import { readRelated, type RelatedValue } from "./store.ts";
+
+/** Most recommendations one call returns. */
+export const MAX_RECOMMENDATIONS = 50;
+/** Recommendations returned when no limit is given. */
+export const DEFAULT_RECOMMENDATIONS = 10;
+/** Default half-life of a view's weight: a view a day old counts half as much as one just now. */
+export const DEFAULT_HALF_LIFE_MS = 24 * 3_600_000;
+/** Most recent views used as sources (the store keeps at most `RECENT_VIEWS_MAX`, ≤ 100). */
+const MAX_SOURCES = 100;
+/** Viewed items named in `because`. */
+const MAX_BECAUSE = 3;
+
+/** One recommended item. */
+export interface Recommendation {
+  itemId: string;
+  /** The combined score, rounded to 6 decimals (ranking uses the exact value). */
+  score: number;
+  /** The recently viewed items that contributed most, strongest first (at most 3). */
+  because: string[];
+}
+
+/** What the recommendation is computed from. */
+export interface RecommendInput {
+  /** The user's recent views, any order. */
+  recentViews: readonly { readonly itemId: string; readonly at: number }[];
+  /** Viewed item id → its pushed related list (from `readRelated`). */
+  related: ReadonlyMap<string, RelatedValue>;
+  /** Items in the cart: never recommended. */
+  cartItemIds?: readonly string[];
+}
+
+/** Options for {@linkcode recommend}. */
+export interface RecommendOptions {
+  /** The current time, epoch ms, for recency decay. */
+  now: number;
+  /** How many to return, 1..{@linkcode MAX_RECOMMENDATIONS} (default {@linkcode DEFAULT_RECOMMENDATIONS}). */
+  limit?: number;
+  /** Half-life of a view's weight in milliseconds (default {@linkcode DEFAULT_HALF_LIFE_MS}). */
+  halfLifeMs?: number;
+  /** More items never to recommend, e.g. the item on the current page. */
+  exclude?: Iterable<string>;
+}
+
+/**
+ * Checks a recommendation limit.
+ *
+ * @param limit the requested limit, or `undefined` for the default
+ * @returns the limit to use
+ * @throws {RangeError} unless it is a whole number from 1 to {@linkcode MAX_RECOMMENDATIONS}
+ */
+export function checkLimit(limit: number | undefined): number {
+  if (limit === undefined) return DEFAULT_RECOMMENDATIONS;
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_RECOMMENDATIONS) {
+    throw new RangeError(
+      `Recommendation limit must be a whole number from 1 to ${MAX_RECOMMENDATIONS}, got "${limit}"`,
+    );
+  }
+  return limit;
+}
+
+/**
+ * Scores candidate items for "you might also like".
+ *
+ * Each recent view `v` gets a recency weight `w(v) = 2^(-(now - v.at) / halfLife)` (1 for a view
+ * just now or in the future, ½ after one half-life). A candidate `c` scores
+ * `score(c) = Σ_v w(v) · s(v, c)` over the recent views whose related list contains `c` with a
+ * finite score `s(v, c) > 0` (other scores are ignored), so an item related to several recent
+ * views, or strongly related to a fresh one, ranks first. Items in the cart, recently viewed
+ * items and `exclude` are never candidates. Ties are broken by item id (code-unit order), so
+ * the result is deterministic. Nothing known → `[]`.
+ *
+ * @param input recent views, related lists, cart items
+ * @param options clock, limit, half-life, exclusions
+ * @returns at most `limit` recommendations, best first
+ * @throws {RangeError} for an invalid limit or half-life
+ * @example
+ * ```ts
+ * recommend({ recentViews: [{ itemId: "p1", at: now }], related: new Map([["p1",
+ *   { version: 1, related: [{ itemId: "p2", score: 0.9 }] }]]) }, { now });
+ * // [{ itemId: "p2", score: 0.9, because: ["p1"] }]
+ * ```
+ */
+export function recommend(input: RecommendInput, options: RecommendOptions): Recommendation[] {
+  const limit = checkLimit(options.limit);
+  const halfLifeMs = options.halfLifeMs ?? DEFAULT_HALF_LIFE_MS;
+  if (!(halfLifeMs > 0) || !Number.isFinite(halfLifeMs)) {
+    throw new RangeError(`Recommendation half-life must be a positive number, got "${halfLifeMs}"`);
+  }
+  const excluded = new Set<string>(options.exclude ?? []);
+  for (const itemId of input.cartItemIds ?? []) excluded.add(itemId);
+  // The newest view of each item is its weight; views are de-duplicated first.
+  const newest = new Map<string, number>();
+  for (const view of input.recentViews) {
+    excluded.add(view.itemId);
+    const seen = newest.get(view.itemId);
+    if (seen === undefined || view.at > seen) newest.set(view.itemId, view.at);
+  }
+  const sources = [...newest].sort((a, b) => b[1] - a[1] || compareIds(a[0], b[0])).slice(0, MAX_SOURCES);
+
+  const scores = new Map<string, { score: number; contributions: [string, number][] }>();
+  for (const [sourceId, at] of sources) {
+    const list = input.related.get(sourceId);
+    if (!list) continue;
+    const weight = Math.pow(2, -Math.max(0, options.now - at) / halfLifeMs);
+    if (weight === 0) continue;
+    for (const { itemId, score } of list.related) {
+      if (!(score > 0) || !Number.isFinite(score) || excluded.has(itemId)) continue;
+      const contribution = weight * score;
+      const entry = scores.get(itemId);
+      if (entry) {
+        entry.score += contribution;
+        entry.contributions.push([sourceId, contribution]);
+      } else {
+        scores.set(itemId, { score: contribution, contributions: [[sourceId, contribution]] });
+      }
+    }
+  }
+  return [...scores].sort((a, b) => b[1].score - a[1].score || compareIds(a[0], b[0])).slice(0, limit)
+    .map(([itemId, { score, contributions }]) => ({
+      itemId,
+      score: Math.round(score * 1e6) / 1e6,
+      because: contributions.sort((a, b) => b[1] - a[1] || compareIds(a[0], b[0])).slice(0, MAX_BECAUSE)
+        .map(([sourceId]) => sourceId),
+    }));
+}
+
+/** Options for {@linkcode loadRecommendations}. */
+export interface LoadRecommendationsOptions extends RecommendOptions {
+  /** Items in the cart: never recommended. */
+  cartItemIds?: readonly string[];
+}
+
+/**
+ * Reads the related lists of the user's recent views from KV (eventually consistent, batched
+ * `getMany`) and scores them with {@linkcode recommend}.
+ *
+ * @param kv the store
+ * @param recentViews the user's recent views (e.g. `EdgeUserContext.recentViews`)
+ * @param options clock, limit, cart items, exclusions
+ * @returns at most `limit` recommendations, best first; `[]` without recent views
+ * @throws {RangeError} for an invalid limit; KV errors are passed on
+ */
+export async function loadRecommendations(
+  kv: Deno.Kv,
+  recentViews: RecommendInput["recentViews"],
+  options: LoadRecommendationsOptions,
+): Promise<Recommendation[]> {
+  checkLimit(options.limit);
+  if (recentViews.length === 0) return [];
+  const related = await readRelated(kv, recentViews.slice(0, MAX_SOURCES).map((view) => view.itemId));
+  return recommend({ recentViews, related, cartItemIds: options.cartItemIds }, options);
+}
+
+function compareIds(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}

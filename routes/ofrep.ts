@@ -1,0 +1,78 @@
+/**
+ * @module
+ * The OFREP router, mounted at `/ofrep/v1`: `POST /evaluate/flags/{key}` and the bulk
+ * `POST /evaluate/flags` (with `ETag` / `If-None-Match`), behind optional API keys.
+ */
+import { Hono } from "hono";
+import type { Deps } from "../lib/deps.ts";
+import { errorBody } from "../lib/errors.ts";
+import {
+  evaluateOfrepBulk,
+  evaluateOfrepFlag,
+  OFREP_MAX_BODY_BYTES,
+  type OfrepAnswer,
+  ofrepKeyAccepted,
+} from "../lib/ofrep.ts";
+import { readLimitedBody } from "../lib/sync/ingest.ts";
+import type { AppEnv } from "./env.ts";
+
+/**
+ * The OFREP router.
+ *
+ * @param deps the service's dependencies (rules, `config.ofrepApiKeys`)
+ * @returns routes to be mounted under `/ofrep/v1`
+ */
+export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const keys = deps.config.ofrepApiKeys;
+
+  app.use("*", async (c, next) => {
+    if (!ofrepKeyAccepted(c.req.raw.headers, keys)) {
+      c.header("www-authenticate", 'Bearer realm="ofrep"');
+      c.header("cache-control", "no-store");
+      return c.json(errorBody("unauthorized", "A valid API key is required"), 401);
+    }
+    return await next();
+  });
+
+  app.post("/evaluate/flags", async (c) => {
+    const body = await readText(c.req.raw);
+    const answer = evaluateOfrepBulk(deps.rules.current, {
+      body,
+      ifNoneMatch: c.req.header("if-none-match"),
+    });
+    return respond(answer, "private, no-cache");
+  });
+
+  app.post("/evaluate/flags/:key", async (c) => {
+    const body = await readText(c.req.raw);
+    return respond(evaluateOfrepFlag(deps.rules.current, { key: c.req.param("key"), body }), "no-store");
+  });
+
+  const notAllowed = () =>
+    new Response(JSON.stringify(errorBody("method_not_allowed", "Use POST")), {
+      status: 405,
+      headers: { allow: "POST", "content-type": "application/json" },
+    });
+  app.all("/evaluate/flags", notAllowed);
+  app.all("/evaluate/flags/:key", notAllowed);
+  app.all("*", (c) => c.json(errorBody("not_found", `No OFREP endpoint at "${c.req.path}"`), 404));
+  return app;
+}
+
+async function readText(request: Request): Promise<string> {
+  const bytes = await readLimitedBody(request.body, {
+    maxBytes: OFREP_MAX_BODY_BYTES,
+    contentLength: request.headers.get("content-length"),
+  });
+  // Invalid UTF-8 becomes U+FFFD, which then fails as JSON (PARSE_ERROR) or as a value.
+  return new TextDecoder().decode(bytes);
+}
+
+function respond(answer: OfrepAnswer, cacheControl: string): Response {
+  const headers = new Headers({ "cache-control": cacheControl });
+  if (answer.etag) headers.set("etag", answer.etag);
+  if (answer.status === 304) return new Response(null, { status: 304, headers });
+  headers.set("content-type", "application/json");
+  return new Response(JSON.stringify(answer.body), { status: answer.status, headers });
+}

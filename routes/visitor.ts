@@ -1,0 +1,116 @@
+/**
+ * @module
+ * The shared front half of the pipeline — facts → identity → context → decide — used by the
+ * proxy and by the edge-served endpoints, so every route sees the visitor the same way. Each
+ * stage's duration is recorded for metrics and decision logs.
+ */
+import type { Context } from "hono";
+import type { Deps } from "../lib/deps.ts";
+import { type Facts, gatherFacts } from "../lib/facts.ts";
+import { type Identity, resolveIdentity } from "../lib/identity.ts";
+import { type EdgeUserContext, loadUserContext } from "../lib/context.ts";
+import { decide, type Decision } from "../lib/decide.ts";
+import type { CompiledRules } from "../lib/rules.ts";
+import { readThroughLabel } from "../lib/metrics.ts";
+import type { AppEnv } from "./env.ts";
+
+/** Everything the front half of the pipeline learned about a request. */
+export interface Visitor {
+  facts: Facts;
+  identity: Identity;
+  context: EdgeUserContext;
+  decision: Decision;
+  rules: CompiledRules;
+  /** Stage durations in ms; the act stage adds its own. */
+  stages: Record<string, number>;
+}
+
+/**
+ * Runs facts, identity, context and decide for the request in `c`, and records the decision,
+ * the stage timings and the context outcome on the context variables.
+ *
+ * @param c the Hono context
+ * @param deps the service's dependencies
+ * @returns the visitor
+ * @throws {BadPathError} when the path cannot be forwarded safely
+ */
+export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Visitor> {
+  const { config } = deps;
+  const request = c.req.raw;
+  const stages: Record<string, number> = {};
+  c.set("stages", stages);
+  let mark = deps.mono();
+  const lap = (stage: string) => {
+    const at = deps.mono();
+    stages[stage] = at - mark;
+    mark = at;
+  };
+
+  const facts = gatherFacts(request, c.env?.remoteAddr?.hostname ?? "0.0.0.0", {
+    trustedProxies: config.trustedProxies,
+    cdnSecret: config.cdnSecret,
+    countryHeaders: config.countryHeaders,
+    requestId: c.get("requestId"),
+    uaCache: deps.uaCache,
+    ipGeo: deps.ipGeo,
+  });
+  c.set("facts", facts);
+  lap("facts");
+
+  const now = deps.now();
+  const identity = await resolveIdentity(request.headers, {
+    kv: deps.kv,
+    now,
+    sessionCookie: config.sessionCookie,
+    trustedHop: facts.geoTrusted,
+    randomId: deps.randomId,
+    onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
+  });
+  c.set("visitorKey", identity.key);
+  c.set("loggedIn", identity.userId !== undefined);
+  lap("identity");
+
+  const context = await loadUserContext(identity.userId, {
+    kv: deps.kv,
+    now,
+    config,
+    cache: deps.contextCache,
+    backend: deps.backend,
+    gpc: facts.gpc,
+    onError: (stage, error) => deps.log.warn("context stage degraded", { stage, error: String(error) }),
+  });
+  const readThrough = readThroughLabel(context.outcome.backend);
+  if (context.outcome.cache === "hit" || context.outcome.cache === "negative_hit") {
+    deps.metrics.observeContextCache("hit");
+  } else if (context.outcome.cache === "miss") deps.metrics.observeContextCache("miss");
+  if (readThrough !== "skipped") deps.metrics.observeReadThrough({ outcome: readThrough });
+  c.set("contextOutcome", { cache: context.outcome.cache, readThrough });
+  lap("context");
+
+  const rules = deps.rules.current;
+  const decision = decide({
+    facts,
+    visitor: {
+      key: identity.key,
+      loggedIn: identity.userId !== undefined,
+      segments: context.segments,
+      attributes: primitiveAttributes(context.attributes),
+      sticky: identity.sticky,
+    },
+  }, rules);
+  c.set("decision", decision);
+  lap("decide");
+  return { facts, identity, context, decision, rules, stages };
+}
+
+function primitiveAttributes(
+  attributes: Readonly<Record<string, unknown>>,
+): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const [key, value] of Object.entries(attributes)) {
+    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
+      out[key] = value;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import {
+  compileCondition,
+  type ConditionSpec,
+  hintsForInputs,
+  INPUT,
+  inputNames,
+  matchesCondition,
+  type TargetingContext,
+} from "../../lib/targeting.ts";
+
+const context: TargetingContext = {
+  region: "EU",
+  country: "DE",
+  device: "mobile",
+  network: "slow",
+  platform: "android",
+  segments: ["returning", "vip"],
+  path: "/shop/shoes",
+  loggedIn: true,
+  variants: { hero: "a" },
+};
+
+Deno.test("a condition holds when every field given matches, any value within a list", () => {
+  const cases: [ConditionSpec, boolean][] = [
+    [{}, true],
+    [{ region: ["US", "EU"] }, true],
+    [{ region: ["US"] }, false],
+    [{ country: ["DE"], device: ["mobile", "tablet"] }, true],
+    [{ country: ["DE"], device: ["desktop"] }, false],
+    [{ network: ["slow", "save-data"] }, true],
+    [{ network: ["fast"] }, false],
+    [{ platform: ["Android"] }, true],
+    [{ platform: ["iOS"] }, false],
+    [{ segment: ["new", "vip"] }, true],
+    [{ segment: ["new"] }, false],
+    [{ path: "/shop/*" }, true],
+    [{ path: ["/cart", "/shop/shoe*"] }, true],
+    [{ path: "/shop" }, false],
+    [{ loggedIn: true }, true],
+    [{ loggedIn: false }, false],
+    [{ variant: { hero: ["a", "b"] } }, true],
+    [{ variant: { hero: ["control"] } }, false],
+    [{ variant: { other: ["a"] } }, false],
+  ];
+  for (const [spec, expected] of cases) {
+    assert.equal(matchesCondition(compileCondition(spec), context), expected, JSON.stringify(spec));
+  }
+  assert.equal(matchesCondition(undefined, context), true);
+});
+
+Deno.test("unknown attributes never match a condition that names them", () => {
+  const unknown: TargetingContext = {
+    ...context,
+    country: undefined,
+    device: undefined,
+    network: undefined,
+    platform: undefined,
+    path: undefined,
+    loggedIn: undefined,
+    segments: [],
+  };
+  const specs: ConditionSpec[] = [
+    { country: ["DE"] },
+    { device: ["mobile"] },
+    { path: "*" },
+    { loggedIn: false },
+    { segment: ["vip"] },
+  ];
+  for (const spec of specs) {
+    assert.equal(matchesCondition(compileCondition(spec), unknown), false, JSON.stringify(spec));
+  }
+});
+
+Deno.test("a condition reports the inputs it reads, and inputs map to client hints", () => {
+  const condition = compileCondition({ region: ["EU"], device: ["mobile"], segment: ["vip"], path: "/x" });
+  assert.deepEqual(inputNames(condition.inputs), ["region", "device", "segments"]);
+  assert.deepEqual(hintsForInputs(condition.inputs), ["Sec-CH-UA-Mobile"]);
+  assert.deepEqual(hintsForInputs(INPUT.viewport | INPUT.platform), [
+    "Sec-CH-UA-Platform",
+    "Sec-CH-Viewport-Width",
+    "Viewport-Width",
+  ]);
+  assert.deepEqual(inputNames(0), []);
+});

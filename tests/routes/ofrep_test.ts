@@ -1,0 +1,240 @@
+import assert from "node:assert/strict";
+import { createApp } from "../../routes/app.ts";
+import { hash } from "../../lib/bucketing.ts";
+import type { RuleSet } from "../../lib/rules.ts";
+import { makeDeps, startOrigin } from "../support.ts";
+
+const RULES: RuleSet = {
+  version: 7,
+  defaultRegion: "GLOBAL",
+  regions: { EU: ["DE", "FR", "GB"], US: ["US"] },
+  experiments: [{ key: "checkout", variations: ["control", "b"], weights: [0, 1] }],
+  flags: [
+    {
+      key: "new-search",
+      type: "boolean",
+      default: false,
+      rules: [{ when: { region: ["EU"] }, value: true }, { rollout: 0.2, value: true }],
+    },
+    { key: "greeting", type: "string", default: "Hello", variants: { de: "Hallo" }, rules: [] },
+    {
+      key: "mobile-layout",
+      type: "string",
+      default: "wide",
+      rules: [{ when: { device: ["mobile"] }, value: "narrow" }],
+    },
+    {
+      key: "checkout-copy",
+      type: "string",
+      default: "Pay",
+      rules: [{ when: { variant: { checkout: ["b"] } }, value: "Pay now" }],
+    },
+  ],
+};
+
+async function withOfrep(
+  fn: (app: ReturnType<typeof createApp>, origin: ReturnType<typeof startOrigin>) => Promise<void>,
+  env: Record<string, string> = {},
+) {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { rules: RULES, env });
+  try {
+    await fn(createApp(deps), origin);
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+}
+
+function post(
+  app: ReturnType<typeof createApp>,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+) {
+  return app.request(`http://edge.test/ofrep/v1${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  });
+}
+
+Deno.test("ofrep evaluates one flag: country → region through the rules, OFREP reason and variant", async () => {
+  await withOfrep(async (app, origin) => {
+    const res = await post(app, "/evaluate/flags/new-search", {
+      context: { targetingKey: "u1", country: "de" },
+    });
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("cache-control"), "no-store");
+    assert.deepEqual(await res.json(), {
+      key: "new-search",
+      value: true,
+      reason: "TARGETING_MATCH",
+      variant: "true",
+      metadata: { rulesVersion: 7 },
+    });
+    const regionGiven = await post(app, "/evaluate/flags/new-search", {
+      context: { targetingKey: "u1", region: "EU" },
+    });
+    assert.equal((await regionGiven.json()).value, true);
+    const fixed = await post(app, "/evaluate/flags/greeting", {});
+    assert.deepEqual(await fixed.json(), {
+      key: "greeting",
+      value: "Hello",
+      reason: "STATIC",
+      variant: "Hello",
+      metadata: { rulesVersion: 7 },
+    });
+    const mobile = await post(app, "/evaluate/flags/mobile-layout", { context: { device: "mobile" } });
+    assert.equal((await mobile.json()).value, "narrow");
+    assert.equal(origin.seen.length, 0, "OFREP never reaches the origin");
+  });
+});
+
+Deno.test("ofrep rollouts bucket the targeting key like the edge does (SPLIT or DEFAULT)", async () => {
+  await withOfrep(async (app) => {
+    for (const key of ["a", "b", "c", "d", "e", "f", "g", "h"]) {
+      const res = await post(app, "/evaluate/flags/new-search", {
+        context: { targetingKey: key, country: "US" },
+      });
+      const body = await res.json();
+      const inRollout = hash("new-search", key, 2)! < 0.2;
+      assert.equal(body.value, inRollout, key);
+      assert.equal(body.reason, inRollout ? "SPLIT" : "DEFAULT", key);
+    }
+    const variant = await post(app, "/evaluate/flags/checkout-copy", { context: { targetingKey: "x" } });
+    assert.deepEqual((await variant.json()).value, "Pay now", "experiments are assigned from targetingKey");
+  });
+});
+
+Deno.test("ofrep answers every error case with the OFREP shape", async () => {
+  await withOfrep(async (app) => {
+    const notFound = await post(app, "/evaluate/flags/nope", { context: { targetingKey: "u1" } });
+    assert.equal(notFound.status, 404);
+    assert.deepEqual(await notFound.json(), {
+      key: "nope",
+      errorCode: "FLAG_NOT_FOUND",
+      errorDetails: 'No flag with key "nope"',
+    });
+
+    const missingKey = await post(app, "/evaluate/flags/new-search", { context: { country: "US" } });
+    assert.equal(missingKey.status, 400);
+    assert.deepEqual(await missingKey.json(), {
+      key: "new-search",
+      errorCode: "TARGETING_KEY_MISSING",
+      errorDetails: 'Flag "new-search" needs "targetingKey" in the context',
+    });
+
+    const invalid = await post(app, "/evaluate/flags/new-search", {
+      context: { targetingKey: 5, device: "toaster" },
+    });
+    assert.equal(invalid.status, 400);
+    const invalidBody = await invalid.json();
+    assert.equal(invalidBody.key, "new-search");
+    assert.equal(invalidBody.errorCode, "INVALID_CONTEXT");
+    assert.match(invalidBody.errorDetails, /"context\.targetingKey"/);
+    assert.match(invalidBody.errorDetails, /"context\.device"/);
+
+    const notObject = await post(app, "/evaluate/flags/new-search", { context: "EU" });
+    assert.equal((await notObject.json()).errorCode, "INVALID_CONTEXT");
+
+    const parse = await post(app, "/evaluate/flags/new-search", "{not json");
+    assert.equal(parse.status, 400);
+    assert.deepEqual(await parse.json(), {
+      key: "new-search",
+      errorCode: "PARSE_ERROR",
+      errorDetails: "The request body is not valid JSON",
+    });
+
+    const bulkParse = await post(app, "/evaluate/flags", "[1,2]");
+    assert.equal(bulkParse.status, 400);
+    assert.deepEqual(await bulkParse.json(), {
+      errorCode: "PARSE_ERROR",
+      errorDetails: "The request body must be a JSON object",
+    });
+    const bulkInvalid = await post(app, "/evaluate/flags", { context: { segments: "vip" } });
+    assert.equal(bulkInvalid.status, 400);
+    assert.equal((await bulkInvalid.json()).errorCode, "INVALID_CONTEXT");
+
+    const tooLarge = await post(app, "/evaluate/flags", { context: { pad: "x".repeat(70_000) } });
+    assert.equal(tooLarge.status, 413);
+    assert.equal((await tooLarge.json()).error.code, "payload_too_large");
+
+    const wrongMethod = await app.request("http://edge.test/ofrep/v1/evaluate/flags");
+    assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers.get("allow"), "POST");
+    const unknownPath = await post(app, "/configuration", {});
+    assert.equal(unknownPath.status, 404);
+    assert.equal((await unknownPath.json()).error.code, "not_found");
+  });
+});
+
+Deno.test("ofrep bulk evaluates every flag, per-flag failures inline, with an ETag and 304", async () => {
+  await withOfrep(async (app) => {
+    const res = await post(app, "/evaluate/flags", { context: { country: "US" } });
+    assert.equal(res.status, 200);
+    const etag = res.headers.get("etag");
+    assert.match(etag ?? "", /^"[A-Za-z0-9_-]{27}"$/);
+    assert.equal(res.headers.get("cache-control"), "private, no-cache");
+    const body = await res.json();
+    assert.deepEqual(body.flags.map((f: { key: string }) => f.key), [
+      "new-search",
+      "greeting",
+      "mobile-layout",
+      "checkout-copy",
+    ]);
+    assert.deepEqual(body.flags[0], {
+      key: "new-search",
+      errorCode: "TARGETING_KEY_MISSING",
+      errorDetails: 'Flag "new-search" needs "targetingKey" in the context',
+    });
+    assert.equal(body.flags[1].value, "Hello");
+
+    const same = await post(app, "/evaluate/flags", { context: { country: "US" } }, {
+      "if-none-match": etag!,
+    });
+    assert.equal(same.status, 304);
+    assert.equal(same.headers.get("etag"), etag);
+    assert.equal(await same.text(), "");
+
+    const listed = await post(app, "/evaluate/flags", { context: { country: "US" } }, {
+      "if-none-match": `"other", W/${etag}`,
+    });
+    assert.equal(listed.status, 304);
+
+    const changed = await post(app, "/evaluate/flags", { context: { country: "DE", targetingKey: "u" } }, {
+      "if-none-match": etag!,
+    });
+    assert.equal(changed.status, 200);
+    assert.notEqual(changed.headers.get("etag"), etag);
+    assert.equal((await changed.json()).flags[0].value, true);
+
+    const empty = await app.request("http://edge.test/ofrep/v1/evaluate/flags", { method: "POST" });
+    assert.equal(empty.status, 200, "an empty body is an empty context");
+  });
+});
+
+Deno.test("ofrep API keys: Bearer or X-API-Key, 401 when missing or wrong", async () => {
+  await withOfrep(async (app) => {
+    const path = "/evaluate/flags/greeting";
+    const none = await post(app, path, {});
+    assert.equal(none.status, 401);
+    assert.equal(none.headers.get("www-authenticate"), 'Bearer realm="ofrep"');
+    assert.deepEqual(await none.json(), {
+      error: { code: "unauthorized", message: "A valid API key is required" },
+    });
+    assert.equal((await post(app, path, {}, { authorization: "Bearer wrong" })).status, 401);
+    assert.equal((await post(app, path, {}, { "x-api-key": "key-one-x" })).status, 401);
+    assert.equal((await post(app, path, {}, { authorization: "Basic a2V5LW9uZQ==" })).status, 401);
+    assert.equal((await post(app, path, {}, { authorization: "Bearer key-two" })).status, 200);
+    assert.equal((await post(app, path, {}, { authorization: "bearer key-one" })).status, 200);
+    assert.equal((await post(app, path, {}, { "x-api-key": "key-one" })).status, 200);
+    assert.equal((await post(app, "/evaluate/flags", {}, { "x-api-key": "key-two" })).status, 200);
+  }, { OFREP_API_KEYS: "key-one, key-two" });
+});
+
+Deno.test("ofrep needs no key when none is configured", async () => {
+  await withOfrep(async (app) => {
+    assert.equal((await post(app, "/evaluate/flags/greeting", {})).status, 200);
+  });
+});

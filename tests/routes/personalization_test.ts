@@ -1,0 +1,181 @@
+import assert from "node:assert/strict";
+import { createApp } from "../../routes/app.ts";
+import { makeDeps, startOrigin } from "../support.ts";
+import { loadIpGeoDb } from "../../lib/ip_geo.ts";
+import { hashSessionId, keys } from "../../lib/store.ts";
+import type { RuleSet } from "../../lib/rules.ts";
+
+const RULES: RuleSet = {
+  version: 3,
+  defaultRegion: "GLOBAL",
+  regions: { EU: ["DE", "FR", "NL"], US: ["US"] },
+  routes: [
+    {
+      match: "/api/products/*",
+      rewrite: { EU: "/api/products/promotions/europe", "*": "/api/products/promotions/global" },
+    },
+  ],
+  experiments: [
+    { key: "hero", variations: ["control", "a", "b"], weights: [0.5, 0.25, 0.25], seed: "hero", match: "/*" },
+  ],
+  flags: [
+    {
+      key: "new-search",
+      type: "boolean",
+      default: false,
+      rules: [{ when: { region: ["EU"] }, value: true }],
+    },
+  ],
+  images: [{ match: "/images/*", width: { from: "viewport" } }],
+};
+
+const PEER = { remoteAddr: { hostname: "203.0.113.9" } };
+const ipGeo = await loadIpGeoDb(Deno.readFile);
+
+async function withApp(
+  fn: (
+    ctx: { app: ReturnType<typeof createApp>; origin: ReturnType<typeof startOrigin>; kv: Deno.Kv },
+  ) => Promise<void>,
+  respond?: Parameters<typeof startOrigin>[0],
+) {
+  const origin = startOrigin(respond);
+  const deps = await makeDeps(origin.url, { env: { TRUSTED_PROXIES: "10.0.0.0/8" }, rules: RULES, ipGeo });
+  try {
+    await fn({ app: createApp(deps), origin, kv: deps.kv });
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+}
+
+function setCookies(res: Response): string[] {
+  return res.headers.getSetCookie();
+}
+
+Deno.test("a new visitor gets ep_uid and a sticky assignment; the origin sees variants and flags", async () => {
+  await withApp(async ({ app, origin }) => {
+    const res = await app.request("http://edge.test/page", {}, PEER);
+    await res.body?.cancel();
+    const cookies = setCookies(res);
+    const uid = cookies.find((c) => c.startsWith("ep_uid="));
+    assert.ok(uid);
+    assert.match(uid, /Max-Age=31536000/);
+    assert.match(uid, /SameSite=Lax/);
+    assert.doesNotMatch(uid, /Secure/);
+    const sticky = cookies.find((c) => c.startsWith("ep_exp="));
+    assert.ok(sticky);
+    const seen = origin.seen[0]!.headers;
+    assert.match(seen.get("x-edge-variants") ?? "", /^hero=(control|a|b)$/);
+    assert.equal(seen.get("x-edge-flags"), "new-search=false");
+    assert.equal(seen.get("x-edge-device"), "desktop");
+    assert.match(res.headers.get("cache-control") ?? "", /private/);
+  });
+});
+
+Deno.test("a returning visitor keeps its id and variation, and is not sent cookies again", async () => {
+  await withApp(async ({ app, origin }) => {
+    const first = await app.request("http://edge.test/page", {}, PEER);
+    await first.body?.cancel();
+    const jar = setCookies(first).map((c) => c.split(";")[0]).join("; ");
+    const variant = origin.seen[0]!.headers.get("x-edge-variants");
+    for (let i = 0; i < 3; i++) {
+      const again = await app.request("http://edge.test/other", { headers: { cookie: jar } }, PEER);
+      await again.body?.cancel();
+      assert.deepEqual(setCookies(again), [], jar);
+      assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), variant);
+    }
+  });
+});
+
+Deno.test("https from a trusted proxy marks the cookies Secure", async () => {
+  await withApp(async ({ app }) => {
+    const res = await app.request("http://edge.test/page", { headers: { "x-forwarded-proto": "https" } }, {
+      remoteAddr: { hostname: "10.1.1.1" },
+    });
+    await res.body?.cancel();
+    assert.ok(setCookies(res).every((c) => /; Secure/.test(c)));
+  });
+});
+
+Deno.test("bots get the control variation and no sticky assignment", async () => {
+  await withApp(async ({ app, origin }) => {
+    const res = await app.request("http://edge.test/page", {
+      headers: { "user-agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)" },
+    }, PEER);
+    await res.body?.cancel();
+    assert.equal(origin.seen[0]!.headers.get("x-edge-device"), "bot");
+    assert.equal(origin.seen[0]!.headers.get("x-edge-variants"), null);
+    assert.ok(!setCookies(res).some((c) => c.startsWith("ep_exp=")));
+  });
+});
+
+Deno.test("geo comes from the bundled IP database for untrusted peers (IPv4 and IPv6)", async () => {
+  await withApp(async ({ app, origin }) => {
+    const cases: [string, string, string][] = [
+      ["193.0.6.139", "NL", "/api/products/promotions/europe"],
+      ["8.8.8.8", "US", "/api/products/promotions/global"],
+      ["2a01:e0c:1::1", "FR", "/api/products/promotions/europe"],
+    ];
+    for (const [ip, country, path] of cases) {
+      const res = await app.request(
+        "http://edge.test/api/products/x",
+        { headers: { "cf-ipcountry": "JP" } },
+        {
+          remoteAddr: { hostname: ip },
+        },
+      );
+      await res.body?.cancel();
+      const seen = origin.seen.at(-1)!;
+      assert.equal(seen.headers.get("x-edge-country"), country, ip);
+      assert.equal(seen.path, path, ip);
+    }
+    // A trusted proxy's forwarded chain names the client.
+    const res = await app.request("http://edge.test/api/products/x", {
+      headers: { "x-forwarded-for": "193.0.6.139" },
+    }, { remoteAddr: { hostname: "10.0.0.2" } });
+    await res.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-country"), "NL");
+  });
+});
+
+Deno.test("a logged-in session names the user to the origin; a forged user header does not", async () => {
+  await withApp(async ({ app, origin, kv }) => {
+    await kv.set(keys.session(await hashSessionId("tok-123")), {
+      ended: false,
+      userId: "u42",
+      at: 0,
+      expiresAt: Date.UTC(2030, 0, 1),
+    });
+    const res = await app.request("http://edge.test/page", { headers: { cookie: "sid=tok-123" } }, PEER);
+    await res.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-user"), "u42");
+    const forged = await app.request("http://edge.test/page", { headers: { "x-user-id": "admin" } }, PEER);
+    await forged.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-user"), null);
+  });
+});
+
+Deno.test("HTML responses advertise Accept-CH for the hints the rules use; images get width parameters", async () => {
+  await withApp(async ({ app, origin }) => {
+    const res = await app.request("http://edge.test/", {}, PEER);
+    await res.body?.cancel();
+    assert.match(res.headers.get("accept-ch") ?? "", /Sec-CH-Viewport-Width/);
+    const img = await app.request("http://edge.test/images/hero.jpg", {
+      headers: { "sec-ch-viewport-width": "412" },
+    }, PEER);
+    await img.body?.cancel();
+    assert.match(origin.seen.at(-1)!.search, /w=\d+/);
+    assert.match(img.headers.get("vary") ?? "", /sec-ch-viewport-width/i);
+  }, () => new Response("<html></html>", { headers: { "content-type": "text/html; charset=utf-8" } }));
+});
+
+Deno.test("with Sec-GPC: 1 the origin is told and gets no behavioural headers", async () => {
+  await withApp(async ({ app, origin }) => {
+    const res = await app.request("http://edge.test/page", { headers: { "sec-gpc": "1" } }, PEER);
+    await res.body?.cancel();
+    const seen = origin.seen.at(-1)!.headers;
+    assert.equal(seen.get("x-edge-gpc"), "1");
+    assert.equal(seen.get("x-edge-recent-views"), null);
+    assert.equal(seen.get("x-edge-segments"), null);
+  });
+});

@@ -1,0 +1,17 @@
+import assert from "node:assert/strict";
+import { RULES_SCHEMA_PATH, rulesSchemaText } from "../../tools/rules_schema.ts";
+
+Deno.test("docs/rules.schema.json is identical to the schema generated from the zod rules schema", async () => {
+  const committed = await Deno.readTextFile(new URL(`../../${RULES_SCHEMA_PATH}`, import.meta.url));
+  assert.equal(committed, rulesSchemaText(), "run `deno task rules:schema` and commit the result");
+});
+
+Deno.test("the generated rules schema describes the rule language for editors", () => {
+  const schema = JSON.parse(rulesSchemaText());
+  assert.equal(schema.$schema, "https://json-schema.org/draft/2020-12/schema");
+  assert.deepEqual(schema.required, ["version"]);
+  for (const field of ["regions", "routes", "experiments", "flags", "images"]) {
+    assert.ok(field in schema.properties, field);
+  }
+  assert.equal(schema.$defs.Condition.additionalProperties, false);
+});
