@@ -1,0 +1,125 @@
+import assert from "node:assert/strict";
+import { createApp } from "../../routes/app.ts";
+import { makeDeps } from "../support.ts";
+import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
+import type { Deps } from "../../lib/deps.ts";
+
+const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
+const PEER = { remoteAddr: { hostname: "203.0.113.9" } };
+const iso = (ms: number) => new Date(ms).toISOString();
+
+async function seed(deps: Deps) {
+  await applyBackendEvents(deps.kv, [
+    {
+      kind: "session",
+      sessionId: "sess-alice",
+      userId: "alice",
+      expiresAt: iso(NOW + 3_600_000),
+      at: iso(NOW - 5000),
+    },
+    {
+      kind: "session",
+      sessionId: "sess-bob",
+      userId: "bob",
+      expiresAt: iso(NOW + 3_600_000),
+      at: iso(NOW - 5000),
+    },
+    { kind: "view", userId: "alice", itemId: "p1", at: iso(NOW - 60_000) },
+    { kind: "view", userId: "alice", itemId: "p2", at: iso(NOW - 1000) },
+    { kind: "cart", userId: "alice", version: 1, at: iso(NOW - 500), items: [{ itemId: "p9", qty: 1 }] },
+    { kind: "profile", userId: "alice", version: 1, at: iso(NOW - 500), segments: ["vip"], attributes: {} },
+    { kind: "view", userId: "bob", itemId: "p7", at: iso(NOW - 1000) },
+    {
+      kind: "related",
+      itemId: "p2",
+      version: 1,
+      related: [{ itemId: "p3", score: 0.9 }, { itemId: "p9", score: 0.8 }, { itemId: "p1", score: 0.7 }, {
+        itemId: "p4",
+        score: 0.5,
+      }],
+    },
+    { kind: "related", itemId: "p1", version: 1, related: [{ itemId: "p4", score: 0.9 }] },
+  ], applyOptionsFromConfig(deps.config, NOW));
+}
+
+async function withApp(fn: (app: ReturnType<typeof createApp>) => Promise<void>) {
+  const deps = await makeDeps("http://127.0.0.1:9", { now: () => NOW });
+  try {
+    await seed(deps);
+    await fn(createApp(deps));
+  } finally {
+    deps.kv.close();
+  }
+}
+
+Deno.test("/_edge/context shows each visitor only their own context", async () => {
+  await withApp(async (app) => {
+    const alice = await app.request("/_edge/context", { headers: { cookie: "sid=sess-alice" } }, PEER);
+    assert.equal(alice.status, 200);
+    assert.match(alice.headers.get("cache-control") ?? "", /^private/);
+    const a = await alice.json();
+    assert.equal(a.visitor.userId, "alice");
+    assert.deepEqual(a.recentViews, ["p2", "p1"]);
+    assert.deepEqual(a.cartItemIds, ["p9"]);
+    assert.deepEqual(a.segments, ["vip"]);
+    const bob = await (await app.request("/_edge/context", { headers: { cookie: "sid=sess-bob" } }, PEER))
+      .json();
+    assert.equal(bob.visitor.userId, "bob");
+    assert.deepEqual(bob.recentViews, ["p7"]);
+    assert.deepEqual(bob.cartItemIds, []);
+    // No query parameter or header lets a visitor ask for someone else.
+    const probe =
+      await (await app.request("/_edge/context?userId=alice", { headers: { "x-user-id": "alice" } }, PEER))
+        .json();
+    assert.equal(probe.visitor.userId, null);
+    assert.deepEqual(probe.recentViews, []);
+  });
+});
+
+Deno.test("/_edge/recommendations scores related items, excluding cart and viewed items", async () => {
+  await withApp(async (app) => {
+    const res = await app.request(
+      "/_edge/recommendations?limit=5",
+      { headers: { cookie: "sid=sess-alice" } },
+      PEER,
+    );
+    assert.equal(res.status, 200);
+    const { items } = await res.json();
+    const ids = items.map((i: { itemId: string }) => i.itemId);
+    assert.deepEqual(ids, ["p4", "p3"]);
+    const again = await (await app.request("/_edge/recommendations?limit=5", {
+      headers: { cookie: "sid=sess-alice" },
+    }, PEER)).json();
+    assert.deepEqual(again.items, items);
+    const none = await (await app.request("/_edge/recommendations", {}, PEER)).json();
+    assert.deepEqual(none, { items: [] });
+  });
+});
+
+Deno.test("/_edge/recommendations rejects a bad limit with the house error body", async () => {
+  await withApp(async (app) => {
+    for (const limit of ["0", "51", "abc", "2.5"]) {
+      const res = await app.request(`/_edge/recommendations?limit=${limit}`, {}, PEER);
+      assert.equal(res.status, 400, limit);
+      const body = await res.json();
+      assert.equal(body.error.code, "invalid_request");
+      assert.equal(body.error.fields[0].field, "limit");
+    }
+  });
+});
+
+Deno.test("/_edge/context under Sec-GPC: 1 carries no behavioural data", async () => {
+  await withApp(async (app) => {
+    const res = await app.request(
+      "/_edge/context",
+      { headers: { cookie: "sid=sess-alice", "sec-gpc": "1" } },
+      PEER,
+    );
+    const body = await res.json();
+    assert.equal(body.gpc, true);
+    assert.equal(body.visitor.userId, "alice");
+    assert.deepEqual(body.recentViews, []);
+    assert.deepEqual(body.segments, []);
+    assert.deepEqual(body.recommendations, []);
+  });
+});
