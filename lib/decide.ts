@@ -75,6 +75,10 @@ export interface Decision {
    * `visitorKey` means the visitor's id and sticky cookie (experiments, rollouts).
    */
   dependsOn: DecisionInput[];
+  /** Slot name → HTML chosen for this visitor (used only when the origin answers with HTML). */
+  slots: Record<string, string>;
+  /** The inputs the slot choice depended on (they matter only for HTML responses). */
+  slotDependsOn: DecisionInput[];
 }
 
 /**
@@ -205,6 +209,17 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
     mask |= evaluation.inputs;
   }
 
+  const slots: Record<string, string> = {};
+  let slotMask = 0;
+  for (const slot of rules.slots) {
+    if (slot.name in slots) continue;
+    if (slot.when) {
+      slotMask |= slot.when.inputs;
+      if (!matchesCondition(slot.when, context)) continue;
+    }
+    slots[slot.name] = slot.html;
+  }
+
   return {
     region,
     country: facts.country,
@@ -217,6 +232,8 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
     flags,
     usedHints: hintsForInputs(mask),
     dependsOn: inputNames(mask),
+    slots,
+    slotDependsOn: inputNames(slotMask),
   };
 }
 

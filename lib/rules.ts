@@ -177,6 +177,14 @@ const ImageRule = z.strictObject({
   message: 'must have "width" or "quality"',
 });
 
+const Slot = z.strictObject({
+  name: Name.meta({ description: 'Matches `<edge-slot name="…">` and `data-edge-slot="…"` in HTML pages' }),
+  when: Condition.optional(),
+  html: z.string().max(16_384).meta({
+    description: "Markup inserted in place of the slot's fallback (trusted: it comes from the rules)",
+  }),
+});
+
 /** The zod schema of a rule set. */
 export const RuleSetSchema = z.object({
   $schema: z.string().optional(),
@@ -188,6 +196,12 @@ export const RuleSetSchema = z.object({
   flags: z.array(Flag).max(500).default([]),
   images: z.array(ImageRule).max(100).default([]).meta({
     description: "Content adaptation: query parameters added to image requests (first match wins)",
+  }),
+  slots: z.array(Slot).max(500).default([]).meta({
+    description: "HTML slot content; for each slot name the first entry whose `when` holds wins",
+  }),
+  htmlContext: z.boolean().default(false).meta({
+    description: 'Inject the visitor\'s edge context as JSON (`<script id="edge-context">`) into HTML pages',
   }),
 }).superRefine(checkReferences);
 
@@ -233,6 +247,13 @@ export interface CompiledImageRule {
   inputs: number;
 }
 
+/** A slot content rule after compilation. */
+export interface CompiledSlot {
+  name: string;
+  when: CompiledCondition | undefined;
+  html: string;
+}
+
 /** A rule set compiled for evaluation. */
 export interface CompiledRules {
   version: number;
@@ -247,6 +268,10 @@ export interface CompiledRules {
   flags: readonly CompiledFlag[];
   flagsByKey: ReadonlyMap<string, CompiledFlag>;
   images: readonly CompiledImageRule[];
+  /** Slot content rules, in rule order. */
+  slots: readonly CompiledSlot[];
+  /** Whether HTML pages get the edge context injected as JSON. */
+  htmlContext: boolean;
   /**
    * Every client-hint request header some rule can read, in canonical case: advertise them in
    * `Accept-CH` (through `acceptChValue`) on HTML responses.
@@ -477,6 +502,7 @@ function checkReferences(rules: z.output<typeof RuleSetSchema>, ctx: z.Refinemen
   });
 
   rules.images.forEach((image, i) => checkCondition(image.when, ["images", i, "when"], true));
+  rules.slots.forEach((slot, i) => checkCondition(slot.when, ["slots", i, "when"], true));
 }
 
 // --- compilation ------------------------------------------------------------------------------
@@ -516,6 +542,12 @@ function compileRules(rules: ParsedRuleSet, source: string): CompiledRules {
     flags,
     flagsByKey: new Map(flags.map((flag) => [flag.key, flag])),
     images,
+    slots: rules.slots.map((slot) => ({
+      name: slot.name,
+      when: slot.when ? compileCondition(slot.when) : undefined,
+      html: slot.html,
+    })),
+    htmlContext: rules.htmlContext,
     clientHints: hintsForInputs(inputs),
     source: rules,
   };

@@ -11,7 +11,7 @@ import { DEFAULT_RECOMMENDATIONS, loadRecommendations, MAX_RECOMMENDATIONS } fro
 import { responseCookies } from "../lib/edge_headers.ts";
 import { finishResponseHeaders } from "../lib/cache_headers.ts";
 import type { AppEnv } from "./env.ts";
-import { resolveVisitor, type Visitor } from "./visitor.ts";
+import { contextView, resolveVisitor, type Visitor } from "./visitor.ts";
 import { validationHook } from "./validation.ts";
 
 const RecommendationsQuery = z.object({
@@ -32,26 +32,7 @@ export function edgeRoutes(deps: Deps): Hono<AppEnv> {
   app.get("/context", zValidator("query", RecommendationsQuery, validationHook), async (c) => {
     const visitor = await resolveVisitor(c, deps);
     const recommendations = await recommendationsFor(visitor, deps, c.req.valid("query").limit);
-    const { decision, context, facts, identity } = visitor;
-    const body = {
-      visitor: {
-        id: identity.anonymousId,
-        loggedIn: identity.userId !== undefined,
-        userId: identity.userId ?? null,
-      },
-      region: decision.region,
-      country: decision.country ?? null,
-      device: facts.device.device,
-      network: facts.device.network,
-      gpc: facts.gpc,
-      rulesVersion: decision.rulesVersion,
-      variants: decision.variants,
-      flags: decision.flags,
-      recentViews: context.recentViews.map((view) => view.itemId),
-      cartItemIds: context.cartItemIds,
-      segments: context.segments,
-      recommendations,
-    };
+    const body = { ...contextView(visitor), recommendations };
     return edgeJson(c, visitor, body);
   });
 

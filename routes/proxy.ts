@@ -15,7 +15,8 @@ import {
   upstreamRequestHeaders,
 } from "../lib/upstream.ts";
 import type { AppEnv } from "./env.ts";
-import { resolveVisitor } from "./visitor.ts";
+import { contextView, resolveVisitor } from "./visitor.ts";
+import { rewriteHtmlResponse } from "../lib/html_slots.ts";
 
 /**
  * The proxy router.
@@ -28,7 +29,8 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.all("*", async (c) => {
     const request = c.req.raw;
-    const { facts, identity, context, decision, rules, stages } = await resolveVisitor(c, deps);
+    const visitor = await resolveVisitor(c, deps);
+    const { facts, identity, context, decision, rules, stages } = visitor;
     const cookies = responseCookies(identity, { decision, secure: facts.proto === "https" });
 
     if (decision.action.type === "redirect") {
@@ -84,11 +86,33 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
     stages.act = originMs;
     deps.metrics.observeOrigin({ durationMs: originMs, status: upstream.status });
     const responseHeaders = downstreamResponseHeaders(upstream.headers, headers.get("accept-encoding"));
-    finishResponseHeaders(responseHeaders, { decision, clientHints: rules.clientHints, cookies });
-    return new Response(upstream.body, {
+    const html = (responseHeaders.get("content-type") ?? "").toLowerCase().startsWith("text/html");
+    const slots = Object.entries(decision.slots);
+    const rewriteHtml = html && (slots.length > 0 || rules.htmlContext);
+    // Slot content and the injected context make the page depend on more of the visitor.
+    const cacheDecision = rewriteHtml
+      ? {
+        ...decision,
+        personalized: decision.personalized || rules.htmlContext || decision.slotDependsOn.length > 0,
+        dependsOn: [...new Set([...decision.dependsOn, ...decision.slotDependsOn])],
+      }
+      : decision;
+    finishResponseHeaders(responseHeaders, {
+      decision: cacheDecision,
+      clientHints: rules.clientHints,
+      cookies,
+    });
+    const response = new Response(upstream.body, {
       status: upstream.status,
       statusText: upstream.statusText,
       headers: responseHeaders,
+    });
+    if (!rewriteHtml) return response;
+    return rewriteHtmlResponse(response, {
+      slots: new Map(slots),
+      context: rules.htmlContext ? contextView(visitor) : undefined,
+      onError: (error) =>
+        deps.log.warn("html rewrite failed", { requestId: facts.requestId, error: String(error) }),
     });
   });
   return app;

@@ -114,3 +114,32 @@ function primitiveAttributes(
   }
   return out;
 }
+
+/**
+ * The visitor's edge context as client-side code sees it (in `/_edge/context` and injected
+ * into HTML pages): their own data only, behavioural data already empty under GPC.
+ *
+ * @param visitor the resolved visitor
+ * @returns a JSON-serialisable object
+ */
+export function contextView(visitor: Visitor): Record<string, unknown> {
+  const { decision, context, facts, identity } = visitor;
+  return {
+    visitor: {
+      id: identity.anonymousId,
+      loggedIn: identity.userId !== undefined,
+      userId: identity.userId ?? null,
+    },
+    region: decision.region,
+    country: decision.country ?? null,
+    device: facts.device.device,
+    network: facts.device.network,
+    gpc: facts.gpc,
+    rulesVersion: decision.rulesVersion,
+    variants: decision.variants,
+    flags: decision.flags,
+    recentViews: context.recentViews.map((view) => view.itemId),
+    cartItemIds: context.cartItemIds,
+    segments: context.segments,
+  };
+}

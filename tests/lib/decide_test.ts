@@ -315,6 +315,8 @@ Deno.test("the seed rules decide exactly as before", () => {
     flags: {},
     usedHints: [],
     dependsOn: ["region"],
+    slots: {},
+    slotDependsOn: [],
   });
   const redirect = decide({ facts: makeFacts({ path: "/old-sale" }), visitor }, rules);
   assert.deepEqual(redirect.action, { type: "redirect", location: "/sale", status: 302 });

@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { createApp } from "../../routes/app.ts";
+import { makeDeps, startOrigin } from "../support.ts";
+import type { RuleSet } from "../../lib/rules.ts";
+
+const RULES: RuleSet = {
+  version: 1,
+  regions: { EU: ["DE"] },
+  slots: [
+    { name: "promo", when: { region: ["EU"] }, html: "<b>Winter sale in Europe</b>" },
+    { name: "promo", html: "<b>Welcome</b>" },
+  ],
+  htmlContext: true,
+};
+const TRUSTED = { remoteAddr: { hostname: "10.0.0.1" } };
+
+Deno.test("HTML slots are filled by region and the edge context is injected, streaming", async () => {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  const encoder = new TextEncoder();
+  const origin = startOrigin((seen) => {
+    if (seen.path === "/plain.json") return Response.json({ edge: '<edge-slot name="promo">x</edge-slot>' });
+    const body = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(
+          encoder.encode('<html><head><title>t</title></head><body><edge-slot name="promo">'),
+        );
+        controller.enqueue(encoder.encode("fallback</edge-slot><p>first part</p>"));
+        await released;
+        controller.enqueue(encoder.encode("<p>rest</p></body></html>"));
+        controller.close();
+      },
+    });
+    return new Response(body, { headers: { "content-type": "text/html; charset=utf-8" } });
+  });
+  const deps = await makeDeps(origin.url, { env: { TRUSTED_PROXIES: "10.0.0.0/8" }, rules: RULES });
+  try {
+    const app = createApp(deps);
+    const res = await app.request("http://edge.test/", { headers: { "cf-ipcountry": "DE" } }, TRUSTED);
+    assert.match(res.headers.get("cache-control") ?? "", /private/);
+    const reader = res.body!.getReader();
+    let text = "";
+    // The first rewritten bytes arrive while the origin still holds back the rest of the page.
+    while (!text.includes("first part")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    assert.match(text, /<b>Winter sale in Europe<\/b>/);
+    assert.doesNotMatch(text, /fallback|edge-slot/);
+    assert.match(text, /<script type="application\/json" id="edge-context">/);
+    assert.match(text, /"region":"EU"/);
+    release();
+    while (true) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += new TextDecoder().decode(value);
+    }
+    assert.match(text, /<p>rest<\/p><\/body><\/html>$/);
+
+    const other =
+      await (await app.request("http://edge.test/", {}, { remoteAddr: { hostname: "203.0.113.1" } }))
+        .text();
+    assert.match(other, /<b>Welcome<\/b>/);
+
+    const json = await app.request("http://edge.test/plain.json", {}, TRUSTED);
+    assert.deepEqual(await json.json(), { edge: '<edge-slot name="promo">x</edge-slot>' });
+  } finally {
+    release();
+    deps.kv.close();
+    await origin.close();
+  }
+});
