@@ -314,3 +314,37 @@ export function parseRetryAfter(value: string | null, now: number): number {
   const date = Date.parse(value);
   return Number.isNaN(date) ? 0 : Math.max(0, date - now);
 }
+
+const INSTANT_FIELDS = ["at", "expiresAt"] as const;
+
+/**
+ * Shifts every `at` and `expiresAt` of a set of events by the same amount so that the newest
+ * `at` becomes `now` — for demo and fixture files whose recorded times would otherwise have
+ * expired. Events that are not objects, or carry no valid instants, are returned unchanged.
+ *
+ * @param events the events as parsed from NDJSON
+ * @param now the instant the newest `at` should move to, epoch ms
+ * @returns new event objects with shifted ISO instants
+ */
+export function rebaseInstants(events: readonly unknown[], now: number): unknown[] {
+  let newest = -Infinity;
+  for (const event of events) {
+    if (event && typeof event === "object" && "at" in event && typeof event.at === "string") {
+      const at = Date.parse(event.at);
+      if (Number.isFinite(at) && at > newest) newest = at;
+    }
+  }
+  if (!Number.isFinite(newest)) return [...events];
+  const shift = now - newest;
+  return events.map((event) => {
+    if (!event || typeof event !== "object" || Array.isArray(event)) return event;
+    const copy: Record<string, unknown> = { ...event };
+    for (const field of INSTANT_FIELDS) {
+      const value = copy[field];
+      if (typeof value !== "string") continue;
+      const ms = Date.parse(value);
+      if (Number.isFinite(ms)) copy[field] = new Date(ms + shift).toISOString();
+    }
+    return copy;
+  });
+}

@@ -25,7 +25,10 @@ const PAGE = `<!doctype html>
 <head><meta charset="utf-8"><title>Demo shop</title></head>
 <body>
 <h1>Demo shop</h1>
-<p>Served by the demo origin behind Edge Personalizer.</p>
+<p><edge-slot name="greeting">Hello!</edge-slot></p>
+<p><edge-slot name="promo">Our products</edge-slot></p>
+<p>Served by the demo origin behind Edge Personalizer. Your edge context is in the
+<code>edge-context</code> script below (view the page source).</p>
 <ul>${PRODUCTS.map((p) => `<li>${p.name} — ${p.price}</li>`).join("")}</ul>
 </body>
 </html>

@@ -6,7 +6,9 @@
  * environment wins over these defaults.
  */
 import { demoOriginHandler } from "./demo_origin.ts";
+import { parseNdjson, publish, rebaseInstants } from "../lib/publisher.ts";
 
+const DEV_SYNC_SECRET = "whsec_ZGV2LW9ubHktc3luYy1zZWNyZXQtMDAwMDAwMA==";
 const originPort = Number(Deno.env.get("DEMO_ORIGIN_PORT") ?? 8080);
 const origin = Deno.serve({ port: originPort, hostname: "127.0.0.1", onListen: () => {} }, demoOriginHandler);
 
@@ -16,6 +18,8 @@ const defaults: Record<string, string> = {
   KV_PATH: ".data/dev.kv",
   RULES_PATH: "tools/demo_rules.json",
   TRUSTED_PROXIES: "127.0.0.1/32,::1/128",
+  // A fixed secret for local play only; never reuse it anywhere else.
+  SYNC_SECRETS: DEV_SYNC_SECRET,
   LOG_LEVEL: "info",
 };
 const env = { ...defaults, ...Deno.env.toObject() };
@@ -30,6 +34,8 @@ const child = new Deno.Command(Deno.execPath(), {
 }).spawn();
 
 const base = `http://localhost:${port}`;
+await waitForHealth(`${base}/_edge/health`);
+const seeded = await seedDemoActivity(base, env.SYNC_SECRETS ?? DEV_SYNC_SECRET);
 console.log(`
 Edge Personalizer (dev)
   service      ${base}/            → demo origin ${env.ORIGIN_URL}
@@ -43,6 +49,16 @@ Try:
   curl -s -H 'x-geo-country: JP' ${base}/api/products/promotions     # → APAC promotion
   curl -si ${base}/old-sale                                          # 302 to /sale, answered at the edge
   curl -s -H 'x-edge-region: EU' ${base}/echo/anything               # forged x-edge-* never reaches the origin
+  curl -s -H 'x-geo-country: DE' ${base}/                           # HTML page: slots filled for the EU
+  curl -s -A 'Mozilla/5.0 (X11; Linux x86_64)' ${base}/echo/x        # A/B variant and flags as the origin sees them
+                                                                     # (plain curl counts as a bot: always control)
+
+Edge data (demo activity ${seeded ? "pushed" : "NOT pushed — see the log"} through the signed sync endpoint):
+  curl -s -b sid=s-demo-u1-0001 ${base}/_edge/context                # user u1: recent views, cart, segments, recommendations
+  curl -s -b sid=s-demo-u1-0001 ${base}/_edge/recommendations        # "you might also like", computed at the edge
+  curl -s -b sid=s-demo-u1-0001 ${base}/                             # the VIP slot and a greeting for a logged-in user
+  curl -s -X POST -d '{"context":{"targetingKey":"u1","country":"DE"}}' ${base}/ofrep/v1/evaluate/flags   # OFREP
+  EDGE_SYNC_SECRET=${DEV_SYNC_SECRET} deno task push --rebase-now --to ${base} tools/demo_events.ndjson
 `);
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -57,3 +73,32 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 const status = await child.status;
 await origin.shutdown();
 Deno.exit(status.code);
+
+async function waitForHealth(url: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    try {
+      const res = await fetch(url);
+      await res.body?.cancel();
+      if (res.ok) return;
+    } catch {
+      // Not up yet.
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+async function seedDemoActivity(base: string, secrets: string): Promise<boolean> {
+  const secret = secrets.split(",")[0]!.trim();
+  const events = rebaseInstants(parseNdjson(await Deno.readTextFile("tools/demo_events.ndjson")), Date.now());
+  const report = await publish(events, {
+    endpoints: [`${base}/_edge/sync`],
+    secret,
+    fetch,
+    now: Date.now,
+    sleep: (ms) => new Promise((resolve) => setTimeout(resolve, ms)),
+    random: Math.random,
+    randomId: () => crypto.randomUUID(),
+    scheduleMs: [0, 200, 1000],
+  });
+  return report.ok;
+}

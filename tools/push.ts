@@ -9,7 +9,13 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { parseNdjson, publish, PublishInputError, STANDARD_RETRY_SCHEDULE_MS } from "../lib/publisher.ts";
+import {
+  parseNdjson,
+  publish,
+  PublishInputError,
+  rebaseInstants,
+  STANDARD_RETRY_SCHEDULE_MS,
+} from "../lib/publisher.ts";
 
 const USAGE =
   `Usage: deno task push [--to URL]... [--secret whsec_…] [--schedule 0,5,300] [--max-bytes N] [FILE | -]
@@ -18,6 +24,7 @@ const USAGE =
   --secret S      the whsec_… signing secret (default: EDGE_SYNC_SECRET)
   --schedule L    seconds to wait before each attempt (default: the Standard Webhooks schedule)
   --max-bytes N   largest batch body (default 1048576; match the edge's SYNC_MAX_BYTES)
+  --rebase-now    shift every at/expiresAt so the newest "at" is now (for demo and fixture files)
   FILE            NDJSON events, one per line; "-" or none reads stdin`;
 
 function usage(message: string): never {
@@ -46,6 +53,7 @@ try {
       secret: { type: "string" },
       schedule: { type: "string" },
       "max-bytes": { type: "string" },
+      "rebase-now": { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -98,7 +106,7 @@ try {
   throw error;
 }
 
-const report = await publish(events, {
+const report = await publish(args.values["rebase-now"] ? rebaseInstants(events, Date.now()) : events, {
   endpoints,
   secret,
   maxBytes,

@@ -6,6 +6,7 @@ import {
   publish,
   PublishInputError,
   type PublishOptions,
+  rebaseInstants,
 } from "../../lib/publisher.ts";
 import { createWebhookVerifier } from "../../lib/sync/verify.ts";
 import { startOrigin } from "../support.ts";
@@ -168,4 +169,25 @@ Deno.test("publish refuses invalid events before sending anything", async () => 
     publish([view(1), { kind: "cart", userId: "u1" }], publishOptions(["http://127.0.0.1:9/"], [])),
     PublishInputError,
   );
+});
+
+Deno.test("rebaseInstants moves the newest at to now and shifts every instant alike", () => {
+  const events = [
+    { kind: "view", userId: "u", itemId: "p", at: "2026-01-01T00:00:00Z" },
+    {
+      kind: "session",
+      sessionId: "s",
+      userId: "u",
+      at: "2026-01-01T00:00:10Z",
+      expiresAt: "2026-01-02T00:00:10Z",
+    },
+    { kind: "related", itemId: "p", version: 1, related: [] },
+  ];
+  const now = Date.UTC(2030, 5, 1);
+  const [view, session, related] = rebaseInstants(events, now) as Record<string, unknown>[];
+  assert.equal(session!.at, new Date(now).toISOString());
+  assert.equal(view!.at, new Date(now - 10_000).toISOString());
+  assert.equal(session!.expiresAt, new Date(now + 86_400_000).toISOString());
+  assert.deepEqual(related, events[2]);
+  assert.equal(events[0]!.at, "2026-01-01T00:00:00Z", "the input is not changed");
 });
