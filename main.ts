@@ -94,7 +94,10 @@ const deps: Deps = {
   }),
 };
 metrics.setRules(deps.rules.current);
-deps.rules.onChange((rules) => metrics.setRules(rules));
+deps.rules.onChange((rules, state) => {
+  metrics.setRules(rules);
+  metrics.setRulesVersion(state.canary?.rules.version, { role: "canary" });
+});
 metrics.addCollectHook(() => {
   if (backend) metrics.setBreakerState(backend.breaker.state);
   const stats = contextCache.stats();

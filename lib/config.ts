@@ -63,6 +63,11 @@ const EnvSchema = z.object({
   ),
   GEO_COUNTRY_HEADERS: optionalString,
   RULES_POLL_MS: intInRange(100, 3_600_000, 1000),
+  RULES_KEEP: intInRange(1, 100, 10),
+  RULES_TOKEN: z.preprocess(
+    emptyToUndefined,
+    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
+  ),
   OFREP_API_KEYS: optionalString,
   BACKEND_URL: z.preprocess(emptyToUndefined, httpUrl.optional()),
   BACKEND_TOKEN: z.preprocess(
@@ -121,6 +126,10 @@ export interface Config {
   countryHeaders: readonly string[];
   /** How often rules are re-read from KV when `kv.watch` is not delivering. */
   rulesPollMs: number;
+  /** How many rule set versions sync keeps in KV (for canaries and rollback); the same everywhere. */
+  rulesKeep: number;
+  /** Bearer token required by `GET /_edge/rules`; undefined → that endpoint does not exist (404). */
+  rulesToken: string | undefined;
   /** API keys accepted by the OFREP endpoints; empty → no key needed. */
   ofrepApiKeys: readonly string[];
   /** How far a `webhook-timestamp` may be from the clock, either way, in seconds. */
@@ -251,6 +260,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       ? parsed.GEO_COUNTRY_HEADERS.split(",").map((h) => h.trim().toLowerCase()).filter(Boolean)
       : DEFAULT_COUNTRY_HEADERS,
     rulesPollMs: parsed.RULES_POLL_MS,
+    rulesKeep: parsed.RULES_KEEP,
+    rulesToken: parsed.RULES_TOKEN,
     ofrepApiKeys: (parsed.OFREP_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean),
     syncToleranceSec: parsed.SYNC_TOLERANCE_SEC,
     syncMaxBytes: parsed.SYNC_MAX_BYTES,

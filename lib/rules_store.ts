@@ -1,48 +1,124 @@
 /**
  * @module
- * Holds the active compiled rule set and keeps it current: rules load from `RULES_PATH` at
- * start, and every newer valid rule set that sync stores in KV replaces them — picked up through
- * `kv.watch` within milliseconds, with polling as a fallback. An invalid rule set never
- * replaces a valid one.
+ * Holds the compiled rules of this process — the active rule set and, while one runs, a canary
+ * with the share of visitors it gets — and keeps them on what the rule control record in KV
+ * names: picked up through `kv.watch` within milliseconds, with polling as a fallback. Rules
+ * load from `RULES_PATH` at start; an invalid rule set never becomes active or canary.
  */
 import { type CompiledRules, parseRules, RulesError } from "./rules.ts";
-import { keys, readLatestRules } from "./store.ts";
+import { hash } from "./bucketing.ts";
+import { keys, readRulesControl, readRuleSets } from "./store.ts";
+import { resolveRules } from "./rules_control.ts";
 import type { Logger } from "./log.ts";
 
-/** The active rule set of this process. */
+/** A canary: a rule set evaluated for a share of visitors. */
+export interface RulesCanary {
+  rules: CompiledRules;
+  /** Share of visitors in `(0, 1)`. */
+  share: number;
+}
+
+/** What a {@linkcode RulesStore} holds. */
+export interface RulesState {
+  active: CompiledRules;
+  canary: RulesCanary | undefined;
+}
+
+/**
+ * Whether a visitor falls in the canary of a rules version: GrowthBook's hash (version 2) of
+ * the visitor key with the seed `"rules-canary:" + version` is below the share. Stable per
+ * visitor; raising the share only adds visitors; each canary version draws its own visitors.
+ *
+ * @param visitorKey the visitor's bucketing key (user id or anonymous id)
+ * @param canary the canary's version and share
+ * @returns true when the visitor evaluates the canary
+ * @example
+ * ```ts
+ * isCanaryVisitor("anon-123", { version: 12, share: 0.05 });
+ * ```
+ */
+export function isCanaryVisitor(visitorKey: string, canary: { version: number; share: number }): boolean {
+  return (hash(`rules-canary:${canary.version}`, visitorKey, 2) ?? 1) < canary.share;
+}
+
+/** The rules of this process: the active set and an optional canary. */
 export class RulesStore {
-  #current: CompiledRules;
-  #listeners: ((rules: CompiledRules) => void)[] = [];
+  readonly #baseline: CompiledRules;
+  #active: CompiledRules;
+  #canary: RulesCanary | undefined;
+  #listeners: ((rules: CompiledRules, state: RulesState) => void)[] = [];
 
   /** @param initial the rules loaded at start-up */
   constructor(initial: CompiledRules) {
-    this.#current = initial;
+    this.#baseline = initial;
+    this.#active = initial;
   }
 
-  /** The active rules. */
+  /** The rules loaded at start-up; they apply until KV names an active version that beats them. */
+  get baseline(): CompiledRules {
+    return this.#baseline;
+  }
+
+  /** The active rules (what visitors outside a canary evaluate). */
   get current(): CompiledRules {
-    return this.#current;
+    return this.#active;
+  }
+
+  /** The running canary, if any. */
+  get canary(): RulesCanary | undefined {
+    return this.#canary;
   }
 
   /**
-   * Replaces the active rules when the candidate is newer.
+   * The rules a visitor evaluates: the canary's for visitors in its share, else the active ones.
+   *
+   * @param visitorKey the visitor's bucketing key (the identity stage's `key`)
+   * @returns the compiled rules; their `version` is the one the decision records
+   */
+  rulesFor(visitorKey: string): CompiledRules {
+    const canary = this.#canary;
+    if (canary && isCanaryVisitor(visitorKey, { version: canary.rules.version, share: canary.share })) {
+      return canary.rules;
+    }
+    return this.#active;
+  }
+
+  /**
+   * Replaces the active rules when the candidate is newer (the canary is left alone).
    *
    * @param candidate compiled (and therefore valid) rules
    * @returns true when the candidate became active
    */
   offer(candidate: CompiledRules): boolean {
-    if (candidate.version <= this.#current.version) return false;
-    this.#current = candidate;
-    for (const listener of this.#listeners) listener(candidate);
+    if (candidate.version <= this.#active.version) return false;
+    return this.set({ active: candidate, canary: this.#canary });
+  }
+
+  /**
+   * Replaces the active rules and the canary, older versions included (a rollback).
+   *
+   * @param state compiled (and therefore valid) rules and the canary, if any
+   * @returns true when the active version or the canary's version or share changed
+   */
+  set(state: RulesState): boolean {
+    const same = state.active.version === this.#active.version && state.active === this.#active &&
+      state.canary?.rules.version === this.#canary?.rules.version &&
+      state.canary?.share === this.#canary?.share;
+    if (same) return false;
+    this.#active = state.active;
+    this.#canary = state.canary;
+    const snapshot = { active: state.active, canary: state.canary };
+    for (const listener of this.#listeners) listener(state.active, snapshot);
     return true;
   }
 
   /**
-   * Registers a function called with every rule set that becomes active.
+   * Registers a function called whenever the active rules or the canary change.
    *
-   * @param listener the function (e.g. one updating a metrics gauge)
+   * @param listener called with the active rules and the whole state (e.g. to update the
+   * `rules_version` gauge for both roles)
    */
-  onChange(listener: (rules: CompiledRules) => void): void {
+  onChange(listener: (rules: CompiledRules, state: RulesState) => void): void {
     this.#listeners.push(listener);
   }
 }
@@ -57,7 +133,11 @@ export interface FollowRulesOptions {
 }
 
 /**
- * Keeps `store` on the newest valid rule set stored in KV, until `signal` aborts.
+ * Keeps `store` on the active version and canary that the rule control record in KV names,
+ * until `signal` aborts. A KV version activated without a time (a `rules` event without `at`)
+ * only replaces the start-up rules when it is newer than them; a timed activation (promote,
+ * rollback, `rules` with `at`) always does. A rule set that fails to compile is logged and never
+ * used: the active rules stay, and a canary is dropped.
  *
  * @param kv the store that sync writes rules into
  * @param store the rules holder to update
@@ -69,21 +149,89 @@ export async function followRulesInKv(
   store: RulesStore,
   options: FollowRulesOptions,
 ): Promise<void> {
-  let lastSeen = -1;
-  const check = async () => {
-    try {
-      const stored = await readLatestRules(kv);
-      if (!stored || stored.version === lastSeen || stored.version <= store.current.version) return;
-      lastSeen = stored.version;
-      const compiled = parseRules(stored.rules, `rules version ${stored.version} from KV`);
-      if (store.offer(compiled)) {
-        options.log.info("rules updated", { version: compiled.version, source: "kv" });
+  // Compiled sets by version; sets never change once stored, so compiling once is enough.
+  const compiled = new Map<number, CompiledRules | RulesError>();
+  let lastSeen = "";
+  let checking: Promise<void> | undefined;
+  let again = false;
+  const compile = async (versions: number[]) => {
+    const missing = versions.filter((version) => !compiled.has(version));
+    if (missing.length === 0) return;
+    const sets = await readRuleSets(kv, missing);
+    for (const [version, set] of sets) {
+      try {
+        compiled.set(version, parseRules(set.rules, `rules version ${version} from KV`));
+      } catch (error) {
+        if (!(error instanceof RulesError)) throw error;
+        compiled.set(version, error);
       }
-    } catch (error) {
-      const message = error instanceof RulesError
-        ? error.message
-        : `${(error as Error).name}: ${(error as Error).message}`;
-      options.log.warn("rules in KV not applied", { error: message });
+    }
+  };
+  const checkOnce = async () => {
+    const control = await readRulesControl(kv);
+    const resolved = resolveRules(control);
+    const baseline = store.baseline;
+    const active = resolved.active &&
+        (resolved.active.key[0] !== null || resolved.active.version > baseline.version)
+      ? resolved.active.version
+      : undefined;
+    const canary = resolved.canary;
+    const seen = `${active ?? "baseline"}|${canary ? `${canary.version}:${canary.share}` : "-"}`;
+    if (seen === lastSeen) return;
+    await compile([...(active === undefined ? [] : [active]), ...(canary ? [canary.version] : [])]);
+    const kept = new Set(control.entries.map((entry) => entry.version));
+    for (const version of compiled.keys()) if (!kept.has(version)) compiled.delete(version);
+    const usable = (version: number | undefined) => {
+      if (version === undefined) return undefined;
+      const rules = compiled.get(version);
+      if (rules instanceof RulesError) {
+        options.log.warn("rules in KV not applied", { version, error: rules.message });
+        return undefined;
+      }
+      return rules;
+    };
+    // A set named by the control record but not readable yet (pruned in between): try again later.
+    if ((active !== undefined && !compiled.has(active)) || (canary && !compiled.has(canary.version))) return;
+    lastSeen = seen;
+    const nextActive = active === undefined ? baseline : usable(active) ?? store.current;
+    const canaryRules = usable(canary?.version);
+    const changed = store.set({
+      active: nextActive,
+      canary: canary && canaryRules && canaryRules.version !== nextActive.version
+        ? { rules: canaryRules, share: canary.share }
+        : undefined,
+    });
+    if (changed) {
+      options.log.info("rules updated", {
+        version: store.current.version,
+        canary: store.canary?.rules.version,
+        canaryShare: store.canary?.share,
+        source: "kv",
+      });
+    }
+  };
+  // Checks never overlap; a trigger during a check runs one more check after it.
+  const check = async () => {
+    if (checking) {
+      again = true;
+      return await checking;
+    }
+    checking = (async () => {
+      do {
+        again = false;
+        try {
+          await checkOnce();
+        } catch (error) {
+          options.log.warn("rules in KV not applied", {
+            error: `${(error as Error).name}: ${(error as Error).message}`,
+          });
+        }
+      } while (again && !options.signal.aborted);
+    })();
+    try {
+      await checking;
+    } finally {
+      checking = undefined;
     }
   };
   await check();
@@ -96,7 +244,7 @@ export async function followRulesInKv(
   });
   const watching = (async () => {
     try {
-      const stream = kv.watch([keys.rules()]);
+      const stream = kv.watch([keys.rulesControl()]);
       const reader = stream.getReader();
       options.signal.addEventListener("abort", () => reader.cancel().catch(() => {}), { once: true });
       while (!options.signal.aborted) {
@@ -111,4 +259,5 @@ export async function followRulesInKv(
     }
   })();
   await Promise.all([stopped, watching]);
+  await checking;
 }

@@ -1,6 +1,7 @@
 /**
  * @module
- * Small security primitives shared by several stages: constant-time string comparison.
+ * Small security primitives shared by several stages: constant-time string comparison and bearer
+ * token checks.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
 
@@ -16,4 +17,17 @@ export function constantTimeEqual(a: string, b: string): boolean {
   const ha = createHash("sha256").update(a).digest();
   const hb = createHash("sha256").update(b).digest();
   return timingSafeEqual(ha, hb);
+}
+
+/**
+ * Checks an `Authorization: Bearer <token>` header against the configured token in constant
+ * time. A missing or malformed header takes the same path as a wrong token.
+ *
+ * @param header the `Authorization` header value, if any
+ * @param token the configured token
+ * @returns true when the header carries exactly the token
+ */
+export function bearerTokenMatches(header: string | undefined, token: string): boolean {
+  const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? "");
+  return constantTimeEqual(match?.[1] ?? "", token) && match !== null;
 }

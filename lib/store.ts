@@ -15,10 +15,17 @@
  * | `["erased", userId]`                 | `{ at, expiresAt }`: erasure tombstone                     |
  * | `["session", sha256hex(sessionId)]`  | `{ userId, at, expiresAt, ended: false }` or `{ at, expiresAt, ended: true }` |
  * | `["related", itemId]`                | `{ version, related: [{ itemId, score }] }`                |
- * | `["rules", "current"]`               | `{ version, rules }`: the newest valid rule set            |
+ * | `["rules", "set", version]`          | `{ version, rules }`: a kept rule set (the `RULES_KEEP` highest versions) |
+ * | `["rules", "control"]`               | `{ entries: [{ version, stored, activated, rolledBack, canary }] }`: rule control record |
  * | `["webhook", webhookId]`             | `{ status: "pending" \| "done", expiresAt }`: idempotency  |
  *
  * Raw session ids are never stored: only the SHA-256 hex digest of the id.
+ *
+ * Rule sets are immutable per version. The control record has one entry per kept version (and per
+ * version a promote or rollback named before its rule set arrived), highest version first, holding
+ * the newest activation, rollback and canary of that version as order keys `[at | null, rank,
+ * version]`; which version is active and which is the canary is derived from it
+ * (`lib/rules_control.ts`), so replicas agree whatever order the events came in.
  */
 import { z } from "zod";
 import { RuleSetSchema } from "./rules.ts";
@@ -35,7 +42,8 @@ export const keys = {
   erased: (userId: string): Deno.KvKey => ["erased", userId],
   session: (sessionHash: string): Deno.KvKey => ["session", sessionHash],
   related: (itemId: string): Deno.KvKey => ["related", itemId],
-  rules: (): Deno.KvKey => ["rules", "current"],
+  ruleSet: (version: number): Deno.KvKey => ["rules", "set", version],
+  rulesControl: (): Deno.KvKey => ["rules", "control"],
   webhook: (webhookId: string): Deno.KvKey => ["webhook", webhookId],
 };
 
@@ -99,10 +107,43 @@ export const RelatedValue = z.object({
 /** Related items of one item. */
 export type RelatedValue = z.infer<typeof RelatedValue>;
 
-/** The newest rule set received through sync. */
+/** A kept rule set, stored under its version. */
 export const RulesValue = z.object({ version: z.number().int(), rules: RuleSetSchema });
-/** The newest rule set received through sync. */
+/** A kept rule set, stored under its version. */
 export type RulesValue = z.infer<typeof RulesValue>;
+
+/**
+ * Total order of rule control events: `[at, rank, version]`, compared left to right. `at` is the
+ * event's time in epoch ms, or `null` for a `rules` event without `at` (which sorts before every
+ * timed event); `rank` breaks ties at equal `at`: canary 0, rules 1, promote 2, rollback 3.
+ */
+export const RulesOrderKey = z.tuple([
+  z.number().int().nullable(),
+  z.number().int().min(0).max(3),
+  z.number().int(),
+]);
+/** Total order of rule control events. */
+export type RulesOrderKey = z.infer<typeof RulesOrderKey>;
+
+/** What the control record knows about one rules version. */
+export const RulesControlEntry = z.object({
+  version: z.number().int(),
+  /** The rule set is kept under `["rules", "set", version]`. */
+  stored: z.boolean(),
+  /** Newest event that made this version active (`rules` without canary, promote, rollback). */
+  activated: RulesOrderKey.nullable(),
+  /** Newest rollback to this version. */
+  rolledBack: RulesOrderKey.nullable(),
+  /** Newest canary of this version. */
+  canary: z.object({ share: z.number().gt(0).lt(1), key: RulesOrderKey }).nullable(),
+});
+/** What the control record knows about one rules version. */
+export type RulesControlEntry = z.infer<typeof RulesControlEntry>;
+
+/** The rule control record: one entry per kept (or named but not yet received) version, highest first. */
+export const RulesControlValue = z.object({ entries: z.array(RulesControlEntry) });
+/** The rule control record. */
+export type RulesControlValue = z.infer<typeof RulesControlValue>;
 
 /** What the edge knows about one user. */
 export interface UserContext {
@@ -230,13 +271,35 @@ export async function readRelated(
 }
 
 /**
- * Reads the newest rule set received through sync, for hot reload. The stored rule set was
- * validated when it arrived and is parsed again here; pass `rules` to `parseRules` to compile it.
+ * Reads the rule control record (eventually consistent).
  *
  * @param kv the store
- * @returns the rule set JSON and its version, or `undefined` when none was pushed
+ * @returns the control record; empty when no rules were ever pushed or the value is malformed
  */
-export async function readLatestRules(kv: Deno.Kv): Promise<RulesValue | undefined> {
-  const entry = await kv.get(keys.rules(), { consistency: "eventual" });
-  return parseStored(RulesValue, entry.value);
+export async function readRulesControl(kv: Deno.Kv): Promise<RulesControlValue> {
+  const entry = await kv.get(keys.rulesControl(), { consistency: "eventual" });
+  return parseStored(RulesControlValue, entry.value) ?? { entries: [] };
+}
+
+/**
+ * Reads kept rule sets by version. Sets are immutable per version and written in the same commit
+ * as the control entry that names them, so a strong read after reading the control finds them.
+ *
+ * @param kv the store
+ * @param versions the versions to read
+ * @returns version → rule set JSON (validated when it arrived, parsed again here); missing or
+ * malformed sets are left out — pass `rules` to `parseRules` to compile
+ */
+export async function readRuleSets(
+  kv: Deno.Kv,
+  versions: readonly number[],
+): Promise<Map<number, RulesValue>> {
+  const unique = [...new Set(versions)];
+  const entries = await getManyChunked(kv, unique.map(keys.ruleSet), { consistency: "strong" });
+  const out = new Map<number, RulesValue>();
+  entries.forEach((entry, index) => {
+    const value = parseStored(RulesValue, entry.value);
+    if (value && value.version === unique[index]) out.set(value.version, value);
+  });
+  return out;
 }

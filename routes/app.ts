@@ -14,6 +14,7 @@ import { syncRoutes } from "./sync.ts";
 import type { AppEnv } from "./env.ts";
 import { routeClassOf } from "../lib/metrics.ts";
 import { metricsRoutes } from "./metrics.ts";
+import { rulesRoutes } from "./rules.ts";
 import { edgeRoutes } from "./edge.ts";
 
 /**
@@ -101,6 +102,7 @@ export function createApp(deps: Deps): Hono<AppEnv> {
   app.route("/_edge", opsRoutes(deps));
   app.route("/_edge", metricsRoutes(deps, deps.metrics));
   app.route("/_edge", syncRoutes(deps));
+  app.route("/_edge", rulesRoutes(deps));
   app.route("/_edge", edgeRoutes(deps));
   app.all("/_edge/*", (c) => c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404));
   app.route("/.well-known", wellKnownRoutes());

@@ -7,7 +7,7 @@ import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { errorBody } from "../lib/errors.ts";
 import type { EdgeMetrics } from "../lib/metrics.ts";
-import { constantTimeEqual } from "../lib/secure.ts";
+import { bearerTokenMatches } from "../lib/secure.ts";
 import type { AppEnv } from "./env.ts";
 
 /**
@@ -22,7 +22,7 @@ export function metricsRoutes(deps: Pick<Deps, "config">, registry: EdgeMetrics)
   const app = new Hono<AppEnv>();
   app.get("/metrics", async (c) => {
     c.header("cache-control", "no-store");
-    if (token !== undefined && !bearerMatches(c.req.header("authorization"), token)) {
+    if (token !== undefined && !bearerTokenMatches(c.req.header("authorization"), token)) {
       c.header("www-authenticate", 'Bearer realm="edge-metrics"');
       return c.json(errorBody("unauthorized", "A valid metrics token is required"), 401);
     }
@@ -30,10 +30,4 @@ export function metricsRoutes(deps: Pick<Deps, "config">, registry: EdgeMetrics)
     return c.body(text, 200, { "content-type": registry.contentType });
   });
   return app;
-}
-
-function bearerMatches(header: string | undefined, token: string): boolean {
-  const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header ?? "");
-  // Compared even when absent, so a missing header takes the same path as a wrong one.
-  return constantTimeEqual(match?.[1] ?? "", token) && match !== null;
 }

@@ -87,7 +87,8 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
   c.set("contextOutcome", { cache: context.outcome.cache, readThrough });
   lap("context");
 
-  const rules = deps.rules.current;
+  // A visitor in a rules canary is decided by the canary version (stable per visitor key).
+  const rules = deps.rules.rulesFor(identity.key);
   const decision = decide({
     facts,
     visitor: {

@@ -1,12 +1,15 @@
 /**
  * @module
  * Applies validated sync events to Deno KV so that every replica converges whatever the order
- * and multiplicity of delivery: views merge as a set, cart/profile/related/rules are last writer
- * wins by `version`, sessions newest `at` wins, erasure filters and leaves a tombstone. Writes are
+ * and multiplicity of delivery: views merge as a set, cart/profile/related are last writer wins by
+ * `version`, rule sets are kept per version with a control record merged by event order keys
+ * (canary, promote, rollback; see `lib/rules_control.ts`), sessions newest `at` wins, erasure
+ * filters and leaves a tombstone. Writes are
  * grouped into atomic commits within KV's limits, and every read key is re-checked by
  * versionstamp at commit, so instances applying concurrently retry instead of regressing a key.
  */
 import type { z } from "zod";
+import { DEFAULT_RULES_KEEP, mergeRulesEvents, type RulesControlEvent } from "../rules_control.ts";
 import type { Config } from "../config.ts";
 import {
   CartValue,
@@ -16,7 +19,7 @@ import {
   parseStored,
   ProfileValue,
   RelatedValue,
-  RulesValue,
+  RulesControlValue,
   SessionValue,
   TombstoneValue,
   UserSessionsValue,
@@ -28,7 +31,6 @@ import {
   parseSyncEvents,
   type ProfileEvent,
   type RelatedEvent,
-  type RulesEvent,
   type SessionEndEvent,
   type SessionEvent,
   type SyncEvent,
@@ -53,6 +55,8 @@ const DEFAULT_MAX_ATTEMPTS = 20;
  * over several atomic commits (each within the limits) and committed in parallel.
  */
 const MAX_WAVE_KEYS = 2000;
+/** Rule set events merged per commit: each may store a set of up to 48 KiB. */
+const RULE_SETS_PER_COMMIT = 6;
 
 /** Options for {@linkcode applyEvents}. */
 export interface ApplyOptions {
@@ -68,6 +72,8 @@ export interface ApplyOptions {
   onApplied?: (userIds: string[]) => void;
   /** How often a conflicting unit is re-read and retried before giving up (default 20). */
   maxAttempts?: number;
+  /** How many rule set versions are kept (`RULES_KEEP`, default 10); the same on every instance. */
+  rulesKeep?: number;
 }
 
 /** The outcome of applying a batch. */
@@ -89,16 +95,15 @@ export class ApplyConflictError extends Error {
 /**
  * Builds {@linkcode ApplyOptions} from the service configuration.
  *
- * @param config the configuration (views, TTLs)
+ * @param config the configuration (views, TTLs, kept rules versions)
  * @param now the current time, epoch ms
  * @param options extra options such as `onApplied`
  * @returns the apply options
  */
 export function applyOptionsFromConfig(
-  config: Pick<
-    Config,
-    "recentViewsMax" | "viewTtlDays" | "cartTtlDays" | "profileTtlDays" | "tombstoneTtlDays"
-  >,
+  config:
+    & Pick<Config, "recentViewsMax" | "viewTtlDays" | "cartTtlDays" | "profileTtlDays" | "tombstoneTtlDays">
+    & Partial<Pick<Config, "rulesKeep">>,
   now: number,
   options: Pick<ApplyOptions, "onApplied" | "maxAttempts"> = {},
 ): ApplyOptions {
@@ -109,6 +114,7 @@ export function applyOptionsFromConfig(
     cartTtlMs: config.cartTtlDays * DAY_MS,
     profileTtlMs: config.profileTtlDays * DAY_MS,
     tombstoneTtlMs: config.tombstoneTtlDays * DAY_MS,
+    rulesKeep: config.rulesKeep ?? DEFAULT_RULES_KEEP,
     ...options,
   };
 }
@@ -177,6 +183,8 @@ interface Plan {
   users: string[];
   /** The unit has more to do after this plan is committed (a large erasure). */
   again?: boolean;
+  /** Called once the plan is committed (or found to need no commit). */
+  committed?: () => void;
 }
 
 type Step = { plan: Plan } | { needKeys: Deno.KvKey[] };
@@ -219,7 +227,7 @@ async function planUnits(events: readonly SyncEvent[], options: ApplyOptions): P
   const sessions: (SessionEvent & { hash: string })[] = [];
   const sessionEnds: (SessionEndEvent & { hash: string })[] = [];
   const related: RelatedEvent[] = [];
-  const rules: RulesEvent[] = [];
+  const rules: RulesControlEvent[] = [];
   const hashes = new Map<string, Promise<string>>();
   const hashOf = (sessionId: string) => {
     let hash = hashes.get(sessionId);
@@ -250,6 +258,8 @@ async function planUnits(events: readonly SyncEvent[], options: ApplyOptions): P
         related.push(event);
         break;
       case "rules":
+      case "rules_promote":
+      case "rules_rollback":
         rules.push(event);
         break;
     }
@@ -284,12 +294,7 @@ async function planUnits(events: readonly SyncEvent[], options: ApplyOptions): P
       related: event.related,
     })));
   }
-  if (rules.length) {
-    units.push(versionedUnit(keys.rules(), rules, RulesValue, (event) => ({
-      version: event.version,
-      rules: event.rules,
-    })));
-  }
+  if (rules.length) units.push(rulesUnit(rules, options.rulesKeep ?? DEFAULT_RULES_KEEP));
   return units;
 }
 
@@ -417,7 +422,7 @@ function lastVersionWins<E extends { version: number; at?: number }, V extends {
   plan.mutations.push({ key, ...build(winner) });
 }
 
-/** Related items or rules: last writer wins by version, no user, no expiry. */
+/** Related items: last writer wins by version, no user, no expiry. */
 function versionedUnit<E extends { version: number }, V extends { version: number }>(
   key: Deno.KvKey,
   events: readonly E[],
@@ -431,6 +436,50 @@ function versionedUnit<E extends { version: number }, V extends { version: numbe
       const plan: Plan = { mutations: [], applied: 0, stale: 0, users: [] };
       lastVersionWins(plan, key, events, -Infinity, schema, read, (event) => ({ value: build(event) }));
       return { plan };
+    },
+  };
+}
+
+/**
+ * Rule sets and the rule control record: merged in chunks of at most
+ * {@linkcode RULE_SETS_PER_COMMIT} rule sets so that one commit stays within KV's size limit.
+ * The merge is order-independent, so chunking changes nothing but the number of commits.
+ */
+function rulesUnit(events: readonly RulesControlEvent[], keep: number): Unit {
+  // Highest versions first: once the kept window is full, lower rule sets are stale without a write.
+  let remaining = [...events].sort((a, b) => b.version - a.version);
+  return {
+    keys: [keys.rulesControl()],
+    attempts: 0,
+    step(read) {
+      const stored = parseStored(RulesControlValue, read(keys.rulesControl()).value) ?? { entries: [] };
+      let sets = 0;
+      let cut = 0;
+      while (cut < remaining.length) {
+        const event = remaining[cut]!;
+        if (event.kind === "rules" && ++sets > RULE_SETS_PER_COMMIT) break;
+        cut++;
+      }
+      const merged = mergeRulesEvents(stored, remaining.slice(0, cut), { keep });
+      const rest = remaining.slice(cut);
+      const mutations: Mutation[] = [];
+      for (const set of merged.put) mutations.push({ key: keys.ruleSet(set.version), value: set });
+      for (const version of merged.drop) mutations.push({ key: keys.ruleSet(version) });
+      if (JSON.stringify(merged.control) !== JSON.stringify(stored)) {
+        mutations.push({ key: keys.rulesControl(), value: merged.control });
+      }
+      return {
+        plan: {
+          mutations,
+          applied: merged.applied,
+          stale: merged.stale,
+          users: [],
+          again: rest.length > 0,
+          committed: () => {
+            remaining = rest;
+          },
+        },
+      };
     },
   };
 }
@@ -726,6 +775,7 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number): Promis
       bytes: number;
     }[] = [];
     const settle = (plan: Plan, unit: Unit) => {
+      plan.committed?.();
       outcome.applied += plan.applied;
       outcome.stale += plan.stale;
       for (const user of plan.users) outcome.users.add(user);

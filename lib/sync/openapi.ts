@@ -190,7 +190,21 @@ export const SYNC_OPENAPI = {
           event("rules", {
             version,
             rules: { type: "object", description: "A rule set; its own `version`, if given, must match" },
+            at: {
+              ...isoInstant,
+              description: "When the rule set was published; orders it against promotes and rollbacks " +
+                "(without it, it sorts before every timed rules event). Required with `canary`",
+            },
+            canary: {
+              type: "number",
+              exclusiveMinimum: 0,
+              exclusiveMaximum: 1,
+              description: "Run this version as a canary for this share of visitors; the rest stay on the " +
+                "active version. Without it the version becomes active",
+            },
           }, ["version", "rules"]),
+          event("rules_promote", { version, at: isoInstant }, ["version", "at"]),
+          event("rules_rollback", { version, at: isoInstant }, ["version", "at"]),
         ],
       },
     },

@@ -63,7 +63,14 @@ const RulesEvent = z.object({
   kind: z.literal("rules"),
   version: Version,
   rules: z.record(z.string(), z.unknown()),
+  at: Instant.optional(),
+  canary: z.number({ error: "must be a number" }).gt(0, "must be greater than 0").lt(1, "must be less than 1")
+    .optional(),
 }).transform((event, ctx) => {
+  if (event.canary !== undefined && event.at === undefined) {
+    ctx.addIssue({ code: "custom", path: ["at"], message: 'is required with "canary"' });
+    return z.NEVER;
+  }
   // The rule set's own version may be left out; when given it must match the event's.
   const candidate = { ...event.rules, version: event.rules.version ?? event.version };
   const parsed = RuleSetSchema.safeParse(candidate);
@@ -82,14 +89,24 @@ const RulesEvent = z.object({
     return z.NEVER;
   }
   try {
+    // The full validation of a rules file (cross-references included): what fails here is
+    // answered 400 and never stored, so it can never become active or canary.
     parseRules(parsed.data, "rules");
   } catch (error) {
     if (!(error instanceof RulesError)) throw error;
     for (const problem of error.problems) ctx.addIssue({ code: "custom", path: ["rules"], message: problem });
     return z.NEVER;
   }
-  return { kind: event.kind, version: event.version, rules: parsed.data };
+  return {
+    kind: event.kind,
+    version: event.version,
+    rules: parsed.data,
+    at: event.at,
+    canary: event.canary,
+  };
 });
+const RulesPromoteEvent = z.object({ kind: z.literal("rules_promote"), version: Version, at: Instant });
+const RulesRollbackEvent = z.object({ kind: z.literal("rules_rollback"), version: Version, at: Instant });
 
 /** Event kinds of the wire contract. */
 export const EVENT_KINDS = [
@@ -101,6 +118,8 @@ export const EVENT_KINDS = [
   "related",
   "erase",
   "rules",
+  "rules_promote",
+  "rules_rollback",
 ] as const;
 
 /** A validated view event (`at` in epoch ms). */
@@ -117,8 +136,12 @@ export type SessionEndEvent = z.output<typeof SessionEndEvent>;
 export type RelatedEvent = z.output<typeof RelatedEvent>;
 /** A validated erasure event. */
 export type EraseEvent = z.output<typeof EraseEvent>;
-/** A validated rules event; `rules` has passed `parseRules`. */
+/** A validated rules event; `rules` has passed `parseRules`; `at` in epoch ms when given. */
 export type RulesEvent = z.output<typeof RulesEvent>;
+/** A validated promote event: makes a kept rules version active. */
+export type RulesPromoteEvent = z.output<typeof RulesPromoteEvent>;
+/** A validated rollback event: makes a kept rules version active and ends the canary. */
+export type RulesRollbackEvent = z.output<typeof RulesRollbackEvent>;
 /** Any validated event; instants are epoch milliseconds. */
 export type SyncEvent =
   | ViewEvent
@@ -128,7 +151,9 @@ export type SyncEvent =
   | SessionEndEvent
   | RelatedEvent
   | EraseEvent
-  | RulesEvent;
+  | RulesEvent
+  | RulesPromoteEvent
+  | RulesRollbackEvent;
 
 const SCHEMA_BY_KIND = new Map<string, z.ZodType<SyncEvent>>([
   ["view", ViewEvent],
@@ -139,6 +164,8 @@ const SCHEMA_BY_KIND = new Map<string, z.ZodType<SyncEvent>>([
   ["related", RelatedEvent],
   ["erase", EraseEvent],
   ["rules", RulesEvent],
+  ["rules_promote", RulesPromoteEvent],
+  ["rules_rollback", RulesRollbackEvent],
 ]);
 
 /** The envelope around a batch; `events` are validated one by one. */

@@ -1,10 +1,27 @@
 import assert from "node:assert/strict";
-import { followRulesInKv, RulesStore } from "../../lib/rules_store.ts";
+import { followRulesInKv, isCanaryVisitor, RulesStore } from "../../lib/rules_store.ts";
 import { parseRules } from "../../lib/rules.ts";
 import { createLogger } from "../../lib/log.ts";
 import { keys } from "../../lib/store.ts";
+import { applyEvents, type ApplyOptions } from "../../lib/sync/apply.ts";
+import { parseSyncEvents } from "../../lib/sync/schema.ts";
 
 const log = createLogger("silent", { now: () => 0 });
+const T0 = Date.UTC(2026, 10, 26, 12, 0, 0);
+const minute = (n: number) => new Date(T0 + n * 60_000).toISOString();
+const DAY = 86_400_000;
+const APPLY: ApplyOptions = {
+  now: T0,
+  recentViewsMax: 20,
+  viewTtlMs: DAY,
+  cartTtlMs: DAY,
+  profileTtlMs: DAY,
+  tombstoneTtlMs: DAY,
+};
+
+function push(kv: Deno.Kv, events: unknown[]) {
+  return applyEvents(kv, parseSyncEvents(events), APPLY);
+}
 
 async function waitFor(check: () => boolean, ms: number): Promise<boolean> {
   const deadline = performance.now() + ms;
@@ -15,21 +32,72 @@ async function waitFor(check: () => boolean, ms: number): Promise<boolean> {
   return check();
 }
 
-Deno.test("a newer rule set written to KV reaches every instance within 1 s (watch, no polling)", async () => {
+Deno.test("the canary share holds within tolerance over 10,000 visitors and is stable per visitor", () => {
+  const ids = Array.from({ length: 10_000 }, (_, i) => `anon-${i.toString(36)}-${(i * 7919) % 10007}`);
+  for (const share of [0.05, 0.2, 0.5]) {
+    const count = ids.filter((id) => isCanaryVisitor(id, { version: 12, share })).length;
+    assert.ok(Math.abs(count / ids.length - share) < 0.01, `share ${share}: ${count} of 10,000`);
+  }
+  const store = new RulesStore(parseRules({ version: 11 }));
+  store.set({ active: store.current, canary: { rules: parseRules({ version: 12 }), share: 0.05 } });
+  const first = ids.map((id) => store.rulesFor(id).version);
+  assert.deepEqual(
+    ids.map((id) => store.rulesFor(id).version),
+    first,
+    "the same visitor always gets the same rules",
+  );
+  const inCanary = ids.filter((_, i) => first[i] === 12);
+  assert.ok(Math.abs(inCanary.length - 500) < 100);
+  // Widening the canary keeps everyone who was in it.
+  store.set({ active: store.current, canary: { rules: store.canary!.rules, share: 0.2 } });
+  assert.ok(inCanary.every((id) => store.rulesFor(id).version === 12));
+  // Another canary version draws other visitors.
+  const other = ids.filter((id) => isCanaryVisitor(id, { version: 13, share: 0.05 }));
+  const overlap = other.filter((id) => isCanaryVisitor(id, { version: 12, share: 0.05 })).length;
+  assert.ok(overlap < 100, `overlap ${overlap}`);
+});
+
+Deno.test("onChange fires for a new active version and for canary changes; current stays the active rules", () => {
+  const store = new RulesStore(parseRules({ version: 1 }));
+  const seen: string[] = [];
+  store.onChange((rules, state) => seen.push(`${rules.version}/${state.canary?.rules.version ?? "-"}`));
+  const canary = { rules: parseRules({ version: 2 }), share: 0.1 };
+  assert.equal(store.set({ active: store.current, canary }), true);
+  assert.equal(store.set({ active: store.current, canary }), false);
+  assert.equal(store.current.version, 1);
+  assert.equal(store.offer(parseRules({ version: 3 })), true);
+  assert.equal(store.offer(parseRules({ version: 2 })), false);
+  assert.deepEqual(seen, ["1/2", "3/2"]);
+});
+
+Deno.test("canary, promote and rollback reach a second instance on the same KV within 1 s (watch, no polling)", async () => {
   const dir = await Deno.makeTempDir();
   const kvA = await Deno.openKv(`${dir}/kv`);
   const kvB = await Deno.openKv(`${dir}/kv`);
   const stop = new AbortController();
   const a = new RulesStore(parseRules({ version: 1 }));
   const b = new RulesStore(parseRules({ version: 1 }));
+  const state = (store: RulesStore) => `${store.current.version}/${store.canary?.rules.version ?? "-"}`;
   try {
     const following = [
       followRulesInKv(kvA, a, { pollMs: 60_000, log, signal: stop.signal }),
       followRulesInKv(kvB, b, { pollMs: 60_000, log, signal: stop.signal }),
     ];
     await new Promise((resolve) => setTimeout(resolve, 50));
-    await kvA.set(keys.rules(), { version: 2, rules: { version: 2, defaultRegion: "EU" } });
-    assert.ok(await waitFor(() => a.current.version === 2 && b.current.version === 2, 1000));
+    await push(kvA, [
+      { kind: "rules", version: 11, at: minute(1), rules: { defaultRegion: "EU" } },
+      { kind: "rules", version: 12, at: minute(2), canary: 0.05, rules: { defaultRegion: "US" } },
+    ]);
+    assert.ok(await waitFor(() => state(a) === "11/12" && state(b) === "11/12", 1000), state(b));
+    assert.equal(b.current.defaultRegion, "EU");
+    assert.equal(b.canary?.share, 0.05);
+
+    await push(kvA, [{ kind: "rules_promote", version: 12, at: minute(3) }]);
+    assert.ok(await waitFor(() => state(a) === "12/-" && state(b) === "12/-", 1000), state(b));
+    assert.equal(b.current.defaultRegion, "US");
+
+    await push(kvA, [{ kind: "rules_rollback", version: 11, at: minute(4) }]);
+    assert.ok(await waitFor(() => state(a) === "11/-" && state(b) === "11/-", 1000), state(b));
     assert.equal(b.current.defaultRegion, "EU");
     stop.abort();
     await Promise.all(following);
@@ -40,20 +108,54 @@ Deno.test("a newer rule set written to KV reaches every instance within 1 s (wat
   }
 });
 
-Deno.test("an invalid or older rule set in KV never replaces the active one", async () => {
+Deno.test("a rule set in KV that does not compile never becomes active or canary", async () => {
   const kv = await Deno.openKv(":memory:");
   const stop = new AbortController();
   const store = new RulesStore(parseRules({ version: 5, defaultRegion: "US" }));
   try {
     const following = followRulesInKv(kv, store, { pollMs: 20, log, signal: stop.signal });
-    // Schema-valid but semantically invalid: a country in two regions.
-    await kv.set(keys.rules(), { version: 6, rules: { version: 6, regions: { EU: ["DE"], X: ["DE"] } } });
+    // Written past sync (which rejects it): schema-valid but a country in two regions.
+    const bad = { version: 6, rules: { version: 6, regions: { EU: ["DE"], X: ["DE"] } } };
+    const entry = (version: number, extra: Record<string, unknown>) => ({
+      version,
+      stored: true,
+      activated: null,
+      rolledBack: null,
+      canary: null,
+      ...extra,
+    });
+    await kv.atomic()
+      .set(keys.ruleSet(6), bad)
+      .set(keys.ruleSet(7), { ...bad, version: 7, rules: { ...bad.rules, version: 7 } })
+      .set(keys.rulesControl(), {
+        entries: [
+          entry(7, { canary: { share: 0.5, key: [T0 + 2, 0, 7] } }),
+          entry(6, { activated: [T0 + 1, 1, 6] }),
+        ],
+      })
+      .commit();
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(store.current.version, 5);
-    await kv.set(keys.rules(), { version: 4, rules: { version: 4 } });
+    assert.equal(store.canary, undefined);
+    stop.abort();
+    await following;
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("a version pushed without at replaces the start-up rules only when newer; a timed one always", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const stop = new AbortController();
+  const store = new RulesStore(parseRules({ version: 5, defaultRegion: "US" }));
+  try {
+    const following = followRulesInKv(kv, store, { pollMs: 20, log, signal: stop.signal });
+    await push(kv, [{ kind: "rules", version: 4, rules: {} }]);
     await new Promise((resolve) => setTimeout(resolve, 100));
     assert.equal(store.current.version, 5);
     assert.equal(store.current.defaultRegion, "US");
+    await push(kv, [{ kind: "rules_rollback", version: 4, at: minute(1) }]);
+    assert.ok(await waitFor(() => store.current.version === 4, 1000));
     stop.abort();
     await following;
   } finally {

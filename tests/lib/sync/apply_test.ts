@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { readActiveRules, readStoredRulesStatus } from "../../../lib/rules_control.ts";
 import {
   hashSessionId,
-  readLatestRules,
   readRelated,
+  readRuleSets,
   readSession,
   readUserContext,
 } from "../../../lib/store.ts";
@@ -102,7 +103,7 @@ Deno.test("cart, profile, related and rules are last writer wins by version; equ
       score: 0.8,
     }]);
     assert.equal((await readRelated(kv, ["p9"])).size, 0);
-    const rules = await readLatestRules(kv);
+    const rules = await readActiveRules(kv);
     assert.equal(rules?.version, 12);
     assert.equal(rules?.rules.defaultRegion, "EU");
   });
@@ -307,6 +308,180 @@ Deno.test("concurrent instances applying to one KV never regress a key", async (
   });
 });
 
+// --- rule canaries, promotion, rollback ----------------------------------------------------
+
+const rulesEvent = (version: number, extra: Record<string, unknown> = {}) => ({
+  kind: "rules",
+  version,
+  at: minute(version),
+  rules: { defaultRegion: `R${version}` },
+  ...extra,
+});
+
+Deno.test("a rules event with canary keeps the active version and runs the new one for its share", async () => {
+  await withKv(async (kv) => {
+    assert.deepEqual(await apply(kv, [rulesEvent(11), rulesEvent(12, { canary: 0.05 })]), {
+      applied: 2,
+      stale: 0,
+    });
+    const status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 11);
+    assert.deepEqual(status.canary, { version: 12, share: 0.05 });
+    assert.deepEqual(status.kept.map((entry) => entry.version), [12, 11]);
+    assert.equal((await readActiveRules(kv))?.rules.defaultRegion, "R11");
+    assert.equal(
+      (await readSet(kv, 12)).defaultRegion,
+      "R12",
+      "the canary's rule set is kept under its version",
+    );
+    // The same canary again is stale; a larger share for the same version widens it.
+    assert.deepEqual(await apply(kv, [rulesEvent(12, { canary: 0.05 })]), { applied: 0, stale: 1 });
+    await apply(kv, [rulesEvent(12, { canary: 0.2, at: minute(13) })]);
+    assert.deepEqual((await readStoredRulesStatus(kv)).canary, { version: 12, share: 0.2 });
+  });
+});
+
+async function readSet(kv: Deno.Kv, version: number): Promise<{ defaultRegion?: string }> {
+  return (await readRuleSets(kv, [version])).get(version)?.rules ?? {};
+}
+
+Deno.test("rules_promote makes the canary active; rules_rollback returns to a kept version and ends the canary", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [rulesEvent(11), rulesEvent(12, { canary: 0.05 })]);
+    assert.deepEqual(await apply(kv, [{ kind: "rules_promote", version: 12, at: minute(20) }]), {
+      applied: 1,
+      stale: 0,
+    });
+    let status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 12);
+    assert.equal(status.canary, null);
+    assert.equal((await readActiveRules(kv))?.rules.defaultRegion, "R12");
+    // A new canary, then a rollback to 11: the canary ends with it.
+    await apply(kv, [rulesEvent(13, { canary: 0.1, at: minute(21) })]);
+    assert.deepEqual((await readStoredRulesStatus(kv)).canary, { version: 13, share: 0.1 });
+    await apply(kv, [{ kind: "rules_rollback", version: 11, at: minute(22) }]);
+    status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 11);
+    assert.equal(status.canary, null);
+    // An older rollback or promote delivered late changes nothing.
+    assert.deepEqual(await apply(kv, [{ kind: "rules_promote", version: 13, at: minute(21) }]), {
+      applied: 1,
+      stale: 0,
+    });
+    assert.equal((await readStoredRulesStatus(kv)).active, 11);
+    assert.deepEqual(await apply(kv, [{ kind: "rules_rollback", version: 11, at: minute(22) }]), {
+      applied: 0,
+      stale: 1,
+    });
+  });
+});
+
+Deno.test("a rules event without canary ends a canary of the same or an older version, not a newer one", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [rulesEvent(10), rulesEvent(12, { canary: 0.05 })]);
+    await apply(kv, [rulesEvent(11, { at: minute(30) })]);
+    let status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 11);
+    assert.deepEqual(status.canary, { version: 12, share: 0.05 });
+    await apply(kv, [rulesEvent(12, { at: minute(31) })]);
+    status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 12);
+    assert.equal(status.canary, null);
+  });
+});
+
+Deno.test("only the RULES_KEEP highest versions are kept; events for older versions are stale", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [1, 2, 3, 4].map((version) => rulesEvent(version)), { rulesKeep: 3 });
+    let status = await readStoredRulesStatus(kv);
+    assert.deepEqual(status.kept.map((entry) => entry.version), [4, 3, 2]);
+    assert.equal(status.active, 4);
+    assert.equal((await kv.get(["rules", "set", 1])).value, null, "the pushed-out set is deleted");
+    assert.deepEqual(
+      await apply(kv, [rulesEvent(1), { kind: "rules_rollback", version: 1, at: minute(50) }], {
+        rulesKeep: 3,
+      }),
+      { applied: 0, stale: 2 },
+    );
+    await apply(kv, [{ kind: "rules_rollback", version: 2, at: minute(51) }], { rulesKeep: 3 });
+    status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 2);
+    assert.equal((await readActiveRules(kv))?.rules.defaultRegion, "R2");
+  });
+});
+
+Deno.test("a promote to a version not kept is stale, yet takes effect if its rule set arrives later", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [rulesEvent(5)]);
+    assert.deepEqual(await apply(kv, [{ kind: "rules_promote", version: 6, at: minute(40) }]), {
+      applied: 0,
+      stale: 1,
+    });
+    let status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 5, "no rule set for 6 yet: 5 stays active");
+    assert.deepEqual(status.kept.map((entry) => [entry.version, entry.stored]), [[6, false], [5, true]]);
+    await apply(kv, [rulesEvent(6, { canary: 0.05 })]);
+    status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 6);
+    assert.equal(status.canary, null);
+  });
+});
+
+Deno.test("an untimed rules event sorts before timed ones; among untimed ones the highest version wins", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [{ kind: "rules", version: 3, rules: {} }, { kind: "rules", version: 2, rules: {} }]);
+    assert.equal((await readStoredRulesStatus(kv)).active, 3);
+    await apply(kv, [{ kind: "rules_rollback", version: 2, at: minute(1) }]);
+    await apply(kv, [{ kind: "rules", version: 4, rules: {} }]);
+    const status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 2, "an untimed push never overrides a rollback");
+    assert.equal(status.kept.find((entry) => entry.version === 4)?.activatedAt, "unordered");
+  });
+});
+
+Deno.test("many rule sets in one batch are committed in chunks within KV's limits", async () => {
+  await withKv(async (kv) => {
+    // About 40 KiB per rule set: the 25 kept cannot go into one 800 KiB commit.
+    const routes = Array.from({ length: 250 }, (_, i) => ({
+      match: `/section-${i}/${"x".repeat(90)}/*`,
+      redirect: { to: `/moved-${i}` },
+    }));
+    const events = Array.from({ length: 30 }, (_, i) => ({
+      kind: "rules",
+      version: i + 1,
+      at: minute(i + 1),
+      rules: { routes },
+    }));
+    assert.deepEqual(await apply(kv, events, { rulesKeep: 25 }), { applied: 25, stale: 5 });
+    const status = await readStoredRulesStatus(kv);
+    assert.equal(status.kept.length, 25);
+    assert.equal(status.active, 30);
+    assert.equal(status.kept.at(-1)?.version, 6);
+  });
+});
+
+Deno.test("rules events are validated: canary needs at and a share in (0, 1); promote and rollback need at", () => {
+  const problems = (event: unknown) => {
+    try {
+      parseSyncEvents([event]);
+      return [];
+    } catch (error) {
+      assert.ok(error instanceof SyncPayloadError);
+      return (error.details!.events as { field: string }[]).map((problem) => problem.field);
+    }
+  };
+  assert.deepEqual(problems({ kind: "rules", version: 2, rules: {}, canary: 0.05 }), ["at"]);
+  assert.deepEqual(problems({ kind: "rules", version: 2, rules: {}, at: minute(1), canary: 1 }), ["canary"]);
+  assert.deepEqual(problems({ kind: "rules", version: 2, rules: {}, at: minute(1), canary: 0 }), ["canary"]);
+  assert.deepEqual(problems({ kind: "rules_promote", version: 2 }), ["at"]);
+  assert.deepEqual(problems({ kind: "rules_rollback", version: -1, at: minute(1) }), ["version"]);
+  assert.deepEqual(problems({ kind: "rules", version: 2, rules: {}, at: minute(1), canary: 0.5 }), []);
+  // Cross-references are checked like a rules file: a country in two regions.
+  assert.deepEqual(problems({ kind: "rules", version: 2, rules: { regions: { EU: ["DE"], X: ["DE"] } } }), [
+    "rules",
+  ]);
+});
+
 // --- property: any shuffle with duplication, in any batching, converges to in-order state ----
 
 const USERS = ["u1", "u2", "u3"];
@@ -362,7 +537,32 @@ const eventArb: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
     version,
     rules: { defaultRegion: `R${version}` },
   })),
+  // Rule canaries and their promotion or rollback: a version's rule set is fixed, its `at` grows
+  // with the version, and it may be pushed as a canary, timed, or untimed.
+  {
+    arbitrary: fc.tuple(fc.integer({ min: 1, max: 8 }), fc.constantFrom(undefined, 0.05, 0.5)).map((
+      [version, canary],
+    ) => ({
+      kind: "rules",
+      version,
+      at: minute(version * 4),
+      ...(canary === undefined ? {} : { canary }),
+      rules: { defaultRegion: `R${version}` },
+    })),
+    weight: 2,
+  },
+  {
+    arbitrary: fc.tuple(
+      fc.constantFrom("rules_promote", "rules_rollback"),
+      fc.integer({ min: 1, max: 9 }),
+      at,
+    )
+      .map(([kind, version, when]) => ({ kind, version, at: when })),
+    weight: 2,
+  },
 );
+
+const rulesKeepArb = fc.constantFrom(2, 3, 10);
 
 Deno.test("random event streams converge under shuffling, duplication, batching and concurrency", async () => {
   await fc.assert(
@@ -375,14 +575,15 @@ Deno.test("random event streams converge under shuffling, duplication, batching 
           ),
           sizes: fc.array(fc.integer({ min: 1, max: 7 }), { minLength: 1, maxLength: 10 }),
           lanes: fc.integer({ min: 1, max: 3 }),
+          rulesKeep: rulesKeepArb,
         })
       ),
-      async ({ events, delivered, sizes, lanes }) => {
+      async ({ events, delivered, sizes, lanes, rulesKeep }) => {
         const parsed: SyncEvent[] = parseSyncEvents(events);
         const reference = await Deno.openKv(":memory:");
         const replica = await Deno.openKv(":memory:");
         try {
-          for (const event of parsed) await applyEvents(reference, [event], options());
+          for (const event of parsed) await applyEvents(reference, [event], options({ rulesKeep }));
           const batches: SyncEvent[][] = [];
           for (let i = 0, s = 0; i < delivered.length; s++) {
             const size = sizes[s % sizes.length]!;
@@ -391,10 +592,11 @@ Deno.test("random event streams converge under shuffling, duplication, batching 
           }
           await Promise.all(Array.from({ length: lanes }, async (_, lane) => {
             for (let b = lane; b < batches.length; b += lanes) {
-              await applyEvents(replica, batches[b]!, options());
+              await applyEvents(replica, batches[b]!, options({ rulesKeep }));
             }
           }));
           assert.deepEqual(await dump(replica), await dump(reference));
+          assert.deepEqual(await readStoredRulesStatus(replica), await readStoredRulesStatus(reference));
         } finally {
           reference.close();
           replica.close();
