@@ -13,6 +13,7 @@ import { createApp } from "./routes/app.ts";
 import { DEFAULT_UA_CACHE_SIZE, UaCache } from "./lib/device.ts";
 import { type IpGeoDb, loadIpGeoDb } from "./lib/ip_geo.ts";
 import { ContextCache } from "./lib/context_cache.ts";
+import { SessionCache } from "./lib/session_cache.ts";
 import { backendClientFromConfig } from "./lib/backend.ts";
 import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
@@ -83,6 +84,10 @@ const deps: Deps = {
   rules: new RulesStore(initialRules),
   uaCache: new UaCache(DEFAULT_UA_CACHE_SIZE),
   ipGeo,
+  sessionCache: new SessionCache({
+    maxEntries: config.contextCacheMaxEntries,
+    maxStaleMs: config.contextMaxStaleMs,
+  }),
   contextCache,
   backend,
   metrics,

@@ -9,6 +9,7 @@ import type { RulesStore } from "./rules_store.ts";
 import type { UaCache } from "./device.ts";
 import type { IpGeoDb } from "./ip_geo.ts";
 import type { ContextCache } from "./context_cache.ts";
+import type { SessionCache } from "./session_cache.ts";
 import type { BackendClient } from "./backend.ts";
 import type { EdgeMetrics } from "./metrics.ts";
 import type { DecisionLogInputs } from "./decision_log.ts";
@@ -31,6 +32,8 @@ export interface Deps {
   uaCache: UaCache;
   /** The bundled IP → country database; undefined when it could not be loaded. */
   ipGeo: IpGeoDb | undefined;
+  /** Per-isolate cache of session lookups (bounded entries and staleness). */
+  sessionCache: SessionCache;
   /** Per-isolate cache of user contexts (bounded entries, bytes and staleness). */
   contextCache: ContextCache;
   /** Read-through client for the central backend; undefined without `BACKEND_URL`. */

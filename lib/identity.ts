@@ -5,7 +5,8 @@
  * cookie (`ep_uid`), created when absent. Nothing else a client says about itself is believed.
  */
 import { parseCookies } from "./cookies.ts";
-import { readSession } from "./store.ts";
+import { hashSessionId, readSessionByHash } from "./store.ts";
+import type { SessionCache } from "./session_cache.ts";
 
 /** The anonymous id cookie. */
 export const ANON_COOKIE = "ep_uid";
@@ -43,6 +44,8 @@ export interface ResolveIdentityOptions {
   /** The hop is trusted (peer in TRUSTED_PROXIES or valid CDN secret). */
   trustedHop: boolean;
   randomId: () => string;
+  /** Per-isolate cache of session lookups; without it every logged-in request reads KV. */
+  sessionCache?: SessionCache;
   /** Called when the session lookup fails; the visitor is then treated as anonymous. */
   onLookupError?: (error: unknown) => void;
 }
@@ -65,7 +68,14 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
   const sessionId = cookies.get(options.sessionCookie);
   if (sessionId && sessionId.length <= 4096) {
     try {
-      const userId = await readSession(options.kv, sessionId, options.now);
+      const hash = await hashSessionId(sessionId);
+      const cached = options.sessionCache?.get(hash, options.now);
+      let userId = cached?.userId;
+      if (!cached) {
+        const session = await readSessionByHash(options.kv, hash, options.now);
+        options.sessionCache?.set(hash, session, options.now);
+        userId = session?.userId;
+      }
       if (userId) return { ...base, key: userId, userId, source: "session" };
     } catch (error) {
       options.onLookupError?.(error);

@@ -209,10 +209,26 @@ export async function getManyChunked(
  * @returns the user id, or `undefined` when the session is unknown, ended or expired
  */
 export async function readSession(kv: Deno.Kv, sessionId: string, now: number): Promise<string | undefined> {
-  const entry = await kv.get(keys.session(await hashSessionId(sessionId)), { consistency: "eventual" });
+  return (await readSessionByHash(kv, await hashSessionId(sessionId), now))?.userId;
+}
+
+/**
+ * Resolves a hashed session id to its user and the session's expiry.
+ *
+ * @param kv the store
+ * @param sessionHash the session id's hash from {@linkcode hashSessionId}
+ * @param now the current time, epoch ms
+ * @returns the user id and expiry, or `undefined` when the session is unknown, ended or expired
+ */
+export async function readSessionByHash(
+  kv: Deno.Kv,
+  sessionHash: string,
+  now: number,
+): Promise<{ userId: string; expiresAt: number } | undefined> {
+  const entry = await kv.get(keys.session(sessionHash), { consistency: "eventual" });
   const session = parseStored(SessionValue, entry.value);
   if (!session || session.ended || session.expiresAt <= now) return undefined;
-  return session.userId;
+  return { userId: session.userId, expiresAt: session.expiresAt };
 }
 
 /**

@@ -64,6 +64,7 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
     sessionCookie: config.sessionCookie,
     trustedHop: facts.geoTrusted,
     randomId: deps.randomId,
+    sessionCache: deps.sessionCache,
     onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
   });
   c.set("visitorKey", identity.key);

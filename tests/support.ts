@@ -11,6 +11,7 @@ import { RulesStore } from "../lib/rules_store.ts";
 import { UaCache } from "../lib/device.ts";
 import type { IpGeoDb } from "../lib/ip_geo.ts";
 import { ContextCache } from "../lib/context_cache.ts";
+import { SessionCache } from "../lib/session_cache.ts";
 import { backendClientFromConfig } from "../lib/backend.ts";
 import { EdgeMetrics } from "../lib/metrics.ts";
 import { createDecisionLogger } from "../lib/decision_log.ts";
@@ -99,6 +100,10 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
     rules: new RulesStore(parseRules(options.rules ?? EMPTY_RULES)),
     uaCache: new UaCache(100),
     ipGeo: options.ipGeo,
+    sessionCache: new SessionCache({
+      maxEntries: config.contextCacheMaxEntries,
+      maxStaleMs: config.contextMaxStaleMs,
+    }),
     contextCache: new ContextCache({
       maxEntries: config.contextCacheMaxEntries,
       maxBytes: config.contextCacheMaxBytes,
