@@ -68,12 +68,13 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
   const sessionId = cookies.get(options.sessionCookie);
   if (sessionId && sessionId.length <= 4096) {
     try {
-      const hash = await hashSessionId(sessionId);
-      const cached = options.sessionCache?.get(hash, options.now);
+      // The in-memory cache is keyed by the cookie value itself so a hit costs no hashing; only
+      // the hash ever reaches KV (and nothing of either is logged).
+      const cached = options.sessionCache?.get(sessionId, options.now);
       let userId = cached?.userId;
       if (!cached) {
-        const session = await readSessionByHash(options.kv, hash, options.now);
-        options.sessionCache?.set(hash, session, options.now);
+        const session = await readSessionByHash(options.kv, await hashSessionId(sessionId), options.now);
+        options.sessionCache?.set(sessionId, session, options.now);
         userId = session?.userId;
       }
       if (userId) return { ...base, key: userId, userId, source: "session" };

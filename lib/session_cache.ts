@@ -1,6 +1,6 @@
 /**
  * @module
- * A per-isolate cache of session lookups (session hash → user), so a logged-in visitor's
+ * A per-isolate cache of session lookups (session cookie → user), so a logged-in visitor's
  * requests do not each pay a KV read. Bounded in entries (least recently used goes first) and
  * in staleness: an entry is trusted for `maxStaleMs` (`CONTEXT_MAX_STALE_MS`), never past the
  * session's own expiry, so a session ended through sync stops working within that bound.
@@ -19,7 +19,10 @@ interface Entry {
   storedAt: number;
 }
 
-/** Session hash → user id, bounded and short-lived. */
+/**
+ * Session cookie value → user id, bounded and short-lived. Held in memory only (KV stores
+ * hashes); the values are never logged or serialised.
+ */
 export class SessionCache {
   #entries = new Map<string, Entry>();
   #maxEntries: number;
@@ -45,33 +48,33 @@ export class SessionCache {
   /**
    * Looks a session up.
    *
-   * @param sessionHash the hashed session id
+   * @param sessionId the session cookie value
    * @param now the current time, epoch ms
    * @returns `{ userId }` (userId undefined for a known-absent session) while fresh, else undefined
    */
-  get(sessionHash: string, now: number): { userId: string | undefined } | undefined {
-    const entry = this.#entries.get(sessionHash);
+  get(sessionId: string, now: number): { userId: string | undefined } | undefined {
+    const entry = this.#entries.get(sessionId);
     if (!entry) return undefined;
     const age = now - entry.storedAt;
     if (age < 0 || age >= this.#maxStaleMs || (entry.userId !== undefined && entry.expiresAt <= now)) {
-      this.#entries.delete(sessionHash);
+      this.#entries.delete(sessionId);
       return undefined;
     }
-    this.#entries.delete(sessionHash);
-    this.#entries.set(sessionHash, entry);
+    this.#entries.delete(sessionId);
+    this.#entries.set(sessionId, entry);
     return { userId: entry.userId };
   }
 
   /**
    * Remembers a lookup result.
    *
-   * @param sessionHash the hashed session id
+   * @param sessionId the session cookie value
    * @param value the user and session expiry, or undefined for "no live session"
    * @param now the current time, epoch ms
    */
-  set(sessionHash: string, value: { userId: string; expiresAt: number } | undefined, now: number): void {
-    this.#entries.delete(sessionHash);
-    this.#entries.set(sessionHash, {
+  set(sessionId: string, value: { userId: string; expiresAt: number } | undefined, now: number): void {
+    this.#entries.delete(sessionId);
+    this.#entries.set(sessionId, {
       userId: value?.userId,
       expiresAt: value?.expiresAt ?? Number.POSITIVE_INFINITY,
       storedAt: now,
