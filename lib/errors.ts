@@ -55,6 +55,32 @@ export class OriginUnavailableError extends EdgeError {
 }
 
 /**
+ * The origin stopped sending its body for longer than the idle timeout after the headers had
+ * been sent on. The client cannot be told with a status any more: the body stream errors with
+ * this and the client connection is closed, so a truncated body never looks complete.
+ */
+export class OriginBodyTimeoutError extends EdgeError {
+  /** @param idleMs the idle time that elapsed */
+  constructor(idleMs: number) {
+    super(504, "origin_body_timeout", `The origin sent no body data for ${idleMs} ms`);
+    this.name = "OriginBodyTimeoutError";
+  }
+}
+
+/**
+ * The edge's store (Deno KV) failed an operation a request cannot do without, such as applying
+ * a sync batch. 503, so a publisher retries later; the KV error itself stays in `cause` for logs.
+ */
+export class StoreUnavailableError extends EdgeError {
+  /** @param cause the store's error (never shown to a client) */
+  constructor(cause?: unknown) {
+    super(503, "store_unavailable", "The edge store is unavailable; retry later");
+    this.name = "StoreUnavailableError";
+    this.cause = cause;
+  }
+}
+
+/**
  * Builds the house error body.
  *
  * @param code machine-readable code

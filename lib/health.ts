@@ -34,7 +34,9 @@ export async function checkReady(
   const timeout = new Promise<false>((resolve) => {
     timer = setTimeout(() => resolve(false), options.timeoutMs);
   });
-  const probe = kv.get(["_edge", "ready"], { consistency: "eventual" }).then(() => true, () => false);
+  // `Promise.try` also turns a synchronous throw (a broken or closed adapter) into "failing".
+  const probe = Promise.try(() => kv.get(["_edge", "ready"], { consistency: "eventual" }))
+    .then(() => true, () => false);
   const kvOk = await Promise.race([probe, timeout]);
   clearTimeout(timer);
   const rulesVersion = rules.current ? rules.current.version : null;

@@ -4,6 +4,7 @@
  * editors), parsing with readable errors that name the field, cross-reference checks, and
  * compilation into a form the decision stage can evaluate without allocating.
  */
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from "./json_limits.ts";
 import { z } from "zod";
 import {
   compileCondition,
@@ -312,6 +313,10 @@ export const EMPTY_RULES: RuleSet = { version: 0, defaultRegion: "GLOBAL", regio
  * ```
  */
 export function parseRules(input: unknown, source = "rules"): CompiledRules {
+  if (exceedsJsonDepth(input)) {
+    const problem = `"(root)" must not be nested more than ${MAX_JSON_DEPTH} levels deep`;
+    throw new RulesError(`Cannot parse ${source}: ${problem}`, [problem]);
+  }
   const result = RuleSetSchema.safeParse(input);
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {

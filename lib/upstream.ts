@@ -4,7 +4,12 @@
  * upstream URL (never leaving the configured origin), header hygiene in both directions, and
  * the streamed, time-limited `fetch` itself.
  */
-import { BadPathError, OriginTimeoutError, OriginUnavailableError } from "./errors.ts";
+import {
+  BadPathError,
+  OriginBodyTimeoutError,
+  OriginTimeoutError,
+  OriginUnavailableError,
+} from "./errors.ts";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus the historic proxy ones). */
 const HOP_BY_HOP = [
@@ -96,13 +101,14 @@ function isDotSegment(segment: string): boolean {
 
 /**
  * Builds the upstream URL from the configured origin, a checked path and the query, then
- * verifies that scheme, host and port are still the origin's.
+ * verifies that scheme, host and port are still the origin's and that the path is still under
+ * the origin's path prefix.
  *
  * @param origin the configured `ORIGIN_URL` (its path, if any, is a prefix)
  * @param path a path returned by {@linkcode checkInboundPath} or a rule target
  * @param search the query string including `?`, or empty
  * @returns the URL to fetch
- * @throws {BadPathError} when the result would leave the origin
+ * @throws {BadPathError} when the result would leave the origin or its path prefix
  * @example
  * ```ts
  * buildUpstreamUrl(new URL("http://origin:8080/shop"), "/cart", "?a=1").href;
@@ -116,7 +122,10 @@ export function buildUpstreamUrl(origin: URL, path: string, search: string): URL
   url.pathname = prefix + (path.startsWith("/") ? path : `/${path}`);
   url.search = search;
   url.hash = "";
-  if (url.origin !== origin.origin || url.username || url.password) {
+  // Dot segments in `path` would be resolved by the setter and could climb out of the prefix.
+  if (
+    url.origin !== origin.origin || url.username || url.password || !url.pathname.startsWith(`${prefix}/`)
+  ) {
     throw new BadPathError("The request path cannot be forwarded");
   }
   return url;
@@ -228,18 +237,31 @@ export interface FetchOriginOptions {
   fetch: typeof fetch;
   /** How long to wait for the response headers. */
   timeoutMs: number;
+  /**
+   * Longest silence of the origin while the body is being read and the client is waiting for
+   * more (default: `timeoutMs`). See {@linkcode guardBodyIdle}.
+   */
+  bodyIdleTimeoutMs?: number;
   /** Aborts the upstream request, e.g. when the client goes away. */
   signal?: AbortSignal;
+  /** Told when the body idle timeout cut a response off (for a log line or a metric). */
+  onBodyIdle?: () => void;
 }
 
+/** Statuses whose responses never carry a body. */
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+
 /**
- * Sends a request to the origin with the body streamed, redirects not followed, and a timeout
- * on the response headers (the body then streams for as long as it takes).
+ * Sends a request to the origin with the body streamed, redirects not followed, a timeout on
+ * the response headers, and then an idle timeout on the body: the body streams for as long as
+ * it takes, but an origin that goes silent mid-body for longer than `bodyIdleTimeoutMs` while
+ * the client waits is cut off (the body stream errors, the client connection is closed, and the
+ * upstream connection is released) instead of holding both connections forever.
  *
  * @param url the upstream URL from {@linkcode buildUpstreamUrl}
  * @param init method, headers and body of the upstream request
- * @param options fetch, timeout, client signal
- * @returns the origin's response, body unread
+ * @param options fetch, timeouts, client signal
+ * @returns the origin's response, body unread (and guarded by the idle timeout)
  * @throws {OriginTimeoutError} when no headers arrive in time
  * @throws {OriginUnavailableError} when the connection fails
  */
@@ -252,8 +274,9 @@ export async function fetchOrigin(
   const timer = setTimeout(() => timeout.abort(), options.timeoutMs);
   const signal = options.signal ? AbortSignal.any([options.signal, timeout.signal]) : timeout.signal;
   const hasBody = init.body !== null && init.method !== "GET" && init.method !== "HEAD";
+  let response: Response;
   try {
-    return await options.fetch(url, {
+    response = await options.fetch(url, {
       method: init.method,
       headers: init.headers,
       body: hasBody ? init.body : undefined,
@@ -269,4 +292,80 @@ export async function fetchOrigin(
   } finally {
     clearTimeout(timer);
   }
+  if (!response.body || NULL_BODY_STATUSES.has(response.status)) return response;
+  const body = guardBodyIdle(response.body, {
+    idleMs: options.bodyIdleTimeoutMs ?? options.timeoutMs,
+    // Aborting the fetch releases the upstream connection at once.
+    onIdle: () => {
+      timeout.abort();
+      options.onBodyIdle?.();
+    },
+  });
+  return new Response(body, {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+  });
+}
+
+/** Options for {@linkcode guardBodyIdle}. */
+export interface GuardBodyIdleOptions {
+  /** Longest wait for the next chunk while the consumer is waiting, in milliseconds. */
+  idleMs: number;
+  /** Called once when the idle timeout fires (before the stream errors). */
+  onIdle?: () => void;
+}
+
+/**
+ * Wraps a body so that it errors with {@linkcode OriginBodyTimeoutError} when the source sends
+ * nothing for `idleMs` while the consumer is waiting for a chunk. The clock runs only during a
+ * pending read (the wrapper has no queue of its own), so a slow *client* — backpressure — never
+ * trips it: only a silent *origin* does. Every timer is cleared when the stream ends, errors or
+ * is cancelled.
+ *
+ * @param body the source stream
+ * @param options the idle timeout and a hook
+ * @returns a stream with the same chunks
+ * @example
+ * ```ts
+ * const guarded = guardBodyIdle(response.body!, { idleMs: 10_000 });
+ * ```
+ */
+export function guardBodyIdle(
+  body: ReadableStream<Uint8Array>,
+  options: GuardBodyIdleOptions,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let idle = false;
+      const silence = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          idle = true;
+          const error = new OriginBodyTimeoutError(options.idleMs);
+          // `Deno.serve` prints the error that ends a response body to stderr: keep it to one line.
+          error.stack = `${error.name}: ${error.message}; the client connection was closed`;
+          reject(error);
+        }, options.idleMs);
+      });
+      try {
+        const result = await Promise.race([reader.read(), silence]);
+        if (result.done) controller.close();
+        else controller.enqueue(result.value);
+      } catch (error) {
+        if (idle) {
+          options.onIdle?.();
+          reader.cancel(error).catch(() => {});
+        }
+        controller.error(error);
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    cancel(reason) {
+      clearTimeout(timer);
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
 }

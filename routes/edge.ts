@@ -33,13 +33,13 @@ export function edgeRoutes(deps: Deps): Hono<AppEnv> {
     const visitor = await resolveVisitor(c, deps);
     const recommendations = await recommendationsFor(visitor, deps, c.req.valid("query").limit);
     const body = { ...contextView(visitor), recommendations };
-    return edgeJson(c, visitor, body);
+    return edgeJson(visitor, body);
   });
 
   app.get("/recommendations", zValidator("query", RecommendationsQuery, validationHook), async (c) => {
     const visitor = await resolveVisitor(c, deps);
     const items = await recommendationsFor(visitor, deps, c.req.valid("query").limit);
-    return edgeJson(c, visitor, { items });
+    return edgeJson(visitor, { items });
   });
 
   return app;
@@ -62,7 +62,7 @@ async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {
   }
 }
 
-function edgeJson(c: import("hono").Context<AppEnv>, visitor: Visitor, body: unknown): Response {
+function edgeJson(visitor: Visitor, body: unknown): Response {
   const cookies = responseCookies(visitor.identity, {
     decision: visitor.decision,
     secure: visitor.facts.proto === "https",

@@ -5,7 +5,7 @@
  * `webhook-id` shared through KV by every instance, and the convergent apply.
  */
 import type { SyncEvent } from "./schema.ts";
-import { EdgeError } from "../errors.ts";
+import { EdgeError, StoreUnavailableError } from "../errors.ts";
 import { keys, parseStored } from "../store.ts";
 import { z } from "zod";
 import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
@@ -116,7 +116,7 @@ export async function ingestSync(
   const events = parseSyncPayload(json);
   const now = options.apply.now;
   const key = keys.webhook(id);
-  const claimed = await claim(kv, key, now);
+  const claimed = await storeCall(() => claim(kv, key, now));
   if (claimed === "done") return { duplicate: true };
   if (claimed === "pending") {
     throw new EdgeError(
@@ -127,15 +127,34 @@ export async function ingestSync(
   }
   let result: ApplyResult;
   try {
-    result = await applyEvents(kv, events, options.apply);
+    result = await storeCall(() => applyEvents(kv, events, options.apply));
   } catch (error) {
-    await kv.delete(key);
+    // Release the claim so a retry can apply the batch; if KV is down the lease expires instead.
+    await Promise.try(() => kv.delete(key)).catch(() => {});
     throw error;
   }
   const rememberMs = 2 * options.toleranceSec * 1000;
-  await kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs });
+  // The batch is applied: failing to record the id only means a retry is applied again, which
+  // the convergent apply makes harmless, so the publisher still gets its 200.
+  await Promise.try(() =>
+    kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs })
+  )
+    .catch(() => {});
   options.onApplied?.(events);
   return result;
+}
+
+/**
+ * Runs a KV operation; a failure that is not one of ours (a lost connection, a closed store, a
+ * quota) becomes a 503 `store_unavailable`, so the publisher retries instead of seeing a 500.
+ */
+async function storeCall<T>(operation: () => Promise<T>): Promise<T> {
+  try {
+    return await operation();
+  } catch (error) {
+    if (error instanceof EdgeError) throw error;
+    throw new StoreUnavailableError(error);
+  }
 }
 
 async function claim(kv: Deno.Kv, key: Deno.KvKey, now: number): Promise<"claimed" | "pending" | "done"> {

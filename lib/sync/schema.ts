@@ -4,6 +4,7 @@
  * (unknown extra fields are accepted and dropped), and validation that reports every invalid
  * event by index and field so that a batch is applied whole or not at all.
  */
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../json_limits.ts";
 import { z } from "zod";
 import { EdgeError } from "../errors.ts";
 import { parseRules, RulesError, RuleSetSchema } from "../rules.ts";
@@ -213,6 +214,12 @@ export function parseSyncEvent(
   const kind = "kind" in input ? input.kind : undefined;
   const schema = typeof kind === "string" ? SCHEMA_BY_KIND.get(kind) : undefined;
   if (!schema) return { problems: [{ field: "kind", message: `must be one of ${EVENT_KINDS.join(", ")}` }] };
+  // Checked first: the recursive schemas (attributes, rules) would overflow the stack.
+  if (exceedsJsonDepth(input)) {
+    return {
+      problems: [{ field: "(event)", message: `must not be nested more than ${MAX_JSON_DEPTH} levels deep` }],
+    };
+  }
   const result = schema.safeParse(input);
   if (!result.success) {
     return {

@@ -3,6 +3,7 @@ import { startOrigin } from "../support.ts";
 import { runServiceExpectingFailure, startService } from "./service.ts";
 
 const MB = 1024 * 1024;
+const DOWNLOAD_BYTES = 300 * MB;
 
 function chunkStream(totalBytes: number, chunkBytes = 64 * 1024): ReadableStream<Uint8Array> {
   let sent = 0;
@@ -61,7 +62,7 @@ Deno.test("main.ts serves health, readiness and the seed rewrite as a real proce
 
 Deno.test("100 MB upload and download stream through the service with bounded memory", async () => {
   const origin = startOrigin((seen, raw) => {
-    if (seen.path === "/download") return new Response(chunkStream(100 * MB));
+    if (seen.path === "/download") return new Response(chunkStream(DOWNLOAD_BYTES));
     return (async () => {
       let bytes = 0;
       for await (const chunk of raw.body!) bytes += chunk.byteLength;
@@ -83,12 +84,14 @@ Deno.test("100 MB upload and download stream through the service with bounded me
       const down = await fetch(`${service.url}/download`);
       let received = 0;
       for await (const chunk of down.body!) received += chunk.byteLength;
-      assert.equal(received, 100 * MB);
+      assert.equal(received, DOWNLOAD_BYTES);
 
       const peak = await service.peakRss();
-      // A buffered 100 MB body alone would push the peak well past this.
-      assert.ok(peak > 10 * MB && peak < 160 * MB, `peak RSS ${Math.round(peak / MB)} MB`);
-      console.log(`service peak RSS after 2 × 100 MB streamed: ${Math.round(peak / MB)} MB`);
+      // A buffered body alone (100 MB up, 300 MB down) would push the peak well past this. The
+      // bound leaves room for the origin-body idle guard, whose chunks pass through JS and are
+      // freed by the GC: about +60 MB at the peak, whatever the body size (lib/upstream.ts).
+      assert.ok(peak > 10 * MB && peak < 256 * MB, `peak RSS ${Math.round(peak / MB)} MB`);
+      console.log(`service peak RSS after 100 MB up and 300 MB down: ${Math.round(peak / MB)} MB`);
     } finally {
       await service.stop();
       await origin.close();

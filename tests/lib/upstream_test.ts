@@ -2,10 +2,12 @@ import assert from "node:assert/strict";
 import {
   buildUpstreamUrl,
   checkInboundPath,
+  fetchOrigin,
+  guardBodyIdle,
   stripHopByHop,
   upstreamRequestHeaders,
 } from "../../lib/upstream.ts";
-import { BadPathError } from "../../lib/errors.ts";
+import { BadPathError, OriginBodyTimeoutError } from "../../lib/errors.ts";
 
 Deno.test("inbound paths: safe ones pass (repeated slashes collapsed), escaping ones are refused", () => {
   assert.equal(checkInboundPath("/a/b%20c"), "/a/b%20c");
@@ -54,4 +56,123 @@ Deno.test("upstream headers: accept-encoding defaults to identity so bodies pass
     upstreamRequestHeaders(new Headers({ "accept-encoding": "gzip" }), info).get("accept-encoding"),
     "gzip",
   );
+});
+
+const encoder = new TextEncoder();
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test("body idle guard: a source silent while the consumer waits errors the stream and is cancelled", async () => {
+  let cancelled: unknown;
+  const source = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(encoder.encode("first"));
+      // …and then nothing, ever.
+    },
+    cancel(reason) {
+      cancelled = reason;
+    },
+  });
+  let idleCalls = 0;
+  const reader = guardBodyIdle(source, { idleMs: 50, onIdle: () => idleCalls++ }).getReader();
+  assert.deepEqual(await reader.read(), { done: false, value: encoder.encode("first") });
+  await assert.rejects(reader.read(), OriginBodyTimeoutError);
+  assert.equal(idleCalls, 1);
+  assert.ok(cancelled instanceof OriginBodyTimeoutError, "the source is released");
+});
+
+Deno.test("body idle guard: a slow consumer (backpressure) never trips it, and the stream completes", async () => {
+  const chunks = ["a", "b", "c"];
+  const source = new ReadableStream<Uint8Array>({
+    pull(controller) {
+      const next = chunks.shift();
+      if (next === undefined) controller.close();
+      else controller.enqueue(encoder.encode(next));
+    },
+  });
+  const reader = guardBodyIdle(source, { idleMs: 20 }).getReader();
+  const got: string[] = [];
+  while (true) {
+    // The consumer dawdles far longer than the idle timeout between reads.
+    await sleep(60);
+    const { done, value } = await reader.read();
+    if (done) break;
+    got.push(new TextDecoder().decode(value));
+  }
+  assert.deepEqual(got, ["a", "b", "c"]);
+});
+
+Deno.test("body idle guard: cancelling the guarded stream cancels the source and leaves no timer", async () => {
+  let cancelled = false;
+  const source = new ReadableStream<Uint8Array>({
+    pull: () => new Promise(() => {}),
+    cancel() {
+      cancelled = true;
+    },
+  });
+  const guarded = guardBodyIdle(source, { idleMs: 10_000 });
+  const reader = guarded.getReader();
+  const pending = reader.read();
+  await reader.cancel("client went away");
+  assert.deepEqual(await pending, { done: true, value: undefined });
+  assert.ok(cancelled);
+  // The test's timer sanitizer fails this test if the 10 s timer were still armed.
+});
+
+Deno.test("fetchOrigin: an origin that stalls mid-body is cut off after the idle timeout", async () => {
+  let stop: () => void = () => {};
+  const stalled = new Promise<void>((resolve) => stop = resolve);
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, () =>
+    new Response(
+      new ReadableStream<Uint8Array>({
+        start(controller) {
+          controller.enqueue(encoder.encode("partial"));
+        },
+        cancel: () => stop(),
+      }),
+    ));
+  try {
+    const url = new URL(`http://127.0.0.1:${server.addr.port}/stall`);
+    const response = await fetchOrigin(url, { method: "GET", headers: new Headers(), body: null }, {
+      fetch,
+      timeoutMs: 1000,
+      bodyIdleTimeoutMs: 100,
+    });
+    assert.equal(response.status, 200);
+    const reader = response.body!.getReader();
+    assert.equal(new TextDecoder().decode((await reader.read()).value), "partial");
+    await assert.rejects(reader.read(), OriginBodyTimeoutError);
+    // The upstream connection was released: the origin saw its stream cancelled.
+    await stalled;
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("fetchOrigin: bodyless answers (204, 304) come back unwrapped", async () => {
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    (request) => new Response(null, { status: new URL(request.url).pathname === "/nc" ? 204 : 304 }),
+  );
+  try {
+    for (const [path, status] of [["/nc", 204], ["/nm", 304]] as const) {
+      const response = await fetchOrigin(
+        new URL(`http://127.0.0.1:${server.addr.port}${path}`),
+        { method: "GET", headers: new Headers(), body: null },
+        { fetch, timeoutMs: 1000 },
+      );
+      assert.equal(response.status, status);
+      assert.equal(response.body, null);
+    }
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("upstream URLs never climb out of the origin's path prefix, even for an unchecked path", () => {
+  // Found by tests/lib/upstream_property_test.ts: the pathname setter resolves dot segments.
+  const origin = new URL("http://127.0.0.1:3000/a/b/");
+  for (const path of ["/..", "/../x", "/./../..", "/%2e%2e/x"]) {
+    assert.throws(() => buildUpstreamUrl(origin, path, ""), BadPathError, path);
+  }
+  assert.equal(buildUpstreamUrl(origin, "/c/../d", "").pathname, "/a/b/d");
 });

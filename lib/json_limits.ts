@@ -1,0 +1,33 @@
+/**
+ * @module
+ * Limits on parsed JSON checked before schema validation: zod's recursive schemas (`z.json()`)
+ * recurse once per nesting level, so a document nested a few thousand levels deep would
+ * overflow the stack (a `RangeError`, answered 500) instead of failing validation.
+ */
+
+/** Deepest nesting accepted in rule sets and sync events; real ones stay under ten. */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Tells whether a value nests objects or arrays more than `maxDepth` levels deep. Iterative, so
+ * it cannot overflow the stack itself; a cyclic value counts as too deep.
+ *
+ * @param value parsed JSON (or any value)
+ * @param maxDepth the deepest accepted nesting (a top-level object or array is level 1)
+ * @returns true when the value is nested deeper than `maxDepth`
+ * @example
+ * ```ts
+ * exceedsJsonDepth({ a: [1] }, 2); // false
+ * exceedsJsonDepth({ a: [[1]] }, 2); // true
+ * ```
+ */
+export function exceedsJsonDepth(value: unknown, maxDepth: number = MAX_JSON_DEPTH): boolean {
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [item, depth] = stack.pop()!;
+    if (item === null || typeof item !== "object") continue;
+    if (depth > maxDepth) return true;
+    for (const child of Array.isArray(item) ? item : Object.values(item)) stack.push([child, depth + 1]);
+  }
+  return false;
+}
