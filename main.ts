@@ -110,11 +110,17 @@ metrics.addCollectHook(() => {
 });
 
 const stopFollowingRules = new AbortController();
+let firstRulesCheck!: () => void;
+const rulesChecked = new Promise<void>((resolve) => firstRulesCheck = resolve);
 const followingRules = followRulesInKv(kv, deps.rules, {
   pollMs: config.rulesPollMs,
   log,
   signal: stopFollowingRules.signal,
+  onFirstCheck: () => firstRulesCheck(),
 });
+// A fresh instance must not serve the start-up rules file when KV names a newer version, a
+// canary or a rollback: wait for the first look at KV (bounded, so a slow KV cannot block start).
+await Promise.race([rulesChecked, new Promise((resolve) => setTimeout(resolve, 2000))]);
 
 const app = createApp(deps);
 

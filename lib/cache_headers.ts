@@ -4,23 +4,43 @@
  * is must never be stored by a shared cache and served to someone else.
  */
 
+/** Decision inputs a shared cache can key on through `Vary` (request headers). */
+const HEADER_EXPRESSIBLE: ReadonlySet<string> = new Set(["device", "network", "platform", "viewport", "dpr"]);
+
+/** Options for {@linkcode applyPersonalizedCaching}. */
+export interface PersonalizedCachingOptions {
+  /**
+   * The inputs could all be expressed as request headers in `Vary` (device and network hints);
+   * region, identity, segments and experiment buckets never can.
+   */
+  shareable: boolean;
+}
+
 /**
  * Makes a response safe for shared caches when it was personalized. The origin's own explicit
- * choice is kept when it already prevents sharing (`private`, `no-store`) or when it set
- * shared caching together with a `Vary` that covers every input the edge used; otherwise
- * `Cache-Control` becomes `private` (keeping the origin's max-age and other directives).
+ * choice is kept when it already prevents sharing (`private`, `no-store`), or when it set shared
+ * caching together with a `Vary` that covers every input the edge used and every one of those
+ * inputs is a request header; otherwise `Cache-Control` becomes `private` (keeping the origin's
+ * max-age and other directives).
  *
  * @param headers the response headers, changed in place
  * @param varyOn the request headers the personalization depended on (lower case)
+ * @param options whether the inputs are expressible in `Vary` at all
  */
-export function applyPersonalizedCaching(headers: Headers, varyOn: readonly string[]): void {
+export function applyPersonalizedCaching(
+  headers: Headers,
+  varyOn: readonly string[],
+  options: PersonalizedCachingOptions = { shareable: false },
+): void {
   const cacheControl = headers.get("cache-control");
   const directives = (cacheControl ?? "").toLowerCase().split(",").map((d) => d.trim()).filter(Boolean);
   if (directives.some((d) => d === "private" || d === "no-store" || d.startsWith("private="))) return;
   const vary = (headers.get("vary") ?? "").toLowerCase().split(",").map((v) => v.trim());
-  if (vary.includes("*")) return;
   const explicitShared = directives.some((d) => d === "public" || d.startsWith("s-maxage"));
-  if (explicitShared && varyOn.length > 0 && varyOn.every((name) => vary.includes(name))) return;
+  if (
+    options.shareable && explicitShared && varyOn.length > 0 &&
+    (vary.includes("*") || varyOn.every((name) => vary.includes(name)))
+  ) return;
   const kept = directives.filter((d) => d !== "public" && !d.startsWith("s-maxage"));
   headers.set("cache-control", ["private", ...kept].join(", "));
 }
@@ -50,8 +70,11 @@ export function finishResponseHeaders(headers: Headers, options: FinishResponseO
   if (decision.dependsOn.includes("device")) varyOn.push("user-agent");
   if (varyOn.length) addVary(headers, varyOn);
   if (decision.personalized || options.cookies.length) {
-    // Identity (cookies) and geo are inputs no shared cache can key on.
-    applyPersonalizedCaching(headers, [...varyOn, "cookie"]);
+    // A response that sets the edge's cookies is never shareable; otherwise only outcomes that
+    // depended on request headers alone (device and network hints) may stay in shared caches.
+    const shareable = options.cookies.length === 0 &&
+      decision.dependsOn.every((input) => HEADER_EXPRESSIBLE.has(input));
+    applyPersonalizedCaching(headers, varyOn, { shareable });
   }
   if (
     options.clientHints.length && (headers.get("content-type") ?? "").toLowerCase().startsWith("text/html")

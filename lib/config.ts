@@ -217,7 +217,10 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       const message = issue.code === "invalid_type" && env[name] === undefined
         ? "is required but not set"
         : issue.message;
-      return `${name} ${message}${env[name] !== undefined && !isSecret(name) ? ` (got "${env[name]}")` : ""}`;
+      const shown = env[name] !== undefined && !isSecret(name)
+        ? ` (got "${redactCredentials(env[name])}")`
+        : "";
+      return `${name} ${message}${shown}`;
     }));
   }
   const parsed = result.data;
@@ -283,6 +286,11 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     contextCacheMaxEntries: parsed.CONTEXT_CACHE_MAX_ENTRIES,
     contextCacheMaxBytes: parsed.CONTEXT_CACHE_MAX_BYTES,
   };
+}
+
+/** URL credentials (`//user:password@`) never reach the start-up message. */
+function redactCredentials(value: string): string {
+  return value.replace(/(\/\/)[^/@\s]*@/g, "$1***@");
 }
 
 function isSecret(name: string): boolean {

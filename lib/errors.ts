@@ -46,6 +46,14 @@ export class OriginTimeoutError extends EdgeError {
   }
 }
 
+/** The client went away before the origin answered; nobody reads the answer (status 499). */
+export class ClientClosedError extends EdgeError {
+  constructor() {
+    super(499, "client_closed", "The client closed the request");
+    this.name = "ClientClosedError";
+  }
+}
+
 /** The origin refused, reset or otherwise failed the connection. */
 export class OriginUnavailableError extends EdgeError {
   constructor() {

@@ -127,6 +127,8 @@ export function rewriteHtmlResponse(response: Response, options: HtmlSlotsOption
   headers.delete("content-encoding");
   headers.delete("content-length");
   headers.delete("etag");
+  // Without a validator the browser cannot revalidate into an older personalised copy.
+  headers.delete("last-modified");
   return new Response(rewriteHtmlStream(body, options), {
     status: response.status,
     statusText: response.statusText,

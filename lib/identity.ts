@@ -19,6 +19,7 @@ const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
 const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const STICKY_PART = /^[A-Za-z0-9_.-]{1,64}$/;
 const MAX_STICKY = 32;
+const MAX_SESSION_ID = 256;
 
 /** Who the visitor is. */
 export interface Identity {
@@ -41,7 +42,7 @@ export interface ResolveIdentityOptions {
   kv: Deno.Kv;
   now: number;
   sessionCookie: string;
-  /** The hop is trusted (peer in TRUSTED_PROXIES or valid CDN secret). */
+  /** The peer is in TRUSTED_PROXIES (only then is the user id header believed). */
   trustedHop: boolean;
   randomId: () => string;
   /** Per-isolate cache of session lookups; without it every logged-in request reads KV. */
@@ -66,7 +67,9 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
   const base = { anonymousId, newAnonymousId: !validAnon, sticky };
 
   const sessionId = cookies.get(options.sessionCookie);
-  if (sessionId && sessionId.length <= 4096) {
+  // Real session ids are short; a long value is never looked up (it would only cost a KV read
+  // and cache memory).
+  if (sessionId && sessionId.length <= MAX_SESSION_ID) {
     try {
       // The in-memory cache is keyed by the cookie value itself so a hit costs no hashing; only
       // the hash ever reaches KV (and nothing of either is logged).

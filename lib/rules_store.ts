@@ -130,6 +130,8 @@ export interface FollowRulesOptions {
   log: Logger;
   /** Stops following. */
   signal: AbortSignal;
+  /** Called once the first look at KV is done (so start-up can wait for it before serving). */
+  onFirstCheck?: () => void;
 }
 
 /**
@@ -235,6 +237,7 @@ export async function followRulesInKv(
     }
   };
   await check();
+  options.onFirstCheck?.();
   const timer = setInterval(check, options.pollMs);
   const stopped = new Promise<void>((resolve) => {
     options.signal.addEventListener("abort", () => {

@@ -86,6 +86,20 @@ export class SessionCache {
     }
   }
 
+  /**
+   * Forgets every cached session of the given users (after a sync ended a session or erased a
+   * user on this instance). Linear in the cache size; syncs are rare next to requests.
+   *
+   * @param userIds the users
+   */
+  invalidateUsers(userIds: Iterable<string>): void {
+    const users = new Set(userIds);
+    if (users.size === 0) return;
+    for (const [sessionId, entry] of this.#entries) {
+      if (entry.userId !== undefined && users.has(entry.userId)) this.#entries.delete(sessionId);
+    }
+  }
+
   /** Number of cached sessions. */
   get size(): number {
     return this.#entries.size;

@@ -6,6 +6,7 @@
  */
 import {
   BadPathError,
+  ClientClosedError,
   OriginBodyTimeoutError,
   OriginTimeoutError,
   OriginUnavailableError,
@@ -151,6 +152,11 @@ export interface ForwardingInfo {
   host: string;
   /** The request id to forward. */
   requestId: string;
+  /**
+   * Request headers that only a trusted hop may send (user id, geo), dropped here when this
+   * hop is not trusted for them so the origin can never mistake a client's value for the edge's.
+   */
+  untrusted?: ReadonlySet<string>;
 }
 
 /**
@@ -194,7 +200,10 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   let acceptEncoding = false;
   // One pass that copies only what may go on, instead of a copy followed by many deletes.
   for (const [name, value] of inbound) {
-    if (REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || listed?.has(name)) {
+    if (
+      REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || listed?.has(name) ||
+      info.untrusted?.has(name)
+    ) {
       if (info.peerTrusted) {
         if (name === "x-forwarded-for") forwardedFor = value;
         else if (name === "x-forwarded-proto") proto = value;
@@ -312,7 +321,7 @@ export async function fetchOrigin(
       ...(hasBody ? { duplex: "half" } : {}),
     } as RequestInit);
   } catch (error) {
-    if (options.signal?.aborted) throw error;
+    if (options.signal?.aborted) throw new ClientClosedError();
     if (timeout.signal.aborted) throw new OriginTimeoutError(options.timeoutMs);
     throw new OriginUnavailableError();
   } finally {

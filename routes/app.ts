@@ -89,7 +89,17 @@ export function createApp(deps: Deps): Hono<AppEnv> {
   });
 
   app.onError((error, c) => {
+    c.header("cache-control", "no-store");
     if (error instanceof EdgeError) {
+      if (error.status >= 500 && error.cause !== undefined) {
+        deps.log.warn("request failed", {
+          requestId: c.get("requestId"),
+          code: error.code,
+          cause: String(error.cause),
+        });
+      } else if (error.status === 499) {
+        deps.log.debug("client closed the request", { requestId: c.get("requestId") });
+      }
       return c.json(errorBody(error.code, error.message, error.details), error.status as 400);
     }
     deps.log.error("unhandled error", {
@@ -104,7 +114,10 @@ export function createApp(deps: Deps): Hono<AppEnv> {
   app.route("/_edge", syncRoutes(deps));
   app.route("/_edge", rulesRoutes(deps));
   app.route("/_edge", edgeRoutes(deps));
-  app.all("/_edge/*", (c) => c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404));
+  app.all("/_edge/*", (c) => {
+    c.header("cache-control", "no-store");
+    return c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404);
+  });
   app.route("/.well-known", wellKnownRoutes());
   app.route("/ofrep/v1", ofrepRoutes(deps));
   app.route("/", proxyRoutes(deps));

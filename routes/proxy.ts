@@ -7,7 +7,9 @@ import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { finishResponseHeaders } from "../lib/cache_headers.ts";
 import { responseCookies, setDecisionHeaders } from "../lib/edge_headers.ts";
-import { EdgeError, OriginTimeoutError } from "../lib/errors.ts";
+import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/errors.ts";
+import { REGION_HEADER } from "../lib/geo.ts";
+import { TRUSTED_USER_HEADER } from "../lib/identity.ts";
 import {
   buildUpstreamUrl,
   downstreamResponseHeaders,
@@ -27,6 +29,13 @@ import { rewriteHtmlResponse } from "../lib/html_slots.ts";
 export function proxyRoutes(deps: Deps): Hono<AppEnv> {
   const { config } = deps;
   const app = new Hono<AppEnv>();
+  // Trust-only request headers, never forwarded from a hop that is not trusted for them.
+  const untrustedUser: ReadonlySet<string> = new Set([TRUSTED_USER_HEADER]);
+  const untrustedAll: ReadonlySet<string> = new Set([
+    TRUSTED_USER_HEADER,
+    REGION_HEADER,
+    ...config.countryHeaders,
+  ]);
   app.all("*", async (c) => {
     const request = c.req.raw;
     const visitor = await resolveVisitor(c, deps);
@@ -51,6 +60,7 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
       proto: facts.proto,
       host: facts.host,
       requestId: facts.requestId,
+      untrusted: facts.peerTrusted ? undefined : facts.geoTrusted ? untrustedUser : untrustedAll,
     });
     setDecisionHeaders(headers, {
       facts,
@@ -73,7 +83,7 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
       });
     } catch (error) {
       const durationMs = deps.mono() - started;
-      if (error instanceof EdgeError) {
+      if (error instanceof EdgeError && !(error instanceof ClientClosedError)) {
         deps.metrics.observeOrigin({
           durationMs,
           error: error instanceof OriginTimeoutError ? "timeout" : "unavailable",

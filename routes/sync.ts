@@ -51,6 +51,7 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
           onApplied: (userIds) => {
             // This instance's cache must not serve what the batch just replaced.
             deps.contextCache.invalidateMany(userIds);
+            deps.sessionCache.invalidateUsers(userIds);
             options.onApplied?.(userIds);
           },
         }),

@@ -62,7 +62,9 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
     kv: deps.kv,
     now,
     sessionCookie: config.sessionCookie,
-    trustedHop: facts.geoTrusted,
+    // Only a peer in TRUSTED_PROXIES may name the user: a CDN secret vouches for geo headers,
+    // but CDNs pass arbitrary client headers through.
+    trustedHop: facts.peerTrusted,
     randomId: deps.randomId,
     sessionCache: deps.sessionCache,
     onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
@@ -90,7 +92,7 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
 
   // A visitor in a rules canary is decided by the canary version (stable per visitor key).
   const rules = deps.rules.rulesFor(identity.key);
-  const decision = decide({
+  let decision = decide({
     facts,
     visitor: {
       key: identity.key,
@@ -100,6 +102,10 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
       sticky: identity.sticky,
     },
   }, rules);
+  // While a canary runs, which rules decided depends on the visitor key, whatever they say.
+  if (deps.rules.canary && !decision.dependsOn.includes("visitorKey")) {
+    decision = { ...decision, personalized: true, dependsOn: [...decision.dependsOn, "visitorKey"] };
+  }
   c.set("decision", decision);
   lap("decide");
   return { facts, identity, context, decision, rules, stages };

@@ -60,3 +60,9 @@ Deno.test("config validates TRUSTED_PROXIES and KV Connect settings", () => {
   assert.ok(config.trustedProxies.has("::1"));
   assert.ok(!config.trustedProxies.has("11.0.0.1"));
 });
+
+Deno.test("config never echoes credentials of a rejected URL", () => {
+  const [problem] = problems({ ORIGIN_URL: "https://admin:hunter2@origin.example" });
+  assert.match(problem!, /ORIGIN_URL must be an absolute http\(s\) URL/);
+  assert.doesNotMatch(problem!, /hunter2|admin/);
+});

@@ -3,7 +3,7 @@ import { createApp } from "../../routes/app.ts";
 import { makeDeps, startOrigin } from "../support.ts";
 import { loadIpGeoDb } from "../../lib/ip_geo.ts";
 import { hashSessionId, keys } from "../../lib/store.ts";
-import type { RuleSet } from "../../lib/rules.ts";
+import { parseRules, type RuleSet } from "../../lib/rules.ts";
 
 const RULES: RuleSet = {
   version: 3,
@@ -178,4 +178,31 @@ Deno.test("with Sec-GPC: 1 the origin is told and gets no behavioural headers", 
     assert.equal(seen.get("x-edge-recent-views"), null);
     assert.equal(seen.get("x-edge-segments"), null);
   });
+});
+
+Deno.test("while a rules canary runs, responses are private even when the rules say nothing personal", async () => {
+  const origin = startOrigin(() =>
+    new Response("home", { headers: { "cache-control": "public, max-age=300" } })
+  );
+  const deps = await makeDeps(origin.url, { rules: { version: 1 } });
+  try {
+    const app = createApp(deps);
+    const cookie = "ep_uid=abcdefghijklmnop0001";
+    const before = await app.request("http://edge.test/home", { headers: { cookie } }, PEER);
+    await before.body?.cancel();
+    assert.equal(before.headers.get("cache-control"), "public, max-age=300");
+    deps.rules.set({
+      active: deps.rules.current,
+      canary: {
+        rules: parseRules({ version: 2, routes: [{ match: "/home", rewrite: { "*": "/home-v2" } }] }),
+        share: 0.5,
+      },
+    });
+    const during = await app.request("http://edge.test/home", { headers: { cookie } }, PEER);
+    await during.body?.cancel();
+    assert.match(during.headers.get("cache-control") ?? "", /^private/);
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
 });

@@ -282,3 +282,42 @@ Deno.test("gzip from the origin reaches the client as a body its headers describ
       }),
   });
 });
+
+Deno.test("trust-only headers from an untrusted client never reach the origin; the CDN secret vouches for geo only", async () => {
+  await withProxy(async ({ app, origin }) => {
+    const forged = {
+      "x-user-id": "admin",
+      "cf-ipcountry": "DE",
+      "x-geo-region": "EU",
+      "x-geo-country": "FR",
+    };
+    await app.request("http://edge.test/echo", { headers: forged }, UNTRUSTED);
+    let seen = origin.seen.at(-1)!.headers;
+    for (const name of Object.keys(forged)) assert.equal(seen.get(name), null, name);
+    assert.equal(seen.get("x-edge-user"), null);
+
+    await app.request("http://edge.test/echo", {
+      headers: { ...forged, "x-edge-cdn-secret": "s3cret-s3cret-s3cret" },
+    }, UNTRUSTED);
+    seen = origin.seen.at(-1)!.headers;
+    assert.equal(seen.get("x-user-id"), null, "a CDN secret does not let a client name the user");
+    assert.equal(seen.get("x-edge-user"), null);
+    assert.equal(seen.get("cf-ipcountry"), "DE", "geo headers pass from a hop trusted for geo");
+    assert.equal(seen.get("x-edge-region"), "EU");
+
+    await app.request("http://edge.test/echo", { headers: { "x-user-id": "u7" } }, TRUSTED);
+    seen = origin.seen.at(-1)!.headers;
+    assert.equal(seen.get("x-edge-user"), "u7");
+  });
+});
+
+Deno.test("a client that goes away before the origin answers gets no 500 and no error log", async () => {
+  await withProxy(async ({ app, logs }) => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 50);
+    const res = await app.request("http://edge.test/slow", { signal: controller.signal }, UNTRUSTED);
+    assert.equal(res.status, 499);
+    await res.body?.cancel();
+    assert.ok(!logs.some((line) => JSON.parse(line).level === "error"), logs.join("\n"));
+  }, { respond: () => new Promise((resolve) => setTimeout(() => resolve(new Response("late")), 300)) });
+});
