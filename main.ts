@@ -17,6 +17,7 @@ import { SessionCache } from "./lib/session_cache.ts";
 import { backendClientFromConfig } from "./lib/backend.ts";
 import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
+import { BackgroundTasks } from "./lib/background.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -73,6 +74,8 @@ if (logHashKey.generated) {
   log.warn("LOG_HASH_KEY not set: visitor hashes in decision logs are per process and do not correlate", {});
 }
 
+const background = new BackgroundTasks();
+
 const deps: Deps = {
   config,
   kv,
@@ -91,11 +94,14 @@ const deps: Deps = {
   contextCache,
   backend,
   metrics,
+  waitUntil: (work) => background.waitUntil(work),
   logDecision: createDecisionLogger({
     log,
     rate: config.logSampleRate,
     hashKey: logHashKey.key,
-    salt: config.logHashKey,
+    // Without a configured key the generated one salts sampling, so clients cannot pick
+    // request ids that force or dodge a decision log.
+    salt: config.logHashKey ?? hex(logHashKey.key),
   }),
 };
 metrics.setRules(deps.rules.current);
@@ -176,6 +182,7 @@ function listen(): void {
     // Stops accepting, then waits for in-flight requests to finish (an abort signal would
     // instead cut every open connection).
     await server.shutdown();
+    await background.drain();
     stopFollowingRules.abort();
     await followingRules;
     kv.close();
@@ -184,4 +191,10 @@ function listen(): void {
   };
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+}
+
+function hex(key: string | Uint8Array): string {
+  return typeof key === "string"
+    ? key
+    : Array.from(key, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }

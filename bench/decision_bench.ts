@@ -99,6 +99,7 @@ function facts(path: string, country: string): Facts {
       platform: "Android",
     },
     gpc: false,
+    navigation: false,
     regionHint: undefined,
     requestId: "req",
   };

@@ -39,6 +39,8 @@ export interface Deps {
   /** Read-through client for the central backend; undefined without `BACKEND_URL`. */
   backend: BackendClient | undefined;
   metrics: EdgeMetrics;
+  /** Hands work that a response need not wait for to the process (awaited on shutdown). */
+  waitUntil: (work: Promise<unknown>) => void;
   /** Writes a sampled, redacted decision log line; returns whether this request was sampled. */
   logDecision: (inputs: DecisionLogInputs) => boolean;
 }

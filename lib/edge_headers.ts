@@ -78,16 +78,22 @@ function setList(headers: Headers, name: string, items: readonly string[]): void
  * when they changed.
  *
  * @param identity the visitor's identity
- * @param inputs the decision and whether the client used https (for `Secure`)
+ * @param inputs the decision, whether the client used https (for `Secure`), and whether the
+ * request is a page navigation
  * @returns zero or more `Set-Cookie` header values
  */
 export function responseCookies(
   identity: Identity,
-  inputs: { decision: Decision; secure: boolean },
+  inputs: { decision: Decision; secure: boolean; navigation: boolean },
 ): string[] {
   const cookies: string[] = [];
   const options = { maxAgeSeconds: ONE_YEAR_SECONDS, secure: inputs.secure, sameSite: "Lax" as const };
-  if (identity.newAnonymousId) cookies.push(serializeCookie(ANON_COOKIE, identity.anonymousId, options));
+  // A new anonymous id is worth a cookie when something used it, or on a page navigation (so
+  // the first page's subresources and the next page share it); never for a plain asset, so
+  // cookieless asset responses stay cacheable.
+  if (identity.newAnonymousId && (inputs.navigation || inputs.decision.dependsOn.includes("visitorKey"))) {
+    cookies.push(serializeCookie(ANON_COOKIE, identity.anonymousId, options));
+  }
   const sticky = inputs.decision.stickyAssignments;
   if (sticky) {
     const wanted = formatSticky(sticky);

@@ -38,6 +38,8 @@ export interface Facts {
   device: DeviceInfo;
   /** The client sent `Sec-GPC: 1`: no behavioural data may be used. */
   gpc: boolean;
+  /** A top-level page load (`Sec-Fetch-Dest: document`, or an HTML `Accept` without it). */
+  navigation: boolean;
   /** Region from a trusted `x-geo-region` header. */
   regionHint: string | undefined;
   requestId: string;
@@ -95,6 +97,7 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
     countrySource: headerCountry ? "header" : ipCountry ? "ip" : undefined,
     device: classifyDevice(headers, { uaCache: options.uaCache }),
     gpc: headers.get("sec-gpc")?.trim() === "1",
+    navigation: isNavigation(request.method, headers),
     regionHint: regionHint || undefined,
     requestId: options.requestId,
   };
@@ -111,4 +114,11 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
 export function requestIdFrom(headers: Headers, randomId: () => string): string {
   const inbound = headers.get("x-request-id");
   return inbound && REQUEST_ID.test(inbound) ? inbound : randomId();
+}
+
+function isNavigation(method: string, headers: Headers): boolean {
+  if (method !== "GET") return false;
+  const dest = headers.get("sec-fetch-dest");
+  if (dest !== null) return dest === "document" || dest === "iframe";
+  return (headers.get("accept") ?? "").includes("text/html");
 }

@@ -41,7 +41,7 @@ export function createApp(deps: Deps): Hono<AppEnv> {
     const existing = headers.get("server-timing");
     headers.set("server-timing", existing ? `${existing}, ${timing}` : timing);
     const decision = c.get("decision");
-    const path = new URL(c.req.url).pathname;
+    const path = c.req.path;
     const routeClass = routeClassOf(path);
     const stages = c.get("stages");
     deps.metrics.observeRequest({

@@ -65,6 +65,8 @@ async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {
 function edgeJson(visitor: Visitor, body: unknown): Response {
   const cookies = responseCookies(visitor.identity, {
     decision: visitor.decision,
+    // Client-side code reads its visitor id here: keep it stable.
+    navigation: true,
     secure: visitor.facts.proto === "https",
   });
   const headers = new Headers({

@@ -40,7 +40,11 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
     const request = c.req.raw;
     const visitor = await resolveVisitor(c, deps);
     const { facts, identity, context, decision, rules, stages } = visitor;
-    const cookies = responseCookies(identity, { decision, secure: facts.proto === "https" });
+    const cookies = responseCookies(identity, {
+      decision,
+      secure: facts.proto === "https",
+      navigation: facts.navigation,
+    });
 
     if (decision.action.type === "redirect") {
       const headers = new Headers({ location: decision.action.location, "cache-control": "no-store" });

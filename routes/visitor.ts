@@ -80,6 +80,8 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
     cache: deps.contextCache,
     backend: deps.backend,
     gpc: facts.gpc,
+    // The read-through answer is used at once; its KV write need not hold the response.
+    waitUntil: deps.waitUntil,
     onError: (stage, error) => deps.log.warn("context stage degraded", { stage, error: String(error) }),
   });
   const readThrough = readThroughLabel(context.outcome.backend);

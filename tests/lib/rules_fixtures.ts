@@ -54,6 +54,7 @@ export function makeFacts(
     countrySource: undefined,
     device: { device: "desktop", isBot: false, network: "fast", ...device },
     gpc: false,
+    navigation: false,
     regionHint: undefined,
     requestId: "req-1",
     ...rest,

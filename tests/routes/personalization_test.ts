@@ -206,3 +206,24 @@ Deno.test("while a rules canary runs, responses are private even when the rules 
     await origin.close();
   }
 });
+
+Deno.test("a cookieless asset request gets no ep_uid (stays cacheable); a page navigation does", async () => {
+  const origin = startOrigin(() => new Response("x", { headers: { "cache-control": "public, max-age=60" } }));
+  const deps = await makeDeps(origin.url, { rules: { version: 1 } });
+  try {
+    const app = createApp(deps);
+    const asset = await app.request("http://edge.test/logo.png", {
+      headers: { accept: "image/avif,image/*", "sec-fetch-dest": "image" },
+    }, PEER);
+    await asset.body?.cancel();
+    assert.deepEqual(asset.headers.getSetCookie(), []);
+    assert.equal(asset.headers.get("cache-control"), "public, max-age=60");
+    const page = await app.request("http://edge.test/", { headers: { "sec-fetch-dest": "document" } }, PEER);
+    await page.body?.cancel();
+    assert.ok(page.headers.getSetCookie().some((c) => c.startsWith("ep_uid=")));
+    assert.match(page.headers.get("cache-control") ?? "", /^private/);
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
