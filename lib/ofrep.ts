@@ -63,6 +63,31 @@ const ContextSchema = z.looseObject({
 /** The evaluation context attributes the edge understands; others are accepted and ignored. */
 export type OfrepContext = z.output<typeof ContextSchema>;
 
+/**
+ * The rules OFREP evaluates against: fixed rules, or a source (such as `RulesStore`) that picks
+ * a rules canary's version for the visitors in it, as the proxy does.
+ */
+export type OfrepRules = CompiledRules | {
+  /** The active rules: for a request without `targetingKey`. */
+  readonly current: CompiledRules;
+  /** The rules a visitor key evaluates (a canary's for visitors in its share). */
+  rulesFor(visitorKey: string): CompiledRules;
+};
+
+/**
+ * Picks the rules for an OFREP context: by `targetingKey` when one is given (so a canary
+ * visitor sees the canary's flags, as on the proxy), else the active rules.
+ *
+ * @param rules fixed rules or a source with canaries
+ * @param context the parsed evaluation context
+ * @returns the rules to evaluate
+ * @throws never
+ */
+export function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): CompiledRules {
+  if (!("rulesFor" in rules)) return rules;
+  return context.targetingKey ? rules.rulesFor(context.targetingKey) : rules.current;
+}
+
 type Parsed = { ok: true; context: OfrepContext } | {
   ok: false;
   errorCode: OfrepErrorCode;
@@ -110,19 +135,20 @@ export function parseOfrepRequest(text: string): Parsed {
 /**
  * Evaluates one flag for `POST /ofrep/v1/evaluate/flags/{key}`.
  *
- * @param rules the active rules
+ * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
  * @param request the flag key from the path and the body text
  * @returns 200 with the evaluation; 400 `PARSE_ERROR`, `INVALID_CONTEXT` or
  *   `TARGETING_KEY_MISSING` (a rollout or variant rule was reached without `targetingKey`);
  *   404 `FLAG_NOT_FOUND`
  * @throws never
  */
-export function evaluateOfrepFlag(rules: CompiledRules, request: { key: string; body: string }): OfrepAnswer {
+export function evaluateOfrepFlag(source: OfrepRules, request: { key: string; body: string }): OfrepAnswer {
   const { key } = request;
   const parsed = parseOfrepRequest(request.body);
   if (!parsed.ok) {
     return { status: 400, body: { key, errorCode: parsed.errorCode, errorDetails: parsed.errorDetails } };
   }
+  const rules = ofrepRulesFor(source, parsed.context);
   const flag = rules.flagsByKey.get(key);
   if (!flag) {
     return {
@@ -139,19 +165,20 @@ export function evaluateOfrepFlag(rules: CompiledRules, request: { key: string; 
  * for this context appear as failures in the list; the `ETag` is a hash of the answer, and an
  * `If-None-Match` that holds it gives 304.
  *
- * @param rules the active rules
+ * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
  * @param request the body text and the `If-None-Match` header
  * @returns 200 `{ flags }` with an ETag, 304 with the ETag, or 400 `PARSE_ERROR`/`INVALID_CONTEXT`
  * @throws never
  */
 export function evaluateOfrepBulk(
-  rules: CompiledRules,
+  source: OfrepRules,
   request: { body: string; ifNoneMatch?: string | null },
 ): OfrepAnswer {
   const parsed = parseOfrepRequest(request.body);
   if (!parsed.ok) {
     return { status: 400, body: { errorCode: parsed.errorCode, errorDetails: parsed.errorDetails } };
   }
+  const rules = ofrepRulesFor(source, parsed.context);
   const context = flagContext(rules, parsed.context);
   const body = { flags: rules.flags.map((flag) => toOfrep(evaluateFlag(flag, context), rules)) };
   const etag = `"${createHash("sha256").update(JSON.stringify(body)).digest("base64url").slice(0, 27)}"`;

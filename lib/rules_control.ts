@@ -73,12 +73,20 @@ export function compareOrderKeys(a: RulesOrderKey | null, b: RulesOrderKey | nul
 }
 
 /**
- * Merges rule control events into a control record. The result depends only on the set of
- * events ever merged, not on their order, multiplicity or batching: the kept versions are the
- * `keep` highest versions whose rule set arrived, each version's entry holds the newest (by
- * order key) activation, rollback and canary, and events for a version below the kept window are
- * stale. A promote or rollback naming a version whose rule set is not kept is counted stale but
- * recorded (above the kept window), and takes effect if that rule set arrives later.
+ * Merges rule control events into a control record. A batch is merged in time (order key)
+ * order, so its result depends neither on the order of the events in it nor on duplicates; and
+ * events delivered in time order converge to the same record however they are batched or
+ * re-delivered. The kept versions are the `keep` highest versions whose rule set arrived plus
+ * the versions the record resolves to as active and canary (a rolled-back-to version is never
+ * pushed out by a newer push while it is active); each version's entry holds the newest (by
+ * order key) activation, rollback and canary, and events for a version below the kept window
+ * that is not kept are stale. A promote or rollback naming a version whose rule set is not kept
+ * is counted stale but recorded (above the kept window), and takes effect if that rule set
+ * arrives later.
+ *
+ * Not convergent, by necessity: a promote or rollback that reaches this instance only after a
+ * newer push already deleted that version's rule set (it was neither kept nor pinned then) is
+ * stale here, where an instance that got it first keeps the version pinned.
  *
  * @param control the stored control record
  * @param events validated events
@@ -98,19 +106,17 @@ export function mergeRulesEvents(
   const entries = new Map(control.entries.map((entry) => [entry.version, structuredClone(entry)]));
   const put = new Map<number, RulesValue>();
   const drop = new Set<number>();
-  let applied = 0;
-  let stale = 0;
+  // Versions of the events that changed something; applied are those still kept at the end, so
+  // that a rule set this same batch pushes out again counts as stale.
+  const changedVersions: number[] = [];
   const storedVersions = () => [...entries.values()].filter((entry) => entry.stored).map((e) => e.version);
-  const horizon = () => {
-    const stored = storedVersions();
-    return stored.length >= keep ? Math.min(...stored) : -Infinity;
-  };
-  for (const event of events) {
+  // In time order, so that a batch merges as its events happened: a rollback before a push pins
+  // the rolled-back-to version before the push moves the kept window past it.
+  const ordered = [...events].sort(compareRulesEvents);
+  for (const event of ordered) {
     const version = event.version;
-    if (version < horizon()) {
-      stale++;
-      continue;
-    }
+    // Below the kept window only a version still kept (pinned as active or canary) takes events.
+    if (version < windowHorizon(storedVersions(), keep) && !entries.get(version)?.stored) continue;
     let entry = entries.get(version);
     let changed = false;
     if (!entry) {
@@ -143,11 +149,12 @@ export function mergeRulesEvents(
     }
     // A promote or rollback to a version without a kept rule set changes nothing now: stale. It
     // is still recorded (pending), so that a rule set delivered after it converges the same.
-    if (changed && (event.kind === "rules" || entry.stored)) applied++;
-    else stale++;
+    if (changed && (event.kind === "rules" || entry.stored)) changedVersions.push(version);
     prune(entries, keep, put, drop);
   }
   const sorted = [...entries.values()].sort((a, b) => b.version - a.version);
+  const applied = changedVersions.filter((version) => entries.get(version)?.stored).length;
+  const stale = events.length - applied;
   return {
     control: { entries: sorted },
     put: [...put.values()].sort((a, b) => b.version - a.version),
@@ -155,6 +162,26 @@ export function mergeRulesEvents(
     applied,
     stale,
   };
+}
+
+/**
+ * Orders rule control events in time: by the order key each gives its version (untimed `rules`
+ * events first). A batch is merged in this order, and one split into commits is split in it.
+ *
+ * @param a first event
+ * @param b second event
+ * @returns negative, zero or positive as `a` happened before, with or after `b`
+ */
+export function compareRulesEvents(a: RulesControlEvent, b: RulesControlEvent): number {
+  return compareOrderKeys(eventKey(a), eventKey(b));
+}
+
+function eventKey(event: RulesControlEvent): RulesOrderKey {
+  if (event.kind === "rules") {
+    const rank = event.canary !== undefined && event.at !== undefined ? RANK.canary : RANK.rules;
+    return [event.at ?? null, rank, event.version];
+  }
+  return [event.at, event.kind === "rules_promote" ? RANK.promote : RANK.rollback, event.version];
 }
 
 function raise(entry: RulesControlEntry, field: "activated" | "rolledBack", key: RulesOrderKey): boolean {
@@ -170,7 +197,11 @@ function compareCanaries(
   return compareOrderKeys(a.key, b.key) || a.share - b.share;
 }
 
-/** Keeps the `keep` highest stored versions, forgets pending versions below them, caps pending. */
+/**
+ * Keeps the `keep` highest stored versions plus the versions the record resolves to as active or
+ * canary (so that pushing a version never evicts a rolled-back-to active version), forgets
+ * pending versions below the kept window, caps pending.
+ */
 function prune(
   entries: Map<number, RulesControlEntry>,
   keep: number,
@@ -178,18 +209,35 @@ function prune(
   drop: Set<number>,
 ): void {
   const stored = [...entries.values()].filter((entry) => entry.stored).sort((a, b) => b.version - a.version);
+  const pinned = pinnedVersions({ entries: stored });
   for (const entry of stored.slice(keep)) {
+    if (pinned.has(entry.version)) continue;
     entries.delete(entry.version);
     // A set put by this same merge was never written; only sets already in KV are deleted.
     if (!put.delete(entry.version)) drop.add(entry.version);
   }
-  const horizon = stored.length >= keep ? stored[keep - 1]!.version : -Infinity;
+  const horizon = windowHorizon(stored.map((entry) => entry.version), keep);
   const pending = [...entries.values()].filter((entry) => !entry.stored).sort((a, b) =>
     b.version - a.version
   );
   pending.forEach((entry, index) => {
     if (entry.version < horizon || index >= MAX_PENDING_VERSIONS) entries.delete(entry.version);
   });
+}
+
+/** The versions a control record resolves to as active or canary: never pruned. */
+function pinnedVersions(control: RulesControlValue): Set<number> {
+  const { active, canary } = resolveRules(control);
+  const pinned = new Set<number>();
+  if (active) pinned.add(active.version);
+  if (canary) pinned.add(canary.version);
+  return pinned;
+}
+
+/** The lowest version of the kept window (the `keep` highest stored), or -Infinity while it is not full. */
+function windowHorizon(stored: readonly number[], keep: number): number {
+  if (stored.length < keep) return -Infinity;
+  return [...stored].sort((a, b) => b - a)[keep - 1]!;
 }
 
 /** The state a control record resolves to. */

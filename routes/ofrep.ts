@@ -19,7 +19,7 @@ import type { AppEnv } from "./env.ts";
 /**
  * The OFREP router.
  *
- * @param deps the service's dependencies (rules, `config.ofrepApiKeys`)
+ * @param deps the service's dependencies (rules with their canary, `config.ofrepApiKeys`)
  * @returns routes to be mounted under `/ofrep/v1`
  */
 export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
@@ -37,7 +37,8 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
 
   app.post("/evaluate/flags", async (c) => {
     const body = await readText(c.req.raw);
-    const answer = evaluateOfrepBulk(deps.rules.current, {
+    // By targetingKey, so that a rules canary's visitors see its flags, as on the proxy.
+    const answer = evaluateOfrepBulk(deps.rules, {
       body,
       ifNoneMatch: c.req.header("if-none-match"),
     });
@@ -46,7 +47,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
 
   app.post("/evaluate/flags/:key", async (c) => {
     const body = await readText(c.req.raw);
-    return respond(evaluateOfrepFlag(deps.rules.current, { key: c.req.param("key"), body }), "no-store");
+    return respond(evaluateOfrepFlag(deps.rules, { key: c.req.param("key"), body }), "no-store");
   });
 
   const notAllowed = () =>

@@ -9,7 +9,12 @@
  * versionstamp at commit, so instances applying concurrently retry instead of regressing a key.
  */
 import type { z } from "zod";
-import { DEFAULT_RULES_KEEP, mergeRulesEvents, type RulesControlEvent } from "../rules_control.ts";
+import {
+  compareRulesEvents,
+  DEFAULT_RULES_KEEP,
+  mergeRulesEvents,
+  type RulesControlEvent,
+} from "../rules_control.ts";
 import type { Config } from "../config.ts";
 import {
   CartValue,
@@ -126,9 +131,11 @@ export function applyOptionsFromConfig(
  *
  * @param kv the store
  * @param events validated events (from `parseSyncEvents`)
- * @param options clock, limits and TTLs
+ * @param options clock, limits and TTLs; `onApplied` is called even when the batch throws, with
+ *   the users of the units that did commit
  * @returns how many events were applied and how many were stale
- * @throws {ApplyConflictError} when a key keeps changing under concurrent writers
+ * @throws {ApplyConflictError} when a key keeps changing under concurrent writers (units that
+ *   committed before stay committed)
  * @example
  * ```ts
  * const result = await applyEvents(kv, parseSyncPayload(json), applyOptionsFromConfig(config, Date.now()));
@@ -140,8 +147,13 @@ export async function applyEvents(
   options: ApplyOptions,
 ): Promise<ApplyResult> {
   const units = await planUnits(events, options);
-  const outcome = await runUnits(kv, units, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS);
-  if (outcome.users.size && options.onApplied) options.onApplied([...outcome.users].sort());
+  const outcome: Outcome = { applied: 0, stale: 0, users: new Set() };
+  try {
+    await runUnits(kv, units, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, outcome);
+  } finally {
+    // Also when the batch fails part-way: what did commit must not be served from a stale cache.
+    if (outcome.users.size && options.onApplied) options.onApplied([...outcome.users].sort());
+  }
   return { applied: outcome.applied, stale: outcome.stale };
 }
 
@@ -443,11 +455,15 @@ function versionedUnit<E extends { version: number }, V extends { version: numbe
 /**
  * Rule sets and the rule control record: merged in chunks of at most
  * {@linkcode RULE_SETS_PER_COMMIT} rule sets so that one commit stays within KV's size limit.
- * The merge is order-independent, so chunking changes nothing but the number of commits.
+ * The chunks are cut in time order, the order in which the merge takes a batch, so chunking
+ * changes nothing but the number of commits (a rule set that a later chunk pushes out again is
+ * written and then deleted).
  */
 function rulesUnit(events: readonly RulesControlEvent[], keep: number): Unit {
-  // Highest versions first: once the kept window is full, lower rule sets are stale without a write.
-  let remaining = [...events].sort((a, b) => b.version - a.version);
+  // In time order, as the merge takes a batch: split by version instead, a push in an early
+  // commit could push out a version that a rollback in a later commit makes active again.
+  let remaining = [...events].sort(compareRulesEvents);
+  let counted = false;
   return {
     keys: [keys.rulesControl()],
     attempts: 0,
@@ -462,6 +478,13 @@ function rulesUnit(events: readonly RulesControlEvent[], keep: number): Unit {
       }
       const merged = mergeRulesEvents(stored, remaining.slice(0, cut), { keep });
       const rest = remaining.slice(cut);
+      // Counted once, as one merge of the whole batch counts: a rule set that a later commit of
+      // the batch pushes out again is stale, as it is when the batch fits in one commit.
+      const counts = counted
+        ? { applied: 0, stale: 0 }
+        : rest.length
+        ? mergeRulesEvents(stored, remaining, { keep })
+        : merged;
       const mutations: Mutation[] = [];
       for (const set of merged.put) mutations.push({ key: keys.ruleSet(set.version), value: set });
       for (const version of merged.drop) mutations.push({ key: keys.ruleSet(version) });
@@ -471,12 +494,13 @@ function rulesUnit(events: readonly RulesControlEvent[], keep: number): Unit {
       return {
         plan: {
           mutations,
-          applied: merged.applied,
-          stale: merged.stale,
+          applied: counts.applied,
+          stale: counts.stale,
           users: [],
           again: rest.length > 0,
           committed: () => {
             remaining = rest;
+            counted = true;
           },
         },
       };
@@ -736,8 +760,8 @@ function estimateBytes(mutation: Mutation): number {
       2 + 64;
 }
 
-async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number): Promise<Outcome> {
-  const outcome: Outcome = { applied: 0, stale: 0, users: new Set() };
+// Adds to `outcome` as commits succeed, so that a caller sees what committed even on a throw.
+async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number, outcome: Outcome): Promise<void> {
   let pending = units;
   while (pending.length) {
     const wave: Unit[] = [];
@@ -832,6 +856,9 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number): Promis
       }
     }
     const results = await Promise.all(commits.map((commit) => commit.op.commit()));
+    // Settle every commit before giving up on one: units that did commit must still be counted
+    // and their users reported (cache invalidation), whichever commit ran out of attempts.
+    let exhausted = false;
     results.forEach((result, index) => {
       const commit = commits[index]!;
       commit.units.forEach((unit, i) => {
@@ -840,7 +867,7 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number): Promis
           return;
         }
         unit.attempts++;
-        if (unit.attempts >= maxAttempts) throw new ApplyConflictError();
+        if (unit.attempts >= maxAttempts) exhausted = true;
         if (unit.assumedAbsent) {
           unit.keys.push(...unit.assumedAbsent);
           unit.assumedAbsent = undefined;
@@ -848,7 +875,7 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number): Promis
         later.push(unit);
       });
     });
+    if (exhausted) throw new ApplyConflictError();
     pending = later;
   }
-  return outcome;
 }

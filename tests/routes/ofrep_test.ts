@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { hash } from "../../lib/bucketing.ts";
-import type { RuleSet } from "../../lib/rules.ts";
+import { parseRules, type RuleSet } from "../../lib/rules.ts";
+import { isCanaryVisitor } from "../../lib/rules_store.ts";
 import { makeDeps, startOrigin } from "../support.ts";
 
 const RULES: RuleSet = {
@@ -237,4 +238,63 @@ Deno.test("ofrep needs no key when none is configured", async () => {
   await withOfrep(async (app) => {
     assert.equal((await post(app, "/evaluate/flags/greeting", {})).status, 200);
   });
+});
+
+Deno.test("ofrep evaluates a rules canary's visitors against the canary, as the proxy does", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { rules: RULES });
+  try {
+    const canaryRules = parseRules({
+      ...RULES,
+      version: 8,
+      flags: (RULES.flags ?? []).map((flag) =>
+        flag.key === "greeting" ? { ...flag, default: "Howdy" } : flag
+      ),
+    });
+    deps.rules.set({ active: deps.rules.current, canary: { rules: canaryRules, share: 0.5 } });
+    const canary = { version: 8, share: 0.5 };
+    const visitors = Array.from({ length: 40 }, (_, i) => `visitor-${i}`);
+    const inCanary = visitors.find((key) => isCanaryVisitor(key, canary))!;
+    const outside = visitors.find((key) => !isCanaryVisitor(key, canary))!;
+    assert.equal(deps.rules.rulesFor(inCanary).version, 8, "the proxy's choice for this visitor");
+    const app = createApp(deps);
+    const greeting = async (context: Record<string, unknown>) => {
+      const res = await post(app, "/evaluate/flags/greeting", { context });
+      assert.equal(res.status, 200);
+      return await res.json();
+    };
+    assert.deepEqual(await greeting({ targetingKey: inCanary }), {
+      key: "greeting",
+      value: "Howdy",
+      reason: "STATIC",
+      variant: "Howdy",
+      metadata: { rulesVersion: 8 },
+    });
+    const active = await greeting({ targetingKey: outside });
+    assert.deepEqual([active.value, active.metadata.rulesVersion], ["Hello", 7]);
+    const anonymous = await greeting({});
+    assert.deepEqual(
+      [anonymous.value, anonymous.metadata.rulesVersion],
+      ["Hello", 7],
+      "no key: the active rules",
+    );
+
+    const bulk = async (targetingKey: string) => {
+      const res = await post(app, "/evaluate/flags", { context: { targetingKey } });
+      assert.equal(res.status, 200);
+      const body = await res.json();
+      return {
+        etag: res.headers.get("etag"),
+        greeting: body.flags.find((f: { key: string }) => f.key === "greeting"),
+      };
+    };
+    const bulkCanary = await bulk(inCanary);
+    const bulkActive = await bulk(outside);
+    assert.equal(bulkCanary.greeting.value, "Howdy");
+    assert.equal(bulkActive.greeting.value, "Hello");
+    assert.notEqual(bulkCanary.etag, bulkActive.etag);
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
 });

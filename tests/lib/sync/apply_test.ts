@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { readActiveRules, readStoredRulesStatus } from "../../../lib/rules_control.ts";
+import { compareRulesEvents, readActiveRules, readStoredRulesStatus } from "../../../lib/rules_control.ts";
 import {
   hashSessionId,
   readRelated,
@@ -8,7 +8,12 @@ import {
   readSession,
   readUserContext,
 } from "../../../lib/store.ts";
-import { applyBackendEvents, applyEvents, type ApplyOptions } from "../../../lib/sync/apply.ts";
+import {
+  applyBackendEvents,
+  ApplyConflictError,
+  applyEvents,
+  type ApplyOptions,
+} from "../../../lib/sync/apply.ts";
 import { parseSyncEvents, type SyncEvent, SyncPayloadError } from "../../../lib/sync/schema.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
@@ -266,6 +271,56 @@ Deno.test("onApplied receives the users whose data changed", async () => {
       onApplied: (users) => seen.push(users),
     });
     assert.deepEqual(seen, [["u1", "u2"]]);
+  });
+});
+
+Deno.test("a conflict in one commit still reports the users of the commits that did commit", async () => {
+  await withKv(async (kv) => {
+    // A concurrent writer changes a key the first commit checks, just before it commits: that
+    // commit fails; the others commit.
+    let atomics = 0;
+    const flaky = new Proxy(kv, {
+      get(target, prop) {
+        if (prop === "atomic") {
+          return () => {
+            const op = target.atomic();
+            if (atomics++ > 0) return op;
+            const checked: Deno.KvKey[] = [];
+            const check = op.check.bind(op);
+            op.check = (...checks) => {
+              checked.push(...checks.map((c) => c.key));
+              return check(...checks);
+            };
+            const commit = op.commit.bind(op);
+            op.commit = async () => {
+              await target.set(checked[0]!, "written concurrently");
+              return await commit();
+            };
+            return op;
+          };
+        }
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    // Enough users that their units need several commits (at most 100 checks each).
+    const users = Array.from({ length: 120 }, (_, i) => `u${String(i).padStart(3, "0")}`);
+    const seen: string[][] = [];
+    await assert.rejects(
+      applyEvents(
+        flaky,
+        parseSyncEvents(users.map((userId) => ({ kind: "view", userId, itemId: "p1", at: minute(1) }))),
+        options({ maxAttempts: 1, onApplied: (changed) => seen.push(changed) }),
+      ),
+      ApplyConflictError,
+    );
+    assert.ok(atomics > 1, "the batch needed more than one commit");
+    const committed: string[] = [];
+    for (const userId of users) {
+      if ((await readUserContext(kv, userId, NOW)).recentViews.length) committed.push(userId);
+    }
+    assert.ok(committed.length > 0 && committed.length < users.length, "some but not all committed");
+    assert.deepEqual(seen, [committed]);
   });
 });
 
@@ -580,21 +635,42 @@ Deno.test("random event streams converge under shuffling, duplication, batching 
       ),
       async ({ events, delivered, sizes, lanes, rulesKeep }) => {
         const parsed: SyncEvent[] = parseSyncEvents(events);
+        type RulesSyncEvent = Extract<SyncEvent, { kind: "rules" | "rules_promote" | "rules_rollback" }>;
+        const isRules = (event: SyncEvent): event is RulesSyncEvent =>
+          event.kind === "rules" || event.kind === "rules_promote" || event.kind === "rules_rollback";
+        // Rule control events converge when delivered in time order (a promote or rollback that
+        // arrives after a push deleted its version's rule set is stale; see mergeRulesEvents):
+        // they come as one time-ordered stream, batched and with re-deliveries, beside the rest.
+        const inTime = (list: SyncEvent[]): SyncEvent[] =>
+          list.filter(isRules).sort((a, b) => compareRulesEvents(a, b));
         const reference = await Deno.openKv(":memory:");
         const replica = await Deno.openKv(":memory:");
         try {
-          for (const event of parsed) await applyEvents(reference, [event], options({ rulesKeep }));
-          const batches: SyncEvent[][] = [];
-          for (let i = 0, s = 0; i < delivered.length; s++) {
-            const size = sizes[s % sizes.length]!;
-            batches.push(delivered.slice(i, i + size).map((index) => parsed[index]!));
-            i += size;
+          for (const event of [...parsed.filter((e) => !isRules(e)), ...inTime(parsed)]) {
+            await applyEvents(reference, [event], options({ rulesKeep }));
           }
-          await Promise.all(Array.from({ length: lanes }, async (_, lane) => {
-            for (let b = lane; b < batches.length; b += lanes) {
-              await applyEvents(replica, batches[b]!, options({ rulesKeep }));
+          const batches: SyncEvent[][] = [];
+          const rulesBatches: SyncEvent[][] = [];
+          const stream = delivered.map((index) => parsed[index]!);
+          const others = stream.filter((event) => !isRules(event));
+          const rulesStream = inTime(stream);
+          for (const [list, into] of [[others, batches], [rulesStream, rulesBatches]] as const) {
+            for (let i = 0, s = 0; i < list.length; s++) {
+              const size = sizes[s % sizes.length]!;
+              into.push(list.slice(i, i + size));
+              i += size;
             }
-          }));
+          }
+          await Promise.all([
+            ...Array.from({ length: lanes }, async (_, lane) => {
+              for (let b = lane; b < batches.length; b += lanes) {
+                await applyEvents(replica, batches[b]!, options({ rulesKeep }));
+              }
+            }),
+            (async () => {
+              for (const batch of rulesBatches) await applyEvents(replica, batch, options({ rulesKeep }));
+            })(),
+          ]);
           assert.deepEqual(await dump(replica), await dump(reference));
           assert.deepEqual(await readStoredRulesStatus(replica), await readStoredRulesStatus(reference));
         } finally {
