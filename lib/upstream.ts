@@ -320,7 +320,7 @@ export async function fetchOrigin(
       // Required for a streamed request body.
       ...(hasBody ? { duplex: "half" } : {}),
     } as RequestInit);
-  } catch (error) {
+  } catch {
     if (options.signal?.aborted) throw new ClientClosedError();
     if (timeout.signal.aborted) throw new OriginTimeoutError(options.timeoutMs);
     throw new OriginUnavailableError();
