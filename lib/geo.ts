@@ -14,6 +14,9 @@ export const DEFAULT_COUNTRY_HEADERS: readonly string[] = [
   "x-geo-country",
 ];
 
+/** Codes CDNs send for "unknown" (Cloudflare `XX`, App Engine `ZZ`): treated as no country. */
+const UNKNOWN_COUNTRIES: ReadonlySet<string> = new Set(["XX", "ZZ"]);
+
 /** Header through which a trusted CDN can name the region directly. */
 export const REGION_HEADER = "x-geo-region";
 
@@ -22,12 +25,12 @@ export const REGION_HEADER = "x-geo-region";
  *
  * @param headers the request headers
  * @param names the header names to consult, in order
- * @returns an upper-case ISO 3166-1 alpha-2 code, or undefined (unknown codes such as `XX` too)
+ * @returns an upper-case ISO 3166-1 alpha-2 code, or undefined (unknown codes such as `XX`, `ZZ` too)
  */
 export function countryFromHeaders(headers: Headers, names: readonly string[]): string | undefined {
   for (const name of names) {
     const value = headers.get(name)?.trim().toUpperCase();
-    if (value && /^[A-Z]{2}$/.test(value) && value !== "XX") return value;
+    if (value && /^[A-Z]{2}$/.test(value) && !UNKNOWN_COUNTRIES.has(value)) return value;
   }
   return undefined;
 }

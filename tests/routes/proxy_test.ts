@@ -167,6 +167,15 @@ Deno.test("rewrite uses a geo header only from a trusted peer or with the CDN se
         "GLOBAL",
       ],
       [{ "cloudfront-viewer-country": "US" }, TRUSTED, "/api/products/promotions/global", "US"],
+      [{ "x-vercel-ip-country": "GB" }, TRUSTED, "/api/products/promotions/europe", "EU"],
+      [{ "x-appengine-country": "SG" }, TRUSTED, "/api/products/promotions/global", "APAC"],
+      [
+        { "x-appengine-country": "ZZ", "x-geo-country": "DE" },
+        TRUSTED,
+        "/api/products/promotions/europe",
+        "EU",
+      ],
+      [{ "cf-ipcountry": "XX", "x-geo-country": "DE" }, TRUSTED, "/api/products/promotions/europe", "EU"],
       [{ "x-geo-region": "EU" }, TRUSTED, "/api/products/promotions/europe", "EU"],
       [{ "x-geo-region": "EU" }, UNTRUSTED, "/api/products/promotions/global", "GLOBAL"],
     ];
