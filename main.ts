@@ -18,6 +18,8 @@ import { backendClientFromConfig } from "./lib/backend.ts";
 import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 import { BackgroundTasks } from "./lib/background.ts";
+import { trace } from "@opentelemetry/api";
+import { createStageTracer } from "./lib/tracing.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -94,6 +96,10 @@ const deps: Deps = {
   contextCache,
   backend,
   metrics,
+  // Deno's built-in OpenTelemetry: stage spans only when it is on (otherwise not even no-op spans).
+  tracer: Deno.env.get("OTEL_DENO") === "true"
+    ? createStageTracer(trace.getTracer("edge-personalizer"), { timeOrigin: performance.timeOrigin })
+    : undefined,
   waitUntil: (work) => background.waitUntil(work),
   logDecision: createDecisionLogger({
     log,

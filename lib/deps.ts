@@ -12,6 +12,7 @@ import type { ContextCache } from "./context_cache.ts";
 import type { SessionCache } from "./session_cache.ts";
 import type { BackendClient } from "./backend.ts";
 import type { EdgeMetrics } from "./metrics.ts";
+import type { StageTracer } from "./tracing.ts";
 import type { DecisionLogInputs } from "./decision_log.ts";
 
 /** Everything the request pipeline needs from the outside world. */
@@ -39,6 +40,8 @@ export interface Deps {
   /** Read-through client for the central backend; undefined without `BACKEND_URL`. */
   backend: BackendClient | undefined;
   metrics: EdgeMetrics;
+  /** Records pipeline stages as OpenTelemetry spans; undefined when tracing is off. */
+  tracer: StageTracer | undefined;
   /** Hands work that a response need not wait for to the process (awaited on shutdown). */
   waitUntil: (work: Promise<unknown>) => void;
   /** Writes a sampled, redacted decision log line; returns whether this request was sampled. */

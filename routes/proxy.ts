@@ -95,7 +95,9 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
       }
       throw error;
     }
-    const originMs = deps.mono() - started;
+    const finished = deps.mono();
+    const originMs = finished - started;
+    deps.tracer?.stage("act", started, finished);
     c.set("originMs", originMs);
     stages.act = originMs;
     deps.metrics.observeOrigin({ durationMs: originMs, status: upstream.status });

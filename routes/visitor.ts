@@ -43,6 +43,7 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
   const lap = (stage: string) => {
     const at = deps.mono();
     stages[stage] = at - mark;
+    deps.tracer?.stage(stage, mark, at);
     mark = at;
   };
 

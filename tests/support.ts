@@ -111,6 +111,7 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
     }),
     backend: backendClientFromConfig(config, { fetch: globalThis.fetch, now }),
     metrics: new EdgeMetrics(),
+    tracer: undefined,
     waitUntil: () => {},
     logDecision: createDecisionLogger({
       log,
