@@ -91,6 +91,10 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
   } else if (context.outcome.cache === "miss") deps.metrics.observeContextCache("miss");
   if (readThrough !== "skipped") deps.metrics.observeReadThrough({ outcome: readThrough });
   c.set("contextOutcome", { cache: context.outcome.cache, readThrough });
+  // Without a read-through the stage's time on a cache miss is the KV read itself.
+  if (context.outcome.kv === "ok" && readThrough === "skipped") {
+    deps.metrics.observeKvRead(deps.mono() - mark, { read: "context" });
+  }
   lap("context");
 
   // A visitor in a rules canary is decided by the canary version (stable per visitor key).

@@ -73,3 +73,29 @@ Deno.test("config rejects a short METRICS_TOKEN and an out-of-range LOG_SAMPLE_R
   assert.equal(set.logSampleRate, 0.25);
   assert.equal(set.logHashKey, "0123456789abcdef-key");
 });
+
+Deno.test("metrics move when requests flow through the app", async () => {
+  const { createApp } = await import("../../routes/app.ts");
+  const { makeDeps, startOrigin, SEED_RULES } = await import("../support.ts");
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { rules: SEED_RULES });
+  try {
+    const app = createApp(deps);
+    const peer = { remoteAddr: { hostname: "203.0.113.9" } };
+    for (let i = 0; i < 3; i++) {
+      await (await app.request("http://edge.test/api/products/x", {}, peer)).body?.cancel();
+    }
+    await (await app.request("http://edge.test/_edge/context", {}, peer)).body?.cancel();
+    const text = await (await app.request("http://edge.test/_edge/metrics", {}, peer)).text();
+    const proxied = text.split("\n").find((l) =>
+      l.startsWith("edge_requests_total{") && l.includes('route_class="proxy"')
+    );
+    assert.ok(proxied, text);
+    assert.match(proxied, / 3$/);
+    assert.match(text, /edge_stage_duration_seconds_count\{[^}]*stage="decide"[^}]*\} [1-9]/);
+    assert.match(text, /edge_origin_duration_seconds_count[^\n]* 3/);
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
