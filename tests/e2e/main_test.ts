@@ -60,7 +60,7 @@ Deno.test("main.ts serves health, readiness and the seed rewrite as a real proce
   });
 });
 
-Deno.test("100 MB upload and download stream through the service with bounded memory", async () => {
+Deno.test("a 100 MB upload and a 300 MB download stream through the service with bounded memory", async () => {
   const origin = startOrigin((seen, raw) => {
     if (seen.path === "/download") return new Response(chunkStream(DOWNLOAD_BYTES));
     return (async () => {
