@@ -6,9 +6,9 @@
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { applyOptionsFromConfig } from "../lib/sync/apply.ts";
-import { ingestSync, readLimitedBody } from "../lib/sync/ingest.ts";
+import { ingestSync, PayloadTooLargeError, readLimitedBody } from "../lib/sync/ingest.ts";
 import { SYNC_OPENAPI } from "../lib/sync/openapi.ts";
-import { createWebhookVerifier } from "../lib/sync/verify.ts";
+import { checkWebhookHeaders, createWebhookVerifier } from "../lib/sync/verify.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Options for {@linkcode syncRoutes}. */
@@ -40,6 +40,14 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
     const now = deps.now();
     let result;
     try {
+      // Order: a declared oversize is refused at once (413); then an unsigned or stale push is
+      // refused before its body is read (401); then the body is read under the limit.
+      const declared = Number(c.req.header("content-length"));
+      if (Number.isFinite(declared) && declared > config.syncMaxBytes) {
+        await c.req.raw.body?.cancel().catch(() => {});
+        throw new PayloadTooLargeError(config.syncMaxBytes);
+      }
+      checkWebhookHeaders(c.req.raw.headers, { toleranceSec: config.syncToleranceSec, now: deps.now });
       const body = await readLimitedBody(c.req.raw.body, {
         maxBytes: config.syncMaxBytes,
         contentLength: c.req.header("content-length"),

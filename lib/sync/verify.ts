@@ -75,6 +75,35 @@ export function decodeSecret(secret: string): Uint8Array<ArrayBuffer> {
 }
 
 /**
+ * The checks that need no body and no key: the three headers are present and the timestamp is
+ * within the tolerance. Run before the body is read, so an unsigned or replayed-late push is
+ * refused without buffering it; {@linkcode WebhookVerifier.verify} runs them again.
+ *
+ * @param headers the request headers
+ * @param options the tolerance and clock
+ * @returns the header values
+ * @throws {WebhookVerificationError} `missing_signature_headers` or `invalid_timestamp`
+ */
+export function checkWebhookHeaders(
+  headers: Headers,
+  options: WebhookVerifierOptions,
+): { id: string; timestamp: number; timestampText: string; signatureHeader: string } {
+  const id = headers.get("webhook-id");
+  const timestampText = headers.get("webhook-timestamp");
+  const signatureHeader = headers.get("webhook-signature");
+  if (!id || !timestampText || !signatureHeader) {
+    throw new WebhookVerificationError("missing_signature_headers");
+  }
+  if (!/^\d{1,12}$/.test(timestampText)) throw new WebhookVerificationError("invalid_timestamp");
+  const timestamp = Number(timestampText);
+  const nowSec = Math.floor(options.now() / 1000);
+  if (Math.abs(nowSec - timestamp) > options.toleranceSec) {
+    throw new WebhookVerificationError("invalid_timestamp");
+  }
+  return { id, timestamp, timestampText, signatureHeader };
+}
+
+/**
  * Builds a verifier; the HMAC keys are imported once here rather than per request.
  *
  * @param secrets one or more `whsec_…` secrets; a signature matching any of them is accepted
@@ -95,18 +124,7 @@ export async function createWebhookVerifier(
   const cryptoKeys = await Promise.all(secrets.map((secret) => importKey(decodeSecret(secret))));
   return {
     async verify(body, headers) {
-      const id = headers.get("webhook-id");
-      const timestampText = headers.get("webhook-timestamp");
-      const signatureHeader = headers.get("webhook-signature");
-      if (!id || !timestampText || !signatureHeader) {
-        throw new WebhookVerificationError("missing_signature_headers");
-      }
-      if (!/^\d{1,12}$/.test(timestampText)) throw new WebhookVerificationError("invalid_timestamp");
-      const timestamp = Number(timestampText);
-      const nowSec = Math.floor(options.now() / 1000);
-      if (Math.abs(nowSec - timestamp) > options.toleranceSec) {
-        throw new WebhookVerificationError("invalid_timestamp");
-      }
+      const { id, timestamp, timestampText, signatureHeader } = checkWebhookHeaders(headers, options);
       const candidates = signatureHeader.split(" ")
         .filter((part) => part.startsWith("v1,"))
         .map((part) => part.slice(3));

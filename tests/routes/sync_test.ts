@@ -191,17 +191,43 @@ Deno.test("sync answers 413 for a declared oversized body without reading it", a
 
 Deno.test("sync answers 413 for a streamed body with an absent or lying content-length, reading no further", async () => {
   await withSync(async ({ app }) => {
-    for (const headers of [{}, { "content-length": "100" }] as Record<string, string>[]) {
+    // Signature-shaped headers (the signature itself is checked only once the body is read).
+    const signed = {
+      "webhook-id": "msg_big",
+      "webhook-timestamp": String(NOW_SEC),
+      "webhook-signature": "v1,AAAA",
+    };
+    for (const extra of [{}, { "content-length": "100" }] as Record<string, string>[]) {
       const pulled = { bytes: 0 };
       const res = await app.request("/_edge/sync", {
         method: "POST",
         body: streamOf(10 * 1024 * 1024, pulled),
-        headers,
+        headers: { ...signed, ...extra },
       });
       assert.equal(res.status, 413);
       assert.ok(pulled.bytes < 200 * 1024, `read ${pulled.bytes} bytes`);
     }
   }, { SYNC_MAX_BYTES: "65536" });
+});
+
+Deno.test("an unsigned or stale push is refused before its body is read", async () => {
+  await withSync(async ({ app }) => {
+    const stale = {
+      "webhook-id": "m",
+      "webhook-timestamp": String(NOW_SEC - 3600),
+      "webhook-signature": "v1,AAAA",
+    };
+    for (const headers of [{}, stale] as Record<string, string>[]) {
+      const pulled = { bytes: 0 };
+      const res = await app.request("/_edge/sync", {
+        method: "POST",
+        body: streamOf(1024 * 1024, pulled),
+        headers,
+      });
+      assert.equal(res.status, 401);
+      assert.ok(pulled.bytes <= 64 * 1024, `read ${pulled.bytes} bytes`);
+    }
+  });
 });
 
 Deno.test("sync answers 413 for a batch of 1001 events and applies none", async () => {
