@@ -62,6 +62,7 @@ const EnvSchema = z.object({
     z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/, "must be a valid cookie name").default("sid"),
   ),
   GEO_COUNTRY_HEADERS: optionalString,
+  PUBLIC_HOSTS: optionalString,
   RULES_POLL_MS: intInRange(100, 3_600_000, 1000),
   RULES_KEEP: intInRange(1, 100, 10),
   RULES_TOKEN: z.preprocess(
@@ -122,6 +123,11 @@ export interface Config {
   syncSecrets: readonly string[];
   /** Name of the session cookie whose (hashed) value is looked up in KV. */
   sessionCookie: string;
+  /**
+   * Host names (with port when not default) the site is served under; a client `Host` outside
+   * the list is not passed on as `X-Forwarded-Host` (the first entry is). Empty → passed as sent.
+   */
+  publicHosts: readonly string[];
   /** Trusted CDN headers that carry the visitor's country, in order. */
   countryHeaders: readonly string[];
   /** How often rules are re-read from KV when `kv.watch` is not delivering. */
@@ -263,6 +269,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       ? parsed.GEO_COUNTRY_HEADERS.split(",").map((h) => h.trim().toLowerCase()).filter(Boolean)
       : DEFAULT_COUNTRY_HEADERS,
     rulesPollMs: parsed.RULES_POLL_MS,
+    publicHosts: (parsed.PUBLIC_HOSTS ?? "").split(",").map((h) => h.trim().toLowerCase()).filter(Boolean),
     rulesKeep: parsed.RULES_KEEP,
     rulesToken: parsed.RULES_TOKEN,
     ofrepApiKeys: (parsed.OFREP_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean),

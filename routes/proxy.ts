@@ -36,6 +36,9 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
     REGION_HEADER,
     ...config.countryHeaders,
   ]);
+  const publicHosts = new Set(config.publicHosts);
+  const publicHost = (host: string) =>
+    publicHosts.size === 0 || publicHosts.has(host.toLowerCase()) ? host : config.publicHosts[0]!;
   app.all("*", async (c) => {
     const request = c.req.raw;
     const visitor = await resolveVisitor(c, deps);
@@ -62,7 +65,8 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
       peerIp: facts.peerIp,
       peerTrusted: facts.peerTrusted,
       proto: facts.proto,
-      host: facts.host,
+      // The origin may build absolute URLs from X-Forwarded-Host: only known names go on.
+      host: publicHost(facts.host),
       requestId: facts.requestId,
       untrusted: facts.peerTrusted ? undefined : facts.geoTrusted ? untrustedUser : untrustedAll,
     });

@@ -330,3 +330,14 @@ Deno.test("a client that goes away before the origin answers gets no 500 and no 
     assert.ok(!logs.some((line) => JSON.parse(line).level === "error"), logs.join("\n"));
   }, { respond: () => new Promise((resolve) => setTimeout(() => resolve(new Response("late")), 300)) });
 });
+
+Deno.test("with PUBLIC_HOSTS, a client's unknown Host is never passed on as X-Forwarded-Host", async () => {
+  await withProxy(async ({ app, origin }) => {
+    await app.request("http://shop.example/echo", {}, UNTRUSTED);
+    assert.equal(origin.seen.at(-1)!.headers.get("x-forwarded-host"), "shop.example");
+    await app.request("http://evil.example/echo", {}, UNTRUSTED);
+    assert.equal(origin.seen.at(-1)!.headers.get("x-forwarded-host"), "shop.example");
+    await app.request("http://WWW.SHOP.EXAMPLE/echo", {}, UNTRUSTED);
+    assert.equal(origin.seen.at(-1)!.headers.get("x-forwarded-host"), "www.shop.example");
+  }, { env: { PUBLIC_HOSTS: "shop.example, www.shop.example" } });
+});
