@@ -14,6 +14,7 @@ import { DEFAULT_UA_CACHE_SIZE, UaCache } from "./lib/device.ts";
 import { type IpGeoDb, loadIpGeoDb } from "./lib/ip_geo.ts";
 import { ContextCache } from "./lib/context_cache.ts";
 import { SessionCache } from "./lib/session_cache.ts";
+import { RelatedCache } from "./lib/related_cache.ts";
 import { backendClientFromConfig } from "./lib/backend.ts";
 import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
@@ -90,6 +91,10 @@ const deps: Deps = {
   uaCache: new UaCache(DEFAULT_UA_CACHE_SIZE),
   ipGeo,
   sessionCache: new SessionCache({
+    maxEntries: config.contextCacheMaxEntries,
+    maxStaleMs: config.contextMaxStaleMs,
+  }),
+  relatedCache: new RelatedCache({
     maxEntries: config.contextCacheMaxEntries,
     maxStaleMs: config.contextMaxStaleMs,
   }),

@@ -10,6 +10,7 @@ import type { UaCache } from "./device.ts";
 import type { IpGeoDb } from "./ip_geo.ts";
 import type { ContextCache } from "./context_cache.ts";
 import type { SessionCache } from "./session_cache.ts";
+import type { RelatedCache } from "./related_cache.ts";
 import type { BackendClient } from "./backend.ts";
 import type { EdgeMetrics } from "./metrics.ts";
 import type { StageTracer } from "./tracing.ts";
@@ -35,6 +36,8 @@ export interface Deps {
   ipGeo: IpGeoDb | undefined;
   /** Per-isolate cache of session lookups (bounded entries and staleness). */
   sessionCache: SessionCache;
+  /** Per-isolate cache of pushed related-item lists (bounded entries and staleness). */
+  relatedCache: RelatedCache;
   /** Per-isolate cache of user contexts (bounded entries, bytes and staleness). */
   contextCache: ContextCache;
   /** Read-through client for the central backend; undefined without `BACKEND_URL`. */

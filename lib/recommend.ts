@@ -136,6 +136,8 @@ export function recommend(input: RecommendInput, options: RecommendOptions): Rec
 export interface LoadRecommendationsOptions extends RecommendOptions {
   /** Items in the cart: never recommended. */
   cartItemIds?: readonly string[];
+  /** Reads related lists (e.g. through a {@linkcode RelatedCache}); default: straight from KV. */
+  readRelated?: (itemIds: readonly string[]) => Promise<ReadonlyMap<string, RelatedValue>>;
 }
 
 /**
@@ -155,7 +157,8 @@ export async function loadRecommendations(
 ): Promise<Recommendation[]> {
   checkLimit(options.limit);
   if (recentViews.length === 0) return [];
-  const related = await readRelated(kv, recentViews.slice(0, MAX_SOURCES).map((view) => view.itemId));
+  const itemIds = recentViews.slice(0, MAX_SOURCES).map((view) => view.itemId);
+  const related = options.readRelated ? await options.readRelated(itemIds) : await readRelated(kv, itemIds);
   return recommend({ recentViews, related, cartItemIds: options.cartItemIds }, options);
 }
 

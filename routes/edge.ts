@@ -49,8 +49,10 @@ async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {
   const { context } = visitor;
   if (visitor.facts.gpc || context.recentViews.length === 0) return [];
   try {
+    const now = deps.now();
     const items = await loadRecommendations(deps.kv, context.recentViews, {
-      now: deps.now(),
+      now,
+      readRelated: (itemIds) => deps.relatedCache.read(deps.kv, itemIds, now),
       limit,
       cartItemIds: context.cartItemIds,
     });

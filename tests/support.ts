@@ -12,6 +12,7 @@ import { UaCache } from "../lib/device.ts";
 import type { IpGeoDb } from "../lib/ip_geo.ts";
 import { ContextCache } from "../lib/context_cache.ts";
 import { SessionCache } from "../lib/session_cache.ts";
+import { RelatedCache } from "../lib/related_cache.ts";
 import { backendClientFromConfig } from "../lib/backend.ts";
 import { EdgeMetrics } from "../lib/metrics.ts";
 import { createDecisionLogger } from "../lib/decision_log.ts";
@@ -101,6 +102,10 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
     uaCache: new UaCache(100),
     ipGeo: options.ipGeo,
     sessionCache: new SessionCache({
+      maxEntries: config.contextCacheMaxEntries,
+      maxStaleMs: config.contextMaxStaleMs,
+    }),
+    relatedCache: new RelatedCache({
       maxEntries: config.contextCacheMaxEntries,
       maxStaleMs: config.contextMaxStaleMs,
     }),
