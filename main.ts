@@ -151,30 +151,41 @@ export default { fetch: app.fetch } satisfies Deno.ServeDefaultExport;
 // process listens by itself only when nobody else did. Deno Deploy serves the default export.
 if (import.meta.main && !Deno.env.get("DENO_DEPLOYMENT_ID")) {
   const denoServe = Deno.serve;
-  let servedByRuntime = false;
+  const servers: Deno.HttpServer[] = [];
   Deno.serve = ((...args: Parameters<typeof Deno.serve>) => {
-    servedByRuntime = true;
-    return denoServe(...args);
+    const server = denoServe(...args);
+    servers.push(server);
+    return server;
   }) as typeof Deno.serve;
   setTimeout(() => {
     Deno.serve = denoServe;
-    if (servedByRuntime) stopOnSignals();
+    if (servers.length) stopOnSignals(servers);
     else listen();
   }, 0);
 }
 
 /**
- * Under `deno serve` the runtime owns the server and its graceful shutdown; this process only
- * has to stop its own background work (rules following keeps a `kv.watch` open, which would
- * otherwise keep the process alive after the server has drained).
+ * Under `deno serve` the runtime created the server (observed above). Once this process
+ * listens for SIGINT/SIGTERM the default "terminate" is gone, so it drains that server itself,
+ * stops its background work (rules following holds a `kv.watch` open), closes KV and exits.
+ *
+ * @param servers the servers the runtime started in this worker
  */
-function stopOnSignals(): void {
-  const stop = () => {
+function stopOnSignals(servers: Deno.HttpServer[]): void {
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info("shutting down", { signal, mode: "serve" });
+    await Promise.all(servers.map((server) => server.shutdown()));
+    await background.drain();
     stopFollowingRules.abort();
-    followingRules.finally(() => kv.close());
+    await followingRules;
+    kv.close();
+    Deno.exit(0);
   };
-  Deno.addSignalListener("SIGINT", stop);
-  Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
 }
 
 function listen(): void {

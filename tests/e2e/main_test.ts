@@ -123,7 +123,7 @@ Deno.test("SIGTERM lets in-flight requests finish, then the process exits 0", as
   });
 });
 
-Deno.test("deno serve --parallel main.ts serves the same app", async () => {
+Deno.test("deno serve --parallel main.ts serves the same app and stops cleanly on SIGTERM", async () => {
   const origin = startOrigin();
   await withKvDir(async (kvPath) => {
     const service = await startService({ ORIGIN_URL: origin.url, KV_PATH: kvPath }, { serve: true });
@@ -131,6 +131,9 @@ Deno.test("deno serve --parallel main.ts serves the same app", async () => {
       const res = await fetch(`${service.url}/echo/parallel`);
       assert.equal(res.status, 200);
       assert.deepEqual(await res.json(), { method: "GET", path: "/echo/parallel" });
+      // SIGTERM drains and exits (a kv.watch left open would keep the process alive).
+      const status = await service.stop();
+      assert.equal(status.code, 0, service.output());
     } finally {
       await service.stop();
       await origin.close();

@@ -73,9 +73,14 @@ export async function startService(
       // Not listening yet.
     }
     if (Date.now() > deadline) {
-      child.kill("SIGKILL");
-      await child.status;
-      throw new Error(`Service did not start: ${text}`);
+      try {
+        child.kill("SIGKILL");
+      } catch {
+        // It exited on its own: the output says why.
+      }
+      const status = await child.status;
+      await drained;
+      throw new Error(`Service did not start (exit code ${status.code}): ${text}`);
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -98,8 +103,23 @@ export async function startService(
       } catch {
         // Already exited.
       }
+      // A process that ignores SIGTERM must fail the test, not hang the suite.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const exited = await Promise.race([
+        child.status.then(() => true),
+        new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 15_000)),
+      ]);
+      clearTimeout(timer);
+      if (!exited) {
+        try {
+          child.kill("SIGKILL");
+        } catch {
+          // Exited meanwhile.
+        }
+      }
       const status = await child.status;
       await drained;
+      if (!exited) throw new Error(`Service did not stop within 15 s of SIGTERM: ${text}`);
       return status;
     },
   };
