@@ -5,6 +5,7 @@
  * (singleflight), a hard timeout, and a circuit breaker. It never throws: every failure is a
  * value, so the request path can fall back to what the edge has.
  */
+import { readAtMost } from "./body.ts";
 import { z } from "zod";
 import type { Config } from "./config.ts";
 import { MAX_EVENTS_PER_BATCH } from "./sync/schema.ts";
@@ -347,30 +348,9 @@ export function backendClientFromConfig(
 }
 
 async function readLimited(response: Response, maxBytes: number): Promise<string | undefined> {
-  const declared = Number(response.headers.get("content-length") ?? "0");
-  if (declared > maxBytes) {
-    await response.body?.cancel();
-    return undefined;
-  }
-  if (!response.body) return "";
-  const reader = response.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > maxBytes) {
-      await reader.cancel();
-      return undefined;
-    }
-    chunks.push(value);
-  }
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return new TextDecoder().decode(bytes);
+  const bytes = await readAtMost(response.body, {
+    maxBytes,
+    contentLength: response.headers.get("content-length"),
+  });
+  return bytes === undefined ? undefined : new TextDecoder().decode(bytes);
 }

@@ -11,6 +11,7 @@ import { z } from "zod";
 import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
 import { parseSyncPayload } from "./schema.ts";
 import type { WebhookVerifier } from "./verify.ts";
+import { readAtMost } from "../body.ts";
 
 /** How long a claimed `webhook-id` blocks a concurrent delivery before it may be retried. */
 const CLAIM_LEASE_MS = 60_000;
@@ -41,32 +42,9 @@ export async function readLimitedBody(
   body: ReadableStream<Uint8Array> | null,
   options: { maxBytes: number; contentLength?: string | null },
 ): Promise<Uint8Array> {
-  const declared = options.contentLength ? Number(options.contentLength) : NaN;
-  if (Number.isFinite(declared) && declared > options.maxBytes) {
-    await body?.cancel().catch(() => {});
-    throw new PayloadTooLargeError(options.maxBytes);
-  }
-  if (!body) return new Uint8Array(0);
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    total += value.byteLength;
-    if (total > options.maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw new PayloadTooLargeError(options.maxBytes);
-    }
-    chunks.push(value);
-  }
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return out;
+  const bytes = await readAtMost(body, options);
+  if (bytes === undefined) throw new PayloadTooLargeError(options.maxBytes);
+  return bytes;
 }
 
 /** Options for {@linkcode ingestSync}. */
