@@ -5,6 +5,7 @@
  * (`CONTEXT_MAX_STALE_MS`, like user contexts); items without a list are cached as absent too.
  */
 import { readRelated, type RelatedValue } from "./store.ts";
+import { FreshCache } from "./fresh_cache.ts";
 
 /** Options for {@linkcode RelatedCache}. */
 export interface RelatedCacheOptions {
@@ -12,32 +13,16 @@ export interface RelatedCacheOptions {
   maxStaleMs: number;
 }
 
-interface Entry {
-  value: RelatedValue | undefined;
-  storedAt: number;
-}
-
 /** Item id → its related list (or none), bounded and short-lived. */
 export class RelatedCache {
-  #entries = new Map<string, Entry>();
-  #maxEntries: number;
-  #maxStaleMs: number;
+  #cache: FreshCache<string, RelatedValue | undefined>;
 
   /**
    * @param options entry bound and staleness bound
    * @throws {RangeError} when `maxEntries` is not a positive integer or `maxStaleMs` is negative
    */
   constructor(options: RelatedCacheOptions) {
-    if (!Number.isInteger(options.maxEntries) || options.maxEntries < 1) {
-      throw new RangeError(
-        `Related cache "maxEntries" must be a positive integer, got "${options.maxEntries}"`,
-      );
-    }
-    if (!Number.isFinite(options.maxStaleMs) || options.maxStaleMs < 0) {
-      throw new RangeError(`Related cache "maxStaleMs" must not be negative, got "${options.maxStaleMs}"`);
-    }
-    this.#maxEntries = options.maxEntries;
-    this.#maxStaleMs = options.maxStaleMs;
+    this.#cache = new FreshCache({ ...options, name: "Related cache" });
   }
 
   /**
@@ -53,34 +38,22 @@ export class RelatedCache {
     const out = new Map<string, RelatedValue>();
     const missing: string[] = [];
     for (const itemId of new Set(itemIds)) {
-      const entry = this.#entries.get(itemId);
-      const age = entry ? now - entry.storedAt : -1;
-      if (entry && age >= 0 && age < this.#maxStaleMs) {
-        this.#entries.delete(itemId);
-        this.#entries.set(itemId, entry);
-        if (entry.value) out.set(itemId, entry.value);
-      } else {
-        missing.push(itemId);
-      }
+      const cached = this.#cache.get(itemId, now);
+      if (!cached) missing.push(itemId);
+      else if (cached.value) out.set(itemId, cached.value);
     }
     if (missing.length === 0) return out;
     const loaded = await readRelated(kv, missing);
     for (const itemId of missing) {
       const value = loaded.get(itemId);
       if (value) out.set(itemId, value);
-      this.#entries.delete(itemId);
-      this.#entries.set(itemId, { value, storedAt: now });
-    }
-    while (this.#entries.size > this.#maxEntries) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest === undefined) break;
-      this.#entries.delete(oldest);
+      this.#cache.set(itemId, value, now);
     }
     return out;
   }
 
   /** Number of cached items. */
   get size(): number {
-    return this.#entries.size;
+    return this.#cache.size;
   }
 }

@@ -5,6 +5,7 @@
  * in staleness: an entry is trusted for `maxStaleMs` (`CONTEXT_MAX_STALE_MS`), never past the
  * session's own expiry, so a session ended through sync stops working within that bound.
  */
+import { FreshCache } from "./fresh_cache.ts";
 
 /** Options for {@linkcode SessionCache}. */
 export interface SessionCacheOptions {
@@ -16,7 +17,6 @@ interface Entry {
   /** Undefined: no such (live) session — cached too, so garbage cookies cost one read. */
   userId: string | undefined;
   expiresAt: number;
-  storedAt: number;
 }
 
 /**
@@ -24,25 +24,14 @@ interface Entry {
  * hashes); the values are never logged or serialised.
  */
 export class SessionCache {
-  #entries = new Map<string, Entry>();
-  #maxEntries: number;
-  #maxStaleMs: number;
+  #cache: FreshCache<string, Entry>;
 
   /**
    * @param options entry bound and staleness bound
    * @throws {RangeError} when a bound is not a positive integer (staleness may be 0)
    */
   constructor(options: SessionCacheOptions) {
-    if (!Number.isInteger(options.maxEntries) || options.maxEntries < 1) {
-      throw new RangeError(
-        `Session cache "maxEntries" must be a positive integer, got "${options.maxEntries}"`,
-      );
-    }
-    if (!Number.isFinite(options.maxStaleMs) || options.maxStaleMs < 0) {
-      throw new RangeError(`Session cache "maxStaleMs" must not be negative, got "${options.maxStaleMs}"`);
-    }
-    this.#maxEntries = options.maxEntries;
-    this.#maxStaleMs = options.maxStaleMs;
+    this.#cache = new FreshCache({ ...options, name: "Session cache" });
   }
 
   /**
@@ -53,15 +42,12 @@ export class SessionCache {
    * @returns `{ userId }` (userId undefined for a known-absent session) while fresh, else undefined
    */
   get(sessionId: string, now: number): { userId: string | undefined } | undefined {
-    const entry = this.#entries.get(sessionId);
+    const entry = this.#cache.get(sessionId, now)?.value;
     if (!entry) return undefined;
-    const age = now - entry.storedAt;
-    if (age < 0 || age >= this.#maxStaleMs || (entry.userId !== undefined && entry.expiresAt <= now)) {
-      this.#entries.delete(sessionId);
+    if (entry.userId !== undefined && entry.expiresAt <= now) {
+      this.#cache.delete(sessionId);
       return undefined;
     }
-    this.#entries.delete(sessionId);
-    this.#entries.set(sessionId, entry);
     return { userId: entry.userId };
   }
 
@@ -73,17 +59,10 @@ export class SessionCache {
    * @param now the current time, epoch ms
    */
   set(sessionId: string, value: { userId: string; expiresAt: number } | undefined, now: number): void {
-    this.#entries.delete(sessionId);
-    this.#entries.set(sessionId, {
+    this.#cache.set(sessionId, {
       userId: value?.userId,
       expiresAt: value?.expiresAt ?? Number.POSITIVE_INFINITY,
-      storedAt: now,
-    });
-    while (this.#entries.size > this.#maxEntries) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest === undefined) break;
-      this.#entries.delete(oldest);
-    }
+    }, now);
   }
 
   /**
@@ -95,13 +74,11 @@ export class SessionCache {
   invalidateUsers(userIds: Iterable<string>): void {
     const users = new Set(userIds);
     if (users.size === 0) return;
-    for (const [sessionId, entry] of this.#entries) {
-      if (entry.userId !== undefined && users.has(entry.userId)) this.#entries.delete(sessionId);
-    }
+    this.#cache.deleteWhere((entry) => entry.userId !== undefined && users.has(entry.userId));
   }
 
   /** Number of cached sessions. */
   get size(): number {
-    return this.#entries.size;
+    return this.#cache.size;
   }
 }
