@@ -10,11 +10,8 @@ import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.
 import { followRulesInKv, RulesStore } from "./lib/rules_store.ts";
 import type { Deps } from "./lib/deps.ts";
 import { createApp } from "./routes/app.ts";
-import { DEFAULT_UA_CACHE_SIZE, UaCache } from "./lib/device.ts";
+import { cachesFromConfig } from "./lib/caches.ts";
 import { type IpGeoDb, loadIpGeoDb } from "./lib/ip_geo.ts";
-import { ContextCache } from "./lib/context_cache.ts";
-import { SessionCache } from "./lib/session_cache.ts";
-import { RelatedCache } from "./lib/related_cache.ts";
 import { backendClientFromConfig } from "./lib/backend.ts";
 import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
@@ -63,11 +60,8 @@ try {
   });
 }
 
-const contextCache = new ContextCache({
-  maxEntries: config.contextCacheMaxEntries,
-  maxBytes: config.contextCacheMaxBytes,
-  maxStaleMs: config.contextMaxStaleMs,
-});
+const caches = cachesFromConfig(config);
+const { contextCache } = caches;
 const backend = backendClientFromConfig(config, { fetch: globalThis.fetch, now: Date.now });
 const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
 const logHashKey = resolveLogHashKey(config.logHashKey, {
@@ -88,17 +82,8 @@ const deps: Deps = {
   randomId: () => crypto.randomUUID(),
   log,
   rules: new RulesStore(initialRules),
-  uaCache: new UaCache(DEFAULT_UA_CACHE_SIZE),
+  ...caches,
   ipGeo,
-  sessionCache: new SessionCache({
-    maxEntries: config.contextCacheMaxEntries,
-    maxStaleMs: config.contextMaxStaleMs,
-  }),
-  relatedCache: new RelatedCache({
-    maxEntries: config.contextCacheMaxEntries,
-    maxStaleMs: config.contextMaxStaleMs,
-  }),
-  contextCache,
   backend,
   metrics,
   // Deno's built-in OpenTelemetry: stage spans only when it is on (otherwise not even no-op spans).

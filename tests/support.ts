@@ -8,13 +8,10 @@ import type { Deps } from "../lib/deps.ts";
 import { createLogger } from "../lib/log.ts";
 import { EMPTY_RULES, parseRules, type RuleSet } from "../lib/rules.ts";
 import { RulesStore } from "../lib/rules_store.ts";
-import { UaCache } from "../lib/device.ts";
 import type { IpGeoDb } from "../lib/ip_geo.ts";
-import { ContextCache } from "../lib/context_cache.ts";
-import { SessionCache } from "../lib/session_cache.ts";
-import { RelatedCache } from "../lib/related_cache.ts";
 import { backendClientFromConfig } from "../lib/backend.ts";
 import { EdgeMetrics } from "../lib/metrics.ts";
+import { cachesFromConfig } from "../lib/caches.ts";
 import { createDecisionLogger } from "../lib/decision_log.ts";
 
 /** A request as a test origin saw it. */
@@ -99,21 +96,8 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
     randomId: () => `id-${String(++next).padStart(16, "0")}`,
     log,
     rules: new RulesStore(parseRules(options.rules ?? EMPTY_RULES)),
-    uaCache: new UaCache(100),
+    ...cachesFromConfig(config),
     ipGeo: options.ipGeo,
-    sessionCache: new SessionCache({
-      maxEntries: config.contextCacheMaxEntries,
-      maxStaleMs: config.contextMaxStaleMs,
-    }),
-    relatedCache: new RelatedCache({
-      maxEntries: config.contextCacheMaxEntries,
-      maxStaleMs: config.contextMaxStaleMs,
-    }),
-    contextCache: new ContextCache({
-      maxEntries: config.contextCacheMaxEntries,
-      maxBytes: config.contextCacheMaxBytes,
-      maxStaleMs: config.contextMaxStaleMs,
-    }),
     backend: backendClientFromConfig(config, { fetch: globalThis.fetch, now }),
     metrics: new EdgeMetrics(),
     tracer: undefined,
