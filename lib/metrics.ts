@@ -311,7 +311,7 @@ export class EdgeMetrics {
     });
     this.#syncEvents = new Counter({
       name: `${p}sync_events_total`,
-      help: "Sync events received, by result (applied, stale, rejected, duplicate).",
+      help: "Sync results: applied and stale count events; rejected and duplicate count whole pushes.",
       labelNames: ["result"],
       registers,
     });
