@@ -362,7 +362,7 @@ export async function fetchOrigin(
     timedOut = true;
     controller.abort();
   };
-  let cancelDeadline = deadlines.arm(options.timeoutMs, expire);
+  const cancelDeadline = deadlines.arm(options.timeoutMs, expire);
   // Cheaper than AbortSignal.any on every request: the client's abort is forwarded by hand.
   options.signal?.addEventListener("abort", () => controller.abort(options.signal?.reason), { once: true });
   const hasBody = init.body !== null && init.method !== "GET" && init.method !== "HEAD";
