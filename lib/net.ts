@@ -7,10 +7,31 @@ import ipaddr from "ipaddr.js";
 
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
+/** Entries a per-list (or per-module) memo keeps before it starts over. */
+const MEMO_MAX = 4096;
+
+/**
+ * Remembers a pure function's answers for recently seen strings: the same few peer and
+ * client addresses come back on every request, and parsing them showed up in profiles.
+ * Bounded by starting over when full (cheaper than LRU bookkeeping on every hit).
+ */
+function memo<T>(compute: (key: string) => T): (key: string) => T {
+  const seen = new Map<string, T>();
+  return (key) => {
+    const known = seen.get(key);
+    if (known !== undefined || seen.has(key)) return known as T;
+    const value = compute(key);
+    if (seen.size >= MEMO_MAX) seen.clear();
+    seen.set(key, value);
+    return value;
+  };
+}
+
 /** A parsed list of CIDR ranges that can answer "is this address inside?" quickly. */
 export class CidrList {
   #v4: Range[] = [];
   #v6: Range[] = [];
+  #has = memo((address) => this.#lookup(address));
 
   /**
    * Parses a list of CIDR ranges or single addresses.
@@ -49,6 +70,10 @@ export class CidrList {
    */
   has(address: string | undefined): boolean {
     if (!address || this.empty) return false;
+    return this.#has(address);
+  }
+
+  #lookup(address: string): boolean {
     const addr = parseAddress(address);
     if (!addr) return false;
     const ranges = addr.kind() === "ipv4" ? this.#v4 : this.#v6;
@@ -83,8 +108,10 @@ export function parseAddress(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undef
  * @returns canonical form (`::ffff:1.2.3.4` becomes `1.2.3.4`)
  */
 export function canonicalAddress(address: string): string | undefined {
-  return parseAddress(address)?.toString();
+  return canonical(address);
 }
+
+const canonical = memo((address) => parseAddress(address)?.toString());
 
 /**
  * Finds the client address. When the peer is a trusted proxy, the `X-Forwarded-For` chain is
