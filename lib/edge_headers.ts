@@ -7,6 +7,7 @@ import type { Decision } from "./decide.ts";
 import type { Facts } from "./facts.ts";
 import { ANON_COOKIE, formatSticky, type Identity, STICKY_COOKIE } from "./identity.ts";
 import { serializeCookie } from "./cookies.ts";
+import type { HeaderList } from "./upstream.ts";
 
 const ONE_YEAR_SECONDS = 365 * 24 * 60 * 60;
 /** Longest value of a list header (recent views, cart items, segments) sent to the origin. */
@@ -27,27 +28,24 @@ export interface OriginContext {
  * @param inputs the facts, identity, decision and (optional) behavioural context
  */
 export function setDecisionHeaders(
-  headers: Headers,
+  headers: HeaderList,
   inputs: { facts: Facts; identity: Identity; decision: Decision; context?: OriginContext },
 ): void {
   const { facts, identity, decision, context } = inputs;
-  headers.set("x-edge-region", decision.region);
-  if (decision.country) headers.set("x-edge-country", decision.country);
-  headers.set("x-edge-device", facts.device.device);
-  headers.set("x-edge-network", facts.device.network);
-  headers.set("x-edge-client-ip", facts.clientIp);
-  headers.set("x-edge-rules-version", String(decision.rulesVersion));
-  headers.set("x-edge-visitor", identity.anonymousId);
-  if (identity.userId) headers.set("x-edge-user", identity.userId);
-  if (facts.gpc) headers.set("x-edge-gpc", "1");
+  headers.push(["x-edge-region", decision.region]);
+  if (decision.country) headers.push(["x-edge-country", decision.country]);
+  headers.push(["x-edge-device", facts.device.device]);
+  headers.push(["x-edge-network", facts.device.network]);
+  headers.push(["x-edge-client-ip", facts.clientIp]);
+  headers.push(["x-edge-rules-version", String(decision.rulesVersion)]);
+  headers.push(["x-edge-visitor", identity.anonymousId]);
+  if (identity.userId) headers.push(["x-edge-user", identity.userId]);
+  if (facts.gpc) headers.push(["x-edge-gpc", "1"]);
   const variants = Object.entries(decision.variants ?? {});
-  if (variants.length) headers.set("x-edge-variants", variants.map(([k, v]) => `${k}=${v}`).join(","));
+  if (variants.length) headers.push(["x-edge-variants", variants.map(([k, v]) => `${k}=${v}`).join(",")]);
   const flags = Object.entries(decision.flags ?? {});
   if (flags.length) {
-    headers.set(
-      "x-edge-flags",
-      flags.map(([k, v]) => `${k}=${encodeFlagValue(v)}`).join(","),
-    );
+    headers.push(["x-edge-flags", flags.map(([k, v]) => `${k}=${encodeFlagValue(v)}`).join(",")]);
   }
   if (context && !facts.gpc) {
     setList(headers, "x-edge-recent-views", context.recentViews);
@@ -61,7 +59,7 @@ function encodeFlagValue(value: unknown): string {
   return encodeURIComponent(text ?? "null");
 }
 
-function setList(headers: Headers, name: string, items: readonly string[]): void {
+function setList(headers: HeaderList, name: string, items: readonly string[]): void {
   if (!items.length) return;
   let out = "";
   for (const item of items) {
@@ -70,7 +68,7 @@ function setList(headers: Headers, name: string, items: readonly string[]): void
     if (next.length > MAX_LIST_HEADER) break;
     out = next;
   }
-  if (out) headers.set(name, out);
+  if (out) headers.push([name, out]);
 }
 
 /**

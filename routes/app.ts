@@ -1,29 +1,72 @@
 /**
  * @module
- * `createApp(deps)`: the Hono application — the observe middleware (request id, timing, one
- * log line per request), the one error handler, and the routers mounted in order.
+ * `createApp(deps)`: the application — the proxy handler for the origin's paths, and the Hono
+ * routers for the edge's own endpoints behind the observe middleware (request id, timing, one
+ * log line per request) and the one error handler.
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
-import { EdgeError, errorBody } from "../lib/errors.ts";
+import { errorBody } from "../lib/errors.ts";
 import { requestIdFrom } from "../lib/facts.ts";
 import { ofrepRoutes } from "./ofrep.ts";
 import { opsRoutes, wellKnownRoutes } from "./ops.ts";
-import { proxyRoutes } from "./proxy.ts";
+import { pathOf, type ProxyHandler, proxyHandler, type ServeInfo } from "./proxy.ts";
 import { syncRoutes } from "./sync.ts";
 import type { AppEnv } from "./env.ts";
-import { routeClassOf } from "../lib/metrics.ts";
 import { metricsRoutes } from "./metrics.ts";
 import { rulesRoutes } from "./rules.ts";
 import { edgeRoutes } from "./edge.ts";
+import { errorResponse, recordRequest, type RequestRecord, stampResponse } from "./observe.ts";
+
+/** The application: `fetch` is the request handler for `Deno.serve`. */
+export interface EdgeApp {
+  /** Handles one request. */
+  fetch(request: Request, info?: ServeInfo): Promise<Response>;
+  /**
+   * Handles a request given as a URL or path and an init (for tests), like Hono's `request`.
+   *
+   * @param input an absolute URL, a path (resolved against `http://localhost`) or a request
+   * @param init the request init
+   * @param info the connection facts (e.g. `{ remoteAddr: { hostname: "10.0.0.1" } }`)
+   */
+  request(input: string | URL | Request, init?: RequestInit, info?: ServeInfo): Promise<Response>;
+}
 
 /**
- * Builds the application.
+ * Builds the application: the edge's own endpoints (`/_edge/*`, `/.well-known/*`, `/ofrep/*`)
+ * are Hono routers behind the observe middleware and the error handler; every other request
+ * goes straight to the proxy handler, which observes itself the same way.
  *
  * @param deps the service's dependencies
- * @returns a Hono app whose `fetch` is the request handler
+ * @returns the application
  */
-export function createApp(deps: Deps): Hono<AppEnv> {
+export function createApp(deps: Deps): EdgeApp {
+  const proxy = proxyHandler(deps);
+  const routers = createRouters(deps, proxy);
+  const fetch = (request: Request, info?: ServeInfo): Promise<Response> => {
+    const path = pathOf(request.url);
+    // Hono decodes percent-encoded paths before routing, so those go through it too.
+    if (
+      path.startsWith("/_edge") || path.startsWith("/.well-known/") || path.startsWith("/ofrep/") ||
+      path.includes("%")
+    ) {
+      return Promise.resolve(routers.fetch(request, info));
+    }
+    return proxy(request, info);
+  };
+  return {
+    fetch,
+    request(input, init, info) {
+      const request = input instanceof Request ? (init ? new Request(input, init) : input) : new Request(
+        typeof input === "string" && input.startsWith("/") ? `http://localhost${input}` : input,
+        init,
+      );
+      return fetch(request, info);
+    },
+  };
+}
+
+function createRouters(deps: Deps, proxy: ProxyHandler): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async (c, next) => {
@@ -31,83 +74,27 @@ export function createApp(deps: Deps): Hono<AppEnv> {
     const requestId = requestIdFrom(c.req.raw.headers, deps.randomId);
     c.set("requestId", requestId);
     await next();
-    const totalMs = deps.mono() - start;
-    const originMs = c.get("originMs");
-    const timing = originMs === undefined
-      ? `edge;dur=${totalMs.toFixed(2)}`
-      : `edge;dur=${(totalMs - originMs).toFixed(2)}, origin;dur=${originMs.toFixed(2)}`;
-    const headers = c.res.headers;
-    headers.set("x-request-id", requestId);
-    const existing = headers.get("server-timing");
-    headers.set("server-timing", existing ? `${existing}, ${timing}` : timing);
-    const decision = c.get("decision");
-    const path = c.req.path;
-    const routeClass = routeClassOf(path);
-    const stages = c.get("stages");
-    deps.metrics.observeRequest({
-      routeClass,
-      status: c.res.status,
-      region: decision?.region,
-      durationMs: totalMs,
-      stages,
-      originMs,
-    });
-    deps.log.info("request", {
+    // The proxy fallback observed itself.
+    if (c.get("proxied")) return;
+    const record: RequestRecord = {
       requestId,
       method: c.req.method,
-      path,
-      rewrittenPath: decision?.action.type === "proxy" ? decision.action.path : undefined,
-      region: decision?.region,
+      path: c.req.path,
       status: c.res.status,
-      durMs: round(totalMs),
-      originMs: originMs === undefined ? undefined : round(originMs),
-    });
-    if (decision) {
-      const facts = c.get("facts");
-      const outcome = c.get("contextOutcome");
-      deps.logDecision({
-        requestId,
-        rulesVersion: decision.rulesVersion,
-        region: decision.region,
-        country: decision.country,
-        device: facts?.device.device,
-        network: facts?.device.network,
-        variants: decision.variants,
-        flags: decision.flags,
-        userKey: c.get("visitorKey"),
-        loggedIn: c.get("loggedIn"),
-        clientIp: facts?.clientIp,
-        routeClass,
-        matchedRoute: decision.matchedRoute,
-        action: decision.action.type,
-        status: c.res.status,
-        cache: outcome?.cache,
-        readThrough: outcome?.readThrough,
-        durations: { total: totalMs, origin: originMs, ...stages },
-      });
-    }
+      totalMs: deps.mono() - start,
+      originMs: c.get("originMs"),
+      decision: c.get("decision"),
+      facts: c.get("facts"),
+      stages: c.get("stages"),
+      visitorKey: c.get("visitorKey"),
+      loggedIn: c.get("loggedIn"),
+      contextOutcome: c.get("contextOutcome"),
+    };
+    stampResponse(c.res.headers, record);
+    recordRequest(deps, record);
   });
 
-  app.onError((error, c) => {
-    c.header("cache-control", "no-store");
-    if (error instanceof EdgeError) {
-      if (error.status >= 500 && error.cause !== undefined) {
-        deps.log.warn("request failed", {
-          requestId: c.get("requestId"),
-          code: error.code,
-          cause: String(error.cause),
-        });
-      } else if (error.status === 499) {
-        deps.log.debug("client closed the request", { requestId: c.get("requestId") });
-      }
-      return c.json(errorBody(error.code, error.message, error.details), error.status as 400);
-    }
-    deps.log.error("unhandled error", {
-      requestId: c.get("requestId"),
-      error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
-    });
-    return c.json(errorBody("internal", "Internal error"), 500);
-  });
+  app.onError((error, c) => errorResponse(deps, error, c.get("requestId")));
 
   app.route("/_edge", opsRoutes(deps));
   app.route("/_edge", metricsRoutes(deps, deps.metrics));
@@ -120,10 +107,10 @@ export function createApp(deps: Deps): Hono<AppEnv> {
   });
   app.route("/.well-known", wellKnownRoutes());
   app.route("/ofrep/v1", ofrepRoutes(deps));
-  app.route("/", proxyRoutes(deps));
+  // Anything else under those prefixes is the origin's.
+  app.all("*", (c) => {
+    c.set("proxied", true);
+    return proxy(c.req.raw, c.env);
+  });
   return app;
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 100) / 100;
 }

@@ -23,5 +23,7 @@ export interface AppEnv {
     loggedIn: boolean | undefined;
     /** Context-stage outcome for logs and metrics. */
     contextOutcome: { cache: string; readThrough: string } | undefined;
+    /** Set when the request fell through to the proxy handler, which observes itself. */
+    proxied: boolean | undefined;
   };
 }

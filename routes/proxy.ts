@@ -1,34 +1,55 @@
 /**
  * @module
- * The catch-all proxy router: facts → identity → context → decide → act, each stage timed.
- * It stays thin; every stage lives in `lib/`.
+ * The proxy: facts → identity → context → decide → act, each stage timed. It stays thin;
+ * every stage lives in `lib/`.
  */
-import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { finishResponseHeaders } from "../lib/cache_headers.ts";
 import { responseCookies, setDecisionHeaders } from "../lib/edge_headers.ts";
 import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/errors.ts";
 import { REGION_HEADER } from "../lib/geo.ts";
 import { TRUSTED_USER_HEADER } from "../lib/identity.ts";
+import { requestIdFrom } from "../lib/facts.ts";
 import {
   buildUpstreamUrl,
   downstreamResponseHeaders,
   fetchOrigin,
+  headerValue,
+  type OriginResponse,
   upstreamRequestHeaders,
 } from "../lib/upstream.ts";
-import type { AppEnv } from "./env.ts";
-import { contextView, resolveVisitor } from "./visitor.ts";
+import { contextView, visitorOf } from "./visitor.ts";
+import { errorResponse, recordRequest, type RequestRecord, stampResponse } from "./observe.ts";
 import { rewriteHtmlResponse } from "../lib/html_slots.ts";
 
+/** The connection facts `Deno.serve` gives a handler (absent under tests' `app.request`). */
+export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | undefined;
+
 /**
- * The proxy router.
+ * The peer address of a connection (`0.0.0.0` when unknown, e.g. a Unix socket).
+ *
+ * @param info the connection facts
+ * @returns the peer's IP address
+ */
+export function peerOf(info: ServeInfo): string {
+  const addr = info?.remoteAddr;
+  return addr && "hostname" in addr ? addr.hostname : "0.0.0.0";
+}
+
+/** Serves one request through the proxy pipeline. */
+export type ProxyHandler = (request: Request, info: ServeInfo) => Promise<Response>;
+
+/**
+ * The proxy: a plain handler rather than a router, because it serves almost every request
+ * and a framework's dispatch showed up in its profile. It observes itself (log line, metrics,
+ * decision log, `X-Request-Id`, `Server-Timing`) and maps its own errors, exactly as the
+ * Hono routers do through `routes/app.ts`.
  *
  * @param deps the service's dependencies
- * @returns a router that forwards every request it sees to the origin
+ * @returns a handler that forwards every request it is given to the origin
  */
-export function proxyRoutes(deps: Deps): Hono<AppEnv> {
+export function proxyHandler(deps: Deps): ProxyHandler {
   const { config } = deps;
-  const app = new Hono<AppEnv>();
   // Trust-only request headers, never forwarded from a hop that is not trusted for them.
   const untrustedUser: ReadonlySet<string> = new Set([TRUSTED_USER_HEADER]);
   const untrustedAll: ReadonlySet<string> = new Set([
@@ -39,10 +60,23 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
   const publicHosts = new Set(config.publicHosts);
   const publicHost = (host: string) =>
     publicHosts.size === 0 || publicHosts.has(host.toLowerCase()) ? host : config.publicHosts[0]!;
-  app.all("*", async (c) => {
-    const request = c.req.raw;
-    const visitor = await resolveVisitor(c, deps);
-    const { facts, identity, context, decision, rules, stages } = visitor;
+
+  async function forward(request: Request, info: ServeInfo, record: RequestRecord): Promise<Response> {
+    const stages: Record<string, number> = {};
+    record.stages = stages;
+    const visitor = await visitorOf(
+      request,
+      peerOf(info),
+      record.requestId,
+      deps,
+      stages,
+    );
+    const { facts, identity, context, decision, rules } = visitor;
+    record.facts = facts;
+    record.decision = decision;
+    record.visitorKey = identity.key;
+    record.loggedIn = identity.userId !== undefined;
+    record.contextOutcome = visitor.contextOutcome;
     const cookies = responseCookies(identity, {
       decision,
       secure: facts.proto === "https",
@@ -82,7 +116,7 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
     });
 
     const started = deps.mono();
-    let upstream: Response;
+    let upstream: OriginResponse;
     try {
       upstream = await fetchOrigin(url, { method: request.method, headers, body: request.body }, {
         fetch: deps.fetch,
@@ -102,13 +136,16 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
     const finished = deps.mono();
     const originMs = finished - started;
     deps.tracer?.stage("act", started, finished);
-    c.set("originMs", originMs);
+    record.originMs = originMs;
     stages.act = originMs;
     deps.metrics.observeOrigin({ durationMs: originMs, status: upstream.status });
-    const responseHeaders = downstreamResponseHeaders(upstream.headers, headers.get("accept-encoding"));
+    const responseHeaders = downstreamResponseHeaders(
+      upstream.headers,
+      headerValue(headers, "accept-encoding"),
+    );
     const html = (responseHeaders.get("content-type") ?? "").toLowerCase().startsWith("text/html");
     const slots = Object.entries(decision.slots);
-    const rewriteHtml = html && (slots.length > 0 || rules.htmlContext);
+    const rewriteHtml = html && upstream.body !== null && (slots.length > 0 || rules.htmlContext);
     // Slot content and the injected context make the page depend on more of the visitor.
     const cacheDecision = rewriteHtml
       ? {
@@ -134,6 +171,40 @@ export function proxyRoutes(deps: Deps): Hono<AppEnv> {
       onError: (error) =>
         deps.log.warn("html rewrite failed", { requestId: facts.requestId, error: String(error) }),
     });
-  });
-  return app;
+  }
+
+  return async (request, info) => {
+    const start = deps.mono();
+    const record: RequestRecord = {
+      requestId: requestIdFrom(request.headers, deps.randomId),
+      method: request.method,
+      path: pathOf(request.url),
+      status: 0,
+      totalMs: 0,
+    };
+    let response: Response;
+    try {
+      response = await forward(request, info, record);
+    } catch (error) {
+      response = errorResponse(deps, error, record.requestId);
+    }
+    record.status = response.status;
+    record.totalMs = deps.mono() - start;
+    stampResponse(response.headers, record);
+    recordRequest(deps, record);
+    return response;
+  };
+}
+
+/**
+ * The path of a request URL without parsing the whole URL.
+ *
+ * @param url an absolute URL
+ * @returns its path (without the query)
+ */
+export function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "/";
+  const query = url.indexOf("?", start);
+  return url.slice(start, query < 0 ? undefined : query);
 }

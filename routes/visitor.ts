@@ -23,6 +23,8 @@ export interface Visitor {
   rules: CompiledRules;
   /** Stage durations in ms; the act stage adds its own. */
   stages: Record<string, number>;
+  /** Context-stage outcome for logs and metrics. */
+  contextOutcome: { cache: string; readThrough: string };
 }
 
 /**
@@ -35,10 +37,43 @@ export interface Visitor {
  * @throws {BadPathError} when the path cannot be forwarded safely
  */
 export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Visitor> {
-  const { config } = deps;
-  const request = c.req.raw;
   const stages: Record<string, number> = {};
   c.set("stages", stages);
+  const visitor = await visitorOf(
+    c.req.raw,
+    c.env?.remoteAddr?.hostname ?? "0.0.0.0",
+    c.get("requestId"),
+    deps,
+    stages,
+  );
+  c.set("facts", visitor.facts);
+  c.set("visitorKey", visitor.identity.key);
+  c.set("loggedIn", visitor.identity.userId !== undefined);
+  c.set("contextOutcome", visitor.contextOutcome);
+  c.set("decision", visitor.decision);
+  return visitor;
+}
+
+/**
+ * Runs facts, identity, context and decide for a request.
+ *
+ * @param request the request
+ * @param peerIp the connection's peer address
+ * @param requestId the request's id
+ * @param deps the service's dependencies
+ * @param stages where each stage's duration goes (filled in as the stages run, so a failure
+ *   still leaves the finished ones)
+ * @returns the visitor
+ * @throws {BadPathError} when the path cannot be forwarded safely
+ */
+export async function visitorOf(
+  request: Request,
+  peerIp: string,
+  requestId: string,
+  deps: Deps,
+  stages: Record<string, number> = {},
+): Promise<Visitor> {
+  const { config } = deps;
   let mark = deps.mono();
   const lap = (stage: string) => {
     const at = deps.mono();
@@ -47,15 +82,14 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
     mark = at;
   };
 
-  const facts = gatherFacts(request, c.env?.remoteAddr?.hostname ?? "0.0.0.0", {
+  const facts = gatherFacts(request, peerIp, {
     trustedProxies: config.trustedProxies,
     cdnSecret: config.cdnSecret,
     countryHeaders: config.countryHeaders,
-    requestId: c.get("requestId"),
+    requestId,
     uaCache: deps.uaCache,
     ipGeo: deps.ipGeo,
   });
-  c.set("facts", facts);
   lap("facts");
 
   const now = deps.now();
@@ -70,8 +104,6 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
     sessionCache: deps.sessionCache,
     onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
   });
-  c.set("visitorKey", identity.key);
-  c.set("loggedIn", identity.userId !== undefined);
   lap("identity");
 
   const context = await loadUserContext(identity.userId, {
@@ -90,7 +122,6 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
     deps.metrics.observeContextCache("hit");
   } else if (context.outcome.cache === "miss") deps.metrics.observeContextCache("miss");
   if (readThrough !== "skipped") deps.metrics.observeReadThrough({ outcome: readThrough });
-  c.set("contextOutcome", { cache: context.outcome.cache, readThrough });
   // Without a read-through the stage's time on a cache miss is the KV read itself.
   if (context.outcome.kv === "ok" && readThrough === "skipped") {
     deps.metrics.observeKvRead(deps.mono() - mark, { read: "context" });
@@ -113,9 +144,16 @@ export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Vi
   if (deps.rules.canary && !decision.dependsOn.includes("visitorKey")) {
     decision = { ...decision, personalized: true, dependsOn: [...decision.dependsOn, "visitorKey"] };
   }
-  c.set("decision", decision);
   lap("decide");
-  return { facts, identity, context, decision, rules, stages };
+  return {
+    facts,
+    identity,
+    context,
+    decision,
+    rules,
+    stages,
+    contextOutcome: { cache: context.outcome.cache, readThrough },
+  };
 }
 
 function primitiveAttributes(

@@ -4,10 +4,11 @@ import {
   checkInboundPath,
   fetchOrigin,
   guardBodyIdle,
+  headerValue,
   stripHopByHop,
   upstreamRequestHeaders,
 } from "../../lib/upstream.ts";
-import { BadPathError, OriginBodyTimeoutError } from "../../lib/errors.ts";
+import { BadPathError, OriginBodyTimeoutError, OriginTimeoutError } from "../../lib/errors.ts";
 
 Deno.test("inbound paths: safe ones pass (repeated slashes collapsed), escaping ones are refused", () => {
   assert.equal(checkInboundPath("/a/b%20c"), "/a/b%20c");
@@ -51,9 +52,9 @@ Deno.test("upstream headers: accept-encoding defaults to identity so bodies pass
     host: "shop.example",
     requestId: "r1",
   };
-  assert.equal(upstreamRequestHeaders(new Headers(), info).get("accept-encoding"), "identity");
+  assert.equal(headerValue(upstreamRequestHeaders(new Headers(), info), "accept-encoding"), "identity");
   assert.equal(
-    upstreamRequestHeaders(new Headers({ "accept-encoding": "gzip" }), info).get("accept-encoding"),
+    headerValue(upstreamRequestHeaders(new Headers({ "accept-encoding": "gzip" }), info), "accept-encoding"),
     "gzip",
   );
 });
@@ -138,11 +139,47 @@ Deno.test("fetchOrigin: an origin that stalls mid-body is cut off after the idle
       bodyIdleTimeoutMs: 100,
     });
     assert.equal(response.status, 200);
-    const reader = response.body!.getReader();
+    assert.ok(response.body instanceof ReadableStream, "an unsized body streams");
+    const reader = response.body.getReader();
     assert.equal(new TextDecoder().decode((await reader.read()).value), "partial");
     await assert.rejects(reader.read(), OriginBodyTimeoutError);
     // The upstream connection was released: the origin saw its stream cancelled.
     await stalled;
+  } finally {
+    await server.shutdown();
+  }
+});
+
+Deno.test("fetchOrigin: a small sized body is read whole; one that stalls is a 504, not a cut-off body", async () => {
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, (request) => {
+    const stall = new URL(request.url).pathname === "/stall";
+    const body = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(encoder.encode("partial"));
+        if (!stall) controller.close();
+      },
+    });
+    return new Response(body, { headers: { "content-length": stall ? "100" : "7" } });
+  });
+  try {
+    const base = `http://127.0.0.1:${server.addr.port}`;
+    const whole = await fetchOrigin(new URL(`${base}/ok`), { method: "GET", headers: [], body: null }, {
+      fetch,
+      timeoutMs: 1000,
+    });
+    assert.ok(whole.body instanceof Uint8Array);
+    assert.equal(new TextDecoder().decode(whole.body), "partial");
+    let idle = 0;
+    await assert.rejects(
+      fetchOrigin(new URL(`${base}/stall`), { method: "GET", headers: [], body: null }, {
+        fetch,
+        timeoutMs: 1000,
+        bodyIdleTimeoutMs: 100,
+        onBodyIdle: () => idle++,
+      }),
+      OriginTimeoutError,
+    );
+    assert.equal(idle, 1);
   } finally {
     await server.shutdown();
   }

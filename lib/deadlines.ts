@@ -1,0 +1,77 @@
+/**
+ * @module
+ * Many deadlines on one timer: the request path arms a deadline per origin call, and a timer
+ * per request (`setTimeout` + `clearTimeout`, through Deno's Node-compatible timers) showed up
+ * in profiles. A sweep keeps a set of deadlines and one interval that fires the expired ones;
+ * a deadline fires at most one tick late. The interval runs only while deadlines are armed
+ * and never keeps the process alive.
+ */
+
+/** A set of deadlines checked by one interval timer. */
+export class DeadlineSweep {
+  readonly #tickMs: number;
+  readonly #now: () => number;
+  readonly #armed = new Set<{ at: number; onExpire: () => void }>();
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  /**
+   * @param tickMs how often armed deadlines are checked (the most a deadline fires late)
+   * @param now the clock, in milliseconds
+   */
+  constructor(tickMs = 20, now: () => number = Date.now) {
+    this.#tickMs = tickMs;
+    this.#now = now;
+  }
+
+  /**
+   * Arms a deadline.
+   *
+   * @param ms milliseconds from now
+   * @param onExpire called once when the deadline passes, unless cancelled before
+   * @returns cancels the deadline (idempotent)
+   * @example
+   * ```ts
+   * const cancel = deadlines.arm(300, () => controller.abort());
+   * try { await work(); } finally { cancel(); }
+   * ```
+   */
+  arm(ms: number, onExpire: () => void): () => void {
+    const entry = { at: this.#now() + ms, onExpire };
+    this.#armed.add(entry);
+    if (this.#timer === undefined) {
+      const timer = setInterval(this.#sweep, this.#tickMs);
+      Deno.unrefTimer(timer);
+      this.#timer = timer;
+    }
+    return () => {
+      if (this.#armed.delete(entry) && this.#armed.size === 0) this.#stop();
+    };
+  }
+
+  /** How many deadlines are armed (for tests). */
+  get size(): number {
+    return this.#armed.size;
+  }
+
+  #sweep = (): void => {
+    const now = this.#now();
+    for (const entry of this.#armed) {
+      if (entry.at > now) continue;
+      this.#armed.delete(entry);
+      try {
+        entry.onExpire();
+      } catch {
+        // A deadline's action must not stop the others from firing.
+      }
+    }
+    if (this.#armed.size === 0) this.#stop();
+  };
+
+  #stop(): void {
+    if (this.#timer !== undefined) clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+}
+
+/** The isolate's shared sweep for origin calls. */
+export const originDeadlines: DeadlineSweep = new DeadlineSweep();

@@ -1,0 +1,133 @@
+/**
+ * @module
+ * What every request leaves behind, whichever router answered it: the `X-Request-Id` and
+ * `Server-Timing` response headers, the request metrics, one log line, the decision log
+ * entry — and the one mapping from an error to the JSON answer a client may see.
+ */
+import type { Deps } from "../lib/deps.ts";
+import type { Decision } from "../lib/decide.ts";
+import type { Facts } from "../lib/facts.ts";
+import { EdgeError, errorBody } from "../lib/errors.ts";
+import { routeClassOf } from "../lib/metrics.ts";
+
+/** What is known about a finished request. */
+export interface RequestRecord {
+  requestId: string;
+  method: string;
+  path: string;
+  status: number;
+  /** From the request's arrival to its response headers, in ms. */
+  totalMs: number;
+  /** Time to the origin's response headers, when the origin was called. */
+  originMs?: number;
+  decision?: Decision;
+  facts?: Facts;
+  /** Milliseconds spent in each pipeline stage. */
+  stages?: Record<string, number>;
+  /** The visitor's bucketing key (only ever logged as a keyed hash). */
+  visitorKey?: string;
+  loggedIn?: boolean;
+  /** Context-stage outcome. */
+  contextOutcome?: { cache: string; readThrough: string };
+}
+
+/**
+ * Adds `X-Request-Id` and the edge's `Server-Timing` entries to a response's headers.
+ *
+ * @param headers the response headers, changed in place
+ * @param record the finished request
+ */
+export function stampResponse(headers: Headers, record: RequestRecord): void {
+  const { totalMs, originMs } = record;
+  const timing = originMs === undefined
+    ? `edge;dur=${totalMs.toFixed(2)}`
+    : `edge;dur=${(totalMs - originMs).toFixed(2)}, origin;dur=${originMs.toFixed(2)}`;
+  headers.set("x-request-id", record.requestId);
+  const existing = headers.get("server-timing");
+  headers.set("server-timing", existing ? `${existing}, ${timing}` : timing);
+}
+
+/**
+ * Records a finished request: metrics, the request log line and, when a decision was made,
+ * the decision log entry.
+ *
+ * @param deps the service's dependencies
+ * @param record the finished request
+ */
+export function recordRequest(deps: Deps, record: RequestRecord): void {
+  const { decision, facts, stages, originMs, totalMs, requestId } = record;
+  const routeClass = routeClassOf(record.path);
+  deps.metrics.observeRequest({
+    routeClass,
+    status: record.status,
+    region: decision?.region,
+    durationMs: totalMs,
+    stages,
+    originMs,
+  });
+  deps.log.info("request", {
+    requestId,
+    method: record.method,
+    path: record.path,
+    rewrittenPath: decision?.action.type === "proxy" ? decision.action.path : undefined,
+    region: decision?.region,
+    status: record.status,
+    durMs: round(totalMs),
+    originMs: originMs === undefined ? undefined : round(originMs),
+  });
+  if (!decision) return;
+  const outcome = record.contextOutcome;
+  deps.logDecision({
+    requestId,
+    rulesVersion: decision.rulesVersion,
+    region: decision.region,
+    country: decision.country,
+    device: facts?.device.device,
+    network: facts?.device.network,
+    variants: decision.variants,
+    flags: decision.flags,
+    userKey: record.visitorKey,
+    loggedIn: record.loggedIn,
+    clientIp: facts?.clientIp,
+    routeClass,
+    matchedRoute: decision.matchedRoute,
+    action: decision.action.type,
+    status: record.status,
+    cache: outcome?.cache,
+    readThrough: outcome?.readThrough,
+    durations: { total: totalMs, origin: originMs, ...stages },
+  });
+}
+
+/**
+ * The answer to a request that failed: an {@linkcode EdgeError}'s status, code and safe
+ * message, or a bare 500 for anything else (whose details go to the log, never the client).
+ *
+ * @param deps the service's dependencies
+ * @param error what was thrown
+ * @param requestId the request's id, for the log line
+ * @returns a JSON error response that no cache may keep
+ */
+export function errorResponse(deps: Deps, error: unknown, requestId: string | undefined): Response {
+  const headers = { "cache-control": "no-store" };
+  if (error instanceof EdgeError) {
+    if (error.status >= 500 && error.cause !== undefined) {
+      deps.log.warn("request failed", { requestId, code: error.code, cause: String(error.cause) });
+    } else if (error.status === 499) {
+      deps.log.debug("client closed the request", { requestId });
+    }
+    return Response.json(errorBody(error.code, error.message, error.details), {
+      status: error.status,
+      headers,
+    });
+  }
+  deps.log.error("unhandled error", {
+    requestId,
+    error: error instanceof Error ? `${error.name}: ${error.message}` : String(error),
+  });
+  return Response.json(errorBody("internal", "Internal error"), { status: 500, headers });
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
