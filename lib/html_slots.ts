@@ -6,8 +6,11 @@
  * (WebAssembly build `html-rewriter-wasm`): output is produced as input arrives, so time to first
  * byte does not wait for the whole page. Compressed bodies are decoded with
  * `DecompressionStream`; anything that cannot be handled safely passes through untouched.
+ *
+ * The WebAssembly module (~1 MB, compiled when imported) is imported when the first page is
+ * rewritten, not at start-up: it is not needed before an HTML page is rewritten.
  */
-import { type Element, HTMLRewriter } from "html-rewriter-wasm";
+import type { Element, HTMLRewriter } from "html-rewriter-wasm";
 
 /** The `id` of the injected context script. */
 export const DEFAULT_CONTEXT_SCRIPT_ID = "edge-context";
@@ -159,8 +162,19 @@ export function rewriteHtmlStream(
     rewriter = undefined;
   };
   return new ReadableStream<Uint8Array>({
-    start(controller) {
-      rewriter = createRewriter((chunk) => {
+    // The stream pulls only once this has resolved.
+    async start(controller) {
+      let lolHtml;
+      try {
+        lolHtml = await import("html-rewriter-wasm");
+      } catch (error) {
+        release();
+        options.onError?.(error);
+        await reader.cancel(error).catch(() => {});
+        throw error;
+      }
+      if (finished) return;
+      rewriter = createRewriter(lolHtml.HTMLRewriter, (chunk) => {
         if (chunk.byteLength === 0) return;
         produced++;
         controller.enqueue(chunk);
@@ -210,8 +224,12 @@ export function serializeJsonForScript(value: unknown): string {
   );
 }
 
-function createRewriter(sink: (chunk: Uint8Array) => void, options: HtmlSlotsOptions): HTMLRewriter {
-  const rewriter = new HTMLRewriter(sink);
+function createRewriter(
+  Rewriter: typeof HTMLRewriter,
+  sink: (chunk: Uint8Array) => void,
+  options: HtmlSlotsOptions,
+): HTMLRewriter {
+  const rewriter = new Rewriter(sink);
   const slots = options.slots;
   if (slots && slots.size > 0) {
     rewriter.on("edge-slot", {

@@ -36,26 +36,88 @@ const COUNTRY_CODE = /^[A-Z]{2}$/;
 // Longest textual IPv6 with an embedded IPv4 and a zone is well under this.
 const MAX_ADDRESS_LENGTH = 64;
 
-/** An IP → country lookup over an in-memory MaxMind DB. Create once, share read-only. */
+/**
+ * Random, synchronous access to a database file: what {@linkcode IpGeoDb} needs to read the
+ * search tree a block at a time instead of the whole file at start-up.
+ */
+export interface IpGeoDbFile {
+  /** The file's size in bytes. */
+  readonly size: number;
+  /**
+   * Fills `into` entirely with the file's bytes from `position` on.
+   *
+   * @throws {Error} when the bytes cannot be read
+   */
+  readAt(into: Uint8Array, position: number): void;
+}
+
+/** The part of `Deno.FsFile` that {@linkcode openIpGeoDb} uses. */
+export interface SyncReadableFile {
+  statSync(): { size: number };
+  seekSync(offset: number, whence: Deno.SeekMode): number;
+  readSync(into: Uint8Array): number | null;
+}
+
+// Tree blocks are read on demand in pages: a lookup walks ≤ 128 nodes of 6–8 bytes, so a cold
+// lookup reads a few dozen pages rather than the whole 7.8 MB tree.
+const BLOCK_SIZE = 4096;
+// MaxMind DB format: the metadata starts within the last 128 KiB of the file.
+const METADATA_MAX_SIZE = 128 * 1024;
+
+/**
+ * An IP → country lookup over a MaxMind DB. Create once, share read-only.
+ *
+ * Opened over an {@linkcode IpGeoDbFile}, only the metadata, the (small) data section and the
+ * tree nodes that lookups visit are ever read: a lookup reads the blocks of its path that no
+ * earlier lookup read, synchronously, and keeps them. Start-up so no longer pays for reading
+ * and paging in the whole file, and the first lookup is already exact.
+ */
 export class IpGeoDb {
   #reader: Reader<Response>;
   #info: IpGeoDbInfo;
+  #bytes: Uint8Array;
+  // Which blocks of `#bytes` hold the file's bytes; undefined once all of them do.
+  #loaded: Uint8Array | undefined;
+  #missing = 0;
+  #bytesRead = 0;
+  #file: IpGeoDbFile | undefined;
+  #ipv4Start = 0;
 
   /**
-   * Opens a database from its bytes (no copy is made; do not modify them afterwards).
+   * Opens a database from its bytes (no copy is made; do not modify them afterwards), or over a
+   * file that is then read block by block as lookups need it.
    *
-   * @param bytes the `.mmdb` file contents
-   * @throws {Error} when the bytes are not a MaxMind DB
+   * @param source the `.mmdb` file contents, or random access to the file
+   * @throws {Error} when the bytes are not a MaxMind DB, or the file cannot be read
    * @example
    * ```ts
    * const db = new IpGeoDb(await Deno.readFile(ipGeoDbPath()));
    * ```
    */
-  constructor(bytes: Uint8Array) {
+  constructor(source: Uint8Array | IpGeoDbFile) {
+    if (source instanceof Uint8Array) {
+      this.#bytes = source;
+    } else {
+      this.#file = source;
+      // Pages of a fresh buffer are only backed by memory once written, block by block.
+      this.#bytes = new Uint8Array(source.size);
+      this.#missing = Math.ceil(source.size / BLOCK_SIZE);
+      this.#loaded = new Uint8Array(this.#missing);
+    }
+    const bytes = this.#bytes;
     const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     try {
+      this.#ensure(Math.max(0, bytes.byteLength - METADATA_MAX_SIZE), bytes.byteLength);
       // The decoder cache turns the ~250 distinct country records into shared objects.
       this.#reader = new Reader(buffer, { cache: new Map() });
+      const meta = this.#reader.metadata;
+      if (this.#loaded !== undefined) {
+        this.#ensure(meta.searchTreeSize, bytes.byteLength);
+        // IPv4 addresses start from the node that 96 zero bits lead to in an IPv6 tree; the
+        // reader found it over blocks not read yet, so it looks again with them read.
+        this.#ipv4Start = this.#walk(new Uint8Array(12), 0);
+        this.#reader.load(buffer);
+      }
     } catch (err) {
       throw new Error(`Cannot open IP geo database: ${err instanceof Error ? err.message : String(err)}`);
     }
@@ -74,13 +136,18 @@ export class IpGeoDb {
     return { ...this.#info, buildDate: new Date(this.#info.buildDate) };
   }
 
+  /** How many bytes of the file have been read so far (all of them when opened from bytes). */
+  get bytesRead(): number {
+    return this.#file === undefined && this.#loaded === undefined ? this.#bytes.byteLength : this.#bytesRead;
+  }
+
   /**
    * Looks up the country of a public IPv4 or IPv6 address. IPv4-mapped IPv6 (`::ffff:1.2.3.4`)
    * is looked up as the IPv4 address; `[v6]` brackets are accepted.
    *
    * @param ip a textual address
    * @returns an upper-case ISO 3166-1 alpha-2 code, or undefined for private, reserved,
-   *   unknown or invalid addresses
+   *   unknown or invalid addresses (and when the file cannot be read)
    * @throws never
    * @example
    * ```ts
@@ -92,11 +159,71 @@ export class IpGeoDb {
     const address = publicAddress(ip);
     if (address === undefined) return undefined;
     try {
-      return countryOf(this.#reader.get(address));
+      if (this.#loaded !== undefined) {
+        this.#walk(address.bytes, address.bytes.length === 4 ? this.#ipv4Start : 0);
+      }
+      return countryOf(this.#reader.get(address.text));
     } catch {
       return undefined;
     }
   }
+
+  // Walks the search tree along the bits of `address` from `node`, reading the blocks it
+  // passes, and returns the record it ends on (a node number, or ≥ nodeCount).
+  #walk(address: Uint8Array, node: number): number {
+    const { nodeCount, recordSize } = this.#reader.metadata;
+    const nodeBytes = recordSize / 4;
+    const bits = address.length * 8;
+    for (let depth = 0; depth < bits && node < nodeCount; depth++) {
+      const offset = node * nodeBytes;
+      this.#ensure(offset, offset + nodeBytes);
+      node = readRecord(this.#bytes, offset, recordSize, (address[depth >> 3]! >>> (7 ^ (depth & 7))) & 1);
+    }
+    return node;
+  }
+
+  // Reads the blocks covering [start, end) that are not read yet, a run of them at a time.
+  #ensure(start: number, end: number): void {
+    const loaded = this.#loaded;
+    if (loaded === undefined || this.#file === undefined) return;
+    const last = Math.ceil(Math.min(end, this.#bytes.byteLength) / BLOCK_SIZE);
+    let block = Math.floor(start / BLOCK_SIZE);
+    while (block < last) {
+      if (loaded[block]) {
+        block++;
+        continue;
+      }
+      let runEnd = block + 1;
+      while (runEnd < last && !loaded[runEnd]) runEnd++;
+      const from = block * BLOCK_SIZE;
+      const to = Math.min(runEnd * BLOCK_SIZE, this.#bytes.byteLength);
+      this.#file.readAt(this.#bytes.subarray(from, to), from);
+      loaded.fill(1, block, runEnd);
+      this.#bytesRead += to - from;
+      this.#missing -= runEnd - block;
+      block = runEnd;
+    }
+    if (this.#missing === 0) {
+      this.#loaded = undefined;
+      this.#file = undefined;
+    }
+  }
+}
+
+// One record of a search-tree node: `bit` 0 is the left record, 1 the right one.
+function readRecord(bytes: Uint8Array, offset: number, recordSize: number, bit: number): number {
+  const b = bytes;
+  if (recordSize === 24) {
+    const o = offset + bit * 3;
+    return (b[o]! << 16) | (b[o + 1]! << 8) | b[o + 2]!;
+  }
+  if (recordSize === 28) {
+    return bit === 0
+      ? ((b[offset + 3]! & 0xf0) << 20) | (b[offset]! << 16) | (b[offset + 1]! << 8) | b[offset + 2]!
+      : ((b[offset + 3]! & 0x0f) << 24) | (b[offset + 4]! << 16) | (b[offset + 5]! << 8) | b[offset + 6]!;
+  }
+  const o = offset + bit * 4;
+  return b[o]! * 0x1000000 + ((b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!);
 }
 
 /**
@@ -118,14 +245,14 @@ export function ipGeoDbPath(): string {
   }
 }
 
-/** Options for {@linkcode loadIpGeoDb}. */
+/** Options for {@linkcode loadIpGeoDb} and {@linkcode openIpGeoDb}. */
 export interface LoadIpGeoDbOptions {
   /** Where the `.mmdb` file is; default {@linkcode ipGeoDbPath}. */
   path?: string | URL;
 }
 
 /**
- * Reads and opens the database once; call it in the composition root and share the result.
+ * Reads the whole database and opens it; {@linkcode openIpGeoDb} starts faster.
  *
  * @param readFile the reader, normally `Deno.readFile`
  * @param options an explicit path
@@ -153,11 +280,54 @@ export async function loadIpGeoDb(
   return new IpGeoDb(bytes);
 }
 
-// The text to look up for a globally routable unicast address, or undefined. Private, loopback,
+/**
+ * Opens the database over its file without reading it whole: only the metadata and data section
+ * are read now, the search tree block by block as lookups need it (see {@linkcode IpGeoDb}). The
+ * fast start-up path; the file stays open for the life of the process.
+ *
+ * @param openSync opens a file for reading, normally `Deno.openSync`
+ * @param options an explicit path
+ * @returns the opened database
+ * @throws {Error} when the file is missing or not a MaxMind DB
+ * @example
+ * ```ts
+ * const geoDb = openIpGeoDb(Deno.openSync);
+ * geoDb.lookup("85.214.132.117"); // "DE"
+ * ```
+ */
+export function openIpGeoDb(
+  openSync: (path: string | URL) => SyncReadableFile,
+  options: LoadIpGeoDbOptions = {},
+): IpGeoDb {
+  const path = options.path ?? ipGeoDbPath();
+  let file: SyncReadableFile;
+  let size: number;
+  try {
+    file = openSync(path);
+    size = file.statSync().size;
+  } catch (err) {
+    throw new Error(
+      `Cannot read IP geo database "${String(path)}": ${err instanceof Error ? err.message : String(err)}`,
+    );
+  }
+  return new IpGeoDb({
+    size,
+    readAt: (into, position) => {
+      file.seekSync(position, Deno.SeekMode.Start);
+      for (let done = 0; done < into.byteLength;) {
+        const n = file.readSync(into.subarray(done));
+        if (n === null) throw new Error(`Unexpected end of IP geo database "${String(path)}"`);
+        done += n;
+      }
+    },
+  });
+}
+
+// The text (and bytes) to look up for a globally routable unicast address, or undefined. Private, loopback,
 // link-local, CGNAT, documentation, multicast, 6to4/Teredo and other special ranges are refused:
 // they have no country, and a database entry for them would be wrong. Each address is parsed
 // once (IPv6 parsing is the costly step), and a validated text is handed on as it is.
-function publicAddress(ip: string): string | undefined {
+function publicAddress(ip: string): { text: string; bytes: Uint8Array } | undefined {
   if (typeof ip !== "string" || ip.length === 0 || ip.length > MAX_ADDRESS_LENGTH) return undefined;
   let text = ip.trim();
   if (text.startsWith("[") && text.endsWith("]")) text = text.slice(1, -1);
@@ -171,13 +341,17 @@ function publicAddress(ip: string): string | undefined {
   if (v6.isIPv4MappedAddress()) return publicIpv4(v6.toIPv4Address().toString());
   if (v6.range() !== "unicast") return undefined;
   // A zone index (`%eth0`) is not part of the address the database knows.
-  return text.includes("%") ? v6.toNormalizedString() : text;
+  return {
+    text: text.includes("%") ? v6.toNormalizedString() : text,
+    bytes: new Uint8Array(v6.toByteArray()),
+  };
 }
 
 // Only dotted-quad IPv4: `ipaddr.isValid` also takes inet_aton forms such as "1.2.3" or "0x7f.1".
-function publicIpv4(text: string): string | undefined {
+function publicIpv4(text: string): { text: string; bytes: Uint8Array } | undefined {
   if (!ipaddr.IPv4.isValidFourPartDecimal(text)) return undefined;
-  return ipaddr.IPv4.parse(text).range() === "unicast" ? text : undefined;
+  const v4 = ipaddr.IPv4.parse(text);
+  return v4.range() === "unicast" ? { text, bytes: new Uint8Array(v4.octets) } : undefined;
 }
 
 // This database's records are `{ country_code: "US" }`; anything else yields no country.

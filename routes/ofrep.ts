@@ -1,19 +1,13 @@
 /**
  * @module
  * The OFREP router, mounted at `/ofrep/v1`: `POST /evaluate/flags/{key}` and the bulk
- * `POST /evaluate/flags` (with `ETag` / `If-None-Match`), behind optional API keys.
+ * `POST /evaluate/flags` (with `ETag` / `If-None-Match`), behind optional API keys. Its
+ * modules are imported on first use: they are not on the path of a visitor's request.
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { errorBody } from "../lib/errors.ts";
-import {
-  evaluateOfrepBulk,
-  evaluateOfrepFlag,
-  OFREP_MAX_BODY_BYTES,
-  type OfrepAnswer,
-  ofrepKeyAccepted,
-} from "../lib/ofrep.ts";
-import { readLimitedBody } from "../lib/sync/ingest.ts";
+import type { OfrepAnswer } from "../lib/ofrep.ts";
 import type { AppEnv } from "./env.ts";
 
 /**
@@ -27,6 +21,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
   const keys = deps.config.ofrepApiKeys;
 
   app.use("*", async (c, next) => {
+    const { ofrepKeyAccepted } = await import("../lib/ofrep.ts");
     if (!ofrepKeyAccepted(c.req.raw.headers, keys)) {
       c.header("www-authenticate", 'Bearer realm="ofrep"');
       c.header("cache-control", "no-store");
@@ -36,6 +31,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
   });
 
   app.post("/evaluate/flags", async (c) => {
+    const { evaluateOfrepBulk } = await import("../lib/ofrep.ts");
     const body = await readText(c.req.raw);
     // By targetingKey, so that a rules canary's visitors see its flags, as on the proxy.
     const answer = evaluateOfrepBulk(deps.rules, {
@@ -46,6 +42,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
   });
 
   app.post("/evaluate/flags/:key", async (c) => {
+    const { evaluateOfrepFlag } = await import("../lib/ofrep.ts");
     const body = await readText(c.req.raw);
     return respond(evaluateOfrepFlag(deps.rules, { key: c.req.param("key"), body }), "no-store");
   });
@@ -62,6 +59,10 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
 }
 
 async function readText(request: Request): Promise<string> {
+  const [{ OFREP_MAX_BODY_BYTES }, { readLimitedBody }] = await Promise.all([
+    import("../lib/ofrep.ts"),
+    import("../lib/sync/ingest.ts"),
+  ]);
   const bytes = await readLimitedBody(request.body, {
     maxBytes: OFREP_MAX_BODY_BYTES,
     contentLength: request.headers.get("content-length"),

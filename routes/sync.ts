@@ -2,13 +2,13 @@
  * @module
  * The sync router under `/_edge`: `POST /sync` (signed pushes from the backend; absent when no
  * `SYNC_SECRETS` are configured) and `GET /openapi.json` (its OpenAPI document).
+ *
+ * Neither is on the path of a visitor's request, so their modules (ingest, apply, verification,
+ * the OpenAPI document) are imported on first use rather than at start-up.
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
-import { applyOptionsFromConfig } from "../lib/sync/apply.ts";
-import { ingestSync, PayloadTooLargeError, readLimitedBody } from "../lib/sync/ingest.ts";
-import { SYNC_OPENAPI } from "../lib/sync/openapi.ts";
-import { checkWebhookHeaders, createWebhookVerifier } from "../lib/sync/verify.ts";
+import type { WebhookVerifier } from "../lib/sync/verify.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Options for {@linkcode syncRoutes}. */
@@ -27,19 +27,30 @@ export interface SyncRoutesOptions {
 export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { config } = deps;
-  app.get("/openapi.json", (c) => c.json(SYNC_OPENAPI));
+  app.get("/openapi.json", async (c) => c.json((await import("../lib/sync/openapi.ts")).SYNC_OPENAPI));
   if (config.syncSecrets.length === 0) return app;
-  const verifier = createWebhookVerifier(config.syncSecrets, {
-    toleranceSec: config.syncToleranceSec,
-    now: deps.now,
-  });
-  // Secrets were validated with the configuration; a failure here surfaces on the first request.
-  verifier.catch(() => {});
+  // Built on the first push, then shared. Secrets were validated with the configuration; a
+  // failure here surfaces on that request (and the next one tries again).
+  let verifier: Promise<WebhookVerifier> | undefined;
+  const getVerifier = () =>
+    verifier ??= import("../lib/sync/verify.ts").then(({ createWebhookVerifier }) =>
+      createWebhookVerifier(config.syncSecrets, { toleranceSec: config.syncToleranceSec, now: deps.now })
+    ).catch((error) => {
+      verifier = undefined;
+      throw error;
+    });
   app.post("/sync", async (c) => {
     c.header("cache-control", "no-store");
     const now = deps.now();
     let result;
     try {
+      const [{ applyOptionsFromConfig }, { ingestSync, PayloadTooLargeError, readLimitedBody }, {
+        checkWebhookHeaders,
+      }] = await Promise.all([
+        import("../lib/sync/apply.ts"),
+        import("../lib/sync/ingest.ts"),
+        import("../lib/sync/verify.ts"),
+      ]);
       // Order: a declared oversize is refused at once (413); then an unsigned or stale push is
       // refused before its body is read (401); then the body is read under the limit.
       const declared = Number(c.req.header("content-length"));
@@ -53,7 +64,7 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
         contentLength: c.req.header("content-length"),
       });
       result = await ingestSync(deps.kv, { body, headers: c.req.raw.headers }, {
-        verifier: await verifier,
+        verifier: await getVerifier(),
         toleranceSec: config.syncToleranceSec,
         apply: applyOptionsFromConfig(config, now, {
           onApplied: (userIds) => {

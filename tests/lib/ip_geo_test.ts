@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { IP_GEO_DB_VERSION, IpGeoDb, ipGeoDbPath, loadIpGeoDb } from "../../lib/ip_geo.ts";
+import {
+  IP_GEO_DB_VERSION,
+  IpGeoDb,
+  type IpGeoDbFile,
+  ipGeoDbPath,
+  loadIpGeoDb,
+  openIpGeoDb,
+} from "../../lib/ip_geo.ts";
 
 // Loaded once for the file: opening the 7.8 MB database is the slow part.
 const db = await loadIpGeoDb(Deno.readFile);
@@ -96,3 +103,76 @@ Deno.test("a missing database file is reported with its path", async () => {
     /Cannot read IP geo database "\/nonexistent\/geo.mmdb"/,
   );
 });
+
+// The start-up path: the same database opened over its file, read block by block.
+function countingFile(bytes: Uint8Array, options: { failReads?: () => boolean } = {}) {
+  const reads: Array<[number, number]> = [];
+  const file: IpGeoDbFile = {
+    size: bytes.byteLength,
+    readAt: (into, position) => {
+      if (options.failReads?.()) throw new Error("disk on fire");
+      reads.push([position, into.byteLength]);
+      into.set(bytes.subarray(position, position + into.byteLength));
+    },
+  };
+  return { file, reads, bytesRead: () => reads.reduce((sum, [, n]) => sum + n, 0) };
+}
+
+Deno.test("a database opened over its file reads only what lookups need and answers exactly", async () => {
+  const bytes = await Deno.readFile(ipGeoDbPath());
+  const { file, bytesRead } = countingFile(bytes);
+  const paged = new IpGeoDb(file);
+  assert.deepEqual(paged.info, db.info);
+  const atOpen = bytesRead();
+  assert.ok(atOpen < 256 * 1024, `read ${atOpen} bytes to open`);
+  assert.equal(paged.lookup("85.214.132.117"), "DE");
+  assert.ok(bytesRead() - atOpen < 256 * 1024, `read ${bytesRead() - atOpen} bytes for one lookup`);
+  assert.equal(paged.bytesRead, bytesRead());
+});
+
+Deno.test("a database opened over its file agrees with the whole database on every address", () => {
+  const paged = openIpGeoDb(Deno.openSync);
+  const random = mulberry32(7);
+  const octet = () => Math.floor(random() * 256);
+  const group = () => Math.floor(random() * 0x10000).toString(16);
+  for (let i = 0; i < 20_000; i++) {
+    const v4 = `${octet()}.${octet()}.${octet()}.${octet()}`;
+    assert.equal(paged.lookup(v4), db.lookup(v4), v4);
+    const v6 = `2${
+      Math.floor(random() * 0x1000).toString(16).padStart(3, "0")
+    }:${group()}:${group()}::${group()}`;
+    assert.equal(paged.lookup(v6), db.lookup(v6), v6);
+  }
+  for (const ip of ["8.8.8.8", "::ffff:8.8.8.8", "2a01:e0c:1::1", "10.0.0.1", "garbage"]) {
+    assert.equal(paged.lookup(ip), db.lookup(ip), ip);
+  }
+});
+
+Deno.test("a failed block read gives no country for that lookup and is retried on the next", async () => {
+  const bytes = await Deno.readFile(ipGeoDbPath());
+  let failing = false;
+  const { file } = countingFile(bytes, { failReads: () => failing });
+  const paged = new IpGeoDb(file);
+  failing = true;
+  assert.equal(paged.lookup("130.149.7.201"), undefined);
+  failing = false;
+  assert.equal(paged.lookup("130.149.7.201"), "DE");
+});
+
+Deno.test("a database file that cannot be opened is reported with its path", () => {
+  assert.throws(
+    () => openIpGeoDb(Deno.openSync, { path: "/nonexistent/geo.mmdb" }),
+    /Cannot read IP geo database "\/nonexistent\/geo.mmdb"/,
+  );
+});
+
+// A small seeded generator, so that a failure names an address that can be looked up again.
+function mulberry32(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
