@@ -2,11 +2,16 @@
  * @module
  * Sync ingest throughput: batches of 500 `view` events through the convergent apply path,
  * compared in the same run with raw batched `kv.atomic().set()` writes of the same views
- * (the baseline). `deno bench` prints the ratio in each group's summary; the target is that
- * apply runs at ≥ 0.4× the raw throughput.
+ * (the baseline), for two shapes: views spread over 50 users, and 500 distinct users per batch.
+ * The target is that apply runs at ≥ 0.4× the raw throughput in both: each group's summary
+ * prints "raw … N× faster than applyEvents", so the ratio is 1 / N (or N when it says "slower").
+ *
+ * Both stores are first filled with the same number of batches, so that every user already
+ * holds more than `RECENT_VIEWS_MAX` views and apply pays its steady-state cost (a large store,
+ * compactions: see `lib/sync/views.ts`), not the cost of writing into an empty store.
  *
  * ```sh
- * deno task bench bench/sync_bench.ts
+ * deno bench bench/sync_bench.ts
  * ```
  */
 import { applyEvents, type ApplyOptions } from "../lib/sync/apply.ts";
@@ -46,11 +51,18 @@ async function rawWrite(kv: Deno.Kv, events: SyncEvent[]): Promise<void> {
   if (!result.ok) throw new Error("raw commit failed");
 }
 
+/** Batches written to each store before measuring (the 500-user shape needs > 20 per user). */
+const WARM_BATCHES = 60;
+
 for (const users of [50, 500]) {
   const applyKv = await Deno.openKv(":memory:");
   const rawKv = await Deno.openKv(":memory:");
   let applyRound = 0;
   let rawRound = 0;
+  for (; applyRound < WARM_BATCHES; applyRound++) {
+    await applyEvents(applyKv, viewBatch(applyRound, users), OPTIONS);
+  }
+  for (; rawRound < WARM_BATCHES; rawRound++) await rawWrite(rawKv, viewBatch(rawRound, users));
   const group = `500 views over ${users} users`;
   Deno.bench({ name: `raw kv.atomic().set() (${users} users)`, group, baseline: true }, async () => {
     await rawWrite(rawKv, viewBatch(rawRound++, users));

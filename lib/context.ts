@@ -178,7 +178,7 @@ async function loadFromStore(
   options: LoadUserContextOptions,
 ): Promise<Loaded> {
   const { now, backend, config } = options;
-  const edge = await readUserContext(options.kv, userId, now);
+  const edge = await readUserContext(options.kv, userId, now, { recentViewsMax: config.recentViewsMax });
   const checkedAt = previous?.checkedAt;
   const base: Omit<Loaded, "context" | "absent"> = {
     storedAt: now,

@@ -8,7 +8,8 @@
  *
  * | key                                  | value                                                      |
  * | ------------------------------------ | ---------------------------------------------------------- |
- * | `["user", userId, "views"]`          | `{ views: [{ itemId, at, expiresAt }], expiresAt }`, newest first |
+ * | `["user", userId, "viewed", -at, itemId]` | `{ expiresAt }`: one view, written blind (layout 2; see below) |
+ * | `["user", userId, "views"]`          | legacy (layout 1, read-only): `{ views: [{ itemId, at, expiresAt }], expiresAt }` |
  * | `["user", userId, "cart"]`           | `{ version, at, items: [{ itemId, qty }], expiresAt }`     |
  * | `["user", userId, "profile"]`        | `{ version, at, segments, attributes, expiresAt }`         |
  * | `["user", userId, "sessions"]`       | `{ sessions: [{ hash, expiresAt }], expiresAt }`: active sessions, for erasure |
@@ -20,6 +21,15 @@
  * | `["webhook", webhookId]`             | `{ status: "pending" \| "done", expiresAt }`: idempotency  |
  *
  * Raw session ids are never stored: only the SHA-256 hex digest of the id.
+ *
+ * Views (layout 2) have one key per (user, `at`, item), so sync writes them without reading. The
+ * key holds `-at`, so a user's views list newest first and, at equal `at`, by item id — the order
+ * of recent views. A read takes the first view of each item (its newest) until it has
+ * `RECENT_VIEWS_MAX` items, skipping views at or before the user's erasure tombstone. Sync
+ * deletes now and then the older views of the items a read scans, and erased views
+ * (`lib/sync/views.ts`); views beyond those expire (KV `expireIn`). The single-value key of
+ * layout 1 is no longer written but still merged into reads (and filtered by erasure) until it
+ * expires, at most `VIEW_TTL_DAYS` after the upgrade.
  *
  * Rule sets are immutable per version. The control record has one entry per kept version (and per
  * version a promote or rollback named before its rule set arrived), highest version first, holding
@@ -33,9 +43,37 @@ import { RuleSetSchema } from "./rules.ts";
 /** Most keys `kv.getMany` accepts in one call. */
 export const GET_MANY_MAX = 10;
 
+/** Recent views returned per user when the caller does not say (`RECENT_VIEWS_MAX`'s default). */
+export const DEFAULT_RECENT_VIEWS_MAX = 20;
+
+/**
+ * Most view entries a read scans for one user. Sync prunes older views of the items a read
+ * scans every few dozen views, so this bound only matters for a user whose pruning is overdue;
+ * a read that hits it returns the items found so far.
+ */
+const VIEWS_SCAN_MAX = 1000;
+/**
+ * Entries a read fetches per round trip: twice `RECENT_VIEWS_MAX` plus this, so that older
+ * views of the same items (until sync prunes them) rarely need a second round trip.
+ */
+const VIEWS_SCAN_SLACK = 16;
+
 /** Key builders of the layout above. */
 export const keys = {
-  views: (userId: string): Deno.KvKey => ["user", userId, "views"],
+  /** One view (layout 2): sorts newest first, then by item id, under {@linkcode keys.viewsPrefix}. */
+  view: (userId: string, itemId: string, at: number): Deno.KvKey => [
+    "user",
+    userId,
+    "viewed",
+    newestFirst(at),
+    itemId,
+  ],
+  /** Prefix of a user's views (layout 2). */
+  viewsPrefix: (userId: string): Deno.KvKey => ["user", userId, "viewed"],
+  /** Where a user's views at or before `at` start (layout 2): a `start` for `kv.list`. */
+  viewsFrom: (userId: string, at: number): Deno.KvKey => ["user", userId, "viewed", newestFirst(at)],
+  /** A user's views in one value (layout 1): read and erased, no longer written. */
+  legacyViews: (userId: string): Deno.KvKey => ["user", userId, "views"],
   cart: (userId: string): Deno.KvKey => ["user", userId, "cart"],
   profile: (userId: string): Deno.KvKey => ["user", userId, "profile"],
   userSessions: (userId: string): Deno.KvKey => ["user", userId, "sessions"],
@@ -47,15 +85,33 @@ export const keys = {
   webhook: (webhookId: string): Deno.KvKey => ["webhook", webhookId],
 };
 
+/** `-at` without a negative zero, which KV would order apart from `0`. */
+function newestFirst(at: number): number {
+  return at === 0 ? 0 : -at;
+}
+
 const Millis = z.number().int();
 
-/** Stored recent views of one user. */
-export const ViewsValue = z.object({
+/** One stored view (layout 2); the user, item and `at` are in its key. */
+export const ViewValue = z.object({ expiresAt: Millis });
+/** One stored view (layout 2). */
+export type ViewValue = z.infer<typeof ViewValue>;
+
+/** A user's recent views in one value (layout 1, no longer written). */
+export const LegacyViewsValue = z.object({
   views: z.array(z.object({ itemId: z.string(), at: Millis, expiresAt: Millis })),
   expiresAt: Millis,
 });
-/** Stored recent views of one user. */
-export type ViewsValue = z.infer<typeof ViewsValue>;
+/** A user's recent views in one value (layout 1). */
+export type LegacyViewsValue = z.infer<typeof LegacyViewsValue>;
+
+/** A view as stored, with its key. */
+export interface StoredView {
+  key: Deno.KvKey;
+  itemId: string;
+  at: number;
+  expiresAt: number;
+}
 
 /** Stored cart of one user. */
 export const CartValue = z.object({
@@ -232,26 +288,61 @@ export async function readSessionByHash(
 }
 
 /**
- * Reads what the edge knows about a user with one eventually consistent `getMany`.
+ * Parses a listed entry of the view layout (layout 2).
+ *
+ * @param entry an entry listed under {@linkcode keys.viewsPrefix}
+ * @returns the view, or `undefined` when the key or value has the wrong shape
+ */
+export function parseViewEntry(entry: Deno.KvEntry<unknown>): StoredView | undefined {
+  const [, , , negativeAt, itemId] = entry.key;
+  if (entry.key.length !== 5 || typeof negativeAt !== "number" || !Number.isInteger(negativeAt)) {
+    return undefined;
+  }
+  if (typeof itemId !== "string") return undefined;
+  const value = parseStored(ViewValue, entry.value);
+  if (!value) return undefined;
+  return { key: entry.key, itemId, at: newestFirst(negativeAt), expiresAt: value.expiresAt };
+}
+
+/** Options for {@linkcode readUserContext}. */
+export interface ReadUserContextOptions {
+  /** How many recent views to return (`RECENT_VIEWS_MAX`, default {@linkcode DEFAULT_RECENT_VIEWS_MAX}). */
+  recentViewsMax?: number;
+}
+
+/**
+ * Reads what the edge knows about a user, eventually consistent: one `getMany` (cart, profile,
+ * tombstone, layout 1 views) alongside one bounded `list` of the user's views, both in parallel.
  *
  * @param kv the store
  * @param userId the user
  * @param now the current time, epoch ms; expired values count as absent
- * @returns recent views (newest first), cart and profile
+ * @param options how many recent views to return
+ * @returns recent views (newest first, at most `recentViewsMax`, none at or before an erasure),
+ *   cart and profile
  */
-export async function readUserContext(kv: Deno.Kv, userId: string, now: number): Promise<UserContext> {
-  const [views, cart, profile] = await kv.getMany<unknown[]>(
-    [keys.views(userId), keys.cart(userId), keys.profile(userId)],
-    { consistency: "eventual" },
-  );
-  const storedViews = parseStored(ViewsValue, views?.value);
+export async function readUserContext(
+  kv: Deno.Kv,
+  userId: string,
+  now: number,
+  options: ReadUserContextOptions = {},
+): Promise<UserContext> {
+  const max = options.recentViewsMax ?? DEFAULT_RECENT_VIEWS_MAX;
+  const [[legacy, cart, profile, erased], listed] = await Promise.all([
+    kv.getMany<unknown[]>(
+      [keys.legacyViews(userId), keys.cart(userId), keys.profile(userId), keys.erased(userId)],
+      { consistency: "eventual" },
+    ),
+    listViewWindow(kv, userId, { max, consistency: "eventual" }),
+  ]);
+  const erasedAt = parseStored(TombstoneValue, erased?.value)?.at ?? -Infinity;
   const storedCart = parseStored(CartValue, cart?.value);
   const storedProfile = parseStored(ProfileValue, profile?.value);
   return {
-    recentViews: (storedViews?.views ?? []).filter((view) => view.expiresAt > now).map((view) => ({
-      itemId: view.itemId,
-      at: view.at,
-    })),
+    recentViews: recentViews([...listed, ...parseStored(LegacyViewsValue, legacy?.value)?.views ?? []], {
+      erasedAt,
+      max,
+    }).filter((view) => view.expiresAt > now).map((view) => ({ itemId: view.itemId, at: view.at })),
     cart: storedCart && storedCart.expiresAt > now
       ? { items: storedCart.items, version: storedCart.version }
       : undefined,
@@ -263,6 +354,76 @@ export async function readUserContext(kv: Deno.Kv, userId: string, now: number):
       }
       : undefined,
   };
+}
+
+/** Options for {@linkcode listViewWindow}. */
+export interface ListViewWindowOptions {
+  /** How many distinct items the window holds (`RECENT_VIEWS_MAX`). */
+  max: number;
+  /** `"eventual"` on the request path, `"strong"` before deleting. */
+  consistency: Deno.KvConsistencyLevel;
+}
+
+/**
+ * Lists the part of a user's views (layout 2) that a read needs: newest first until `max`
+ * distinct items are found, plus any more at the same `at` (KV orders item ids by UTF-8 bytes,
+ * {@linkcode recentViews} by UTF-16 units), at most 1000 entries. Older views of the same items
+ * in it are entries sync's compaction prunes. The tombstone is applied by the caller: the
+ * views after an erasure are a prefix of this order.
+ *
+ * @param kv the store
+ * @param userId the user
+ * @param options window size and consistency
+ * @returns the views in key order (newest first); malformed entries are left out
+ */
+export async function listViewWindow(
+  kv: Deno.Kv,
+  userId: string,
+  options: ListViewWindowOptions,
+): Promise<StoredView[]> {
+  const { max } = options;
+  const found: StoredView[] = [];
+  const items = new Set<string>();
+  const entries = kv.list({ prefix: keys.viewsPrefix(userId) }, {
+    consistency: options.consistency,
+    limit: VIEWS_SCAN_MAX,
+    batchSize: Math.min(2 * max + VIEWS_SCAN_SLACK, VIEWS_SCAN_MAX),
+  });
+  for await (const entry of entries) {
+    const view = parseViewEntry(entry);
+    if (!view) continue;
+    if (items.size >= max && view.at < found.at(-1)!.at) break;
+    found.push(view);
+    items.add(view.itemId);
+  }
+  return found;
+}
+
+/**
+ * A user's recent views from stored views in any order: the newest view of each item after the
+ * erasure, newest first (ties by item id), the first `max` items. Expired views are not
+ * removed here (they would be the oldest anyway): callers filter them.
+ *
+ * @param views stored views of one user, of either layout
+ * @param options `erasedAt`: the tombstone's `at` (`-Infinity` without one); `max`: items kept
+ * @returns the recent views, newest first
+ */
+export function recentViews<V extends { itemId: string; at: number }>(
+  views: Iterable<V>,
+  options: { erasedAt: number; max: number },
+): V[] {
+  const newest = new Map<string, V>();
+  for (const view of views) {
+    if (view.at <= options.erasedAt) continue;
+    const known = newest.get(view.itemId);
+    if (!known || known.at < view.at) newest.set(view.itemId, view);
+  }
+  return [...newest.values()].sort(compareViews).slice(0, options.max);
+}
+
+/** Order of recent views, which is also the key order of layout 2: newest first, then by item id. */
+function compareViews(a: { itemId: string; at: number }, b: { itemId: string; at: number }): number {
+  return b.at - a.at || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0);
 }
 
 /**

@@ -1,7 +1,8 @@
 /**
  * @module
  * Applies validated sync events to Deno KV so that every replica converges whatever the order
- * and multiplicity of delivery: views merge as a set, cart/profile/related are last writer wins by
+ * and multiplicity of delivery: views are written blind, one key each, and merge as a set at
+ * read time (`lib/sync/views.ts`), cart/profile/related are last writer wins by
  * `version`, rule sets are kept per version with a control record merged by event order keys
  * (canary, promote, rollback; see `lib/rules_control.ts`), sessions newest `at` wins, erasure
  * filters and leaves a tombstone. Writes are
@@ -21,6 +22,7 @@ import {
   getManyChunked,
   hashSessionId,
   keys,
+  LegacyViewsValue,
   parseStored,
   ProfileValue,
   RelatedValue,
@@ -28,8 +30,8 @@ import {
   SessionValue,
   TombstoneValue,
   UserSessionsValue,
-  ViewsValue,
 } from "../store.ts";
+import { compactViews, planViewWrites } from "./views.ts";
 import {
   type CartEvent,
   type EraseEvent,
@@ -79,6 +81,11 @@ export interface ApplyOptions {
   maxAttempts?: number;
   /** How many rule set versions are kept (`RULES_KEEP`, default 10); the same on every instance. */
   rulesKeep?: number;
+  /**
+   * A user's stored views are compacted after about this many views written (default 64; see
+   * `DEFAULT_COMPACT_EVERY` in `lib/sync/views.ts`). Tests lower it to compact often.
+   */
+  viewsCompactEvery?: number;
 }
 
 /** The outcome of applying a batch. */
@@ -147,9 +154,11 @@ export async function applyEvents(
   options: ApplyOptions,
 ): Promise<ApplyResult> {
   const units = await planUnits(events, options);
-  const outcome: Outcome = { applied: 0, stale: 0, users: new Set() };
+  const outcome: Outcome = { applied: 0, stale: 0, users: new Set(), compact: new Map() };
   try {
     await runUnits(kv, units, options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, outcome);
+    // After every tombstone of the batch has committed, so that erased views go too.
+    if (outcome.compact.size) await compactViews(kv, outcome.compact, options);
   } finally {
     // Also when the batch fails part-way: what did commit must not be served from a stale cache.
     if (outcome.users.size && options.onApplied) options.onApplied([...outcome.users].sort());
@@ -197,6 +206,11 @@ interface Plan {
   again?: boolean;
   /** Called once the plan is committed (or found to need no commit). */
   committed?: () => void;
+  /**
+   * A user whose stored views to compact after the batch (see `lib/sync/views.ts`), with the
+   * `at` of a committed tombstone (`-Infinity` for none known).
+   */
+  compact?: { userId: string; erasedAt: number };
 }
 
 type Step = { plan: Plan } | { needKeys: Deno.KvKey[] };
@@ -316,8 +330,8 @@ function userDataUnit(
   events: { views: ViewEvent[]; carts: CartEvent[]; profiles: ProfileEvent[] },
   options: ApplyOptions,
 ): Unit {
+  // Views are written blind: only the tombstone is checked, assumed absent until a commit fails.
   const unitKeys: Deno.KvKey[] = [];
-  if (events.views.length) unitKeys.push(keys.views(userId));
   if (events.carts.length) unitKeys.push(keys.cart(userId));
   if (events.profiles.length) unitKeys.push(keys.profile(userId));
   return {
@@ -327,7 +341,17 @@ function userDataUnit(
     step(read) {
       const erasedAt = parseStored(TombstoneValue, read(keys.erased(userId)).value)?.at ?? -Infinity;
       const plan: Plan = { mutations: [], applied: 0, stale: 0, users: [] };
-      if (events.views.length) mergeViews(plan, userId, events.views, erasedAt, read, options);
+      if (events.views.length) {
+        const views = planViewWrites(userId, events.views, {
+          ...options,
+          erasedAt,
+          compactEvery: options.viewsCompactEvery,
+        });
+        plan.mutations.push(...views.mutations);
+        plan.applied += views.applied;
+        plan.stale += views.stale;
+        if (views.compact) plan.compact = { userId, erasedAt };
+      }
       if (events.carts.length) {
         lastVersionWins(plan, keys.cart(userId), events.carts, erasedAt, CartValue, read, (event) => {
           const expiresAt = event.at + options.cartTtlMs;
@@ -364,50 +388,6 @@ function userDataUnit(
       return { plan };
     },
   };
-}
-
-function compareViews(a: { itemId: string; at: number }, b: { itemId: string; at: number }): number {
-  return b.at - a.at || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0);
-}
-
-function mergeViews(
-  plan: Plan,
-  userId: string,
-  events: readonly ViewEvent[],
-  erasedAt: number,
-  read: Read,
-  options: ApplyOptions,
-): void {
-  const stored = parseStored(ViewsValue, read(keys.views(userId)).value);
-  const merged = new Map<string, { itemId: string; at: number; expiresAt: number }>();
-  for (const view of stored?.views ?? []) merged.set(view.itemId, view);
-  const storedAt = new Map([...merged].map(([itemId, view]) => [itemId, view.at]));
-  // Newest `at` per item in this batch; everything else in the batch is stale by definition.
-  const newest = new Map<string, number>();
-  for (const event of events) {
-    if (event.at <= erasedAt) continue;
-    if ((newest.get(event.itemId) ?? -Infinity) < event.at) newest.set(event.itemId, event.at);
-  }
-  for (const [itemId, at] of newest) {
-    if ((merged.get(itemId)?.at ?? -Infinity) < at) {
-      merged.set(itemId, { itemId, at, expiresAt: at + options.viewTtlMs });
-    }
-  }
-  const kept = [...merged.values()].sort(compareViews).slice(0, options.recentViewsMax);
-  const keptAt = new Map(kept.map((view) => [view.itemId, view.at]));
-  let applied = 0;
-  for (const [itemId, at] of newest) {
-    if (keptAt.get(itemId) === at && (storedAt.get(itemId) ?? -Infinity) < at) applied++;
-  }
-  plan.applied += applied;
-  plan.stale += events.length - applied;
-  if (applied === 0) return;
-  const expiresAt = Math.max(...kept.map((view) => view.expiresAt));
-  plan.mutations.push({
-    key: keys.views(userId),
-    value: { views: kept, expiresAt },
-    expireIn: expireIn(expiresAt, options.now),
-  });
 }
 
 function lastVersionWins<E extends { version: number; at?: number }, V extends { version: number }>(
@@ -512,7 +492,7 @@ function rulesUnit(events: readonly RulesControlEvent[], keep: number): Unit {
 function eraseUnit(userId: string, events: readonly EraseEvent[], options: ApplyOptions): Unit {
   const baseKeys = [
     keys.erased(userId),
-    keys.views(userId),
+    keys.legacyViews(userId),
     keys.cart(userId),
     keys.profile(userId),
     keys.userSessions(userId),
@@ -529,7 +509,9 @@ function eraseUnit(userId: string, events: readonly EraseEvent[], options: Apply
       unit.keys = [...baseKeys];
       const stored = parseStored(TombstoneValue, read(keys.erased(userId)).value);
       if (stored && stored.at >= erasedAt) {
-        return { plan: { mutations: [], applied: 0, stale: events.length, users: [] } };
+        // Compacted anyway: a crash may have come between the tombstone and the compaction.
+        const compact = { userId, erasedAt: stored.at };
+        return { plan: { mutations: [], applied: 0, stale: events.length, users: [], compact } };
       }
       const storedIndex = parseStored(UserSessionsValue, read(keys.userSessions(userId)).value)?.sessions ??
         [];
@@ -570,14 +552,16 @@ function eraseUnit(userId: string, events: readonly EraseEvent[], options: Apply
         // More sessions than one commit may check: end these, then come back for the rest.
         return { plan: { mutations, applied: 0, stale: 0, users: [userId], again: true } };
       }
-      const views = parseStored(ViewsValue, read(keys.views(userId)).value);
+      // Views of layout 2 are deleted by the compaction after the batch (reads already skip
+      // those at or before the tombstone); the layout 1 value is filtered here.
+      const views = parseStored(LegacyViewsValue, read(keys.legacyViews(userId)).value);
       if (views) {
         const kept = views.views.filter((view) => view.at > erasedAt);
-        if (kept.length === 0) mutations.push({ key: keys.views(userId) });
+        if (kept.length === 0) mutations.push({ key: keys.legacyViews(userId) });
         else if (kept.length < views.views.length) {
           const expiresAt = Math.max(...kept.map((view) => view.expiresAt));
           mutations.push({
-            key: keys.views(userId),
+            key: keys.legacyViews(userId),
             value: { views: kept, expiresAt },
             expireIn: expireIn(expiresAt, options.now),
           });
@@ -593,7 +577,15 @@ function eraseUnit(userId: string, events: readonly EraseEvent[], options: Apply
         value: { at: erasedAt, expiresAt },
         expireIn: expireIn(expiresAt, options.now),
       });
-      return { plan: { mutations, applied: 1, stale: events.length - 1, users: [userId] } };
+      return {
+        plan: {
+          mutations,
+          applied: 1,
+          stale: events.length - 1,
+          users: [userId],
+          compact: { userId, erasedAt },
+        },
+      };
     },
   };
   return unit;
@@ -751,6 +743,8 @@ interface Outcome {
   applied: number;
   stale: number;
   users: Set<string>;
+  /** Users whose views to compact once the units are done → the newest committed tombstone known. */
+  compact: Map<string, number>;
 }
 
 function estimateBytes(mutation: Mutation): number {
@@ -803,6 +797,10 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number, outcome
       outcome.applied += plan.applied;
       outcome.stale += plan.stale;
       for (const user of plan.users) outcome.users.add(user);
+      if (plan.compact) {
+        const { userId, erasedAt } = plan.compact;
+        outcome.compact.set(userId, Math.max(erasedAt, outcome.compact.get(userId) ?? -Infinity));
+      }
       if (plan.again) {
         // Progress was made, so the unit's conflict budget starts afresh.
         unit.attempts = 0;

@@ -175,6 +175,29 @@ Deno.test("context: KV data is read once, then served from the cache until it is
   });
 });
 
+Deno.test("context: KV views come newest first, one per item, at most RECENT_VIEWS_MAX, none erased", async () => {
+  await withSetup(undefined, async ({ options, push, config }) => {
+    await push([
+      view("u1", "p1", T0 - 5000),
+      view("u1", "p2", T0 - 4000),
+      view("u1", "p3", T0 - 3000),
+      view("u1", "p1", T0 - 2000),
+      view("u1", "p4", T0 - 1000),
+      view("u1", "p0", T0 - 9000),
+    ]);
+    const read = (recentViewsMax: number) =>
+      loadUserContext("u1", options({ cache: undefined, config: { ...config, recentViewsMax } }));
+    assert.deepEqual((await read(3)).recentViews, [
+      { itemId: "p4", at: T0 - 1000 },
+      { itemId: "p1", at: T0 - 2000 },
+      { itemId: "p3", at: T0 - 3000 },
+    ]);
+    assert.deepEqual((await read(20)).recentViews.map((v) => v.itemId), ["p4", "p1", "p3", "p2", "p0"]);
+    await push([{ kind: "erase", userId: "u1", at: iso(T0 - 2500) }]);
+    assert.deepEqual((await read(3)).recentViews.map((v) => v.itemId), ["p4", "p1"]);
+  });
+});
+
 Deno.test("context: a sync applied by this instance invalidates the user's entry at once", async () => {
   await withSetup(undefined, async ({ options, push }) => {
     await push([view("u1", "p1", T0 - 1000)]);

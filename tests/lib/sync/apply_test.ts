@@ -3,10 +3,14 @@ import fc from "fast-check";
 import { compareRulesEvents, readActiveRules, readStoredRulesStatus } from "../../../lib/rules_control.ts";
 import {
   hashSessionId,
+  keys,
+  listViewWindow,
+  parseViewEntry,
   readRelated,
   readRuleSets,
   readSession,
   readUserContext,
+  type UserContext,
 } from "../../../lib/store.ts";
 import {
   applyBackendEvents,
@@ -15,6 +19,7 @@ import {
   type ApplyOptions,
 } from "../../../lib/sync/apply.ts";
 import { parseSyncEvents, type SyncEvent, SyncPayloadError } from "../../../lib/sync/schema.ts";
+import { compactViews } from "../../../lib/sync/views.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
 const NOW = T0 + 3_600_000;
@@ -47,6 +52,22 @@ function apply(kv: Deno.Kv, wire: unknown[], overrides: Partial<ApplyOptions> = 
   return applyEvents(kv, parseSyncEvents(wire), options(overrides));
 }
 
+/** What the context stage reads for a user, with the `recentViewsMax` of {@linkcode options}. */
+function readContext(kv: Deno.Kv, userId: string, now = NOW): Promise<UserContext> {
+  return readUserContext(kv, userId, now, { recentViewsMax: options().recentViewsMax });
+}
+
+/** A user's stored views (layout 2), newest first. */
+async function storedViews(kv: Deno.Kv, userId: string): Promise<{ itemId: string; at: number }[]> {
+  const out: { itemId: string; at: number }[] = [];
+  for await (const entry of kv.list({ prefix: keys.viewsPrefix(userId) })) {
+    const view = parseViewEntry(entry);
+    assert.ok(view, `malformed view entry ${JSON.stringify(entry.key)}`);
+    out.push({ itemId: view.itemId, at: view.at });
+  }
+  return out;
+}
+
 async function dump(kv: Deno.Kv): Promise<[Deno.KvKey, unknown][]> {
   const out: [Deno.KvKey, unknown][] = [];
   for await (const entry of kv.list({ prefix: [] })) out.push([entry.key, entry.value]);
@@ -63,13 +84,157 @@ Deno.test("views keep the newest per item and only the newest RECENT_VIEWS_MAX i
       { kind: "view", userId: "u1", itemId: "p4", at: minute(4) },
       { kind: "view", userId: "u1", itemId: "p4", at: minute(4) },
     ]);
-    assert.deepEqual(result, { applied: 3, stale: 3 });
-    const context = await readUserContext(kv, "u1", NOW);
+    assert.deepEqual(result, { applied: 3, stale: 3 }, "p2 is beyond the batch's own newest three");
+    const context = await readContext(kv, "u1", NOW);
     assert.deepEqual(context.recentViews.map((view) => view.itemId), ["p1", "p4", "p3"]);
     assert.equal(context.recentViews[0]!.at, T0 + 5 * 60_000);
+    // Written blind (nothing is read), so it counts as applied, yet reads do not return it.
     assert.deepEqual(await apply(kv, [{ kind: "view", userId: "u1", itemId: "p2", at: minute(2) }]), {
+      applied: 1,
+      stale: 0,
+    });
+    assert.deepEqual((await readContext(kv, "u1")).recentViews, context.recentViews);
+    assert.deepEqual((await readUserContext(kv, "u1", NOW, { recentViewsMax: 1 })).recentViews, [
+      { itemId: "p1", at: T0 + 5 * 60_000 },
+    ]);
+  });
+});
+
+Deno.test("views are one key each, written without reading; compaction prunes the older views a read scans", async () => {
+  await withKv(async (kv) => {
+    // Fails the test if the apply path read anything for views.
+    const reads: string[] = [];
+    const counting = new Proxy(kv, {
+      get(target, prop) {
+        if (prop === "get" || prop === "getMany" || prop === "list") reads.push(prop);
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    await applyEvents(
+      counting,
+      parseSyncEvents([
+        { kind: "view", userId: "u1", itemId: "p1", at: minute(1) },
+        { kind: "view", userId: "u1", itemId: "p2", at: minute(2) },
+      ]),
+      options({ viewsCompactEvery: 1000 }),
+    );
+    assert.deepEqual(reads, [], "views are written blind");
+    for (const [i, itemId] of ["p9", "p3", "p1", "p2", "p1", "p2", "p1"].entries()) {
+      await apply(kv, [{ kind: "view", userId: "u1", itemId, at: minute(i + 3) }], {
+        viewsCompactEvery: 1000,
+      });
+    }
+    assert.equal((await storedViews(kv, "u1")).length, 9, "older views of an item stay until compacted");
+    const before = await readContext(kv, "u1");
+    assert.deepEqual(before.recentViews, [
+      { itemId: "p1", at: T0 + 9 * 60_000 },
+      { itemId: "p2", at: T0 + 8 * 60_000 },
+      { itemId: "p3", at: T0 + 4 * 60_000 },
+    ]);
+    // The re-views at 7, 6 and 5 sit among what a read scans; older entries are left to expire.
+    assert.equal(await compactViews(kv, new Map([["u1", -Infinity]]), { recentViewsMax: 3 }), 3);
+    assert.deepEqual(
+      (await storedViews(kv, "u1")).map((view) => `${view.itemId}@${(view.at - T0) / 60_000}`),
+      [
+        "p1@9",
+        "p2@8",
+        "p3@4",
+        "p9@3",
+        "p2@2",
+        "p1@1",
+      ],
+    );
+    assert.deepEqual(await readContext(kv, "u1"), before);
+    // With compaction after every write, a read never scans an older view of an item.
+    await apply(kv, [{ kind: "view", userId: "u1", itemId: "p2", at: minute(10) }], { viewsCompactEvery: 1 });
+    assert.deepEqual((await storedViews(kv, "u1")).slice(0, 3).map((view) => view.itemId), [
+      "p2",
+      "p1",
+      "p3",
+    ]);
+  });
+});
+
+Deno.test("a view written blind is dropped when an erasure's tombstone lands before its commit", async () => {
+  await withKv(async (kv) => {
+    let raced = false;
+    const racing = new Proxy(kv, {
+      get(target, prop) {
+        if (prop === "atomic") {
+          return () => {
+            const op = target.atomic();
+            const commit = op.commit.bind(op);
+            op.commit = async () => {
+              if (!raced) {
+                raced = true;
+                await target.set(keys.erased("u1"), { at: T0 + 10 * 60_000, expiresAt: NOW + DAY });
+              }
+              return await commit();
+            };
+            return op;
+          };
+        }
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const result = await applyEvents(
+      racing,
+      parseSyncEvents([
+        { kind: "view", userId: "u1", itemId: "p1", at: minute(9) },
+        { kind: "view", userId: "u1", itemId: "p2", at: minute(11) },
+      ]),
+      options(),
+    );
+    assert.ok(raced);
+    assert.deepEqual(result, { applied: 1, stale: 1 });
+    assert.deepEqual(await storedViews(kv, "u1"), [{ itemId: "p2", at: T0 + 11 * 60_000 }]);
+  });
+});
+
+Deno.test("reads skip views at or before a tombstone, and a re-delivered erasure deletes them", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [
+      { kind: "view", userId: "u1", itemId: "p1", at: minute(1) },
+      { kind: "view", userId: "u1", itemId: "p2", at: minute(20) },
+    ]);
+    // As if the instance died between committing the tombstone and the compaction.
+    await kv.set(keys.erased("u1"), { at: T0 + 10 * 60_000, expiresAt: NOW + DAY });
+    assert.deepEqual((await readContext(kv, "u1")).recentViews.map((view) => view.itemId), ["p2"]);
+    assert.equal((await storedViews(kv, "u1")).length, 2);
+    assert.deepEqual(await apply(kv, [{ kind: "erase", userId: "u1", at: minute(10) }]), {
       applied: 0,
       stale: 1,
+    });
+    assert.deepEqual(await storedViews(kv, "u1"), [{ itemId: "p2", at: T0 + 20 * 60_000 }]);
+  });
+});
+
+Deno.test("views of the single-value layout 1 are still read, merged with layout 2, and erased", async () => {
+  await withKv(async (kv) => {
+    await kv.set(keys.legacyViews("u1"), {
+      views: [
+        { itemId: "p1", at: T0 + 8 * 60_000, expiresAt: NOW + DAY },
+        { itemId: "p2", at: T0 + 4 * 60_000, expiresAt: NOW + DAY },
+        { itemId: "p3", at: T0 + 2 * 60_000, expiresAt: NOW - 1 },
+      ],
+      expiresAt: NOW + DAY,
+    });
+    await apply(kv, [
+      { kind: "view", userId: "u1", itemId: "p2", at: minute(6) },
+      { kind: "view", userId: "u1", itemId: "p1", at: minute(3) },
+    ]);
+    assert.deepEqual((await readContext(kv, "u1")).recentViews, [
+      { itemId: "p1", at: T0 + 8 * 60_000 },
+      { itemId: "p2", at: T0 + 6 * 60_000 },
+    ]);
+    await apply(kv, [{ kind: "erase", userId: "u1", at: minute(7) }]);
+    assert.deepEqual((await readContext(kv, "u1")).recentViews, [{ itemId: "p1", at: T0 + 8 * 60_000 }]);
+    assert.deepEqual(await storedViews(kv, "u1"), []);
+    assert.deepEqual((await kv.get(keys.legacyViews("u1"))).value, {
+      views: [{ itemId: "p1", at: T0 + 8 * 60_000, expiresAt: NOW + DAY }],
+      expiresAt: NOW + DAY,
     });
   });
 });
@@ -100,7 +265,7 @@ Deno.test("cart, profile, related and rules are last writer wins by version; equ
       { kind: "rules", version: 12, rules: { defaultRegion: "EU" } },
       { kind: "rules", version: 11, rules: { version: 11 } },
     ]);
-    const context = await readUserContext(kv, "u1", NOW);
+    const context = await readContext(kv, "u1", NOW);
     assert.deepEqual(context.cart, { items: [{ itemId: "p1", qty: 2 }], version: 2 });
     assert.deepEqual(context.profile, { segments: ["vip"], attributes: { locale: "de-DE" }, version: 3 });
     assert.deepEqual((await readRelated(kv, ["p1", "p9"])).get("p1")?.related, [{
@@ -172,7 +337,7 @@ Deno.test("erase removes the user's data and sessions, and late events at or bef
       applied: 1,
       stale: 0,
     });
-    let context = await readUserContext(kv, "u1", NOW);
+    let context = await readContext(kv, "u1", NOW);
     assert.deepEqual(
       context.recentViews.map((view) => view.itemId),
       ["p2"],
@@ -181,7 +346,7 @@ Deno.test("erase removes the user's data and sessions, and late events at or bef
     assert.equal(context.cart, undefined);
     assert.equal(context.profile, undefined);
     assert.equal(await readSession(kv, "s-u1-one", NOW), undefined);
-    assert.equal((await readUserContext(kv, "u2", NOW)).recentViews.length, 1, "other users are untouched");
+    assert.equal((await readContext(kv, "u2", NOW)).recentViews.length, 1, "other users are untouched");
 
     const late = await apply(kv, [
       { kind: "view", userId: "u1", itemId: "p3", at: minute(9) },
@@ -190,7 +355,7 @@ Deno.test("erase removes the user's data and sessions, and late events at or bef
       { kind: "erase", userId: "u1", at: minute(5) },
     ]);
     assert.equal(late.applied, 1, "only the late session's end marker changes anything");
-    context = await readUserContext(kv, "u1", NOW);
+    context = await readContext(kv, "u1", NOW);
     assert.deepEqual(context.recentViews.map((view) => view.itemId), ["p2"]);
     assert.equal(context.cart, undefined);
     assert.equal(await readSession(kv, "s-u1-two", NOW), undefined);
@@ -202,7 +367,7 @@ Deno.test("erase removes the user's data and sessions, and late events at or bef
       at: minute(11),
       items: [{ itemId: "p9", qty: 1 }],
     }]);
-    assert.equal((await readUserContext(kv, "u1", NOW)).cart?.version, 3, "events after the erasure apply");
+    assert.equal((await readContext(kv, "u1", NOW)).cart?.version, 3, "events after the erasure apply");
   });
 });
 
@@ -216,11 +381,11 @@ Deno.test("expired values are treated as absent although KV still holds them", a
       { kind: "session", sessionId: "s-expired-1", userId: "u1", expiresAt: iso(NOW - 1), at: minute(1) },
     ]);
     assert.ok((await kv.get(["user", "u1", "cart"])).value !== null, "KV expiry is lazy");
-    const context = await readUserContext(kv, "u1", NOW);
+    const context = await readContext(kv, "u1", NOW);
     assert.deepEqual(context.recentViews.map((view) => view.itemId), ["new"]);
     assert.equal(context.cart, undefined);
     assert.ok(context.profile);
-    assert.equal((await readUserContext(kv, "u1", NOW + 31 * DAY)).profile, undefined);
+    assert.equal((await readContext(kv, "u1", NOW + 31 * DAY)).profile, undefined);
     assert.equal(await readSession(kv, "s-expired-1", NOW), undefined);
   });
 });
@@ -236,7 +401,7 @@ Deno.test("a large batch is split into commits within KV limits", async () => {
       attributes: {},
     }));
     assert.deepEqual(await apply(kv, events), { applied: 1000, stale: 0 });
-    assert.equal((await readUserContext(kv, "user-999", NOW)).profile?.segments.length, 50);
+    assert.equal((await readContext(kv, "user-999", NOW)).profile?.segments.length, 50);
   });
 });
 
@@ -267,10 +432,14 @@ Deno.test("onApplied receives the users whose data changed", async () => {
       { kind: "view", userId: "u1", itemId: "p1", at: minute(1) },
       { kind: "related", itemId: "p1", version: 1, related: [] },
     ], { onApplied: (users) => seen.push(users) });
+    await apply(kv, [{ kind: "related", itemId: "p1", version: 1, related: [] }], {
+      onApplied: (users) => seen.push(users),
+    });
+    // Views are written without reading: a re-delivered one counts (a spurious invalidation).
     await apply(kv, [{ kind: "view", userId: "u1", itemId: "p1", at: minute(1) }], {
       onApplied: (users) => seen.push(users),
     });
-    assert.deepEqual(seen, [["u1", "u2"]]);
+    assert.deepEqual(seen, [["u1", "u2"], ["u1"]]);
   });
 });
 
@@ -317,7 +486,7 @@ Deno.test("a conflict in one commit still reports the users of the commits that 
     assert.ok(atomics > 1, "the batch needed more than one commit");
     const committed: string[] = [];
     for (const userId of users) {
-      if ((await readUserContext(kv, userId, NOW)).recentViews.length) committed.push(userId);
+      if ((await readContext(kv, userId, NOW)).recentViews.length) committed.push(userId);
     }
     assert.ok(committed.length > 0 && committed.length < users.length, "some but not all committed");
     assert.deepEqual(seen, [committed]);
@@ -357,7 +526,7 @@ Deno.test("concurrent instances applying to one KV never regress a key", async (
       (_, v) => parseSyncEvents([{ kind: "view", userId: "u1", itemId: `p${v}`, at: minute(v) }]),
     );
     await Promise.all([...carts, ...views].reverse().map((events) => applyEvents(kv, events, options())));
-    const context = await readUserContext(kv, "u1", NOW);
+    const context = await readContext(kv, "u1", NOW);
     assert.equal(context.cart?.version, 30);
     assert.deepEqual(context.recentViews.map((view) => view.itemId), ["p29", "p28", "p27"]);
   });
@@ -619,6 +788,38 @@ const eventArb: fc.Arbitrary<Record<string, unknown>> = fc.oneof(
 
 const rulesKeepArb = fc.constantFrom(2, 3, 10);
 
+/**
+ * Asserts that nothing of an erased user's that predates the tombstone is stored: no view at or
+ * before it (whether reads would return it or not), no cart or profile, no active session.
+ */
+async function assertErasedDataGone(kv: Deno.Kv): Promise<void> {
+  const stored = await dump(kv);
+  const erasedAt = new Map<unknown, number>();
+  for (const [key, value] of stored) {
+    if (key[0] === "erased") erasedAt.set(key[1], (value as { at: number }).at);
+  }
+  for (const [key, value] of stored) {
+    const userId = key[0] === "user"
+      ? key[1]
+      : key[0] === "session"
+      ? (value as { userId?: string }).userId
+      : undefined;
+    const tombstone = erasedAt.get(userId);
+    if (tombstone === undefined) continue;
+    const at = key[2] === "viewed" ? -(key[3] as number) : (value as { at?: number }).at;
+    if (key[2] === "views") {
+      for (const view of (value as { views: { at: number }[] }).views) assert.ok(view.at > tombstone);
+    } else if (at !== undefined) {
+      assert.ok(at > tombstone, `${JSON.stringify(key)} at ${at} survives the erasure at ${tombstone}`);
+    }
+  }
+}
+
+/** Stored entries but the views of layout 2, which replicas may hold more or fewer of (compaction). */
+function withoutViewEntries(entries: [Deno.KvKey, unknown][]): [Deno.KvKey, unknown][] {
+  return entries.filter(([key]) => !(key[0] === "user" && key[2] === "viewed"));
+}
+
 Deno.test("random event streams converge under shuffling, duplication, batching and concurrency", async () => {
   await fc.assert(
     fc.asyncProperty(
@@ -631,9 +832,11 @@ Deno.test("random event streams converge under shuffling, duplication, batching 
           sizes: fc.array(fc.integer({ min: 1, max: 7 }), { minLength: 1, maxLength: 10 }),
           lanes: fc.integer({ min: 1, max: 3 }),
           rulesKeep: rulesKeepArb,
+          viewTtlMs: fc.constantFrom(30 * DAY, 40 * 60_000),
+          viewsCompactEvery: fc.constantFrom(1, 2, 32),
         })
       ),
-      async ({ events, delivered, sizes, lanes, rulesKeep }) => {
+      async ({ events, delivered, sizes, lanes, rulesKeep, viewTtlMs, viewsCompactEvery }) => {
         const parsed: SyncEvent[] = parseSyncEvents(events);
         type RulesSyncEvent = Extract<SyncEvent, { kind: "rules" | "rules_promote" | "rules_rollback" }>;
         const isRules = (event: SyncEvent): event is RulesSyncEvent =>
@@ -647,8 +850,10 @@ Deno.test("random event streams converge under shuffling, duplication, batching 
         const replica = await Deno.openKv(":memory:");
         try {
           for (const event of [...parsed.filter((e) => !isRules(e)), ...inTime(parsed)]) {
-            await applyEvents(reference, [event], options({ rulesKeep }));
+            await applyEvents(reference, [event], options({ rulesKeep, viewTtlMs }));
           }
+          // The replica compacts views at another pace than the reference: reads must not tell.
+          const replicaOptions = options({ rulesKeep, viewTtlMs, viewsCompactEvery });
           const batches: SyncEvent[][] = [];
           const rulesBatches: SyncEvent[][] = [];
           const stream = delivered.map((index) => parsed[index]!);
@@ -664,14 +869,34 @@ Deno.test("random event streams converge under shuffling, duplication, batching 
           await Promise.all([
             ...Array.from({ length: lanes }, async (_, lane) => {
               for (let b = lane; b < batches.length; b += lanes) {
-                await applyEvents(replica, batches[b]!, options({ rulesKeep }));
+                await applyEvents(replica, batches[b]!, replicaOptions);
               }
             }),
             (async () => {
-              for (const batch of rulesBatches) await applyEvents(replica, batch, options({ rulesKeep }));
+              for (const batch of rulesBatches) await applyEvents(replica, batch, replicaOptions);
             })(),
           ]);
-          assert.deepEqual(await dump(replica), await dump(reference));
+          // What the service observes: every user's context as the context stage reads it…
+          for (const userId of USERS) {
+            assert.deepEqual(await readContext(replica, userId), await readContext(reference, userId));
+          }
+          // …and everything else exactly as stored.
+          assert.deepEqual(
+            withoutViewEntries(await dump(replica)),
+            withoutViewEntries(await dump(reference)),
+          );
+          await assertErasedDataGone(replica);
+          await assertErasedDataGone(reference);
+          // A compaction leaves no older view of an item where reads scan, and changes no read.
+          const max = options().recentViewsMax;
+          await compactViews(replica, new Map(USERS.map((userId) => [userId, -Infinity])), {
+            recentViewsMax: max,
+          });
+          for (const userId of USERS) {
+            const window = await listViewWindow(replica, userId, { max, consistency: "strong" });
+            assert.equal(new Set(window.map((view) => view.itemId)).size, window.length);
+            assert.deepEqual(await readContext(replica, userId), await readContext(reference, userId));
+          }
           assert.deepEqual(await readStoredRulesStatus(replica), await readStoredRulesStatus(reference));
         } finally {
           reference.close();
