@@ -4,6 +4,10 @@
  * (default 100 000) requests from N distinct anonymous visitors — each its own `ep_uid` cookie
  * and its own German address in a trusted `X-Forwarded-For` — on the personalized scenario
  * path. Per-visitor state that is not bounded (caches, maps) shows up as growth here.
+ *
+ * RSS is read from the OS (`VmRSS`, `VmHWM`); beside it the V8 heap (`heap_total`, `heap_used`)
+ * and external (ArrayBuffer) figures the service reports on `/_edge/metrics` show how much of
+ * the RSS is JavaScript heap and how much is native memory (allocator, runtime, code).
  */
 import {
   bound,
@@ -34,6 +38,18 @@ const cancelDeadline = bound(processes, 120 + requests / 500);
 const tempDir = await Deno.makeTempDir({ prefix: "edge-bench-memory-" });
 const mb = (bytes: number) => bytes / 1048576;
 
+/** The `edge_process_memory_bytes` gauges of the service, in bytes (empty when not reported). */
+async function heapFigures(serviceUrl: string): Promise<Record<string, number>> {
+  try {
+    const text = await (await fetch(`${serviceUrl}/_edge/metrics`)).text();
+    const out: Record<string, number> = {};
+    for (const m of text.matchAll(/process_memory_bytes\{area="(\w+)"\} (\d+)/g)) out[m[1]!] = Number(m[2]);
+    return out;
+  } catch {
+    return {};
+  }
+}
+
 const results: Record<string, unknown> = {
   benchmark: "memory",
   machine: await machineInfo(layout),
@@ -58,6 +74,7 @@ try {
   });
   await sleep(500);
   const startRss = await readRss(service.proc.pid, "VmRSS");
+  const startHeap = await heapFigures(service.url);
   console.log(
     `memory: ${requests} requests from ${requests} distinct anonymous visitors, ${connections} connections`,
   );
@@ -73,6 +90,7 @@ try {
   await sleep(2000);
   const settledRss = await readRss(service.proc.pid, "VmRSS");
   const peakRss = await readRss(service.proc.pid, "VmHWM");
+  const settledHeap = await heapFigures(service.url);
   console.log();
   console.log(table(
     ["start RSS MB", "end RSS MB", "after 2 s MB", "peak RSS MB", "requests", "req/s", "errors"],
@@ -86,6 +104,17 @@ try {
       String(load.non2xx + load.socketErrors),
     ]],
   ));
+  console.log();
+  console.log(table(
+    ["V8 heap MB", "heap total", "heap used", "external", "RSS − heap total"],
+    [startHeap, settledHeap].map((heap, i) => [
+      i === 0 ? "start" : "after 2 s",
+      fmt(mb(heap.heap_total ?? NaN), 1),
+      fmt(mb(heap.heap_used ?? NaN), 1),
+      fmt(mb(heap.external ?? NaN), 1),
+      fmt(mb((i === 0 ? startRss : settledRss) - (heap.heap_total ?? NaN)), 1),
+    ]),
+  ));
   console.log(
     `growth ${fmt(mb(endRss - startRss), 1)} MB; target: RSS ≤ 150 MB after 100 000 distinct users`,
   );
@@ -95,6 +124,8 @@ try {
     endRssBytes: endRss,
     settledRssBytes: settledRss,
     peakRssBytes: peakRss,
+    startHeapBytes: startHeap,
+    settledHeapBytes: settledHeap,
     load,
   });
   console.log(`\nresults: ${await writeResults("memory", results)}`);

@@ -19,7 +19,9 @@ export interface Caches {
 
 /**
  * Creates the caches: sessions, related lists and contexts share `CONTEXT_MAX_STALE_MS` and the
- * entry bound `CONTEXT_CACHE_MAX_ENTRIES`; contexts are also bounded in bytes.
+ * entry bound `CONTEXT_CACHE_MAX_ENTRIES`; contexts and related lists are also bounded in
+ * estimated heap bytes, each by `CONTEXT_CACHE_MAX_BYTES`. Sessions need no byte bound: an
+ * entry is a cookie value of at most 256 characters and a user id (under 1 KiB).
  *
  * @param config the configuration
  * @returns fresh, empty caches
@@ -31,7 +33,7 @@ export function cachesFromConfig(
   return {
     uaCache: new UaCache(DEFAULT_UA_CACHE_SIZE),
     sessionCache: new SessionCache(bounds),
-    relatedCache: new RelatedCache(bounds),
+    relatedCache: new RelatedCache({ ...bounds, maxBytes: config.contextCacheMaxBytes }),
     contextCache: new ContextCache({ ...bounds, maxBytes: config.contextCacheMaxBytes }),
   };
 }

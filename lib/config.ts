@@ -81,7 +81,7 @@ const EnvSchema = z.object({
   CONTEXT_MAX_STALE_MS: intInRange(0, 3_600_000, 2000),
   CONTEXT_MAX_AGE_MS: intInRange(1000, 30 * 86_400_000, 600_000),
   CONTEXT_CACHE_MAX_ENTRIES: intInRange(1, 10_000_000, 10_000),
-  CONTEXT_CACHE_MAX_BYTES: intInRange(1024, 4 * 1024 * 1024 * 1024, 8 * 1024 * 1024),
+  CONTEXT_CACHE_MAX_BYTES: intInRange(1024, 4 * 1024 * 1024 * 1024, 4 * 1024 * 1024),
   METRICS_TOKEN: z.preprocess(
     emptyToUndefined,
     z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
@@ -182,9 +182,12 @@ export interface Config {
    * user, whichever is later (so an answer, a 404 included, is trusted this long).
    */
   contextMaxAgeMs: number;
-  /** Most user contexts one isolate caches. */
+  /** Most user contexts (and session lookups, and related lists) one isolate caches. */
   contextCacheMaxEntries: number;
-  /** Most (estimated) bytes of user contexts one isolate caches. */
+  /**
+   * Most estimated heap bytes of user contexts one isolate caches, and, separately, of related
+   * lists (default 4 MiB each).
+   */
   contextCacheMaxBytes: number;
 }
 

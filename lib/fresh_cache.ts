@@ -1,31 +1,48 @@
 /**
  * @module
  * A small per-isolate map with two bounds: a number of entries (the least recently used goes
- * first) and an age after which an entry is no longer served. The building block of the session
- * and related-list caches.
+ * first) and an age after which an entry is no longer served, and optionally a third: estimated
+ * bytes. The building block of the session and related-list caches.
  */
 
 /** Options for {@linkcode FreshCache}. */
-export interface FreshCacheOptions {
+export interface FreshCacheOptions<K = unknown, V = unknown> {
   /** Most entries kept, at least 1. */
   maxEntries: number;
   /** How long an entry is served after it was stored, in milliseconds (0: never). */
   maxStaleMs: number;
   /** Names the cache in error messages. */
   name: string;
+  /**
+   * Most estimated bytes kept, at least 1; requires `sizeOf`. Without it only entries and age
+   * are bounded.
+   */
+  maxBytes?: number;
+  /** Estimates the heap bytes of one entry, key and per-entry overhead included. */
+  sizeOf?: (key: K, value: V) => number;
 }
 
-/** Key → value, bounded in entries and in age. */
+interface Entry<V> {
+  value: V;
+  storedAt: number;
+  bytes: number;
+}
+
+/** Key → value, bounded in entries, in age and, when asked, in estimated bytes. */
 export class FreshCache<K, V> {
-  #entries = new Map<K, { value: V; storedAt: number }>();
+  #entries = new Map<K, Entry<V>>();
   #maxEntries: number;
   #maxStaleMs: number;
+  #maxBytes: number;
+  #sizeOf: ((key: K, value: V) => number) | undefined;
+  #bytes = 0;
 
   /**
    * @param options the bounds
-   * @throws {RangeError} when `maxEntries` is not a positive integer or `maxStaleMs` is negative
+   * @throws {RangeError} when `maxEntries` or `maxBytes` is not a positive integer, `maxStaleMs`
+   *   is negative, or `maxBytes` comes without `sizeOf`
    */
-  constructor(options: FreshCacheOptions) {
+  constructor(options: FreshCacheOptions<K, V>) {
     if (!Number.isInteger(options.maxEntries) || options.maxEntries < 1) {
       throw new RangeError(
         `${options.name} "maxEntries" must be a positive integer, got "${options.maxEntries}"`,
@@ -34,8 +51,18 @@ export class FreshCache<K, V> {
     if (!Number.isFinite(options.maxStaleMs) || options.maxStaleMs < 0) {
       throw new RangeError(`${options.name} "maxStaleMs" must not be negative, got "${options.maxStaleMs}"`);
     }
+    if (options.maxBytes !== undefined) {
+      if (!Number.isInteger(options.maxBytes) || options.maxBytes < 1) {
+        throw new RangeError(
+          `${options.name} "maxBytes" must be a positive integer, got "${options.maxBytes}"`,
+        );
+      }
+      if (!options.sizeOf) throw new RangeError(`${options.name} "maxBytes" needs "sizeOf"`);
+    }
     this.#maxEntries = options.maxEntries;
     this.#maxStaleMs = options.maxStaleMs;
+    this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
+    this.#sizeOf = options.maxBytes === undefined ? undefined : options.sizeOf;
   }
 
   /**
@@ -50,26 +77,35 @@ export class FreshCache<K, V> {
     if (!entry) return undefined;
     this.#entries.delete(key);
     const age = now - entry.storedAt;
-    if (age < 0 || age >= this.#maxStaleMs) return undefined;
+    if (age < 0 || age >= this.#maxStaleMs) {
+      this.#bytes -= entry.bytes;
+      return undefined;
+    }
     this.#entries.set(key, entry);
     return { value: entry.value };
   }
 
   /**
-   * Stores an entry, evicting the least recently used beyond the bound.
+   * Stores an entry, evicting the least recently used beyond the bounds. An entry larger than
+   * `maxBytes` on its own is not stored (and replaces nothing: the old entry is dropped).
    *
    * @param key the key
    * @param value the value
    * @param now the current time, epoch ms
+   * @returns whether the entry was stored
    */
-  set(key: K, value: V, now: number): void {
-    this.#entries.delete(key);
-    this.#entries.set(key, { value, storedAt: now });
-    while (this.#entries.size > this.#maxEntries) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest === undefined) break;
-      this.#entries.delete(oldest);
+  set(key: K, value: V, now: number): boolean {
+    this.delete(key);
+    const bytes = this.#sizeOf?.(key, value) ?? 0;
+    if (bytes > this.#maxBytes) return false;
+    this.#entries.set(key, { value, storedAt: now, bytes });
+    this.#bytes += bytes;
+    while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
+      const oldest = this.#entries.keys().next();
+      if (oldest.done) break;
+      this.delete(oldest.value);
     }
+    return true;
   }
 
   /**
@@ -78,7 +114,10 @@ export class FreshCache<K, V> {
    * @param key the key
    */
   delete(key: K): void {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return;
     this.#entries.delete(key);
+    this.#bytes -= entry.bytes;
   }
 
   /**
@@ -87,11 +126,16 @@ export class FreshCache<K, V> {
    * @param matches the predicate
    */
   deleteWhere(matches: (value: V) => boolean): void {
-    for (const [key, entry] of this.#entries) if (matches(entry.value)) this.#entries.delete(key);
+    for (const [key, entry] of this.#entries) if (matches(entry.value)) this.delete(key);
   }
 
   /** Number of entries (fresh or not). */
   get size(): number {
     return this.#entries.size;
+  }
+
+  /** Estimated bytes of the entries held (0 without `sizeOf`). */
+  get bytes(): number {
+    return this.#bytes;
   }
 }

@@ -149,3 +149,14 @@ Deno.test("context cache rejects invalid bounds", () => {
   assert.throws(() => new ContextCache({ maxEntries: 1, maxBytes: 1.5, maxStaleMs: 0 }), RangeError);
   assert.throws(() => new ContextCache({ maxEntries: 1, maxBytes: 10, maxStaleMs: -1 }), RangeError);
 });
+
+Deno.test("context cache byte estimate counts the data held, not its JSON text", () => {
+  const small = estimateEntryBytes("u1", entry(T0, { recentViews: views(1) }));
+  const twenty = estimateEntryBytes("u1", entry(T0, { recentViews: views(20) }));
+  // Each view is an object, a string and a boxed timestamp: about 100 bytes of heap, where its
+  // JSON text is 30 characters.
+  assert.ok((twenty - small) / 19 >= 100, `${(twenty - small) / 19} bytes per view`);
+  const negative = estimateEntryBytes("u1", entry(T0, {}, true));
+  assert.ok(negative >= 250, `a negative entry is still ${negative} bytes`);
+  assert.ok(estimateEntryBytes("a-much-longer-user-id", entry(T0)) > estimateEntryBytes("u1", entry(T0)));
+});

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RelatedCache } from "../../lib/related_cache.ts";
+import { estimateRelatedEntryBytes, RelatedCache } from "../../lib/related_cache.ts";
 import { keys } from "../../lib/store.ts";
 
 Deno.test("related cache reads KV once per item while fresh, caches absence, and stays bounded", async () => {
@@ -24,6 +24,26 @@ Deno.test("related cache reads KV once per item while fresh, caches absence, and
     assert.equal(reads, 2, "re-read once stale");
     await cache.read(counting, ["a", "b", "c"], 1000);
     assert.equal(cache.size, 2);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("related cache is bounded in estimated bytes, so long lists cannot fill the isolate", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    const long = {
+      version: 1,
+      related: Array.from({ length: 500 }, (_, i) => ({ itemId: `item-${i}`, score: i / 500 })),
+    };
+    for (const itemId of ["p1", "p2", "p3"]) await kv.set(keys.related(itemId), long);
+    const one = estimateRelatedEntryBytes("p1", long);
+    assert.ok(one > 500 * 64, `a 500-item list is estimated at ${one} bytes`);
+    const cache = new RelatedCache({ maxEntries: 100, maxStaleMs: 1000, maxBytes: one * 2 });
+    await cache.read(kv, ["p1", "p2", "p3"], 0);
+    assert.equal(cache.size, 2);
+    assert.ok(cache.bytes <= one * 2);
+    assert.throws(() => new RelatedCache({ maxEntries: 1, maxStaleMs: 0, maxBytes: 0 }), RangeError);
   } finally {
     kv.close();
   }
