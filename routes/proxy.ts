@@ -10,12 +10,12 @@ import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/errors.
 import { REGION_HEADER } from "../lib/geo.ts";
 import { TRUSTED_USER_HEADER } from "../lib/identity.ts";
 import {
-  buildUpstreamUrl,
   downstreamResponseHeaders,
   fetchOrigin,
   headerValue,
   type OriginResponse,
   upstreamRequestHeaders,
+  upstreamUrls,
 } from "../lib/upstream.ts";
 import { contextView, visitorFor } from "./visitor.ts";
 import { observed, type RequestRecord, type ServeInfo } from "./observe.ts";
@@ -41,6 +41,7 @@ export function proxyHandler(deps: Deps): ProxyHandler {
     REGION_HEADER,
     ...config.countryHeaders,
   ]);
+  const upstreamUrl = upstreamUrls(config.originUrl);
   const publicHosts = new Set(config.publicHosts);
   const publicHost = (host: string) =>
     publicHosts.size === 0 || publicHosts.has(host.toLowerCase()) ? host : config.publicHosts[0]!;
@@ -60,11 +61,7 @@ export function proxyHandler(deps: Deps): ProxyHandler {
       return new Response(null, { status: decision.action.status, headers });
     }
 
-    const url = buildUpstreamUrl(
-      config.originUrl,
-      decision.action.path,
-      decision.action.search ?? facts.search,
-    );
+    const url = upstreamUrl(decision.action.path, decision.action.search ?? facts.search);
     const headers = upstreamRequestHeaders(request.headers, {
       clientIp: facts.clientIp,
       peerIp: facts.peerIp,
