@@ -63,6 +63,8 @@ export interface SyncReadableFile {
 const BLOCK_SIZE = 4096;
 // MaxMind DB format: the metadata starts within the last 128 KiB of the file.
 const METADATA_MAX_SIZE = 128 * 1024;
+// Answers an IpGeoDb remembers before it starts over (bounded memory).
+const RECENT_LOOKUPS = 4096;
 
 /**
  * An IP → country lookup over a MaxMind DB. Create once, share read-only.
@@ -73,6 +75,8 @@ const METADATA_MAX_SIZE = 128 * 1024;
  * and paging in the whole file, and the first lookup is already exact.
  */
 export class IpGeoDb {
+  // Recent answers ("" for no country): clients come back, and a lookup walks the tree.
+  readonly #recent = new Map<string, string>();
   #reader: Reader<Response>;
   #info: IpGeoDbInfo;
   #bytes: Uint8Array;
@@ -156,16 +160,23 @@ export class IpGeoDb {
    * ```
    */
   lookup(ip: string): string | undefined {
+    const known = this.#recent.get(ip);
+    if (known !== undefined) return known || undefined;
     const address = publicAddress(ip);
     if (address === undefined) return undefined;
+    let country: string | undefined;
     try {
       if (this.#loaded !== undefined) {
         this.#walk(address.bytes, address.bytes.length === 4 ? this.#ipv4Start : 0);
       }
-      return countryOf(this.#reader.get(address.text));
+      country = countryOf(this.#reader.get(address.text));
     } catch {
+      // Not remembered: a failed block read is retried by the next lookup.
       return undefined;
     }
+    if (this.#recent.size >= RECENT_LOOKUPS) this.#recent.clear();
+    this.#recent.set(ip, country ?? "");
+    return country;
   }
 
   // Walks the search tree along the bits of `address` from `node`, reading the blocks it

@@ -139,6 +139,36 @@ export function buildUpstreamUrl(origin: URL, path: string, search: string): URL
   return url;
 }
 
+/** A query as a parsed URL serialises it: nothing a parser would encode, strip or end at. */
+const SERIALISED_QUERY = /^\?[\x21-\x22\x24-\x7e]*$/;
+
+/** Paths an {@linkcode upstreamUrls} builder remembers before it starts over. */
+const UPSTREAM_PATHS_REMEMBERED = 4096;
+
+/**
+ * A faster {@linkcode buildUpstreamUrl} for the request path: each distinct path is built and
+ * checked once (two URL parses), and the query is appended to the remembered result, which
+ * cannot change its origin or path. A query that is not already in serialised form (a leading
+ * `?`, then printable ASCII without `#`, as a parsed request URL gives it) goes through the
+ * full build.
+ *
+ * @param origin the configured `ORIGIN_URL`
+ * @returns `(path, search) => href`, throwing {@linkcode BadPathError} like `buildUpstreamUrl`
+ */
+export function upstreamUrls(origin: URL): (path: string, search: string) => string {
+  const built = new Map<string, string>();
+  return (path, search) => {
+    if (search !== "" && !SERIALISED_QUERY.test(search)) return buildUpstreamUrl(origin, path, search).href;
+    let base = built.get(path);
+    if (base === undefined) {
+      base = buildUpstreamUrl(origin, path, "").href;
+      if (built.size >= UPSTREAM_PATHS_REMEMBERED) built.clear();
+      built.set(path, base);
+    }
+    return base + search;
+  };
+}
+
 /** What the edge knows about the hop when it rewrites forwarding headers. */
 export interface ForwardingInfo {
   /** The canonical client address (see `clientAddress`). */
@@ -297,7 +327,7 @@ export interface FetchOriginOptions {
   /**
    * Longest silence of the origin while the body is being read and the client is waiting for
    * more (default: `timeoutMs`). See {@linkcode guardBodyIdle}; a small body read whole (see
-   * {@linkcode BUFFERED_BODY_MAX}) is held to the same limit between its chunks.
+   * {@linkcode BUFFERED_BODY_MAX}) must arrive completely within this time.
    */
   bodyIdleTimeoutMs?: number;
   /** Aborts the upstream request, e.g. when the client goes away. */
@@ -325,24 +355,27 @@ export interface OriginResponse {
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
 /**
- * Bodies up to this many bytes (by an uncompressed `Content-Length`) are read whole before the
- * response starts, so `Deno.serve` sends bytes instead of pulling a JS stream per response,
- * and a stall becomes a clean 504 instead of a cut-off body. Larger or unsized bodies stream, so time to first byte
- * never waits for a big page.
+ * Bodies up to this many bytes (by an uncompressed `Content-Length`) are "small": they are read
+ * whole, in one native read, before the response starts, within `bodyIdleTimeoutMs` in total.
+ * A JS stream per response (the idle guard) cost more than the rest of the proxy path; for a
+ * small body the wait is short, and a stall becomes a clean 504 instead of a cut-off body.
+ * (Aborting the fetch does not stop a body `Deno.serve` pipes natively, so passing it through
+ * unguarded is not an option.) Larger or unsized bodies stream through the idle guard, so time
+ * to first byte never waits for a big page and a slow but steady origin is never cut off.
  */
 export const BUFFERED_BODY_MAX = 64 * 1024;
 
 /**
  * Sends a request to the origin with the body streamed, redirects not followed, a timeout on
- * the response headers, and then an idle limit on the body: a small body with a
- * `Content-Length` (at most {@linkcode BUFFERED_BODY_MAX}, not compressed) is read whole, and
- * answered 504 when the origin goes silent for `bodyIdleTimeoutMs` before it ends; any other
- * body streams for as long as it takes, but an origin that goes
- * silent mid-body for longer than `bodyIdleTimeoutMs` while the client waits is cut off (the
- * body stream errors, the client connection is closed, and the upstream connection is
- * released) instead of holding both connections forever.
+ * the response headers, and then a limit on the body, so a stalled origin never holds the
+ * client's and the origin's connections forever:
+ * - a small body (a `Content-Length` of at most {@linkcode BUFFERED_BODY_MAX}, not compressed)
+ *   is read whole and must arrive within `bodyIdleTimeoutMs` in total, else the answer is 504;
+ * - any other body streams for as long as it takes, but an origin that goes silent mid-body for
+ *   longer than `bodyIdleTimeoutMs` while the client waits is cut off (the body stream errors,
+ *   the client connection is closed, and the upstream connection is released).
  *
- * @param url the upstream URL from {@linkcode buildUpstreamUrl}
+ * @param url the upstream URL from {@linkcode buildUpstreamUrl} or {@linkcode upstreamUrls}
  * @param init method, headers and body of the upstream request
  * @param options fetch, timeouts, client signal
  * @returns the origin's answer
@@ -351,7 +384,7 @@ export const BUFFERED_BODY_MAX = 64 * 1024;
  * @throws {ClientClosedError} when the client went away first
  */
 export async function fetchOrigin(
-  url: URL,
+  url: URL | string,
   init: { method: string; headers: HeadersInit; body: ReadableStream<Uint8Array> | null },
   options: FetchOriginOptions,
 ): Promise<OriginResponse> {
@@ -398,9 +431,11 @@ export async function fetchOrigin(
     return answer;
   }
   const idleMs = options.bodyIdleTimeoutMs ?? options.timeoutMs;
-  if (readsWhole(response.headers)) {
+  if (isSmallBody(response.headers)) {
+    // One native read of the whole body (`bytes()`), not a JS stream per response.
+    const cancel = deadlines.arm(idleMs, expire);
     try {
-      answer.body = await readSmallBody(response.body, () => deadlines.arm(idleMs, expire));
+      answer.body = await response.bytes();
       return answer;
     } catch {
       if (timedOut && !options.signal?.aborted) {
@@ -408,6 +443,8 @@ export async function fetchOrigin(
         throw new OriginTimeoutError(idleMs);
       }
       throw failure();
+    } finally {
+      cancel();
     }
   }
   answer.body = guardBodyIdle(response.body, {
@@ -421,43 +458,8 @@ export async function fetchOrigin(
   return answer;
 }
 
-/**
- * Reads a small body whole, with the idle deadline re-armed for every chunk (so an origin
- * that sends slowly but steadily is not cut off).
- */
-async function readSmallBody(
-  body: ReadableStream<Uint8Array>,
-  armIdle: () => () => void,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const cancel = armIdle();
-    let result: ReadableStreamReadResult<Uint8Array>;
-    try {
-      result = await reader.read();
-    } finally {
-      cancel();
-    }
-    if (result.done) break;
-    chunks.push(result.value);
-    size += result.value.byteLength;
-  }
-  if (chunks.length === 1 && chunks[0]!.buffer instanceof ArrayBuffer) {
-    return chunks[0] as Uint8Array<ArrayBuffer>;
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
-}
-
 /** Whether a body is small, sized and uncompressed (so reading it whole is bounded). */
-function readsWhole(headers: Headers): boolean {
+function isSmallBody(headers: Headers): boolean {
   const length = headers.get("content-length");
   if (length === null || !/^\d{1,6}$/.test(length) || Number(length) > BUFFERED_BODY_MAX) return false;
   const encoding = headers.get("content-encoding");

@@ -10,13 +10,21 @@ import { errorBody } from "../lib/errors.ts";
 import { requestIdFrom } from "../lib/facts.ts";
 import { ofrepRoutes } from "./ofrep.ts";
 import { opsRoutes, wellKnownRoutes } from "./ops.ts";
-import { pathOf, type ProxyHandler, proxyHandler, type ServeInfo } from "./proxy.ts";
+import { type ProxyHandler, proxyHandler } from "./proxy.ts";
 import { syncRoutes } from "./sync.ts";
 import type { AppEnv } from "./env.ts";
 import { metricsRoutes } from "./metrics.ts";
 import { rulesRoutes } from "./rules.ts";
-import { edgeRoutes } from "./edge.ts";
-import { errorResponse, recordRequest, type RequestRecord, stampResponse } from "./observe.ts";
+import { edgeHandlers } from "./edge.ts";
+import {
+  errorResponse,
+  observed,
+  pathOf,
+  recordRequest,
+  type RequestRecord,
+  type ServeInfo,
+  stampResponse,
+} from "./observe.ts";
 
 /** The application: `fetch` is the request handler for `Deno.serve`. */
 export interface EdgeApp {
@@ -33,9 +41,11 @@ export interface EdgeApp {
 }
 
 /**
- * Builds the application: the edge's own endpoints (`/_edge/*`, `/.well-known/*`, `/ofrep/*`)
- * are Hono routers behind the observe middleware and the error handler; every other request
- * goes straight to the proxy handler, which observes itself the same way.
+ * Builds the application. The hot paths are plain handlers, observed the same way as the
+ * routers (`observed`): the proxy for the origin's paths, and the edge-served reads
+ * (`GET /_edge/context`, `GET /_edge/recommendations`). The edge's other endpoints
+ * (`/_edge/*`, `/.well-known/*`, `/ofrep/*`) are Hono routers behind the observe middleware
+ * and the error handler.
  *
  * @param deps the service's dependencies
  * @returns the application
@@ -43,8 +53,15 @@ export interface EdgeApp {
 export function createApp(deps: Deps): EdgeApp {
   const proxy = proxyHandler(deps);
   const routers = createRouters(deps, proxy);
+  const edge = edgeHandlers(deps);
+  const context = observed(deps, edge.context);
+  const recommendations = observed(deps, edge.recommendations);
   const fetch = (request: Request, info?: ServeInfo): Promise<Response> => {
     const path = pathOf(request.url);
+    if (request.method === "GET" || request.method === "HEAD") {
+      if (path === "/_edge/context") return context(request, info);
+      if (path === "/_edge/recommendations") return recommendations(request, info);
+    }
     // Hono decodes percent-encoded paths before routing, so those go through it too.
     if (
       path.startsWith("/_edge") || path.startsWith("/.well-known/") || path.startsWith("/ofrep/") ||
@@ -82,13 +99,6 @@ function createRouters(deps: Deps, proxy: ProxyHandler): Hono<AppEnv> {
       path: c.req.path,
       status: c.res.status,
       totalMs: deps.mono() - start,
-      originMs: c.get("originMs"),
-      decision: c.get("decision"),
-      facts: c.get("facts"),
-      stages: c.get("stages"),
-      visitorKey: c.get("visitorKey"),
-      loggedIn: c.get("loggedIn"),
-      contextOutcome: c.get("contextOutcome"),
     };
     stampResponse(c.res.headers, record);
     recordRequest(deps, record);
@@ -100,7 +110,6 @@ function createRouters(deps: Deps, proxy: ProxyHandler): Hono<AppEnv> {
   app.route("/_edge", metricsRoutes(deps, deps.metrics));
   app.route("/_edge", syncRoutes(deps));
   app.route("/_edge", rulesRoutes(deps));
-  app.route("/_edge", edgeRoutes(deps));
   app.all("/_edge/*", (c) => {
     c.header("cache-control", "no-store");
     return c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404);

@@ -3,16 +3,14 @@
  * Edge-served responses under `/_edge` — no origin round trip: the visitor's own edge context
  * for client-side rendering, and "you might also like" recommendations.
  */
-import { Hono } from "hono";
-import { zValidator } from "@hono/zod-validator";
 import { z } from "zod";
 import type { Deps } from "../lib/deps.ts";
 import { DEFAULT_RECOMMENDATIONS, loadRecommendations, MAX_RECOMMENDATIONS } from "../lib/recommend.ts";
 import { responseCookies } from "../lib/edge_headers.ts";
 import { finishResponseHeaders } from "../lib/cache_headers.ts";
-import type { AppEnv } from "./env.ts";
-import { contextView, resolveVisitor, type Visitor } from "./visitor.ts";
-import { validationHook } from "./validation.ts";
+import { contextView, type Visitor, visitorFor } from "./visitor.ts";
+import { invalidRequestBody } from "./validation.ts";
+import type { ObservedHandler } from "./observe.ts";
 
 const RecommendationsQuery = z.object({
   limit: z.coerce.number({ error: "must be a number" }).int("must be a whole number")
@@ -20,29 +18,51 @@ const RecommendationsQuery = z.object({
     .default(DEFAULT_RECOMMENDATIONS),
 });
 
+/** The edge-served endpoints, as plain handlers (see `observed`). */
+export interface EdgeHandlers {
+  /** `GET /_edge/context`. */
+  context: ObservedHandler;
+  /** `GET /_edge/recommendations`. */
+  recommendations: ObservedHandler;
+}
+
 /**
- * The edge-served router.
+ * The edge-served endpoints. They are plain handlers, not a router: they answer on every page
+ * view of a client-rendered site, and a framework's dispatch and validator middleware showed
+ * up in their profile.
  *
  * @param deps the service's dependencies
- * @returns routes for `/context` and `/recommendations`, to be mounted under `/_edge`
+ * @returns the handlers for `/_edge/context` and `/_edge/recommendations`
  */
-export function edgeRoutes(deps: Deps): Hono<AppEnv> {
-  const app = new Hono<AppEnv>();
+export function edgeHandlers(deps: Deps): EdgeHandlers {
+  return {
+    async context(request, info, record) {
+      const limit = limitOf(request.url);
+      if (typeof limit !== "number") return limit;
+      const visitor = await visitorFor(request, info, record, deps);
+      const recommendations = await recommendationsFor(visitor, deps, limit);
+      return edgeJson(visitor, { ...contextView(visitor), recommendations });
+    },
+    async recommendations(request, info, record) {
+      const limit = limitOf(request.url);
+      if (typeof limit !== "number") return limit;
+      const visitor = await visitorFor(request, info, record, deps);
+      const items = await recommendationsFor(visitor, deps, limit);
+      return edgeJson(visitor, { items });
+    },
+  };
+}
 
-  app.get("/context", zValidator("query", RecommendationsQuery, validationHook), async (c) => {
-    const visitor = await resolveVisitor(c, deps);
-    const recommendations = await recommendationsFor(visitor, deps, c.req.valid("query").limit);
-    const body = { ...contextView(visitor), recommendations };
-    return edgeJson(visitor, body);
+/** The `limit` query parameter, or the 400 answer naming the problem. */
+function limitOf(url: string): number | Response {
+  const query = url.indexOf("?");
+  const params = query < 0 ? {} : Object.fromEntries(new URLSearchParams(url.slice(query + 1)));
+  const parsed = RecommendationsQuery.safeParse(params);
+  if (parsed.success) return parsed.data.limit;
+  return Response.json(invalidRequestBody(parsed.error.issues), {
+    status: 400,
+    headers: { "cache-control": "no-store" },
   });
-
-  app.get("/recommendations", zValidator("query", RecommendationsQuery, validationHook), async (c) => {
-    const visitor = await resolveVisitor(c, deps);
-    const items = await recommendationsFor(visitor, deps, c.req.valid("query").limit);
-    return edgeJson(visitor, { items });
-  });
-
-  return app;
 }
 
 async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {

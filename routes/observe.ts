@@ -8,7 +8,76 @@ import type { Deps } from "../lib/deps.ts";
 import type { Decision } from "../lib/decide.ts";
 import type { Facts } from "../lib/facts.ts";
 import { EdgeError, errorBody } from "../lib/errors.ts";
+import { requestIdFrom } from "../lib/facts.ts";
 import { routeClassOf } from "../lib/metrics.ts";
+
+/** The connection facts `Deno.serve` gives a handler (absent under tests' `app.request`). */
+export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | undefined;
+
+/** A plain request handler that fills in what it learns on the request's record. */
+export type ObservedHandler = (request: Request, info: ServeInfo, record: RequestRecord) => Promise<Response>;
+
+/**
+ * Wraps a plain handler so that it is observed and its errors mapped exactly as the Hono
+ * routers' are (`routes/app.ts`): a request id, the error answer, `X-Request-Id` and
+ * `Server-Timing`, metrics, the log line and the decision log entry. The hot paths (the proxy
+ * and the edge-served reads) are plain handlers because a framework's dispatch showed up in
+ * their profiles.
+ *
+ * @param deps the service's dependencies
+ * @param handler the handler; it may set `decision`, `facts`, `stages`, … on the record
+ * @returns a `Deno.serve`-style handler
+ */
+export function observed(
+  deps: Deps,
+  handler: ObservedHandler,
+): (request: Request, info: ServeInfo) => Promise<Response> {
+  return async (request, info) => {
+    const start = deps.mono();
+    const record: RequestRecord = {
+      requestId: requestIdFrom(request.headers, deps.randomId),
+      method: request.method,
+      path: pathOf(request.url),
+      status: 0,
+      totalMs: 0,
+    };
+    let response: Response;
+    try {
+      response = await handler(request, info, record);
+    } catch (error) {
+      response = errorResponse(deps, error, record.requestId);
+    }
+    record.status = response.status;
+    record.totalMs = deps.mono() - start;
+    stampResponse(response.headers, record);
+    recordRequest(deps, record);
+    return response;
+  };
+}
+
+/**
+ * The peer address of a connection (`0.0.0.0` when unknown, e.g. a Unix socket).
+ *
+ * @param info the connection facts
+ * @returns the peer's IP address
+ */
+export function peerOf(info: ServeInfo): string {
+  const addr = info?.remoteAddr;
+  return addr && "hostname" in addr ? addr.hostname : "0.0.0.0";
+}
+
+/**
+ * The path of a request URL without parsing the whole URL.
+ *
+ * @param url an absolute URL
+ * @returns its path (without the query)
+ */
+export function pathOf(url: string): string {
+  const start = url.indexOf("/", url.indexOf("//") + 2);
+  if (start < 0) return "/";
+  const query = url.indexOf("?", start);
+  return url.slice(start, query < 0 ? undefined : query);
+}
 
 /** What is known about a finished request. */
 export interface RequestRecord {

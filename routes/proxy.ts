@@ -9,41 +9,25 @@ import { responseCookies, setDecisionHeaders } from "../lib/edge_headers.ts";
 import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/errors.ts";
 import { REGION_HEADER } from "../lib/geo.ts";
 import { TRUSTED_USER_HEADER } from "../lib/identity.ts";
-import { requestIdFrom } from "../lib/facts.ts";
 import {
-  buildUpstreamUrl,
   downstreamResponseHeaders,
   fetchOrigin,
   headerValue,
   type OriginResponse,
   upstreamRequestHeaders,
+  upstreamUrls,
 } from "../lib/upstream.ts";
-import { contextView, visitorOf } from "./visitor.ts";
-import { errorResponse, recordRequest, type RequestRecord, stampResponse } from "./observe.ts";
+import { contextView, visitorFor } from "./visitor.ts";
+import { observed, type RequestRecord, type ServeInfo } from "./observe.ts";
 import { rewriteHtmlResponse } from "../lib/html_slots.ts";
-
-/** The connection facts `Deno.serve` gives a handler (absent under tests' `app.request`). */
-export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | undefined;
-
-/**
- * The peer address of a connection (`0.0.0.0` when unknown, e.g. a Unix socket).
- *
- * @param info the connection facts
- * @returns the peer's IP address
- */
-export function peerOf(info: ServeInfo): string {
-  const addr = info?.remoteAddr;
-  return addr && "hostname" in addr ? addr.hostname : "0.0.0.0";
-}
 
 /** Serves one request through the proxy pipeline. */
 export type ProxyHandler = (request: Request, info: ServeInfo) => Promise<Response>;
 
 /**
  * The proxy: a plain handler rather than a router, because it serves almost every request
- * and a framework's dispatch showed up in its profile. It observes itself (log line, metrics,
- * decision log, `X-Request-Id`, `Server-Timing`) and maps its own errors, exactly as the
- * Hono routers do through `routes/app.ts`.
+ * and a framework's dispatch showed up in its profile; `observed` gives it the same log line,
+ * metrics, decision log, `X-Request-Id`, `Server-Timing` and error answers as the routers.
  *
  * @param deps the service's dependencies
  * @returns a handler that forwards every request it is given to the origin
@@ -57,26 +41,14 @@ export function proxyHandler(deps: Deps): ProxyHandler {
     REGION_HEADER,
     ...config.countryHeaders,
   ]);
+  const upstreamUrl = upstreamUrls(config.originUrl);
   const publicHosts = new Set(config.publicHosts);
   const publicHost = (host: string) =>
     publicHosts.size === 0 || publicHosts.has(host.toLowerCase()) ? host : config.publicHosts[0]!;
 
   async function forward(request: Request, info: ServeInfo, record: RequestRecord): Promise<Response> {
-    const stages: Record<string, number> = {};
-    record.stages = stages;
-    const visitor = await visitorOf(
-      request,
-      peerOf(info),
-      record.requestId,
-      deps,
-      stages,
-    );
-    const { facts, identity, context, decision, rules } = visitor;
-    record.facts = facts;
-    record.decision = decision;
-    record.visitorKey = identity.key;
-    record.loggedIn = identity.userId !== undefined;
-    record.contextOutcome = visitor.contextOutcome;
+    const visitor = await visitorFor(request, info, record, deps);
+    const { facts, identity, context, decision, rules, stages } = visitor;
     const cookies = responseCookies(identity, {
       decision,
       secure: facts.proto === "https",
@@ -89,11 +61,7 @@ export function proxyHandler(deps: Deps): ProxyHandler {
       return new Response(null, { status: decision.action.status, headers });
     }
 
-    const url = buildUpstreamUrl(
-      config.originUrl,
-      decision.action.path,
-      decision.action.search ?? facts.search,
-    );
+    const url = upstreamUrl(decision.action.path, decision.action.search ?? facts.search);
     const headers = upstreamRequestHeaders(request.headers, {
       clientIp: facts.clientIp,
       peerIp: facts.peerIp,
@@ -173,38 +141,5 @@ export function proxyHandler(deps: Deps): ProxyHandler {
     });
   }
 
-  return async (request, info) => {
-    const start = deps.mono();
-    const record: RequestRecord = {
-      requestId: requestIdFrom(request.headers, deps.randomId),
-      method: request.method,
-      path: pathOf(request.url),
-      status: 0,
-      totalMs: 0,
-    };
-    let response: Response;
-    try {
-      response = await forward(request, info, record);
-    } catch (error) {
-      response = errorResponse(deps, error, record.requestId);
-    }
-    record.status = response.status;
-    record.totalMs = deps.mono() - start;
-    stampResponse(response.headers, record);
-    recordRequest(deps, record);
-    return response;
-  };
-}
-
-/**
- * The path of a request URL without parsing the whole URL.
- *
- * @param url an absolute URL
- * @returns its path (without the query)
- */
-export function pathOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  if (start < 0) return "/";
-  const query = url.indexOf("?", start);
-  return url.slice(start, query < 0 ? undefined : query);
+  return observed(deps, forward);
 }

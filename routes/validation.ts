@@ -1,7 +1,8 @@
 /**
  * @module
- * The one validation hook every router uses with `@hono/zod-validator`: a failed parse becomes
- * a 400 with the house error body naming each field, never the raw zod result.
+ * The one validation hook every router uses with `@hono/zod-validator`, and the body it sends
+ * (also used by the plain handlers): a failed parse becomes a 400 with the house error body
+ * naming each field, never the raw zod result.
  */
 import type { Context } from "hono";
 import { errorBody } from "../lib/errors.ts";
@@ -21,10 +22,20 @@ interface FailedResult {
  */
 export function validationHook(result: { success: true } | FailedResult, c: Context): Response | undefined {
   if (result.success) return undefined;
-  const fields = result.error.issues.map((issue) => ({
+  return c.json(invalidRequestBody(result.error.issues), 400);
+}
+
+/**
+ * The house 400 body for failed validation: `invalid_request`, each field and its problem.
+ *
+ * @param issues the validation issues (zod's)
+ * @returns the error body
+ */
+export function invalidRequestBody(issues: FailedResult["error"]["issues"]): ReturnType<typeof errorBody> {
+  const fields = issues.map((issue) => ({
     field: issue.path.map(String).join(".") || "(root)",
     message: issue.message,
   }));
   const summary = fields.map((f) => `"${f.field}" ${f.message}`).join("; ");
-  return c.json(errorBody("invalid_request", `Invalid request: ${summary}`, { fields }), 400);
+  return errorBody("invalid_request", `Invalid request: ${summary}`, { fields });
 }

@@ -4,7 +4,6 @@
  * proxy and by the edge-served endpoints, so every route sees the visitor the same way. Each
  * stage's duration is recorded for metrics and decision logs.
  */
-import type { Context } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { type Facts, gatherFacts } from "../lib/facts.ts";
 import { type Identity, resolveIdentity } from "../lib/identity.ts";
@@ -12,7 +11,7 @@ import { type EdgeUserContext, loadUserContext } from "../lib/context.ts";
 import { decide, type Decision } from "../lib/decide.ts";
 import type { CompiledRules } from "../lib/rules.ts";
 import { readThroughLabel } from "../lib/metrics.ts";
-import type { AppEnv } from "./env.ts";
+import { peerOf, type RequestRecord, type ServeInfo } from "./observe.ts";
 
 /** Everything the front half of the pipeline learned about a request. */
 export interface Visitor {
@@ -28,29 +27,30 @@ export interface Visitor {
 }
 
 /**
- * Runs facts, identity, context and decide for the request in `c`, and records the decision,
- * the stage timings and the context outcome on the context variables.
+ * Runs facts, identity, context and decide for a request served by a plain handler, and
+ * notes the decision, the stage timings and the context outcome on the request's record.
  *
- * @param c the Hono context
+ * @param request the request
+ * @param info the connection facts
+ * @param record the request's record (see `observed`)
  * @param deps the service's dependencies
  * @returns the visitor
  * @throws {BadPathError} when the path cannot be forwarded safely
  */
-export async function resolveVisitor(c: Context<AppEnv>, deps: Deps): Promise<Visitor> {
+export async function visitorFor(
+  request: Request,
+  info: ServeInfo,
+  record: RequestRecord,
+  deps: Deps,
+): Promise<Visitor> {
   const stages: Record<string, number> = {};
-  c.set("stages", stages);
-  const visitor = await visitorOf(
-    c.req.raw,
-    c.env?.remoteAddr?.hostname ?? "0.0.0.0",
-    c.get("requestId"),
-    deps,
-    stages,
-  );
-  c.set("facts", visitor.facts);
-  c.set("visitorKey", visitor.identity.key);
-  c.set("loggedIn", visitor.identity.userId !== undefined);
-  c.set("contextOutcome", visitor.contextOutcome);
-  c.set("decision", visitor.decision);
+  record.stages = stages;
+  const visitor = await visitorOf(request, peerOf(info), record.requestId, deps, stages);
+  record.facts = visitor.facts;
+  record.decision = visitor.decision;
+  record.visitorKey = visitor.identity.key;
+  record.loggedIn = visitor.identity.userId !== undefined;
+  record.contextOutcome = visitor.contextOutcome;
   return visitor;
 }
 

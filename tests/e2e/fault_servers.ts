@@ -40,11 +40,12 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * | `/echo…`              | 200 JSON of the request headers (healthy)                          |
  * | `/hang-headers`       | reads the request, never answers (until the edge gives up)         |
  * | `/hang-body`          | headers and 7 of 100 000 bytes, then silence                       |
+ * | `/hang-small-body`    | headers and 7 of 100 bytes, then silence                           |
  * | `/truncate-body`      | headers and 7 of 100 000 bytes, then FIN                           |
  * | `/reset-before-head`  | closes with the request body unread (RST) before any answer        |
  * | `/reset-body`         | headers and 7 bytes, then closes with the request body unread (RST) |
  * | `/slow-head`          | the head one byte at a time, slower overall than the edge's timeout |
- * | `/slow-body`          | quick head, then the body one byte at a time (each gap short)       |
+ * | `/slow-body`          | quick head, then an unsized body one byte at a time (gaps short)    |
  * | `/status-500`, `-503` | that status with a small text body                                 |
  * | `/malformed-header`   | a header line without a colon                                      |
  * | `/malformed-status`   | a status line that is not HTTP                                     |
@@ -110,6 +111,9 @@ export function startFaultOrigin(): FaultOrigin {
     } else if (path === "/hang-body") {
       await write(partial);
       await untilPeerCloses(conn);
+    } else if (path === "/hang-small-body") {
+      await write(partial.replace("content-length: 100000", "content-length: 100"));
+      await untilPeerCloses(conn);
     } else if (path === "/truncate-body") {
       await write(partial);
     } else if (path === "/reset-before-head") {
@@ -125,9 +129,9 @@ export function startFaultOrigin(): FaultOrigin {
       }
     } else if (path === "/slow-body") {
       const body = "0123456789abcdefghijklmnopqrstuvwxyz";
-      await write(
-        `HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\nconnection: close\r\n\r\n`,
-      );
+      // Delimited by the close, not sized: the idle limit (not the total one of small sized
+      // bodies) applies.
+      await write(`HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\n`);
       for (const byte of encoder.encode(body)) {
         await sleep(DRIBBLE_GAP_MS);
         await write(new Uint8Array([byte]));

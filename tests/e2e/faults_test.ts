@@ -125,6 +125,11 @@ Deno.test("the service survives origin and backend faults and a sync during load
       await assertServing(service);
     });
 
+    await t.step("origin stalling inside a small sized body → 504 JSON (read whole first)", async () => {
+      assertErrorBody(await get(`${service.url}/hang-small-body`), 504, "origin_timeout");
+      await assertServing(service);
+    });
+
     await t.step("origin dribbling its head slower than the timeout → 504 JSON", async () => {
       assertErrorBody(await get(`${service.url}/slow-head`), 504, "origin_timeout");
       await assertServing(service);

@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { buildUpstreamUrl, checkInboundPath } from "../../lib/upstream.ts";
+import { buildUpstreamUrl, checkInboundPath, upstreamUrls } from "../../lib/upstream.ts";
 import { BadPathError } from "../../lib/errors.ts";
 
 const ORIGINS = [
@@ -125,6 +125,35 @@ Deno.test("property: checkInboundPath and buildUpstreamUrl are total on raw, unn
       // Even a path that skipped the inbound check (a rule target, say) cannot move the host.
       assertStaysOnOrigin(origin, checked ?? raw, search);
     }),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("property: upstreamUrls (remembered paths, appended queries) fetches exactly what buildUpstreamUrl builds", () => {
+  const builders = new Map(ORIGINS.map((origin) => [origin, upstreamUrls(origin)]));
+  fc.assert(
+    fc.property(
+      pathArb,
+      searchArb,
+      fc.constantFrom(...ORIGINS),
+      fc.boolean(),
+      (raw, search, origin, again) => {
+        const build = builders.get(origin)!;
+        const outcome = (f: () => string) => {
+          try {
+            return f();
+          } catch (error) {
+            assert.ok(error instanceof BadPathError, `unexpected ${String(error)}`);
+            return "BadPathError";
+          }
+        };
+        const expected = outcome(() => buildUpstreamUrl(origin, raw, search).href);
+        // Twice when asked: the second call answers from the remembered path.
+        if (again) outcome(() => build(raw, ""));
+        const fast = outcome(() => build(raw, search));
+        assert.equal(fast === "BadPathError" ? fast : new URL(fast).href, expected);
+      },
+    ),
     { numRuns: 2000 },
   );
 });
