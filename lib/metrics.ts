@@ -6,7 +6,24 @@
  * number of series stays bounded whatever the traffic (no user ids, no raw paths, regions capped
  * to the ones the rules know).
  */
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import type * as PromClient from "prom-client";
+// The package's index also loads its push gateway (node:http, node:https, node:zlib), cluster
+// aggregation and default process metrics, none of which is used here: importing the metric
+// classes alone cut prom-client's share of start-up from ~120–190 ms to ~13–50 ms. The deep
+// modules have no type declarations, hence the casts to the package's own types.
+import RegistryModule from "prom-client/lib/registry.js";
+import CounterModule from "prom-client/lib/counter.js";
+import GaugeModule from "prom-client/lib/gauge.js";
+import HistogramModule from "prom-client/lib/histogram.js";
+
+const Registry = RegistryModule as unknown as typeof PromClient.Registry;
+type Registry = PromClient.Registry;
+const Counter = CounterModule as unknown as typeof PromClient.Counter;
+type Counter<T extends string = string> = PromClient.Counter<T>;
+const Gauge = GaugeModule as unknown as typeof PromClient.Gauge;
+type Gauge<T extends string = string> = PromClient.Gauge<T>;
+const Histogram = HistogramModule as unknown as typeof PromClient.Histogram;
+type Histogram<T extends string = string> = PromClient.Histogram<T>;
 
 /** Route classes a request is counted under. */
 export const ROUTE_CLASSES = ["proxy", "edge", "sync", "ofrep", "ops"] as const;
