@@ -7,8 +7,10 @@
  * prints "raw … N× faster than applyEvents", so the ratio is 1 / N (or N when it says "slower").
  *
  * Both stores are first filled with the same number of batches, so that every user already
- * holds more than `RECENT_VIEWS_MAX` views and apply pays its steady-state cost (a large store,
- * compactions: see `lib/sync/views.ts`), not the cost of writing into an empty store.
+ * holds more than `RECENT_VIEWS_MAX` views and apply pays its steady-state cost, not the cost of
+ * writing into an empty store: compactions (about one view in 64, see `lib/sync/views.ts`) list
+ * each compacted user's views and delete every one beyond the newest `RECENT_VIEWS_MAX` items, so
+ * in the steady state each view written is also deleted once.
  *
  * ```sh
  * deno bench bench/sync_bench.ts

@@ -26,10 +26,11 @@
  * key holds `-at`, so a user's views list newest first and, at equal `at`, by item id — the order
  * of recent views. A read takes the first view of each item (its newest) until it has
  * `RECENT_VIEWS_MAX` items, skipping views at or before the user's erasure tombstone. Sync
- * deletes now and then the older views of the items a read scans, and erased views
- * (`lib/sync/views.ts`); views beyond those expire (KV `expireIn`). The single-value key of
- * layout 1 is no longer written but still merged into reads (and filtered by erasure) until it
- * expires, at most `VIEW_TTL_DAYS` after the upgrade.
+ * deletes now and then every view a read cannot return — older views of an item, views beyond
+ * the newest `RECENT_VIEWS_MAX` items, erased views (`lib/sync/views.ts`) — and what is left
+ * expires with KV's `expireIn`. The single-value key of layout 1 is no longer written but still
+ * merged into reads (and filtered by erasure) until it expires, at most `VIEW_TTL_DAYS` after the
+ * upgrade.
  *
  * Rule sets are immutable per version. The control record has one entry per kept version (and per
  * version a promote or rollback named before its rule set arrived), highest version first, holding

@@ -2,26 +2,26 @@
  * @module
  * Views in the per-view KV layout (layout 2, see `lib/store.ts`): sync writes each view under
  * its own key without reading anything, and now and then compacts a user's views: it deletes
- * the older views of the items a read scans (so reads stay one short round trip) and, after an
- * erasure, every view at or before it. Views that fall beyond the newest `RECENT_VIEWS_MAX`
- * items are left to expire (`expireIn`): deleting them too would cost a listing and a deletion
- * per view written, more than the write itself.
+ * every view a read can no longer return — older views of an item, views of items beyond the
+ * newest `RECENT_VIEWS_MAX`, and, after an erasure, every view at or before it. A user thus holds
+ * about `RECENT_VIEWS_MAX` views plus those written since the last compaction; doing this per
+ * compaction rather than per write keeps its listing and deletions off most writes.
  */
-import { keys, listViewWindow, parseViewEntry, recentViews } from "../store.ts";
+import { keys, parseViewEntry, recentViews, type StoredView } from "../store.ts";
 import type { ViewEvent } from "./schema.ts";
 
 /**
  * A user is compacted after about this many views written (chosen by a hash of each view, so
- * without reading), or when one batch writes this many of theirs: a read then scans about
- * `RECENT_VIEWS_MAX` entries plus the re-views since the last compaction.
+ * without reading), or when one batch writes this many of theirs: a user then holds, and a read
+ * scans, about `RECENT_VIEWS_MAX` entries plus the views written since the last compaction.
  */
 export const DEFAULT_COMPACT_EVERY = 64;
 
 /** Deletions per atomic commit of a compaction: KV allows 1000 mutations and 800 KiB. */
 const DELETES_PER_COMMIT = 1000;
 const DELETE_BYTES_PER_COMMIT = 700 * 1024;
-/** Entries fetched per round trip when listing a user's erased views. */
-const ERASED_LIST_BATCH = 500;
+/** Entries fetched per round trip when a compaction lists a user's views. */
+const COMPACT_LIST_BATCH = 500;
 /** `expireIn` floor, as for the other values: reads already ignore an expired view. */
 const MIN_EXPIRE_IN_MS = 60_000;
 
@@ -87,10 +87,12 @@ export function planViewWrites(
 }
 
 /**
- * Deletes, for each user, the views a read scans but skips — older views of the same items
- * among the newest `recentViewsMax` items — and every view at or before the given erasure.
- * It deletes only entries it listed that a newer view of the same item dominates, or that are
- * erased, so it needs no checks and may run beside writers and other compactions.
+ * Deletes, for each user, every stored view a read can never return: older views of an item,
+ * the views of items beyond the newest `recentViewsMax`, and every view at or before the given
+ * erasure. What remains is the newest view of each of the newest `recentViewsMax` items (plus any
+ * views at or before a tombstone newer than `erasedAt`). It lists the user's whole view range in
+ * pages and commits deletions as it goes; it needs no checks and may run beside writers and other
+ * compactions (why: {@linkcode deleteUnreachable}).
  *
  * The tombstone is not read: `erasedAt` must be that of a committed tombstone (or `-Infinity`);
  * after a newer one, the views it erases are left to the compaction of that erasure.
@@ -99,67 +101,143 @@ export function planViewWrites(
  * @param users user id → `at` of the user's committed tombstone, `-Infinity` when none
  * @param options `recentViewsMax`: how many items a read returns
  * @returns how many entries were deleted
+ * @throws Error when a deletion commit fails
  */
 export async function compactViews(
   kv: Deno.Kv,
   users: ReadonlyMap<string, number>,
   options: { recentViewsMax: number },
 ): Promise<number> {
-  const doomed = (await Promise.all(
-    [...users].map(([userId, erasedAt]) => doomedViews(kv, userId, erasedAt, options.recentViewsMax)),
-  )).flat();
-  const commits: Promise<Deno.KvCommitResult | Deno.KvCommitError>[] = [];
-  let op = kv.atomic();
-  let count = 0;
-  let bytes = 0;
-  for (const key of doomed) {
-    const size = JSON.stringify(key).length * 3 + 32;
-    if (count === DELETES_PER_COMMIT || bytes + size > DELETE_BYTES_PER_COMMIT) {
-      commits.push(op.commit());
-      op = kv.atomic();
-      count = 0;
-      bytes = 0;
-    }
-    op.delete(key);
-    count++;
-    bytes += size;
-  }
-  if (count) commits.push(op.commit());
-  for (const result of await Promise.all(commits)) {
-    // Without checks a commit only fails on a KV error, which `commit()` throws.
-    if (!result.ok) throw new Error("Cannot commit the deletions of a views compaction");
-  }
-  return doomed.length;
+  const deletions = new Deletions(kv);
+  const listed = await Promise.allSettled(
+    [...users].map(([userId, erasedAt]) =>
+      Promise.all([
+        deleteUnreachable(kv, userId, { erasedAt, max: options.recentViewsMax, deletions }),
+        erasedAt === -Infinity ? undefined : deleteErased(kv, userId, { erasedAt, deletions }),
+      ])
+    ),
+  );
+  // Commits already started are awaited even when a listing failed.
+  const count = await deletions.flush();
+  for (const result of listed) if (result.status === "rejected") throw result.reason;
+  return count;
 }
 
-async function doomedViews(
+/** Deletions of a compaction, packed into atomic commits within KV's limits as they come. */
+class Deletions {
+  #kv: Deno.Kv;
+  #op: Deno.AtomicOperation;
+  #count = 0;
+  #bytes = 0;
+  #total = 0;
+  #commits: Promise<Deno.KvCommitResult | Deno.KvCommitError>[] = [];
+
+  constructor(kv: Deno.Kv) {
+    this.#kv = kv;
+    this.#op = kv.atomic();
+  }
+
+  add(key: Deno.KvKey): void {
+    const size = JSON.stringify(key).length * 3 + 32;
+    if (this.#count === DELETES_PER_COMMIT || this.#bytes + size > DELETE_BYTES_PER_COMMIT) this.#commit();
+    this.#op.delete(key);
+    this.#count++;
+    this.#bytes += size;
+    this.#total++;
+  }
+
+  async flush(): Promise<number> {
+    if (this.#count) this.#commit();
+    for (const result of await Promise.all(this.#commits)) {
+      // Without checks a commit only fails on a KV error, which `commit()` throws.
+      if (!result.ok) throw new Error("Cannot commit the deletions of a views compaction");
+    }
+    return this.#total;
+  }
+
+  #commit(): void {
+    const commit = this.#op.commit();
+    // Awaited in `flush`; this keeps a failure before then from counting as unhandled.
+    commit.catch(() => {});
+    this.#commits.push(commit);
+    this.#op = this.#kv.atomic();
+    this.#count = 0;
+    this.#bytes = 0;
+  }
+}
+
+/**
+ * Deletes a user's views after `erasedAt` that no read can return. Key order is newest first, so
+ * the first view of an item is its newest, and once `max` items have a view newer than an entry,
+ * that entry and every one after it are beyond them.
+ *
+ * Why this is safe without checks. A read takes the newest view of each item, ranks them by
+ * `at` then item id ({@linkcode recentViews}, which also picks what is kept here) and returns the
+ * first `max`. An entry is deleted only when it is *dominated*: its item has a newer view, or at
+ * least `max` other items have a view ranking ahead of it. Once dominated, an entry stays so:
+ * - Writers only add views. A new view moves its item up (or adds one), so it pushes every entry
+ *   it passes further down and lifts none.
+ * - Compactions only delete dominated entries. Deleting the newest view of an item that has `max`
+ *   others ahead of it takes one item from ahead of the entries behind it, but those `max` items
+ *   are ahead of them too; the newest views of the leading items are never deleted. So the
+ *   listing need not be a snapshot: an entry that dominated another when listed either still
+ *   does, or was deleted because `max` items were ahead of it, and so of the other.
+ * - Views also leave by expiry, but a newer view expires later than an older one (the TTL counts
+ *   from `at`, and KV's `expireIn` never fires before the stored `expiresAt`): by the time every
+ *   view ranking ahead of an entry has expired, the entry has expired too, and reads drop expired
+ *   views. (Only after `VIEW_TTL_DAYS` is raised can a newer view expire first; a read then
+ *   returns fewer items for a while, as it would if that view were still stored.)
+ * - An erasure only hides views, all older than any view after it, so ranking the views of a
+ *   tombstone newer than `erasedAt` with the others keeps a superset of what reads return; the
+ *   layout 1 value that reads merge in only adds items that rank ahead.
+ */
+async function deleteUnreachable(
   kv: Deno.Kv,
   userId: string,
-  erasedAt: number,
-  max: number,
-): Promise<Deno.KvKey[]> {
-  const [window, erased] = await Promise.all([
-    listViewWindow(kv, userId, { max, consistency: "strong" }),
-    erasedAt === -Infinity ? [] : Array.fromAsync(
-      // Keys hold `-at`: the views at or before the erasure are the rest of the prefix.
-      kv.list({ prefix: keys.viewsPrefix(userId), start: keys.viewsFrom(userId, erasedAt) }, {
-        consistency: "strong",
-        batchSize: ERASED_LIST_BATCH,
-      }),
-    ),
-  ]);
-  const doomed = new Map<string, Deno.KvKey>();
-  // In key order the first view of an item is its newest; the later ones are dominated.
-  const seen = new Set<string>();
-  for (const view of window) {
-    if (seen.has(view.itemId)) doomed.set(JSON.stringify(view.key), view.key);
-    seen.add(view.itemId);
-  }
-  for (const entry of erased) {
+  options: { erasedAt: number; max: number; deletions: Deletions },
+): Promise<void> {
+  const { max, deletions } = options;
+  const prefix = keys.viewsPrefix(userId);
+  // Keys hold `-at`: the views at or before the erasure are the rest of the prefix.
+  const selector = options.erasedAt === -Infinity
+    ? { prefix }
+    : { prefix, end: keys.viewsFrom(userId, options.erasedAt) };
+  /** The newest view of each item met so far that may still rank among the first `max`. */
+  const newest: StoredView[] = [];
+  const items = new Set<string>();
+  for await (const entry of kv.list(selector, { consistency: "strong", batchSize: COMPACT_LIST_BATCH })) {
     const view = parseViewEntry(entry);
-    if (!view || view.at <= erasedAt) doomed.set(JSON.stringify(entry.key), entry.key);
+    // Reads skip a malformed entry; it is not this layout's to delete (but see `deleteErased`).
+    if (!view) continue;
+    const dominated = items.has(view.itemId) || (newest.length >= max && view.at < newest[max - 1]!.at);
+    if (dominated) {
+      deletions.add(view.key);
+      continue;
+    }
+    newest.push(view);
+    items.add(view.itemId);
   }
-  return [...doomed.values()];
+  // Views at the `at` of the last kept item: KV orders their item ids by UTF-8 bytes, reads by
+  // UTF-16 units, so rank them as reads do.
+  const kept = new Set(recentViews(newest, { erasedAt: -Infinity, max }));
+  for (const view of newest) if (!kept.has(view)) deletions.add(view.key);
+}
+
+/** Deletes a user's views at or before `erasedAt`, and malformed entries among them. */
+async function deleteErased(
+  kv: Deno.Kv,
+  userId: string,
+  options: { erasedAt: number; deletions: Deletions },
+): Promise<void> {
+  const { erasedAt, deletions } = options;
+  const entries = kv.list({ prefix: keys.viewsPrefix(userId), start: keys.viewsFrom(userId, erasedAt) }, {
+    consistency: "strong",
+    batchSize: COMPACT_LIST_BATCH,
+  });
+  for await (const entry of entries) {
+    const view = parseViewEntry(entry);
+    if (!view || view.at <= erasedAt) deletions.add(entry.key);
+  }
 }
 
 /** FNV-1a: a cheap, stable spread of views over compaction turns (not for security). */
