@@ -255,7 +255,8 @@ export interface DecisionLoggerOptions extends DecisionLogOptions {
 export function createDecisionLogger(options: DecisionLoggerOptions): (inputs: DecisionLogInputs) => boolean {
   const { log, rate, salt } = options;
   return (inputs) => {
-    if (!shouldSample(inputs.requestId, rate, { salt })) return false;
+    // The entry (a keyed hash, prefixes, copies) is only built when the line will be written.
+    if (!log.enabled("info") || !shouldSample(inputs.requestId, rate, { salt })) return false;
     log.info("decision", { ...decisionLogEntry(inputs, options) });
     return true;
   };

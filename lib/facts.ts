@@ -70,7 +70,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  * @throws {BadPathError} when the path cannot be forwarded safely
  */
 export function gatherFacts(request: Request, peerIp: string, options: GatherFactsOptions): Facts {
-  const url = new URL(request.url);
+  const url = splitUrl(request.url);
   const headers = request.headers;
   const peerTrusted = options.trustedProxies.has(peerIp);
   const secret = headers.get("x-edge-cdn-secret");
@@ -83,15 +83,13 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
   const ipCountry = headerCountry ? undefined : options.ipGeo?.lookup(clientIp);
   return {
     method: request.method,
-    path: checkInboundPath(url.pathname),
+    path: checkInboundPath(url.path),
     search: url.search,
     peerIp,
     clientIp,
     peerTrusted,
     geoTrusted,
-    proto: forwardedProto === "https" || forwardedProto === "http"
-      ? forwardedProto
-      : url.protocol.slice(0, -1),
+    proto: forwardedProto === "https" || forwardedProto === "http" ? forwardedProto : url.scheme,
     host: headers.get("host") ?? url.host,
     country: headerCountry ?? ipCountry,
     countrySource: headerCountry ? "header" : ipCountry ? "ip" : undefined,
@@ -100,6 +98,34 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
     navigation: isNavigation(request.method, headers),
     regionHint: regionHint || undefined,
     requestId: options.requestId,
+  };
+}
+
+/**
+ * The parts of a request URL the facts need, without building a `URL` object: `Request.url`
+ * is already parsed and serialised (WHATWG), so its pathname and query can be cut out of it.
+ *
+ * @param href an absolute, serialised URL such as `Request.url`
+ * @returns scheme (`http`, `https`), host, path and query (with its `?`, or empty)
+ */
+export function splitUrl(href: string): { scheme: string; host: string; path: string; search: string } {
+  const colon = href.indexOf(":");
+  const hostStart = href.startsWith("//", colon + 1) ? colon + 3 : colon + 1;
+  let pathStart = href.indexOf("/", hostStart);
+  const query = href.indexOf("?", hostStart);
+  const hash = href.indexOf("#", hostStart);
+  const end = hash < 0 ? href.length : hash;
+  if (pathStart < 0 || (query >= 0 && query < pathStart)) pathStart = query >= 0 ? query : end;
+  const pathEnd = query >= 0 && query < end ? query : end;
+  // A serialised query of just "?" is reported as empty, as `URL.search` does.
+  const search = query >= 0 && query < end && end - query > 1 ? href.slice(query, end) : "";
+  const authority = href.slice(hostStart, pathStart);
+  return {
+    scheme: href.slice(0, colon),
+    // Without any credentials (a server's request URL has none; a test's may).
+    host: authority.slice(authority.lastIndexOf("@") + 1),
+    path: pathStart < pathEnd ? href.slice(pathStart, pathEnd) : "/",
+    search,
   };
 }
 

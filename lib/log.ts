@@ -14,6 +14,12 @@ export interface Logger {
   info(message: string, fields?: LogFields): void;
   warn(message: string, fields?: LogFields): void;
   error(message: string, fields?: LogFields): void;
+  /**
+   * Whether a line of this level would be written, so a caller can skip building costly fields.
+   *
+   * @param level the level of the line
+   */
+  enabled(level: Exclude<LogLevel, "silent">): boolean;
 }
 
 /** Options for {@linkcode createLogger}. */
@@ -45,5 +51,6 @@ export function createLogger(level: LogLevel, options: LoggerOptions): Logger {
     info: (message, fields) => write("info", message, fields),
     warn: (message, fields) => write("warn", message, fields),
     error: (message, fields) => write("error", message, fields),
+    enabled: (lvl) => RANK[lvl] >= min,
   };
 }

@@ -134,6 +134,8 @@ export function recordRequest(deps: Deps, record: RequestRecord): void {
     stages,
     originMs,
   });
+  // Log fields are only built when the line will be written (`LOG_LEVEL` above info skips both).
+  if (!deps.log.enabled("info")) return;
   deps.log.info("request", {
     requestId,
     method: record.method,

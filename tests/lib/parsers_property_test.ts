@@ -10,7 +10,7 @@ import { parseCookies } from "../../lib/cookies.ts";
 import { parseSticky } from "../../lib/identity.ts";
 import { CidrList, clientAddress } from "../../lib/net.ts";
 import { classifyDevice, UaCache } from "../../lib/device.ts";
-import { gatherFacts, requestIdFrom } from "../../lib/facts.ts";
+import { gatherFacts, requestIdFrom, splitUrl } from "../../lib/facts.ts";
 import { DEFAULT_COUNTRY_HEADERS } from "../../lib/geo.ts";
 import { BadPathError } from "../../lib/errors.ts";
 
@@ -193,5 +193,24 @@ Deno.test("property: gatherFacts is total on arbitrary headers; an untrusted hop
       },
     ),
     { numRuns: 1000 },
+  );
+});
+
+Deno.test("property: splitUrl cuts scheme, host, path and query out of a serialised URL exactly as URL does", () => {
+  fc.assert(
+    fc.property(fc.webUrl({ withQueryParameters: true, withFragments: true }), fc.string(), (raw, extra) => {
+      let url: URL;
+      try {
+        url = new URL(raw + encodeURI(extra).replace(/#/g, ""));
+      } catch {
+        return;
+      }
+      const parts = splitUrl(url.href);
+      assert.equal(parts.scheme, url.protocol.slice(0, -1));
+      assert.equal(parts.host, url.host);
+      assert.equal(parts.path, url.pathname);
+      assert.equal(parts.search, url.search);
+    }),
+    { numRuns: 2000 },
   );
 });
