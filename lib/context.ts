@@ -4,7 +4,9 @@
  * segments and attributes), from the per-isolate cache, else Deno KV (eventual), else — when the
  * edge has nothing or only old data — a read-through to the central backend whose answer goes
  * through the sync apply path. It never throws and never waits longer than the backend timeout:
- * on failure it serves what the edge has (stale) or nothing. See docs/edge_reads.md.
+ * on failure it serves what the edge has (stale) or nothing. A KV read that finds more views
+ * stored than reads need has them compacted in the background, so sync can write views blind.
+ * See docs/edge_reads.md.
  */
 import { z } from "zod";
 import type { Config } from "./config.ts";
@@ -18,6 +20,7 @@ import {
   type ApplyResult,
 } from "./sync/apply.ts";
 import { parseSyncEvents, type SyncEvent } from "./sync/schema.ts";
+import { compactViews } from "./sync/views.ts";
 
 /** Where the data a request used came from. */
 export type ContextSource = "cache" | "kv" | "backend" | "none";
@@ -78,12 +81,13 @@ export interface LoadUserContextOptions {
   /** The visitor sent `Sec-GPC: 1`: no behavioural data is loaded or returned. */
   gpc?: boolean;
   /**
-   * Receives the KV write of a read-through answer so the request need not wait for it (e.g.
-   * a tracker that `main.ts` awaits on shutdown). Without it the write is awaited.
+   * Receives work the request need not wait for (e.g. a tracker that `main.ts` awaits on
+   * shutdown): the KV write of a read-through answer, and the compaction of a user's views that
+   * a KV read found overdue. Without it that work is awaited.
    */
   waitUntil?: (work: Promise<unknown>) => void;
-  /** Told about a failed KV read or apply (the request carries on). */
-  onError?: (stage: "kv" | "apply", error: unknown) => void;
+  /** Told about a failed KV read, apply or views compaction (the request carries on). */
+  onError?: (stage: "kv" | "apply" | "compact", error: unknown) => void;
 }
 
 const EMPTY_OUTCOME: ContextOutcome = { cache: "bypass", kv: "skipped", backend: "skipped", stale: false };
@@ -178,7 +182,13 @@ async function loadFromStore(
   options: LoadUserContextOptions,
 ): Promise<Loaded> {
   const { now, backend, config } = options;
-  const edge = await readUserContext(options.kv, userId, now, { recentViewsMax: config.recentViewsMax });
+  const compactions: Promise<void>[] = [];
+  const edge = await readUserContext(options.kv, userId, now, {
+    recentViewsMax: config.recentViewsMax,
+    // Sync writes views blind; the reads of users who are active here keep their views bounded.
+    onCompactable: (erasedAt) => compactions.push(compactUserViews(userId, erasedAt, options)),
+  });
+  if (!options.waitUntil) await Promise.all(compactions);
   const checkedAt = previous?.checkedAt;
   const base: Omit<Loaded, "context" | "absent"> = {
     storedAt: now,
@@ -229,6 +239,19 @@ async function loadFromStore(
     backend: "ok",
     details,
   };
+}
+
+/**
+ * Deletes the stored views of a user that no read returns, handed to `waitUntil` when there is
+ * one. Never rejects: a failure is reported, and the next read that finds the views overgrown
+ * tries again.
+ */
+function compactUserViews(userId: string, erasedAt: number, options: LoadUserContextOptions): Promise<void> {
+  const work = compactViews(options.kv, new Map([[userId, erasedAt]]), {
+    recentViewsMax: options.config.recentViewsMax,
+  }).then(() => {}, (error) => options.onError?.("compact", error));
+  options.waitUntil?.(work);
+  return work;
 }
 
 /**

@@ -25,10 +25,12 @@
  * Views (layout 2) have one key per (user, `at`, item), so sync writes them without reading. The
  * key holds `-at`, so a user's views list newest first and, at equal `at`, by item id — the order
  * of recent views. A read takes the first view of each item (its newest) until it has
- * `RECENT_VIEWS_MAX` items, skipping views at or before the user's erasure tombstone. Sync
- * deletes now and then every view a read cannot return — older views of an item, views beyond
- * the newest `RECENT_VIEWS_MAX` items, erased views (`lib/sync/views.ts`) — and what is left
- * expires with KV's `expireIn`. The single-value key of layout 1 is no longer written but still
+ * `RECENT_VIEWS_MAX` items, skipping views at or before the user's erasure tombstone. A
+ * compaction (`lib/sync/views.ts`) deletes every view a read cannot return — older views of an
+ * item, views beyond the newest `RECENT_VIEWS_MAX` items, erased views: sync runs it for the
+ * users it erases, and the context stage for a user whose read reports more than
+ * `RECENT_VIEWS_MAX` + {@linkcode VIEWS_COMPACT_SLACK} views stored (`onCompactable`). What is
+ * left expires with KV's `expireIn`. The single-value key of layout 1 is no longer written but still
  * merged into reads (and filtered by erasure) until it expires, at most `VIEW_TTL_DAYS` after the
  * upgrade.
  *
@@ -48,16 +50,26 @@ export const GET_MANY_MAX = 10;
 export const DEFAULT_RECENT_VIEWS_MAX = 20;
 
 /**
- * Most view entries a read scans for one user. Sync prunes older views of the items a read
- * scans every few dozen views, so this bound only matters for a user whose pruning is overdue;
- * a read that hits it returns the items found so far.
+ * Most view entries a read scans for one user. A read that lists more than `RECENT_VIEWS_MAX` +
+ * {@linkcode VIEWS_COMPACT_SLACK} has them compacted, so this bound only matters for a user
+ * never read since many views of few items arrived; a read that hits it returns the items found
+ * so far.
  */
 const VIEWS_SCAN_MAX = 1000;
 /**
  * Entries a read fetches per round trip: twice `RECENT_VIEWS_MAX` plus this, so that older
- * views of the same items (until sync prunes them) rarely need a second round trip.
+ * views of the same items (until a compaction deletes them) rarely need a second round trip,
+ * and the first one also holds the `RECENT_VIEWS_MAX` + {@linkcode VIEWS_COMPACT_SLACK} + 1
+ * entries that tell a read whether to report the user for compaction.
  */
 const VIEWS_SCAN_SLACK = 16;
+
+/**
+ * Views beyond `RECENT_VIEWS_MAX` a user may hold before a read reports them for compaction
+ * ({@linkcode ReadUserContextOptions.onCompactable}): a user who is read holds at most about
+ * `RECENT_VIEWS_MAX` + this many view entries, and each compaction deletes more than this many.
+ */
+export const VIEWS_COMPACT_SLACK = 16;
 
 /** Key builders of the layout above. */
 export const keys = {
@@ -309,6 +321,14 @@ export function parseViewEntry(entry: Deno.KvEntry<unknown>): StoredView | undef
 export interface ReadUserContextOptions {
   /** How many recent views to return (`RECENT_VIEWS_MAX`, default {@linkcode DEFAULT_RECENT_VIEWS_MAX}). */
   recentViewsMax?: number;
+  /**
+   * Called before the read resolves when it listed stored views worth a compaction
+   * (`compactViews` in `lib/sync/views.ts`): more than `recentViewsMax` +
+   * {@linkcode VIEWS_COMPACT_SLACK} of them, or any at or before the user's tombstone. Receives
+   * the tombstone's `at` (`-Infinity` without one), to compact with. With it, a read lists up to
+   * that many entries (still in its first round trip), not only the ones it returns.
+   */
+  onCompactable?: (erasedAt: number) => void;
 }
 
 /**
@@ -318,9 +338,19 @@ export interface ReadUserContextOptions {
  * @param kv the store
  * @param userId the user
  * @param now the current time, epoch ms; expired values count as absent
- * @param options how many recent views to return
+ * @param options how many recent views to return, and `onCompactable` to hear of a user whose
+ *   views are overdue for a compaction
  * @returns recent views (newest first, at most `recentViewsMax`, none at or before an erasure),
  *   cart and profile
+ * @example
+ * ```ts
+ * const context = await readUserContext(kv, "u1", now, {
+ *   recentViewsMax: 20,
+ *   // Off the request path, as `lib/context.ts` does.
+ *   onCompactable: (erasedAt) =>
+ *     waitUntil(compactViews(kv, new Map([["u1", erasedAt]]), { recentViewsMax: 20 })),
+ * });
+ * ```
  */
 export async function readUserContext(
   kv: Deno.Kv,
@@ -329,14 +359,18 @@ export async function readUserContext(
   options: ReadUserContextOptions = {},
 ): Promise<UserContext> {
   const max = options.recentViewsMax ?? DEFAULT_RECENT_VIEWS_MAX;
-  const [[legacy, cart, profile, erased], listed] = await Promise.all([
+  const bound = max + VIEWS_COMPACT_SLACK;
+  const [[legacy, cart, profile, erased], scan] = await Promise.all([
     kv.getMany<unknown[]>(
       [keys.legacyViews(userId), keys.cart(userId), keys.profile(userId), keys.erased(userId)],
       { consistency: "eventual" },
     ),
-    listViewWindow(kv, userId, { max, consistency: "eventual" }),
+    scanViews(kv, userId, { max, consistency: "eventual", countTo: options.onCompactable ? bound + 1 : 0 }),
   ]);
   const erasedAt = parseStored(TombstoneValue, erased?.value)?.at ?? -Infinity;
+  // Views at or before the tombstone are the oldest, so the last one seen tells of any.
+  if (scan.seen > bound || scan.oldestAt <= erasedAt) options.onCompactable?.(erasedAt);
+  const listed = scan.window;
   const storedCart = parseStored(CartValue, cart?.value);
   const storedProfile = parseStored(ProfileValue, profile?.value);
   return {
@@ -369,8 +403,8 @@ export interface ListViewWindowOptions {
  * Lists the part of a user's views (layout 2) that a read needs: newest first until `max`
  * distinct items are found, plus any more at the same `at` (KV orders item ids by UTF-8 bytes,
  * {@linkcode recentViews} by UTF-16 units), at most 1000 entries. Older views of the same items
- * in it are entries sync's compaction prunes. The tombstone is applied by the caller: the
- * views after an erasure are a prefix of this order.
+ * in it are entries a compaction deletes. The tombstone is applied by the caller: the views
+ * after an erasure are a prefix of this order.
  *
  * @param kv the store
  * @param userId the user
@@ -382,9 +416,34 @@ export async function listViewWindow(
   userId: string,
   options: ListViewWindowOptions,
 ): Promise<StoredView[]> {
+  return (await scanViews(kv, userId, { ...options, countTo: 0 })).window;
+}
+
+/** What {@linkcode scanViews} saw of a user's views. */
+interface ViewScan {
+  /** The window of {@linkcode listViewWindow}. */
+  window: StoredView[];
+  /** Well-formed views listed: the window's and the next one, then more up to `countTo` in all. */
+  seen: number;
+  /** `at` of the oldest well-formed view listed (`Infinity` for none). */
+  oldestAt: number;
+}
+
+/**
+ * Lists the window of {@linkcode listViewWindow} and, past it, more views until `countTo` were
+ * seen in all, so that a read tells a user holding more than that from one who does not.
+ */
+async function scanViews(
+  kv: Deno.Kv,
+  userId: string,
+  options: ListViewWindowOptions & { countTo: number },
+): Promise<ViewScan> {
   const { max } = options;
-  const found: StoredView[] = [];
+  const window: StoredView[] = [];
   const items = new Set<string>();
+  let seen = 0;
+  let oldestAt = Infinity;
+  let inWindow = true;
   const entries = kv.list({ prefix: keys.viewsPrefix(userId) }, {
     consistency: options.consistency,
     limit: VIEWS_SCAN_MAX,
@@ -393,11 +452,15 @@ export async function listViewWindow(
   for await (const entry of entries) {
     const view = parseViewEntry(entry);
     if (!view) continue;
-    if (items.size >= max && view.at < found.at(-1)!.at) break;
-    found.push(view);
-    items.add(view.itemId);
+    if (inWindow && items.size >= max && view.at < window.at(-1)!.at) inWindow = false;
+    seen++;
+    oldestAt = view.at;
+    if (inWindow) {
+      window.push(view);
+      items.add(view.itemId);
+    } else if (seen >= options.countTo) break;
   }
-  return found;
+  return { window, seen, oldestAt };
 }
 
 /**

@@ -5,9 +5,9 @@
  * read time (`lib/sync/views.ts`), cart/profile/related are last writer wins by
  * `version`, rule sets are kept per version with a control record merged by event order keys
  * (canary, promote, rollback; see `lib/rules_control.ts`), sessions newest `at` wins, erasure
- * filters and leaves a tombstone. Writes are
- * grouped into atomic commits within KV's limits, and every read key is re-checked by
- * versionstamp at commit, so instances applying concurrently retry instead of regressing a key.
+ * filters, leaves a tombstone and compacts the user's views. Writes are grouped into atomic
+ * commits within KV's limits, and every read key is re-checked by versionstamp at commit, so
+ * instances applying concurrently retry instead of regressing a key.
  */
 import type { z } from "zod";
 import {
@@ -81,11 +81,6 @@ export interface ApplyOptions {
   maxAttempts?: number;
   /** How many rule set versions are kept (`RULES_KEEP`, default 10); the same on every instance. */
   rulesKeep?: number;
-  /**
-   * A user's stored views are compacted after about this many views written (default 64; see
-   * `DEFAULT_COMPACT_EVERY` in `lib/sync/views.ts`). Tests lower it to compact often.
-   */
-  viewsCompactEvery?: number;
 }
 
 /** The outcome of applying a batch. */
@@ -207,8 +202,8 @@ interface Plan {
   /** Called once the plan is committed (or found to need no commit). */
   committed?: () => void;
   /**
-   * A user whose stored views to compact after the batch (see `lib/sync/views.ts`), with the
-   * `at` of a committed tombstone (`-Infinity` for none known).
+   * An erased user whose stored views to compact after the batch, so that none at or before the
+   * tombstone stays stored (see `lib/sync/views.ts`), with the `at` of the committed tombstone.
    */
   compact?: { userId: string; erasedAt: number };
 }
@@ -342,15 +337,12 @@ function userDataUnit(
       const erasedAt = parseStored(TombstoneValue, read(keys.erased(userId)).value)?.at ?? -Infinity;
       const plan: Plan = { mutations: [], applied: 0, stale: 0, users: [] };
       if (events.views.length) {
-        const views = planViewWrites(userId, events.views, {
-          ...options,
-          erasedAt,
-          compactEvery: options.viewsCompactEvery,
-        });
+        // Not compacted here, so the writes stay blind: a read that finds more views stored than
+        // it keeps has them compacted in the background (`lib/context.ts`).
+        const views = planViewWrites(userId, events.views, { ...options, erasedAt });
         plan.mutations.push(...views.mutations);
         plan.applied += views.applied;
         plan.stale += views.stale;
-        if (views.compact) plan.compact = { userId, erasedAt };
       }
       if (events.carts.length) {
         lastVersionWins(plan, keys.cart(userId), events.carts, erasedAt, CartValue, read, (event) => {

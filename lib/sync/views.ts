@@ -1,21 +1,14 @@
 /**
  * @module
  * Views in the per-view KV layout (layout 2, see `lib/store.ts`): sync writes each view under
- * its own key without reading anything, and now and then compacts a user's views: it deletes
- * every view a read can no longer return — older views of an item, views of items beyond the
- * newest `RECENT_VIEWS_MAX`, and, after an erasure, every view at or before it. A user thus holds
- * about `RECENT_VIEWS_MAX` views plus those written since the last compaction; doing this per
- * compaction rather than per write keeps its listing and deletions off most writes.
+ * its own key without reading anything, and a compaction deletes every view of a user a read can
+ * no longer return — older views of an item, views of items beyond the newest
+ * `RECENT_VIEWS_MAX`, and, after an erasure, every view at or before it. Sync compacts only the
+ * users it erases; the context stage compacts, off the request path, a user whose read listed
+ * more views than a compaction would keep (`lib/context.ts`), so ordinary writes stay blind.
  */
 import { keys, parseViewEntry, recentViews, type StoredView } from "../store.ts";
 import type { ViewEvent } from "./schema.ts";
-
-/**
- * A user is compacted after about this many views written (chosen by a hash of each view, so
- * without reading), or when one batch writes this many of theirs: a user then holds, and a read
- * scans, about `RECENT_VIEWS_MAX` entries plus the views written since the last compaction.
- */
-export const DEFAULT_COMPACT_EVERY = 64;
 
 /** Deletions per atomic commit of a compaction: KV allows 1000 mutations and 800 KiB. */
 const DELETES_PER_COMMIT = 1000;
@@ -33,8 +26,6 @@ export interface ViewWriteOptions {
   recentViewsMax: number;
   /** How long a view is kept after it happened. */
   viewTtlMs: number;
-  /** See {@linkcode DEFAULT_COMPACT_EVERY}. */
-  compactEvery?: number;
 }
 
 /** The blind writes of one user's views of one batch. */
@@ -44,8 +35,6 @@ export interface ViewWrites {
   applied: number;
   /** Views that cannot change what reads return: erased, expired, or not the newest. */
   stale: number;
-  /** The user's views should be compacted once the writes are committed. */
-  compact: boolean;
 }
 
 /**
@@ -68,7 +57,6 @@ export function planViewWrites(
   const { now, viewTtlMs } = options;
   const candidates = events.filter((event) => event.at > options.erasedAt && event.at + viewTtlMs > now);
   const written = recentViews(candidates, { erasedAt: options.erasedAt, max: options.recentViewsMax });
-  const every = options.compactEvery ?? DEFAULT_COMPACT_EVERY;
   const mutations = written.map((view) => {
     const expiresAt = view.at + viewTtlMs;
     return {
@@ -77,13 +65,7 @@ export function planViewWrites(
       expireIn: Math.max(expiresAt - now, MIN_EXPIRE_IN_MS),
     };
   });
-  return {
-    mutations,
-    applied: written.length,
-    stale: events.length - written.length,
-    compact: written.length >= every ||
-      written.some((view) => hash32(`${userId}\u0000${view.itemId}\u0000${view.at}`) % every === 0),
-  };
+  return { mutations, applied: written.length, stale: events.length - written.length };
 }
 
 /**
@@ -93,6 +75,10 @@ export function planViewWrites(
  * views at or before a tombstone newer than `erasedAt`). It lists the user's whole view range in
  * pages and commits deletions as it goes; it needs no checks and may run beside writers and other
  * compactions (why: {@linkcode deleteUnreachable}).
+ *
+ * Sync runs it for the users a batch erases (`lib/sync/apply.ts`); the context stage runs it in
+ * the background for a user whose read listed more views than `recentViewsMax` plus
+ * `VIEWS_COMPACT_SLACK` (`lib/context.ts`). Ordinary writes never run it.
  *
  * The tombstone is not read: `erasedAt` must be that of a committed tombstone (or `-Infinity`);
  * after a newer one, the views it erases are left to the compaction of that erasure.
@@ -238,14 +224,4 @@ async function deleteErased(
     const view = parseViewEntry(entry);
     if (!view || view.at <= erasedAt) deletions.add(entry.key);
   }
-}
-
-/** FNV-1a: a cheap, stable spread of views over compaction turns (not for security). */
-function hash32(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    hash ^= text.charCodeAt(i);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  return hash >>> 0;
 }

@@ -8,7 +8,7 @@ import {
   withoutBehaviouralData,
 } from "../../lib/context.ts";
 import { ContextCache } from "../../lib/context_cache.ts";
-import { readRelated, readUserContext } from "../../lib/store.ts";
+import { keys, readRelated, readUserContext, VIEWS_COMPACT_SLACK } from "../../lib/store.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 12, 0, 0);
@@ -418,6 +418,116 @@ Deno.test("context: with waitUntil the KV write of a read-through is handed off,
   } finally {
     await backend.close();
   }
+});
+
+/** How many view entries (layout 2) are stored for a user. */
+async function countViewEntries(kv: Deno.Kv, userId: string): Promise<number> {
+  let count = 0;
+  for await (const _ of kv.list({ prefix: keys.viewsPrefix(userId) })) count++;
+  return count;
+}
+
+/** Pushes `batches` batches of `RECENT_VIEWS_MAX` distinct items each (all stored), newest last. */
+async function pushManyViews(
+  push: Setup["push"],
+  config: Config,
+  userId: string,
+  batches: number,
+): Promise<void> {
+  const max = config.recentViewsMax;
+  for (let b = 0; b < batches; b++) {
+    await push(
+      Array.from(
+        { length: max },
+        (_, i) => view(userId, `p${(b * max + i) % 50}`, T0 - 60_000 + b * max + i),
+      ),
+    );
+  }
+}
+
+Deno.test("context: a read of a user with many stored views compacts them through waitUntil", async () => {
+  await withSetup(undefined, async ({ options, push, config, kv }) => {
+    await pushManyViews(push, config, "u1", 10);
+    await push([view("u2", "p1", T0 - 1000)]);
+    assert.equal(await countViewEntries(kv, "u1"), 10 * config.recentViewsMax);
+    const expected = (await readUserContext(kv, "u1", T0, { recentViewsMax: config.recentViewsMax }))
+      .recentViews;
+    const pending: Promise<unknown>[] = [];
+    const errors: string[] = [];
+    const load = () =>
+      loadUserContext(
+        "u1",
+        options({
+          cache: undefined,
+          waitUntil: (work) => pending.push(work),
+          onError: (stage) => errors.push(stage),
+        }),
+      );
+    const context = await load();
+    assert.equal(context.source, "kv");
+    assert.deepEqual(context.recentViews, expected);
+    assert.equal(pending.length, 1, "one compaction handed off, not awaited");
+    await Promise.all(pending);
+    assert.ok(await countViewEntries(kv, "u1") <= config.recentViewsMax);
+    assert.deepEqual((await load()).recentViews, expected);
+    assert.equal(pending.length, 1, "a compacted user is not compacted again");
+    // A user within RECENT_VIEWS_MAX + VIEWS_COMPACT_SLACK views is left alone.
+    await push(Array.from({ length: VIEWS_COMPACT_SLACK }, (_, i) => view("u1", `q${i}`, T0 - 1000 + i)));
+    assert.equal(await countViewEntries(kv, "u1"), config.recentViewsMax + VIEWS_COMPACT_SLACK);
+    await load();
+    assert.equal(pending.length, 1);
+    assert.deepEqual(errors, []);
+    assert.equal(
+      (await loadUserContext("u2", options({ waitUntil: (work) => pending.push(work) }))).source,
+      "kv",
+    );
+    assert.equal(pending.length, 1);
+  });
+});
+
+Deno.test("context: a failed background compaction of views does not fail the read", async () => {
+  await withSetup(undefined, async ({ options, push, config, kv }) => {
+    await pushManyViews(push, config, "u1", 5);
+    const expected = (await readUserContext(kv, "u1", T0, { recentViewsMax: config.recentViewsMax }))
+      .recentViews;
+    // Reads work, every commit (the compaction's deletions) fails.
+    const failing = new Proxy(kv, {
+      get(target, prop) {
+        if (prop === "atomic") {
+          return () => {
+            const op = target.atomic();
+            op.commit = () => Promise.reject(new Error("KV commit failed"));
+            return op;
+          };
+        }
+        const value = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const errors: string[] = [];
+    const pending: Promise<unknown>[] = [];
+    const context = await loadUserContext(
+      "u1",
+      options({
+        kv: failing,
+        waitUntil: (work) => pending.push(work),
+        onError: (stage) => errors.push(stage),
+      }),
+    );
+    assert.equal(context.source, "kv");
+    assert.deepEqual(context.recentViews, expected);
+    assert.equal(pending.length, 1);
+    await Promise.all(pending);
+    assert.deepEqual(errors, ["compact"]);
+    assert.equal(await countViewEntries(kv, "u1"), 5 * config.recentViewsMax, "nothing deleted");
+    // Without waitUntil the compaction is awaited, and its failure still only reported.
+    const awaited = await loadUserContext(
+      "u1",
+      options({ kv: failing, cache: undefined, onError: (stage) => errors.push(stage) }),
+    );
+    assert.deepEqual([awaited.source, awaited.recentViews], ["kv", expected]);
+    assert.deepEqual(errors, ["compact", "compact"]);
+  });
 });
 
 Deno.test("context: when KV fails, the expired cache entry is served", async () => {
