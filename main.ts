@@ -4,6 +4,7 @@
  * serve. Runs with `deno run main.ts` (listens itself, graceful shutdown on SIGINT/SIGTERM)
  * and with `deno serve --parallel main.ts` (through the default export).
  */
+import { DeadlineSweep } from "./lib/deadlines.ts";
 import { type Config, ConfigError, parseConfig } from "./lib/config.ts";
 import { createLogger } from "./lib/log.ts";
 import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.ts";
@@ -95,6 +96,7 @@ const deps: Deps = {
   ipGeo,
   backend,
   metrics,
+  deadlines: new DeadlineSweep(),
   tracer,
   waitUntil: (work) => background.waitUntil(work),
   logDecision: createDecisionLogger({

@@ -4,7 +4,7 @@
  * per request (`setTimeout` + `clearTimeout`, through Deno's Node-compatible timers) showed up
  * in profiles. A sweep keeps a set of deadlines and one interval that fires the expired ones;
  * a deadline fires at most one tick late. The interval runs only while deadlines are armed
- * and never keeps the process alive.
+ * and never keeps the process alive. One sweep is created in `main.ts` (`Deps.deadlines`).
  */
 
 /** A set of deadlines checked by one interval timer. */
@@ -16,9 +16,10 @@ export class DeadlineSweep {
 
   /**
    * @param tickMs how often armed deadlines are checked (the most a deadline fires late)
-   * @param now the clock, in milliseconds
+   * @param now a monotonic clock, in milliseconds (a wall-clock step must not fire or hold back
+   *   every armed deadline at once)
    */
-  constructor(tickMs = 20, now: () => number = Date.now) {
+  constructor(tickMs = 20, now: () => number = () => performance.now()) {
     this.#tickMs = tickMs;
     this.#now = now;
   }
@@ -72,6 +73,3 @@ export class DeadlineSweep {
     this.#timer = undefined;
   }
 }
-
-/** The isolate's shared sweep for origin calls. */
-export const originDeadlines: DeadlineSweep = new DeadlineSweep();

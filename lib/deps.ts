@@ -15,6 +15,7 @@ import type { BackendClient } from "./backend.ts";
 import type { EdgeMetrics } from "./metrics.ts";
 import type { StageTracer } from "./tracing.ts";
 import type { DecisionLogInputs } from "./decision_log.ts";
+import type { DeadlineSweep } from "./deadlines.ts";
 
 /** Everything the request pipeline needs from the outside world. */
 export interface Deps {
@@ -43,6 +44,8 @@ export interface Deps {
   /** Read-through client for the central backend; undefined without `BACKEND_URL`. */
   backend: BackendClient | undefined;
   metrics: EdgeMetrics;
+  /** One timer for every origin timeout of the isolate. */
+  deadlines: DeadlineSweep;
   /** Records pipeline stages as OpenTelemetry spans; undefined when tracing is off. */
   tracer: StageTracer | undefined;
   /** Hands work that a response need not wait for to the process (awaited on shutdown). */

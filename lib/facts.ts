@@ -70,7 +70,7 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  * @throws {BadPathError} when the path cannot be forwarded safely
  */
 export function gatherFacts(request: Request, peerIp: string, options: GatherFactsOptions): Facts {
-  const url = splitUrl(request.url);
+  const url = requestUrlParts(request.url);
   const headers = request.headers;
   const peerTrusted = options.trustedProxies.has(peerIp);
   const secret = headers.get("x-edge-cdn-secret");
@@ -101,12 +101,40 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
   };
 }
 
+/** A path `URL` would leave as it is: no percent sign, backslash, or character it encodes. */
+const PLAIN_PATH = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@\/]*$/;
+/** A `.` or `..` segment, which `URL` resolves. */
+const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/;
+/** A query `URL` would leave as it is (printable ASCII but `"`, `#`, `'`, `<`, `>`), or none. */
+const PLAIN_QUERY = /^(?:\?[\x21\x24-\x26\x28-\x3b\x3d\x3f-\x7e]*)?$/;
+
 /**
- * The parts of a request URL the facts need, without building a `URL` object: `Request.url`
- * is already parsed and serialised (WHATWG), so its pathname and query can be cut out of it.
+ * The scheme, host, path and query of a request URL as `URL` would give them. `Deno.serve`
+ * builds `Request.url` from the raw request target, so it may still hold dot segments,
+ * backslashes or characters to encode: those (rare) URLs go through `URL`; the common plain
+ * ones are cut out of the string, which costs a fraction of parsing.
  *
- * @param href an absolute, serialised URL such as `Request.url`
+ * @param href the request URL
  * @returns scheme (`http`, `https`), host, path and query (with its `?`, or empty)
+ */
+export function requestUrlParts(
+  href: string,
+): { scheme: string; host: string; path: string; search: string } {
+  const parts = splitUrl(href);
+  if (PLAIN_PATH.test(parts.path) && !DOT_SEGMENT.test(parts.path) && PLAIN_QUERY.test(parts.search)) {
+    return parts;
+  }
+  const url = new URL(href);
+  return { scheme: url.protocol.slice(0, -1), host: url.host, path: url.pathname, search: url.search };
+}
+
+/**
+ * Cuts scheme, host, path and query out of a URL string without parsing or normalising it
+ * (see {@linkcode requestUrlParts}).
+ *
+ * @param href an absolute URL
+ * @returns scheme, host (without credentials), path (`/` when empty) and query (`?…`, or empty
+ *   when there is none or only `?`)
  */
 export function splitUrl(href: string): { scheme: string; host: string; path: string; search: string } {
   const colon = href.indexOf(":");

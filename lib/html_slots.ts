@@ -104,6 +104,22 @@ export function planHtmlRewrite(response: Response, options: HtmlSlotsOptions): 
 }
 
 /**
+ * Loads the HTML rewriter (on first use; later calls answer from the module cache), so a
+ * caller can fall back to the page as it is before any header is sent, rather than send a
+ * page whose body then fails.
+ *
+ * @returns whether the rewriter can be used
+ */
+export async function htmlRewriterAvailable(): Promise<boolean> {
+  try {
+    await import("html-rewriter-wasm");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
  * Rewrites an HTML response as it streams: slots replaced, context injected. The result has no
  * `Content-Encoding`, `Content-Length` or `ETag` (the body is decoded and personalised; `Deno.serve`
  * compresses it again for clients that accept it). Responses that are not `text/html`, have no

@@ -7,7 +7,7 @@ import ipaddr from "ipaddr.js";
 
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
-/** Entries a per-list (or per-module) memo keeps before it starts over. */
+/** Entries a per-list memo keeps before it starts over. */
 const MEMO_MAX = 4096;
 
 /**
@@ -32,6 +32,7 @@ export class CidrList {
   #v4: Range[] = [];
   #v6: Range[] = [];
   #has = memo((address) => this.#lookup(address));
+  #canonical = memo(canonicalAddress);
 
   /**
    * Parses a list of CIDR ranges or single addresses.
@@ -59,6 +60,17 @@ export class CidrList {
   /** Whether the list has no ranges. */
   get empty(): boolean {
     return this.#v4.length === 0 && this.#v6.length === 0;
+  }
+
+  /**
+   * {@linkcode canonicalAddress}, remembered for recently seen addresses (client addresses are
+   * resolved on every request against this list).
+   *
+   * @param address textual address
+   * @returns canonical form, or undefined when it is not an address
+   */
+  canonical(address: string): string | undefined {
+    return this.#canonical(address);
   }
 
   /**
@@ -108,10 +120,8 @@ export function parseAddress(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undef
  * @returns canonical form (`::ffff:1.2.3.4` becomes `1.2.3.4`)
  */
 export function canonicalAddress(address: string): string | undefined {
-  return canonical(address);
+  return parseAddress(address)?.toString();
 }
-
-const canonical = memo((address) => parseAddress(address)?.toString());
 
 /**
  * Finds the client address. When the peer is a trusted proxy, the `X-Forwarded-For` chain is
@@ -124,11 +134,11 @@ const canonical = memo((address) => parseAddress(address)?.toString());
  * @returns the client address in canonical form, or the peer text when nothing parses
  */
 export function clientAddress(peer: string, forwardedFor: string | null, trusted: CidrList): string {
-  if (!forwardedFor || !trusted.has(peer)) return canonicalAddress(peer) ?? peer;
+  if (!forwardedFor || !trusted.has(peer)) return trusted.canonical(peer) ?? peer;
   const hops = forwardedFor.split(",");
-  let client = canonicalAddress(peer) ?? peer;
+  let client = trusted.canonical(peer) ?? peer;
   for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = canonicalAddress(hops[i]!);
+    const hop = trusted.canonical(hops[i]!);
     // A malformed hop ends the trustworthy part of the chain.
     if (!hop) break;
     client = hop;

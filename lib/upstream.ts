@@ -11,7 +11,7 @@ import {
   OriginTimeoutError,
   OriginUnavailableError,
 } from "./errors.ts";
-import { type DeadlineSweep, originDeadlines } from "./deadlines.ts";
+import type { DeadlineSweep } from "./deadlines.ts";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus the historic proxy ones). */
 const HOP_BY_HOP = [
@@ -144,6 +144,8 @@ const SERIALISED_QUERY = /^\?[\x21-\x22\x24-\x7e]*$/;
 
 /** Paths an {@linkcode upstreamUrls} builder remembers before it starts over. */
 const UPSTREAM_PATHS_REMEMBERED = 4096;
+/** Longest path (in UTF-16 units) an {@linkcode upstreamUrls} builder remembers. */
+const UPSTREAM_PATH_REMEMBERED_MAX = 256;
 
 /**
  * A faster {@linkcode buildUpstreamUrl} for the request path: each distinct path is built and
@@ -162,8 +164,12 @@ export function upstreamUrls(origin: URL): (path: string, search: string) => str
     let base = built.get(path);
     if (base === undefined) {
       base = buildUpstreamUrl(origin, path, "").href;
-      if (built.size >= UPSTREAM_PATHS_REMEMBERED) built.clear();
-      built.set(path, base);
+      // Only short paths are remembered, so the memo stays small (4096 × ~0.5 KiB at most)
+      // whatever paths clients send.
+      if (path.length <= UPSTREAM_PATH_REMEMBERED_MAX) {
+        if (built.size >= UPSTREAM_PATHS_REMEMBERED) built.clear();
+        built.set(path, base);
+      }
     }
     return base + search;
   };
@@ -334,8 +340,8 @@ export interface FetchOriginOptions {
   signal?: AbortSignal;
   /** Told when the body idle timeout cut a response off (for a log line or a metric). */
   onBodyIdle?: () => void;
-  /** Where the timeouts are armed (default: the isolate's shared sweep). */
-  deadlines?: DeadlineSweep;
+  /** Where the timeouts are armed (`Deps.deadlines`). */
+  deadlines: DeadlineSweep;
 }
 
 /** What the origin answered: status, headers, and the body read whole or guarded as a stream. */
@@ -388,7 +394,9 @@ export async function fetchOrigin(
   init: { method: string; headers: HeadersInit; body: ReadableStream<Uint8Array> | null },
   options: FetchOriginOptions,
 ): Promise<OriginResponse> {
-  const deadlines = options.deadlines ?? originDeadlines;
+  const { deadlines } = options;
+  // A client already gone (while the visitor was resolved) is not worth an origin call.
+  if (options.signal?.aborted) throw new ClientClosedError();
   const controller = new AbortController();
   let timedOut = false;
   const expire = () => {

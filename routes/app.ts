@@ -52,10 +52,10 @@ export interface EdgeApp {
  */
 export function createApp(deps: Deps): EdgeApp {
   const proxy = proxyHandler(deps);
-  const routers = createRouters(deps, proxy);
   const edge = edgeHandlers(deps);
   const context = observed(deps, edge.context);
   const recommendations = observed(deps, edge.recommendations);
+  const routers = createRouters(deps, { proxy, context, recommendations });
   const fetch = (request: Request, info?: ServeInfo): Promise<Response> => {
     const path = pathOf(request.url);
     if (request.method === "GET" || request.method === "HEAD") {
@@ -83,7 +83,14 @@ export function createApp(deps: Deps): EdgeApp {
   };
 }
 
-function createRouters(deps: Deps, proxy: ProxyHandler): Hono<AppEnv> {
+/** The plain handlers, also reachable through the routers (for paths Hono decodes first). */
+interface PlainHandlers {
+  proxy: ProxyHandler;
+  context: ProxyHandler;
+  recommendations: ProxyHandler;
+}
+
+function createRouters(deps: Deps, plain: PlainHandlers): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
 
   app.use(async (c, next) => {
@@ -91,8 +98,8 @@ function createRouters(deps: Deps, proxy: ProxyHandler): Hono<AppEnv> {
     const requestId = requestIdFrom(c.req.raw.headers, deps.randomId);
     c.set("requestId", requestId);
     await next();
-    // The proxy fallback observed itself.
-    if (c.get("proxied")) return;
+    // A plain handler observed itself.
+    if (c.get("plain")) return;
     const record: RequestRecord = {
       requestId,
       method: c.req.method,
@@ -110,6 +117,16 @@ function createRouters(deps: Deps, proxy: ProxyHandler): Hono<AppEnv> {
   app.route("/_edge", metricsRoutes(deps, deps.metrics));
   app.route("/_edge", syncRoutes(deps));
   app.route("/_edge", rulesRoutes(deps));
+  // `createApp` sends these paths to the plain handlers directly; percent-encoded spellings of
+  // them (`/_edge/%63ontext`) reach them here, after Hono has decoded the path.
+  app.get("/_edge/context", (c) => {
+    c.set("plain", true);
+    return plain.context(c.req.raw, c.env);
+  });
+  app.get("/_edge/recommendations", (c) => {
+    c.set("plain", true);
+    return plain.recommendations(c.req.raw, c.env);
+  });
   app.all("/_edge/*", (c) => {
     c.header("cache-control", "no-store");
     return c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404);
@@ -118,8 +135,8 @@ function createRouters(deps: Deps, proxy: ProxyHandler): Hono<AppEnv> {
   app.route("/ofrep/v1", ofrepRoutes(deps));
   // Anything else under those prefixes is the origin's.
   app.all("*", (c) => {
-    c.set("proxied", true);
-    return proxy(c.req.raw, c.env);
+    c.set("plain", true);
+    return plain.proxy(c.req.raw, c.env);
   });
   return app;
 }

@@ -56,7 +56,15 @@ export function edgeHandlers(deps: Deps): EdgeHandlers {
 /** The `limit` query parameter, or the 400 answer naming the problem. */
 function limitOf(url: string): number | Response {
   const query = url.indexOf("?");
-  const params = query < 0 ? {} : Object.fromEntries(new URLSearchParams(url.slice(query + 1)));
+  const params: Record<string, string | string[]> = {};
+  if (query >= 0) {
+    const search = new URLSearchParams(url.slice(query + 1));
+    // A repeated parameter stays a list (and fails validation), as the query validator had it.
+    for (const name of new Set(search.keys())) {
+      const values = search.getAll(name);
+      params[name] = values.length === 1 ? values[0]! : values;
+    }
+  }
   const parsed = RecommendationsQuery.safeParse(params);
   if (parsed.success) return parsed.data.limit;
   return Response.json(invalidRequestBody(parsed.error.issues), {

@@ -9,7 +9,7 @@ export interface AppEnv {
   Bindings: { remoteAddr?: { hostname: string } } | undefined;
   Variables: {
     requestId: string;
-    /** Set when the request fell through to the proxy handler, which observes itself. */
-    proxied: boolean | undefined;
+    /** Set when a plain handler (proxy, edge-served reads) answered: it observes itself. */
+    plain: boolean | undefined;
   };
 }

@@ -70,13 +70,15 @@ export function peerOf(info: ServeInfo): string {
  * The path of a request URL without parsing the whole URL.
  *
  * @param url an absolute URL
- * @returns its path (without the query)
+ * @returns its path (without the query or fragment)
  */
 export function pathOf(url: string): string {
   const start = url.indexOf("/", url.indexOf("//") + 2);
   if (start < 0) return "/";
-  const query = url.indexOf("?", start);
-  return url.slice(start, query < 0 ? undefined : query);
+  let end = url.indexOf("?", start);
+  const hash = url.indexOf("#", start);
+  if (hash >= 0 && (end < 0 || hash < end)) end = hash;
+  return url.slice(start, end < 0 ? undefined : end);
 }
 
 /** What is known about a finished request. */

@@ -19,7 +19,7 @@ import {
 } from "../lib/upstream.ts";
 import { contextView, visitorFor } from "./visitor.ts";
 import { observed, type RequestRecord, type ServeInfo } from "./observe.ts";
-import { rewriteHtmlResponse } from "../lib/html_slots.ts";
+import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/html_slots.ts";
 
 /** Serves one request through the proxy pipeline. */
 export type ProxyHandler = (request: Request, info: ServeInfo) => Promise<Response>;
@@ -89,6 +89,7 @@ export function proxyHandler(deps: Deps): ProxyHandler {
       upstream = await fetchOrigin(url, { method: request.method, headers, body: request.body }, {
         fetch: deps.fetch,
         timeoutMs: config.originTimeoutMs,
+        deadlines: deps.deadlines,
         signal: request.signal,
       });
     } catch (error) {
@@ -133,6 +134,12 @@ export function proxyHandler(deps: Deps): ProxyHandler {
       headers: responseHeaders,
     });
     if (!rewriteHtml) return response;
+    if (!(await htmlRewriterAvailable())) {
+      deps.log.warn("html rewriter unavailable; page sent as the origin made it", {
+        requestId: facts.requestId,
+      });
+      return response;
+    }
     return rewriteHtmlResponse(response, {
       slots: new Map(slots),
       context: rules.htmlContext ? contextView(visitor) : undefined,

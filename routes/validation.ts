@@ -22,6 +22,7 @@ interface FailedResult {
  */
 export function validationHook(result: { success: true } | FailedResult, c: Context): Response | undefined {
   if (result.success) return undefined;
+  c.header("cache-control", "no-store");
   return c.json(invalidRequestBody(result.error.issues), 400);
 }
 

@@ -3,6 +3,7 @@
  * Test support: real origins on port 0, `Deps` with an in-memory KV and a fixed clock, and a
  * raw HTTP/1.1 client for request targets that `fetch` would normalise away.
  */
+import { DeadlineSweep } from "../lib/deadlines.ts";
 import { type Config, parseConfig } from "../lib/config.ts";
 import type { Deps } from "../lib/deps.ts";
 import { createLogger } from "../lib/log.ts";
@@ -100,6 +101,7 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
     ipGeo: options.ipGeo,
     backend: backendClientFromConfig(config, { fetch: globalThis.fetch, now }),
     metrics: new EdgeMetrics(),
+    deadlines: new DeadlineSweep(),
     tracer: undefined,
     waitUntil: () => {},
     logDecision: createDecisionLogger({

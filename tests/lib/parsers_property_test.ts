@@ -10,7 +10,7 @@ import { parseCookies } from "../../lib/cookies.ts";
 import { parseSticky } from "../../lib/identity.ts";
 import { CidrList, clientAddress } from "../../lib/net.ts";
 import { classifyDevice, UaCache } from "../../lib/device.ts";
-import { gatherFacts, requestIdFrom, splitUrl } from "../../lib/facts.ts";
+import { gatherFacts, requestIdFrom, requestUrlParts, splitUrl } from "../../lib/facts.ts";
 import { DEFAULT_COUNTRY_HEADERS } from "../../lib/geo.ts";
 import { BadPathError } from "../../lib/errors.ts";
 
@@ -212,5 +212,48 @@ Deno.test("property: splitUrl cuts scheme, host, path and query out of a seriali
       assert.equal(parts.search, url.search);
     }),
     { numRuns: 2000 },
+  );
+});
+
+Deno.test("property: requestUrlParts of a raw request URL (dot segments, backslashes, anything) equals URL's parts", () => {
+  const piece = fc.oneof(
+    fc.constantFrom(
+      "/",
+      "..",
+      ".",
+      "%2e",
+      "%2F",
+      "\\",
+      "?",
+      "#",
+      "a",
+      "é",
+      " ",
+      "\t",
+      "'",
+      '"',
+      "<",
+      "|",
+      "[",
+      "//",
+    ),
+    fc.string({ maxLength: 5 }),
+  );
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 12 }), (pieces) => {
+      const raw = `http://edge.local/${pieces.join("")}`;
+      let url: URL;
+      try {
+        url = new URL(raw);
+      } catch {
+        return;
+      }
+      const parts = requestUrlParts(raw);
+      assert.equal(parts.scheme, url.protocol.slice(0, -1));
+      assert.equal(parts.host, url.host);
+      assert.equal(parts.path, url.pathname);
+      assert.equal(parts.search, url.search);
+    }),
+    { numRuns: 3000 },
   );
 });

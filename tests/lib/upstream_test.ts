@@ -8,6 +8,7 @@ import {
   stripHopByHop,
   upstreamRequestHeaders,
 } from "../../lib/upstream.ts";
+import { DeadlineSweep } from "../../lib/deadlines.ts";
 import { BadPathError, OriginBodyTimeoutError, OriginTimeoutError } from "../../lib/errors.ts";
 
 Deno.test("inbound paths: safe ones pass (repeated slashes collapsed), escaping ones are refused", () => {
@@ -60,6 +61,7 @@ Deno.test("upstream headers: accept-encoding defaults to identity so bodies pass
 });
 
 const encoder = new TextEncoder();
+const deadlines = new DeadlineSweep();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 Deno.test("body idle guard: a source silent while the consumer waits errors the stream and is cancelled", async () => {
@@ -135,6 +137,7 @@ Deno.test("fetchOrigin: an origin that stalls mid-body is cut off after the idle
     const url = new URL(`http://127.0.0.1:${server.addr.port}/stall`);
     const response = await fetchOrigin(url, { method: "GET", headers: new Headers(), body: null }, {
       fetch,
+      deadlines,
       timeoutMs: 1000,
       bodyIdleTimeoutMs: 100,
     });
@@ -165,6 +168,7 @@ Deno.test("fetchOrigin: a small sized body is read whole; one that stalls is a 5
     const base = `http://127.0.0.1:${server.addr.port}`;
     const whole = await fetchOrigin(new URL(`${base}/ok`), { method: "GET", headers: [], body: null }, {
       fetch,
+      deadlines,
       timeoutMs: 1000,
     });
     assert.ok(whole.body instanceof Uint8Array);
@@ -173,6 +177,7 @@ Deno.test("fetchOrigin: a small sized body is read whole; one that stalls is a 5
     await assert.rejects(
       fetchOrigin(new URL(`${base}/stall`), { method: "GET", headers: [], body: null }, {
         fetch,
+        deadlines,
         timeoutMs: 1000,
         bodyIdleTimeoutMs: 100,
         onBodyIdle: () => idle++,
@@ -195,7 +200,7 @@ Deno.test("fetchOrigin: bodyless answers (204, 304) come back unwrapped", async 
       const response = await fetchOrigin(
         new URL(`http://127.0.0.1:${server.addr.port}${path}`),
         { method: "GET", headers: new Headers(), body: null },
-        { fetch, timeoutMs: 1000 },
+        { fetch, deadlines, timeoutMs: 1000 },
       );
       assert.equal(response.status, status);
       assert.equal(response.body, null);

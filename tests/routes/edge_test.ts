@@ -98,13 +98,26 @@ Deno.test("/_edge/recommendations scores related items, excluding cart and viewe
 
 Deno.test("/_edge/recommendations rejects a bad limit with the house error body", async () => {
   await withApp(async (app) => {
-    for (const limit of ["0", "51", "abc", "2.5"]) {
+    for (const limit of ["0", "51", "abc", "2.5", "2&limit=3"]) {
       const res = await app.request(`/_edge/recommendations?limit=${limit}`, {}, PEER);
       assert.equal(res.status, 400, limit);
+      assert.equal(res.headers.get("cache-control"), "no-store");
       const body = await res.json();
       assert.equal(body.error.code, "invalid_request");
       assert.equal(body.error.fields[0].field, "limit");
     }
+  });
+});
+
+Deno.test("the edge-served reads answer under percent-encoded spellings of their paths, as before", async () => {
+  await withApp(async (app) => {
+    const context = await app.request("/_edge/%63ontext", {}, PEER);
+    assert.equal(context.status, 200);
+    assert.ok(context.headers.get("x-request-id"));
+    assert.equal(typeof (await context.json()).region, "string");
+    const encoded = await app.request("/_edge/%72ecommendations?limit=2", {}, PEER);
+    assert.equal(encoded.status, 200);
+    assert.ok(Array.isArray((await encoded.json()).items));
   });
 });
 

@@ -88,3 +88,31 @@ Deno.test("no SSRF or path-traversal vector reaches another host or escapes the 
     await evil.close();
   }
 });
+
+Deno.test("raw request targets are normalised as URL does before routing: dot segments resolved, characters encoded", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { rules: SEED_RULES });
+  const edge = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, createApp(deps).fetch);
+  try {
+    // Deno.serve hands the raw target through in Request.url; the edge must see what URL sees.
+    for (
+      const [target, expected] of [
+        ["/x/../echo/a", "/echo/a"],
+        ["/echo/./b", "/echo/b"],
+        ["/echo/caf\u00e9", "/echo/caf%C3%A9"],
+        ['/echo/a"b', "/echo/a%22b"],
+      ] as const
+    ) {
+      const res = await rawRequest(
+        edge.addr.port,
+        `GET ${target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(res.status, 200, target);
+      assert.equal(origin.seen.at(-1)!.path, expected, target);
+    }
+  } finally {
+    await edge.shutdown();
+    deps.kv.close();
+    await origin.close();
+  }
+});
