@@ -255,6 +255,14 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   if (parsed.BACKEND_URL && !parsed.BACKEND_TOKEN) {
     problems.push("BACKEND_TOKEN is required when BACKEND_URL is set");
   }
+  // A tombstone must outlive whatever it erased: once it expires, a late event (or a view an
+  // interrupted compaction left behind) would count as the user's data again.
+  const longestDataTtl = Math.max(parsed.VIEW_TTL_DAYS, parsed.CART_TTL_DAYS, parsed.PROFILE_TTL_DAYS);
+  if (parsed.TOMBSTONE_TTL_DAYS < longestDataTtl) {
+    problems.push(
+      `TOMBSTONE_TTL_DAYS must be at least the longest of VIEW_TTL_DAYS, CART_TTL_DAYS and PROFILE_TTL_DAYS (${longestDataTtl})`,
+    );
+  }
   if (problems.length) throw new ConfigError(problems);
   return {
     port: parsed.PORT,

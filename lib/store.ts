@@ -50,12 +50,13 @@ export const GET_MANY_MAX = 10;
 export const DEFAULT_RECENT_VIEWS_MAX = 20;
 
 /**
- * Most view entries a read scans for one user. A read that lists more than `RECENT_VIEWS_MAX` +
- * {@linkcode VIEWS_COMPACT_SLACK} has them compacted, so this bound only matters for a user
- * never read since many views of few items arrived; a read that hits it returns the items found
- * so far.
+ * Most view entries a read scans for one user. A read stops as soon as it has its window (one
+ * round trip, normally), and one that lists more than `RECENT_VIEWS_MAX` +
+ * {@linkcode VIEWS_COMPACT_SLACK} has them compacted, so this bound only matters for a user never
+ * read since very many views of few items arrived: the first read then pages through up to this
+ * many entries (still exact), and only beyond it returns the items found so far.
  */
-const VIEWS_SCAN_MAX = 1000;
+const VIEWS_SCAN_MAX = 20_000;
 /**
  * Entries a read fetches per round trip: twice `RECENT_VIEWS_MAX` plus this, so that older
  * views of the same items (until a compaction deletes them) rarely need a second round trip,
@@ -70,6 +71,52 @@ const VIEWS_SCAN_SLACK = 16;
  * `RECENT_VIEWS_MAX` + this many view entries, and each compaction deletes more than this many.
  */
 export const VIEWS_COMPACT_SLACK = 16;
+
+/**
+ * Deno KV's limits for one atomic commit, with headroom: checks and mutations by count; the
+ * encoded size of every key checked or written (KV allows 80 KiB in total); keys plus values
+ * (800 KiB).
+ */
+export const KV_COMMIT_LIMITS = {
+  checks: 100,
+  mutations: 1000,
+  keyBytes: 72 * 1024,
+  bytes: 760 * 1024,
+} as const;
+
+/**
+ * The size of a key as Deno KV encodes it, or a little more: a string part is its UTF-8 bytes
+ * (a NUL byte counts twice, as KV escapes it) plus a type tag and a terminator; a number nine
+ * bytes; a bigint or a byte array its length, doubled for escaping, plus two.
+ *
+ * @param key a KV key
+ * @returns bytes
+ */
+export function kvKeyBytes(key: Deno.KvKey): number {
+  let bytes = 0;
+  for (const part of key) {
+    if (typeof part === "string") {
+      bytes += 2;
+      for (let i = 0; i < part.length; i++) {
+        const code = part.charCodeAt(i);
+        // A surrogate pair is 4 bytes of UTF-8 (2 per unit); other BMP characters up to 3.
+        bytes += code === 0
+          ? 2
+          : code < 0x80
+          ? 1
+          : code < 0x800
+          ? 2
+          : code >= 0xd800 && code <= 0xdfff
+          ? 2
+          : 3;
+      }
+    } else if (typeof part === "number") bytes += 9;
+    else if (typeof part === "bigint") bytes += 2 + 2 * Math.ceil(part.toString(16).length / 2) + 1;
+    else if (part instanceof Uint8Array) bytes += 2 + 2 * part.byteLength;
+    else bytes += 1;
+  }
+  return bytes;
+}
 
 /** Key builders of the layout above. */
 export const keys = {
@@ -402,7 +449,7 @@ export interface ListViewWindowOptions {
 /**
  * Lists the part of a user's views (layout 2) that a read needs: newest first until `max`
  * distinct items are found, plus any more at the same `at` (KV orders item ids by UTF-8 bytes,
- * {@linkcode recentViews} by UTF-16 units), at most 1000 entries. Older views of the same items
+ * {@linkcode recentViews} by UTF-16 units), at most 20 000 entries. Older views of the same items
  * in it are entries a compaction deletes. The tombstone is applied by the caller: the views
  * after an erasure are a prefix of this order.
  *
@@ -447,7 +494,7 @@ async function scanViews(
   const entries = kv.list({ prefix: keys.viewsPrefix(userId) }, {
     consistency: options.consistency,
     limit: VIEWS_SCAN_MAX,
-    batchSize: Math.min(2 * max + VIEWS_SCAN_SLACK, VIEWS_SCAN_MAX),
+    batchSize: Math.min(2 * max + VIEWS_SCAN_SLACK, 1000),
   });
   for await (const entry of entries) {
     const view = parseViewEntry(entry);

@@ -22,6 +22,8 @@ import {
   getManyChunked,
   hashSessionId,
   keys,
+  KV_COMMIT_LIMITS,
+  kvKeyBytes,
   LegacyViewsValue,
   parseStored,
   ProfileValue,
@@ -43,9 +45,6 @@ import {
   type SyncEvent,
   type ViewEvent,
 } from "./schema.ts";
-
-/** Deno KV limits of one atomic commit, with headroom for key and encoding overhead. */
-export const KV_LIMITS = { checks: 100, mutations: 1000, bytes: 760 * 1024 } as const;
 
 const DAY_MS = 86_400_000;
 /** `expireIn` of a value whose own `expiresAt` has passed: reads already ignore it. */
@@ -85,9 +84,15 @@ export interface ApplyOptions {
 
 /** The outcome of applying a batch. */
 export interface ApplyResult {
-  /** Events that changed stored state. */
+  /**
+   * Events written. A `view` is written blind, so one delivered again (under a new webhook-id)
+   * is written again, harmlessly, and counted here.
+   */
   applied: number;
-  /** Events that changed nothing: older or equal versions, duplicates, erased users' old events. */
+  /**
+   * Events that changed nothing: older or equal versions, views that cannot change what reads
+   * return (not the newest of their item in the batch, expired), erased users' old events.
+   */
   stale: number;
 }
 
@@ -290,14 +295,18 @@ async function planUnits(events: readonly SyncEvent[], options: ApplyOptions): P
   const viewsBy = groupBy(views, (event) => event.userId);
   const cartsBy = groupBy(carts, (event) => event.userId);
   const profilesBy = groupBy(profiles, (event) => event.userId);
+  const erasesBy = groupBy(erases, (event) => event.userId);
   for (const userId of userIds) {
     units.push(userDataUnit(userId, {
       views: viewsBy.get(userId) ?? [],
       carts: cartsBy.get(userId) ?? [],
       profiles: profilesBy.get(userId) ?? [],
+      // The batch's own erasure of the user commits in a later wave (the units share the
+      // tombstone key): its events at or before it are dropped now, so they are never readable.
+      erasedAt: Math.max(...(erasesBy.get(userId) ?? []).map((event) => event.at)),
     }, options));
   }
-  for (const [userId, list] of groupBy(erases, (event) => event.userId)) {
+  for (const [userId, list] of erasesBy) {
     units.push(eraseUnit(userId, list, options));
   }
   for (const [userId, list] of groupBy(sessions, (event) => event.userId)) {
@@ -322,7 +331,7 @@ async function planUnits(events: readonly SyncEvent[], options: ApplyOptions): P
 /** Views, cart and profile of one user: each checked against the user's tombstone. */
 function userDataUnit(
   userId: string,
-  events: { views: ViewEvent[]; carts: CartEvent[]; profiles: ProfileEvent[] },
+  events: { views: ViewEvent[]; carts: CartEvent[]; profiles: ProfileEvent[]; erasedAt: number },
   options: ApplyOptions,
 ): Unit {
   // Views are written blind: only the tombstone is checked, assumed absent until a commit fails.
@@ -334,7 +343,10 @@ function userDataUnit(
     assumedAbsent: [keys.erased(userId)],
     attempts: 0,
     step(read) {
-      const erasedAt = parseStored(TombstoneValue, read(keys.erased(userId)).value)?.at ?? -Infinity;
+      const erasedAt = Math.max(
+        parseStored(TombstoneValue, read(keys.erased(userId)).value)?.at ?? -Infinity,
+        events.erasedAt,
+      );
       const plan: Plan = { mutations: [], applied: 0, stale: 0, users: [] };
       if (events.views.length) {
         // Not compacted here, so the writes stay blind: a read that finds more views stored than
@@ -740,10 +752,9 @@ interface Outcome {
 }
 
 function estimateBytes(mutation: Mutation): number {
-  // Generous: UTF-16 worst case for strings plus per-entry overhead.
-  return (JSON.stringify(mutation.key).length +
-        (mutation.value === undefined ? 0 : JSON.stringify(mutation.value).length)) *
-      2 + 64;
+  // The key as KV encodes it; the value generously (UTF-16 worst case) plus per-entry overhead.
+  return kvKeyBytes(mutation.key) +
+    (mutation.value === undefined ? 0 : JSON.stringify(mutation.value).length * 2) + 64;
 }
 
 // Adds to `outcome` as commits succeed, so that a caller sees what committed even on a throw.
@@ -782,6 +793,7 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number, outcome
       op: Deno.AtomicOperation;
       checks: number;
       mutations: number;
+      keyBytes: number;
       bytes: number;
     }[] = [];
     const settle = (plan: Plan, unit: Unit) => {
@@ -819,21 +831,25 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number, outcome
         settle(plan, unit);
         continue;
       }
+      const keyBytes = plan.mutations.reduce((sum, mutation) => sum + kvKeyBytes(mutation.key), 0) +
+        readKeys.reduce((sum, key) => sum + kvKeyBytes(key), 0);
       const bytes = plan.mutations.reduce((sum, mutation) => sum + estimateBytes(mutation), 0) +
-        readKeys.reduce((sum, key) => sum + JSON.stringify(key).length * 2 + 32, 0);
+        readKeys.reduce((sum, key) => sum + kvKeyBytes(key) + 32, 0);
       let commit = commits.at(-1);
       if (
-        !commit || commit.checks + readKeys.length > KV_LIMITS.checks ||
-        commit.mutations + plan.mutations.length > KV_LIMITS.mutations ||
-        commit.bytes + bytes > KV_LIMITS.bytes
+        !commit || commit.checks + readKeys.length > KV_COMMIT_LIMITS.checks ||
+        commit.mutations + plan.mutations.length > KV_COMMIT_LIMITS.mutations ||
+        commit.keyBytes + keyBytes > KV_COMMIT_LIMITS.keyBytes ||
+        commit.bytes + bytes > KV_COMMIT_LIMITS.bytes
       ) {
-        commit = { units: [], plans: [], op: kv.atomic(), checks: 0, mutations: 0, bytes: 0 };
+        commit = { units: [], plans: [], op: kv.atomic(), checks: 0, mutations: 0, keyBytes: 0, bytes: 0 };
         commits.push(commit);
       }
       commit.units.push(unit);
       commit.plans.push(plan);
       commit.checks += readKeys.length;
       commit.mutations += plan.mutations.length;
+      commit.keyBytes += keyBytes;
       commit.bytes += bytes;
       for (const key of readKeys) commit.op.check({ key, versionstamp: read(key).versionstamp });
       for (const mutation of plan.mutations) {

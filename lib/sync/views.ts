@@ -7,12 +7,16 @@
  * users it erases; the context stage compacts, off the request path, a user whose read listed
  * more views than a compaction would keep (`lib/context.ts`), so ordinary writes stay blind.
  */
-import { keys, parseViewEntry, recentViews, type StoredView } from "../store.ts";
+import {
+  keys,
+  KV_COMMIT_LIMITS,
+  kvKeyBytes,
+  parseViewEntry,
+  recentViews,
+  type StoredView,
+} from "../store.ts";
 import type { ViewEvent } from "./schema.ts";
 
-/** Deletions per atomic commit of a compaction: KV allows 1000 mutations and 800 KiB. */
-const DELETES_PER_COMMIT = 1000;
-const DELETE_BYTES_PER_COMMIT = 700 * 1024;
 /** Entries fetched per round trip when a compaction lists a user's views. */
 const COMPACT_LIST_BATCH = 500;
 /** `expireIn` floor, as for the other values: reads already ignore an expired view. */
@@ -124,8 +128,11 @@ class Deletions {
   }
 
   add(key: Deno.KvKey): void {
-    const size = JSON.stringify(key).length * 3 + 32;
-    if (this.#count === DELETES_PER_COMMIT || this.#bytes + size > DELETE_BYTES_PER_COMMIT) this.#commit();
+    // A delete's size is its key: KV's 80 KiB key total binds long before its 800 KiB total.
+    const size = kvKeyBytes(key);
+    if (this.#count === KV_COMMIT_LIMITS.mutations || this.#bytes + size > KV_COMMIT_LIMITS.keyBytes) {
+      this.#commit();
+    }
     this.#op.delete(key);
     this.#count++;
     this.#bytes += size;

@@ -66,3 +66,16 @@ Deno.test("config never echoes credentials of a rejected URL", () => {
   assert.match(problem!, /ORIGIN_URL must be an absolute http\(s\) URL/);
   assert.doesNotMatch(problem!, /hunter2|admin/);
 });
+
+Deno.test("config: a tombstone TTL shorter than a data TTL is refused (erased data could come back)", () => {
+  assert.throws(
+    () => parseConfig({ ORIGIN_URL: "http://origin.test", VIEW_TTL_DAYS: "60", TOMBSTONE_TTL_DAYS: "30" }),
+    (error: Error) =>
+      error instanceof ConfigError && /TOMBSTONE_TTL_DAYS must be at least .* \(60\)/.test(error.message),
+  );
+  assert.equal(
+    parseConfig({ ORIGIN_URL: "http://origin.test", VIEW_TTL_DAYS: "60", TOMBSTONE_TTL_DAYS: "60" })
+      .viewTtlDays,
+    60,
+  );
+});

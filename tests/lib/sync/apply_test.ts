@@ -918,3 +918,84 @@ Deno.test("random event streams converge under shuffling, duplication, batching 
     { numRuns: 200 },
   );
 });
+
+Deno.test("a full batch of views with long or multibyte ids fits KV's per-commit key and size limits", async () => {
+  // KV allows 80 KiB of keys and 800 KiB in total per commit: 1000 views of UUID users and items
+  // (and 600 of 256-character CJK ids, under the 1 MiB body limit) must be split to fit.
+  const uuid = (prefix: string, n: number) =>
+    `${prefix}${String(n).padStart(8, "0")}-aaaa-4bbb-8ccc-0123456789ab`;
+  const cjk = (n: number) => `\u8996${String(n)}`.padEnd(256, "\u56fe");
+  for (
+    const events of [
+      Array.from({ length: 1000 }, (_, i) => ({
+        kind: "view",
+        userId: uuid("u", i % 100),
+        itemId: uuid("i", i),
+        at: minute(i % 50),
+      })),
+      Array.from(
+        { length: 600 },
+        (_, i) => ({ kind: "view", userId: cjk(i % 60), itemId: cjk(i), at: minute(i % 50) }),
+      ),
+    ]
+  ) {
+    await withKv(async (kv) => {
+      const result = await apply(kv, events, { recentViewsMax: 20 });
+      assert.equal(result.applied, events.length);
+      const user = events[0]!.userId;
+      assert.equal((await storedViews(kv, user)).length, events.filter((e) => e.userId === user).length);
+      // Compaction deletes with the same key sizes also fit.
+      await compactViews(kv, new Map([[user, -Infinity]]), { recentViewsMax: 1 });
+      assert.equal((await storedViews(kv, user)).length, 1);
+    });
+  }
+});
+
+Deno.test("an erasure and older events of the same user in one batch: the events are never readable", async () => {
+  await withKv(async (kv) => {
+    // Read after every commit of the batch, as another request could.
+    const seen: string[][] = [];
+    const watched = new Proxy(kv, {
+      get(target, property) {
+        if (property === "atomic") {
+          return () => {
+            const op = target.atomic();
+            const commit = op.commit.bind(op);
+            op.commit = async () => {
+              const result = await commit();
+              seen.push((await readContext(kv, "u1")).recentViews.map((view) => view.itemId));
+              return result;
+            };
+            return op;
+          };
+        }
+        const value = Reflect.get(target, property, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    await applyEvents(
+      watched,
+      parseSyncEvents([
+        { kind: "erase", userId: "u1", at: minute(10) },
+        { kind: "view", userId: "u1", itemId: "secret", at: minute(5) },
+        { kind: "cart", userId: "u1", version: 1, at: minute(5), items: [{ itemId: "secret", qty: 1 }] },
+        { kind: "view", userId: "u1", itemId: "later", at: minute(11) },
+      ]),
+      options(),
+    );
+    assert.ok(seen.length > 0);
+    for (const items of seen) assert.ok(!items.includes("secret"), JSON.stringify(seen));
+    assert.deepEqual((await readContext(kv, "u1")).recentViews.map((view) => view.itemId), ["later"]);
+    assert.equal((await readContext(kv, "u1")).cart, undefined);
+  });
+});
+
+Deno.test("a read stays exact past 1000 stored entries of a user never read (many re-views of one item)", async () => {
+  await withKv(async (kv) => {
+    await apply(kv, [{ kind: "view", userId: "u1", itemId: "B", at: minute(0) }]);
+    for (let i = 1; i <= 1001; i++) {
+      await applyEvents(kv, [{ kind: "view", userId: "u1", itemId: "A", at: T0 + 60_000 + i }], options());
+    }
+    assert.deepEqual((await readContext(kv, "u1")).recentViews.map((view) => view.itemId), ["A", "B"]);
+  });
+});
