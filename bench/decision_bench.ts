@@ -8,6 +8,10 @@
 import { decide, type VisitorContext } from "../lib/decide.ts";
 import type { Facts } from "../lib/facts.ts";
 import { parseRules, type RuleSet } from "../lib/rules.ts";
+import type { Identity } from "../lib/identity.ts";
+import { setDecisionHeaders } from "../lib/edge_headers.ts";
+import { finishResponseHeaders } from "../lib/cache_headers.ts";
+import { downstreamResponseHeaders, upstreamRequestHeaders } from "../lib/upstream.ts";
 
 const flags: NonNullable<RuleSet["flags"]> = [];
 for (let i = 0; i < 20; i++) {
@@ -132,4 +136,58 @@ Deno.bench("decide × 1000 (divide by 1000)", { group: "decision" }, () => {
     const i = next++;
     decide({ facts: requests[i & 3]!, visitor: visitors[i & 1023]! }, rules);
   }
+});
+
+// Header building for one proxied request: the upstream list (hop-by-hop and forged x-edge-*
+// dropped, forwarding headers added), the x-edge-* decision headers, and the response side.
+const inbound = new Headers({
+  "user-agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36",
+  accept: "application/json",
+  "accept-language": "de-DE,de;q=0.9",
+  cookie: "sid=bench-session-0123456789abcdef; ep_uid=benchanon0123456789",
+  "x-forwarded-for": "85.214.132.117",
+  "x-edge-region": "forged",
+  connection: "keep-alive",
+});
+const originHeaders = new Headers({
+  "content-type": "application/json",
+  "content-length": "240",
+  "cache-control": "public, max-age=60",
+  etag: '"v1"',
+  vary: "Accept-Encoding",
+});
+const decided = decide({ facts: requests[0]!, visitor: visitors[0]! }, rules);
+const identity: Identity = {
+  key: "u1",
+  userId: "u1",
+  anonymousId: "benchanon0123456789",
+  newAnonymousId: false,
+  sticky: new Map(),
+  source: "session",
+};
+const forwarding = {
+  clientIp: "85.214.132.117",
+  peerIp: "127.0.0.1",
+  peerTrusted: true,
+  proto: "https",
+  host: "shop.example",
+  requestId: "req-1",
+};
+const userContext = {
+  recentViews: ["p1", "p2", "p3", "p42", "p7", "p13", "p8", "p9"],
+  cartItemIds: ["p42"],
+  segments: ["returning", "outdoor"],
+};
+
+Deno.bench("request headers: upstream list + x-edge-* decision headers", { group: "headers" }, () => {
+  const list = upstreamRequestHeaders(inbound, forwarding);
+  setDecisionHeaders(list, { facts: requests[0]!, identity, decision: decided, context: userContext });
+});
+Deno.bench("response headers: downstream copy + caching, vary, cookies", { group: "headers" }, () => {
+  const headers = downstreamResponseHeaders(originHeaders, "gzip");
+  finishResponseHeaders(headers, {
+    decision: decided,
+    clientHints: [],
+    cookies: ["ep_exp=hero%3Aa; Path=/"],
+  });
 });

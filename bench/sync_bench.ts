@@ -21,7 +21,8 @@
 import { applyEvents, type ApplyOptions } from "../lib/sync/apply.ts";
 import { ingestSync } from "../lib/sync/ingest.ts";
 import { createWebhookVerifier, sign } from "../lib/sync/verify.ts";
-import type { SyncEvent } from "../lib/sync/schema.ts";
+import { parseSyncPayload, type SyncEvent, type ViewEvent } from "../lib/sync/schema.ts";
+import { planViewWrites } from "../lib/sync/views.ts";
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
@@ -116,3 +117,26 @@ for (const users of [50, 500]) {
     if ("duplicate" in result || result.applied === 0) throw new Error("nothing applied");
   });
 }
+
+// The parts of an ingest that are not KV: validating a pushed batch, and planning one user's
+// view writes (the merge: newest view per item, at most RECENT_VIEWS_MAX, erased and expired out).
+const wire = JSON.stringify({
+  type: "edge.sync",
+  timestamp: new Date(T0).toISOString(),
+  data: {
+    events: viewBatch(0, 500).map((event) => ({
+      ...event,
+      at: new Date((event as { at: number }).at).toISOString(),
+    })),
+  },
+});
+Deno.bench("validate a 500-event batch (JSON.parse + schema)", {
+  group: "validation and merge",
+  baseline: true,
+}, () => {
+  parseSyncPayload(JSON.parse(wire));
+});
+const oneUser = viewBatch(0, 1) as ViewEvent[];
+Deno.bench("merge 500 views of one user (planViewWrites)", { group: "validation and merge" }, () => {
+  planViewWrites("user-0", oneUser, { ...OPTIONS, erasedAt: -Infinity });
+});
