@@ -17,6 +17,8 @@ import {
 } from "../store.ts";
 import type { ViewEvent } from "./schema.ts";
 
+/** Users whose views one compaction lists at the same time. */
+const COMPACT_USERS_AT_ONCE = 16;
 /** Entries fetched per round trip when a compaction lists a user's views. */
 const COMPACT_LIST_BATCH = 500;
 /** `expireIn` floor, as for the other values: reads already ignore an expired view. */
@@ -99,14 +101,21 @@ export async function compactViews(
   options: { recentViewsMax: number },
 ): Promise<number> {
   const deletions = new Deletions(kv);
-  const listed = await Promise.allSettled(
-    [...users].map(([userId, erasedAt]) =>
-      Promise.all([
-        deleteUnreachable(kv, userId, { erasedAt, max: options.recentViewsMax, deletions }),
-        erasedAt === -Infinity ? undefined : deleteErased(kv, userId, { erasedAt, deletions }),
-      ])
-    ),
-  );
+  const listed: PromiseSettledResult<unknown>[] = [];
+  const all = [...users];
+  // A batch may erase up to 1000 users: their listings run a few at a time, not all at once.
+  for (let i = 0; i < all.length; i += COMPACT_USERS_AT_ONCE) {
+    listed.push(
+      ...await Promise.allSettled(
+        all.slice(i, i + COMPACT_USERS_AT_ONCE).map(([userId, erasedAt]) =>
+          Promise.all([
+            deleteUnreachable(kv, userId, { erasedAt, max: options.recentViewsMax, deletions }),
+            erasedAt === -Infinity ? undefined : deleteErased(kv, userId, { erasedAt, deletions }),
+          ])
+        ),
+      ),
+    );
+  }
   // Commits already started are awaited even when a listing failed.
   const count = await deletions.flush();
   for (const result of listed) if (result.status === "rejected") throw result.reason;
