@@ -121,11 +121,11 @@ function createRouters(deps: Deps, plain: PlainHandlers): Hono<AppEnv> {
   // them (`/_edge/%63ontext`) reach them here, after Hono has decoded the path.
   app.get("/_edge/context", (c) => {
     c.set("plain", true);
-    return plain.context(c.req.raw, c.env);
+    return plain.context(c.req.raw, c.env, c.get("requestId"));
   });
   app.get("/_edge/recommendations", (c) => {
     c.set("plain", true);
-    return plain.recommendations(c.req.raw, c.env);
+    return plain.recommendations(c.req.raw, c.env, c.get("requestId"));
   });
   app.all("/_edge/*", (c) => {
     c.header("cache-control", "no-store");
@@ -136,7 +136,7 @@ function createRouters(deps: Deps, plain: PlainHandlers): Hono<AppEnv> {
   // Anything else under those prefixes is the origin's.
   app.all("*", (c) => {
     c.set("plain", true);
-    return plain.proxy(c.req.raw, c.env);
+    return plain.proxy(c.req.raw, c.env, c.get("requestId"));
   });
   return app;
 }

@@ -26,16 +26,18 @@ export type ObservedHandler = (request: Request, info: ServeInfo, record: Reques
  *
  * @param deps the service's dependencies
  * @param handler the handler; it may set `decision`, `facts`, `stages`, … on the record
- * @returns a `Deno.serve`-style handler
+ * @returns a `Deno.serve`-style handler, which also takes the request id when the caller already
+ *   has one
  */
 export function observed(
   deps: Deps,
   handler: ObservedHandler,
-): (request: Request, info: ServeInfo) => Promise<Response> {
-  return async (request, info) => {
+): (request: Request, info: ServeInfo, requestId?: string) => Promise<Response> {
+  return async (request, info, requestId) => {
     const start = deps.mono();
     const record: RequestRecord = {
-      requestId: requestIdFrom(request.headers, deps.randomId),
+      // A request the routers handed on already has its id.
+      requestId: requestId ?? requestIdFrom(request.headers, deps.randomId),
       method: request.method,
       path: pathOf(request.url),
       status: 0,

@@ -22,7 +22,7 @@ import { observed, type RequestRecord, type ServeInfo } from "./observe.ts";
 import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/html_slots.ts";
 
 /** Serves one request through the proxy pipeline. */
-export type ProxyHandler = (request: Request, info: ServeInfo) => Promise<Response>;
+export type ProxyHandler = (request: Request, info: ServeInfo, requestId?: string) => Promise<Response>;
 
 /**
  * The proxy: a plain handler rather than a router, because it serves almost every request

@@ -341,3 +341,26 @@ Deno.test("with PUBLIC_HOSTS, a client's unknown Host is never passed on as X-Fo
     assert.equal(origin.seen.at(-1)!.headers.get("x-forwarded-host"), "www.shop.example");
   }, { env: { PUBLIC_HOSTS: "shop.example, www.shop.example" } });
 });
+
+Deno.test("a request the routers hand on to the proxy keeps the one request id they made", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { rules: SEED_RULES });
+  let made = 0;
+  const randomId = deps.randomId;
+  deps.randomId = () => {
+    made++;
+    return randomId();
+  };
+  try {
+    // A percent-encoded path goes through Hono (which decodes before routing) to the proxy.
+    const res = await createApp(deps).request("http://edge.test/echo/%61b", {
+      headers: { cookie: "ep_uid=known-visitor-0001" },
+    }, UNTRUSTED);
+    assert.equal(res.status, 200);
+    assert.equal(made, 1);
+    assert.equal(origin.seen.at(-1)!.headers.get("x-request-id"), res.headers.get("x-request-id"));
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
