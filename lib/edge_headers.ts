@@ -54,6 +54,18 @@ export function setDecisionHeaders(
   }
 }
 
+function sameAssignments(
+  wanted: Readonly<Record<string, string>>,
+  current: ReadonlyMap<string, string>,
+): boolean {
+  let count = 0;
+  for (const key in wanted) {
+    if (current.get(key) !== wanted[key]) return false;
+    count++;
+  }
+  return count === current.size;
+}
+
 function encodeFlagValue(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value);
   return encodeURIComponent(text ?? "null");
@@ -93,7 +105,8 @@ export function responseCookies(
     cookies.push(serializeCookie(ANON_COOKIE, identity.anonymousId, options));
   }
   const sticky = inputs.decision.stickyAssignments;
-  if (sticky) {
+  // Most requests change nothing: the same assignments as the cookie, compared without formatting.
+  if (sticky && !sameAssignments(sticky, identity.sticky)) {
     const wanted = formatSticky(sticky);
     const current = formatSticky(Object.fromEntries(identity.sticky));
     if (wanted !== current) {

@@ -56,6 +56,8 @@ export function edgeHandlers(deps: Deps): EdgeHandlers {
 /** The `limit` query parameter, or the 400 answer naming the problem. */
 function limitOf(url: string): number | Response {
   const query = url.indexOf("?");
+  // The common call has no query: the default, without a validation pass.
+  if (query < 0 || query === url.length - 1) return DEFAULT_RECOMMENDATIONS;
   const params: Record<string, string | string[]> = {};
   if (query >= 0) {
     const search = new URLSearchParams(url.slice(query + 1));
