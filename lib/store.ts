@@ -72,6 +72,21 @@ const VIEWS_SCAN_SLACK = 16;
  */
 export const VIEWS_COMPACT_SLACK = 16;
 
+/** `expireIn` of a value whose own `expiresAt` has passed: reads already ignore it. */
+const MIN_EXPIRE_IN_MS = 60_000;
+
+/**
+ * The `expireIn` for a value that carries its own `expiresAt` (KV's expiry is lazy, so reads
+ * check `expiresAt` themselves): the time left, or a minute for a value already expired.
+ *
+ * @param expiresAt when the value expires, epoch ms
+ * @param now the current time, epoch ms
+ * @returns milliseconds for KV's `expireIn`
+ */
+export function expireIn(expiresAt: number, now: number): number {
+  return Math.max(expiresAt - now, MIN_EXPIRE_IN_MS);
+}
+
 /**
  * Deno KV's limits for one atomic commit, with headroom: checks and mutations by count; the
  * encoded size of every key checked or written (KV allows 80 KiB in total); keys plus values

@@ -19,6 +19,7 @@ import {
 import type { Config } from "../config.ts";
 import {
   CartValue,
+  expireIn,
   getManyChunked,
   hashSessionId,
   keys,
@@ -47,8 +48,6 @@ import {
 } from "./schema.ts";
 
 const DAY_MS = 86_400_000;
-/** `expireIn` of a value whose own `expiresAt` has passed: reads already ignore it. */
-const MIN_EXPIRE_IN_MS = 60_000;
 /** Sessions handled by one unit, so that its reads (and checks) stay far below 100. */
 const SESSIONS_PER_UNIT = 40;
 /** Session records an erasure ends per commit. */
@@ -228,10 +227,6 @@ interface Unit {
 
 function keyId(key: Deno.KvKey): string {
   return JSON.stringify(key);
-}
-
-function expireIn(expiresAt: number, now: number): number {
-  return Math.max(expiresAt - now, MIN_EXPIRE_IN_MS);
 }
 
 function groupBy<T, K>(items: Iterable<T>, keyOf: (item: T) => K): Map<K, T[]> {

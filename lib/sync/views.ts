@@ -8,6 +8,7 @@
  * more views than a compaction would keep (`lib/context.ts`), so ordinary writes stay blind.
  */
 import {
+  expireIn,
   keys,
   KV_COMMIT_LIMITS,
   kvKeyBytes,
@@ -21,8 +22,6 @@ import type { ViewEvent } from "./schema.ts";
 const COMPACT_USERS_AT_ONCE = 16;
 /** Entries fetched per round trip when a compaction lists a user's views. */
 const COMPACT_LIST_BATCH = 500;
-/** `expireIn` floor, as for the other values: reads already ignore an expired view. */
-const MIN_EXPIRE_IN_MS = 60_000;
 
 /** Options for {@linkcode planViewWrites}. */
 export interface ViewWriteOptions {
@@ -68,7 +67,7 @@ export function planViewWrites(
     return {
       key: keys.view(userId, view.itemId, view.at),
       value: { expiresAt },
-      expireIn: Math.max(expiresAt - now, MIN_EXPIRE_IN_MS),
+      expireIn: expireIn(expiresAt, now),
     };
   });
   return { mutations, applied: written.length, stale: events.length - written.length };

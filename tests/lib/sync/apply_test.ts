@@ -22,6 +22,7 @@ import {
 } from "../../../lib/sync/apply.ts";
 import { parseSyncEvents, type SyncEvent, SyncPayloadError } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
+import { applyOptions, withKv } from "./fixtures.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
 const NOW = T0 + 3_600_000;
@@ -30,24 +31,7 @@ const iso = (ms: number) => new Date(ms).toISOString();
 const minute = (n: number) => iso(T0 + n * 60_000);
 
 function options(overrides: Partial<ApplyOptions> = {}): ApplyOptions {
-  return {
-    now: NOW,
-    recentViewsMax: 3,
-    viewTtlMs: 30 * DAY,
-    cartTtlMs: 30 * DAY,
-    profileTtlMs: 30 * DAY,
-    tombstoneTtlMs: 30 * DAY,
-    ...overrides,
-  };
-}
-
-async function withKv(fn: (kv: Deno.Kv) => Promise<void>): Promise<void> {
-  const kv = await Deno.openKv(":memory:");
-  try {
-    await fn(kv);
-  } finally {
-    kv.close();
-  }
+  return applyOptions({ now: NOW, recentViewsMax: 3 }, overrides);
 }
 
 function apply(kv: Deno.Kv, wire: unknown[], overrides: Partial<ApplyOptions> = {}) {

@@ -9,6 +9,7 @@ import {
 import { applyEvents, type ApplyOptions } from "../../../lib/sync/apply.ts";
 import type { SyncEvent } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
+import { applyOptions, withKv } from "./fixtures.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
 const NOW = T0 + 3_600_000;
@@ -16,24 +17,7 @@ const DAY = 86_400_000;
 const MAX = DEFAULT_RECENT_VIEWS_MAX;
 
 function options(overrides: Partial<ApplyOptions> = {}): ApplyOptions {
-  return {
-    now: NOW,
-    recentViewsMax: MAX,
-    viewTtlMs: 30 * DAY,
-    cartTtlMs: 30 * DAY,
-    profileTtlMs: 30 * DAY,
-    tombstoneTtlMs: 30 * DAY,
-    ...overrides,
-  };
-}
-
-async function withKv(fn: (kv: Deno.Kv) => Promise<void>): Promise<void> {
-  const kv = await Deno.openKv(":memory:");
-  try {
-    await fn(kv);
-  } finally {
-    kv.close();
-  }
+  return applyOptions({ now: NOW, recentViewsMax: MAX }, overrides);
 }
 
 function view(userId: string, itemId: string, at: number): SyncEvent {
