@@ -28,7 +28,8 @@ export interface Visitor {
 
 /**
  * Runs facts, identity, context and decide for a request served by a plain handler, and
- * notes the decision, the stage timings and the context outcome on the request's record.
+ * notes the stage timings (as they finish, so a failure still leaves them), the decision and
+ * the context outcome on the request's record.
  *
  * @param request the request
  * @param info the connection facts
@@ -45,34 +46,6 @@ export async function visitorFor(
 ): Promise<Visitor> {
   const stages: Record<string, number> = {};
   record.stages = stages;
-  const visitor = await visitorOf(request, peerOf(info), record.requestId, deps, stages);
-  record.facts = visitor.facts;
-  record.decision = visitor.decision;
-  record.visitorKey = visitor.identity.key;
-  record.loggedIn = visitor.identity.userId !== undefined;
-  record.contextOutcome = visitor.contextOutcome;
-  return visitor;
-}
-
-/**
- * Runs facts, identity, context and decide for a request.
- *
- * @param request the request
- * @param peerIp the connection's peer address
- * @param requestId the request's id
- * @param deps the service's dependencies
- * @param stages where each stage's duration goes (filled in as the stages run, so a failure
- *   still leaves the finished ones)
- * @returns the visitor
- * @throws {BadPathError} when the path cannot be forwarded safely
- */
-export async function visitorOf(
-  request: Request,
-  peerIp: string,
-  requestId: string,
-  deps: Deps,
-  stages: Record<string, number> = {},
-): Promise<Visitor> {
   const { config } = deps;
   let mark = deps.mono();
   const lap = (stage: string) => {
@@ -82,11 +55,11 @@ export async function visitorOf(
     mark = at;
   };
 
-  const facts = gatherFacts(request, peerIp, {
+  const facts = gatherFacts(request, peerOf(info), {
     trustedProxies: config.trustedProxies,
     cdnSecret: config.cdnSecret,
     countryHeaders: config.countryHeaders,
-    requestId,
+    requestId: record.requestId,
     uaCache: deps.uaCache,
     ipGeo: deps.ipGeo,
   });
@@ -145,15 +118,13 @@ export async function visitorOf(
     decision = { ...decision, personalized: true, dependsOn: [...decision.dependsOn, "visitorKey"] };
   }
   lap("decide");
-  return {
-    facts,
-    identity,
-    context,
-    decision,
-    rules,
-    stages,
-    contextOutcome: { cache: context.outcome.cache, readThrough },
-  };
+  const contextOutcome = { cache: context.outcome.cache, readThrough };
+  record.facts = facts;
+  record.decision = decision;
+  record.visitorKey = identity.key;
+  record.loggedIn = identity.userId !== undefined;
+  record.contextOutcome = contextOutcome;
+  return { facts, identity, context, decision, rules, stages, contextOutcome };
 }
 
 function primitiveAttributes(
