@@ -10,7 +10,7 @@ import { errorBody } from "../lib/errors.ts";
 import { requestIdFrom } from "../lib/facts.ts";
 import { ofrepRoutes } from "./ofrep.ts";
 import { opsRoutes, wellKnownRoutes } from "./ops.ts";
-import { type ProxyHandler, proxyHandler } from "./proxy.ts";
+import { proxyHandler } from "./proxy.ts";
 import { syncRoutes } from "./sync.ts";
 import type { AppEnv } from "./env.ts";
 import { metricsRoutes } from "./metrics.ts";
@@ -22,6 +22,7 @@ import {
   pathOf,
   recordRequest,
   type RequestRecord,
+  type ServedHandler,
   type ServeInfo,
   stampResponse,
 } from "./observe.ts";
@@ -85,9 +86,9 @@ export function createApp(deps: Deps): EdgeApp {
 
 /** The plain handlers, also reachable through the routers (for paths Hono decodes first). */
 interface PlainHandlers {
-  proxy: ProxyHandler;
-  context: ProxyHandler;
-  recommendations: ProxyHandler;
+  proxy: ServedHandler;
+  context: ServedHandler;
+  recommendations: ServedHandler;
 }
 
 function createRouters(deps: Deps, plain: PlainHandlers): Hono<AppEnv> {

@@ -17,6 +17,9 @@ export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | unde
 /** A plain request handler that fills in what it learns on the request's record. */
 export type ObservedHandler = (request: Request, info: ServeInfo, record: RequestRecord) => Promise<Response>;
 
+/** What {@linkcode observed} makes of one: a handler for `Deno.serve` (or the routers, with their id). */
+export type ServedHandler = (request: Request, info: ServeInfo, requestId?: string) => Promise<Response>;
+
 /**
  * Wraps a plain handler so that it is observed and its errors mapped exactly as the Hono
  * routers' are (`routes/app.ts`): a request id, the error answer, `X-Request-Id` and
@@ -32,7 +35,7 @@ export type ObservedHandler = (request: Request, info: ServeInfo, record: Reques
 export function observed(
   deps: Deps,
   handler: ObservedHandler,
-): (request: Request, info: ServeInfo, requestId?: string) => Promise<Response> {
+): ServedHandler {
   return async (request, info, requestId) => {
     const start = deps.mono();
     const record: RequestRecord = {

@@ -18,11 +18,8 @@ import {
   upstreamUrls,
 } from "../lib/upstream.ts";
 import { contextView, visitorFor } from "./visitor.ts";
-import { observed, type RequestRecord, type ServeInfo } from "./observe.ts";
+import { observed, type RequestRecord, type ServedHandler, type ServeInfo } from "./observe.ts";
 import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/html_slots.ts";
-
-/** Serves one request through the proxy pipeline. */
-export type ProxyHandler = (request: Request, info: ServeInfo, requestId?: string) => Promise<Response>;
 
 /**
  * The proxy: a plain handler rather than a router, because it serves almost every request
@@ -32,7 +29,7 @@ export type ProxyHandler = (request: Request, info: ServeInfo, requestId?: strin
  * @param deps the service's dependencies
  * @returns a handler that forwards every request it is given to the origin
  */
-export function proxyHandler(deps: Deps): ProxyHandler {
+export function proxyHandler(deps: Deps): ServedHandler {
   const { config } = deps;
   // Trust-only request headers, never forwarded from a hop that is not trusted for them.
   const untrustedUser: ReadonlySet<string> = new Set([TRUSTED_USER_HEADER]);
