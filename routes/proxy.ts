@@ -112,12 +112,19 @@ export function proxyHandler(deps: Deps): ServedHandler {
     const html = (responseHeaders.get("content-type") ?? "").toLowerCase().startsWith("text/html");
     const slots = Object.entries(decision.slots);
     const rewriteHtml = html && upstream.body !== null && (slots.length > 0 || rules.htmlContext);
-    // Slot content and the injected context make the page depend on more of the visitor.
+    // Slot content makes the page depend on more of the visitor; the injected context is the
+    // visitor's own data (ids, cart, views), so such a page is never shareable.
     const cacheDecision = rewriteHtml
       ? {
         ...decision,
         personalized: decision.personalized || rules.htmlContext || decision.slotDependsOn.length > 0,
-        dependsOn: [...new Set([...decision.dependsOn, ...decision.slotDependsOn])],
+        dependsOn: [
+          ...new Set([
+            ...decision.dependsOn,
+            ...decision.slotDependsOn,
+            ...(rules.htmlContext ? ["visitorKey" as const] : []),
+          ]),
+        ],
       }
       : decision;
     finishResponseHeaders(responseHeaders, {

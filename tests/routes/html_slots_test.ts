@@ -71,3 +71,41 @@ Deno.test("HTML slots are filled by region and the edge context is injected, str
     await origin.close();
   }
 });
+
+Deno.test("a page with the injected context is never shareable, even when the origin says public", async () => {
+  const rules: RuleSet = {
+    version: 1,
+    slots: [
+      { name: "hero", when: { device: ["mobile"] }, html: "<b>mobile</b>" },
+      { name: "hero", html: "<b>desktop</b>" },
+    ],
+    htmlContext: true,
+  };
+  const origin = startOrigin(() =>
+    new Response('<html><head></head><body><edge-slot name="hero">x</edge-slot></body></html>', {
+      headers: { "content-type": "text/html", "cache-control": "public, max-age=300" },
+    })
+  );
+  const deps = await makeDeps(origin.url, { env: { TRUSTED_PROXIES: "10.0.0.0/8" }, rules });
+  try {
+    const app = createApp(deps);
+    const res = await app.request("http://edge.test/", {
+      headers: {
+        "x-user-id": "alice",
+        // A returning visitor: the edge sets no cookie that would make the page private anyway.
+        cookie: "ep_uid=aaaaaaaaaaaaaaaaaaaaaa",
+        "user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+        accept: "text/html",
+      },
+    }, TRUSTED);
+    const text = await res.text();
+    assert.match(text, /"userId":"alice"/);
+    assert.equal(res.headers.get("set-cookie"), null);
+    const cacheControl = res.headers.get("cache-control") ?? "";
+    assert.match(cacheControl, /private/);
+    assert.doesNotMatch(cacheControl, /public/);
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
