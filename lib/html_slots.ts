@@ -61,8 +61,8 @@ const CODINGS: Record<string, CompressionFormat> = {
   deflate: "deflate",
   br: "brotli",
 };
-/** Codings Deno's `fetch` decodes by itself (it keeps the header). */
-const FETCH_DECODED = new Set(["gzip", "x-gzip", "br"]);
+/** Codings Deno's `fetch` decodes by itself (it keeps the header); `x-gzip` it passes on encoded. */
+const FETCH_DECODED = new Set(["gzip", "br"]);
 const UTF8_CHARSETS = new Set(["utf-8", "utf8", "us-ascii"]);
 
 /**

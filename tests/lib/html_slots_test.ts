@@ -151,6 +151,24 @@ Deno.test("html slots decode gzip'd HTML from a real origin when fetch did not d
   }
 });
 
+Deno.test("html slots decode x-gzip HTML, which Deno's fetch passes on encoded", async () => {
+  const html = page('<edge-slot name="hero">fallback</edge-slot>');
+  const gz = await compress(html, "gzip");
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    () => new Response(gz, { headers: { ...HTML, "content-encoding": "x-gzip" } }),
+  );
+  try {
+    const fetched = await fetch(`http://127.0.0.1:${server.addr.port}/`);
+    assert.equal(fetched.headers.get("content-encoding"), "x-gzip");
+    const rewritten = rewriteHtmlResponse(fetched, { slots: SLOTS, fetchDecoded: true });
+    assert.equal(rewritten.headers.get("content-encoding"), null);
+    assert.equal(await rewritten.text(), page("<h2>Hello, Europe</h2>"));
+  } finally {
+    await server.shutdown();
+  }
+});
+
 Deno.test("html slots decode deflate and brotli HTML", async () => {
   const html = page('<edge-slot name="hero">fallback</edge-slot>');
   const deflated = await compress(html, "deflate");
