@@ -187,12 +187,13 @@ export class BackendClient {
     }
     const url = backendContextUrl(this.#baseUrl, userId);
     if (!url) return Promise.resolve({ status: "failed", reason: "invalid_user_id", durationMs: 0 });
-    if (!this.#admit()) {
+    const admitted = this.#admit();
+    if (!admitted) {
       this.#stats.rejected++;
       return Promise.resolve({ status: "failed", reason: "breaker_open", durationMs: 0 });
     }
     const promise = this.#request(url).then((result) => {
-      this.#record(result);
+      this.#record(result, admitted === "probe");
       return result;
     }).finally(() => this.#inflight.delete(userId));
     this.#inflight.set(userId, promise);
@@ -218,22 +219,29 @@ export class BackendClient {
     return this.#openedAt !== undefined && this.#now() - this.#openedAt >= this.#cooldownMs;
   }
 
-  /** Whether a request may be sent now; moves an open breaker to half-open after the cool-down. */
-  #admit(): boolean {
-    if (this.#state === "closed") return true;
+  /**
+   * Whether a request may be sent now, and as what: a request of a closed breaker, or the one
+   * probe of a half-open one. Moves an open breaker to half-open after the cool-down.
+   */
+  #admit(): "closed" | "probe" | undefined {
+    if (this.#state === "closed") return "closed";
     if (this.#state === "open") {
-      if (!this.#cooledDown()) return false;
+      if (!this.#cooledDown()) return undefined;
       this.#state = "half_open";
     }
     // Half-open: exactly one probe at a time.
-    if (this.#probing) return false;
+    if (this.#probing) return undefined;
     this.#probing = true;
-    return true;
+    return "probe";
   }
 
-  #record(result: BackendResult): void {
-    const probe = this.#probing;
-    this.#probing = false;
+  /**
+   * Counts a result. Only the probe's own result ends the probe: a request sent before the breaker
+   * opened may finish while a probe is in flight, and must neither admit a second probe nor
+   * decide for the probe.
+   */
+  #record(result: BackendResult, probe: boolean): void {
+    if (probe) this.#probing = false;
     if (result.status === "ok" || result.status === "unknown_user") {
       if (result.status === "ok") this.#stats.ok++;
       else this.#stats.unknownUsers++;
@@ -245,7 +253,7 @@ export class BackendClient {
     this.#stats.failures++;
     if (result.reason === "timeout") this.#stats.timeouts++;
     this.#consecutiveFailures++;
-    if (probe || this.#state === "half_open" || this.#consecutiveFailures >= this.#failureThreshold) {
+    if (probe || (this.#state === "closed" && this.#consecutiveFailures >= this.#failureThreshold)) {
       this.#state = "open";
       this.#openedAt = this.#now();
     }

@@ -221,6 +221,54 @@ Deno.test("breaker opens after consecutive failures, probes half-open after the 
   }
 });
 
+Deno.test("breaker: a late result of a request sent before it opened neither ends nor decides the probe", async () => {
+  // Requests for `slow-*` users wait until the test answers them; `fail*` users get a 500.
+  const pending = new Map<string, PromiseWithResolvers<Response>>();
+  const backend = startBackend((request) => {
+    const user = new URL(request.url).pathname.split("/")[3]!;
+    if (user.startsWith("fail")) return new Response("down", { status: 500 });
+    const answer = Promise.withResolvers<Response>();
+    pending.set(user, answer);
+    return answer.promise;
+  });
+  let clock = 1_000_000;
+  const answer = async (user: string, response: Response) => {
+    while (!pending.has(user)) await new Promise((resolve) => setTimeout(resolve, 1));
+    pending.get(user)!.resolve(response);
+  };
+  try {
+    const backendClient = client(backend.url, {
+      failureThreshold: 2,
+      cooldownMs: 100,
+      timeoutMs: 10_000,
+      now: () => clock,
+    });
+    const early = backendClient.fetchUserContext("slow-a"); // sent while closed
+    await backendClient.fetchUserContext("fail1");
+    await backendClient.fetchUserContext("fail2");
+    assert.equal(backendClient.breaker.state, "open");
+
+    clock += 100;
+    const probe = backendClient.fetchUserContext("slow-probe");
+    assert.equal(backendClient.breaker.state, "half_open");
+    // The early request fails now, while the probe is still out.
+    await answer("slow-a", new Response("down", { status: 500 }));
+    assert.equal((await early).status, "failed");
+    assert.equal(backendClient.breaker.state, "half_open");
+    const second = await backendClient.fetchUserContext("slow-e");
+    assert.equal(second.status === "failed" ? second.reason : second.status, "breaker_open");
+    assert.ok(!backend.seen.some((seen) => seen.path.includes("slow-e")), "no second probe was sent");
+
+    // The probe's own answer decides.
+    await answer("slow-probe", Response.json({ events: [] }));
+    assert.equal((await probe).status, "ok");
+    assert.equal(backendClient.breaker.state, "closed");
+  } finally {
+    for (const waiting of pending.values()) waiting.resolve(new Response(null, { status: 404 }));
+    await backend.close();
+  }
+});
+
 Deno.test("breaker counts timeouts as failures", async () => {
   const release = Promise.withResolvers<void>();
   const backend = startBackend(async () => {
