@@ -76,6 +76,7 @@ const EnvSchema = z.object({
     z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
   ),
   BACKEND_TIMEOUT_MS: intInRange(1, 60_000, 300),
+  KV_TIMEOUT_MS: intInRange(1, 60_000, 250),
   BREAKER_FAILURE_THRESHOLD: intInRange(1, 1000, 5),
   BREAKER_COOLDOWN_MS: intInRange(100, 3_600_000, 5000),
   CONTEXT_MAX_STALE_MS: intInRange(0, 3_600_000, 2000),
@@ -170,6 +171,11 @@ export interface Config {
   backendToken: string | undefined;
   /** Longest a request waits for a read-through answer, in milliseconds. */
   backendTimeoutMs: number;
+  /**
+   * `KV_TIMEOUT_MS`: the longest a request waits for a KV read (session, context, related
+   * lists); past it the read counts as failed and the request degrades.
+   */
+  kvTimeoutMs: number;
   /** Consecutive read-through failures that open the circuit breaker. */
   breakerFailureThreshold: number;
   /** How long an open breaker rejects calls before one half-open probe, in milliseconds. */
@@ -298,6 +304,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     backendUrl: parsed.BACKEND_URL ? new URL(parsed.BACKEND_URL) : undefined,
     backendToken: parsed.BACKEND_TOKEN,
     backendTimeoutMs: parsed.BACKEND_TIMEOUT_MS,
+    kvTimeoutMs: parsed.KV_TIMEOUT_MS,
     breakerFailureThreshold: parsed.BREAKER_FAILURE_THRESHOLD,
     breakerCooldownMs: parsed.BREAKER_COOLDOWN_MS,
     contextMaxStaleMs: parsed.CONTEXT_MAX_STALE_MS,

@@ -88,6 +88,11 @@ export interface LoadUserContextOptions {
   waitUntil?: (work: Promise<unknown>) => void;
   /** Told about a failed KV read, apply or views compaction (the request carries on). */
   onError?: (stage: "kv" | "apply" | "compact", error: unknown) => void;
+  /**
+   * Bounds the KV read in time (`KV_TIMEOUT_MS`): a read past it counts as failed, so a stalled
+   * KV degrades the request (stale entry or empty context) instead of holding it.
+   */
+  kvWithin?: <T>(read: Promise<T>) => Promise<T>;
 }
 
 const EMPTY_OUTCOME: ContextOutcome = { cache: "bypass", kv: "skipped", backend: "skipped", stale: false };
@@ -152,7 +157,10 @@ export async function loadUserContext(
     loaded = cache ? await cache.coalesce(userId, load) : await load();
   } catch (error) {
     options.onError?.("kv", error);
-    const stale = cache?.peek(userId);
+    // What this isolate had is better than nothing while KV fails, but only for as long as the
+    // edge's data may age anyway (`CONTEXT_MAX_AGE_MS`); older, the visitor gets no data.
+    const kept = cache?.peek(userId);
+    const stale = kept && now - kept.storedAt <= options.config.contextMaxAgeMs ? kept : undefined;
     const outcome: ContextOutcome = {
       cache: "miss",
       kv: "error",
@@ -183,11 +191,12 @@ async function loadFromStore(
 ): Promise<Loaded> {
   const { now, backend, config } = options;
   const compactions: Promise<void>[] = [];
-  const edge = await readUserContext(options.kv, userId, now, {
+  const read = readUserContext(options.kv, userId, now, {
     recentViewsMax: config.recentViewsMax,
     // Sync writes views blind; the reads of users who are active here keep their views bounded.
     onCompactable: (erasedAt) => compactions.push(compactUserViews(userId, erasedAt, options)),
   });
+  const edge = await (options.kvWithin ? options.kvWithin(read) : read);
   if (!options.waitUntil) await Promise.all(compactions);
   const checkedAt = previous?.checkedAt;
   const base: Omit<Loaded, "context" | "absent"> = {

@@ -3,8 +3,8 @@
  * Many deadlines on one timer: the request path arms a deadline per origin call, and a timer
  * per request (`setTimeout` + `clearTimeout`, through Deno's Node-compatible timers) showed up
  * in profiles. A sweep keeps a set of deadlines and one interval that fires the expired ones;
- * a deadline fires at most one tick late. The interval runs only while deadlines are armed
- * and never keeps the process alive. One sweep is created in `main.ts` (`Deps.deadlines`).
+ * a deadline fires at most one tick late. The interval runs only while deadlines are armed,
+ * and keeps the process alive only while a `within` call is pending (someone awaits it). One sweep is created in `main.ts` (`Deps.deadlines`).
  */
 
 /** A set of deadlines checked by one interval timer. */
@@ -13,6 +13,8 @@ export class DeadlineSweep {
   readonly #now: () => number;
   readonly #armed = new Set<{ at: number; onExpire: () => void }>();
   #timer: ReturnType<typeof setInterval> | undefined;
+  /** Pending `within` calls: someone awaits them, so the timer keeps the process alive meanwhile. */
+  #holding = 0;
 
   /**
    * @param tickMs how often armed deadlines are checked (the most a deadline fires late)
@@ -41,12 +43,56 @@ export class DeadlineSweep {
     this.#armed.add(entry);
     if (this.#timer === undefined) {
       const timer = setInterval(this.#sweep, this.#tickMs);
-      Deno.unrefTimer(timer);
+      if (this.#holding === 0) Deno.unrefTimer(timer);
       this.#timer = timer;
     }
     return () => {
       if (this.#armed.delete(entry) && this.#armed.size === 0) this.#stop();
     };
+  }
+
+  /**
+   * Bounds a promise in time without stopping its work: the answer is `work`'s, or a
+   * {@linkcode DeadlineError} when `ms` pass first.
+   *
+   * @param work what to wait for
+   * @param ms the most to wait, in milliseconds
+   * @param what names the work in the error message
+   * @returns `work`'s result
+   * @throws {DeadlineError} when the deadline passes first
+   * @example
+   * ```ts
+   * const entry = await deadlines.within(kv.get(key), 250, "KV read");
+   * ```
+   */
+  within<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.#hold(1);
+      let settled = false;
+      const settle = () => {
+        if (settled) return false;
+        settled = true;
+        this.#hold(-1);
+        return true;
+      };
+      const cancel = this.arm(ms, () => {
+        if (settle()) reject(new DeadlineError(what, ms));
+      });
+      work.then((value) => {
+        cancel();
+        if (settle()) resolve(value);
+      }, (error) => {
+        cancel();
+        if (settle()) reject(error);
+      });
+    });
+  }
+
+  #hold(delta: number): void {
+    this.#holding += delta;
+    if (this.#timer === undefined) return;
+    if (this.#holding > 0) Deno.refTimer(this.#timer);
+    else Deno.unrefTimer(this.#timer);
   }
 
   /** How many deadlines are armed (for tests). */
@@ -71,5 +117,17 @@ export class DeadlineSweep {
   #stop(): void {
     if (this.#timer !== undefined) clearInterval(this.#timer);
     this.#timer = undefined;
+  }
+}
+
+/** Work bounded by {@linkcode DeadlineSweep.within} did not finish in time. */
+export class DeadlineError extends Error {
+  /**
+   * @param what the work
+   * @param ms its bound
+   */
+  constructor(what: string, ms: number) {
+    super(`${what} took longer than ${ms} ms`);
+    this.name = "DeadlineError";
   }
 }

@@ -49,6 +49,8 @@ export interface ResolveIdentityOptions {
   sessionCache?: SessionCache;
   /** Called when the session lookup fails; the visitor is then treated as anonymous. */
   onLookupError?: (error: unknown) => void;
+  /** Bounds the session's KV read in time (`KV_TIMEOUT_MS`); a read past it counts as failed. */
+  kvWithin?: <T>(read: Promise<T>) => Promise<T>;
 }
 
 /**
@@ -76,7 +78,8 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
       const cached = options.sessionCache?.get(sessionId, options.now);
       let userId = cached?.userId;
       if (!cached) {
-        const session = await readSessionByHash(options.kv, await hashSessionId(sessionId), options.now);
+        const read = readSessionByHash(options.kv, await hashSessionId(sessionId), options.now);
+        const session = await (options.kvWithin ? options.kvWithin(read) : read);
         options.sessionCache?.set(sessionId, session, options.now);
         userId = session?.userId;
       }

@@ -82,7 +82,12 @@ async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {
     const now = deps.now();
     const items = await loadRecommendations(deps.kv, context.recentViews, {
       now,
-      readRelated: (itemIds) => deps.relatedCache.read(deps.kv, itemIds, now),
+      readRelated: (itemIds) =>
+        deps.deadlines.within(
+          deps.relatedCache.read(deps.kv, itemIds, now),
+          deps.config.kvTimeoutMs,
+          "KV read",
+        ),
       limit,
       cartItemIds: context.cartItemIds,
     });

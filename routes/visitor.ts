@@ -55,6 +55,9 @@ export async function visitorFor(
     mark = at;
   };
 
+  // A stalled KV read degrades the request (anonymous, or stale or empty context); it never holds it.
+  const kvWithin = <T>(read: Promise<T>) => deps.deadlines.within(read, config.kvTimeoutMs, "KV read");
+
   const facts = gatherFacts(request, peerOf(info), {
     trustedProxies: config.trustedProxies,
     cdnSecret: config.cdnSecret,
@@ -76,6 +79,7 @@ export async function visitorFor(
     randomId: deps.randomId,
     sessionCache: deps.sessionCache,
     onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
+    kvWithin,
   });
   lap("identity");
 
@@ -89,6 +93,7 @@ export async function visitorFor(
     // The read-through answer is used at once; its KV write need not hold the response.
     waitUntil: deps.waitUntil,
     onError: (stage, error) => deps.log.warn("context stage degraded", { stage, error: String(error) }),
+    kvWithin,
   });
   const readThrough = readThroughLabel(context.outcome.backend);
   if (context.outcome.cache === "hit" || context.outcome.cache === "negative_hit") {

@@ -112,6 +112,39 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
   };
 }
 
+/**
+ * The same KV, except that reads (`get`, `getMany`, `list`) never settle from `stalledFrom()` on:
+ * a KV that hangs instead of failing.
+ *
+ * @param kv the real store
+ * @param stalled whether reads stall now (checked on each read)
+ * @returns the stalling view of `kv`
+ */
+export function stallingReads(kv: Deno.Kv, stalled: () => boolean = () => true): Deno.Kv {
+  const never = new Promise<never>(() => {});
+  return new Proxy(kv, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop);
+      if (typeof value !== "function") return value;
+      if (prop === "get" || prop === "getMany") {
+        return (...args: unknown[]) => stalled() ? never : value.apply(target, args);
+      }
+      if (prop === "list") {
+        return (...args: unknown[]) => {
+          if (!stalled()) return value.apply(target, args);
+          return {
+            next: () => never,
+            [Symbol.asyncIterator]() {
+              return this;
+            },
+          };
+        };
+      }
+      return value.bind(target);
+    },
+  });
+}
+
 /** A raw HTTP response. */
 export interface RawResponse {
   status: number;

@@ -10,6 +10,8 @@ import {
 import { ContextCache } from "../../lib/context_cache.ts";
 import { keys, readRelated, readUserContext, VIEWS_COMPACT_SLACK } from "../../lib/store.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
+import { DeadlineError, DeadlineSweep } from "../../lib/deadlines.ts";
+import { stallingReads } from "../support.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 12, 0, 0);
 const TOKEN = "backend-token-0123456789";
@@ -554,8 +556,45 @@ Deno.test("context: when KV fails, the expired cache entry is served", async () 
     assert.deepEqual(context.recentViews.map((v) => v.itemId), ["p1"]);
     const unknown = await loadUserContext("u2", options(T0 + 10_000));
     assert.deepEqual([unknown.source, unknown.outcome.stale], ["none", false]);
-    assert.deepEqual(errors, ["kv", "kv"]);
+    // Not for ever: an entry older than CONTEXT_MAX_AGE_MS is no longer served.
+    const old = await loadUserContext("u1", options(T0 + config.contextMaxAgeMs + 1));
+    assert.deepEqual([old.source, old.outcome.stale, old.recentViews], ["none", false, []]);
+    assert.deepEqual(errors, ["kv", "kv", "kv"]);
   } finally {
     if (!closed) kv.close();
   }
+});
+
+Deno.test("context: a stalled KV read gives up after KV_TIMEOUT_MS and degrades like a failed one", async () => {
+  await withSetup(undefined, async ({ options, push, kv, clock }) => {
+    await push([view("u1", "p1", T0 - 1000)]);
+    let stalled = false;
+    const stalling = stallingReads(kv, () => stalled);
+    const sweep = new DeadlineSweep(5);
+    const errors: unknown[] = [];
+    const bounded = () =>
+      options({
+        kv: stalling,
+        now: clock.now,
+        onError: (_stage, error) => errors.push(error),
+        kvWithin: (read) => sweep.within(read, 30, "KV read"),
+      });
+    assert.equal((await loadUserContext("u1", bounded())).source, "kv");
+    stalled = true;
+    clock.now += 5000; // the cached entry is stale: KV is asked again
+    const started = performance.now();
+    // Requests that join the same load give up together.
+    const [first, joined] = await Promise.all([
+      loadUserContext("u1", bounded()),
+      loadUserContext("u1", bounded()),
+    ]);
+    assert.ok(performance.now() - started < 1000);
+    for (const context of [first, joined]) {
+      assert.deepEqual([context.source, context.outcome.kv, context.outcome.stale], ["cache", "error", true]);
+      assert.deepEqual(context.recentViews.map((v) => v.itemId), ["p1"]);
+    }
+    const unknown = await loadUserContext("u2", bounded());
+    assert.deepEqual([unknown.source, unknown.outcome.kv], ["none", "error"]);
+    assert.ok(errors.length >= 2 && errors.every((error) => error instanceof DeadlineError));
+  });
 });

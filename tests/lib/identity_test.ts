@@ -2,6 +2,8 @@ import assert from "node:assert/strict";
 import { formatSticky, parseSticky, resolveIdentity } from "../../lib/identity.ts";
 import { hashSessionId, keys } from "../../lib/store.ts";
 import { parseCookies } from "../../lib/cookies.ts";
+import { DeadlineError, DeadlineSweep } from "../../lib/deadlines.ts";
+import { stallingReads } from "../support.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12);
 
@@ -110,4 +112,21 @@ Deno.test("cookie parsing is total on arbitrary input", () => {
     const bytes = crypto.getRandomValues(new Uint8Array(64));
     parseCookies(String.fromCharCode(...bytes));
   }
+});
+
+Deno.test("identity falls back to anonymous when the session lookup stalls past KV_TIMEOUT_MS", async () => {
+  await withKv(async (kv) => {
+    await storeSession(kv, "sess-1", "alice");
+    const sweep = new DeadlineSweep(5);
+    const errors: unknown[] = [];
+    const started = performance.now();
+    const identity = await resolveIdentity(new Headers({ cookie: "sid=sess-1" }), {
+      ...options(stallingReads(kv)),
+      onLookupError: (error) => errors.push(error),
+      kvWithin: (read) => sweep.within(read, 30, "KV read"),
+    });
+    assert.ok(performance.now() - started < 1000);
+    assert.equal(identity.source, "anonymous");
+    assert.ok(errors[0] instanceof DeadlineError);
+  });
 });

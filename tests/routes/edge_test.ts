@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import { makeDeps } from "../support.ts";
+import { makeDeps, stallingReads } from "../support.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
 import type { Deps } from "../../lib/deps.ts";
 
@@ -135,4 +135,25 @@ Deno.test("/_edge/context under Sec-GPC: 1 carries no behavioural data", async (
     assert.deepEqual(body.segments, []);
     assert.deepEqual(body.recommendations, []);
   });
+});
+
+Deno.test("a KV that stalls holds an edge read no longer than KV_TIMEOUT_MS: the visitor gets a safe answer", async () => {
+  const deps = await makeDeps("http://127.0.0.1:9", { now: () => NOW, env: { KV_TIMEOUT_MS: "50" } });
+  const realKv = deps.kv;
+  try {
+    await seed(deps);
+    const app = createApp({ ...deps, kv: stallingReads(realKv) });
+    for (const path of ["/_edge/context", "/_edge/recommendations"]) {
+      const started = performance.now();
+      const res = await app.request(path, { headers: { cookie: "sid=sess-alice" } }, PEER);
+      assert.equal(res.status, 200, path);
+      const body = await res.json();
+      assert.ok(performance.now() - started < 1000, `${path} answered in time`);
+      // The session could not be read: an anonymous answer, never another visitor's data.
+      if (path === "/_edge/context") assert.deepEqual([body.visitor.userId, body.recentViews], [null, []]);
+      else assert.deepEqual(body, { items: [] });
+    }
+  } finally {
+    realKv.close();
+  }
 });
