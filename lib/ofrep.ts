@@ -88,6 +88,22 @@ export function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): Compile
   return context.targetingKey ? rules.rulesFor(context.targetingKey) : rules.current;
 }
 
+/**
+ * The caller's own identity, which replaces the body's `targetingKey`, `loggedIn` and `segments`
+ * when OFREP is open (no API keys): a browser evaluates flags for itself only.
+ */
+export interface OfrepCaller {
+  /** The caller's visitor key; absent when it has none yet. */
+  key: string | undefined;
+  loggedIn: boolean;
+  segments: readonly string[];
+}
+
+function withCaller(context: OfrepContext, caller: OfrepCaller | undefined): OfrepContext {
+  if (!caller) return context;
+  return { ...context, targetingKey: caller.key, loggedIn: caller.loggedIn, segments: [...caller.segments] };
+}
+
 type Parsed = { ok: true; context: OfrepContext } | {
   ok: false;
   errorCode: OfrepErrorCode;
@@ -136,19 +152,23 @@ export function parseOfrepRequest(text: string): Parsed {
  * Evaluates one flag for `POST /ofrep/v1/evaluate/flags/{key}`.
  *
  * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
- * @param request the flag key from the path and the body text
+ * @param request the flag key from the path, the body text, and (open OFREP) the caller's own identity
  * @returns 200 with the evaluation; 400 `PARSE_ERROR`, `INVALID_CONTEXT` or
  *   `TARGETING_KEY_MISSING` (a rollout or variant rule was reached without `targetingKey`);
  *   404 `FLAG_NOT_FOUND`
  * @throws never
  */
-export function evaluateOfrepFlag(source: OfrepRules, request: { key: string; body: string }): OfrepAnswer {
+export function evaluateOfrepFlag(
+  source: OfrepRules,
+  request: { key: string; body: string; caller?: OfrepCaller },
+): OfrepAnswer {
   const { key } = request;
   const parsed = parseOfrepRequest(request.body);
   if (!parsed.ok) {
     return { status: 400, body: { key, errorCode: parsed.errorCode, errorDetails: parsed.errorDetails } };
   }
-  const rules = ofrepRulesFor(source, parsed.context);
+  const context = withCaller(parsed.context, request.caller);
+  const rules = ofrepRulesFor(source, context);
   const flag = rules.flagsByKey.get(key);
   if (!flag) {
     return {
@@ -156,7 +176,7 @@ export function evaluateOfrepFlag(source: OfrepRules, request: { key: string; bo
       body: { key, errorCode: "FLAG_NOT_FOUND", errorDetails: `No flag with key "${truncate(key)}"` },
     };
   }
-  const result = toOfrep(evaluateFlag(flag, flagContext(rules, parsed.context)), rules);
+  const result = toOfrep(evaluateFlag(flag, flagContext(rules, context)), rules);
   return "errorCode" in result ? { status: 400, body: result } : { status: 200, body: result };
 }
 
@@ -166,20 +186,21 @@ export function evaluateOfrepFlag(source: OfrepRules, request: { key: string; bo
  * `If-None-Match` that holds it gives 304.
  *
  * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
- * @param request the body text and the `If-None-Match` header
+ * @param request the body text, the `If-None-Match` header, and (open OFREP) the caller's own identity
  * @returns 200 `{ flags }` with an ETag, 304 with the ETag, or 400 `PARSE_ERROR`/`INVALID_CONTEXT`
  * @throws never
  */
 export function evaluateOfrepBulk(
   source: OfrepRules,
-  request: { body: string; ifNoneMatch?: string | null },
+  request: { body: string; ifNoneMatch?: string | null; caller?: OfrepCaller },
 ): OfrepAnswer {
   const parsed = parseOfrepRequest(request.body);
   if (!parsed.ok) {
     return { status: 400, body: { errorCode: parsed.errorCode, errorDetails: parsed.errorDetails } };
   }
-  const rules = ofrepRulesFor(source, parsed.context);
-  const context = flagContext(rules, parsed.context);
+  const own = withCaller(parsed.context, request.caller);
+  const rules = ofrepRulesFor(source, own);
+  const context = flagContext(rules, own);
   const body = { flags: rules.flags.map((flag) => toOfrep(evaluateFlag(flag, context), rules)) };
   const etag = `"${createHash("sha256").update(JSON.stringify(body)).digest("base64url").slice(0, 27)}"`;
   if (request.ifNoneMatch && etagMatches(request.ifNoneMatch, etag)) return { status: 304, etag };

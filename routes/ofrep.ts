@@ -9,6 +9,7 @@ import type { Deps } from "../lib/deps.ts";
 import { errorBody } from "../lib/errors.ts";
 import type { OfrepAnswer } from "../lib/ofrep.ts";
 import type { AppEnv } from "./env.ts";
+import { callerFor } from "./visitor.ts";
 
 /**
  * The OFREP router.
@@ -30,6 +31,12 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
     return await next();
   });
 
+  // With API keys the callers are services evaluating for their users: the body's context is
+  // theirs to give. Open, the callers are browsers: each evaluates for itself (its session or
+  // `ep_uid`), whatever `targetingKey`, `loggedIn` or `segments` the body claims.
+  const callerOf = (request: Request, info: AppEnv["Bindings"]) =>
+    keys.length ? Promise.resolve(undefined) : callerFor(request, info, deps);
+
   app.post("/evaluate/flags", async (c) => {
     const { evaluateOfrepBulk } = await import("../lib/ofrep.ts");
     const body = await readText(c.req.raw);
@@ -37,6 +44,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
     const answer = evaluateOfrepBulk(deps.rules, {
       body,
       ifNoneMatch: c.req.header("if-none-match"),
+      caller: await callerOf(c.req.raw, c.env),
     });
     return respond(answer, "private, no-cache");
   });
@@ -44,7 +52,8 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
   app.post("/evaluate/flags/:key", async (c) => {
     const { evaluateOfrepFlag } = await import("../lib/ofrep.ts");
     const body = await readText(c.req.raw);
-    return respond(evaluateOfrepFlag(deps.rules, { key: c.req.param("key"), body }), "no-store");
+    const caller = await callerOf(c.req.raw, c.env);
+    return respond(evaluateOfrepFlag(deps.rules, { key: c.req.param("key"), body, caller }), "no-store");
   });
 
   const notAllowed = () =>

@@ -6,8 +6,8 @@
  */
 import type { Deps } from "../lib/deps.ts";
 import { type Facts, gatherFacts } from "../lib/facts.ts";
-import { type Identity, resolveIdentity } from "../lib/identity.ts";
-import { type EdgeUserContext, loadUserContext } from "../lib/context.ts";
+import { type Identity, resolveIdentity, type ResolveIdentityOptions } from "../lib/identity.ts";
+import { type EdgeUserContext, loadUserContext, type LoadUserContextOptions } from "../lib/context.ts";
 import { decide, type Decision } from "../lib/decide.ts";
 import type { CompiledRules } from "../lib/rules.ts";
 import { readThroughLabel } from "../lib/metrics.ts";
@@ -55,9 +55,6 @@ export async function visitorFor(
     mark = at;
   };
 
-  // A stalled KV read degrades the request (anonymous, or stale or empty context); it never holds it.
-  const kvWithin = <T>(read: Promise<T>) => deps.deadlines.within(read, config.kvTimeoutMs, "KV read");
-
   const facts = gatherFacts(request, peerOf(info), {
     trustedProxies: config.trustedProxies,
     cdnSecret: config.cdnSecret,
@@ -69,32 +66,10 @@ export async function visitorFor(
   lap("facts");
 
   const now = deps.now();
-  const identity = await resolveIdentity(request.headers, {
-    kv: deps.kv,
-    now,
-    sessionCookie: config.sessionCookie,
-    // Only a peer in TRUSTED_PROXIES may name the user: a CDN secret vouches for geo headers,
-    // but CDNs pass arbitrary client headers through.
-    trustedHop: facts.peerTrusted,
-    randomId: deps.randomId,
-    sessionCache: deps.sessionCache,
-    onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
-    kvWithin,
-  });
+  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerTrusted));
   lap("identity");
 
-  const context = await loadUserContext(identity.userId, {
-    kv: deps.kv,
-    now,
-    config,
-    cache: deps.contextCache,
-    backend: deps.backend,
-    gpc: facts.gpc,
-    // The read-through answer is used at once; its KV write need not hold the response.
-    waitUntil: deps.waitUntil,
-    onError: (stage, error) => deps.log.warn("context stage degraded", { stage, error: String(error) }),
-    kvWithin,
-  });
+  const context = await loadUserContext(identity.userId, contextOptions(deps, now, facts.gpc));
   const readThrough = readThroughLabel(context.outcome.backend);
   if (context.outcome.cache === "hit" || context.outcome.cache === "negative_hit") {
     deps.metrics.observeContextCache("hit");
@@ -130,6 +105,71 @@ export async function visitorFor(
   record.loggedIn = identity.userId !== undefined;
   record.contextOutcome = contextOutcome;
   return { facts, identity, context, decision, rules, stages, contextOutcome };
+}
+
+/**
+ * Who is calling, for an endpoint that evaluates something for "the visitor" without the rest
+ * of the pipeline (open OFREP): the same identity and profile segments the proxy would use for
+ * this request — session cookie, then a trusted hop's user header, then the `ep_uid` cookie —
+ * never what the request body claims.
+ *
+ * @param request the request
+ * @param info the connection facts
+ * @param deps the service's dependencies
+ * @returns the visitor key (absent when the caller has no `ep_uid` cookie yet), whether a user
+ *   is logged in, and their segments (none under `Sec-GPC: 1`)
+ */
+export async function callerFor(
+  request: Request,
+  info: ServeInfo,
+  deps: Deps,
+): Promise<{ key: string | undefined; loggedIn: boolean; segments: string[] }> {
+  const now = deps.now();
+  const peerTrusted = deps.config.trustedProxies.has(peerOf(info));
+  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, peerTrusted));
+  const gpc = request.headers.get("sec-gpc")?.trim() === "1";
+  const context = await loadUserContext(identity.userId, contextOptions(deps, now, gpc));
+  return {
+    // A key made up for this one call would bucket the caller at random on every call.
+    key: identity.newAnonymousId ? undefined : identity.key,
+    loggedIn: identity.userId !== undefined,
+    segments: [...context.segments],
+  };
+}
+
+function identityOptions(deps: Deps, now: number, peerTrusted: boolean): ResolveIdentityOptions {
+  return {
+    kv: deps.kv,
+    now,
+    sessionCookie: deps.config.sessionCookie,
+    // Only a peer in TRUSTED_PROXIES may name the user: a CDN secret vouches for geo headers,
+    // but CDNs pass arbitrary client headers through.
+    trustedHop: peerTrusted,
+    randomId: deps.randomId,
+    sessionCache: deps.sessionCache,
+    onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
+    kvWithin: kvWithin(deps),
+  };
+}
+
+function contextOptions(deps: Deps, now: number, gpc: boolean): LoadUserContextOptions {
+  return {
+    kv: deps.kv,
+    now,
+    config: deps.config,
+    cache: deps.contextCache,
+    backend: deps.backend,
+    gpc,
+    // The read-through answer is used at once; its KV write need not hold the response.
+    waitUntil: deps.waitUntil,
+    onError: (stage, error) => deps.log.warn("context stage degraded", { stage, error: String(error) }),
+    kvWithin: kvWithin(deps),
+  };
+}
+
+// A stalled KV read degrades the request (anonymous, or stale or empty context); it never holds it.
+function kvWithin(deps: Deps): <T>(read: Promise<T>) => Promise<T> {
+  return (read) => deps.deadlines.within(read, deps.config.kvTimeoutMs, "KV read");
 }
 
 function primitiveAttributes(

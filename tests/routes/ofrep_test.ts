@@ -4,6 +4,7 @@ import { hash } from "../../lib/bucketing.ts";
 import { parseRules, type RuleSet } from "../../lib/rules.ts";
 import { isCanaryVisitor } from "../../lib/rules_store.ts";
 import { makeDeps, startOrigin } from "../support.ts";
+import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
 
 const RULES: RuleSet = {
   version: 7,
@@ -92,20 +93,28 @@ Deno.test("ofrep evaluates one flag: country → region through the rules, OFREP
   });
 });
 
+const SERVICE_KEY = { OFREP_API_KEYS: "service-key-0123456789" };
+const AS_SERVICE = { authorization: "Bearer service-key-0123456789" };
+
 Deno.test("ofrep rollouts bucket the targeting key like the edge does (SPLIT or DEFAULT)", async () => {
   await withOfrep(async (app) => {
     for (const key of ["a", "b", "c", "d", "e", "f", "g", "h"]) {
       const res = await post(app, "/evaluate/flags/new-search", {
         context: { targetingKey: key, country: "US" },
-      });
+      }, AS_SERVICE);
       const body = await res.json();
       const inRollout = hash("new-search", key, 2)! < 0.2;
       assert.equal(body.value, inRollout, key);
       assert.equal(body.reason, inRollout ? "SPLIT" : "DEFAULT", key);
     }
-    const variant = await post(app, "/evaluate/flags/checkout-copy", { context: { targetingKey: "x" } });
+    const variant = await post(
+      app,
+      "/evaluate/flags/checkout-copy",
+      { context: { targetingKey: "x" } },
+      AS_SERVICE,
+    );
     assert.deepEqual((await variant.json()).value, "Pay now", "experiments are assigned from targetingKey");
-  });
+  }, SERVICE_KEY);
 });
 
 Deno.test("ofrep answers every error case with the OFREP shape", async () => {
@@ -242,7 +251,7 @@ Deno.test("ofrep needs no key when none is configured", async () => {
 
 Deno.test("ofrep evaluates a rules canary's visitors against the canary, as the proxy does", async () => {
   const origin = startOrigin();
-  const deps = await makeDeps(origin.url, { rules: RULES });
+  const deps = await makeDeps(origin.url, { rules: RULES, env: SERVICE_KEY });
   try {
     const canaryRules = parseRules({
       ...RULES,
@@ -259,7 +268,7 @@ Deno.test("ofrep evaluates a rules canary's visitors against the canary, as the 
     assert.equal(deps.rules.rulesFor(inCanary).version, 8, "the proxy's choice for this visitor");
     const app = createApp(deps);
     const greeting = async (context: Record<string, unknown>) => {
-      const res = await post(app, "/evaluate/flags/greeting", { context });
+      const res = await post(app, "/evaluate/flags/greeting", { context }, AS_SERVICE);
       assert.equal(res.status, 200);
       return await res.json();
     };
@@ -280,7 +289,7 @@ Deno.test("ofrep evaluates a rules canary's visitors against the canary, as the 
     );
 
     const bulk = async (targetingKey: string) => {
-      const res = await post(app, "/evaluate/flags", { context: { targetingKey } });
+      const res = await post(app, "/evaluate/flags", { context: { targetingKey } }, AS_SERVICE);
       assert.equal(res.status, 200);
       const body = await res.json();
       return {
@@ -296,5 +305,66 @@ Deno.test("ofrep evaluates a rules canary's visitors against the canary, as the 
   } finally {
     deps.kv.close();
     await origin.close();
+  }
+});
+
+Deno.test("open ofrep evaluates for the caller itself: the body cannot claim another identity or segments", async () => {
+  const rules: RuleSet = {
+    version: 1,
+    flags: [
+      {
+        key: "vip-coupon",
+        type: "string",
+        default: "",
+        rules: [{ when: { segment: ["vip"], loggedIn: true }, value: "VIP-50-OFF" }],
+      },
+      { key: "beta", type: "boolean", default: false, rules: [{ rollout: 0.5, value: true }] },
+    ],
+  };
+  const now = Date.UTC(2026, 10, 26, 12);
+  const at = new Date(now - 1000).toISOString();
+  for (const env of [{}, SERVICE_KEY]) {
+    const deps = await makeDeps("http://127.0.0.1:9", { rules, env, now: () => now });
+    try {
+      await applyBackendEvents(deps.kv, [
+        {
+          kind: "session",
+          sessionId: "sess-alice",
+          userId: "alice",
+          expiresAt: new Date(now + 3_600_000).toISOString(),
+          at,
+        },
+        { kind: "profile", userId: "alice", version: 1, at, segments: ["vip"], attributes: {} },
+      ], applyOptionsFromConfig(deps.config, now));
+      const app = createApp(deps);
+      const service = "OFREP_API_KEYS" in env ? AS_SERVICE : {};
+      const flag = async (
+        key: string,
+        context: Record<string, unknown>,
+        headers: Record<string, string> = {},
+      ) => {
+        const res = await post(app, `/evaluate/flags/${key}`, { context }, { ...service, ...headers });
+        return { status: res.status, body: await res.json() };
+      };
+      const claim = { targetingKey: "alice", loggedIn: true, segments: ["vip"] };
+      if ("OFREP_API_KEYS" in env) {
+        // A service with a key evaluates for whom it says.
+        assert.equal((await flag("vip-coupon", claim)).body.value, "VIP-50-OFF");
+        continue;
+      }
+      // Open: an anonymous caller claiming Alice's identity gets the anonymous answer…
+      assert.equal((await flag("vip-coupon", claim)).body.value, "");
+      // …and Alice, with her own session, gets hers without claiming anything.
+      assert.equal((await flag("vip-coupon", {}, { cookie: "sid=sess-alice" })).body.value, "VIP-50-OFF");
+      // Rollouts bucket the caller's own visitor id, not the claimed key.
+      const anonId = "caller0123456789abcd";
+      const own = await flag("beta", { targetingKey: "someone-else" }, { cookie: `ep_uid=${anonId}` });
+      assert.equal(own.body.value, hash("beta", anonId, 2)! < 0.5);
+      // A caller without a visitor id yet has no key to bucket.
+      const none = await flag("beta", { targetingKey: "someone-else" });
+      assert.deepEqual([none.status, none.body.errorCode], [400, "TARGETING_KEY_MISSING"]);
+    } finally {
+      deps.kv.close();
+    }
   }
 });
