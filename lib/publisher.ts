@@ -6,7 +6,7 @@
  * with jitter, honouring `Retry-After` and 429, and giving up on an endpoint that answers 410.
  */
 import { MAX_EVENTS_PER_BATCH, parseSyncEvent } from "./sync/schema.ts";
-import { sign } from "./sync/verify.ts";
+import { decodeSecret, sign } from "./sync/verify.ts";
 
 /**
  * Delay before each attempt, in ms: the Standard Webhooks schedule (immediately, 5 s, 5 min,
@@ -182,7 +182,7 @@ export interface PublishReport {
  * @param events valid events of the wire contract (see {@linkcode parseNdjson})
  * @param options endpoints, secret, side effects and retry policy
  * @returns per-endpoint delivered and failed counts
- * @throws {PublishInputError} when an event is invalid or too large
+ * @throws {PublishInputError} when an event is invalid or too large, or the secret is not a `whsec_` secret
  * @example
  * ```ts
  * const report = await publish(events, {
@@ -193,6 +193,12 @@ export interface PublishReport {
  * ```
  */
 export async function publish(events: readonly unknown[], options: PublishOptions): Promise<PublishReport> {
+  try {
+    decodeSecret(options.secret);
+  } catch (error) {
+    // Not a delivery failure: no retry could fix it.
+    throw new PublishInputError("Cannot sign", [(error as Error).message]);
+  }
   const problems: string[] = [];
   events.forEach((event, index) => {
     const result = parseSyncEvent(event);

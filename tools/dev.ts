@@ -17,6 +17,8 @@ const defaults: Record<string, string> = {
   ORIGIN_URL: `http://127.0.0.1:${originPort}`,
   KV_PATH: ".data/dev.kv",
   RULES_PATH: "tools/demo_rules.json",
+  // Loopback only: the dev secret below is public, so nobody else on the network may push.
+  HOSTNAME: "127.0.0.1",
   TRUSTED_PROXIES: "127.0.0.1/32,::1/128",
   // A fixed secret for local play only; never reuse it anywhere else.
   SYNC_SECRETS: DEV_SYNC_SECRET,
@@ -33,9 +35,16 @@ const child = new Deno.Command(Deno.execPath(), {
   stderr: "inherit",
 }).spawn();
 
-const base = `http://localhost:${port}`;
-await waitForHealth(`${base}/_edge/health`);
-const seeded = await seedDemoActivity(base, env.SYNC_SECRETS ?? DEV_SYNC_SECRET);
+const host = env.HOSTNAME === "0.0.0.0" || env.HOSTNAME === "::" ? "localhost" : env.HOSTNAME ?? "localhost";
+const base = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
+const syncSecret = (env.SYNC_SECRETS ?? DEV_SYNC_SECRET).split(",")[0]!.trim();
+if (!(await waitForHealth(`${base}/_edge/health`))) {
+  console.error(`The service did not become healthy at ${base} (see its log above).`);
+  await stopChild();
+  await origin.shutdown();
+  Deno.exit(1);
+}
+const seeded = await seedDemoActivity(base, syncSecret);
 console.log(`
 Edge Personalizer (dev)
   service      ${base}/            → demo origin ${env.ORIGIN_URL}
@@ -57,8 +66,8 @@ Edge data (demo activity ${seeded ? "pushed" : "NOT pushed — see the log"} thr
   curl -s -b sid=s-demo-u1-0001 ${base}/_edge/context                # user u1: recent views, cart, segments, recommendations
   curl -s -b sid=s-demo-u1-0001 ${base}/_edge/recommendations        # "you might also like", computed at the edge
   curl -s -b sid=s-demo-u1-0001 ${base}/                             # the VIP slot and a greeting for a logged-in user
-  curl -s -X POST -d '{"context":{"targetingKey":"u1","country":"DE"}}' ${base}/ofrep/v1/evaluate/flags   # OFREP
-  EDGE_SYNC_SECRET=${DEV_SYNC_SECRET} deno task push --rebase-now --to ${base} tools/demo_events.ndjson
+  curl -s -b sid=s-demo-u1-0001 -X POST -d '{"context":{"country":"DE"}}' ${base}/ofrep/v1/evaluate/flags   # OFREP, for u1
+  EDGE_SYNC_SECRET=${syncSecret} deno task push --rebase-now --to ${base} tools/demo_events.ndjson
 `);
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
@@ -74,21 +83,33 @@ const status = await child.status;
 await origin.shutdown();
 Deno.exit(status.code);
 
-async function waitForHealth(url: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
+/** Waits up to 10 s for the service to answer healthy; false when it did not (or exited). */
+async function waitForHealth(url: string): Promise<boolean> {
+  let exited = false;
+  child.status.then(() => exited = true);
+  for (let i = 0; i < 200 && !exited; i++) {
     try {
       const res = await fetch(url);
       await res.body?.cancel();
-      if (res.ok) return;
+      if (res.ok) return true;
     } catch {
       // Not up yet.
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
+  return false;
 }
 
-async function seedDemoActivity(base: string, secrets: string): Promise<boolean> {
-  const secret = secrets.split(",")[0]!.trim();
+async function stopChild(): Promise<void> {
+  try {
+    child.kill("SIGTERM");
+  } catch {
+    // Already gone.
+  }
+  await child.status;
+}
+
+async function seedDemoActivity(base: string, secret: string): Promise<boolean> {
   const events = rebaseInstants(parseNdjson(await Deno.readTextFile("tools/demo_events.ndjson")), Date.now());
   const report = await publish(events, {
     endpoints: [`${base}/_edge/sync`],

@@ -123,6 +123,13 @@ const report = await publish(args.values["rebase-now"] ? rebaseInstants(events, 
       );
     }
   },
+}).catch((error) => {
+  // Bad input or an unusable secret: no retry could fix it.
+  if (error instanceof PublishInputError) {
+    console.error(error.message);
+    Deno.exit(2);
+  }
+  throw error;
 });
 
 for (const endpoint of report.endpoints) {

@@ -111,7 +111,10 @@ export async function ingestSync(
     await Promise.try(() => kv.delete(key)).catch(() => {});
     throw error;
   }
-  const rememberMs = 2 * options.toleranceSec * 1000;
+  // As long as the push's timestamp can still be accepted: it may be up to the tolerance ahead of
+  // this clock and is accepted until the tolerance after it, compared in whole seconds
+  // (inclusive), hence the extra second, and one more for good measure.
+  const rememberMs = 2 * options.toleranceSec * 1000 + 2000;
   // The batch is applied: failing to record the id only means a retry is applied again, which
   // the convergent apply makes harmless, so the publisher still gets its 200.
   await Promise.try(() =>

@@ -295,3 +295,33 @@ Deno.test("sync works over a real connection", async () => {
     }
   });
 });
+
+Deno.test("sync: a captured push stays a duplicate for as long as its timestamp is accepted", async () => {
+  let clock = NOW;
+  const deps = await makeDeps(ORIGIN, { env: { SYNC_SECRETS: SECRET }, now: () => clock });
+  try {
+    const app = createApp(deps);
+    const tolerance = deps.config.syncToleranceSec;
+    // Stamped as far ahead as the tolerance allows (a publisher whose clock runs ahead).
+    const init = await signedInit(payload([view("u1", "p1")]), { id: "msg_replay", ts: NOW_SEC + tolerance });
+    assert.equal((await app.request("/_edge/sync", init)).status, 200);
+    // The last moments its timestamp is accepted (whole seconds, inclusive), and just after.
+    for (const later of [2 * tolerance * 1000, 2 * tolerance * 1000 + 999]) {
+      clock = NOW + later;
+      const replay = await app.request(
+        "/_edge/sync",
+        await signedInit(payload([view("u1", "p1")]), {
+          id: "msg_replay",
+          ts: NOW_SEC + tolerance,
+        }),
+      );
+      assert.deepEqual([replay.status, await replay.json()], [200, { duplicate: true }], `at +${later} ms`);
+    }
+    clock = NOW + 2 * tolerance * 1000 + 1000;
+    const late = await app.request("/_edge/sync", init);
+    assert.equal(late.status, 401);
+    await late.body?.cancel();
+  } finally {
+    deps.kv.close();
+  }
+});
