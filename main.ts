@@ -11,7 +11,7 @@ import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.
 import { followRulesInKv, RulesStore } from "./lib/rules_store.ts";
 import type { Deps } from "./lib/deps.ts";
 import { createApp } from "./routes/app.ts";
-import { cachesFromConfig } from "./lib/caches.ts";
+import { cachesFromConfig, heapHeadroomProblem } from "./lib/caches.ts";
 import { type IpGeoDb, openIpGeoDb } from "./lib/ip_geo.ts";
 import { backendClientFromConfig } from "./lib/backend.ts";
 import { EdgeMetrics } from "./lib/metrics.ts";
@@ -133,6 +133,13 @@ const followingRules = followRulesInKv(kv, deps.rules, {
 await Promise.race([rulesChecked, new Promise((resolve) => setTimeout(resolve, 2000))]);
 
 const app = createApp(deps);
+
+// `deno task start` caps V8's heap: warn when the configured caches would not fit in it. Off the
+// start-up path (`node:v8` is only needed for this).
+import("node:v8").then(({ default: v8 }) => {
+  const problem = heapHeadroomProblem(config, v8.getHeapStatistics().heap_size_limit);
+  if (problem) log.warn("cache bounds too large for the V8 heap", { problem });
+}).catch(() => {});
 
 /** The request handler, for `deno serve` and Deno Deploy. */
 export default { fetch: app.fetch } satisfies Deno.ServeDefaultExport;

@@ -21,7 +21,7 @@ import {
   SCENARIO_HEADERS,
   SCENARIO_PATH,
   seedUser,
-  SERVICE_PERMISSIONS,
+  SERVICE_FLAGS,
   serviceEnv,
   sleep,
   startOrigin,
@@ -137,7 +137,7 @@ try {
     const port = freePort();
     return timeStart(
       "service",
-      ["run", ...SERVICE_PERMISSIONS, "main.ts"],
+      ["run", ...SERVICE_FLAGS, "main.ts"],
       serviceEnv({ originUrl: origin.url, kvPath, syncSecret, cpus: layout.server }, rulesPath, port),
       `http://127.0.0.1:${port}${SCENARIO_PATH}`,
       { ...SCENARIO_HEADERS },

@@ -474,14 +474,22 @@ export function newSyncSecret(): string {
   return `whsec_${btoa(String.fromCharCode(...bytes))}`;
 }
 
-/** The permissions `main.ts` runs with (as in `deno task start`). */
-export const SERVICE_PERMISSIONS = [
-  "--allow-net",
-  "--allow-env",
-  "--allow-read",
-  "--allow-write",
-  "--allow-sys",
-];
+/**
+ * The flags `deno task start` runs `main.ts` with (permissions and V8 heap settings), read from
+ * `deno.json` so that every benchmark measures the service as production starts it.
+ */
+export const SERVICE_FLAGS: readonly string[] = await startTaskFlags();
+
+async function startTaskFlags(): Promise<string[]> {
+  const task: unknown = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`)).tasks?.start;
+  const tokens = typeof task === "string" ? task.trim().split(/\s+/) : [];
+  const run = tokens.indexOf("run");
+  const main = tokens.indexOf("main.ts");
+  if (tokens[0] !== "deno" || run !== 1 || main < run) {
+    throw new Error(`deno.json: tasks.start is not "deno run <flags> main.ts": ${String(task)}`);
+  }
+  return tokens.slice(run + 1, main);
+}
 
 /** Options for {@linkcode startService}. */
 export interface StartServiceOptions {
@@ -548,7 +556,7 @@ export async function startService(
   for (const rulesPath of first === FALLBACK_RULES ? [first] : [first, FALLBACK_RULES]) {
     const port = options.port ?? freePort();
     const proc = processes.spawn("service", Deno.execPath(), {
-      args: ["run", ...SERVICE_PERMISSIONS, "main.ts"],
+      args: ["run", ...SERVICE_FLAGS, "main.ts"],
       env: serviceEnv(options, rulesPath, port),
       cpus: options.cpus,
     });

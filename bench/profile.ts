@@ -22,7 +22,7 @@ import {
   SCENARIO_PATH,
   SCENARIO_RULES,
   seedUser,
-  SERVICE_PERMISSIONS,
+  SERVICE_FLAGS,
   serviceEnv,
   sleep,
   startOrigin,
@@ -90,7 +90,7 @@ try {
   const inspectPort = freePort();
   const syncSecret = newSyncSecret();
   const proc = processes.spawn("service", Deno.execPath(), {
-    args: ["run", `--inspect=127.0.0.1:${inspectPort}`, ...SERVICE_PERMISSIONS, "main.ts"],
+    args: ["run", `--inspect=127.0.0.1:${inspectPort}`, ...SERVICE_FLAGS, "main.ts"],
     env: serviceEnv(
       { originUrl: origin.url, kvPath: `${tempDir}/kv.sqlite`, syncSecret, cpus: layout.server },
       SCENARIO_RULES,

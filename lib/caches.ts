@@ -37,3 +37,34 @@ export function cachesFromConfig(
     contextCache: new ContextCache({ ...bounds, maxBytes: config.contextCacheMaxBytes }),
   };
 }
+
+/** What the service keeps in its heap besides the caches: code, rules, memos, requests in flight. */
+export const SERVICE_HEAP_BYTES = 32 * 1024 * 1024;
+/** The most a session cache entry is counted (a cookie value of ≤ 256 characters and a user id). */
+const SESSION_ENTRY_BYTES = 1024;
+
+/**
+ * Checks that the caches at their bounds, with the rest of the service, fit in half of V8's heap
+ * limit. `deno task start` caps the heap (`--v8-flags` in `deno.json`) so that RSS follows the
+ * live data rather than the allocation rate; raising the cache bounds past the cap would make
+ * garbage collection run all the time, or the process run out of memory.
+ *
+ * @param config the cache bounds
+ * @param heapLimitBytes V8's heap size limit (`node:v8` `getHeapStatistics().heap_size_limit`)
+ * @returns a message naming the settings when they do not fit, else undefined
+ */
+export function heapHeadroomProblem(
+  config: Pick<Config, "contextCacheMaxEntries" | "contextCacheMaxBytes">,
+  heapLimitBytes: number,
+): string | undefined {
+  // Contexts and related lists are bounded in estimated bytes each; sessions by entries.
+  const caches = 2 * config.contextCacheMaxBytes + config.contextCacheMaxEntries * SESSION_ENTRY_BYTES;
+  const needed = caches + SERVICE_HEAP_BYTES;
+  if (needed <= heapLimitBytes / 2) return undefined;
+  const mb = (bytes: number) => Math.ceil(bytes / 1048576);
+  return `CONTEXT_CACHE_MAX_BYTES and CONTEXT_CACHE_MAX_ENTRIES allow ~${mb(caches)} MB of caches, ` +
+    `more than half of the V8 heap limit (${mb(heapLimitBytes)} MB) leaves beside the service's own ` +
+    `~${mb(SERVICE_HEAP_BYTES)} MB: raise --max-old-space-size to at least ${
+      mb(2 * needed)
+    } or lower the bounds`;
+}
