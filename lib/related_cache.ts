@@ -52,9 +52,15 @@ export class RelatedCache {
    * @param kv the store
    * @param itemIds the items
    * @param now the current time, epoch ms
+   * @param kvWithin bounds the KV read in time (`KV_TIMEOUT_MS`); a cache hit needs none
    * @returns item id → its related list; items without one are left out
    */
-  async read(kv: Deno.Kv, itemIds: readonly string[], now: number): Promise<Map<string, RelatedValue>> {
+  async read(
+    kv: Deno.Kv,
+    itemIds: readonly string[],
+    now: number,
+    kvWithin?: <T>(read: Promise<T>) => Promise<T>,
+  ): Promise<Map<string, RelatedValue>> {
     const out = new Map<string, RelatedValue>();
     const missing: string[] = [];
     for (const itemId of new Set(itemIds)) {
@@ -63,7 +69,8 @@ export class RelatedCache {
       else if (cached.value) out.set(itemId, cached.value);
     }
     if (missing.length === 0) return out;
-    const loaded = await readRelated(kv, missing);
+    const read = readRelated(kv, missing);
+    const loaded = await (kvWithin ? kvWithin(read) : read);
     for (const itemId of missing) {
       const value = loaded.get(itemId);
       if (value) out.set(itemId, value);

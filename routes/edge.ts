@@ -8,7 +8,7 @@ import type { Deps } from "../lib/deps.ts";
 import { DEFAULT_RECOMMENDATIONS, loadRecommendations, MAX_RECOMMENDATIONS } from "../lib/recommend.ts";
 import { responseCookies } from "../lib/edge_headers.ts";
 import { finishResponseHeaders } from "../lib/cache_headers.ts";
-import { contextView, type Visitor, visitorFor } from "./visitor.ts";
+import { contextView, kvWithin, type Visitor, visitorFor } from "./visitor.ts";
 import { invalidRequestBody } from "./validation.ts";
 import type { ObservedHandler } from "./observe.ts";
 
@@ -82,12 +82,7 @@ async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {
     const now = deps.now();
     const items = await loadRecommendations(deps.kv, context.recentViews, {
       now,
-      readRelated: (itemIds) =>
-        deps.deadlines.within(
-          deps.relatedCache.read(deps.kv, itemIds, now),
-          deps.config.kvTimeoutMs,
-          "KV read",
-        ),
+      readRelated: (itemIds) => deps.relatedCache.read(deps.kv, itemIds, now, kvWithin(deps)),
       limit,
       cartItemIds: context.cartItemIds,
     });

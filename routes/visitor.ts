@@ -167,8 +167,14 @@ function contextOptions(deps: Deps, now: number, gpc: boolean): LoadUserContextO
   };
 }
 
-// A stalled KV read degrades the request (anonymous, or stale or empty context); it never holds it.
-function kvWithin(deps: Deps): <T>(read: Promise<T>) => Promise<T> {
+/**
+ * Bounds a KV read of the request path by `KV_TIMEOUT_MS`: a stalled read degrades the request
+ * (anonymous, stale or empty context, no recommendations); it never holds it.
+ *
+ * @param deps the service's dependencies
+ * @returns a function that bounds one read
+ */
+export function kvWithin(deps: Deps): <T>(read: Promise<T>) => Promise<T> {
   return (read) => deps.deadlines.within(read, deps.config.kvTimeoutMs, "KV read");
 }
 

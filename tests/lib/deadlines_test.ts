@@ -13,9 +13,12 @@ Deno.test("deadline sweep: fires expired deadlines once, skips cancelled ones, s
   await new Promise((resolve) => setTimeout(resolve, 60));
   assert.deepEqual(fired, ["short"]);
   assert.equal(sweep.size, 1);
-  // Cancelling the last armed deadline stops the interval (the test's sanitizer checks it).
+  // Cancelling the last armed deadline stops the interval at the next tick.
   cancelLong();
   assert.equal(sweep.size, 0);
+  assert.ok(sweep.running);
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  assert.ok(!sweep.running);
 });
 
 Deno.test("deadline sweep: a throwing action does not stop the others", async () => {

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { estimateRelatedEntryBytes, RelatedCache } from "../../lib/related_cache.ts";
 import { keys } from "../../lib/store.ts";
+import { DeadlineError, DeadlineSweep } from "../../lib/deadlines.ts";
+import { stallingReads } from "../support.ts";
 
 Deno.test("related cache reads KV once per item while fresh, caches absence, and stays bounded", async () => {
   const kv = await Deno.openKv(":memory:");
@@ -44,6 +46,28 @@ Deno.test("related cache is bounded in estimated bytes, so long lists cannot fil
     assert.equal(cache.size, 2);
     assert.ok(cache.bytes <= one * 2);
     assert.throws(() => new RelatedCache({ maxEntries: 1, maxStaleMs: 0, maxBytes: 0 }), RangeError);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("related cache bounds only its KV reads: hits need no deadline, a stalled read gives up", async () => {
+  const kv = await Deno.openKv(":memory:");
+  try {
+    await kv.set(keys.related("p1"), { version: 1, related: [{ itemId: "p2", score: 0.5 }] });
+    const sweep = new DeadlineSweep(5);
+    let bounded = 0;
+    const kvWithin = <T>(read: Promise<T>) => {
+      bounded++;
+      return sweep.within(read, 30, "KV read");
+    };
+    const cache = new RelatedCache({ maxEntries: 10, maxStaleMs: 1000 });
+    assert.deepEqual([...(await cache.read(kv, ["p1"], 0, kvWithin)).keys()], ["p1"]);
+    await cache.read(kv, ["p1"], 500, kvWithin);
+    assert.equal(bounded, 1, "a cache hit arms no deadline");
+    const started = performance.now();
+    await assert.rejects(cache.read(stallingReads(kv), ["p3"], 500, kvWithin), DeadlineError);
+    assert.ok(performance.now() - started < 1000);
   } finally {
     kv.close();
   }
