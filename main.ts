@@ -13,7 +13,7 @@ import type { Deps } from "./lib/deps.ts";
 import { createApp } from "./routes/app.ts";
 import { cachesFromConfig, heapHeadroomProblem } from "./lib/caches.ts";
 import { type IpGeoDb, openIpGeoDb } from "./lib/ip_geo.ts";
-import { backendClientFromConfig } from "./lib/backend.ts";
+import { backendClientFromConfig, DEFAULT_BACKEND_MAX_BYTES } from "./lib/backend.ts";
 import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 import { BackgroundTasks } from "./lib/background.ts";
@@ -134,10 +134,14 @@ await Promise.race([rulesChecked, new Promise((resolve) => setTimeout(resolve, 2
 
 const app = createApp(deps);
 
-// `deno task start` caps V8's heap: warn when the configured caches would not fit in it. Off the
+// `deno task start` caps V8's heap: warn when the configured bounds would not fit in it. Off the
 // start-up path (`node:v8` is only needed for this).
 import("node:v8").then(({ default: v8 }) => {
-  const problem = heapHeadroomProblem(config, v8.getHeapStatistics().heap_size_limit);
+  const problem = heapHeadroomProblem(
+    config,
+    v8.getHeapStatistics().heap_size_limit,
+    DEFAULT_BACKEND_MAX_BYTES,
+  );
   if (problem) log.warn("cache bounds too large for the V8 heap", { problem });
 }).catch(() => {});
 

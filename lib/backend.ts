@@ -25,7 +25,8 @@ export type BackendFailure =
   | "redirect"
   | "too_large"
   | "invalid_body"
-  | "invalid_user_id";
+  | "invalid_user_id"
+  | "busy";
 
 /** The outcome of one read-through. */
 export type BackendResult =
@@ -56,7 +57,7 @@ export interface BackendStats {
   requests: number;
   /** Calls that joined a request already in flight for the same user. */
   coalesced: number;
-  /** Calls answered `breaker_open` without a request. */
+  /** Calls answered without a request: `breaker_open`, or `busy` (BACKEND_MAX_CONCURRENT in flight). */
   rejected: number;
   ok: number;
   unknownUsers: number;
@@ -82,6 +83,11 @@ export interface BackendClientOptions {
   cooldownMs?: number;
   /** Largest answer read, in bytes (default {@linkcode DEFAULT_BACKEND_MAX_BYTES}). */
   maxBytes?: number;
+  /**
+   * Read-throughs in flight at once (`BACKEND_MAX_CONCURRENT`, default 16): each answer is held
+   * and parsed in the heap; beyond the bound a user is served what the edge has (`busy`).
+   */
+  maxConcurrent?: number;
 }
 
 /**
@@ -130,6 +136,7 @@ export class BackendClient {
   #failureThreshold: number;
   #cooldownMs: number;
   #maxBytes: number;
+  #maxConcurrent: number;
   #inflight = new Map<string, Promise<BackendResult>>();
   #state: BreakerState = "closed";
   #consecutiveFailures = 0;
@@ -158,12 +165,14 @@ export class BackendClient {
     this.#failureThreshold = options.failureThreshold ?? 5;
     this.#cooldownMs = options.cooldownMs ?? 5000;
     this.#maxBytes = options.maxBytes ?? DEFAULT_BACKEND_MAX_BYTES;
+    this.#maxConcurrent = options.maxConcurrent ?? 16;
     for (
       const [name, value] of Object.entries({
         timeoutMs: this.#timeoutMs,
         failureThreshold: this.#failureThreshold,
         cooldownMs: this.#cooldownMs,
         maxBytes: this.#maxBytes,
+        maxConcurrent: this.#maxConcurrent,
       })
     ) {
       if (!Number.isFinite(value) || value <= 0) {
@@ -187,6 +196,11 @@ export class BackendClient {
     }
     const url = backendContextUrl(this.#baseUrl, userId);
     if (!url) return Promise.resolve({ status: "failed", reason: "invalid_user_id", durationMs: 0 });
+    // Not a backend failure: the breaker does not count it.
+    if (this.#inflight.size >= this.#maxConcurrent) {
+      this.#stats.rejected++;
+      return Promise.resolve({ status: "failed", reason: "busy", durationMs: 0 });
+    }
     const admitted = this.#admit();
     if (!admitted) {
       this.#stats.rejected++;
@@ -339,7 +353,12 @@ export interface BackendClientFromConfigOptions {
 export function backendClientFromConfig(
   config: Pick<
     Config,
-    "backendUrl" | "backendToken" | "backendTimeoutMs" | "breakerFailureThreshold" | "breakerCooldownMs"
+    | "backendUrl"
+    | "backendToken"
+    | "backendTimeoutMs"
+    | "backendMaxConcurrent"
+    | "breakerFailureThreshold"
+    | "breakerCooldownMs"
   >,
   options: BackendClientFromConfigOptions,
 ): BackendClient | undefined {
@@ -350,6 +369,7 @@ export function backendClientFromConfig(
     timeoutMs: config.backendTimeoutMs,
     failureThreshold: config.breakerFailureThreshold,
     cooldownMs: config.breakerCooldownMs,
+    maxConcurrent: config.backendMaxConcurrent,
     fetch: options.fetch,
     now: options.now,
   });

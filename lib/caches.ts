@@ -42,29 +42,59 @@ export function cachesFromConfig(
 export const SERVICE_HEAP_BYTES = 32 * 1024 * 1024;
 /** The most a session cache entry is counted (a cookie value of ≤ 256 characters and a user id). */
 const SESSION_ENTRY_BYTES = 1024;
+/**
+ * Heap a body being parsed holds per byte of its size: the text, the parsed JSON and the validated
+ * copy (a 1 MiB push of related lists measured ~5 MB).
+ */
+const PARSED_BODY_FACTOR = 6;
 
 /**
- * Checks that the caches at their bounds, with the rest of the service, fit in half of V8's heap
- * limit. `deno task start` caps the heap (`--v8-flags` in `deno.json`) so that RSS follows the
- * live data rather than the allocation rate; raising the cache bounds past the cap would make
- * garbage collection run all the time, or the process run out of memory.
+ * Checks the heap budget against V8's heap limit. `deno task start` caps the heap (`--v8-flags` in
+ * `deno.json`) so that RSS follows the live data rather than the allocation rate; bounds past
+ * the cap would make garbage collection run all the time, or the process run out of memory.
+ * Two budgets: what stays (the caches at their bounds and the service itself) must fit in half
+ * the limit, and with the most that bursts can add (`SYNC_MAX_CONCURRENT` pushes of
+ * `SYNC_MAX_BYTES` and `BACKEND_MAX_CONCURRENT` read-through answers being parsed) in 80 %.
  *
- * @param config the cache bounds
+ * @param config the cache bounds and the bounds of concurrent parsing
  * @param heapLimitBytes V8's heap size limit (`node:v8` `getHeapStatistics().heap_size_limit`)
+ * @param backendMaxBytes the largest read-through answer read (when a backend is configured)
  * @returns a message naming the settings when they do not fit, else undefined
  */
 export function heapHeadroomProblem(
-  config: Pick<Config, "contextCacheMaxEntries" | "contextCacheMaxBytes">,
+  config: Pick<
+    Config,
+    | "contextCacheMaxEntries"
+    | "contextCacheMaxBytes"
+    | "syncMaxConcurrent"
+    | "syncMaxBytes"
+    | "backendUrl"
+    | "backendMaxConcurrent"
+  >,
   heapLimitBytes: number,
+  backendMaxBytes: number,
 ): string | undefined {
+  const mb = (bytes: number) => Math.ceil(bytes / 1048576);
   // Contexts and related lists are bounded in estimated bytes each; sessions by entries.
   const caches = 2 * config.contextCacheMaxBytes + config.contextCacheMaxEntries * SESSION_ENTRY_BYTES;
-  const needed = caches + SERVICE_HEAP_BYTES;
-  if (needed <= heapLimitBytes / 2) return undefined;
-  const mb = (bytes: number) => Math.ceil(bytes / 1048576);
-  return `CONTEXT_CACHE_MAX_BYTES and CONTEXT_CACHE_MAX_ENTRIES allow ~${mb(caches)} MB of caches, ` +
-    `more than half of the V8 heap limit (${mb(heapLimitBytes)} MB) leaves beside the service's own ` +
-    `~${mb(SERVICE_HEAP_BYTES)} MB: raise --max-old-space-size to at least ${
-      mb(2 * needed)
-    } or lower the bounds`;
+  const steady = caches + SERVICE_HEAP_BYTES;
+  if (steady > heapLimitBytes / 2) {
+    return `CONTEXT_CACHE_MAX_BYTES and CONTEXT_CACHE_MAX_ENTRIES allow ~${mb(caches)} MB of caches, ` +
+      `more than half of the V8 heap limit (${mb(heapLimitBytes)} MB) leaves beside the service's own ` +
+      `~${mb(SERVICE_HEAP_BYTES)} MB: raise --max-old-space-size to at least ${
+        mb(2 * steady)
+      } or lower the bounds`;
+  }
+  const bursts = PARSED_BODY_FACTOR * (config.syncMaxConcurrent * config.syncMaxBytes +
+    (config.backendUrl ? config.backendMaxConcurrent * backendMaxBytes : 0));
+  if (steady + bursts > 0.8 * heapLimitBytes) {
+    return `SYNC_MAX_CONCURRENT × SYNC_MAX_BYTES and BACKEND_MAX_CONCURRENT allow ~${
+      mb(bursts)
+    } MB of bodies ` +
+      `being parsed at once, beside ~${mb(steady)} MB of caches and service: more than 80 % of the V8 heap ` +
+      `limit (${mb(heapLimitBytes)} MB). Raise --max-old-space-size to at least ${
+        mb((steady + bursts) / 0.8)
+      } or lower the bounds`;
+  }
+  return undefined;
 }

@@ -52,6 +52,7 @@ const EnvSchema = z.object({
   SYNC_SECRETS: z.preprocess(emptyToUndefined, z.string().optional()),
   SYNC_TOLERANCE_SEC: intInRange(1, 86_400, 300),
   SYNC_MAX_BYTES: intInRange(1024, 64 * 1024 * 1024, 1024 * 1024),
+  SYNC_MAX_CONCURRENT: intInRange(1, 1000, 4),
   RECENT_VIEWS_MAX: intInRange(1, 100, 20),
   VIEW_TTL_DAYS: intInRange(1, 3650, 30),
   CART_TTL_DAYS: intInRange(1, 3650, 30),
@@ -77,6 +78,7 @@ const EnvSchema = z.object({
   ),
   BACKEND_TIMEOUT_MS: intInRange(1, 60_000, 300),
   KV_TIMEOUT_MS: intInRange(1, 60_000, 250),
+  BACKEND_MAX_CONCURRENT: intInRange(1, 10_000, 16),
   BREAKER_FAILURE_THRESHOLD: intInRange(1, 1000, 5),
   BREAKER_COOLDOWN_MS: intInRange(100, 3_600_000, 5000),
   CONTEXT_MAX_STALE_MS: intInRange(0, 3_600_000, 2000),
@@ -143,6 +145,11 @@ export interface Config {
   syncToleranceSec: number;
   /** Largest accepted sync request body, in bytes. */
   syncMaxBytes: number;
+  /**
+   * `SYNC_MAX_CONCURRENT`: pushes read and applied at once; more are answered 429 with
+   * `Retry-After` (a parsed push holds several times its size in the heap).
+   */
+  syncMaxConcurrent: number;
   /** How many recent views are kept per user. */
   recentViewsMax: number;
   /** How long a recent view is kept after it happened, in days. */
@@ -176,6 +183,8 @@ export interface Config {
    * lists); past it the read counts as failed and the request degrades.
    */
   kvTimeoutMs: number;
+  /** `BACKEND_MAX_CONCURRENT`: read-throughs in flight at once; beyond it the edge's data is used. */
+  backendMaxConcurrent: number;
   /** Consecutive read-through failures that open the circuit breaker. */
   breakerFailureThreshold: number;
   /** How long an open breaker rejects calls before one half-open probe, in milliseconds. */
@@ -293,6 +302,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     ofrepApiKeys: (parsed.OFREP_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean),
     syncToleranceSec: parsed.SYNC_TOLERANCE_SEC,
     syncMaxBytes: parsed.SYNC_MAX_BYTES,
+    syncMaxConcurrent: parsed.SYNC_MAX_CONCURRENT,
     recentViewsMax: parsed.RECENT_VIEWS_MAX,
     viewTtlDays: parsed.VIEW_TTL_DAYS,
     cartTtlDays: parsed.CART_TTL_DAYS,
@@ -305,6 +315,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     backendToken: parsed.BACKEND_TOKEN,
     backendTimeoutMs: parsed.BACKEND_TIMEOUT_MS,
     kvTimeoutMs: parsed.KV_TIMEOUT_MS,
+    backendMaxConcurrent: parsed.BACKEND_MAX_CONCURRENT,
     breakerFailureThreshold: parsed.BREAKER_FAILURE_THRESHOLD,
     breakerCooldownMs: parsed.BREAKER_COOLDOWN_MS,
     contextMaxStaleMs: parsed.CONTEXT_MAX_STALE_MS,

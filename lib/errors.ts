@@ -75,6 +75,22 @@ export class OriginBodyTimeoutError extends EdgeError {
   }
 }
 
+/** Too much of one kind of work at once: 429 with `Retry-After`, so a well-behaved sender waits. */
+export class BusyError extends EdgeError {
+  /** Seconds the client should wait before retrying. */
+  readonly retryAfterSec: number;
+
+  /**
+   * @param message what is busy, safe to show a client
+   * @param retryAfterSec seconds to wait
+   */
+  constructor(message: string, retryAfterSec: number) {
+    super(429, "busy", message);
+    this.name = "BusyError";
+    this.retryAfterSec = retryAfterSec;
+  }
+}
+
 /**
  * The edge's store (Deno KV) failed an operation a request cannot do without, such as applying
  * a sync batch. 503, so a publisher retries later; the KV error itself stays in `cause` for logs.

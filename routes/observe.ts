@@ -7,7 +7,7 @@
 import type { Deps } from "../lib/deps.ts";
 import type { Decision } from "../lib/decide.ts";
 import type { Facts } from "../lib/facts.ts";
-import { EdgeError, errorBody } from "../lib/errors.ts";
+import { BusyError, EdgeError, errorBody } from "../lib/errors.ts";
 import { requestIdFrom } from "../lib/facts.ts";
 import { routeClassOf } from "../lib/metrics.ts";
 
@@ -187,7 +187,8 @@ export function recordRequest(deps: Deps, record: RequestRecord): void {
  * @returns a JSON error response that no cache may keep
  */
 export function errorResponse(deps: Deps, error: unknown, requestId: string | undefined): Response {
-  const headers = { "cache-control": "no-store" };
+  const headers: Record<string, string> = { "cache-control": "no-store" };
+  if (error instanceof BusyError) headers["retry-after"] = String(error.retryAfterSec);
   if (error instanceof EdgeError) {
     if (error.status >= 500 && error.cause !== undefined) {
       deps.log.warn("request failed", { requestId, code: error.code, cause: String(error.cause) });

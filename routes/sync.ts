@@ -8,6 +8,7 @@
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
+import { BusyError } from "../lib/errors.ts";
 import type { WebhookVerifier } from "../lib/sync/verify.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -39,10 +40,14 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
       verifier = undefined;
       throw error;
     });
+  // Pushes being read and applied: each holds its body, the parsed JSON and the validated events
+  // in the heap (several times SYNC_MAX_BYTES), so their number is bounded.
+  let ingesting = 0;
   app.post("/sync", async (c) => {
     c.header("cache-control", "no-store");
     const now = deps.now();
     let result;
+    let admitted = false;
     try {
       const [{ applyOptionsFromConfig }, { ingestSync, PayloadTooLargeError, readLimitedBody }, {
         checkWebhookHeaders,
@@ -59,6 +64,16 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
         throw new PayloadTooLargeError(config.syncMaxBytes);
       }
       checkWebhookHeaders(c.req.raw.headers, { toleranceSec: config.syncToleranceSec, now: deps.now });
+      if (ingesting >= config.syncMaxConcurrent) {
+        await c.req.raw.body?.cancel().catch(() => {});
+        // Publishers retry; a Standard Webhooks sender honours Retry-After.
+        throw new BusyError(
+          `At most ${config.syncMaxConcurrent} pushes are applied at once; retry after 1 s`,
+          1,
+        );
+      }
+      ingesting++;
+      admitted = true;
       const body = await readLimitedBody(c.req.raw.body, {
         maxBytes: config.syncMaxBytes,
         contentLength: c.req.header("content-length"),
@@ -85,6 +100,8 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
     } catch (error) {
       deps.metrics.observeSync({ rejected: 1 });
       throw error;
+    } finally {
+      if (admitted) ingesting--;
     }
     if ("duplicate" in result) {
       deps.metrics.observeSync({ duplicate: 1 });

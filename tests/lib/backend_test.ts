@@ -269,6 +269,33 @@ Deno.test("breaker: a late result of a request sent before it opened neither end
   }
 });
 
+Deno.test("read-through: beyond BACKEND_MAX_CONCURRENT users in flight, a call is answered busy at once", async () => {
+  const release = Promise.withResolvers<void>();
+  const backend = startBackend(async () => {
+    await release.promise;
+    return Response.json({ events: [] });
+  });
+  try {
+    const backendClient = client(backend.url, { maxConcurrent: 2, failureThreshold: 1 });
+    const a = backendClient.fetchUserContext("a");
+    const b = backendClient.fetchUserContext("b");
+    const joined = backendClient.fetchUserContext("a"); // the same user joins, it is not a new call
+    assert.deepEqual(await backendClient.fetchUserContext("c"), {
+      status: "failed",
+      reason: "busy",
+      durationMs: 0,
+    });
+    assert.equal(backendClient.breaker.state, "closed", "busy is not a backend failure");
+    release.resolve();
+    for (const result of await Promise.all([a, b, joined])) assert.equal(result.status, "ok");
+    assert.equal((await backendClient.fetchUserContext("c")).status, "ok");
+    assert.equal(backend.seen.length, 3);
+  } finally {
+    release.resolve();
+    await backend.close();
+  }
+});
+
 Deno.test("breaker counts timeouts as failures", async () => {
   const release = Promise.withResolvers<void>();
   const backend = startBackend(async () => {

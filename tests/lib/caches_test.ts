@@ -22,11 +22,12 @@ Deno.test("heap headroom: the default cache bounds fit the heap that deno task s
     assert.ok(success);
     const limit = Number(new TextDecoder().decode(stdout).trim());
     assert.ok(limit > 64 * MiB && limit < 1024 * MiB, `${task}: heap limit ${limit}`);
-    assert.equal(
-      heapHeadroomProblem(parseConfig({ ORIGIN_URL: "http://127.0.0.1:1" }), limit),
-      undefined,
-      task,
-    );
+    const defaults = parseConfig({
+      ORIGIN_URL: "http://127.0.0.1:1",
+      BACKEND_URL: "http://127.0.0.1:2",
+      BACKEND_TOKEN: "backend-token-0123456789",
+    });
+    assert.equal(heapHeadroomProblem(defaults, limit, MiB), undefined, task);
   }
 });
 
@@ -35,9 +36,16 @@ Deno.test("heap headroom: cache bounds beyond half the heap are named, with the 
     ORIGIN_URL: "http://127.0.0.1:1",
     CONTEXT_CACHE_MAX_BYTES: String(64 * MiB),
   });
-  const problem = heapHeadroomProblem(config, 108 * MiB);
+  const problem = heapHeadroomProblem(config, 108 * MiB, MiB);
   assert.match(problem ?? "", /CONTEXT_CACHE_MAX_BYTES/);
   assert.match(problem ?? "", /--max-old-space-size to at least \d+/);
   // The same bounds fit a bigger heap.
-  assert.equal(heapHeadroomProblem(config, 1024 * MiB), undefined);
+  assert.equal(heapHeadroomProblem(config, 1024 * MiB, MiB), undefined);
+});
+
+Deno.test("heap headroom: bodies that concurrent pushes and read-throughs may parse count too", () => {
+  const config = parseConfig({ ORIGIN_URL: "http://127.0.0.1:1", SYNC_MAX_CONCURRENT: "64" });
+  const problem = heapHeadroomProblem(config, 280 * MiB, MiB);
+  assert.match(problem ?? "", /SYNC_MAX_CONCURRENT/);
+  assert.equal(heapHeadroomProblem({ ...config, syncMaxConcurrent: 4 }, 280 * MiB, MiB), undefined);
 });

@@ -325,3 +325,35 @@ Deno.test("sync: a captured push stays a duplicate for as long as its timestamp 
     deps.kv.close();
   }
 });
+
+Deno.test("sync: beyond SYNC_MAX_CONCURRENT pushes at once, the next is answered 429 with Retry-After", async () => {
+  await withSync(async ({ app }) => {
+    const body = payload([view("u1", "p1")]);
+    const bytes = new TextEncoder().encode(body);
+    // The first push's body arrives slowly: it holds the one slot until released.
+    const release = Promise.withResolvers<void>();
+    const slow = new ReadableStream<Uint8Array>({
+      async start(controller) {
+        controller.enqueue(bytes.subarray(0, 10));
+        await release.promise;
+        controller.enqueue(bytes.subarray(10));
+        controller.close();
+      },
+    });
+    const first = app.request(
+      "/_edge/sync",
+      { ...(await signedInit(body, { id: "msg_slow" })), body: slow, duplex: "half" } as RequestInit,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const busy = await app.request("/_edge/sync", await signedInit(body, { id: "msg_busy" }));
+    assert.equal(busy.status, 429);
+    assert.equal(busy.headers.get("retry-after"), "1");
+    assert.equal((await busy.json()).error.code, "busy");
+    release.resolve();
+    assert.equal((await first).status, 200);
+    // The slot is free again.
+    const retried = await app.request("/_edge/sync", await signedInit(body, { id: "msg_busy" }));
+    assert.equal(retried.status, 200);
+    await retried.body?.cancel();
+  }, { SYNC_MAX_CONCURRENT: "1" });
+});
