@@ -137,6 +137,8 @@ export class BackendClient {
   #cooldownMs: number;
   #maxBytes: number;
   #maxConcurrent: number;
+  /** How many times the breaker has opened: a request remembers the count it was sent in. */
+  #opened = 0;
   #inflight = new Map<string, Promise<BackendResult>>();
   #state: BreakerState = "closed";
   #consecutiveFailures = 0;
@@ -206,8 +208,9 @@ export class BackendClient {
       this.#stats.rejected++;
       return Promise.resolve({ status: "failed", reason: "breaker_open", durationMs: 0 });
     }
+    const sentIn = this.#opened;
     const promise = this.#request(url).then((result) => {
-      this.#record(result, admitted === "probe");
+      this.#record(result, admitted === "probe", sentIn);
       return result;
     }).finally(() => this.#inflight.delete(userId));
     this.#inflight.set(userId, promise);
@@ -251,14 +254,17 @@ export class BackendClient {
 
   /**
    * Counts a result. Only the probe's own result ends the probe: a request sent before the breaker
-   * opened may finish while a probe is in flight, and must neither admit a second probe nor
-   * decide for the probe.
+   * opened may finish while a probe is in flight, or during the cool-down, and must neither
+   * admit a second probe nor decide for the probe, whether it failed or succeeded.
    */
-  #record(result: BackendResult, probe: boolean): void {
+  #record(result: BackendResult, probe: boolean, sentIn: number): void {
     if (probe) this.#probing = false;
+    // Sent before the breaker last opened: counted, but the probe decides, not this.
+    const stale = !probe && sentIn !== this.#opened;
     if (result.status === "ok" || result.status === "unknown_user") {
       if (result.status === "ok") this.#stats.ok++;
       else this.#stats.unknownUsers++;
+      if (stale) return;
       this.#consecutiveFailures = 0;
       this.#state = "closed";
       this.#openedAt = undefined;
@@ -266,10 +272,12 @@ export class BackendClient {
     }
     this.#stats.failures++;
     if (result.reason === "timeout") this.#stats.timeouts++;
+    if (stale) return;
     this.#consecutiveFailures++;
     if (probe || (this.#state === "closed" && this.#consecutiveFailures >= this.#failureThreshold)) {
       this.#state = "open";
       this.#openedAt = this.#now();
+      this.#opened++;
     }
   }
 

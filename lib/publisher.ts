@@ -6,7 +6,7 @@
  * with jitter, honouring `Retry-After` and 429, and giving up on an endpoint that answers 410.
  */
 import { MAX_EVENTS_PER_BATCH, parseSyncEvent } from "./sync/schema.ts";
-import { decodeSecret, sign } from "./sync/verify.ts";
+import { sign } from "./sync/verify.ts";
 
 /**
  * Delay before each attempt, in ms: the Standard Webhooks schedule (immediately, 5 s, 5 min,
@@ -194,7 +194,8 @@ export interface PublishReport {
  */
 export async function publish(events: readonly unknown[], options: PublishOptions): Promise<PublishReport> {
   try {
-    decodeSecret(options.secret);
+    // A trial signature: a secret that decodes but cannot key an HMAC (`whsec_` alone) fails here.
+    await sign(options.secret, { id: "msg_check", timestamp: 0, body: "" });
   } catch (error) {
     // Not a delivery failure: no retry could fix it.
     throw new PublishInputError("Cannot sign", [(error as Error).message]);

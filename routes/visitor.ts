@@ -130,8 +130,9 @@ export async function callerFor(
   const gpc = request.headers.get("sec-gpc")?.trim() === "1";
   const context = await loadUserContext(identity.userId, contextOptions(deps, now, gpc));
   return {
-    // A key made up for this one call would bucket the caller at random on every call.
-    key: identity.newAnonymousId ? undefined : identity.key,
+    // A logged-in caller is keyed by its user id; an anonymous one by its `ep_uid`, and a key
+    // made up for this one call would bucket it at random on every call.
+    key: identity.userId !== undefined || !identity.newAnonymousId ? identity.key : undefined,
     loggedIn: identity.userId !== undefined,
     segments: [...context.segments],
   };

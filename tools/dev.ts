@@ -17,14 +17,24 @@ const defaults: Record<string, string> = {
   ORIGIN_URL: `http://127.0.0.1:${originPort}`,
   KV_PATH: ".data/dev.kv",
   RULES_PATH: "tools/demo_rules.json",
-  // Loopback only: the dev secret below is public, so nobody else on the network may push.
-  HOSTNAME: "127.0.0.1",
   TRUSTED_PROXIES: "127.0.0.1/32,::1/128",
   // A fixed secret for local play only; never reuse it anywhere else.
   SYNC_SECRETS: DEV_SYNC_SECRET,
   LOG_LEVEL: "info",
 };
-const env = { ...defaults, ...Deno.env.toObject() };
+const env: Record<string, string> = {
+  ...defaults,
+  ...Deno.env.toObject(),
+  // Loopback only, whatever HOSTNAME the shell or a container exports: the dev sync secret is
+  // public, so nobody else on the network may push. DEV_HOSTNAME opts in to another address.
+  HOSTNAME: Deno.env.get("DEV_HOSTNAME") ?? "127.0.0.1",
+};
+if (!["127.0.0.1", "::1", "[::1]", "localhost"].includes(env.HOSTNAME!) && !Deno.env.get("SYNC_SECRETS")) {
+  console.warn(
+    `warning: DEV_HOSTNAME=${env.HOSTNAME} is not loopback, and the dev sync secret is public: ` +
+      "anyone who can reach it can push. Set SYNC_SECRETS too.",
+  );
+}
 const port = env.PORT ?? "8000";
 
 const child = new Deno.Command(Deno.execPath(), {
@@ -35,7 +45,8 @@ const child = new Deno.Command(Deno.execPath(), {
   stderr: "inherit",
 }).spawn();
 
-const host = env.HOSTNAME === "0.0.0.0" || env.HOSTNAME === "::" ? "localhost" : env.HOSTNAME ?? "localhost";
+const bare = env.HOSTNAME!.replace(/^\[(.*)\]$/, "$1");
+const host = bare === "0.0.0.0" || bare === "::" ? "localhost" : bare;
 const base = `http://${host.includes(":") ? `[${host}]` : host}:${port}`;
 const syncSecret = (env.SYNC_SECRETS ?? DEV_SYNC_SECRET).split(",")[0]!.trim();
 if (!(await waitForHealth(`${base}/_edge/health`))) {
@@ -89,7 +100,7 @@ async function waitForHealth(url: string): Promise<boolean> {
   child.status.then(() => exited = true);
   for (let i = 0; i < 200 && !exited; i++) {
     try {
-      const res = await fetch(url);
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
       await res.body?.cancel();
       if (res.ok) return true;
     } catch {

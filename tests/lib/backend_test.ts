@@ -221,7 +221,7 @@ Deno.test("breaker opens after consecutive failures, probes half-open after the 
   }
 });
 
-Deno.test("breaker: a late result of a request sent before it opened neither ends nor decides the probe", async () => {
+Deno.test("breaker: a late result (failure or success) of a request sent before it opened neither ends nor decides the probe", async () => {
   // Requests for `slow-*` users wait until the test answers them; `fail*` users get a 500.
   const pending = new Map<string, PromiseWithResolvers<Response>>();
   const backend = startBackend((request) => {
@@ -244,6 +244,7 @@ Deno.test("breaker: a late result of a request sent before it opened neither end
       now: () => clock,
     });
     const early = backendClient.fetchUserContext("slow-a"); // sent while closed
+    const earlyOk = backendClient.fetchUserContext("slow-b"); // sent while closed too
     await backendClient.fetchUserContext("fail1");
     await backendClient.fetchUserContext("fail2");
     assert.equal(backendClient.breaker.state, "open");
@@ -259,6 +260,10 @@ Deno.test("breaker: a late result of a request sent before it opened neither end
     assert.equal(second.status === "failed" ? second.reason : second.status, "breaker_open");
     assert.ok(!backend.seen.some((seen) => seen.path.includes("slow-e")), "no second probe was sent");
 
+    // Nor does a late success close it behind the probe's back.
+    await answer("slow-b", Response.json({ events: [] }));
+    assert.equal((await earlyOk).status, "ok");
+    assert.equal(backendClient.breaker.state, "half_open");
     // The probe's own answer decides.
     await answer("slow-probe", Response.json({ events: [] }));
     assert.equal((await probe).status, "ok");

@@ -51,3 +51,29 @@ Deno.test("deadline sweep: within answers as the work does, or with a DeadlineEr
   late.resolve("too late"); // a late answer changes nothing
   assert.equal(sweep.size, 0);
 });
+
+Deno.test("deadline sweep: a pending within keeps the process alive until it settles; plain deadlines do not", async () => {
+  const module = new URL("../../lib/deadlines.ts", import.meta.url).href;
+  const run = async (code: string) => {
+    const started = performance.now();
+    const { stdout } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        `import { DeadlineSweep } from "${module}"; const sweep = new DeadlineSweep(5); ${code}`,
+      ],
+      stdout: "piped",
+    }).output();
+    return { ms: performance.now() - started, out: new TextDecoder().decode(stdout).trim() };
+  };
+  // Awaited work that never settles: the process waits for the deadline, then reports it.
+  const pending = await run(
+    `sweep.within(new Promise(() => {}), 300, "work").catch((e) => console.log(e.name));`,
+  );
+  assert.equal(pending.out, "DeadlineError");
+  // A deadline nobody awaits, or work that settled, does not hold the process.
+  const idle = await run(
+    `sweep.arm(5000, () => console.log("fired")); await sweep.within(Promise.resolve(1), 5000, "w");`,
+  );
+  assert.equal(idle.out, "");
+  assert.ok(idle.ms < pending.ms + 4000, `idle ${idle.ms} ms`);
+});

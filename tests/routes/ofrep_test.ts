@@ -360,9 +360,17 @@ Deno.test("open ofrep evaluates for the caller itself: the body cannot claim ano
       const anonId = "caller0123456789abcd";
       const own = await flag("beta", { targetingKey: "someone-else" }, { cookie: `ep_uid=${anonId}` });
       assert.equal(own.body.value, hash("beta", anonId, 2)! < 0.5);
-      // A caller without a visitor id yet has no key to bucket.
+      // A caller without a visitor id yet has no key to bucket…
       const none = await flag("beta", { targetingKey: "someone-else" });
       assert.deepEqual([none.status, none.body.errorCode], [400, "TARGETING_KEY_MISSING"]);
+      // …unless it is logged in: then its user id is the key, as on the proxy.
+      const alice = await flag("beta", { targetingKey: "someone-else" }, { cookie: "sid=sess-alice" });
+      assert.equal(alice.body.value, hash("beta", "alice", 2)! < 0.5);
+      // Under Sec-GPC: 1 the caller's segments are not used.
+      const gpc = await flag("vip-coupon", {}, { cookie: "sid=sess-alice", "sec-gpc": "1" });
+      assert.equal(gpc.body.value, "");
+      // A user id header from a peer that is not a trusted proxy names nobody.
+      assert.equal((await flag("vip-coupon", {}, { "x-user-id": "alice" })).body.value, "");
     } finally {
       deps.kv.close();
     }
