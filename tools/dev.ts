@@ -3,7 +3,8 @@
  * `deno task dev`: runs the demo origin and the service on embedded defaults (a local KV file
  * under `.data/`, the demo rules, loopback trusted so curl can play a CDN), and prints URLs and
  * curl commands that show the personalization working. Any variable already set in the
- * environment wins over these defaults.
+ * environment wins over these defaults, except `HOSTNAME` (shells and containers export their
+ * own): the service binds loopback unless `DEV_HOSTNAME` says otherwise.
  */
 import { demoOriginHandler } from "./demo_origin.ts";
 import { parseNdjson, publish, rebaseInstants } from "../lib/publisher.ts";
