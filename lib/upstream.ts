@@ -296,13 +296,18 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
  *
  * @param upstream the origin's response headers (not changed)
  * @param requestedEncoding the `Accept-Encoding` the edge sent to the origin
- * @returns fresh, mutable headers without hop-by-hop fields and with `Via` appended
+ * @param headers where to put them: best the empty headers of the `Response` being built, since
+ *   handing a `Headers` object to the `Response` constructor converts it again, field by field
+ * @returns `headers`, without hop-by-hop fields and with `Via` appended
  */
-export function downstreamResponseHeaders(upstream: Headers, requestedEncoding: string | null): Headers {
+export function downstreamResponseHeaders(
+  upstream: Headers,
+  requestedEncoding: string | null,
+  headers: Headers = new Headers(),
+): Headers {
   const listed = connectionListed(upstream.get("connection"));
   const decoded = requestedEncoding?.trim().toLowerCase() !== "identity" &&
     DECODED_BY_FETCH.has(upstream.get("content-encoding")?.trim().toLowerCase() ?? "");
-  const headers = new Headers();
   let via: string | null = null;
   // `forEach`, not `for…of`: Deno's `Headers` iterator costs over 1 µs per field.
   upstream.forEach((value, name) => {

@@ -101,12 +101,14 @@ function edgeJson(visitor: Visitor, body: unknown): Response {
     navigation: true,
     secure: visitor.facts.proto === "https",
   });
-  const headers = new Headers({
-    "content-type": "application/json; charset=utf-8",
-    // Only the visitor's own browser may keep it, and only briefly.
-    "cache-control": "private, max-age=5",
-    vary: "Cookie",
-  });
+  // Headers go straight into the response's own (a `Headers` object handed to the constructor
+  // would be converted again, field by field).
+  const response = new Response(JSON.stringify(body), { status: 200 });
+  const { headers } = response;
+  headers.set("content-type", "application/json; charset=utf-8");
+  // Only the visitor's own browser may keep it, and only briefly.
+  headers.set("cache-control", "private, max-age=5");
+  headers.set("vary", "Cookie");
   finishResponseHeaders(headers, { decision: visitor.decision, clientHints: [], cookies });
-  return new Response(JSON.stringify(body), { status: 200, headers });
+  return response;
 }

@@ -105,9 +105,16 @@ export function proxyHandler(deps: Deps): ServedHandler {
     record.originMs = originMs;
     stages.act = originMs;
     deps.metrics.observeOrigin({ durationMs: originMs, status: upstream.status });
+    // Headers go straight into the response's own: passing a `Headers` object to the
+    // constructor would convert every field again.
+    const response = new Response(upstream.body, {
+      status: upstream.status,
+      statusText: upstream.statusText,
+    });
     const responseHeaders = downstreamResponseHeaders(
       upstream.headers,
       headerValue(headers, "accept-encoding"),
+      response.headers,
     );
     const html = (responseHeaders.get("content-type") ?? "").toLowerCase().startsWith("text/html");
     const slots = Object.entries(decision.slots);
@@ -131,11 +138,6 @@ export function proxyHandler(deps: Deps): ServedHandler {
       decision: cacheDecision,
       clientHints: rules.clientHints,
       cookies,
-    });
-    const response = new Response(upstream.body, {
-      status: upstream.status,
-      statusText: upstream.statusText,
-      headers: responseHeaders,
     });
     if (!rewriteHtml) return response;
     if (!(await htmlRewriterAvailable())) {
