@@ -53,6 +53,7 @@ const EnvSchema = z.object({
   SYNC_TOLERANCE_SEC: intInRange(1, 86_400, 300),
   SYNC_MAX_BYTES: intInRange(1024, 64 * 1024 * 1024, 1024 * 1024),
   SYNC_MAX_CONCURRENT: intInRange(1, 1000, 4),
+  SYNC_BODY_TIMEOUT_MS: intInRange(100, 600_000, 10_000),
   RECENT_VIEWS_MAX: intInRange(1, 100, 20),
   VIEW_TTL_DAYS: intInRange(1, 3650, 30),
   CART_TTL_DAYS: intInRange(1, 3650, 30),
@@ -150,6 +151,8 @@ export interface Config {
    * `Retry-After` (a parsed push holds several times its size in the heap).
    */
   syncMaxConcurrent: number;
+  /** `SYNC_BODY_TIMEOUT_MS`: longest a push's body may take to arrive while it holds a slot (408 after). */
+  syncBodyTimeoutMs: number;
   /** How many recent views are kept per user. */
   recentViewsMax: number;
   /** How long a recent view is kept after it happened, in days. */
@@ -303,6 +306,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     syncToleranceSec: parsed.SYNC_TOLERANCE_SEC,
     syncMaxBytes: parsed.SYNC_MAX_BYTES,
     syncMaxConcurrent: parsed.SYNC_MAX_CONCURRENT,
+    syncBodyTimeoutMs: parsed.SYNC_BODY_TIMEOUT_MS,
     recentViewsMax: parsed.RECENT_VIEWS_MAX,
     viewTtlDays: parsed.VIEW_TTL_DAYS,
     cartTtlDays: parsed.CART_TTL_DAYS,

@@ -89,8 +89,23 @@ class RequestPathHistogram {
     series.count++;
   }
 
-  /** The series in prom-client's shape, for the registry. */
+  /** Forgets every series (prom-client's `registry.resetMetrics()`). */
+  reset(): void {
+    this.#series.clear();
+  }
+
+  /** The series as prom-client's `get()` gives them: every label on each value. */
   get(): { name: string; help: string; type: string; values: unknown[]; aggregator: string } {
+    const data = this.getForPromString();
+    const values = data.values.map((value) => {
+      const { labels, sharedLabels, ...rest } = value as { labels: object; sharedLabels: object };
+      return { ...rest, labels: { ...labels, ...sharedLabels } };
+    });
+    return { ...data, values };
+  }
+
+  /** The series in the shape prom-client's registry renders (series labels shared per series). */
+  getForPromString(): { name: string; help: string; type: string; values: unknown[]; aggregator: string } {
     const values: unknown[] = [];
     const bucketName = `${this.name}_bucket`;
     for (const series of this.#series.values()) {
@@ -160,9 +175,14 @@ class RequestPathCounter {
     series.value += by;
   }
 
+  /** Forgets every series (prom-client's `registry.resetMetrics()`). */
+  reset(): void {
+    this.#series.clear();
+  }
+
   /** The series in prom-client's shape, for the registry. */
   get(): { name: string; help: string; type: string; values: unknown[]; aggregator: string } {
-    const values = [...this.#series.values()].map(({ labels, value }) => ({ labels, value }));
+    const values = [...this.#series.values()].map(({ labels, value }) => ({ labels: { ...labels }, value }));
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
   }
 }
@@ -197,6 +217,7 @@ export const READ_THROUGH_OUTCOMES = [
   "timeout",
   "error",
   "breaker_open",
+  "busy",
   "skipped",
 ] as const;
 /** How a backend read-through ended. */
@@ -313,6 +334,8 @@ export interface SyncObservation {
   stale?: number;
   rejected?: number;
   duplicate?: number;
+  /** Whole pushes answered 429 because `SYNC_MAX_CONCURRENT` were being applied (retried later). */
+  busy?: number;
   /** For each event, now − event time, in milliseconds. */
   lagsMs?: Iterable<number>;
 }
@@ -471,7 +494,7 @@ export class EdgeMetrics {
     });
     this.#syncEvents = new Counter({
       name: `${p}sync_events_total`,
-      help: "Sync results: applied and stale count events; rejected and duplicate count whole pushes.",
+      help: "Sync results: applied and stale count events; rejected, duplicate and busy count whole pushes.",
       labelNames: ["result"],
       registers,
     });
@@ -518,7 +541,9 @@ export class EdgeMetrics {
     // reports 0 instead of nothing.
     for (const kind of ["timeout", "unavailable", "5xx"]) this.#originErrors.inc({ kind }, 0);
     for (const result of ["hit", "miss"]) this.#contextCache.inc([result], 0);
-    for (const result of ["applied", "stale", "rejected", "duplicate"]) this.#syncEvents.inc({ result }, 0);
+    for (const result of ["applied", "stale", "rejected", "duplicate", "busy"]) {
+      this.#syncEvents.inc({ result }, 0);
+    }
     this.setBreakerState("closed");
   }
 
@@ -633,7 +658,7 @@ export class EdgeMetrics {
    * @param observation counts and lags (negative lags, from clock skew, count as 0)
    */
   observeSync(observation: SyncObservation): void {
-    for (const result of ["applied", "stale", "rejected", "duplicate"] as const) {
+    for (const result of ["applied", "stale", "rejected", "duplicate", "busy"] as const) {
       const n = observation[result];
       if (typeof n === "number" && n > 0) this.#syncEvents.inc({ result }, n);
     }
@@ -745,6 +770,7 @@ export function readThroughLabel(outcome: string): ReadThroughOutcome {
   if (outcome === "unknown_user") return "not_found";
   if (outcome === "failed:timeout") return "timeout";
   if (outcome === "failed:breaker_open") return "breaker_open";
+  if (outcome === "failed:busy") return "busy";
   return "error";
 }
 

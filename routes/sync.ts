@@ -8,7 +8,8 @@
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
-import { BusyError } from "../lib/errors.ts";
+import { BusyError, ClientClosedError, EdgeError } from "../lib/errors.ts";
+import { DeadlineError } from "../lib/deadlines.ts";
 import type { WebhookVerifier } from "../lib/sync/verify.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -74,10 +75,31 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
       }
       ingesting++;
       admitted = true;
-      const body = await readLimitedBody(c.req.raw.body, {
-        maxBytes: config.syncMaxBytes,
-        contentLength: c.req.header("content-length"),
-      });
+      // The signature can only be checked once the body is in, so the read holding a slot is
+      // bounded in time: a sender trickling a body (secret or not) cannot keep the slot.
+      let body: Uint8Array;
+      try {
+        body = await deps.deadlines.within(
+          readLimitedBody(c.req.raw.body, {
+            maxBytes: config.syncMaxBytes,
+            contentLength: c.req.header("content-length"),
+          }),
+          config.syncBodyTimeoutMs,
+          "sync body",
+        );
+      } catch (error) {
+        if (error instanceof PayloadTooLargeError) throw error;
+        await c.req.raw.body?.cancel().catch(() => {});
+        if (error instanceof DeadlineError) {
+          throw new EdgeError(
+            408,
+            "body_timeout",
+            `The body did not arrive within ${config.syncBodyTimeoutMs} ms`,
+          );
+        }
+        // The sender went away mid-body.
+        throw new ClientClosedError();
+      }
       result = await ingestSync(deps.kv, { body, headers: c.req.raw.headers }, {
         verifier: await getVerifier(),
         toleranceSec: config.syncToleranceSec,
@@ -98,7 +120,8 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
         },
       });
     } catch (error) {
-      deps.metrics.observeSync({ rejected: 1 });
+      // A busy answer refuses nothing: the publisher retries the same push.
+      deps.metrics.observeSync(error instanceof BusyError ? { busy: 1 } : { rejected: 1 });
       throw error;
     } finally {
       if (admitted) ingesting--;

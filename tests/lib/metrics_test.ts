@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { EdgeMetrics, MAX_REGIONS, statusClass } from "../../lib/metrics.ts";
+import { EdgeMetrics, MAX_REGIONS, readThroughLabel, statusClass } from "../../lib/metrics.ts";
 
 /** One sample line of the exposition. */
 interface Sample {
@@ -314,4 +314,12 @@ Deno.test("statusClass maps codes to classes", () => {
   assert.equal(statusClass(599), "5xx");
   assert.equal(statusClass(0), "other");
   assert.equal(statusClass(700), "other");
+});
+
+Deno.test("read-through outcomes map onto the bounded label set, busy apart from errors", () => {
+  assert.equal(readThroughLabel("failed:busy"), "busy");
+  assert.equal(readThroughLabel("failed:breaker_open"), "breaker_open");
+  assert.equal(readThroughLabel("failed:timeout"), "timeout");
+  assert.equal(readThroughLabel("failed:http_status"), "error");
+  assert.equal(readThroughLabel("unknown_user"), "not_found");
 });

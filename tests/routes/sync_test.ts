@@ -355,5 +355,59 @@ Deno.test("sync: beyond SYNC_MAX_CONCURRENT pushes at once, the next is answered
     const retried = await app.request("/_edge/sync", await signedInit(body, { id: "msg_busy" }));
     assert.equal(retried.status, 200);
     await retried.body?.cancel();
+    // Counted as busy, not as rejected (which alerts on bad secrets and probing).
+    const metrics = await (await app.request("/_edge/metrics")).text();
+    assert.match(metrics, /edge_sync_events_total\{result="busy"\} 1/);
+    assert.match(metrics, /edge_sync_events_total\{result="rejected"\} 0/);
   }, { SYNC_MAX_CONCURRENT: "1" });
+});
+
+Deno.test("sync: a body trickling in cannot keep a slot: 408 after SYNC_BODY_TIMEOUT_MS, and a sender gone mid-body is a client close", async () => {
+  const deps = await makeDeps(ORIGIN, {
+    env: { SYNC_SECRETS: SECRET, SYNC_MAX_CONCURRENT: "1", SYNC_BODY_TIMEOUT_MS: "150" },
+  });
+  try {
+    const app = createApp(deps);
+    const body = payload([view("u1", "p1")]);
+    // No secret needed to take the slot: the signature is checked once the body is in.
+    const trickle = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode(body.slice(0, 5)));
+      },
+    });
+    const started = performance.now();
+    const stalled = await app.request(
+      "/_edge/sync",
+      {
+        ...(await signedInit(body, { id: "msg_forged", secret: OLD_SECRET })),
+        body: trickle,
+        duplex: "half",
+      } as RequestInit,
+    );
+    assert.equal(stalled.status, 408);
+    assert.equal((await stalled.json()).error.code, "body_timeout");
+    assert.ok(performance.now() - started < 2000);
+    // The slot is free again for the real publisher.
+    const real = await app.request("/_edge/sync", await signedInit(body, { id: "msg_real" }));
+    assert.equal(real.status, 200);
+    await real.body?.cancel();
+
+    const broken = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode(body.slice(0, 5)));
+        controller.error(new Error("connection reset"));
+      },
+    });
+    const gone = await app.request(
+      "/_edge/sync",
+      { ...(await signedInit(body, { id: "msg_gone" })), body: broken, duplex: "half" } as RequestInit,
+    );
+    assert.equal(gone.status, 499);
+    await gone.body?.cancel();
+    // Busy and refused pushes are counted apart: a burst of valid pushes is not "rejected".
+    const text = await deps.metrics.render();
+    assert.match(text, /edge_sync_events_total\{result="busy"\} 0/);
+  } finally {
+    deps.kv.close();
+  }
 });
