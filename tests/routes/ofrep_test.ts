@@ -376,3 +376,22 @@ Deno.test("open ofrep evaluates for the caller itself: the body cannot claim ano
     }
   }
 });
+
+Deno.test("ofrep: a caller gone mid-body is a client close, not a server error", async () => {
+  await withOfrep(async (app) => {
+    const broken = new ReadableStream<Uint8Array>({
+      start(controller) {
+        controller.enqueue(new TextEncoder().encode('{"context":'));
+        controller.error(new Error("connection reset"));
+      },
+    });
+    const res = await app.request("http://edge.test/ofrep/v1/evaluate/flags", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: broken,
+      duplex: "half",
+    } as RequestInit);
+    assert.equal(res.status, 499);
+    await res.body?.cancel();
+  });
+});
