@@ -10,6 +10,7 @@ import { constantTimeEqual } from "./secure.ts";
 import { countryFromHeaders, REGION_HEADER } from "./geo.ts";
 import { classifyDevice, type DeviceInfo, type UaCache } from "./device.ts";
 import type { IpGeoDb } from "./ip_geo.ts";
+import { gpcRequested } from "./context.ts";
 
 /** Facts about one request. */
 export interface Facts {
@@ -94,7 +95,7 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
     country: headerCountry ?? ipCountry,
     countrySource: headerCountry ? "header" : ipCountry ? "ip" : undefined,
     device: classifyDevice(headers, { uaCache: options.uaCache }),
-    gpc: headers.get("sec-gpc")?.trim() === "1",
+    gpc: gpcRequested(headers),
     navigation: isNavigation(request.method, headers),
     regionHint: regionHint || undefined,
     requestId: options.requestId,

@@ -7,7 +7,12 @@
 import type { Deps } from "../lib/deps.ts";
 import { type Facts, gatherFacts } from "../lib/facts.ts";
 import { type Identity, resolveIdentity, type ResolveIdentityOptions } from "../lib/identity.ts";
-import { type EdgeUserContext, loadUserContext, type LoadUserContextOptions } from "../lib/context.ts";
+import {
+  type EdgeUserContext,
+  gpcRequested,
+  loadUserContext,
+  type LoadUserContextOptions,
+} from "../lib/context.ts";
 import { decide, type Decision } from "../lib/decide.ts";
 import type { CompiledRules } from "../lib/rules.ts";
 import { readThroughLabel } from "../lib/metrics.ts";
@@ -127,8 +132,10 @@ export async function callerFor(
   const now = deps.now();
   const peerTrusted = deps.config.trustedProxies.has(peerOf(info));
   const identity = await resolveIdentity(request.headers, identityOptions(deps, now, peerTrusted));
-  const gpc = request.headers.get("sec-gpc")?.trim() === "1";
-  const context = await loadUserContext(identity.userId, contextOptions(deps, now, gpc));
+  const context = await loadUserContext(
+    identity.userId,
+    contextOptions(deps, now, gpcRequested(request.headers)),
+  );
   return {
     // A logged-in caller is keyed by its user id; an anonymous one by its `ep_uid`, and a key
     // made up for this one call would bucket it at random on every call.
