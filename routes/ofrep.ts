@@ -6,7 +6,7 @@
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
-import { ClientClosedError, EdgeError, errorBody } from "../lib/errors.ts";
+import { errorBody } from "../lib/errors.ts";
 import type { OfrepAnswer } from "../lib/ofrep.ts";
 import type { AppEnv } from "./env.ts";
 import { callerFor } from "./visitor.ts";
@@ -72,17 +72,10 @@ async function readText(request: Request): Promise<string> {
     import("../lib/ofrep.ts"),
     import("../lib/sync/ingest.ts"),
   ]);
-  let bytes: Uint8Array;
-  try {
-    bytes = await readLimitedBody(request.body, {
-      maxBytes: OFREP_MAX_BODY_BYTES,
-      contentLength: request.headers.get("content-length"),
-    });
-  } catch (error) {
-    if (error instanceof EdgeError) throw error;
-    // The caller went away mid-body: not a server error.
-    throw new ClientClosedError();
-  }
+  const bytes = await readLimitedBody(request.body, {
+    maxBytes: OFREP_MAX_BODY_BYTES,
+    contentLength: request.headers.get("content-length"),
+  });
   // Invalid UTF-8 becomes U+FFFD, which then fails as JSON (PARSE_ERROR) or as a value.
   return new TextDecoder().decode(bytes);
 }

@@ -8,7 +8,7 @@
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
-import { BusyError, ClientClosedError, EdgeError } from "../lib/errors.ts";
+import { BusyError, EdgeError } from "../lib/errors.ts";
 import { DeadlineError } from "../lib/deadlines.ts";
 import type { WebhookVerifier } from "../lib/sync/verify.ts";
 import type { AppEnv } from "./env.ts";
@@ -88,17 +88,13 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
           "sync body",
         );
       } catch (error) {
-        if (error instanceof PayloadTooLargeError) throw error;
+        if (!(error instanceof DeadlineError)) throw error;
         await c.req.raw.body?.cancel().catch(() => {});
-        if (error instanceof DeadlineError) {
-          throw new EdgeError(
-            408,
-            "body_timeout",
-            `The body did not arrive within ${config.syncBodyTimeoutMs} ms`,
-          );
-        }
-        // The sender went away mid-body.
-        throw new ClientClosedError();
+        throw new EdgeError(
+          408,
+          "body_timeout",
+          `The body did not arrive within ${config.syncBodyTimeoutMs} ms`,
+        );
       }
       result = await ingestSync(deps.kv, { body, headers: c.req.raw.headers }, {
         verifier: await getVerifier(),

@@ -5,7 +5,7 @@
  * `webhook-id` shared through KV by every instance, and the convergent apply.
  */
 import type { SyncEvent } from "./schema.ts";
-import { EdgeError, StoreUnavailableError } from "../errors.ts";
+import { ClientClosedError, EdgeError, StoreUnavailableError } from "../errors.ts";
 import { keys, parseStored } from "../store.ts";
 import { z } from "zod";
 import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
@@ -37,12 +37,19 @@ export class PayloadTooLargeError extends EdgeError {
  * @param options the limit and the declared `Content-Length` header, if any
  * @returns the body bytes
  * @throws {PayloadTooLargeError} when the body is or claims to be larger than the limit
+ * @throws {ClientClosedError} when the body stream fails (the sender went away mid-body)
  */
 export async function readLimitedBody(
   body: ReadableStream<Uint8Array> | null,
   options: { maxBytes: number; contentLength?: string | null },
 ): Promise<Uint8Array> {
-  const bytes = await readAtMost(body, options);
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = await readAtMost(body, options);
+  } catch {
+    // The body stream only fails when the sender went away mid-body: not a server error.
+    throw new ClientClosedError();
+  }
   if (bytes === undefined) throw new PayloadTooLargeError(options.maxBytes);
   return bytes;
 }
