@@ -11,6 +11,7 @@
  * rewritten, not at start-up: it is not needed before an HTML page is rewritten.
  */
 import type { Element, HTMLRewriter } from "html-rewriter-wasm";
+import { DECODED_BY_FETCH } from "./upstream.ts";
 
 /** The `id` of the injected context script. */
 export const DEFAULT_CONTEXT_SCRIPT_ID = "edge-context";
@@ -61,8 +62,6 @@ const CODINGS: Record<string, CompressionFormat> = {
   deflate: "deflate",
   br: "brotli",
 };
-/** Codings Deno's `fetch` decodes by itself (it keeps the header); `x-gzip` it passes on encoded. */
-const FETCH_DECODED = new Set(["gzip", "br"]);
 const UTF8_CHARSETS = new Set(["utf-8", "utf8", "us-ascii"]);
 
 /**
@@ -95,7 +94,7 @@ export function planHtmlRewrite(response: Response, options: HtmlSlotsOptions): 
   const decode: CompressionFormat[] = [];
   // Codings are listed in the order they were applied: undo them from the last.
   for (const coding of codings.reverse()) {
-    if (options.fetchDecoded && FETCH_DECODED.has(coding)) continue;
+    if (options.fetchDecoded && DECODED_BY_FETCH.has(coding)) continue;
     const format = CODINGS[coding];
     if (!format || !decoderAvailable(format)) return { rewrite: false, reason: "unsupported_encoding" };
     decode.push(format);

@@ -39,7 +39,7 @@ const HOP_BY_HOP_SET: ReadonlySet<string> = new Set(HOP_BY_HOP);
 /** Request headers never copied as sent: hop-by-hop, forwarding (re-set by the edge), host, id. */
 const REQUEST_DROPPED: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...FORWARDING, "host", "x-request-id"]);
 /** Content codings Deno's `fetch` decodes by itself (unless asked for `identity`); not `x-gzip` or `deflate`. */
-const DECODED_BY_FETCH: ReadonlySet<string> = new Set(["gzip", "br"]);
+export const DECODED_BY_FETCH: ReadonlySet<string> = new Set(["gzip", "br"]);
 
 /** The token this service adds to `Via`. */
 export const VIA_TOKEN = "1.1 edge-personalizer";
