@@ -196,16 +196,6 @@ export interface ForwardingInfo {
   untrusted?: ReadonlySet<string>;
 }
 
-/**
- * Removes hop-by-hop headers, including every name listed in `Connection`.
- *
- * @param headers the headers to clean, changed in place
- */
-export function stripHopByHop(headers: Headers): void {
-  for (const name of connectionListed(headers.get("connection")) ?? []) headers.delete(name);
-  for (const name of HOP_BY_HOP) headers.delete(name);
-}
-
 /** The header names a `Connection` header lists (lower case), or undefined when there are none. */
 function connectionListed(connection: string | null): Set<string> | undefined {
   if (!connection) return undefined;

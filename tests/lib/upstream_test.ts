@@ -5,7 +5,6 @@ import {
   fetchOrigin,
   guardBodyIdle,
   headerValue,
-  stripHopByHop,
   upstreamRequestHeaders,
 } from "../../lib/upstream.ts";
 import { DeadlineSweep } from "../../lib/deadlines.ts";
@@ -36,12 +35,6 @@ Deno.test("upstream URLs keep the origin and its path prefix", () => {
   assert.equal(buildUpstreamUrl(origin, "/cart", "?a=1").href, "http://origin.internal:8080/shop/cart?a=1");
   assert.equal(buildUpstreamUrl(origin, "//evil.example/x", "").host, "origin.internal:8080");
   assert.equal(buildUpstreamUrl(new URL("https://o.example"), "/x", "").href, "https://o.example/x");
-});
-
-Deno.test("hop-by-hop removal includes names listed in Connection", () => {
-  const headers = new Headers({ connection: "close, x-a, bad name", "x-a": "1", "x-b": "2", upgrade: "h2c" });
-  stripHopByHop(headers);
-  assert.deepEqual([...headers.keys()], ["x-b"]);
 });
 
 Deno.test("upstream headers: accept-encoding defaults to identity so bodies pass through undecoded", () => {
