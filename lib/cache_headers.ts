@@ -7,6 +7,19 @@
 /** Decision inputs a shared cache can key on through `Vary` (request headers). */
 const HEADER_EXPRESSIBLE: ReadonlySet<string> = new Set(["device", "network", "platform", "viewport", "dpr"]);
 
+/**
+ * Response headers that set a CDN's caching apart from `Cache-Control` (RFC 9213 and vendors'
+ * own). A CDN that honours one gives it precedence over `Cache-Control`, so a response made
+ * private must not carry them.
+ */
+const CDN_CACHE_CONTROLS: readonly string[] = [
+  "cdn-cache-control",
+  "surrogate-control",
+  "cloudflare-cdn-cache-control",
+  "vercel-cdn-cache-control",
+  "edge-control",
+];
+
 /** Options for {@linkcode applyPersonalizedCaching}. */
 export interface PersonalizedCachingOptions {
   /**
@@ -18,10 +31,12 @@ export interface PersonalizedCachingOptions {
 
 /**
  * Makes a response safe for shared caches when it was personalized. The origin's own explicit
- * choice is kept when it already prevents sharing (`private`, `no-store`), or when it set shared
- * caching together with a `Vary` that covers every input the edge used and every one of those
- * inputs is a request header; otherwise `Cache-Control` becomes `private` (keeping the origin's
- * max-age and other directives).
+ * choice is kept when it already prevents sharing (a bare `private`, `no-store`), or when it set
+ * shared caching together with a `Vary` that covers every input the edge used and every one of
+ * those inputs is a request header; otherwise `Cache-Control` becomes `private` (keeping the
+ * origin's max-age and other directives). A field-qualified `private="…"` withholds only those
+ * fields, so it does not count. Either way the CDN-only caching headers (`CDN-Cache-Control`,
+ * `Surrogate-Control`, …) go, since a CDN would obey them over `Cache-Control`.
  *
  * @param headers the response headers, changed in place
  * @param varyOn the request headers the personalization depended on (lower case)
@@ -34,14 +49,17 @@ export function applyPersonalizedCaching(
 ): void {
   const cacheControl = headers.get("cache-control");
   const directives = (cacheControl ?? "").toLowerCase().split(",").map((d) => d.trim()).filter(Boolean);
-  if (directives.some((d) => d === "private" || d === "no-store" || d.startsWith("private="))) return;
   const vary = (headers.get("vary") ?? "").toLowerCase().split(",").map((v) => v.trim());
   const explicitShared = directives.some((d) => d === "public" || d.startsWith("s-maxage"));
   if (
     options.shareable && explicitShared && varyOn.length > 0 &&
     (vary.includes("*") || varyOn.every((name) => vary.includes(name)))
   ) return;
-  const kept = directives.filter((d) => d !== "public" && !d.startsWith("s-maxage"));
+  for (const name of CDN_CACHE_CONTROLS) headers.delete(name);
+  if (directives.some((d) => d === "private" || d === "no-store")) return;
+  const kept = directives.filter((d) =>
+    d !== "public" && !d.startsWith("s-maxage") && !d.startsWith("private=")
+  );
   headers.set("cache-control", ["private", ...kept].join(", "));
 }
 
@@ -67,7 +85,10 @@ export function finishResponseHeaders(headers: Headers, options: FinishResponseO
   const { decision } = options;
   for (const cookie of options.cookies) headers.append("set-cookie", cookie);
   const varyOn = decision.usedHints.map((h) => h.toLowerCase());
-  if (decision.dependsOn.includes("device")) varyOn.push("user-agent");
+  // The device class, and the platform when `Sec-CH-UA-Platform` is absent, come from `User-Agent`.
+  if (decision.dependsOn.includes("device") || decision.dependsOn.includes("platform")) {
+    varyOn.push("user-agent");
+  }
   if (varyOn.length) addVary(headers, varyOn);
   if (decision.personalized || options.cookies.length) {
     // A response that sets the edge's cookies is never shareable; otherwise only outcomes that

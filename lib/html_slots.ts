@@ -20,7 +20,9 @@ export const DEFAULT_CONTEXT_SCRIPT_ID = "edge-context";
 export interface HtmlSlotsOptions {
   /**
    * Slot name → HTML inserted as is (not escaped). It must come from the operator's rules, never
-   * from request data. A slot without content keeps its fallback.
+   * from request data. When given (even empty), every `<edge-slot>` wrapper is removed: a slot
+   * without content keeps its fallback, unwrapped, so the page looks the same whichever way the
+   * choice went. Leave it out when the rules define no slots.
    */
   slots?: ReadonlyMap<string, string>;
   /**
@@ -77,7 +79,7 @@ export function planHtmlRewrite(response: Response, options: HtmlSlotsOptions): 
   const [essence = "", ...params] = contentType.split(";");
   if (essence.trim().toLowerCase() !== "text/html") return { rewrite: false, reason: "not_html" };
   if (response.status === 206) return { rewrite: false, reason: "partial" };
-  if ((!options.slots || options.slots.size === 0) && options.context === undefined) {
+  if (options.slots === undefined && options.context === undefined) {
     return { rewrite: false, reason: "nothing_to_do" };
   }
   for (const param of params) {
@@ -246,7 +248,7 @@ function createRewriter(
 ): HTMLRewriter {
   const rewriter = new Rewriter(sink);
   const slots = options.slots;
-  if (slots && slots.size > 0) {
+  if (slots) {
     rewriter.on("edge-slot", {
       element(element: Element) {
         const content = slots.get(element.getAttribute("name") ?? "");

@@ -117,8 +117,10 @@ export function proxyHandler(deps: Deps): ServedHandler {
       response.headers,
     );
     const html = (responseHeaders.get("content-type") ?? "").toLowerCase().startsWith("text/html");
-    const slots = Object.entries(decision.slots);
-    const rewriteHtml = html && upstream.body !== null && (slots.length > 0 || rules.htmlContext);
+    // With slots in the rules every page is rewritten, whether or not one matched this visitor:
+    // unmatched wrappers are removed the same way, and the page depends on what the choice read.
+    const hasSlots = rules.slots.length > 0;
+    const rewriteHtml = html && upstream.body !== null && (hasSlots || rules.htmlContext);
     // Slot content makes the page depend on more of the visitor; the injected context is the
     // visitor's own data (ids, cart, views), so such a page is never shareable.
     const cacheDecision = rewriteHtml
@@ -147,7 +149,7 @@ export function proxyHandler(deps: Deps): ServedHandler {
       return response;
     }
     return rewriteHtmlResponse(response, {
-      slots: new Map(slots),
+      slots: hasSlots ? new Map(Object.entries(decision.slots)) : undefined,
       context: rules.htmlContext ? contextView(visitor) : undefined,
       onError: (error) =>
         deps.log.warn("html rewrite failed", { requestId: facts.requestId, error: String(error) }),

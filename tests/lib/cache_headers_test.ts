@@ -53,3 +53,45 @@ Deno.test("region, identity or bucket personalization is never left in shared ca
     "a Set-Cookie response is never shared",
   );
 });
+
+Deno.test("a field-qualified private only withholds fields, so a personalized response still becomes private", () => {
+  const headers = apply({ "cache-control": 'public, max-age=300, private="x-debug"' }, [], false);
+  assert.equal(headers.get("cache-control"), "private, max-age=300");
+});
+
+Deno.test("CDN-only caching headers go whenever a personalized response is not left shareable", () => {
+  const cdnHeaders = {
+    "cdn-cache-control": "max-age=600",
+    "surrogate-control": "max-age=600",
+    "cloudflare-cdn-cache-control": "max-age=600",
+    "vercel-cdn-cache-control": "max-age=600",
+    "edge-control": "cache-maxage=600s",
+  };
+  for (const cacheControl of ["public, max-age=60", "private, max-age=60", "no-store"]) {
+    const headers = apply({ "cache-control": cacheControl, ...cdnHeaders }, [], false);
+    for (const name of Object.keys(cdnHeaders)) {
+      assert.equal(headers.get(name), null, `${name} with Cache-Control: ${cacheControl}`);
+    }
+  }
+  // The origin's explicit shared caching, keyed on the hints the edge used, stays whole.
+  const kept = apply({
+    "cache-control": "public, max-age=60",
+    vary: "Sec-CH-Viewport-Width",
+    "cdn-cache-control": "max-age=600",
+  });
+  assert.equal(kept.get("cdn-cache-control"), "max-age=600");
+});
+
+Deno.test("a decision on the platform varies on User-Agent too: browsers without the hint are told apart by it", () => {
+  for (const dependsOn of [["platform" as const], ["device" as const]]) {
+    const headers = new Headers({ "cache-control": "public, max-age=300", vary: "Accept-Encoding" });
+    finishResponseHeaders(headers, {
+      decision: { personalized: true, usedHints: [], dependsOn },
+      clientHints: [],
+      cookies: [],
+    });
+    assert.deepEqual((headers.get("vary") ?? "").split(", "), ["Accept-Encoding", "user-agent"]);
+    // Kept shareable only because every input is now in Vary.
+    assert.equal(headers.get("cache-control"), "public, max-age=300");
+  }
+});

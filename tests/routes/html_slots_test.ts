@@ -109,3 +109,39 @@ Deno.test("a page with the injected context is never shareable, even when the or
     await origin.close();
   }
 });
+
+Deno.test("a visitor no slot matched gets the fallback unwrapped, on a page that is private like the others", async () => {
+  const rules: RuleSet = {
+    version: 1,
+    regions: { EU: ["DE"] },
+    slots: [{ name: "notice", when: { region: ["EU"] }, html: "<p>EU consent notice</p>" }],
+  };
+  const origin = startOrigin(() =>
+    new Response(
+      '<html><head></head><body><edge-slot name="notice"><i>none</i></edge-slot><h1>Shop</h1></body></html>',
+      { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "public, max-age=300" } },
+    )
+  );
+  const deps = await makeDeps(origin.url, { env: { TRUSTED_PROXIES: "10.0.0.0/8" }, rules });
+  try {
+    const app = createApp(deps);
+    const pages: Record<string, { text: string; cacheControl: string }> = {};
+    for (const country of ["US", "DE"]) {
+      const res = await app.request("http://edge.test/", {
+        headers: { "x-geo-country": country, cookie: "ep_uid=aaaaaaaaaaaaaaaaaaaaaa", accept: "text/html" },
+      }, TRUSTED);
+      pages[country] = { text: await res.text(), cacheControl: res.headers.get("cache-control") ?? "" };
+    }
+    assert.equal(pages.US!.text, "<html><head></head><body><i>none</i><h1>Shop</h1></body></html>");
+    assert.equal(
+      pages.DE!.text,
+      "<html><head></head><body><p>EU consent notice</p><h1>Shop</h1></body></html>",
+    );
+    for (const country of ["US", "DE"]) {
+      assert.match(pages[country]!.cacheControl, /^private\b/, `${country}: the slot choice read the region`);
+    }
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
