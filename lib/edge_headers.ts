@@ -5,7 +5,7 @@
  */
 import type { Decision } from "./decide.ts";
 import type { Facts } from "./facts.ts";
-import { ANON_COOKIE, formatSticky, type Identity, STICKY_COOKIE } from "./identity.ts";
+import { ANON_COOKIE, formatSticky, type Identity, STICKY_COOKIE, USER_ID } from "./identity.ts";
 import { serializeCookie } from "./cookies.ts";
 import type { HeaderList } from "./upstream.ts";
 
@@ -39,7 +39,8 @@ export function setDecisionHeaders(
   headers.push(["x-edge-client-ip", facts.clientIp]);
   headers.push(["x-edge-rules-version", String(decision.rulesVersion)]);
   headers.push(["x-edge-visitor", identity.anonymousId]);
-  if (identity.userId) headers.push(["x-edge-user", identity.userId]);
+  // A user id stored before ids were checked could make `fetch` refuse the whole request.
+  if (identity.userId && USER_ID.test(identity.userId)) headers.push(["x-edge-user", identity.userId]);
   if (facts.gpc) headers.push(["x-edge-gpc", "1"]);
   const variants = Object.entries(decision.variants ?? {});
   if (variants.length) headers.push(["x-edge-variants", variants.map(([k, v]) => `${k}=${v}`).join(",")]);
@@ -68,14 +69,23 @@ function sameAssignments(
 
 function encodeFlagValue(value: unknown): string {
   const text = typeof value === "string" ? value : JSON.stringify(value);
-  return encodeURIComponent(text ?? "null");
+  return percentEncode(text ?? "null");
+}
+
+/** `encodeURIComponent`, total: a lone surrogate (which it refuses) becomes U+FFFD first. */
+function percentEncode(text: string): string {
+  try {
+    return encodeURIComponent(text);
+  } catch {
+    return encodeURIComponent(text.toWellFormed());
+  }
 }
 
 function setList(headers: HeaderList, name: string, items: readonly string[]): void {
   if (!items.length) return;
   let out = "";
   for (const item of items) {
-    const encoded = encodeURIComponent(item);
+    const encoded = percentEncode(item);
     const next = out ? `${out},${encoded}` : encoded;
     if (next.length > MAX_LIST_HEADER) break;
     out = next;

@@ -16,7 +16,11 @@ export const STICKY_COOKIE = "ep_exp";
 export const TRUSTED_USER_HEADER = "x-user-id";
 
 const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
-const USER_ID = /^[A-Za-z0-9_.:@-]{1,128}$/;
+/**
+ * What a user id may be, wherever it comes from (a trusted header, a pushed session or event):
+ * 1–128 of `A–Z a–z 0–9 _ . : @ -`, so it is always a valid header value for the origin.
+ */
+export const USER_ID: RegExp = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const STICKY_PART = /^[A-Za-z0-9_.-]{1,64}$/;
 const MAX_STICKY = 32;
 const MAX_SESSION_ID = 256;

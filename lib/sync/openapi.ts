@@ -5,8 +5,11 @@
  * integrate with an off-the-shelf Standard Webhooks library.
  */
 
+import { USER_ID } from "../identity.ts";
+
 const isoInstant = { type: "string", format: "date-time", description: "ISO 8601 with a time zone" };
 const id = { type: "string", minLength: 1, maxLength: 256 };
+const userId = { type: "string", pattern: USER_ID.source };
 const version = { type: "integer", minimum: 0 };
 
 const errorResponse = (description: string) => ({
@@ -137,9 +140,9 @@ export const SYNC_OPENAPI = {
       },
       Event: {
         oneOf: [
-          event("view", { userId: id, itemId: id, at: isoInstant }, ["userId", "itemId", "at"]),
+          event("view", { userId, itemId: id, at: isoInstant }, ["userId", "itemId", "at"]),
           event("cart", {
-            userId: id,
+            userId,
             version,
             at: isoInstant,
             items: {
@@ -153,7 +156,7 @@ export const SYNC_OPENAPI = {
             },
           }, ["userId", "version", "at", "items"]),
           event("profile", {
-            userId: id,
+            userId,
             version,
             at: isoInstant,
             segments: { type: "array", maxItems: 200, items: { type: "string", maxLength: 128 } },
@@ -163,7 +166,7 @@ export const SYNC_OPENAPI = {
             "session",
             {
               sessionId: { type: "string", minLength: 8 },
-              userId: id,
+              userId,
               expiresAt: isoInstant,
               at: isoInstant,
             },
@@ -186,7 +189,7 @@ export const SYNC_OPENAPI = {
               },
             },
           }, ["itemId", "version", "related"]),
-          event("erase", { userId: id, at: isoInstant }, ["userId", "at"]),
+          event("erase", { userId, at: isoInstant }, ["userId", "at"]),
           event("rules", {
             version,
             rules: { type: "object", description: "A rule set; its own `version`, if given, must match" },

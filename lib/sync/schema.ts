@@ -8,6 +8,7 @@ import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../json_limits.ts";
 import { z } from "zod";
 import { EdgeError } from "../errors.ts";
 import { parseRules, RulesError, RuleSetSchema } from "../rules.ts";
+import { USER_ID } from "../identity.ts";
 
 /** Most events one batch may carry. */
 export const MAX_EVENTS_PER_BATCH = 1000;
@@ -18,33 +19,39 @@ export const MAX_EVENTS_PER_BATCH = 1000;
  */
 export const MAX_EVENT_BYTES = 48 * 1024;
 
-const Id = z.string().min(1, "must not be empty").max(256, "must be at most 256 characters");
+const wellFormed = (value: string) => value.isWellFormed();
+const NOT_WELL_FORMED = "must be well-formed Unicode (no lone surrogates)";
+/** Item ids: any well-formed text (they reach the origin percent-encoded). */
+const Id = z.string().min(1, "must not be empty").max(256, "must be at most 256 characters")
+  .refine(wellFormed, NOT_WELL_FORMED);
+/** User ids: the identity stage's alphabet, since the origin gets them as `x-edge-user` as they are. */
+const UserId = z.string().regex(USER_ID, "must be 1–128 characters of A–Z, a–z, 0–9, _ . : @ -");
 const Version = z.number().int("must be a whole number").nonnegative("must not be negative").max(
   Number.MAX_SAFE_INTEGER,
 );
 const Instant = z.iso.datetime({ offset: true, error: "must be an ISO 8601 date-time with a time zone" })
   .transform((value) => Date.parse(value));
 
-const ViewEvent = z.object({ kind: z.literal("view"), userId: Id, itemId: Id, at: Instant });
+const ViewEvent = z.object({ kind: z.literal("view"), userId: UserId, itemId: Id, at: Instant });
 const CartEvent = z.object({
   kind: z.literal("cart"),
-  userId: Id,
+  userId: UserId,
   version: Version,
   at: Instant,
   items: z.array(z.object({ itemId: Id, qty: z.number().int().nonnegative().max(1_000_000) })).max(500),
 });
 const ProfileEvent = z.object({
   kind: z.literal("profile"),
-  userId: Id,
+  userId: UserId,
   version: Version,
   at: Instant,
-  segments: z.array(z.string().min(1).max(128)).max(200),
+  segments: z.array(z.string().min(1).max(128).refine(wellFormed, NOT_WELL_FORMED)).max(200),
   attributes: z.record(z.string().max(128), z.json()).default({}),
 });
 const SessionEvent = z.object({
   kind: z.literal("session"),
   sessionId: z.string().min(8, "must be at least 8 characters").max(1024),
-  userId: Id,
+  userId: UserId,
   expiresAt: Instant,
   at: Instant,
 });
@@ -59,7 +66,7 @@ const RelatedEvent = z.object({
   version: Version,
   related: z.array(z.object({ itemId: Id, score: z.number() })).max(500),
 });
-const EraseEvent = z.object({ kind: z.literal("erase"), userId: Id, at: Instant });
+const EraseEvent = z.object({ kind: z.literal("erase"), userId: UserId, at: Instant });
 const RulesEvent = z.object({
   kind: z.literal("rules"),
   version: Version,

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps, SEED_RULES, startOrigin } from "../support.ts";
+import { applyEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
+import type { SyncEvent } from "../../lib/sync/schema.ts";
 
 const UNTRUSTED = { remoteAddr: { hostname: "203.0.113.9" } };
 const TRUSTED = { remoteAddr: { hostname: "10.0.0.5" } };
@@ -364,6 +366,54 @@ Deno.test("a request the routers hand on to the proxy keeps the one request id t
     assert.equal(res.status, 200);
     assert.equal(made, 1);
     assert.equal(origin.seen.at(-1)!.headers.get("x-request-id"), res.headers.get("x-request-id"));
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
+
+Deno.test("data stored before ids were checked cannot break the proxy: headers are left out or made well-formed", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { rules: SEED_RULES });
+  const now = deps.now();
+  try {
+    // Written past the sync schema (which now refuses these ids), as an older edge stored them.
+    await applyEvents(deps.kv, [
+      {
+        kind: "session",
+        sessionId: "session-unicode-01",
+        userId: "\u0142ukasz",
+        at: now - 1000,
+        expiresAt: now + 3_600_000,
+      },
+      {
+        kind: "session",
+        sessionId: "session-crlf-00001",
+        userId: "bob\r\nx-evil: 1",
+        at: now - 1000,
+        expiresAt: now + 3_600_000,
+      },
+      {
+        kind: "session",
+        sessionId: "session-lone-00001",
+        userId: "u1",
+        at: now - 1000,
+        expiresAt: now + 3_600_000,
+      },
+      { kind: "cart", userId: "u1", version: 1, at: now - 1000, items: [{ itemId: "sku-\ud800", qty: 1 }] },
+    ] as unknown as SyncEvent[], applyOptionsFromConfig(deps.config, now));
+    const app = createApp(deps);
+    for (const sid of ["session-unicode-01", "session-crlf-00001", "session-lone-00001"]) {
+      const res = await app.request("http://edge.test/account", { headers: { cookie: `sid=${sid}` } });
+      assert.equal(res.status, 200, sid);
+      await res.body?.cancel();
+    }
+    const [unicode, crlf, lone] = origin.seen;
+    assert.equal(unicode!.headers.get("x-edge-user"), null);
+    assert.equal(crlf!.headers.get("x-edge-user"), null);
+    assert.equal(crlf!.headers.get("x-evil"), null);
+    assert.equal(lone!.headers.get("x-edge-user"), "u1");
+    assert.equal(lone!.headers.get("x-edge-cart-items"), "sku-%EF%BF%BD");
   } finally {
     deps.kv.close();
     await origin.close();

@@ -905,10 +905,12 @@ Deno.test("random event streams converge under shuffling, duplication, batching 
 
 Deno.test("a full batch of views with long or multibyte ids fits KV's per-commit key and size limits", async () => {
   // KV allows 80 KiB of keys and 800 KiB in total per commit: 1000 views of UUID users and items
-  // (and 600 of 256-character CJK ids, under the 1 MiB body limit) must be split to fit.
+  // (and 600 of 256-character CJK item ids by the longest user ids, 128 characters, under the
+  // 1 MiB body limit) must be split to fit.
   const uuid = (prefix: string, n: number) =>
     `${prefix}${String(n).padStart(8, "0")}-aaaa-4bbb-8ccc-0123456789ab`;
   const cjk = (n: number) => `\u8996${String(n)}`.padEnd(256, "\u56fe");
+  const longUser = (n: number) => `user-${String(n)}@`.padEnd(128, "x");
   for (
     const events of [
       Array.from({ length: 1000 }, (_, i) => ({
@@ -919,7 +921,7 @@ Deno.test("a full batch of views with long or multibyte ids fits KV's per-commit
       })),
       Array.from(
         { length: 600 },
-        (_, i) => ({ kind: "view", userId: cjk(i % 60), itemId: cjk(i), at: minute(i % 50) }),
+        (_, i) => ({ kind: "view", userId: longUser(i % 60), itemId: cjk(i), at: minute(i % 50) }),
       ),
     ]
   ) {
