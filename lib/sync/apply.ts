@@ -856,12 +856,18 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number, outcome
           );}
       }
     }
-    const results = await Promise.all(commits.map((commit) => commit.op.commit()));
+    const results = await Promise.allSettled(commits.map((commit) => commit.op.commit()));
     // Settle every commit before giving up on one: units that did commit must still be counted
-    // and their users reported (cache invalidation), whichever commit ran out of attempts.
+    // and their users reported (cache invalidation), whichever commit failed or ran out of attempts.
     let exhausted = false;
-    results.forEach((result, index) => {
+    let failure: { reason: unknown } | undefined;
+    results.forEach((settled, index) => {
       const commit = commits[index]!;
+      if (settled.status === "rejected") {
+        failure ??= { reason: settled.reason };
+        return;
+      }
+      const result = settled.value;
       commit.units.forEach((unit, i) => {
         if (result.ok) {
           settle(commit.plans[i]!, unit);
@@ -876,6 +882,7 @@ async function runUnits(kv: Deno.Kv, units: Unit[], maxAttempts: number, outcome
         later.push(unit);
       });
     });
+    if (failure) throw failure.reason;
     if (exhausted) throw new ApplyConflictError();
     pending = later;
   }

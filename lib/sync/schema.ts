@@ -14,10 +14,32 @@ import { USER_ID } from "../identity.ts";
 export const MAX_EVENTS_PER_BATCH = 1000;
 
 /**
- * Largest serialised size of one cart, profile, related or rules event, so that the value it
- * becomes stays well under Deno KV's 64 KiB value limit.
+ * Largest size of one cart, profile, related or rules event as KV would store it (see
+ * {@linkcode storedBytes}), so that the value it becomes stays well under Deno KV's 64 KiB value
+ * limit.
  */
 export const MAX_EVENT_BYTES = 48 * 1024;
+
+/**
+ * An upper bound of a JSON value's size as Deno KV stores it (V8's serialisation): a string
+ * takes one byte a character when every character is Latin-1, else two (so one "€" doubles the
+ * whole string's cost, which UTF-8 JSON would hide), plus a few bytes of framing per value.
+ *
+ * @param value a JSON value
+ * @returns the bound, in bytes
+ */
+export function storedBytes(value: unknown): number {
+  if (typeof value === "string") return (/[^\x00-\xff]/.test(value) ? 2 : 1) * value.length + 6;
+  if (typeof value === "number") return 9;
+  if (value === null || typeof value !== "object") return 1;
+  let bytes = 6;
+  if (Array.isArray(value)) {
+    for (const item of value) bytes += storedBytes(item);
+    return bytes;
+  }
+  for (const [key, item] of Object.entries(value)) bytes += storedBytes(key) + storedBytes(item);
+  return bytes;
+}
 
 const wellFormed = (value: string) => value.isWellFormed();
 const NOT_WELL_FORMED = "must be well-formed Unicode (no lone surrogates)";
@@ -240,10 +262,14 @@ export function parseSyncEvent(
   if (
     event.kind === "cart" || event.kind === "profile" || event.kind === "related" || event.kind === "rules"
   ) {
-    const bytes = new TextEncoder().encode(JSON.stringify(event)).byteLength;
-    if (bytes > MAX_EVENT_BYTES) {
+    if (storedBytes(event) > MAX_EVENT_BYTES) {
       return {
-        problems: [{ field: "(event)", message: `must be at most ${MAX_EVENT_BYTES} bytes as JSON` }],
+        problems: [{
+          field: "(event)",
+          message:
+            `must be at most ${MAX_EVENT_BYTES} bytes as stored (text beyond Latin-1 counts two bytes a ` +
+            "character)",
+        }],
       };
     }
   }

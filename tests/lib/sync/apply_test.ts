@@ -20,7 +20,13 @@ import {
   applyEvents,
   type ApplyOptions,
 } from "../../../lib/sync/apply.ts";
-import { parseSyncEvents, type SyncEvent, SyncPayloadError } from "../../../lib/sync/schema.ts";
+import {
+  MAX_EVENT_BYTES,
+  parseSyncEvents,
+  storedBytes,
+  type SyncEvent,
+  SyncPayloadError,
+} from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
 import { applyOptions, withKv } from "./fixtures.ts";
 
@@ -983,5 +989,56 @@ Deno.test("a read stays exact past 1000 stored entries of a user never read (man
       await applyEvents(kv, [{ kind: "view", userId: "u1", itemId: "A", at: T0 + 60_000 + i }], options());
     }
     assert.deepEqual((await readContext(kv, "u1")).recentViews.map((view) => view.itemId), ["A", "B"]);
+  });
+});
+
+Deno.test("an event's size is checked as KV stores it: text beyond Latin-1 costs two bytes a character", () => {
+  assert.equal(storedBytes("abc"), 3 + 6);
+  assert.equal(storedBytes("é"), 1 + 6, "Latin-1 is one byte a character");
+  assert.equal(storedBytes("a€"), 4 + 6, "one character beyond Latin-1 doubles the whole string");
+  const cart = (suffix: string) => ({
+    kind: "cart",
+    userId: "u1",
+    version: 1,
+    at: minute(1),
+    // ~36 KiB of ids: under the limit as UTF-8 JSON either way, over it as KV stores the "€" ones.
+    items: Array.from(
+      { length: 150 },
+      (_, i) => ({ itemId: `${String(i).padStart(3, "0")}${suffix}`, qty: 1 }),
+    ),
+  });
+  assert.equal(parseSyncEvents([cart("-".repeat(240))]).length, 1);
+  assert.throws(
+    () => parseSyncEvents([cart("\u20ac".repeat(80) + "-".repeat(160))]),
+    (error: unknown) =>
+      error instanceof SyncPayloadError && error.status === 400 &&
+      JSON.stringify(error.details).includes(`must be at most ${MAX_EVENT_BYTES} bytes as stored`),
+  );
+});
+
+Deno.test("a commit that fails part-way through a batch: the units that did commit are still reported", async () => {
+  await withKv(async (kv) => {
+    const reported: string[][] = [];
+    // Past the schema (which refuses it): a cart too large for one KV value makes its commit
+    // throw; 150 small carts need more checks than one commit holds, so others commit first.
+    const huge = Array.from({ length: 400 }, (_, i) => ({ itemId: `${i}-`.padEnd(256, "x"), qty: 1 }));
+    const events = [
+      ...Array.from({ length: 150 }, (_, i) => ({
+        kind: "cart" as const,
+        userId: `u${i}`,
+        version: 1,
+        at: NOW - 1000,
+        items: [{ itemId: "p1", qty: 1 }],
+      })),
+      { kind: "cart" as const, userId: "big", version: 1, at: NOW - 1000, items: huge },
+    ];
+    await assert.rejects(
+      applyEvents(kv, events as SyncEvent[], options({ onApplied: (users) => reported.push(users) })),
+      TypeError,
+    );
+    const committed = reported.flat();
+    assert.ok(committed.length > 0, "some commits went through before the failing one");
+    assert.ok(!committed.includes("big"));
+    for (const user of committed) assert.notEqual((await kv.get(keys.cart(user))).value, null, user);
   });
 });
