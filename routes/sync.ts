@@ -78,18 +78,20 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
       // The signature can only be checked once the body is in, so the read holding a slot is
       // bounded in time: a sender trickling a body (secret or not) cannot keep the slot.
       let body: Uint8Array;
+      const stopReading = new AbortController();
+      const reading = readLimitedBody(c.req.raw.body, {
+        maxBytes: config.syncMaxBytes,
+        contentLength: c.req.header("content-length"),
+        signal: stopReading.signal,
+      });
       try {
-        body = await deps.deadlines.within(
-          readLimitedBody(c.req.raw.body, {
-            maxBytes: config.syncMaxBytes,
-            contentLength: c.req.header("content-length"),
-          }),
-          config.syncBodyTimeoutMs,
-          "sync body",
-        );
+        body = await deps.deadlines.within(reading, config.syncBodyTimeoutMs, "sync body");
       } catch (error) {
         if (!(error instanceof DeadlineError)) throw error;
-        await c.req.raw.body?.cancel().catch(() => {});
+        // Stop the read (its stream is locked to the reader, so only the reader can cancel it),
+        // and keep the slot until it has stopped: nothing more of the body is read or held.
+        stopReading.abort(error);
+        await reading.catch(() => {});
         throw new EdgeError(
           408,
           "body_timeout",

@@ -34,19 +34,22 @@ export class PayloadTooLargeError extends EdgeError {
  * longer is cancelled as soon as it passes the limit (the rest is never read).
  *
  * @param body the body stream (`null` reads as empty)
- * @param options the limit and the declared `Content-Length` header, if any
+ * @param options the limit, the declared `Content-Length` header if any, and a signal that
+ *   stops the read (the stream is cancelled)
  * @returns the body bytes
  * @throws {PayloadTooLargeError} when the body is or claims to be larger than the limit
  * @throws {ClientClosedError} when the body stream fails (the sender went away mid-body)
+ * @throws the signal's reason when it aborted the read
  */
 export async function readLimitedBody(
   body: ReadableStream<Uint8Array> | null,
-  options: { maxBytes: number; contentLength?: string | null },
+  options: { maxBytes: number; contentLength?: string | null; signal?: AbortSignal },
 ): Promise<Uint8Array> {
   let bytes: Uint8Array | undefined;
   try {
     bytes = await readAtMost(body, options);
-  } catch {
+  } catch (error) {
+    if (options.signal?.aborted) throw error;
     // The body stream only fails when the sender went away mid-body: not a server error.
     throw new ClientClosedError();
   }

@@ -370,9 +370,13 @@ Deno.test("sync: a body trickling in cannot keep a slot: 408 after SYNC_BODY_TIM
     const app = createApp(deps);
     const body = payload([view("u1", "p1")]);
     // No secret needed to take the slot: the signature is checked once the body is in.
+    let cancelled: unknown;
     const trickle = new ReadableStream<Uint8Array>({
       start(controller) {
         controller.enqueue(new TextEncoder().encode(body.slice(0, 5)));
+      },
+      cancel(reason) {
+        cancelled = reason ?? "cancelled";
       },
     });
     const started = performance.now();
@@ -386,6 +390,8 @@ Deno.test("sync: a body trickling in cannot keep a slot: 408 after SYNC_BODY_TIM
     );
     assert.equal(stalled.status, 408);
     assert.equal((await stalled.json()).error.code, "body_timeout");
+    // The read stopped with the answer: nothing more of that body is read or held.
+    assert.ok(cancelled !== undefined, "the stalled body was cancelled");
     assert.ok(performance.now() - started < 2000);
     // The slot is free again for the real publisher.
     const real = await app.request("/_edge/sync", await signedInit(body, { id: "msg_real" }));
