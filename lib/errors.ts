@@ -56,9 +56,13 @@ export class ClientClosedError extends EdgeError {
 
 /** The origin refused, reset or otherwise failed the connection. */
 export class OriginUnavailableError extends EdgeError {
-  constructor() {
+  /**
+   * @param cause what went wrong, for the log only (e.g. an answer no client may be sent)
+   */
+  constructor(cause?: string) {
     super(502, "origin_unavailable", "The origin could not be reached");
     this.name = "OriginUnavailableError";
+    if (cause !== undefined) this.cause = cause;
   }
 }
 

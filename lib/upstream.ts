@@ -423,6 +423,11 @@ export async function fetchOrigin(
   } finally {
     cancelDeadline();
   }
+  // An HTTP status outside 200–599 cannot be passed on (a `Response` refuses it): a bad gateway.
+  if (response.status < 200 || response.status > 599) {
+    response.body?.cancel().catch(() => {});
+    throw new OriginUnavailableError(`the origin answered with status ${response.status}`);
+  }
   const answer: OriginResponse = {
     status: response.status,
     statusText: response.statusText,

@@ -49,6 +49,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
  * | `/status-500`, `-503` | that status with a small text body                                 |
  * | `/malformed-header`   | a header line without a colon                                      |
  * | `/malformed-status`   | a status line that is not HTTP                                     |
+ * | `/status-600`         | a well-formed status line with a status no `Response` can carry    |
  * | `/control-header`     | a header value with a NUL byte                                     |
  * | `/huge-head`          | 2000 headers of 1 KiB each                                         |
  *
@@ -144,6 +145,8 @@ export function startFaultOrigin(): FaultOrigin {
       );
     } else if (path === "/malformed-header") {
       await write("HTTP/1.1 200 OK\r\nthis line is not a header\r\ncontent-length: 2\r\n\r\nok");
+    } else if (path === "/status-600") {
+      await write("HTTP/1.1 600 Weird\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
     } else if (path === "/malformed-status") {
       await write("HTTP/1.1 abc Nonsense\r\ncontent-length: 2\r\n\r\nok");
     } else if (path === "/control-header") {

@@ -145,7 +145,9 @@ Deno.test("the service survives origin and backend faults and a sync during load
       await assertServing(service);
     });
 
-    for (const path of ["/malformed-header", "/malformed-status", "/control-header", "/huge-head"]) {
+    for (
+      const path of ["/malformed-header", "/malformed-status", "/status-600", "/control-header", "/huge-head"]
+    ) {
       await t.step(`origin answering a malformed head (${path}) → 502 JSON`, async () => {
         assertErrorBody(await get(`${service.url}${path}`), 502, "origin_unavailable");
         await assertServing(service);
