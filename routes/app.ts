@@ -7,7 +7,9 @@
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { errorBody } from "../lib/errors.ts";
-import { requestIdFrom } from "../lib/facts.ts";
+import { requestIdFrom, requestUrlParts } from "../lib/facts.ts";
+import { BadPathError } from "../lib/errors.ts";
+import { checkInboundPath } from "../lib/upstream.ts";
 import { ofrepRoutes } from "./ofrep.ts";
 import { opsRoutes, wellKnownRoutes } from "./ops.ts";
 import { proxyHandler } from "./proxy.ts";
@@ -57,17 +59,25 @@ export function createApp(deps: Deps): EdgeApp {
   const context = observed(deps, edge.context);
   const recommendations = observed(deps, edge.recommendations);
   const routers = createRouters(deps, { proxy, context, recommendations });
+  const offEdgeSpelling = observed(deps, () => {
+    throw new BadPathError("The edge's own endpoints must be addressed without dot or empty segments");
+  });
   const fetch = (request: Request, info?: ServeInfo): Promise<Response> => {
     const path = pathOf(request.url);
+    // The proxy forwards a path as `URL` resolves it (dot segments, `%2e`) with empty segments
+    // removed: a spelling that resolves into the edge's own paths must not reach the origin's.
+    if (NOT_CANONICAL.test(path)) {
+      const canonical = canonicalPath(request.url);
+      if (canonical !== undefined && canonical !== path && isEdgePath(canonical)) {
+        return offEdgeSpelling(request, info);
+      }
+    }
     if (request.method === "GET" || request.method === "HEAD") {
       if (path === "/_edge/context") return context(request, info);
       if (path === "/_edge/recommendations") return recommendations(request, info);
     }
     // Hono decodes percent-encoded paths before routing, so those go through it too.
-    if (
-      path.startsWith("/_edge") || path.startsWith("/.well-known/") || path.startsWith("/ofrep/") ||
-      path.includes("%")
-    ) {
+    if (isEdgePath(path) || path.includes("%")) {
       return Promise.resolve(routers.fetch(request, info));
     }
     return proxy(request, info);
@@ -82,6 +92,23 @@ export function createApp(deps: Deps): EdgeApp {
       return fetch(request, info);
     },
   };
+}
+
+/** Paths the edge answers itself (everything else is the origin's). */
+function isEdgePath(path: string): boolean {
+  return path.startsWith("/_edge") || path.startsWith("/.well-known/") || path.startsWith("/ofrep/");
+}
+
+/** A raw path the proxy would not forward as it is: empty or dot segments, `%2e`, a backslash. */
+const NOT_CANONICAL = /\/\/|\/\.|%2e|\\/i;
+
+/** The path the proxy would forward, or `undefined` when it would refuse it (400). */
+function canonicalPath(url: string): string | undefined {
+  try {
+    return checkInboundPath(requestUrlParts(url).path);
+  } catch {
+    return undefined;
+  }
 }
 
 /** The plain handlers, also reachable through the routers (for paths Hono decodes first). */

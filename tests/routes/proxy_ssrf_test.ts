@@ -116,3 +116,47 @@ Deno.test("raw request targets are normalised as URL does before routing: dot se
     await origin.close();
   }
 });
+
+Deno.test("a raw spelling that resolves into the edge's own paths is refused, never forwarded to the origin's", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { rules: SEED_RULES });
+  const edge = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, createApp(deps).fetch);
+  try {
+    for (
+      const target of [
+        "/x/../_edge/sync",
+        "/x/%2e%2e/_edge/context",
+        "//_edge/context",
+        "/_edge//context",
+        "/./ofrep/v1/evaluate/flags",
+        "/x/../.well-known/gpc.json",
+      ]
+    ) {
+      const res = await rawRequest(
+        edge.addr.port,
+        `GET ${target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(res.status, 400, target);
+      assert.match(res.body, /"code":"bad_path"/, target);
+    }
+    assert.equal(origin.seen.length, 0);
+    // The canonical spellings still reach the edge, and other odd spellings the origin.
+    for (const [target, status] of [["/.well-known/gpc.json", 200], ["/_edge/health", 200]] as const) {
+      const res = await rawRequest(
+        edge.addr.port,
+        `GET ${target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(res.status, status, target);
+    }
+    const odd = await rawRequest(
+      edge.addr.port,
+      `GET /shop//x/../echo HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`,
+    );
+    assert.equal(odd.status, 200);
+    assert.equal(origin.seen.at(-1)!.path, "/shop/echo");
+  } finally {
+    await edge.shutdown();
+    deps.kv.close();
+    await origin.close();
+  }
+});
