@@ -86,7 +86,12 @@ async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {
       limit,
       cartItemIds: context.cartItemIds,
     });
-    return items.map((item) => ({ itemId: item.itemId, score: Math.round(item.score * 1e6) / 1e6 }));
+    return items.map((item) => ({
+      itemId: item.itemId,
+      score: Math.round(item.score * 1e6) / 1e6,
+      // "Because you viewed …": the viewed items that contributed most, strongest first.
+      because: item.because,
+    }));
   } catch (error) {
     // Recommendations are a nicety: a KV fault leaves them empty rather than failing the page.
     deps.log.warn("recommendations unavailable", { error: String(error) });

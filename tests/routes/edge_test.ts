@@ -87,6 +87,8 @@ Deno.test("/_edge/recommendations scores related items, excluding cart and viewe
     const { items } = await res.json();
     const ids = items.map((i: { itemId: string }) => i.itemId);
     assert.deepEqual(ids, ["p4", "p3"]);
+    // "Because you viewed …": the contributing views, strongest first.
+    assert.deepEqual(items.map((i: { because: string[] }) => i.because), [["p1", "p2"], ["p2"]]);
     const again = await (await app.request("/_edge/recommendations?limit=5", {
       headers: { cookie: "sid=sess-alice" },
     }, PEER)).json();
