@@ -193,13 +193,25 @@ function stopOnSignals(servers: Deno.HttpServer[]): void {
 }
 
 function listen(): void {
-  const server = Deno.serve({
-    port: config.port,
-    hostname: config.hostname,
-    onListen: ({ hostname, port }) => {
-      log.info("listening", { url: `http://${hostname}:${port}/`, origin: config.originUrl.origin });
-    },
-  }, app.fetch);
+  let server: Deno.HttpServer;
+  try {
+    server = Deno.serve({
+      port: config.port,
+      hostname: config.hostname,
+      onListen: ({ hostname, port }) => {
+        log.info("listening", { url: `http://${hostname}:${port}/`, origin: config.originUrl.origin });
+      },
+    }, app.fetch);
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      const { hostname } = config;
+      const host = hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname;
+      fail(
+        `Cannot listen on "${host}:${config.port}": the address is already in use; set PORT to a free port`,
+      );
+    }
+    throw error;
+  }
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;

@@ -775,13 +775,16 @@ export function readThroughLabel(outcome: string): ReadThroughOutcome {
 }
 
 /**
- * Classifies a request path for the `route_class` label (never the raw path).
+ * Classifies a request path for the `route_class` label (never the raw path). `ops` is what the
+ * edge answers for operations: health, readiness, metrics and `/.well-known/gpc.json`; other
+ * `/.well-known/` paths are the origin's, so `proxy`.
  *
  * @param path the request path
  * @returns the route class
  */
 export function routeClassOf(path: string): RouteClass {
   if (path.startsWith("/ofrep/")) return "ofrep";
+  if (path === "/.well-known/gpc.json") return "ops";
   if (!path.startsWith("/_edge/")) return "proxy";
   if (path === "/_edge/sync") return "sync";
   if (path === "/_edge/health" || path === "/_edge/ready" || path === "/_edge/metrics") return "ops";

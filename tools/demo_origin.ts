@@ -28,7 +28,7 @@ const PAGE = `<!doctype html>
 <p><edge-slot name="greeting">Hello!</edge-slot></p>
 <p><edge-slot name="promo">Our products</edge-slot></p>
 <p>Served by the demo origin behind Edge Personalizer. Your edge context is in the
-<code>edge-context</code> script below (view the page source).</p>
+<code>edge-context</code> script the edge adds to this page's head (view the page source).</p>
 <ul>${PRODUCTS.map((p) => `<li>${p.name} — ${p.price}</li>`).join("")}</ul>
 </body>
 </html>

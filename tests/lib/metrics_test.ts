@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { EdgeMetrics, MAX_REGIONS, readThroughLabel, statusClass } from "../../lib/metrics.ts";
+import { EdgeMetrics, MAX_REGIONS, readThroughLabel, routeClassOf, statusClass } from "../../lib/metrics.ts";
 
 /** One sample line of the exposition. */
 interface Sample {
@@ -322,4 +322,19 @@ Deno.test("read-through outcomes map onto the bounded label set, busy apart from
   assert.equal(readThroughLabel("failed:timeout"), "timeout");
   assert.equal(readThroughLabel("failed:http_status"), "error");
   assert.equal(readThroughLabel("unknown_user"), "not_found");
+});
+
+Deno.test("routeClassOf counts what the edge answers itself apart from proxied traffic", () => {
+  for (const path of ["/_edge/health", "/_edge/ready", "/_edge/metrics", "/.well-known/gpc.json"]) {
+    assert.equal(routeClassOf(path), "ops", path);
+  }
+  // Other well-known resources are the origin's: the edge proxies them.
+  for (const path of ["/", "/echo/x", "/.well-known/security.txt", "/.well-known/gpc.json/x", "/_edgy"]) {
+    assert.equal(routeClassOf(path), "proxy", path);
+  }
+  assert.equal(routeClassOf("/_edge/sync"), "sync");
+  assert.equal(routeClassOf("/ofrep/v1/evaluate/flags"), "ofrep");
+  for (const path of ["/_edge/context", "/_edge/recommendations", "/_edge/rules", "/_edge/openapi.json"]) {
+    assert.equal(routeClassOf(path), "edge", path);
+  }
 });
