@@ -29,7 +29,7 @@ export const MAX_EVENT_BYTES = 48 * 1024;
  * @returns the bound, in bytes
  */
 export function storedBytes(value: unknown): number {
-  if (typeof value === "string") return (/[^\x00-\xff]/.test(value) ? 2 : 1) * value.length + 6;
+  if (typeof value === "string") return (/[\u0100-\uffff]/.test(value) ? 2 : 1) * value.length + 6;
   if (typeof value === "number") return 9;
   if (value === null || typeof value !== "object") return 1;
   let bytes = 6;
