@@ -149,11 +149,10 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
   let action: Action | undefined;
   let matchedRoute: string | undefined;
   for (const route of rules.routes) {
-    const match = route.pattern.exec(facts.path);
-    if (!match) continue;
+    const splat = route.pattern.splat(facts.path);
+    if (splat === null) continue;
     mask |= route.inputs;
     if (route.when && !matchesCondition(route.when, context)) continue;
-    const splat = match[1] ?? "";
     const routeAction = route.action;
     if (routeAction.type === "redirect") {
       const location = fillSplat(routeAction.to, splat);
@@ -212,7 +211,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
   const slots: Record<string, string> = {};
   let slotMask = 0;
   for (const slot of rules.slots) {
-    if (slot.name in slots) continue;
+    if (Object.hasOwn(slots, slot.name)) continue;
     if (slot.when) {
       slotMask |= slot.when.inputs;
       if (!matchesCondition(slot.when, context)) continue;
@@ -268,5 +267,6 @@ function adaptImageSearch(image: CompiledImageRule, facts: Facts): string {
 
 function fillSplat(target: string, splat: string): string {
   if (!target.includes("*")) return target;
-  return target.replace("*", splat).replace(/\/{2,}/g, "/");
+  // A function, so `$&`, `$'` and the like in the request path are not replacement patterns.
+  return target.replace("*", () => splat).replace(/\/{2,}/g, "/");
 }

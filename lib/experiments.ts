@@ -8,10 +8,11 @@ import { assignVariation, type ExperimentSpec, type Namespace } from "./bucketin
 import {
   compileCondition,
   type CompiledCondition,
+  compileGlob,
   type ConditionSpec,
-  globToRegExp,
   matchesAnyPath,
   matchesCondition,
+  type PathGlob,
   type TargetingContext,
 } from "./targeting.ts";
 
@@ -39,7 +40,7 @@ export interface CompiledExperiment {
   control: string;
   spec: ExperimentSpec;
   /** Path globs; undefined when the experiment applies to every path. */
-  paths: readonly RegExp[] | undefined;
+  paths: readonly PathGlob[] | undefined;
   when: CompiledCondition | undefined;
   enabled: boolean;
 }
@@ -87,7 +88,7 @@ export function compileExperiment(definition: ExperimentDefinition): CompiledExp
       coverage: definition.coverage,
       namespace: definition.namespace,
     },
-    paths: everywhere ? undefined : globs.map(globToRegExp),
+    paths: everywhere ? undefined : globs.map(compileGlob),
     when: definition.when ? compileCondition(definition.when) : undefined,
     enabled: definition.enabled,
   };

@@ -9,17 +9,18 @@ import { z } from "zod";
 import {
   compileCondition,
   type CompiledCondition,
+  compileGlob,
   DEVICE_CLASSES,
-  globToRegExp,
   hintsForInputs,
   INPUT,
   NETWORK_CLASSES,
+  type PathGlob,
 } from "./targeting.ts";
 import { type CompiledExperiment, compileExperiment } from "./experiments.ts";
 import { type CompiledFlag, compileFlag, valueHasType } from "./flags.ts";
 import type { NetworkClass } from "./device.ts";
 
-export { globToRegExp } from "./targeting.ts";
+export { compileGlob, PathGlob } from "./targeting.ts";
 
 const COUNTRY = /^[A-Z]{2}$/;
 const REGION = /^[A-Za-z0-9_-]{1,32}$/;
@@ -231,7 +232,7 @@ export type RouteAction =
 export interface CompiledRoute {
   /** The glob as written. */
   match: string;
-  pattern: RegExp;
+  pattern: PathGlob;
   when: CompiledCondition | undefined;
   action: RouteAction;
   /** `INPUT` bits (see `targeting.ts`) the route's outcome depends on once its path matched. */
@@ -240,7 +241,7 @@ export interface CompiledRoute {
 
 /** An image adaptation rule after compilation. */
 export interface CompiledImageRule {
-  patterns: readonly RegExp[];
+  patterns: readonly PathGlob[];
   when: CompiledCondition | undefined;
   width: { from: "viewport" | "dpr-scaled"; param: string; step: number; max: number } | undefined;
   quality: { param: string; byNetwork: ReadonlyMap<NetworkClass, number> } | undefined;
@@ -385,7 +386,11 @@ export function isSafeTargetPath(path: string): boolean {
   // deno-lint-ignore no-control-regex
   if (/[\\?#\s\x00-\x1f\x7f]/.test(path)) return false;
   if (/%(2f|5c|2e|00)/i.test(path)) return false;
-  return !path.split("/").some((segment) => segment === "." || segment === "..");
+  // `..;x` is a dot segment too for servers that cut path parameters (Tomcat, Jetty).
+  return !path.split("/").some((segment) => {
+    const name = segment.includes(";") ? segment.slice(0, segment.indexOf(";")) : segment;
+    return name === "." || name === "..";
+  });
 }
 
 // --- cross-reference checks -------------------------------------------------------------------
@@ -502,7 +507,7 @@ function checkReferences(rules: z.output<typeof RuleSetSchema>, ctx: z.Refinemen
         problem(rulePath, 'must have exactly one of "value" or "variant"');
       } else if (hasValue && !valueHasType(flag.type, rule.value)) {
         problem([...rulePath, "value"], `must be of type ${flag.type}`);
-      } else if (hasVariant && !(rule.variant! in (flag.variants ?? {}))) {
+      } else if (hasVariant && !Object.hasOwn(flag.variants ?? {}, rule.variant!)) {
         problem([...rulePath, "variant"], `names unknown variant "${rule.variant}"`);
       }
     });
@@ -577,7 +582,7 @@ function compileRoute(route: ParsedRuleSet["routes"][number]): CompiledRoute {
       inputs |= by === "experiment" ? INPUT.visitorKey : INPUT[by];
     }
   }
-  return { match: route.match, pattern: globToRegExp(route.match), when, action, inputs };
+  return { match: route.match, pattern: compileGlob(route.match), when, action, inputs };
 }
 
 function compileImageRule(rule: ParsedRuleSet["images"][number]): CompiledImageRule {
@@ -595,5 +600,5 @@ function compileImageRule(rule: ParsedRuleSet["images"][number]): CompiledImageR
     quality = { param: rule.quality.param, byNetwork };
     inputs |= INPUT.network;
   }
-  return { patterns: globs.map(globToRegExp), when, width: rule.width, quality, inputs };
+  return { patterns: globs.map(compileGlob), when, width: rule.width, quality, inputs };
 }

@@ -74,7 +74,7 @@ export interface CompiledCondition {
   /** Lower-case platform names. */
   platforms: ReadonlySet<string> | undefined;
   segments: ReadonlySet<string> | undefined;
-  paths: readonly RegExp[] | undefined;
+  paths: readonly PathGlob[] | undefined;
   loggedIn: boolean | undefined;
   /** Experiment key → accepted variations. */
   variants: ReadonlyArray<readonly [string, ReadonlySet<string>]> | undefined;
@@ -132,7 +132,7 @@ export function compileCondition(spec: ConditionSpec): CompiledCondition {
     networks: spec.network ? new Set(spec.network) : undefined,
     platforms: spec.platform ? new Set(spec.platform.map((p) => p.toLowerCase())) : undefined,
     segments: spec.segment ? new Set(spec.segment) : undefined,
-    paths: paths?.map(globToRegExp),
+    paths: paths?.map(compileGlob),
     loggedIn: spec.loggedIn,
     variants,
     inputs,
@@ -192,7 +192,7 @@ export function matchesCondition(
  * @returns true when one matches
  * @throws never
  */
-export function matchesAnyPath(patterns: readonly RegExp[], path: string): boolean {
+export function matchesAnyPath(patterns: readonly PathGlob[], path: string): boolean {
   for (let i = 0; i < patterns.length; i++) {
     if (patterns[i]!.test(path)) return true;
   }
@@ -234,22 +234,84 @@ export function hintsForInputs(mask: number): string[] {
 }
 
 /**
- * Turns a path glob into an anchored regular expression: `*` matches any run of characters
- * (including `/`), everything else literally. The first `*` is captured so a rewrite target
- * can reuse it.
+ * A compiled path glob: `*` matches any run of characters (including `/`), everything else
+ * literally, and the whole path must match. Matching takes linear time in the path whatever the
+ * glob (a backtracking regular expression such as `^/(.*)/(.*)/(.*)/reviews$` takes seconds on a
+ * long path a visitor chooses).
+ */
+export class PathGlob {
+  /** The glob as written. */
+  readonly source: string;
+  readonly #parts: readonly string[];
+  readonly #minLength: number;
+
+  /** @param glob a glob such as `/api/products/*` */
+  constructor(glob: string) {
+    this.source = glob;
+    this.#parts = glob.split("*");
+    this.#minLength = glob.length - (this.#parts.length - 1);
+  }
+
+  /**
+   * Tells whether a path matches.
+   *
+   * @param path the request path
+   * @returns true when the whole path matches
+   */
+  test(path: string): boolean {
+    return this.#match(path) !== null;
+  }
+
+  /**
+   * Matches a path and gives what the first `*` matched, taking as much as it can (as the greedy
+   * `(.*)` of a regular expression would), for a rewrite target to reuse.
+   *
+   * @param path the request path
+   * @returns the first `*`'s match (`""` for a glob without one), or `null` when the path does
+   *   not match
+   * @example
+   * ```ts
+   * new PathGlob("/images/*").splat("/images/a/b.jpg"); // "a/b.jpg"
+   * ```
+   */
+  splat(path: string): string | null {
+    return this.#match(path);
+  }
+
+  #match(path: string): string | null {
+    const parts = this.#parts;
+    const last = parts.length - 1;
+    if (last === 0) return path === parts[0] ? "" : null;
+    if (path.length < this.#minLength) return null;
+    const prefix = parts[0]!;
+    const suffix = parts[last]!;
+    if (!path.startsWith(prefix) || !path.endsWith(suffix)) return null;
+    // The literals between stars, placed as far right as they go (each before the next): the
+    // first star then takes the most it can, and they fit at all exactly when they fit so.
+    let end = path.length - suffix.length;
+    for (let i = last - 1; i >= 1; i--) {
+      const part = parts[i]!;
+      const at = path.lastIndexOf(part, end - part.length);
+      if (at < prefix.length || at + part.length > end) return null;
+      end = at;
+    }
+    return path.slice(prefix.length, end);
+  }
+}
+
+/**
+ * Compiles a path glob (see {@linkcode PathGlob}).
  *
  * @param glob a glob such as `/api/products/*`
- * @returns the regular expression
+ * @returns the compiled glob
  * @throws never
  * @example
  * ```ts
- * globToRegExp("/images/*").test("/images/a/b.jpg"); // true
+ * compileGlob("/images/*").test("/images/a/b.jpg"); // true
  * ```
  */
-export function globToRegExp(glob: string): RegExp {
-  if (glob === "*") return /^(.*)$/s;
-  const parts = glob.split("*").map((part) => part.replace(/[.+?^${}()|[\]\\]/g, "\\$&"));
-  return new RegExp(`^${parts.join("(.*)")}$`, "s");
+export function compileGlob(glob: string): PathGlob {
+  return new PathGlob(glob);
 }
 
 function hasAny(wanted: ReadonlySet<string>, have: readonly string[]): boolean {

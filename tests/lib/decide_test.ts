@@ -225,6 +225,39 @@ Deno.test("a rewrite whose filled-in target would be unsafe is skipped", () => {
   const fine = decide({ facts: makeFacts({ path: "/files/a.txt" }), visitor: makeVisitor("v") }, rules);
   assert.deepEqual(fine.action, { type: "proxy", path: "/store/a.txt" });
   assert.equal(fine.personalized, false);
+  // `..;` is a dot segment for servers that cut path parameters: a splat may not make one.
+  const prefixed = parseRules({
+    version: 1,
+    routes: [{ match: "/promo*", rewrite: { "*": "/promo-pages/*" } }],
+  });
+  const semi = decide(
+    { facts: makeFacts({ path: "/promo..;/secret" }), visitor: makeVisitor("v") },
+    prefixed,
+  );
+  assert.deepEqual(semi.action, { type: "proxy", path: "/promo..;/secret" });
+});
+
+Deno.test("the splat goes into the target as it is: $ sequences in a request path are not replacement patterns", () => {
+  const rules = parseRules({
+    version: 1,
+    routes: [{ match: "/video/*", rewrite: { "*": "/lite/video/*/index" } }],
+  });
+  for (const splat of ["a$&b", "a$'b", "a$`b", "a$$b", "a$1b"]) {
+    const decision = decide(
+      { facts: makeFacts({ path: `/video/${splat}` }), visitor: makeVisitor("v") },
+      rules,
+    );
+    assert.deepEqual(decision.action, { type: "proxy", path: `/lite/video/${splat}/index` }, splat);
+  }
+});
+
+Deno.test("names that are also Object.prototype properties are ordinary names", () => {
+  const rules = parseRules({
+    version: 1,
+    slots: [{ name: "constructor", html: "<b>hi</b>" }, { name: "toString", html: "<i>yo</i>" }],
+  });
+  const decision = decide({ facts: makeFacts(), visitor: makeVisitor("v") }, rules);
+  assert.deepEqual(decision.slots, { constructor: "<b>hi</b>", toString: "<i>yo</i>" });
 });
 
 Deno.test("image requests get width and quality parameters from viewport, DPR and network", () => {

@@ -110,6 +110,7 @@ Deno.test("rule validation checks flag values against the flag type and variants
       { key: "a", type: "boolean", default: "no", rules: [{ value: 1 }] },
       { key: "a", type: "number", default: 1, rules: [{ variant: "nope" }, { value: 2, variant: "x" }] },
       { key: "o", type: "object", default: [], variants: { x: null } },
+      { key: "p", type: "string", default: "x", variants: { a: "A" }, rules: [{ variant: "constructor" }] },
     ],
   });
   assert.deepEqual(problems, [
@@ -120,6 +121,7 @@ Deno.test("rule validation checks flag values against the flag type and variants
     '"flags.1.rules.1" must have exactly one of "value" or "variant"',
     '"flags.2.default" must be of type object',
     '"flags.2.variants.x" must be of type object',
+    '"flags.3.rules.0.variant" names unknown variant "constructor"',
   ]);
 });
 
