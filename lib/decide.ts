@@ -7,6 +7,7 @@
 import type { Facts } from "./facts.ts";
 import { type CompiledImageRule, type CompiledRules, isSafeTargetPath } from "./rules.ts";
 import { resolveRegion } from "./geo.ts";
+import { MAX_STICKY, STICKY_VALUE_MAX } from "./sticky.ts";
 import { assignExperiment, type ExperimentContext } from "./experiments.ts";
 import { evaluateFlag } from "./flags.ts";
 import {
@@ -145,6 +146,12 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
       stickyAssignments[experiment.key] = result.variation;
     }
   }
+  // Assignments to experiments these rules do not have (a canary or a push that dropped or
+  // renamed one) stay in the cookie while it has room, so a rollback finds them again.
+  // The rules' own experiments always fit (rule sets are checked for it); these fill what is left.
+  if (visitor.sticky.size > 0) {
+    keepUnknownAssignments(visitor.sticky, rules.experimentKeys, stickyAssignments);
+  }
 
   let action: Action | undefined;
   let matchedRoute: string | undefined;
@@ -263,6 +270,28 @@ function adaptImageSearch(image: CompiledImageRule, facts: Facts): string {
     if (value !== undefined && !has(quality.param)) add(quality.param, value);
   }
   return search;
+}
+
+function keepUnknownAssignments(
+  sticky: ReadonlyMap<string, string>,
+  known: ReadonlySet<string>,
+  assignments: Record<string, string>,
+): void {
+  let length = -1;
+  let count = 0;
+  for (const [key, variation] of sticky) {
+    if (known.has(key)) continue;
+    if (length < 0) {
+      length = 0;
+      for (const own in assignments) {
+        length += own.length + assignments[own]!.length + 2;
+        count++;
+      }
+    }
+    length += key.length + variation.length + 2;
+    if (length > STICKY_VALUE_MAX || ++count > MAX_STICKY) break;
+    assignments[key] = variation;
+  }
 }
 
 function fillSplat(target: string, splat: string): string {

@@ -5,13 +5,14 @@
  * cookie (`ep_uid`), created when absent. Nothing else a client says about itself is believed.
  */
 import { parseCookies } from "./cookies.ts";
+import { parseSticky, STICKY_COOKIE } from "./sticky.ts";
 import { hashSessionId, readSessionByHash } from "./store.ts";
 import type { SessionCache } from "./session_cache.ts";
 
 /** The anonymous id cookie. */
 export const ANON_COOKIE = "ep_uid";
 /** The cookie that records sticky experiment assignments. */
-export const STICKY_COOKIE = "ep_exp";
+export { formatSticky, parseSticky, STICKY_COOKIE } from "./sticky.ts";
 /** The header a trusted proxy may use to name the logged-in user. */
 export const TRUSTED_USER_HEADER = "x-user-id";
 
@@ -21,8 +22,6 @@ const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
  * 1–128 of `A–Z a–z 0–9 _ . : @ -`, so it is always a valid header value for the origin.
  */
 export const USER_ID: RegExp = /^[A-Za-z0-9_.:@-]{1,128}$/;
-const STICKY_PART = /^[A-Za-z0-9_.-]{1,64}$/;
-const MAX_STICKY = 32;
 const MAX_SESSION_ID = 256;
 
 /** Who the visitor is. */
@@ -99,38 +98,4 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
     }
   }
   return { ...base, key: anonymousId, userId: undefined, source: "anonymous" };
-}
-
-/**
- * Parses the sticky-assignment cookie (`key:value|key:value`); invalid parts are dropped.
- *
- * @param value the cookie value
- * @returns experiment key → variation value
- */
-export function parseSticky(value: string | undefined): Map<string, string> {
-  const out = new Map<string, string>();
-  if (!value) return out;
-  for (const part of value.split("|")) {
-    if (out.size >= MAX_STICKY) break;
-    const colon = part.indexOf(":");
-    if (colon <= 0) continue;
-    const key = part.slice(0, colon);
-    const variation = part.slice(colon + 1);
-    if (STICKY_PART.test(key) && STICKY_PART.test(variation)) out.set(key, variation);
-  }
-  return out;
-}
-
-/**
- * Serialises sticky assignments for the cookie, in key order so equal maps give equal values.
- *
- * @param assignments experiment key → variation value
- * @returns the cookie value
- */
-export function formatSticky(assignments: Readonly<Record<string, string>>): string {
-  return Object.keys(assignments).sort()
-    .filter((key) => STICKY_PART.test(key) && STICKY_PART.test(assignments[key]!))
-    .slice(0, MAX_STICKY)
-    .map((key) => `${key}:${assignments[key]}`)
-    .join("|");
 }

@@ -17,6 +17,7 @@ import {
   type PathGlob,
 } from "./targeting.ts";
 import { type CompiledExperiment, compileExperiment } from "./experiments.ts";
+import { STICKY_VALUE_MAX, stickyLength } from "./sticky.ts";
 import { type CompiledFlag, compileFlag, valueHasType } from "./flags.ts";
 import type { NetworkClass } from "./device.ts";
 
@@ -266,6 +267,8 @@ export interface CompiledRules {
   regionNames: ReadonlySet<string>;
   routes: readonly CompiledRoute[];
   experiments: readonly CompiledExperiment[];
+  /** The keys of `experiments`. */
+  experimentKeys: ReadonlySet<string>;
   /** Flags in rule order. */
   flags: readonly CompiledFlag[];
   flagsByKey: ReadonlyMap<string, CompiledFlag>;
@@ -431,6 +434,18 @@ function checkReferences(rules: z.output<typeof RuleSetSchema>, ctx: z.Refinemen
     }
   };
 
+  // Every experiment of a rule set can be sticky: their assignments fit in one cookie.
+  const stickyTotal = rules.experiments.reduce(
+    (sum, experiment) => sum + stickyLength(experiment.key, experiment.variations),
+    0,
+  );
+  if (stickyTotal > STICKY_VALUE_MAX) {
+    problem(
+      ["experiments"],
+      `need ${stickyTotal} characters of sticky cookie (keys and longest variations), more than ` +
+        `${STICKY_VALUE_MAX}: use shorter keys or variation values, or fewer experiments`,
+    );
+  }
   rules.experiments.forEach((experiment, e) => {
     const path = ["experiments", e];
     if (experiments.has(experiment.key)) {
@@ -553,6 +568,7 @@ function compileRules(rules: ParsedRuleSet, source: string): CompiledRules {
     experiments,
     flags,
     flagsByKey: new Map(flags.map((flag) => [flag.key, flag])),
+    experimentKeys: new Set(rules.experiments.map((experiment) => experiment.key)),
     images,
     slots: rules.slots.map((slot) => ({
       name: slot.name,

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { decide } from "../../lib/decide.ts";
+import { formatSticky, STICKY_VALUE_MAX } from "../../lib/sticky.ts";
 import { parseRules, type RuleSet } from "../../lib/rules.ts";
 import { ISSUE_EXAMPLE_JSON, makeFacts, makeVisitor, REGIONS } from "./rules_fixtures.ts";
 
@@ -45,12 +46,52 @@ Deno.test("sticky assignments survive a change of weights; new visitors follow t
   assert.ok(moved > 0, "without the cookie the new weights would have moved some visitors");
 });
 
-Deno.test("a sticky value that is no longer a variation is replaced and stale keys are dropped", () => {
+Deno.test("a sticky value that is no longer a variation is replaced; other experiments' assignments are kept", () => {
   const rules = heroRules([0.5, 0.25, 0.25]);
   const sticky = new Map([["hero", "removed"], ["old-experiment", "x"]]);
   const decision = decide({ facts: makeFacts(), visitor: makeVisitor("u-1", { sticky }) }, rules);
   assert.ok(["control", "a", "b"].includes(decision.variants.hero!));
-  assert.deepEqual(Object.keys(decision.stickyAssignments), ["hero"]);
+  assert.notEqual(decision.stickyAssignments.hero, "removed");
+  // A canary or a push without that experiment must not erase it: a rollback finds it again.
+  assert.equal(decision.stickyAssignments["old-experiment"], "x");
+});
+
+Deno.test("rules without an experiment (a canary, then a rollback) leave its visitors where they were", () => {
+  const withHero = heroRules([0.5, 0.25, 0.25]);
+  const canary = parseRules({ version: 2, regions: REGIONS });
+  const moved = ids.slice(0, 500).filter((id) => {
+    const first = decide({ facts: makeFacts(), visitor: makeVisitor(id) }, withHero);
+    const during = decide(
+      {
+        facts: makeFacts(),
+        visitor: makeVisitor(id, { sticky: new Map(Object.entries(first.stickyAssignments)) }),
+      },
+      canary,
+    );
+    // After the weights changed and the rules came back, the cookie still holds the variation.
+    const after = decide({
+      facts: makeFacts(),
+      visitor: makeVisitor(id, { sticky: new Map(Object.entries(during.stickyAssignments)) }),
+    }, heroRules([0.1, 0.1, 0.8]));
+    return after.variants.hero !== first.variants.hero;
+  });
+  assert.deepEqual(moved, []);
+});
+
+Deno.test("kept assignments of unknown experiments never crowd out the rules' own in the cookie", () => {
+  const rules = heroRules([0.5, 0.25, 0.25]);
+  // 60 old experiments of 62 characters each: more than the cookie holds.
+  const sticky = new Map(
+    Array.from(
+      { length: 60 },
+      (_, i) => [`old-${String(i).padStart(2, "0")}`.padEnd(40, "x"), "v".repeat(20)],
+    ),
+  );
+  const decision = decide({ facts: makeFacts(), visitor: makeVisitor("u-2", { sticky }) }, rules);
+  const value = formatSticky(decision.stickyAssignments);
+  assert.ok(value.length <= STICKY_VALUE_MAX, `${value.length}`);
+  assert.match(value, new RegExp(`(^|\\|)hero:${decision.stickyAssignments.hero}(\\||$)`));
+  assert.ok(Object.keys(decision.stickyAssignments).length > 40, "as many old ones as fit are kept");
 });
 
 Deno.test("bots get control, are not in the experiment and get no sticky assignment", () => {

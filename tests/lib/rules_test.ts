@@ -185,3 +185,18 @@ Deno.test("an editor's $schema key is accepted", () => {
   const rules = parseRules({ $schema: "./docs/rules.schema.json", version: 1 });
   assert.equal(rules.version, 1);
 });
+
+Deno.test("a rule set whose experiments would not all fit in the sticky cookie is refused", () => {
+  const long = (i: number) => ({
+    key: `experiment-${String(i).padStart(2, "0")}`.padEnd(64, "k"),
+    variations: ["control", "v".repeat(64)],
+  });
+  // 130 characters each: 29 fit in 3800, 30 do not.
+  assert.equal(
+    parseRules({ ...base, experiments: Array.from({ length: 29 }, (_, i) => long(i)) }).experiments.length,
+    29,
+  );
+  const problems = problemsOf({ ...base, experiments: Array.from({ length: 30 }, (_, i) => long(i)) });
+  assert.equal(problems.length, 1);
+  assert.match(problems[0]!, /^"experiments" need 3900 characters of sticky cookie/);
+});
