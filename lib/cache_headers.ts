@@ -84,16 +84,20 @@ export interface FinishResponseOptions {
 export function finishResponseHeaders(headers: Headers, options: FinishResponseOptions): void {
   const { decision } = options;
   for (const cookie of options.cookies) headers.append("set-cookie", cookie);
+  // An origin that varies on a header the edge added (`x-edge-user`, …) personalized the response on
+  // what the edge knows of the visitor: a cache in front of the edge never sees that header.
+  const originVary = headers.get("vary");
+  const variesOnEdge = originVary !== null && /(^|,)\s*x-edge-/i.test(originVary);
   const varyOn = decision.usedHints.map((h) => h.toLowerCase());
   // The device class, and the platform when `Sec-CH-UA-Platform` is absent, come from `User-Agent`.
   if (decision.dependsOn.includes("device") || decision.dependsOn.includes("platform")) {
     varyOn.push("user-agent");
   }
   if (varyOn.length) addVary(headers, varyOn);
-  if (decision.personalized || options.cookies.length) {
+  if (decision.personalized || options.cookies.length || variesOnEdge) {
     // A response that sets the edge's cookies is never shareable; otherwise only outcomes that
     // depended on request headers alone (device and network hints) may stay in shared caches.
-    const shareable = options.cookies.length === 0 &&
+    const shareable = options.cookies.length === 0 && !variesOnEdge &&
       decision.dependsOn.every((input) => HEADER_EXPRESSIBLE.has(input));
     applyPersonalizedCaching(headers, varyOn, { shareable });
   }

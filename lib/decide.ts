@@ -164,7 +164,8 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
     if (routeAction.type === "redirect") {
       const location = fillSplat(routeAction.to, splat);
       if (!isSafeTargetPath(location)) continue;
-      action = { type: "redirect", location, status: routeAction.status };
+      // The query goes along (campaign parameters, coupons); targets never carry one of their own.
+      action = { type: "redirect", location: location + facts.search, status: routeAction.status };
       matchedRoute = route.match;
       break;
     }

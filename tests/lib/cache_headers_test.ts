@@ -95,3 +95,22 @@ Deno.test("a decision on the platform varies on User-Agent too: browsers without
     assert.equal(headers.get("cache-control"), "public, max-age=300");
   }
 });
+
+Deno.test("an origin that varies on a header the edge added personalized the response: it becomes private", () => {
+  for (const vary of ["X-Edge-User", "Accept-Encoding, x-edge-segments"]) {
+    const headers = new Headers({ "cache-control": "public, max-age=60", vary });
+    finishResponseHeaders(headers, {
+      decision: { personalized: false, usedHints: [], dependsOn: [] },
+      clientHints: [],
+      cookies: [],
+    });
+    assert.equal(headers.get("cache-control"), "private, max-age=60", vary);
+  }
+  const plain = new Headers({ "cache-control": "public, max-age=60", vary: "Accept-Encoding, X-Edgy" });
+  finishResponseHeaders(plain, {
+    decision: { personalized: false, usedHints: [], dependsOn: [] },
+    clientHints: [],
+    cookies: [],
+  });
+  assert.equal(plain.get("cache-control"), "public, max-age=60");
+});

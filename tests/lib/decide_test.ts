@@ -395,6 +395,16 @@ Deno.test("the seed rules decide exactly as before", () => {
   const redirect = decide({ facts: makeFacts({ path: "/old-sale" }), visitor }, rules);
   assert.deepEqual(redirect.action, { type: "redirect", location: "/sale", status: 302 });
   assert.equal(redirect.personalized, false);
+  // The query goes along: campaign parameters and coupons are not lost.
+  const withQuery = decide(
+    { facts: makeFacts({ path: "/old-sale", search: "?utm_source=newsletter&coupon=X" }), visitor },
+    rules,
+  );
+  assert.deepEqual(withQuery.action, {
+    type: "redirect",
+    location: "/sale?utm_source=newsletter&coupon=X",
+    status: 302,
+  });
   const other = decide({ facts: makeFacts({ path: "/about" }), visitor }, rules);
   assert.deepEqual(other.action, { type: "proxy", path: "/about" });
   assert.equal(other.personalized, false);
