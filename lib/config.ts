@@ -12,9 +12,19 @@ const LOG_LEVELS = ["debug", "info", "warn", "error", "silent"] as const;
 /** Log levels, from the most to the least verbose. */
 export type LogLevel = typeof LOG_LEVELS[number];
 
+/** Shortest accepted secret, token or API key (`CDN_SECRET`, `METRICS_TOKEN`, `OFREP_API_KEYS`, …). */
+const MIN_SECRET_LENGTH = 16;
+
 const emptyToUndefined = (value: unknown) => (value === "" ? undefined : value);
 
 const optionalString = z.preprocess(emptyToUndefined, z.string().optional());
+
+const SECRET_TOO_SHORT = `must be at least ${MIN_SECRET_LENGTH} characters so it cannot be guessed`;
+
+const optionalSecret = z.preprocess(
+  emptyToUndefined,
+  z.string().min(MIN_SECRET_LENGTH, SECRET_TOO_SHORT).optional(),
+);
 
 const intInRange = (min: number, max: number, fallback: number) =>
   z.preprocess(
@@ -44,10 +54,7 @@ const EnvSchema = z.object({
   DENO_KV_ACCESS_TOKEN: optionalString,
   RULES_PATH: optionalString,
   TRUSTED_PROXIES: z.preprocess(emptyToUndefined, z.string().default("")),
-  CDN_SECRET: z.preprocess(
-    emptyToUndefined,
-    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
-  ),
+  CDN_SECRET: optionalSecret,
   ORIGIN_TIMEOUT_MS: intInRange(1, 600_000, 10_000),
   SYNC_SECRETS: z.preprocess(emptyToUndefined, z.string().optional()),
   SYNC_TOLERANCE_SEC: intInRange(1, 86_400, 300),
@@ -67,16 +74,10 @@ const EnvSchema = z.object({
   PUBLIC_HOSTS: optionalString,
   RULES_POLL_MS: intInRange(100, 3_600_000, 1000),
   RULES_KEEP: intInRange(1, 100, 10),
-  RULES_TOKEN: z.preprocess(
-    emptyToUndefined,
-    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
-  ),
+  RULES_TOKEN: optionalSecret,
   OFREP_API_KEYS: optionalString,
   BACKEND_URL: z.preprocess(emptyToUndefined, httpUrl.optional()),
-  BACKEND_TOKEN: z.preprocess(
-    emptyToUndefined,
-    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
-  ),
+  BACKEND_TOKEN: optionalSecret,
   BACKEND_TIMEOUT_MS: intInRange(1, 60_000, 300),
   KV_TIMEOUT_MS: intInRange(1, 60_000, 250),
   BACKEND_MAX_CONCURRENT: intInRange(1, 10_000, 16),
@@ -86,10 +87,7 @@ const EnvSchema = z.object({
   CONTEXT_MAX_AGE_MS: intInRange(1000, 30 * 86_400_000, 600_000),
   CONTEXT_CACHE_MAX_ENTRIES: intInRange(1, 10_000_000, 10_000),
   CONTEXT_CACHE_MAX_BYTES: intInRange(1024, 4 * 1024 * 1024 * 1024, 4 * 1024 * 1024),
-  METRICS_TOKEN: z.preprocess(
-    emptyToUndefined,
-    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
-  ),
+  METRICS_TOKEN: optionalSecret,
   LOG_SAMPLE_RATE: z.preprocess(
     emptyToUndefined,
     z.coerce.number({ error: "must be a number" }).min(0, "must be between 0 and 1").max(
@@ -97,10 +95,7 @@ const EnvSchema = z.object({
       "must be between 0 and 1",
     ).default(0.01),
   ),
-  LOG_HASH_KEY: z.preprocess(
-    emptyToUndefined,
-    z.string().min(16, "must be at least 16 characters so it cannot be guessed").optional(),
-  ),
+  LOG_HASH_KEY: optionalSecret,
   LOG_LEVEL: z.preprocess(
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -271,6 +266,13 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       );
     }
   });
+  const ofrepApiKeys = (parsed.OFREP_API_KEYS ?? "").split(",").map((key) => key.trim()).filter(Boolean);
+  ofrepApiKeys.forEach((key, index) => {
+    // As for METRICS_TOKEN and RULES_TOKEN; the key itself is never echoed.
+    if (key.length < MIN_SECRET_LENGTH) {
+      problems.push(`OFREP_API_KEYS entry ${index + 1} ${SECRET_TOO_SHORT}`);
+    }
+  });
   if (parsed.BACKEND_URL && !parsed.BACKEND_TOKEN) {
     problems.push("BACKEND_TOKEN is required when BACKEND_URL is set");
   }
@@ -302,7 +304,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     publicHosts: (parsed.PUBLIC_HOSTS ?? "").split(",").map((h) => h.trim().toLowerCase()).filter(Boolean),
     rulesKeep: parsed.RULES_KEEP,
     rulesToken: parsed.RULES_TOKEN,
-    ofrepApiKeys: (parsed.OFREP_API_KEYS ?? "").split(",").map((k) => k.trim()).filter(Boolean),
+    ofrepApiKeys,
     syncToleranceSec: parsed.SYNC_TOLERANCE_SEC,
     syncMaxBytes: parsed.SYNC_MAX_BYTES,
     syncMaxConcurrent: parsed.SYNC_MAX_CONCURRENT,

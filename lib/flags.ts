@@ -105,9 +105,10 @@ export function compileFlag(definition: FlagDefinition): CompiledFlag {
     defaultVariant: nameOf(definition.default, "default"),
     enabled: definition.enabled,
     rules: definition.rules.map((rule, index) => {
-      const value = rule.variant !== undefined && definition.variants && Object.hasOwn(definition.variants, rule.variant)
-        ? definition.variants[rule.variant]
-        : rule.value;
+      const value =
+        rule.variant !== undefined && definition.variants && Object.hasOwn(definition.variants, rule.variant)
+          ? definition.variants[rule.variant]
+          : rule.value;
       const when = rule.when ? compileCondition(rule.when) : undefined;
       const needsKey = rule.rollout !== undefined || (when?.variants !== undefined);
       return {

@@ -35,10 +35,13 @@ export class CidrList {
   #canonical = memo(canonicalAddress);
 
   /**
-   * Parses a list of CIDR ranges or single addresses.
+   * Parses a list of CIDR ranges or single addresses. An IPv4-mapped IPv6 entry
+   * (`::ffff:10.0.0.0/104`, `::ffff:192.0.2.1`) is kept as the IPv4 range it covers
+   * (`10.0.0.0/8`), since lookups unwrap mapped addresses to IPv4.
    *
    * @param entries CIDR strings such as `10.0.0.0/8`, `::1/128` or plain addresses
-   * @throws {Error} when an entry is not a valid address or range
+   * @throws {Error} when an entry is not a valid address or range, or is an IPv4-mapped range
+   *   shorter than `/96` (it would cover more than IPv4 addresses)
    */
   constructor(entries: readonly string[]) {
     for (const raw of entries) {
@@ -52,6 +55,15 @@ export class CidrList {
         })();
       } catch {
         throw new Error(`"${entry}" is not an IP address or CIDR range`);
+      }
+      const [addr, bits] = range;
+      if (addr instanceof ipaddr.IPv6 && addr.isIPv4MappedAddress()) {
+        if (bits < 96) {
+          throw new Error(
+            `"${entry}" is an IPv4-mapped range shorter than /96; write the IPv4 range (such as "10.0.0.0/8") instead`,
+          );
+        }
+        range = [addr.toIPv4Address(), bits - 96];
       }
       (range[0].kind() === "ipv4" ? this.#v4 : this.#v6).push(range);
     }
@@ -124,9 +136,31 @@ export function canonicalAddress(address: string): string | undefined {
 }
 
 /**
+ * Strips a port from one `X-Forwarded-For` hop, as some load balancers send it:
+ * `203.0.113.7:51234` → `203.0.113.7`, `[2001:db8::7]:443` and `[2001:db8::7]` → `2001:db8::7`.
+ * A bare IPv6 address (`2001:db8::7`) is left alone: without brackets, its last group is not a port.
+ *
+ * @param hop one hop of the header, possibly with spaces around it
+ * @returns the address part (unchanged when there is no port to strip)
+ * @throws never
+ * @example
+ * ```ts
+ * hopAddress(" 203.0.113.7:51234"); // "203.0.113.7"
+ * ```
+ */
+export function hopAddress(hop: string): string {
+  const text = hop.trim();
+  const bracketed = /^\[([^\]]*)\](?::\d{1,5})?$/.exec(text);
+  if (bracketed) return bracketed[1]!;
+  const v4 = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(text);
+  return v4 ? v4[1]! : text;
+}
+
+/**
  * Finds the client address. When the peer is a trusted proxy, the `X-Forwarded-For` chain is
  * walked from the right and the first address that is not itself a trusted proxy is the client;
- * otherwise the peer is the client and any forwarded header is ignored.
+ * otherwise the peer is the client and any forwarded header is ignored. A hop may carry a port
+ * (see {@linkcode hopAddress}).
  *
  * @param peer the connection's remote address
  * @param forwardedFor the inbound `X-Forwarded-For` value, if any
@@ -138,7 +172,7 @@ export function clientAddress(peer: string, forwardedFor: string | null, trusted
   const hops = forwardedFor.split(",");
   let client = trusted.canonical(peer) ?? peer;
   for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = trusted.canonical(hops[i]!);
+    const hop = trusted.canonical(hopAddress(hops[i]!));
     // A malformed hop ends the trustworthy part of the chain.
     if (!hop) break;
     client = hop;

@@ -97,7 +97,14 @@ export interface OfrepCaller {
   key: string | undefined;
   loggedIn: boolean;
   segments: readonly string[];
+  /**
+   * The caller's sticky experiment assignments (the `ep_exp` cookie: experiment key → variation),
+   * kept as the proxy keeps them, so a flag that depends on a variation answers as it does there.
+   */
+  sticky?: ReadonlyMap<string, string>;
 }
+
+const NO_STICKY: ReadonlyMap<string, string> = new Map();
 
 function withCaller(context: OfrepContext, caller: OfrepCaller | undefined): OfrepContext {
   if (!caller) return context;
@@ -176,14 +183,15 @@ export function evaluateOfrepFlag(
       body: { key, errorCode: "FLAG_NOT_FOUND", errorDetails: `No flag with key "${truncate(key)}"` },
     };
   }
-  const result = toOfrep(evaluateFlag(flag, flagContext(rules, context)), rules);
+  const result = toOfrep(evaluateFlag(flag, flagContext(rules, context, request.caller?.sticky)), rules);
   return "errorCode" in result ? { status: 400, body: result } : { status: 200, body: result };
 }
 
 /**
  * Evaluates every flag for `POST /ofrep/v1/evaluate/flags`. Flags that cannot be evaluated
  * for this context appear as failures in the list; the `ETag` is a hash of the answer, and an
- * `If-None-Match` that holds it gives 304.
+ * `If-None-Match` that lists it gives 304 (`*` is ignored: it does not mean the client holds
+ * this answer).
  *
  * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
  * @param request the body text, the `If-None-Match` header, and (open OFREP) the caller's own identity
@@ -200,7 +208,7 @@ export function evaluateOfrepBulk(
   }
   const own = withCaller(parsed.context, request.caller);
   const rules = ofrepRulesFor(source, own);
-  const context = flagContext(rules, own);
+  const context = flagContext(rules, own, request.caller?.sticky);
   const body = { flags: rules.flags.map((flag) => toOfrep(evaluateFlag(flag, context), rules)) };
   const etag = `"${createHash("sha256").update(JSON.stringify(body)).digest("base64url").slice(0, 27)}"`;
   if (request.ifNoneMatch && etagMatches(request.ifNoneMatch, etag)) return { status: 304, etag };
@@ -208,7 +216,9 @@ export function evaluateOfrepBulk(
 }
 
 /**
- * Tells whether an `If-None-Match` header matches an ETag (weak comparison, `*` matches all).
+ * Tells whether an `If-None-Match` header lists an ETag (weak comparison). `*` matches nothing:
+ * on the bulk `POST` it does not mean the client holds this answer (it is a guard for
+ * conditional writes), so it must not turn an evaluation into an empty 304.
  *
  * @param ifNoneMatch the header value
  * @param etag the current entity tag, quoted
@@ -217,10 +227,7 @@ export function evaluateOfrepBulk(
  */
 export function etagMatches(ifNoneMatch: string, etag: string): boolean {
   const wanted = etag.replace(/^W\//, "");
-  return ifNoneMatch.split(",").some((tag) => {
-    const t = tag.trim();
-    return t === "*" || t.replace(/^W\//, "") === wanted;
-  });
+  return ifNoneMatch.split(",").some((tag) => tag.trim().replace(/^W\//, "") === wanted);
 }
 
 /**
@@ -243,9 +250,14 @@ export function ofrepKeyAccepted(headers: Headers, keys: readonly string[]): boo
 }
 
 // The flag context of an OFREP request: region from `region` (when the rules know it), else
-// from `country`; experiments assigned from `targetingKey` (no sticky cookie here) so variant
-// conditions work; `match` of experiments only restricts when `path` was given.
-function flagContext(rules: CompiledRules, context: OfrepContext): FlagContext {
+// from `country`; experiments assigned from `targetingKey`, a still-valid sticky assignment of
+// the caller (open OFREP only) kept as on the proxy, so variant conditions work; `match` of
+// experiments only restricts when `path` was given.
+function flagContext(
+  rules: CompiledRules,
+  context: OfrepContext,
+  sticky: ReadonlyMap<string, string> = NO_STICKY,
+): FlagContext {
   const country = context.country?.toUpperCase();
   const device = context.device;
   const flagContext: FlagContext = {
@@ -262,7 +274,7 @@ function flagContext(rules: CompiledRules, context: OfrepContext): FlagContext {
   };
   if (rules.experiments.length === 0) return flagContext;
   const served: Record<string, string> = {};
-  const experimentContext = { ...flagContext, isBot: device === "bot", sticky: new Map<string, string>() };
+  const experimentContext = { ...flagContext, isBot: device === "bot", sticky };
   for (const experiment of rules.experiments) {
     if (!experimentApplies(experiment, experimentContext)) continue;
     served[experiment.key] = assignExperiment(experiment, experimentContext).variation;

@@ -3,7 +3,8 @@
  * The backend side of sync: reads events (NDJSON or from code), validates them against the
  * wire contract, batches them under the edge's limits, signs each batch the Standard Webhooks
  * way and fans it out to every edge endpoint, retrying on a Standard Webhooks-like schedule
- * with jitter, honouring `Retry-After` and 429, and giving up on an endpoint that answers 410.
+ * with jitter, honouring `Retry-After` and 429, and giving up on an endpoint that answers 410
+ * or on which a batch has used up the whole schedule.
  */
 import { MAX_EVENTS_PER_BATCH, parseSyncEvent } from "./sync/schema.ts";
 import { sign } from "./sync/verify.ts";
@@ -161,11 +162,15 @@ export interface EndpointReport {
   endpoint: string;
   deliveredBatches: number;
   deliveredEvents: number;
+  /** Batches not delivered, including those never sent once the endpoint was given up. */
   failedBatches: number;
   failedEvents: number;
   /** The endpoint answered 410 and was given up. */
   gone: boolean;
-  /** One entry per failed batch: its webhook-id and the last error. */
+  /**
+   * One entry per failed batch: its webhook-id and the last error, or why it was not sent (the
+   * endpoint answered 410, or an earlier batch used up every attempt on it).
+   */
   errors: { webhookId: string; error: string }[];
 }
 
@@ -177,7 +182,10 @@ export interface PublishReport {
 }
 
 /**
- * Publishes events to every endpoint: batches, signs and delivers with retries.
+ * Publishes events to every endpoint: batches, signs and delivers with retries. Each endpoint
+ * gets its batches in turn; once one batch has used up the whole retry schedule there (or the
+ * endpoint answered 410), the endpoint's remaining batches fail at once, unsent, with the
+ * reason — a dead endpoint costs one schedule, not one per batch.
  *
  * @param events valid events of the wire contract (see {@linkcode parseNdjson})
  * @param options endpoints, secret, side effects and retry policy
@@ -229,18 +237,30 @@ export async function publish(events: readonly unknown[], options: PublishOption
       gone: false,
       errors: [],
     };
+    const fail = (batch: { id: string; events: unknown[] }, error: string) => {
+      report.failedBatches++;
+      report.failedEvents += batch.events.length;
+      report.errors.push({ webhookId: batch.id, error });
+    };
+    // Why the endpoint's remaining batches are not sent, once it is given up.
+    let givenUp: string | undefined;
     for (const batch of batches) {
-      const outcome = report.gone
-        ? { ok: false, gone: true, error: "endpoint answered 410 Gone" }
-        : await deliver(endpoint, batch, options);
+      if (givenUp !== undefined) {
+        fail(batch, givenUp);
+        continue;
+      }
+      const outcome = await deliver(endpoint, batch, options);
       if (outcome.ok) {
         report.deliveredBatches++;
         report.deliveredEvents += batch.events.length;
-      } else {
-        report.gone ||= outcome.gone;
-        report.failedBatches++;
-        report.failedEvents += batch.events.length;
-        report.errors.push({ webhookId: batch.id, error: outcome.error });
+        continue;
+      }
+      fail(batch, outcome.error);
+      if (outcome.gone) {
+        report.gone = true;
+        givenUp = "endpoint answered 410 Gone";
+      } else if (outcome.exhausted) {
+        givenUp = `not sent: batch ${batch.id} used up every attempt on this endpoint`;
       }
     }
     return report;
@@ -254,7 +274,7 @@ async function deliver(
   endpoint: string,
   batch: { id: string; body: string },
   options: PublishOptions,
-): Promise<{ ok: true } | { ok: false; gone: boolean; error: string }> {
+): Promise<{ ok: true } | { ok: false; gone: boolean; exhausted: boolean; error: string }> {
   const schedule = options.scheduleMs ?? STANDARD_RETRY_SCHEDULE_MS;
   const jitter = options.jitter ?? 0.2;
   let lastError = "no attempt was made";
@@ -293,11 +313,11 @@ async function deliver(
     lastError = `HTTP ${response.status}: ${text.slice(0, 500)}`;
     if (response.status === 410) {
       report({ status: 410, outcome: "gone", detail: lastError });
-      return { ok: false, gone: true, error: lastError };
+      return { ok: false, gone: true, exhausted: false, error: lastError };
     }
     if (response.status < 500 && !RETRYABLE.has(response.status)) {
       report({ status: response.status, outcome: "failed", detail: lastError });
-      return { ok: false, gone: false, error: lastError };
+      return { ok: false, gone: false, exhausted: false, error: lastError };
     }
     retryAfterMs = Math.min(
       parseRetryAfter(response.headers.get("retry-after"), options.now()),
@@ -305,7 +325,13 @@ async function deliver(
     );
     report({ status: response.status, outcome: "retry", detail: lastError });
   }
-  return { ok: false, gone: false, error: `gave up after ${schedule.length} attempts; last: ${lastError}` };
+  // Every attempt of the schedule failed: the endpoint is down or unreachable, not this batch.
+  return {
+    ok: false,
+    gone: false,
+    exhausted: true,
+    error: `gave up after ${schedule.length} attempts; last: ${lastError}`,
+  };
 }
 
 /**

@@ -3,11 +3,11 @@
  * `GET /rules` (mounted under `/_edge`): which rules version is active, which is the canary and
  * with what share, and which versions are kept — as KV names them and as this instance serves
  * them. Behind `Authorization: Bearer <RULES_TOKEN>`; without `RULES_TOKEN` the endpoint does not
- * exist (404), so it is never open by accident.
+ * exist (404), so it is never open by accident. A failing KV read answers 503 `store_unavailable`.
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
-import { errorBody } from "../lib/errors.ts";
+import { errorBody, StoreUnavailableError } from "../lib/errors.ts";
 import { readStoredRulesStatus } from "../lib/rules_control.ts";
 import { bearerTokenMatches } from "../lib/secure.ts";
 import type { AppEnv } from "./env.ts";
@@ -28,7 +28,11 @@ export function rulesRoutes(deps: Pick<Deps, "config" | "kv" | "rules">): Hono<A
       c.header("www-authenticate", 'Bearer realm="edge-rules"');
       return c.json(errorBody("unauthorized", "A valid rules token is required"), 401);
     }
-    const stored = await readStoredRulesStatus(deps.kv);
+    // A failing store is the store's outage, not a bug here: 503 `store_unavailable`, as sync
+    // answers (the KV error goes to the log, never to the client).
+    const stored = await readStoredRulesStatus(deps.kv).catch((error) => {
+      throw new StoreUnavailableError(error);
+    });
     const canary = deps.rules.canary;
     return c.json({
       active: stored.active,

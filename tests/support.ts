@@ -145,6 +145,43 @@ export function stallingReads(kv: Deno.Kv, stalled: () => boolean = () => true):
   });
 }
 
+/**
+ * The same KV, except that reads (`get`, `getMany`, `list`) fail with `error` while `failing()`
+ * says so: a KV that is down (lost connection, closed store) rather than hanging.
+ *
+ * @param kv the real store
+ * @param failing whether reads fail now (checked on each read)
+ * @param error what a failing read rejects with
+ * @returns the failing view of `kv`
+ */
+export function failingReads(
+  kv: Deno.Kv,
+  failing: () => boolean = () => true,
+  error: Error = new Error("kv down"),
+): Deno.Kv {
+  return new Proxy(kv, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop);
+      if (typeof value !== "function") return value;
+      if (prop === "get" || prop === "getMany") {
+        return (...args: unknown[]) => failing() ? Promise.reject(error) : value.apply(target, args);
+      }
+      if (prop === "list") {
+        return (...args: unknown[]) => {
+          if (!failing()) return value.apply(target, args);
+          return {
+            next: () => Promise.reject(error),
+            [Symbol.asyncIterator]() {
+              return this;
+            },
+          };
+        };
+      }
+      return value.bind(target);
+    },
+  });
+}
+
 /** A raw HTTP response. */
 export interface RawResponse {
   status: number;

@@ -61,6 +61,42 @@ Deno.test("config validates TRUSTED_PROXIES and KV Connect settings", () => {
   assert.ok(!config.trustedProxies.has("11.0.0.1"));
 });
 
+Deno.test("config takes TRUSTED_PROXIES in IPv4-mapped form as the IPv4 ranges they name", () => {
+  const config = parseConfig({
+    ORIGIN_URL: "http://o",
+    TRUSTED_PROXIES: "::ffff:10.0.0.0/104, ::ffff:192.0.2.1",
+  });
+  assert.ok(config.trustedProxies.has("10.1.2.3"));
+  assert.ok(config.trustedProxies.has("::ffff:10.1.2.3"));
+  assert.ok(config.trustedProxies.has("192.0.2.1"));
+  assert.ok(!config.trustedProxies.has("11.0.0.1"));
+  assert.ok(!config.trustedProxies.has("192.0.2.2"));
+  // Shorter than /96 it would cover IPv6 space too: refused, naming the variable.
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "::ffff:0:0/80" })[0]!,
+    /TRUSTED_PROXIES has an invalid entry: "::ffff:0:0\/80" is an IPv4-mapped range shorter than \/96/,
+  );
+});
+
+Deno.test("config: OFREP_API_KEYS need 16 characters each, like the other tokens, and are never echoed", () => {
+  assert.deepEqual(
+    problems({ ORIGIN_URL: "http://o", OFREP_API_KEYS: "a, service-key-0123456789, short-key" }),
+    [
+      "OFREP_API_KEYS entry 1 must be at least 16 characters so it cannot be guessed",
+      "OFREP_API_KEYS entry 3 must be at least 16 characters so it cannot be guessed",
+    ],
+  );
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", METRICS_TOKEN: "a" })[0]!,
+    /^METRICS_TOKEN must be at least 16/,
+  );
+  const config = parseConfig({
+    ORIGIN_URL: "http://o",
+    OFREP_API_KEYS: " service-key-0123456789 ,key-two-0123456789,",
+  });
+  assert.deepEqual(config.ofrepApiKeys, ["service-key-0123456789", "key-two-0123456789"]);
+});
+
 Deno.test("config never echoes credentials of a rejected URL", () => {
   const [problem] = problems({ ORIGIN_URL: "https://admin:hunter2@origin.example" });
   assert.match(problem!, /ORIGIN_URL must be an absolute http\(s\) URL/);

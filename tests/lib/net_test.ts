@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { canonicalAddress, CidrList, clientAddress } from "../../lib/net.ts";
+import { canonicalAddress, CidrList, clientAddress, hopAddress } from "../../lib/net.ts";
 
 Deno.test("CIDR lists match IPv4, IPv6 and IPv4-mapped IPv6", () => {
   const list = new CidrList(["10.0.0.0/8", "192.168.1.1", "2001:db8::/32"]);
@@ -25,4 +25,35 @@ Deno.test("client address walks a trusted X-Forwarded-For chain from the right",
   // A malformed hop ends the trusted part of the chain.
   assert.equal(clientAddress("10.0.0.1", "198.51.100.7, garbage", trusted), "10.0.0.1");
   assert.equal(canonicalAddress("::ffff:192.0.2.1"), "192.0.2.1");
+});
+
+Deno.test("CIDR lists take IPv4-mapped IPv6 entries as the IPv4 ranges they carry", () => {
+  const list = new CidrList(["::ffff:10.0.0.0/104", "::ffff:192.0.2.1", "::ffff:198.51.100.0/120"]);
+  assert.deepEqual(
+    ["10.0.0.1", "::ffff:10.0.0.1", "192.0.2.1", "::ffff:192.0.2.1", "198.51.100.9"].map((a) => list.has(a)),
+    [true, true, true, true, true],
+  );
+  assert.ok(!list.has("11.0.0.1"));
+  assert.ok(!list.has("192.0.2.2"));
+  assert.ok(!list.has("198.51.101.9"));
+  assert.throws(() => new CidrList(["::ffff:0:0/95"]), /IPv4-mapped range shorter than \/96/);
+  // Other IPv6 entries are not touched.
+  assert.ok(new CidrList(["::/0"]).has("2001:db8::1"));
+});
+
+Deno.test("client address strips a port from a forwarded hop, and never from a bare IPv6 address", () => {
+  const trusted = new CidrList(["10.0.0.0/8", "2001:db8:ffff::/48"]);
+  assert.equal(clientAddress("10.0.0.1", "203.0.113.7:51234", trusted), "203.0.113.7");
+  assert.equal(clientAddress("10.0.0.1", "[2001:db8::7]:443", trusted), "2001:db8::7");
+  assert.equal(clientAddress("10.0.0.1", "[2001:db8::7]", trusted), "2001:db8::7");
+  // A trusted hop with a port is still recognised as trusted and walked past.
+  assert.equal(clientAddress("10.0.0.1", "203.0.113.7, 10.0.0.2:8080", trusted), "203.0.113.7");
+  assert.equal(clientAddress("10.0.0.1", "203.0.113.7, [2001:db8:ffff::2]:8443", trusted), "203.0.113.7");
+  // Without brackets the last group of an IPv6 address is part of it, not a port.
+  assert.equal(clientAddress("10.0.0.1", "2001:db8::7:443", trusted), "2001:db8::7:443");
+  assert.equal(hopAddress(" 2001:db8::7 "), "2001:db8::7");
+  assert.equal(hopAddress("::ffff:192.0.2.1"), "::ffff:192.0.2.1");
+  assert.equal(clientAddress("10.0.0.1", "::ffff:192.0.2.1", trusted), "192.0.2.1");
+  // Still malformed: the walk ends there.
+  assert.equal(clientAddress("10.0.0.1", "198.51.100.7, host.example:80", trusted), "10.0.0.1");
 });

@@ -164,6 +164,67 @@ Deno.test("publish does not retry a 400 and gives up after the last scheduled at
   }
 });
 
+Deno.test("publish gives up a dead endpoint after one batch used up the schedule: the rest fail unsent", async () => {
+  const down = startOrigin(() => new Response("unavailable", { status: 503 }));
+  const fine = startOrigin(() => Response.json({ applied: 1000, stale: 0 }));
+  // A batch-specific refusal is not an outage: the endpoint keeps getting the other batches.
+  const picky = startOrigin((_seen, raw) =>
+    raw.headers.get("webhook-id") === "msg_test-1"
+      ? Response.json({ error: { code: "invalid_events" } }, { status: 400 })
+      : Response.json({ applied: 1000, stale: 0 })
+  );
+  try {
+    const sleeps: number[] = [];
+    const report = await publish(
+      Array.from({ length: 2500 }, (_, i) => view(i)),
+      publishOptions([down.url, fine.url, picky.url], sleeps, {
+        scheduleMs: [0, 1, 2],
+        sleep: (ms) => {
+          sleeps.push(ms);
+          return new Promise((resolve) => setTimeout(resolve, ms));
+        },
+      }),
+    );
+    assert.equal(report.ok, false);
+    assert.equal(down.seen.length, 3, "one schedule for the first batch, nothing for the others");
+    assert.deepEqual(sleeps, [1, 2]);
+    assert.deepEqual(report.endpoints[0], {
+      endpoint: down.url,
+      deliveredBatches: 0,
+      deliveredEvents: 0,
+      failedBatches: 3,
+      failedEvents: 2500,
+      gone: false,
+      errors: [
+        { webhookId: "msg_test-1", error: "gave up after 3 attempts; last: HTTP 503: unavailable" },
+        {
+          webhookId: "msg_test-2",
+          error: "not sent: batch msg_test-1 used up every attempt on this endpoint",
+        },
+        {
+          webhookId: "msg_test-3",
+          error: "not sent: batch msg_test-1 used up every attempt on this endpoint",
+        },
+      ],
+    });
+    assert.deepEqual([report.endpoints[1]!.deliveredBatches, report.endpoints[1]!.deliveredEvents], [
+      3,
+      2500,
+    ]);
+    assert.equal(fine.seen.length, 3);
+    const pickyReport = report.endpoints[2]!;
+    assert.deepEqual(
+      [pickyReport.deliveredBatches, pickyReport.failedBatches, pickyReport.errors.map((e) => e.webhookId)],
+      [2, 1, ["msg_test-1"]],
+    );
+    assert.equal(picky.seen.length, 3);
+  } finally {
+    await down.close();
+    await fine.close();
+    await picky.close();
+  }
+});
+
 Deno.test("publish refuses invalid events before sending anything", async () => {
   await assert.rejects(
     publish([view(1), { kind: "cart", userId: "u1" }], publishOptions(["http://127.0.0.1:9/"], [])),

@@ -212,6 +212,16 @@ Deno.test("ofrep bulk evaluates every flag, per-flag failures inline, with an ET
     });
     assert.equal(listed.status, 304);
 
+    // `*` does not say the client holds this answer: it gets the evaluation, with the ETag.
+    const any = await post(app, "/evaluate/flags", { context: { country: "US" } }, { "if-none-match": "*" });
+    assert.equal(any.status, 200);
+    assert.equal(any.headers.get("etag"), etag);
+    assert.equal((await any.json()).flags.length, 4);
+    const anyOrListed = await post(app, "/evaluate/flags", { context: { country: "US" } }, {
+      "if-none-match": `*, ${etag}`,
+    });
+    assert.equal(anyOrListed.status, 304, "a listed tag still matches next to *");
+
     const changed = await post(app, "/evaluate/flags", { context: { country: "DE", targetingKey: "u" } }, {
       "if-none-match": etag!,
     });
@@ -234,13 +244,16 @@ Deno.test("ofrep API keys: Bearer or X-API-Key, 401 when missing or wrong", asyn
       error: { code: "unauthorized", message: "A valid API key is required" },
     });
     assert.equal((await post(app, path, {}, { authorization: "Bearer wrong" })).status, 401);
-    assert.equal((await post(app, path, {}, { "x-api-key": "key-one-x" })).status, 401);
-    assert.equal((await post(app, path, {}, { authorization: "Basic a2V5LW9uZQ==" })).status, 401);
-    assert.equal((await post(app, path, {}, { authorization: "Bearer key-two" })).status, 200);
-    assert.equal((await post(app, path, {}, { authorization: "bearer key-one" })).status, 200);
-    assert.equal((await post(app, path, {}, { "x-api-key": "key-one" })).status, 200);
-    assert.equal((await post(app, "/evaluate/flags", {}, { "x-api-key": "key-two" })).status, 200);
-  }, { OFREP_API_KEYS: "key-one, key-two" });
+    assert.equal((await post(app, path, {}, { "x-api-key": "key-one-0123456789-x" })).status, 401);
+    assert.equal(
+      (await post(app, path, {}, { authorization: `Basic ${btoa("key-one-0123456789")}` })).status,
+      401,
+    );
+    assert.equal((await post(app, path, {}, { authorization: "Bearer key-two-0123456789" })).status, 200);
+    assert.equal((await post(app, path, {}, { authorization: "bearer key-one-0123456789" })).status, 200);
+    assert.equal((await post(app, path, {}, { "x-api-key": "key-one-0123456789" })).status, 200);
+    assert.equal((await post(app, "/evaluate/flags", {}, { "x-api-key": "key-two-0123456789" })).status, 200);
+  }, { OFREP_API_KEYS: "key-one-0123456789, key-two-0123456789" });
 });
 
 Deno.test("ofrep needs no key when none is configured", async () => {
@@ -371,6 +384,56 @@ Deno.test("open ofrep evaluates for the caller itself: the body cannot claim ano
       assert.equal(gpc.body.value, "");
       // A user id header from a peer that is not a trusted proxy names nobody.
       assert.equal((await flag("vip-coupon", {}, { "x-user-id": "alice" })).body.value, "");
+    } finally {
+      deps.kv.close();
+    }
+  }
+});
+
+Deno.test("open ofrep keeps the caller's sticky experiment assignment, as the proxy does; keyed ofrep reads none", async () => {
+  // The visitor was assigned "b" before the weights changed: new visitors now get control.
+  const rules: RuleSet = {
+    version: 1,
+    experiments: [{ key: "checkout", variations: ["control", "b"], weights: [1, 0] }],
+    flags: [{
+      key: "checkout-copy",
+      type: "string",
+      default: "Pay",
+      rules: [{ when: { variant: { checkout: ["b"] } }, value: "Pay now" }],
+    }],
+  };
+  const cookie = "ep_uid=visitor00000000000001; ep_exp=checkout:b";
+  for (const env of [{}, SERVICE_KEY]) {
+    const deps = await makeDeps("http://127.0.0.1:9", { rules, env });
+    try {
+      const app = createApp(deps);
+      if ("OFREP_API_KEYS" in env) {
+        // A service names the user in the body; the request's own cookies are not the user's.
+        const one = await post(app, "/evaluate/flags/checkout-copy", {
+          context: { targetingKey: "visitor00000000000001" },
+        }, { ...AS_SERVICE, cookie });
+        assert.equal((await one.json()).value, "Pay");
+        continue;
+      }
+      const context = await app.request("http://edge.test/_edge/context", { headers: { cookie } });
+      assert.equal(
+        (await context.json()).flags["checkout-copy"],
+        "Pay now",
+        "the proxy keeps the assignment",
+      );
+      const one = await post(app, "/evaluate/flags/checkout-copy", {}, { cookie });
+      assert.deepEqual([one.status, (await one.json()).value], [200, "Pay now"]);
+      const bulk = await post(app, "/evaluate/flags", {}, { cookie });
+      assert.equal((await bulk.json()).flags[0].value, "Pay now");
+      // A sticky entry that is no longer a variation is ignored, as on the proxy.
+      const stale = await post(app, "/evaluate/flags/checkout-copy", {}, {
+        cookie: "ep_uid=visitor00000000000001; ep_exp=checkout:gone",
+      });
+      assert.equal((await stale.json()).value, "Pay");
+      const fresh = await post(app, "/evaluate/flags/checkout-copy", {}, {
+        cookie: "ep_uid=visitor00000000000001",
+      });
+      assert.equal((await fresh.json()).value, "Pay");
     } finally {
       deps.kv.close();
     }

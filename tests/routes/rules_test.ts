@@ -3,7 +3,7 @@ import { createLogger } from "../../lib/log.ts";
 import { followRulesInKv } from "../../lib/rules_store.ts";
 import { sign } from "../../lib/sync/verify.ts";
 import { createApp } from "../../routes/app.ts";
-import { makeDeps } from "../support.ts";
+import { failingReads, makeDeps } from "../support.ts";
 
 const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TOKEN = "rules-token-0123456789";
@@ -62,6 +62,27 @@ Deno.test("GET /_edge/rules answers 401 with the house error body without the ri
     });
   } finally {
     deps.kv.close();
+  }
+});
+
+Deno.test("GET /_edge/rules answers 503 store_unavailable when KV reads fail, not an unhandled 500", async () => {
+  const logLines: string[] = [];
+  const deps = await makeDeps(ORIGIN, { env: { RULES_TOKEN: TOKEN }, logLines });
+  const kv = deps.kv;
+  deps.kv = failingReads(kv, () => true, new Error("kv down: connection lost"));
+  try {
+    const res = await createApp(deps).request("/_edge/rules", bearer(TOKEN));
+    assert.equal(res.status, 503);
+    assert.equal(res.headers.get("cache-control"), "no-store");
+    assert.deepEqual(await res.json(), {
+      error: { code: "store_unavailable", message: "The edge store is unavailable; retry later" },
+    });
+    assert.ok(!logLines.some((line) => line.includes("unhandled error")), logLines.join("\n"));
+    const failed = logLines.find((line) => line.includes("request failed"));
+    assert.match(failed ?? "", /store_unavailable/);
+    assert.match(failed ?? "", /kv down: connection lost/, "the cause is logged for the operator");
+  } finally {
+    kv.close();
   }
 });
 
