@@ -300,7 +300,8 @@ function selectEvents(events: unknown[], userId: string): { kept: unknown[]; ign
 /**
  * What KV will hold once the events are applied (the apply itself may be deferred): views
  * merge as a set keeping the newest per item, cart and profile by highest version, an
- * erasure drops older data; expired values are left out.
+ * erasure — the one already in KV or one in the answer, whichever is later — drops older data
+ * from both sides; expired values are left out.
  */
 function mergeEvents(
   edge: UserContext,
@@ -309,34 +310,44 @@ function mergeEvents(
   options: ApplyOptions,
 ): UserContext {
   const { now } = options;
-  let erasedAt = -Infinity;
+  // The backend may not know of an erasure the edge already holds (or not yet): both count.
+  let erasedAt = edge.erasedAt ?? -Infinity;
   for (const event of events) {
     if (event.kind === "erase" && event.userId === userId) erasedAt = Math.max(erasedAt, event.at);
   }
-  const erased = erasedAt > -Infinity;
   const views = new Map<string, number>();
   for (const view of edge.recentViews) {
     if (view.at > erasedAt) views.set(view.itemId, Math.max(view.at, views.get(view.itemId) ?? -Infinity));
   }
-  let cart = erased ? undefined : edge.cart;
-  let profile = erased ? undefined : edge.profile;
+  // A stored cart or profile newer than the erasure stays; one of unknown age goes with it.
+  const survives = <T extends { at?: number }>(value: T | undefined): T | undefined =>
+    value && (erasedAt === -Infinity || (value.at !== undefined && value.at > erasedAt)) ? value : undefined;
+  let cart = survives(edge.cart);
+  let profile = survives(edge.profile);
   for (const event of events) {
     if (event.kind === "related" || event.kind === "rules" || event.kind === "erase") continue;
     if (!("userId" in event) || event.userId !== userId || event.at <= erasedAt) continue;
     if (event.kind === "view" && event.at + options.viewTtlMs > now) {
       views.set(event.itemId, Math.max(event.at, views.get(event.itemId) ?? -Infinity));
     } else if (event.kind === "cart" && event.at + options.cartTtlMs > now) {
-      if (!cart || event.version > cart.version) cart = { items: event.items, version: event.version };
+      if (!cart || event.version > cart.version) {
+        cart = { items: event.items, version: event.version, at: event.at };
+      }
     } else if (event.kind === "profile" && event.at + options.profileTtlMs > now) {
       if (!profile || event.version > profile.version) {
-        profile = { segments: event.segments, attributes: event.attributes, version: event.version };
+        profile = {
+          segments: event.segments,
+          attributes: event.attributes,
+          version: event.version,
+          at: event.at,
+        };
       }
     }
   }
   const recentViews = [...views].map(([itemId, at]) => ({ itemId, at }))
     .sort((a, b) => b.at - a.at || (a.itemId < b.itemId ? -1 : a.itemId > b.itemId ? 1 : 0))
     .slice(0, options.recentViewsMax);
-  return { recentViews, cart, profile };
+  return { recentViews, cart, profile, ...(erasedAt > -Infinity ? { erasedAt } : {}) };
 }
 
 function toEdgeContext(

@@ -280,8 +280,13 @@ export type RulesControlValue = z.infer<typeof RulesControlValue>;
 export interface UserContext {
   /** Newest first, expired views left out. */
   recentViews: { itemId: string; at: number }[];
-  cart: { items: { itemId: string; qty: number }[]; version: number } | undefined;
-  profile: { segments: string[]; attributes: Record<string, unknown>; version: number } | undefined;
+  /** `at`: the event time of the stored cart (absent when not known). */
+  cart: { items: { itemId: string; qty: number }[]; version: number; at?: number } | undefined;
+  profile:
+    | { segments: string[]; attributes: Record<string, unknown>; version: number; at?: number }
+    | undefined;
+  /** The user's erasure tombstone, when there is one: older data is gone and must stay so. */
+  erasedAt?: number;
 }
 
 /**
@@ -441,15 +446,17 @@ export async function readUserContext(
       max,
     }).filter((view) => view.expiresAt > now).map((view) => ({ itemId: view.itemId, at: view.at })),
     cart: storedCart && storedCart.expiresAt > now
-      ? { items: storedCart.items, version: storedCart.version }
+      ? { items: storedCart.items, version: storedCart.version, at: storedCart.at }
       : undefined,
     profile: storedProfile && storedProfile.expiresAt > now
       ? {
         segments: storedProfile.segments,
         attributes: storedProfile.attributes,
         version: storedProfile.version,
+        at: storedProfile.at,
       }
       : undefined,
+    ...(erasedAt > -Infinity ? { erasedAt } : {}),
   };
 }
 

@@ -280,6 +280,48 @@ Deno.test("context: a read-through never regresses newer edge data (version-gate
   }
 });
 
+Deno.test("context: a read-through never brings back what an erasure at the edge removed", async () => {
+  // A lagging backend still answers with the user's activity from before the erasure.
+  const backend = startBackend((userId) =>
+    Response.json({
+      events: [view(userId, "secret-item", T0 - 600_000), cart(userId, 1, T0 - 600_000, ["c1"])],
+    })
+  );
+  try {
+    await withSetup(backend.url, async ({ options, push, kv, clock }) => {
+      await push([{ kind: "erase", userId: "u1", at: iso(T0 - 60_000) }]);
+      clock.now = T0;
+      const context = await loadUserContext("u1", options());
+      assert.equal(context.outcome.backend, "ok");
+      assert.deepEqual(context.recentViews, []);
+      assert.deepEqual(context.cartItemIds, []);
+      assert.deepEqual((await readUserContext(kv, "u1", T0)).recentViews, []);
+    });
+  } finally {
+    await backend.close();
+  }
+});
+
+Deno.test("context: an erasure in a read-through answer keeps edge data written after it", async () => {
+  const backend = startBackend((userId) =>
+    Response.json({ events: [{ kind: "erase", userId, at: iso(T0 - 300_000) }] })
+  );
+  try {
+    await withSetup(backend.url, async ({ options, push, clock }) => {
+      // The edge's cart came after the erasure the backend reports; its views are old enough
+      // (beyond CONTEXT_MAX_AGE_MS) for a read-through.
+      await push([cart("u1", 3, T0 - 200_000, ["kept"]), view("u1", "p1", T0 - 120_000)]);
+      clock.now = T0;
+      const context = await loadUserContext("u1", options());
+      assert.equal(context.outcome.backend, "ok");
+      assert.deepEqual(context.cartItemIds, ["kept"]);
+      assert.deepEqual(context.recentViews.map((v) => v.itemId), ["p1"]);
+    });
+  } finally {
+    await backend.close();
+  }
+});
+
 Deno.test("context: fresh edge data is used without asking the backend", async () => {
   const backend = startBackend(() => Response.json({ events: [] }));
   try {

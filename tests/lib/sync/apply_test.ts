@@ -247,8 +247,13 @@ Deno.test("cart, profile, related and rules are last writer wins by version; equ
       { kind: "rules", version: 11, rules: { version: 11 } },
     ]);
     const context = await readContext(kv, "u1", NOW);
-    assert.deepEqual(context.cart, { items: [{ itemId: "p1", qty: 2 }], version: 2 });
-    assert.deepEqual(context.profile, { segments: ["vip"], attributes: { locale: "de-DE" }, version: 3 });
+    assert.deepEqual(context.cart, { items: [{ itemId: "p1", qty: 2 }], version: 2, at: T0 + 2 * 60_000 });
+    assert.deepEqual(context.profile, {
+      segments: ["vip"],
+      attributes: { locale: "de-DE" },
+      version: 3,
+      at: T0 + 3 * 60_000,
+    });
     assert.deepEqual((await readRelated(kv, ["p1", "p9"])).get("p1")?.related, [{
       itemId: "p7",
       score: 0.8,
