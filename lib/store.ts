@@ -354,7 +354,8 @@ export async function readSession(kv: Deno.Kv, sessionId: string, now: number): 
  * @param kv the store
  * @param sessionHash the session id's hash from {@linkcode hashSessionId}
  * @param now the current time, epoch ms
- * @returns the user id and expiry, or `undefined` when the session is unknown, ended or expired
+ * @returns the user id and expiry, or `undefined` when the session is unknown, ended, expired or
+ *   older than the user's erasure
  */
 export async function readSessionByHash(
   kv: Deno.Kv,
@@ -364,6 +365,11 @@ export async function readSessionByHash(
   const entry = await kv.get(keys.session(sessionHash), { consistency: "eventual" });
   const session = parseStored(SessionValue, entry.value);
   if (!session || session.ended || session.expiresAt <= now) return undefined;
+  // An erasure ends every session it is newer than, also those its apply did not reach (the
+  // per-user session index keeps the latest-expiring ones only).
+  const erased = await kv.get(keys.erased(session.userId), { consistency: "eventual" });
+  const erasedAt = parseStored(TombstoneValue, erased.value)?.at;
+  if (erasedAt !== undefined && erasedAt >= session.at) return undefined;
   return { userId: session.userId, expiresAt: session.expiresAt };
 }
 

@@ -1047,3 +1047,33 @@ Deno.test("a commit that fails part-way through a batch: the units that did comm
     for (const user of committed) assert.notEqual((await kv.get(keys.cart(user))).value, null, user);
   });
 });
+
+Deno.test("an erasure ends every older session of the user, also those past the per-user session index", async () => {
+  await withKv(async (kv) => {
+    // 501 sessions: the index keeps the 500 that expire last, so the first one is not in it.
+    const sessions = Array.from({ length: 501 }, (_, i) => ({
+      kind: "session",
+      sessionId: `s-user1-${String(i).padStart(4, "0")}`,
+      userId: "u1",
+      at: iso(NOW - 3_600_000),
+      expiresAt: iso(NOW + DAY + i * 60_000),
+    }));
+    for (let i = 0; i < sessions.length; i += 100) await apply(kv, sessions.slice(i, i + 100));
+    assert.equal(await readSession(kv, "s-user1-0000", NOW), "u1");
+    await apply(kv, [{ kind: "erase", userId: "u1", at: iso(NOW - 60_000) }]);
+    const survivors: string[] = [];
+    for (const session of sessions) {
+      if (await readSession(kv, session.sessionId, NOW)) survivors.push(session.sessionId);
+    }
+    assert.deepEqual(survivors, []);
+    // A session begun after the erasure is the user's again.
+    await apply(kv, [{
+      kind: "session",
+      sessionId: "s-user1-after",
+      userId: "u1",
+      at: iso(NOW - 1000),
+      expiresAt: iso(NOW + DAY),
+    }]);
+    assert.equal(await readSession(kv, "s-user1-after", NOW), "u1");
+  });
+});
