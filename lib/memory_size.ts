@@ -6,6 +6,7 @@
  * (user contexts, related lists, sessions), mostly as V8's deserializer builds them for values
  * read from KV: they are close to what V8 uses, and err on the high side.
  */
+import { MAX_JSON_DEPTH } from "./json_limits.ts";
 
 /** Bytes of a plain object beside its properties: header and the reserve of in-object slots. */
 const OBJECT_HEADER = 48;
@@ -19,10 +20,13 @@ const ELEMENT_SLOT = 8;
 const STRING_HEADER = 24;
 /** Bytes of a boxed number (one that is not a small integer). */
 const HEAP_NUMBER = 12;
-/** What is counted for a value nested deeper than this: the caches hold shallow data. */
-const MAX_DEPTH = 16;
-/** A value nested deeper than {@linkcode MAX_DEPTH} is counted at this flat size. */
-const TOO_DEEP = 1024;
+/**
+ * Depth walked exactly: deeper than anything a cache can hold (stored values come through sync,
+ * whose events are at most {@linkcode MAX_JSON_DEPTH} deep, inside a few levels of the cache's own).
+ */
+const MAX_DEPTH = MAX_JSON_DEPTH + 16;
+/** Bytes counted per character of the JSON text of a value nested deeper than {@linkcode MAX_DEPTH}. */
+const TOO_DEEP_PER_CHAR = 16;
 
 /**
  * Estimates the V8 heap bytes of a string: a header and one byte per character, two when any
@@ -67,7 +71,10 @@ function sizeOf(value: unknown, depth: number): number {
       return Number.isInteger(value) && value >= -(2 ** 30) && value < 2 ** 30 ? 0 : HEAP_NUMBER;
     case "object": {
       if (value === null) return 0;
-      if (depth >= MAX_DEPTH) return TOO_DEEP;
+      // Never an underestimate: deeper data is sized from its JSON text, generously.
+      if (depth >= MAX_DEPTH) {
+        return align(OBJECT_HEADER + (JSON.stringify(value)?.length ?? 0) * TOO_DEEP_PER_CHAR);
+      }
       if (Array.isArray(value)) {
         let bytes = ARRAY_HEADER + value.length * ELEMENT_SLOT;
         for (const item of value) bytes += sizeOf(item, depth + 1);

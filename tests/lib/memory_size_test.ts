@@ -37,3 +37,15 @@ Deno.test("value estimate ignores inherited properties and stays finite on deep 
   for (let i = 0; i < 10_000; i++) deep = [deep];
   assert.ok(Number.isFinite(estimateValueBytes(deep)));
 });
+
+Deno.test("deeply nested data is counted whole: as deep as sync accepts, and beyond from its JSON", () => {
+  const nest = (depth: number, leaf: unknown): unknown => {
+    let value = leaf;
+    for (let i = 0; i < depth; i++) value = { a: value };
+    return value;
+  };
+  const leaf = "x".repeat(40_000);
+  // A profile attribute 64 levels deep (the sync limit) inside the cache's own few levels.
+  assert.ok(estimateValueBytes({ profile: { attributes: nest(64, leaf) } }) > 40_000);
+  assert.ok(estimateValueBytes(nest(200, leaf)) > 40_000, "past the exact walk, never a flat guess");
+});
