@@ -81,9 +81,11 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
       const cached = options.sessionCache?.get(sessionId, options.now);
       let userId = cached?.userId;
       if (!cached) {
+        // A sync applied here while the lookup is in flight must not see its result cached.
+        const generation = options.sessionCache?.generation;
         const read = readSessionByHash(options.kv, await hashSessionId(sessionId), options.now);
         const session = await (options.kvWithin ? options.kvWithin(read) : read);
-        options.sessionCache?.set(sessionId, session, options.now);
+        options.sessionCache?.set(sessionId, session, options.now, generation);
         userId = session?.userId;
       }
       if (userId) return { ...base, key: userId, userId, source: "session" };

@@ -25,6 +25,7 @@ interface Entry {
  */
 export class SessionCache {
   #cache: FreshCache<string, Entry>;
+  #generation = 0;
 
   /**
    * @param options entry bound and staleness bound
@@ -52,13 +53,29 @@ export class SessionCache {
   }
 
   /**
+   * Changes whenever sessions are invalidated: take it before a KV lookup and hand it to
+   * {@linkcode set}, so that a lookup that was in flight across an invalidation is not stored.
+   */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /**
    * Remembers a lookup result.
    *
    * @param sessionId the session cookie value
    * @param value the user and session expiry, or undefined for "no live session"
    * @param now the current time, epoch ms
+   * @param generation {@linkcode generation} when the lookup began; a result read before an
+   *   invalidation is dropped (it may be what the invalidation removed)
    */
-  set(sessionId: string, value: { userId: string; expiresAt: number } | undefined, now: number): void {
+  set(
+    sessionId: string,
+    value: { userId: string; expiresAt: number } | undefined,
+    now: number,
+    generation: number = this.#generation,
+  ): void {
+    if (generation !== this.#generation) return;
     this.#cache.set(sessionId, {
       userId: value?.userId,
       expiresAt: value?.expiresAt ?? Number.POSITIVE_INFINITY,
@@ -67,14 +84,16 @@ export class SessionCache {
 
   /**
    * Forgets every cached session of the given users (after a sync ended a session or erased a
-   * user on this instance). Linear in the cache size; syncs are rare next to requests.
+   * user on this instance), and every "no such session" entry (the sync may have begun one of
+   * them). Linear in the cache size; syncs are rare next to requests.
    *
    * @param userIds the users
    */
   invalidateUsers(userIds: Iterable<string>): void {
     const users = new Set(userIds);
     if (users.size === 0) return;
-    this.#cache.deleteWhere((entry) => entry.userId !== undefined && users.has(entry.userId));
+    this.#generation++;
+    this.#cache.deleteWhere((entry) => entry.userId === undefined || users.has(entry.userId));
   }
 
   /** Number of cached sessions. */

@@ -58,3 +58,19 @@ Deno.test("identity reads KV once per session while the cache is fresh", async (
     kv.close();
   }
 });
+
+Deno.test("a lookup in flight across an invalidation is not cached; invalidation also forgets unknown sessions", () => {
+  const cache = new SessionCache({ maxEntries: 10, maxStaleMs: 2000 });
+  const before = cache.generation;
+  // A sync on this instance ends u1's session while the KV read that found it is in flight.
+  cache.invalidateUsers(["u1"]);
+  cache.set("tok", { userId: "u1", expiresAt: 10_000 }, 0, before);
+  assert.equal(cache.get("tok", 1), undefined, "the stale lookup was not stored");
+  cache.set("tok", { userId: "u1", expiresAt: 10_000 }, 0, cache.generation);
+  assert.deepEqual(cache.get("tok", 1), { userId: "u1" });
+  // A cookie used before its session was pushed: the push (for any user) clears "no such session".
+  cache.set("new-tok", undefined, 0);
+  cache.invalidateUsers(["u2"]);
+  assert.equal(cache.get("new-tok", 1), undefined);
+  assert.deepEqual(cache.get("tok", 1), { userId: "u1" }, "other users' sessions stay");
+});
