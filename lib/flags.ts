@@ -166,8 +166,12 @@ export function evaluateFlag(flag: CompiledFlag, context: FlagContext): FlagEval
   for (let i = 0; i < rules.length; i++) {
     const rule = rules[i]!;
     inputs |= rule.inputs;
-    // A variant condition cannot be evaluated without a key; a rollout needs one once reached.
-    if (!context.key && rule.when?.variants !== undefined) return keyMissing(flag, inputs);
+    // A variant condition cannot be evaluated without a key — unless the rest of the condition
+    // already rules the visitor out; a rollout needs a key once reached.
+    if (!context.key && rule.when?.variants !== undefined) {
+      if (!matchesCondition({ ...rule.when, variants: undefined }, context)) continue;
+      return keyMissing(flag, inputs);
+    }
     if (!matchesCondition(rule.when, context)) continue;
     if (rule.rollout !== undefined) {
       if (!context.key) return keyMissing(flag, inputs);

@@ -34,6 +34,15 @@ const rules = parseRules({
       default: "Pay",
       rules: [{ when: { variant: { checkout: ["b"] } }, value: "Pay now" }],
     },
+    {
+      key: "eu-checkout-copy",
+      type: "string",
+      default: "Pay",
+      rules: [
+        { when: { region: ["EU"], variant: { checkout: ["b"] } }, value: "Jetzt zahlen" },
+        { when: { region: ["US"] }, value: "Pay today" },
+      ],
+    },
   ],
 });
 
@@ -109,4 +118,7 @@ Deno.test("a variant condition follows the experiment variation served", () => {
   assert.deepEqual(evaluate("checkout-copy", { variants: { checkout: "b" } }).reason, "SPLIT");
   assert.deepEqual(evaluate("checkout-copy", { variants: { checkout: "control" } }).reason, "DEFAULT");
   assert.equal(evaluate("checkout-copy", { key: "" }).errorCode, "TARGETING_KEY_MISSING");
+  // Without a key, a rule whose other conditions rule the visitor out is passed over, not an error.
+  assert.equal(evaluate("eu-checkout-copy", { key: "", region: "US" }).value, "Pay today");
+  assert.equal(evaluate("eu-checkout-copy", { key: "", region: "EU" }).errorCode, "TARGETING_KEY_MISSING");
 });
