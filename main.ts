@@ -4,7 +4,7 @@
  * serve. Runs with `deno run main.ts` (listens itself, graceful shutdown on SIGINT/SIGTERM)
  * and with `deno serve --parallel main.ts` (through the default export).
  */
-import { DeadlineSweep } from "./lib/deadlines.ts";
+import { DeadlineError, DeadlineSweep } from "./lib/deadlines.ts";
 import { type Config, ConfigError, parseConfig } from "./lib/config.ts";
 import { createLogger } from "./lib/log.ts";
 import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.ts";
@@ -44,11 +44,18 @@ try {
   throw error;
 }
 
+const deadlines = new DeadlineSweep();
+
+// Bounded: a KV Connect server that accepts connections but never answers would otherwise hold
+// start-up forever, without a word.
 let kv: Deno.Kv;
 try {
-  kv = await Deno.openKv(config.kvPath);
+  kv = await deadlines.within(Deno.openKv(config.kvPath), config.kvOpenTimeoutMs, "Opening KV");
 } catch (error) {
-  fail(`Cannot open KV at "${config.kvPath ?? "(default)"}": ${(error as Error).message}`);
+  const reason = error instanceof DeadlineError
+    ? `no answer within ${config.kvOpenTimeoutMs} ms (KV_OPEN_TIMEOUT_MS)`
+    : (error as Error).message;
+  fail(`Cannot open KV at KV_PATH "${config.kvPath ?? "(default)"}": ${reason}`);
 }
 
 // Opened, not read: lookups read the search-tree blocks they need, so the first request is
@@ -96,7 +103,7 @@ const deps: Deps = {
   ipGeo,
   backend,
   metrics,
-  deadlines: new DeadlineSweep(),
+  deadlines,
   tracer,
   waitUntil: (work) => background.waitUntil(work),
   logDecision: createDecisionLogger({
@@ -163,31 +170,106 @@ if (import.meta.main && !Deno.env.get("DENO_DEPLOYMENT_ID")) {
   }) as typeof Deno.serve;
   setTimeout(() => {
     Deno.serve = denoServe;
-    if (servers.length) stopOnSignals(servers);
+    if (servers.length) stopOnSignals(servers, "serve");
     else listen();
   }, 0);
 }
 
 /**
- * Under `deno serve` the runtime created the server (observed above). Once this process
- * listens for SIGINT/SIGTERM the default "terminate" is gone, so it drains that server itself,
- * stops its background work (rules following holds a `kv.watch` open), closes KV and exits.
+ * Stops on SIGINT/SIGTERM (once this process listens for them the default "terminate" is gone):
+ * stops accepting, lets in-flight requests and background work finish for up to
+ * `SHUTDOWN_TIMEOUT_MS`, stops following rules (it holds a `kv.watch` open), closes KV and exits
+ * 0 (under `deno serve`, once every worker is done). Connections still open past the deadline
+ * (an endless stream, a stalled client) are cut by the exit. A second signal exits at once, with
+ * 128 + the signal's number.
  *
- * @param servers the servers the runtime started in this worker
+ * @param servers the servers to drain: the one `listen` started, or under `deno serve` those the
+ * runtime started in this worker
+ * @param mode `"serve"` under `deno serve` (logged)
  */
-function stopOnSignals(servers: Deno.HttpServer[]): void {
+function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
+  // Under `deno serve --parallel` every worker drains its own server, and `Deno.exit` in one
+  // ends them all: the workers tell each other when they start and finish draining, and the
+  // process exits once every worker that started has finished (or at the deadline). A worker
+  // told by another starts too, so one that missed the signal does not keep the process up.
+  const workers = mode === "serve" ? new BroadcastChannel("edge-personalizer-shutdown") : undefined;
+  const workerId = crypto.randomUUID();
+  const draining = new Set<string>();
+  const drained = new Set<string>();
+  let allDrained: (() => void) | undefined;
+  const checkDrained = () => {
+    if ([...draining].every((id) => drained.has(id))) allDrained?.();
+  };
   let stopping = false;
-  const stop = async (signal: string) => {
+  // One signal reaches every worker, possibly after another worker's message: only a signal
+  // after a signal is a second one.
+  let signalled = false;
+  const stop = async (signal: "SIGINT" | "SIGTERM" | "worker") => {
+    if (signal !== "worker") {
+      if (signalled) {
+        log.warn("second signal: exiting without waiting any longer", { signal });
+        Deno.exit(signal === "SIGINT" ? 130 : 143);
+      }
+      signalled = true;
+    }
     if (stopping) return;
     stopping = true;
-    log.info("shutting down", { signal, mode: "serve" });
-    await Promise.all(servers.map((server) => server.shutdown()));
-    await background.drain();
+    const timeoutMs = config.shutdownTimeoutMs;
+    const startedAt = performance.now();
+    log.info("shutting down", { signal, mode, timeoutMs });
+    draining.add(workerId);
+    workers?.postMessage({ type: "draining", id: workerId });
+    // Stops accepting, then waits for in-flight requests to finish. Past the deadline nothing cuts
+    // them here (aborting a server's signal once `shutdown()` runs throws): exiting does.
+    const drain = (async () => {
+      await Promise.all(servers.map((server) => server.shutdown()));
+      await background.drain();
+    })();
+    let cut = false;
+    try {
+      await deadlines.within(drain, timeoutMs, "Shutdown");
+    } catch (error) {
+      if (error instanceof DeadlineError) {
+        cut = true;
+        log.warn("shutdown deadline passed: cutting the requests still open", {
+          timeoutMs,
+          backgroundTasks: background.size,
+        });
+      } else log.error("shutdown drain failed", { error: (error as Error).message });
+    }
     stopFollowingRules.abort();
     await followingRules;
     kv.close();
+    log.info("stopped", {});
+    if (workers && !cut) {
+      drained.add(workerId);
+      workers.postMessage({ type: "drained", id: workerId });
+      // The other workers got the same signal: give their "draining" a moment to arrive.
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const left = Math.max(0, startedAt + timeoutMs - performance.now());
+      await deadlines.within(
+        new Promise<void>((resolve) => {
+          allDrained = resolve;
+          checkDrained();
+        }),
+        left,
+        "Shutdown of the other workers",
+      ).catch(() => {});
+    }
     Deno.exit(0);
   };
+  if (workers) {
+    workers.onmessage = (event: MessageEvent<{ type: string; id: string }>) => {
+      const { type, id } = event.data;
+      if (type === "draining") {
+        draining.add(id);
+        stop("worker");
+      } else if (type === "drained") {
+        drained.add(id);
+        checkDrained();
+      }
+    };
+  }
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
 }
@@ -212,23 +294,7 @@ function listen(): void {
     }
     throw error;
   }
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    log.info("shutting down", { signal });
-    // Stops accepting, then waits for in-flight requests to finish (an abort signal would
-    // instead cut every open connection).
-    await server.shutdown();
-    await background.drain();
-    stopFollowingRules.abort();
-    await followingRules;
-    kv.close();
-    log.info("stopped", {});
-    Deno.exit(0);
-  };
-  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
-  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+  stopOnSignals([server]);
 }
 
 function hex(key: string | Uint8Array): string {

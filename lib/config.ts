@@ -61,6 +61,7 @@ const EnvSchema = z.object({
   SYNC_MAX_BYTES: intInRange(1024, 64 * 1024 * 1024, 1024 * 1024),
   SYNC_MAX_CONCURRENT: intInRange(1, 1000, 4),
   SYNC_BODY_TIMEOUT_MS: intInRange(100, 600_000, 10_000),
+  SYNC_STORE_TIMEOUT_MS: intInRange(100, 600_000, 2_500),
   RECENT_VIEWS_MAX: intInRange(1, 100, 20),
   VIEW_TTL_DAYS: intInRange(1, 3650, 30),
   CART_TTL_DAYS: intInRange(1, 3650, 30),
@@ -80,6 +81,8 @@ const EnvSchema = z.object({
   BACKEND_TOKEN: optionalSecret,
   BACKEND_TIMEOUT_MS: intInRange(1, 60_000, 300),
   KV_TIMEOUT_MS: intInRange(1, 60_000, 250),
+  KV_OPEN_TIMEOUT_MS: intInRange(100, 600_000, 10_000),
+  SHUTDOWN_TIMEOUT_MS: intInRange(0, 3_600_000, 10_000),
   BACKEND_MAX_CONCURRENT: intInRange(1, 10_000, 16),
   BREAKER_FAILURE_THRESHOLD: intInRange(1, 1000, 5),
   BREAKER_COOLDOWN_MS: intInRange(100, 3_600_000, 5000),
@@ -148,6 +151,11 @@ export interface Config {
   syncMaxConcurrent: number;
   /** `SYNC_BODY_TIMEOUT_MS`: longest a push's body may take to arrive while it holds a slot (408 after). */
   syncBodyTimeoutMs: number;
+  /**
+   * `SYNC_STORE_TIMEOUT_MS`: longest a push's KV work (claiming its `webhook-id`, applying the
+   * batch, recording it) may take in all while it holds a slot; 503 `store_unavailable` after.
+   */
+  syncStoreTimeoutMs: number;
   /** How many recent views are kept per user. */
   recentViewsMax: number;
   /** How long a recent view is kept after it happened, in days. */
@@ -181,6 +189,16 @@ export interface Config {
    * lists); past it the read counts as failed and the request degrades.
    */
   kvTimeoutMs: number;
+  /**
+   * `KV_OPEN_TIMEOUT_MS`: the longest start-up waits for KV to open (a KV Connect server that
+   * accepts connections but never answers); past it the process exits 1.
+   */
+  kvOpenTimeoutMs: number;
+  /**
+   * `SHUTDOWN_TIMEOUT_MS`: after SIGINT/SIGTERM, the longest in-flight requests and background
+   * work may take to finish; past it the connections still open are cut and the process exits.
+   */
+  shutdownTimeoutMs: number;
   /** `BACKEND_MAX_CONCURRENT`: read-throughs in flight at once; beyond it the edge's data is used. */
   backendMaxConcurrent: number;
   /** Consecutive read-through failures that open the circuit breaker. */
@@ -309,6 +327,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     syncMaxBytes: parsed.SYNC_MAX_BYTES,
     syncMaxConcurrent: parsed.SYNC_MAX_CONCURRENT,
     syncBodyTimeoutMs: parsed.SYNC_BODY_TIMEOUT_MS,
+    syncStoreTimeoutMs: parsed.SYNC_STORE_TIMEOUT_MS,
     recentViewsMax: parsed.RECENT_VIEWS_MAX,
     viewTtlDays: parsed.VIEW_TTL_DAYS,
     cartTtlDays: parsed.CART_TTL_DAYS,
@@ -321,6 +340,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     backendToken: parsed.BACKEND_TOKEN,
     backendTimeoutMs: parsed.BACKEND_TIMEOUT_MS,
     kvTimeoutMs: parsed.KV_TIMEOUT_MS,
+    kvOpenTimeoutMs: parsed.KV_OPEN_TIMEOUT_MS,
+    shutdownTimeoutMs: parsed.SHUTDOWN_TIMEOUT_MS,
     backendMaxConcurrent: parsed.BACKEND_MAX_CONCURRENT,
     breakerFailureThreshold: parsed.BREAKER_FAILURE_THRESHOLD,
     breakerCooldownMs: parsed.BREAKER_COOLDOWN_MS,

@@ -43,6 +43,8 @@ export interface ContextOutcome {
   applied?: ApplyResult;
   /** Events of the answer that were not for this user (or of kinds a read-through may not write). */
   ignoredEvents?: number;
+  /** How long this load waited for its read-through, in ms (0 when refused without a call). */
+  readThroughMs?: number;
 }
 
 /** The visitor's edge context, ready for the decision stage, the origin headers and `/_edge/context`. */
@@ -180,7 +182,7 @@ export async function loadUserContext(
 
 /** A loaded entry and the details of the load that produced it. */
 interface Loaded extends CachedContext {
-  details?: Pick<ContextOutcome, "applied" | "applyError" | "ignoredEvents">;
+  details?: Pick<ContextOutcome, "applied" | "applyError" | "ignoredEvents" | "readThroughMs">;
 }
 
 /** Reads KV and, when needed, the backend. Rejects only when the KV read fails. */
@@ -209,6 +211,8 @@ async function loadFromStore(
     return { ...base, context: edge, absent: isEmpty(edge) };
   }
   const answer: BackendResult = await backend.fetchUserContext(userId);
+  // Whatever the answer, the load reports how long the read-through took (for its metric).
+  base.details = { readThroughMs: answer.durationMs };
   if (answer.status === "unknown_user") {
     return { ...base, context: edge, absent: isEmpty(edge), checkedAt: now, backend: "unknown_user" };
   }
@@ -224,7 +228,8 @@ async function loadFromStore(
   }
   const applyOptions = applyOptionsFromConfig(config, now);
   const merged = mergeEvents(edge, events, userId, applyOptions);
-  const details: Loaded["details"] = ignored ? { ignoredEvents: ignored } : {};
+  const details: Loaded["details"] = { ...base.details };
+  if (ignored) details.ignoredEvents = ignored;
   if (kept.length) {
     // The same version-gated path as pushed events, so a read-through cannot regress a push.
     const write = applyBackendEvents(options.kv, kept, applyOptions);

@@ -222,6 +222,8 @@ export const READ_THROUGH_OUTCOMES = [
 ] as const;
 /** How a backend read-through ended. */
 export type ReadThroughOutcome = typeof READ_THROUGH_OUTCOMES[number];
+/** Read-through outcomes answered without a call to the backend: they have no latency. */
+const NO_CALL_OUTCOMES: ReadonlySet<string> = new Set(["breaker_open", "busy", "skipped"]);
 
 /** States of the read-through circuit breaker. */
 export const BREAKER_STATES = ["closed", "half_open", "open"] as const;
@@ -336,6 +338,8 @@ export interface SyncObservation {
   duplicate?: number;
   /** Whole pushes answered 429 because `SYNC_MAX_CONCURRENT` were being applied (retried later). */
   busy?: number;
+  /** Whole pushes that failed on the edge's side (5xx: the store failed or timed out; retried later). */
+  failed?: number;
   /** For each event, now − event time, in milliseconds. */
   lagsMs?: Iterable<number>;
 }
@@ -398,7 +402,7 @@ export class EdgeMetrics {
   readonly #stageDuration: RequestPathHistogram;
   readonly #originDuration: RequestPathHistogram;
   readonly #originErrors: Counter<"kind">;
-  readonly #kvRead: Histogram<"read">;
+  readonly #kvRead: RequestPathHistogram;
   readonly #contextCache: RequestPathCounter;
   readonly #readThrough: Counter<"outcome">;
   readonly #readThroughDuration: Histogram<"outcome">;
@@ -460,12 +464,14 @@ export class EdgeMetrics {
       labelNames: ["kind"],
       registers,
     });
-    this.#kvRead = new Histogram({
+    // Every KV read of the request path (session, context, related lists) is recorded here, so it
+    // is kept outside prom-client like the other per-request series.
+    this.#kvRead = new RequestPathHistogram({
       name: `${p}kv_read_duration_seconds`,
-      help: "Deno KV read latency, by what was read.",
+      help: "Deno KV read latency, by what was read; a read cut at KV_TIMEOUT_MS counts the time waited.",
       labelNames: ["read"],
-      buckets: [...KV_BUCKETS],
-      registers,
+      buckets: KV_BUCKETS,
+      registry,
     });
     this.#contextCache = new RequestPathCounter({
       name: `${p}context_cache_total`,
@@ -541,7 +547,7 @@ export class EdgeMetrics {
     // reports 0 instead of nothing.
     for (const kind of ["timeout", "unavailable", "5xx"]) this.#originErrors.inc({ kind }, 0);
     for (const result of ["hit", "miss"]) this.#contextCache.inc([result], 0);
-    for (const result of ["applied", "stale", "rejected", "duplicate", "busy"]) {
+    for (const result of ["applied", "stale", "rejected", "duplicate", "busy", "failed"]) {
       this.#syncEvents.inc({ result }, 0);
     }
     this.setBreakerState("closed");
@@ -585,13 +591,14 @@ export class EdgeMetrics {
   }
 
   /**
-   * Records one Deno KV read.
+   * Records one Deno KV read, whatever its end: a read that failed or was cut at its deadline
+   * counts the time it was waited for, so a stalling store shows in the latency.
    *
-   * @param durationMs how long the read took, in milliseconds
+   * @param durationMs how long the read was waited for, in milliseconds
    * @param options what was read (default `other`)
    */
   observeKvRead(durationMs: number, options: { read?: KvRead } = {}): void {
-    this.#kvRead.observe({ read: oneOf(options.read ?? "other", KV_READS, "other") }, seconds(durationMs));
+    this.#kvRead.observe(oneOf(options.read ?? "other", KV_READS, "other"), "", seconds(durationMs));
   }
 
   /**
@@ -606,12 +613,13 @@ export class EdgeMetrics {
   /**
    * Records one backend read-through.
    *
-   * @param observation the outcome and, when a call was made, its duration in milliseconds
+   * @param observation the outcome and, when a call was made, its duration in milliseconds (a
+   *   duration given with `breaker_open`, `busy` or `skipped`, which make no call, is ignored)
    */
   observeReadThrough(observation: ReadThroughObservation): void {
     const outcome = oneOf(observation.outcome, READ_THROUGH_OUTCOMES, "error");
     this.#readThrough.inc({ outcome });
-    if (observation.durationMs !== undefined) {
+    if (observation.durationMs !== undefined && !NO_CALL_OUTCOMES.has(outcome)) {
       this.#readThroughDuration.observe({ outcome }, seconds(observation.durationMs));
     }
   }
@@ -658,7 +666,7 @@ export class EdgeMetrics {
    * @param observation counts and lags (negative lags, from clock skew, count as 0)
    */
   observeSync(observation: SyncObservation): void {
-    for (const result of ["applied", "stale", "rejected", "duplicate", "busy"] as const) {
+    for (const result of ["applied", "stale", "rejected", "duplicate", "busy", "failed"] as const) {
       const n = observation[result];
       if (typeof n === "number" && n > 0) this.#syncEvents.inc({ result }, n);
     }

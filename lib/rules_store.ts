@@ -10,6 +10,7 @@ import { hash } from "./bucketing.ts";
 import { keys, readRulesControl, readRuleSets } from "./store.ts";
 import { resolveRules } from "./rules_control.ts";
 import type { Logger } from "./log.ts";
+import { DeadlineError } from "./deadlines.ts";
 
 /** A canary: a rule set evaluated for a share of visitors. */
 export interface RulesCanary {
@@ -132,6 +133,19 @@ export interface FollowRulesOptions {
   signal: AbortSignal;
   /** Called once the first look at KV is done (so start-up can wait for it before serving). */
   onFirstCheck?: () => void;
+  /**
+   * The longest one check of KV may take before it is given up (logged, and the next trigger
+   * starts afresh). Default: the poll interval, at least 1 s and at most 5 s.
+   */
+  checkTimeoutMs?: number;
+}
+
+/**
+ * The default bound of one rules check: a check still running after a poll interval is overdue,
+ * but a KV Connect round trip under load may take a second.
+ */
+function defaultCheckTimeoutMs(pollMs: number): number {
+  return Math.min(Math.max(pollMs, 1000), 5000);
 }
 
 /**
@@ -141,9 +155,14 @@ export interface FollowRulesOptions {
  * rollback, `rules` with `at`) always does. A rule set that fails to compile is logged and never
  * used: the active rules stay, and a canary is dropped.
  *
+ * Every check is bounded (`checkTimeoutMs`): a KV read that hangs is given up, and the next poll
+ * or watch event checks again, so following resumes once KV answers again; a given-up check that
+ * answers late never overwrites what a later one applied. Stopping does not wait for a check in
+ * progress.
+ *
  * @param kv the store that sync writes rules into
  * @param store the rules holder to update
- * @param options poll interval, logger and stop signal
+ * @param options poll interval, logger, stop signal and check bound
  * @returns a promise that settles once following has stopped
  */
 export async function followRulesInKv(
@@ -156,6 +175,10 @@ export async function followRulesInKv(
   let lastSeen = "";
   let checking: Promise<void> | undefined;
   let again = false;
+  // Bumped by every check: a check that was given up (and answers late) must not apply.
+  let generation = 0;
+  let firstCheckDone = false;
+  const checkTimeoutMs = options.checkTimeoutMs ?? defaultCheckTimeoutMs(options.pollMs);
   const compile = async (versions: number[]) => {
     const missing = versions.filter((version) => !compiled.has(version));
     if (missing.length === 0) return;
@@ -169,8 +192,9 @@ export async function followRulesInKv(
       }
     }
   };
-  const checkOnce = async () => {
+  const checkOnce = async (superseded: () => boolean) => {
     const control = await readRulesControl(kv);
+    if (superseded()) return;
     const resolved = resolveRules(control);
     const baseline = store.baseline;
     const active = resolved.active &&
@@ -181,6 +205,7 @@ export async function followRulesInKv(
     const seen = `${active ?? "baseline"}|${canary ? `${canary.version}:${canary.share}` : "-"}`;
     if (seen === lastSeen) return;
     await compile([...(active === undefined ? [] : [active]), ...(canary ? [canary.version] : [])]);
+    if (superseded()) return;
     const kept = new Set(control.entries.map((entry) => entry.version));
     for (const version of compiled.keys()) if (!kept.has(version)) compiled.delete(version);
     const usable = (version: number | undefined) => {
@@ -212,7 +237,32 @@ export async function followRulesInKv(
       });
     }
   };
-  // Checks never overlap; a trigger during a check runs one more check after it.
+  // Waits for one check, at most `checkTimeoutMs`, and not at all once following stops.
+  const bounded = (work: Promise<void>) =>
+    new Promise<void>((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        options.signal.removeEventListener("abort", onAbort);
+      };
+      const onAbort = () => {
+        done();
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new DeadlineError("Rules check in KV", checkTimeoutMs));
+      }, checkTimeoutMs);
+      options.signal.addEventListener("abort", onAbort, { once: true });
+      work.then(() => {
+        done();
+        resolve();
+      }, (error) => {
+        done();
+        reject(error);
+      });
+    });
+  // Checks never overlap (a given-up one is no longer waited for); a trigger during a check runs
+  // one more check after it.
   const check = async () => {
     if (checking) {
       again = true;
@@ -221,12 +271,21 @@ export async function followRulesInKv(
     checking = (async () => {
       do {
         again = false;
+        const mine = ++generation;
         try {
-          await checkOnce();
+          await bounded(checkOnce(() => mine !== generation || options.signal.aborted));
         } catch (error) {
-          options.log.warn("rules in KV not applied", {
-            error: `${(error as Error).name}: ${(error as Error).message}`,
-          });
+          // Once stopped, KV may be closed under a check: that is no news.
+          if (!options.signal.aborted) {
+            options.log.warn("rules in KV not applied", {
+              error: `${(error as Error).name}: ${(error as Error).message}`,
+            });
+          }
+        }
+        // Done, failed or given up: start-up need not wait any longer.
+        if (!firstCheckDone && !options.signal.aborted) {
+          firstCheckDone = true;
+          options.onFirstCheck?.();
         }
       } while (again && !options.signal.aborted);
     })();
@@ -236,8 +295,10 @@ export async function followRulesInKv(
       checking = undefined;
     }
   };
-  await check();
-  options.onFirstCheck?.();
+  if (options.signal.aborted) return;
+  // The first check, the poll timer and the watch start together: a first check that hangs must
+  // not keep the others from ever starting.
+  check();
   const timer = setInterval(check, options.pollMs);
   const stopped = new Promise<void>((resolve) => {
     options.signal.addEventListener("abort", () => {
@@ -253,7 +314,9 @@ export async function followRulesInKv(
       while (!options.signal.aborted) {
         const { done } = await reader.read();
         if (done) break;
-        await check();
+        // Not awaited: a check in progress (even a hung one) must not hold up reading the stream,
+        // nor stopping; `check` coalesces triggers.
+        check();
       }
     } catch (error) {
       if (!options.signal.aborted) {
@@ -262,5 +325,4 @@ export async function followRulesInKv(
     }
   })();
   await Promise.all([stopped, watching]);
-  await checking;
 }

@@ -82,7 +82,7 @@ async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {
     const now = deps.now();
     const items = await loadRecommendations(deps.kv, context.recentViews, {
       now,
-      readRelated: (itemIds) => deps.relatedCache.read(deps.kv, itemIds, now, kvWithin(deps)),
+      readRelated: (itemIds) => deps.relatedCache.read(deps.kv, itemIds, now, kvWithin(deps, "related")),
       limit,
       cartItemIds: context.cartItemIds,
     });

@@ -98,9 +98,22 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
           `The body did not arrive within ${config.syncBodyTimeoutMs} ms`,
         );
       }
+      // The push's KV work holds the slot too, so it is bounded in all: the first store step
+      // starts a budget of SYNC_STORE_TIMEOUT_MS that every later step gets the rest of. One
+      // budget for the whole push rather than one per KV call: an apply is many commits (in
+      // waves, retried on conflicts) that this route cannot see one by one. Its default, 2.5 s,
+      // is generous for a healthy store (a 1000-event batch applies in ~15–120 ms on a local
+      // one) and well inside a publisher's per-attempt timeout (30 s), so the 503 reaches it.
+      let storeDeadline: number | undefined;
+      const storeWithin = <T>(work: Promise<T>): Promise<T> => {
+        storeDeadline ??= deps.mono() + config.syncStoreTimeoutMs;
+        const left = Math.max(0, storeDeadline - deps.mono());
+        return deps.deadlines.within(work, left, "Sync store work");
+      };
       result = await ingestSync(deps.kv, { body, headers: c.req.raw.headers }, {
         verifier: await getVerifier(),
         toleranceSec: config.syncToleranceSec,
+        storeWithin,
         apply: applyOptionsFromConfig(config, now, {
           onApplied: (userIds) => {
             // This instance's cache must not serve what the batch just replaced.
@@ -119,7 +132,14 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
       });
     } catch (error) {
       // A busy answer refuses nothing: the publisher retries the same push.
-      deps.metrics.observeSync(error instanceof BusyError ? { busy: 1 } : { rejected: 1 });
+      // Refused (4xx: the publisher must fix something) apart from failed here (5xx: retried as is).
+      deps.metrics.observeSync(
+        error instanceof BusyError
+          ? { busy: 1 }
+          : error instanceof EdgeError && error.status < 500
+          ? { rejected: 1 }
+          : { failed: 1 },
+      );
       throw error;
     } finally {
       if (admitted) ingesting--;

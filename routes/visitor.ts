@@ -15,7 +15,7 @@ import {
 } from "../lib/context.ts";
 import { decide, type Decision } from "../lib/decide.ts";
 import type { CompiledRules } from "../lib/rules.ts";
-import { readThroughLabel } from "../lib/metrics.ts";
+import { type KvRead, readThroughLabel } from "../lib/metrics.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "./observe.ts";
 
 /** Everything the front half of the pipeline learned about a request. */
@@ -75,14 +75,15 @@ export async function visitorFor(
   lap("identity");
 
   const context = await loadUserContext(identity.userId, contextOptions(deps, now, facts.gpc));
-  const readThrough = readThroughLabel(context.outcome.backend);
-  if (context.outcome.cache === "hit" || context.outcome.cache === "negative_hit") {
+  const { outcome } = context;
+  const readThrough = readThroughLabel(outcome.backend);
+  if (outcome.cache === "hit" || outcome.cache === "negative_hit") {
     deps.metrics.observeContextCache("hit");
-  } else if (context.outcome.cache === "miss") deps.metrics.observeContextCache("miss");
-  if (readThrough !== "skipped") deps.metrics.observeReadThrough({ outcome: readThrough });
-  // Without a read-through the stage's time on a cache miss is the KV read itself.
-  if (context.outcome.kv === "ok" && readThrough === "skipped") {
-    deps.metrics.observeKvRead(deps.mono() - mark, { read: "context" });
+  } else if (outcome.cache === "miss") deps.metrics.observeContextCache("miss");
+  // Only a load that read KV may have waited for a read-through: a cache hit carries the outcome
+  // of the load that stored its entry, which was counted then. (The KV read is timed by kvWithin.)
+  if (outcome.kv === "ok" && readThrough !== "skipped") {
+    deps.metrics.observeReadThrough({ outcome: readThrough, durationMs: outcome.readThroughMs });
   }
   lap("context");
 
@@ -156,7 +157,7 @@ function identityOptions(deps: Deps, now: number, peerTrusted: boolean): Resolve
     randomId: deps.randomId,
     sessionCache: deps.sessionCache,
     onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
-    kvWithin: kvWithin(deps),
+    kvWithin: kvWithin(deps, "session"),
   };
 }
 
@@ -171,19 +172,47 @@ function contextOptions(deps: Deps, now: number, gpc: boolean): LoadUserContextO
     // The read-through answer is used at once; its KV write need not hold the response.
     waitUntil: deps.waitUntil,
     onError: (stage, error) => deps.log.warn("context stage degraded", { stage, error: String(error) }),
-    kvWithin: kvWithin(deps),
+    kvWithin: kvWithin(deps, "context"),
   };
 }
 
+/** The `read` label of each kind of KV read, made once: timing a read allocates nothing more. */
+const KV_READ_LABELS: Readonly<Record<KvRead, { readonly read: KvRead }>> = {
+  session: { read: "session" },
+  context: { read: "context" },
+  related: { read: "related" },
+  rules: { read: "rules" },
+  other: { read: "other" },
+};
+
 /**
  * Bounds a KV read of the request path by `KV_TIMEOUT_MS`: a stalled read degrades the request
- * (anonymous, stale or empty context, no recommendations); it never holds it.
+ * (anonymous, stale or empty context, no recommendations); it never holds it. Each read is
+ * recorded in `edge_kv_read_duration_seconds`, whatever its end: one that fails counts the time
+ * it took, one cut at the deadline the time it was waited for (`KV_TIMEOUT_MS`, plus at most
+ * one deadline tick), so a stalling store shows in the latency instead of vanishing from it.
  *
  * @param deps the service's dependencies
- * @returns a function that bounds one read
+ * @param read what is read, for the metric's `read` label
+ * @returns a function that bounds and times one read
+ * @example
+ * ```ts
+ * const session = await kvWithin(deps, "session")(kv.get(key));
+ * ```
  */
-export function kvWithin(deps: Deps): <T>(read: Promise<T>) => Promise<T> {
-  return (read) => deps.deadlines.within(read, deps.config.kvTimeoutMs, "KV read");
+export function kvWithin(
+  deps: Pick<Deps, "config" | "deadlines" | "metrics" | "mono">,
+  read: KvRead,
+): <T>(read: Promise<T>) => Promise<T> {
+  const label = KV_READ_LABELS[read];
+  return async (work) => {
+    const started = deps.mono();
+    try {
+      return await deps.deadlines.within(work, deps.config.kvTimeoutMs, "KV read");
+    } finally {
+      deps.metrics.observeKvRead(deps.mono() - started, label);
+    }
+  };
 }
 
 function primitiveAttributes(

@@ -182,6 +182,27 @@ export function failingReads(
   });
 }
 
+/**
+ * Waits for a promise at most `ms`: a test of something that must not hang fails, instead of
+ * never ending, when it does.
+ *
+ * @param work what to wait for (e.g. an `app.request`)
+ * @param ms the most to wait, in milliseconds
+ * @returns `work`'s result
+ * @throws an `Error` naming the bound when `ms` pass first
+ */
+export async function answered<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`No answer within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A raw HTTP response. */
 export interface RawResponse {
   status: number;

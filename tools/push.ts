@@ -78,11 +78,12 @@ if (!/^whsec_[A-Za-z0-9+/=]+$/.test(secret)) {
 
 let scheduleMs = STANDARD_RETRY_SCHEDULE_MS;
 if (args.values.schedule !== undefined) {
-  const parts = args.values.schedule.split(",").map((part) => Number(part.trim()));
-  if (parts.length === 0 || parts.some((n) => !Number.isFinite(n) || n < 0)) {
+  // Checked as text: `Number("")` is 0, so an empty list or an empty entry would pass as "at once".
+  const parts = args.values.schedule.split(",").map((part) => part.trim());
+  if (parts.some((part) => !/^\d+(?:\.\d+)?$/.test(part))) {
     usage(`--schedule must be comma-separated non-negative seconds, got "${args.values.schedule}"`);
   }
-  scheduleMs = parts.map((seconds) => seconds * 1000);
+  scheduleMs = parts.map((seconds) => Number(seconds) * 1000);
 }
 
 const maxBytes = args.values["max-bytes"] === undefined ? undefined : Number(args.values["max-bytes"]);

@@ -66,6 +66,13 @@ export interface IngestOptions {
   apply: ApplyOptions;
   /** Told about the events of a batch once it has been applied (e.g. for sync-lag metrics). */
   onApplied?: (events: readonly SyncEvent[]) => void;
+  /**
+   * Bounds each KV step in time (claim, apply, record, release); the route gives every step of
+   * one push the rest of one budget (`SYNC_STORE_TIMEOUT_MS`), so a hung store cannot hold the
+   * push, and its concurrency slot, without limit. Past it the push is answered 503. Without it
+   * the steps are not bounded.
+   */
+  storeWithin?: <T>(work: Promise<T>) => Promise<T>;
 }
 
 /** The answer to a sync request. */
@@ -81,6 +88,7 @@ export type IngestResult = ApplyResult | { duplicate: true };
  * @throws {WebhookVerificationError} 401 for missing headers, bad timestamp or signature
  * @throws {SyncPayloadError} 400 for invalid JSON, envelope or events; 413 for too many events
  * @throws {EdgeError} 409 `in_progress` while another instance applies the same `webhook-id`
+ * @throws {StoreUnavailableError} 503 when KV fails, or a step outlasts `storeWithin`
  */
 export async function ingestSync(
   kv: Deno.Kv,
@@ -104,7 +112,12 @@ export async function ingestSync(
   const events = parseSyncPayload(json);
   const now = options.apply.now;
   const key = keys.webhook(id);
-  const claimed = await storeCall(() => claim(kv, key, now));
+  // A step cut by its deadline is not undone: its KV work may still commit later. The contract
+  // makes the publisher's retry of the 503 safe anyway: the apply is version-gated and
+  // convergent (applying a batch again, or twice at once, ends in the same state), and a claim
+  // that commits late only answers the retry 409 `in_progress` until its lease runs out.
+  const within = options.storeWithin ?? ((work) => work);
+  const claimed = await storeCall(() => within(claim(kv, key, now)));
   if (claimed === "done") return { duplicate: true };
   if (claimed === "pending") {
     throw new EdgeError(
@@ -115,10 +128,11 @@ export async function ingestSync(
   }
   let result: ApplyResult;
   try {
-    result = await storeCall(() => applyEvents(kv, events, options.apply));
+    result = await storeCall(() => within(applyEvents(kv, events, options.apply)));
   } catch (error) {
     // Release the claim so a retry can apply the batch; if KV is down the lease expires instead.
-    await Promise.try(() => kv.delete(key)).catch(() => {});
+    // After a timeout the budget is spent: the delete is sent but not waited for.
+    await Promise.try(() => within(kv.delete(key))).catch(() => {});
     throw error;
   }
   // As long as the push's timestamp can still be accepted: it may be up to the tolerance ahead of
@@ -128,7 +142,7 @@ export async function ingestSync(
   // The batch is applied: failing to record the id only means a retry is applied again, which
   // the convergent apply makes harmless, so the publisher still gets its 200.
   await Promise.try(() =>
-    kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs })
+    within(kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs }))
   )
     .catch(() => {});
   options.onApplied?.(events);
@@ -137,7 +151,8 @@ export async function ingestSync(
 
 /**
  * Runs a KV operation; a failure that is not one of ours (a lost connection, a closed store, a
- * quota) becomes a 503 `store_unavailable`, so the publisher retries instead of seeing a 500.
+ * quota, a deadline passed) becomes a 503 `store_unavailable`, so the publisher retries instead
+ * of seeing a 500.
  */
 async function storeCall<T>(operation: () => Promise<T>): Promise<T> {
   try {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { startOrigin } from "../support.ts";
-import { runServiceExpectingFailure, startService } from "./service.ts";
+import { freePort, runServiceExpectingFailure, type ServiceProcess, startService } from "./service.ts";
 
 const MB = 1024 * 1024;
 const DOWNLOAD_BYTES = 300 * MB;
@@ -123,6 +123,148 @@ Deno.test("SIGTERM lets in-flight requests finish, then the process exits 0", as
   });
 });
 
+/** An event stream that never ends (until the reader goes away). */
+function endlessResponse(): Response {
+  let timer: ReturnType<typeof setInterval>;
+  return new Response(
+    new ReadableStream<Uint8Array>({
+      start(controller) {
+        timer = setInterval(() => controller.enqueue(new TextEncoder().encode("data: tick\n\n")), 50);
+      },
+      cancel() {
+        clearInterval(timer);
+      },
+    }),
+    { headers: { "content-type": "text/event-stream" } },
+  );
+}
+
+/** An origin that answers every request with an event stream that never ends. */
+function startEndlessOrigin() {
+  return startOrigin(endlessResponse);
+}
+
+/**
+ * Opens an endless stream through the service and keeps reading it until it is cut.
+ *
+ * @returns `reading`, which settles once the stream has ended (wrapped: an async function
+ * returning it bare would wait for it)
+ */
+async function openEndlessStream(url: string): Promise<{ reading: Promise<void> }> {
+  const reader = (await fetch(`${url}/events`)).body!.getReader();
+  await reader.read();
+  const reading = (async () => {
+    try {
+      while (!(await reader.read()).done);
+    } catch {
+      // Cut by the exiting service.
+    }
+  })();
+  return { reading };
+}
+
+/** The exit status, or undefined when the process is still running after `ms` (a liveness bound). */
+async function exitWithin(service: ServiceProcess, ms: number): Promise<Deno.CommandStatus | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const status = await Promise.race([
+    service.child.status,
+    new Promise<undefined>((resolve) => timer = setTimeout(() => resolve(undefined), ms)),
+  ]);
+  clearTimeout(timer);
+  return status;
+}
+
+Deno.test("SIGTERM with an endless stream open: cut after SHUTDOWN_TIMEOUT_MS, then exit 0", async () => {
+  const origin = startEndlessOrigin();
+  await withKvDir(async (kvPath) => {
+    const service = await startService({
+      ORIGIN_URL: origin.url,
+      KV_PATH: kvPath,
+      SHUTDOWN_TIMEOUT_MS: "300",
+    });
+    try {
+      const { reading } = await openEndlessStream(service.url);
+      service.child.kill("SIGTERM");
+      const status = await exitWithin(service, 10_000);
+      assert.equal(status?.code, 0, `still running 10 s after SIGTERM: ${service.output()}`);
+      await reading;
+      assert.match(service.output(), /shutdown deadline passed/);
+    } finally {
+      await service.stop();
+      await origin.close();
+    }
+  });
+});
+
+Deno.test("a second signal during a drain exits at once, non-zero", async () => {
+  const origin = startEndlessOrigin();
+  await withKvDir(async (kvPath) => {
+    const service = await startService({
+      ORIGIN_URL: origin.url,
+      KV_PATH: kvPath,
+      SHUTDOWN_TIMEOUT_MS: "600000",
+      LOG_LEVEL: "info",
+    });
+    try {
+      const { reading } = await openEndlessStream(service.url);
+      service.child.kill("SIGTERM");
+      // Draining: the stream is still open, so the process waits.
+      for (let i = 0; i < 100 && !service.output().includes("shutting down"); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      assert.match(service.output(), /shutting down/);
+      assert.equal(await exitWithin(service, 200), undefined, "the drain waits for the open stream");
+      service.child.kill("SIGINT");
+      const status = await exitWithin(service, 10_000);
+      assert.equal(status?.code, 130, `still running 10 s after a second signal: ${service.output()}`);
+      await reading;
+      assert.match(service.output(), /second signal/);
+    } finally {
+      await service.stop();
+      await origin.close();
+    }
+  });
+});
+
+Deno.test("start-up against a KV Connect server that never answers exits 1 naming KV_PATH", async () => {
+  // Accepts connections and never answers (a wedged denokv, a proxy with no healthy backend).
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const conn of listener) held.push(conn);
+  })().catch(() => {});
+  try {
+    const kvPath = `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`;
+    // Not `runServiceExpectingFailure`: a start-up that hangs must fail this test, not hold it.
+    const output = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "main.ts"],
+      cwd: new URL("../../", import.meta.url),
+      env: {
+        NO_COLOR: "1",
+        PORT: String(freePort()),
+        ORIGIN_URL: "http://127.0.0.1:1",
+        KV_PATH: kvPath,
+        DENO_KV_ACCESS_TOKEN: "token-0123456789abcdef",
+        KV_OPEN_TIMEOUT_MS: "500",
+      },
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+      signal: AbortSignal.timeout(20_000),
+    }).output();
+    const stderr = new TextDecoder().decode(output.stderr);
+    assert.equal(output.code, 1, `exit ${output.code} (143: still starting 20 s later): ${stderr}`);
+    assert.match(
+      stderr,
+      new RegExp(`Cannot open KV at KV_PATH "${kvPath}": no answer within 500 ms \\(KV_OPEN_TIMEOUT_MS\\)`),
+    );
+  } finally {
+    listener.close();
+    await accepting;
+    for (const conn of held) conn.close();
+  }
+});
+
 Deno.test("deno serve --parallel main.ts serves the same app and stops cleanly on SIGTERM", async () => {
   const origin = startOrigin();
   await withKvDir(async (kvPath) => {
@@ -134,6 +276,39 @@ Deno.test("deno serve --parallel main.ts serves the same app and stops cleanly o
       // SIGTERM drains and exits (a kv.watch left open would keep the process alive).
       const status = await service.stop();
       assert.equal(status.code, 0, service.output());
+    } finally {
+      await service.stop();
+      await origin.close();
+    }
+  });
+});
+
+Deno.test("deno serve --parallel: SIGTERM lets a request in flight finish, cuts an endless stream, exit 0", async () => {
+  // `/slow` answers after 800 ms; anything else streams forever.
+  const origin = startOrigin((seen) =>
+    seen.path === "/slow"
+      ? new Promise((resolve) => setTimeout(() => resolve(new Response("done")), 800))
+      : endlessResponse()
+  );
+  await withKvDir(async (kvPath) => {
+    const service = await startService({
+      ORIGIN_URL: origin.url,
+      KV_PATH: kvPath,
+      SHUTDOWN_TIMEOUT_MS: "3000",
+    }, { serve: true });
+    try {
+      using client = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+      const { reading } = await openEndlessStream(service.url);
+      const inflight = fetch(`${service.url}/slow`, { client })
+        .then(async (res) => ({ status: res.status, body: await res.text() }));
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      service.child.kill("SIGTERM");
+      // Each worker drains its own server: one with nothing in flight must not end the process
+      // while another still has requests to finish.
+      assert.deepEqual(await inflight, { status: 200, body: "done" });
+      const status = await exitWithin(service, 10_000);
+      assert.equal(status?.code, 0, `still running 10 s after SIGTERM: ${service.output()}`);
+      await reading;
     } finally {
       await service.stop();
       await origin.close();

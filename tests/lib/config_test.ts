@@ -115,3 +115,19 @@ Deno.test("config: a tombstone TTL shorter than a data TTL is refused (erased da
     60,
   );
 });
+
+Deno.test("config: SHUTDOWN_TIMEOUT_MS and KV_OPEN_TIMEOUT_MS default to 10 s and are bounded", () => {
+  const defaults = parseConfig({ ORIGIN_URL: "http://o" });
+  assert.equal(defaults.shutdownTimeoutMs, 10_000);
+  assert.equal(defaults.kvOpenTimeoutMs, 10_000);
+  const set = parseConfig({ ORIGIN_URL: "http://o", SHUTDOWN_TIMEOUT_MS: "0", KV_OPEN_TIMEOUT_MS: "2500" });
+  assert.equal(set.shutdownTimeoutMs, 0);
+  assert.equal(set.kvOpenTimeoutMs, 2500);
+  assert.deepEqual(
+    problems({ ORIGIN_URL: "http://o", SHUTDOWN_TIMEOUT_MS: "soon", KV_OPEN_TIMEOUT_MS: "0" }),
+    [
+      'KV_OPEN_TIMEOUT_MS must be at least 100 (got "0")',
+      'SHUTDOWN_TIMEOUT_MS must be a number (got "soon")',
+    ],
+  );
+});

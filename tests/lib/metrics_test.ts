@@ -268,6 +268,26 @@ Deno.test("cache, read-through, breaker and KV metrics move", async () => {
   assert.equal(value(expo, "edge_read_through_breaker_state", { state: "half_open" }), 0);
 });
 
+Deno.test("read-through latency is kept only for calls made; KV reads land in their buckets", async () => {
+  const metrics = new EdgeMetrics();
+  metrics.observeReadThrough({ outcome: "timeout", durationMs: 300 });
+  // Refused or skipped without a call: counted, but they have no latency.
+  metrics.observeReadThrough({ outcome: "breaker_open", durationMs: 0 });
+  metrics.observeReadThrough({ outcome: "busy", durationMs: 0 });
+  metrics.observeKvRead(0.2, { read: "context" });
+  metrics.observeKvRead(262, { read: "context" });
+  const expo = await scrape(metrics);
+  assert.equal(value(expo, "edge_read_through_total", { outcome: "busy" }), 1);
+  assert.equal(value(expo, "edge_read_through_duration_seconds_count"), 1);
+  assert.equal(value(expo, "edge_read_through_duration_seconds_count", { outcome: "timeout" }), 1);
+  assert.equal(value(expo, "edge_kv_read_duration_seconds_count", { read: "context" }), 2);
+  assert.equal(value(expo, "edge_kv_read_duration_seconds_bucket", { read: "context", le: "0.00025" }), 1);
+  assert.equal(value(expo, "edge_kv_read_duration_seconds_bucket", { read: "context", le: "0.25" }), 1);
+  assert.equal(value(expo, "edge_kv_read_duration_seconds_bucket", { read: "context", le: "0.5" }), 2);
+  assert.equal(value(expo, "edge_kv_read_duration_seconds_bucket", { read: "context", le: "+Inf" }), 2);
+  assert.equal(value(expo, "edge_kv_read_duration_seconds_sum", { read: "context" }), 0.2622);
+});
+
 Deno.test("sync events are counted by result and lag lands in the histogram", async () => {
   const metrics = new EdgeMetrics();
   metrics.observeSync({ applied: 3, stale: 1, rejected: 2, duplicate: 0, lagsMs: [40, 800, 120_000, -5] });

@@ -5,6 +5,7 @@ import { createLogger } from "../../lib/log.ts";
 import { keys } from "../../lib/store.ts";
 import { applyEvents, type ApplyOptions } from "../../lib/sync/apply.ts";
 import { parseSyncEvents } from "../../lib/sync/schema.ts";
+import { stallingReads } from "../support.ts";
 
 const log = createLogger("silent", { now: () => 0 });
 const T0 = Date.UTC(2026, 10, 26, 12, 0, 0);
@@ -159,6 +160,118 @@ Deno.test("a version pushed without at replaces the start-up rules only when new
     stop.abort();
     await following;
   } finally {
+    kv.close();
+  }
+});
+
+async function settlesWithin(work: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const settled = await Promise.race([
+    work.then(() => true, () => true),
+    new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+  ]);
+  clearTimeout(timer);
+  return settled;
+}
+
+Deno.test("a KV read that hangs is given up: rules pushed once KV answers again are followed", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const lines: string[] = [];
+  const collecting = createLogger("warn", { now: () => 0, sink: (line) => lines.push(line) });
+  let stalled = true;
+  const stop = new AbortController();
+  const store = new RulesStore(parseRules({ version: 1 }));
+  let firstCheck = false;
+  const following = followRulesInKv(stallingReads(kv, () => stalled), store, {
+    pollMs: 50,
+    checkTimeoutMs: 200,
+    log: collecting,
+    signal: stop.signal,
+    onFirstCheck: () => firstCheck = true,
+  });
+  try {
+    // The first check hangs; it is given up, and so start-up stops waiting for it.
+    assert.ok(await waitFor(() => firstCheck, 2000), "the first check ends despite the hung read");
+    assert.match(lines.join("\n"), /rules in KV not applied.*DeadlineError/);
+    stalled = false;
+    await push(kv, [{ kind: "rules", version: 7, at: minute(1), rules: { defaultRegion: "R7" } }]);
+    assert.ok(await waitFor(() => store.current.version === 7, 2000), `version ${store.current.version}`);
+  } finally {
+    stop.abort();
+    assert.ok(await settlesWithin(following, 2000), "following stops when asked");
+    kv.close();
+  }
+});
+
+Deno.test("stopping rules following does not wait for a check stuck on a hung KV read", async () => {
+  const kv = await Deno.openKv(":memory:");
+  const stop = new AbortController();
+  const store = new RulesStore(parseRules({ version: 1 }));
+  let reads = 0;
+  const counting = new Proxy(stallingReads(kv), {
+    get(target, prop) {
+      if (prop === "get") reads++;
+      return Reflect.get(target, prop);
+    },
+  });
+  // Neither the check bound nor the poll interval ends the stuck check before the stop.
+  const following = followRulesInKv(counting, store, {
+    pollMs: 60_000,
+    checkTimeoutMs: 60_000,
+    log,
+    signal: stop.signal,
+  });
+  try {
+    assert.ok(await waitFor(() => reads > 0, 1000), "a check is under way");
+  } finally {
+    stop.abort();
+    assert.ok(await settlesWithin(following, 2000), "following stops when asked");
+    kv.close();
+  }
+});
+
+Deno.test("a rules check given up that answers late never replaces what a later check applied", async () => {
+  const kv = await Deno.openKv(":memory:");
+  await push(kv, [{ kind: "rules", version: 5, at: minute(1), rules: { defaultRegion: "R5" } }]);
+  // The first read of the control record sees version 5 but answers only when released.
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  let held = false;
+  const holding = new Proxy(kv, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop);
+      if (typeof value !== "function") return value;
+      if (prop === "get" && !held) {
+        held = true;
+        return async (...args: unknown[]) => {
+          const entry = await value.apply(target, args);
+          await released;
+          return entry;
+        };
+      }
+      return value.bind(target);
+    },
+  });
+  const stop = new AbortController();
+  const store = new RulesStore(parseRules({ version: 1 }));
+  const versions: number[] = [];
+  store.onChange((rules) => versions.push(rules.version));
+  const following = followRulesInKv(holding, store, {
+    pollMs: 50,
+    checkTimeoutMs: 100,
+    log,
+    signal: stop.signal,
+  });
+  try {
+    await push(kv, [{ kind: "rules", version: 6, at: minute(2), rules: { defaultRegion: "R6" } }]);
+    assert.ok(await waitFor(() => store.current.version === 6, 2000), `version ${store.current.version}`);
+    release();
+    // Several polls after the late answer: version 5 never came back.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(versions, [6]);
+  } finally {
+    stop.abort();
+    await following;
     kv.close();
   }
 });

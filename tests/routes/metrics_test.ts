@@ -99,3 +99,109 @@ Deno.test("metrics move when requests flow through the app", async () => {
     await origin.close();
   }
 });
+
+/** Sums the samples of one series family whose labels include `labels`. */
+function sampled(text: string, name: string, labels: Record<string, string> = {}): number {
+  let sum = 0;
+  for (const line of text.split("\n")) {
+    const m = /^([a-z_]+)(?:\{([^}]*)\})? (\S+)$/.exec(line);
+    if (!m || m[1] !== name) continue;
+    const has = Object.entries(labels).every(([k, v]) => (m[2] ?? "").split(",").includes(`${k}="${v}"`));
+    if (has) sum += Number(m[3]);
+  }
+  return sum;
+}
+
+/** Reads taken longer than 25 ms: the stalled ones, when `KV_TIMEOUT_MS` is 50. */
+function slowReads(text: string, read: string): number {
+  return sampled(text, "edge_kv_read_duration_seconds_count", { read }) -
+    sampled(text, "edge_kv_read_duration_seconds_bucket", { read, le: "0.025" });
+}
+
+Deno.test("every KV read of the request path is timed, stalled and failed reads included", async () => {
+  const { createApp } = await import("../../routes/app.ts");
+  const { failingReads, makeDeps, stallingReads } = await import("../support.ts");
+  const { applyBackendEvents, applyOptionsFromConfig } = await import("../../lib/sync/apply.ts");
+  const now = Date.UTC(2026, 10, 26, 12, 0, 0);
+  const deps = await makeDeps("http://127.0.0.1:9", {
+    now: () => now,
+    env: { TRUSTED_PROXIES: "10.0.0.0/8", KV_TIMEOUT_MS: "50" },
+  });
+  const real = deps.kv;
+  try {
+    await applyBackendEvents(real, [
+      { kind: "view", userId: "u1", itemId: "p1", at: new Date(now - 1000).toISOString() },
+      { kind: "related", itemId: "p1", version: 1, related: [{ itemId: "p2", score: 0.9 }] },
+    ], applyOptionsFromConfig(deps.config, now));
+    const app = createApp(deps);
+    const peer = { remoteAddr: { hostname: "10.0.0.1" } };
+    const get = async (path: string, user: string, sid: string) => {
+      const res = await app.request(`http://edge.test${path}`, {
+        headers: { "x-user-id": user, cookie: `sid=${sid}-0123456789` },
+      }, peer);
+      assert.equal(res.status, 200, path);
+      await res.body?.cancel();
+    };
+    // Healthy: a session lookup, a context read and the related lists of the recommendations.
+    await get("/_edge/recommendations", "u1", "healthy");
+    let text = await deps.metrics.render();
+    for (const read of ["session", "context", "related"]) {
+      assert.equal(sampled(text, "edge_kv_read_duration_seconds_count", { read }), 1, read);
+    }
+    // KV hangs: every read is cut at KV_TIMEOUT_MS, and counted with the time waited.
+    deps.kv = stallingReads(real);
+    for (let i = 0; i < 3; i++) await get("/_edge/context", `stalled-${i}`, `stalled-${i}`);
+    text = await deps.metrics.render();
+    assert.equal(slowReads(text, "session"), 3, text);
+    assert.equal(slowReads(text, "context"), 3, text);
+    // KV fails: the failed reads are counted too.
+    deps.kv = failingReads(real);
+    await get("/_edge/context", "failed", "failed");
+    text = await deps.metrics.render();
+    assert.equal(sampled(text, "edge_kv_read_duration_seconds_count", { read: "session" }), 5);
+    assert.equal(sampled(text, "edge_kv_read_duration_seconds_count", { read: "context" }), 5);
+  } finally {
+    real.close();
+  }
+});
+
+Deno.test("a read-through is timed, and counted once: a cache hit reusing its answer is no second read-through", async () => {
+  const { createApp } = await import("../../routes/app.ts");
+  const { makeDeps } = await import("../support.ts");
+  const backend = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, (request) => {
+    if (!new URL(request.url).pathname.includes("/u1/")) return new Response(null, { status: 404 });
+    return Response.json({
+      events: [{ kind: "view", userId: "u1", itemId: "p1", at: "2026-11-26T11:59:00Z" }],
+    });
+  });
+  const deps = await makeDeps("http://127.0.0.1:9", {
+    env: {
+      TRUSTED_PROXIES: "10.0.0.0/8",
+      BACKEND_URL: `http://127.0.0.1:${backend.addr.port}`,
+      BACKEND_TOKEN: "backend-token-0123456789",
+    },
+  });
+  try {
+    const app = createApp(deps);
+    const peer = { remoteAddr: { hostname: "10.0.0.1" } };
+    // The second request for u1 is served from the per-isolate cache (same clock).
+    for (const user of ["u1", "u1", "ghost"]) {
+      const res = await app.request(
+        "http://edge.test/_edge/context",
+        { headers: { "x-user-id": user } },
+        peer,
+      );
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+    }
+    const text = await deps.metrics.render();
+    assert.equal(sampled(text, "edge_context_cache_total", { result: "hit" }), 1, text);
+    assert.equal(sampled(text, "edge_read_through_total", { outcome: "ok" }), 1, text);
+    assert.equal(sampled(text, "edge_read_through_total", { outcome: "not_found" }), 1, text);
+    assert.equal(sampled(text, "edge_read_through_duration_seconds_count", { outcome: "ok" }), 1, text);
+    assert.equal(sampled(text, "edge_read_through_duration_seconds_count", { outcome: "not_found" }), 1);
+  } finally {
+    deps.kv.close();
+    await backend.shutdown();
+  }
+});

@@ -3,7 +3,7 @@ import { createLogger } from "../../lib/log.ts";
 import { followRulesInKv } from "../../lib/rules_store.ts";
 import { sign } from "../../lib/sync/verify.ts";
 import { createApp } from "../../routes/app.ts";
-import { failingReads, makeDeps } from "../support.ts";
+import { answered, failingReads, makeDeps, stallingReads } from "../support.ts";
 
 const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const TOKEN = "rules-token-0123456789";
@@ -81,6 +81,31 @@ Deno.test("GET /_edge/rules answers 503 store_unavailable when KV reads fail, no
     const failed = logLines.find((line) => line.includes("request failed"));
     assert.match(failed ?? "", /store_unavailable/);
     assert.match(failed ?? "", /kv down: connection lost/, "the cause is logged for the operator");
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("GET /_edge/rules answers 503 store_unavailable after KV_TIMEOUT_MS when KV hangs, and times the read", async () => {
+  const logLines: string[] = [];
+  const deps = await makeDeps(ORIGIN, { env: { RULES_TOKEN: TOKEN, KV_TIMEOUT_MS: "50" }, logLines });
+  const kv = deps.kv;
+  let stalled = true;
+  deps.kv = stallingReads(kv, () => stalled);
+  try {
+    const app = createApp(deps);
+    const res = await answered(app.request("/_edge/rules", bearer(TOKEN)), 5000);
+    assert.equal(res.status, 503);
+    assert.deepEqual(await res.json(), {
+      error: { code: "store_unavailable", message: "The edge store is unavailable; retry later" },
+    });
+    assert.match(logLines.find((line) => line.includes("request failed")) ?? "", /KV read took longer/);
+    stalled = false;
+    const ok = await app.request("/_edge/rules", bearer(TOKEN));
+    assert.equal(ok.status, 200);
+    await ok.body?.cancel();
+    const text = await deps.metrics.render();
+    assert.match(text, /^edge_kv_read_duration_seconds_count\{read="rules"\} 2$/m);
   } finally {
     kv.close();
   }

@@ -3,7 +3,7 @@ import { readUserContext } from "../../lib/store.ts";
 import { SYNC_OPENAPI } from "../../lib/sync/openapi.ts";
 import { sign } from "../../lib/sync/verify.ts";
 import { createApp } from "../../routes/app.ts";
-import { makeDeps } from "../support.ts";
+import { answered, makeDeps, stallingReads } from "../support.ts";
 
 const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const OLD_SECRET = "whsec_" + btoa("an-older-secret-still-accepted!!");
@@ -415,5 +415,67 @@ Deno.test("sync: a body trickling in cannot keep a slot: 408 after SYNC_BODY_TIM
     assert.match(text, /edge_sync_events_total\{result="busy"\} 0/);
   } finally {
     deps.kv.close();
+  }
+});
+
+Deno.test("sync: a hung KV cannot keep a slot: 503 store_unavailable after SYNC_STORE_TIMEOUT_MS, then applied once KV is back", async () => {
+  const deps = await makeDeps(ORIGIN, {
+    env: { SYNC_SECRETS: SECRET, SYNC_MAX_CONCURRENT: "1", SYNC_STORE_TIMEOUT_MS: "150" },
+  });
+  const kv = deps.kv;
+  let stalled = true;
+  deps.kv = stallingReads(kv, () => stalled);
+  try {
+    const app = createApp(deps);
+    const body = payload([view("u1", "p1")]);
+    // Claiming the webhook-id reads KV, which hangs: the push is answered, and gives its slot back.
+    for (const id of ["msg_a", "msg_b"]) {
+      const res = await answered(app.request("/_edge/sync", await signedInit(body, { id })), 5000);
+      assert.equal(res.status, 503, id);
+      assert.equal((await res.json()).error.code, "store_unavailable");
+    }
+    stalled = false;
+    for (const id of ["msg_b", "msg_a"]) {
+      const res = await answered(app.request("/_edge/sync", await signedInit(body, { id })), 5000);
+      assert.equal(res.status, 200, id);
+      assert.equal((await res.json()).applied, 1);
+    }
+    assert.deepEqual((await readUserContext(kv, "u1", NOW)).recentViews.map((v) => v.itemId), ["p1"]);
+    // Failed on the edge's side, not refused: the rejection alert stays quiet.
+    const metrics = await deps.metrics.render();
+    assert.match(metrics, /edge_sync_events_total\{result="failed"\} 2/);
+    assert.match(metrics, /edge_sync_events_total\{result="rejected"\} 0/);
+  } finally {
+    kv.close();
+  }
+});
+
+Deno.test("sync: an apply cut by SYNC_STORE_TIMEOUT_MS releases its webhook-id, so the publisher's retry is applied", async () => {
+  const deps = await makeDeps(ORIGIN, { env: { SYNC_SECRETS: SECRET, SYNC_STORE_TIMEOUT_MS: "150" } });
+  const kv = deps.kv;
+  // The claim's read goes through; the apply's (a cart is version-gated, so read) hangs.
+  let reads = 0;
+  let hanging = true;
+  deps.kv = stallingReads(kv, () => ++reads > 1 && hanging);
+  try {
+    const app = createApp(deps);
+    const body = payload([{
+      kind: "cart",
+      userId: "u1",
+      version: 3,
+      at: "2026-11-26T11:59:58Z",
+      items: [{ itemId: "p42", qty: 1 }],
+    }]);
+    const cut = await answered(app.request("/_edge/sync", await signedInit(body, { id: "msg_cart" })), 5000);
+    assert.equal(cut.status, 503);
+    assert.equal((await cut.json()).error.code, "store_unavailable");
+    hanging = false;
+    // Not 409 in_progress for the claim's lease: the retry applies the batch.
+    const retried = await app.request("/_edge/sync", await signedInit(body, { id: "msg_cart" }));
+    assert.equal(retried.status, 200);
+    assert.deepEqual(await retried.json(), { applied: 1, stale: 0 });
+    assert.equal((await readUserContext(kv, "u1", NOW)).cart?.version, 3);
+  } finally {
+    kv.close();
   }
 });
