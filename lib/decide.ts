@@ -7,7 +7,7 @@
 import type { Facts } from "./facts.ts";
 import { type CompiledImageRule, type CompiledRules, isSafeTargetPath } from "./rules.ts";
 import { resolveRegion } from "./geo.ts";
-import { MAX_STICKY, STICKY_VALUE_MAX } from "./sticky.ts";
+import { MAX_STICKY, STICKY_VALUE_MAX, stickyEntryLength } from "./sticky.ts";
 import { assignExperiment, type ExperimentContext } from "./experiments.ts";
 import { evaluateFlag } from "./flags.ts";
 import {
@@ -285,11 +285,11 @@ function keepUnknownAssignments(
     if (length < 0) {
       length = 0;
       for (const own in assignments) {
-        length += own.length + assignments[own]!.length + 2;
+        length += stickyEntryLength(own, assignments[own]!);
         count++;
       }
     }
-    length += key.length + variation.length + 2;
+    length += stickyEntryLength(key, variation);
     if (length > STICKY_VALUE_MAX || ++count > MAX_STICKY) break;
     assignments[key] = variation;
   }

@@ -12,10 +12,24 @@ const STICKY_PART = /^[A-Za-z0-9_.-]{1,64}$/;
 /** Most sticky assignments kept (a rule set has at most 100 experiments). */
 export const MAX_STICKY = 100;
 /**
- * Longest sticky cookie value: browsers refuse a cookie whose name and value pass 4096 bytes,
- * and the attributes come on top. Rule sets are checked to fit their experiments in it.
+ * Longest sticky cookie value as sent (percent-encoded, see {@linkcode stickyEntryLength}):
+ * browsers refuse a cookie whose name and value pass 4096 bytes, and the attributes come on top.
+ * Rule sets are checked to fit their experiments in it.
  */
 export const STICKY_VALUE_MAX = 3800;
+
+/**
+ * What one assignment adds to the cookie value as sent: the key and variation (their characters
+ * are never encoded) and the `:` and `|` around them, which `Set-Cookie` percent-encodes to 3
+ * characters each.
+ *
+ * @param key the experiment key
+ * @param variation the variation value
+ * @returns characters on the wire
+ */
+export function stickyEntryLength(key: string, variation: string): number {
+  return key.length + variation.length + 6;
+}
 
 /**
  * Parses the sticky-assignment cookie (`key:value|key:value`); invalid parts are dropped.
@@ -47,24 +61,29 @@ export function parseSticky(value: string | undefined): Map<string, string> {
 export function formatSticky(assignments: Readonly<Record<string, string>>): string {
   let out = "";
   let count = 0;
+  let length = 0;
   for (const key of Object.keys(assignments).sort()) {
     const variation = assignments[key]!;
     if (!STICKY_PART.test(key) || !STICKY_PART.test(variation)) continue;
-    const part = `${key}:${variation}`;
-    if (count >= MAX_STICKY || out.length + part.length + 1 > STICKY_VALUE_MAX) continue;
-    out = out ? `${out}|${part}` : part;
+    const entry = stickyEntryLength(key, variation);
+    if (count >= MAX_STICKY || length + entry > STICKY_VALUE_MAX) continue;
+    out = out ? `${out}|${key}:${variation}` : `${key}:${variation}`;
+    length += entry;
     count++;
   }
   return out;
 }
 
 /**
- * The length one experiment can take in the sticky cookie (its longest assignment and a separator).
+ * The length one experiment can take in the sticky cookie as sent (its longest assignment).
  *
  * @param key the experiment key
  * @param variations its variation values
- * @returns characters
+ * @returns characters on the wire
  */
 export function stickyLength(key: string, variations: readonly string[]): number {
-  return key.length + 2 + Math.max(0, ...variations.map((variation) => variation.length));
+  return stickyEntryLength(
+    key,
+    variations.reduce((longest, v) => (v.length > longest.length ? v : longest), ""),
+  );
 }

@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { parseRules, RulesError, type RuleSet, RuleSetSchema } from "../../lib/rules.ts";
-import { ISSUE_EXAMPLE_JSON, REGIONS } from "./rules_fixtures.ts";
+import { ISSUE_EXAMPLE_JSON, makeFacts, makeVisitor, REGIONS } from "./rules_fixtures.ts";
+import { decide } from "../../lib/decide.ts";
+import { formatSticky, STICKY_COOKIE } from "../../lib/sticky.ts";
+import { serializeCookie } from "../../lib/cookies.ts";
 
 function problemsOf(input: unknown): string[] {
   try {
@@ -189,14 +192,19 @@ Deno.test("an editor's $schema key is accepted", () => {
 Deno.test("a rule set whose experiments would not all fit in the sticky cookie is refused", () => {
   const long = (i: number) => ({
     key: `experiment-${String(i).padStart(2, "0")}`.padEnd(64, "k"),
-    variations: ["control", "v".repeat(64)],
+    variations: ["a".repeat(64), "b".repeat(64)],
   });
-  // 130 characters each: 29 fit in 3800, 30 do not.
-  assert.equal(
-    parseRules({ ...base, experiments: Array.from({ length: 29 }, (_, i) => long(i)) }).experiments.length,
-    29,
-  );
-  const problems = problemsOf({ ...base, experiments: Array.from({ length: 30 }, (_, i) => long(i)) });
+  // 134 characters each as sent (":" and "|" are percent-encoded): 28 fit in 3800, 29 do not.
+  const fits = parseRules({ ...base, experiments: Array.from({ length: 28 }, (_, i) => long(i)) });
+  assert.equal(fits.experiments.length, 28);
+  const problems = problemsOf({ ...base, experiments: Array.from({ length: 29 }, (_, i) => long(i)) });
   assert.equal(problems.length, 1);
-  assert.match(problems[0]!, /^"experiments" need 3900 characters of sticky cookie/);
+  assert.match(problems[0]!, /^"experiments" need 3886 characters of sticky cookie/);
+  // The largest rule set accepted gives a cookie browsers keep: name and value under 4096 bytes.
+  const decision = decide({ facts: makeFacts(), visitor: makeVisitor("v-1") }, fits);
+  assert.equal(Object.keys(decision.stickyAssignments).length, 28);
+  const value = formatSticky(decision.stickyAssignments);
+  assert.equal(value.split("|").length, 28, "every assignment is in the cookie");
+  const nameValue = serializeCookie(STICKY_COOKIE, value, { maxAgeSeconds: 1, secure: true }).split(";")[0]!;
+  assert.ok(nameValue.length <= 4096 - 100, `${nameValue.length} bytes`);
 });
