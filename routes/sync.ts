@@ -44,11 +44,19 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
   // Pushes being read and applied: each holds its body, the parsed JSON and the validated events
   // in the heap (several times SYNC_MAX_BYTES), so their number is bounded.
   let ingesting = 0;
+  // Pushes answered 503 whose KV work, cut off by SYNC_STORE_TIMEOUT_MS, still runs and holds its
+  // batch: bounded the same way, so a slow store cannot make retries pile batches up in the heap.
+  // One counts until its work settles, or at most ABANDONED_FOR_TIMEOUTS store timeouts (a store
+  // that never answers must not stop sync for good once it recovers).
+  let abandoned = 0;
+  const ABANDONED_FOR_TIMEOUTS = 6;
   app.post("/sync", async (c) => {
     c.header("cache-control", "no-store");
     const now = deps.now();
     let result;
     let admitted = false;
+    const storeWork: Promise<unknown>[] = [];
+    let storeSettled = 0;
     try {
       const [{ applyOptionsFromConfig }, { ingestSync, PayloadTooLargeError, readLimitedBody }, {
         checkWebhookHeaders,
@@ -65,7 +73,7 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
         throw new PayloadTooLargeError(config.syncMaxBytes);
       }
       checkWebhookHeaders(c.req.raw.headers, { toleranceSec: config.syncToleranceSec, now: deps.now });
-      if (ingesting >= config.syncMaxConcurrent) {
+      if (ingesting >= config.syncMaxConcurrent || abandoned >= config.syncMaxConcurrent) {
         await c.req.raw.body?.cancel().catch(() => {});
         // Publishers retry; a Standard Webhooks sender honours Retry-After.
         throw new BusyError(
@@ -106,6 +114,8 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
       // one) and well inside a publisher's per-attempt timeout (30 s), so the 503 reaches it.
       let storeDeadline: number | undefined;
       const storeWithin = <T>(work: Promise<T>): Promise<T> => {
+        storeWork.push(work);
+        work.then(() => storeSettled++, () => storeSettled++);
         storeDeadline ??= deps.mono() + config.syncStoreTimeoutMs;
         const left = Math.max(0, storeDeadline - deps.mono());
         return deps.deadlines.within(work, left, "Sync store work");
@@ -143,6 +153,17 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
       throw error;
     } finally {
       if (admitted) ingesting--;
+      // KV work still running after the answer: cut off by the deadline.
+      if (storeSettled < storeWork.length) {
+        abandoned++;
+        let counted = true;
+        const release = () => {
+          if (counted) abandoned--;
+          counted = false;
+        };
+        Promise.allSettled(storeWork).then(release);
+        Deno.unrefTimer(setTimeout(release, ABANDONED_FOR_TIMEOUTS * config.syncStoreTimeoutMs));
+      }
     }
     if ("duplicate" in result) {
       deps.metrics.observeSync({ duplicate: 1 });
