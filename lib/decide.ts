@@ -220,6 +220,8 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
   let slotMask = 0;
   for (const slot of rules.slots) {
     if (Object.hasOwn(slots, slot.name)) continue;
+    // A slot scoped to other paths read nothing of the visitor here.
+    if (slot.when?.paths && !matchesAnyPath(slot.when.paths, facts.path)) continue;
     if (slot.when) {
       slotMask |= slot.when.inputs;
       if (!matchesCondition(slot.when, context)) continue;

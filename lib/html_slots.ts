@@ -20,9 +20,8 @@ export const DEFAULT_CONTEXT_SCRIPT_ID = "edge-context";
 export interface HtmlSlotsOptions {
   /**
    * Slot name → HTML inserted as is (not escaped). It must come from the operator's rules, never
-   * from request data. When given (even empty), every `<edge-slot>` wrapper is removed: a slot
-   * without content keeps its fallback, unwrapped, so the page looks the same whichever way the
-   * choice went. Leave it out when the rules define no slots.
+   * from request data. When the page is rewritten, every `<edge-slot>` wrapper is removed: a slot
+   * without content keeps its fallback, unwrapped.
    */
   slots?: ReadonlyMap<string, string>;
   /**
@@ -79,7 +78,7 @@ export function planHtmlRewrite(response: Response, options: HtmlSlotsOptions): 
   const [essence = "", ...params] = contentType.split(";");
   if (essence.trim().toLowerCase() !== "text/html") return { rewrite: false, reason: "not_html" };
   if (response.status === 206) return { rewrite: false, reason: "partial" };
-  if (options.slots === undefined && options.context === undefined) {
+  if ((!options.slots || options.slots.size === 0) && options.context === undefined) {
     return { rewrite: false, reason: "nothing_to_do" };
   }
   for (const param of params) {

@@ -117,13 +117,15 @@ export function proxyHandler(deps: Deps): ServedHandler {
       response.headers,
     );
     const html = (responseHeaders.get("content-type") ?? "").toLowerCase().startsWith("text/html");
-    // With slots in the rules every page is rewritten, whether or not one matched this visitor:
-    // unmatched wrappers are removed the same way, and the page depends on what the choice read.
-    const hasSlots = rules.slots.length > 0;
-    const rewriteHtml = html && upstream.body !== null && (hasSlots || rules.htmlContext);
+    // A page is rewritten only when there is something to insert (a slot matched, or the
+    // context): others keep their validators, length and encoding, at no CPU cost. But whether
+    // a slot matched depended on the visitor even when none did, so the caching accounts for the
+    // slot choice on every HTML page (inputs of slots scoped to other paths are not counted).
+    const slots = Object.entries(decision.slots);
+    const rewriteHtml = html && upstream.body !== null && (slots.length > 0 || rules.htmlContext);
     // Slot content makes the page depend on more of the visitor; the injected context is the
     // visitor's own data (ids, cart, views), so such a page is never shareable.
-    const cacheDecision = rewriteHtml
+    const cacheDecision = html && (rules.htmlContext || decision.slotDependsOn.length > 0)
       ? {
         ...decision,
         personalized: decision.personalized || rules.htmlContext || decision.slotDependsOn.length > 0,
@@ -149,7 +151,7 @@ export function proxyHandler(deps: Deps): ServedHandler {
       return response;
     }
     return rewriteHtmlResponse(response, {
-      slots: hasSlots ? new Map(Object.entries(decision.slots)) : undefined,
+      slots: new Map(slots),
       context: rules.htmlContext ? contextView(visitor) : undefined,
       onError: (error) =>
         deps.log.warn("html rewrite failed", { requestId: facts.requestId, error: String(error) }),

@@ -110,7 +110,7 @@ Deno.test("a page with the injected context is never shareable, even when the or
   }
 });
 
-Deno.test("a visitor no slot matched gets the fallback unwrapped, on a page that is private like the others", async () => {
+Deno.test("a visitor no slot matched gets the page as the origin made it, private like the others", async () => {
   const rules: RuleSet = {
     version: 1,
     regions: { EU: ["DE"] },
@@ -132,7 +132,11 @@ Deno.test("a visitor no slot matched gets the fallback unwrapped, on a page that
       }, TRUSTED);
       pages[country] = { text: await res.text(), cacheControl: res.headers.get("cache-control") ?? "" };
     }
-    assert.equal(pages.US!.text, "<html><head></head><body><i>none</i><h1>Shop</h1></body></html>");
+    // Nothing to insert: not rewritten (validators, length and encoding kept; the wrapper is inert).
+    assert.equal(
+      pages.US!.text,
+      '<html><head></head><body><edge-slot name="notice"><i>none</i></edge-slot><h1>Shop</h1></body></html>',
+    );
     assert.equal(
       pages.DE!.text,
       "<html><head></head><body><p>EU consent notice</p><h1>Shop</h1></body></html>",
@@ -140,6 +144,39 @@ Deno.test("a visitor no slot matched gets the fallback unwrapped, on a page that
     for (const country of ["US", "DE"]) {
       assert.match(pages[country]!.cacheControl, /^private\b/, `${country}: the slot choice read the region`);
     }
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
+
+Deno.test("a slot scoped to other paths leaves a page untouched and shareable", async () => {
+  const rules: RuleSet = {
+    version: 1,
+    regions: { EU: ["DE"] },
+    slots: [{ name: "notice", when: { path: "/checkout/*", region: ["EU"] }, html: "<p>EU checkout</p>" }],
+  };
+  const page = '<html><head></head><body><edge-slot name="notice"></edge-slot></body></html>';
+  const origin = startOrigin(() =>
+    new Response(page, {
+      headers: {
+        "content-type": "text/html; charset=utf-8",
+        "cache-control": "public, max-age=300",
+        etag: '"v1"',
+      },
+    })
+  );
+  const deps = await makeDeps(origin.url, { env: { TRUSTED_PROXIES: "10.0.0.0/8" }, rules });
+  try {
+    const app = createApp(deps);
+    const headers = { "x-geo-country": "DE", cookie: "ep_uid=aaaaaaaaaaaaaaaaaaaaaa", accept: "text/html" };
+    const product = await app.request("http://edge.test/product/1", { headers }, TRUSTED);
+    assert.equal(await product.text(), page);
+    assert.equal(product.headers.get("cache-control"), "public, max-age=300");
+    assert.equal(product.headers.get("etag"), '"v1"');
+    const checkout = await app.request("http://edge.test/checkout/pay", { headers }, TRUSTED);
+    assert.match(await checkout.text(), /<p>EU checkout<\/p>/);
+    assert.match(checkout.headers.get("cache-control") ?? "", /^private/);
   } finally {
     deps.kv.close();
     await origin.close();
