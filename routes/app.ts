@@ -68,7 +68,7 @@ export function createApp(deps: Deps): EdgeApp {
     // removed: a spelling that resolves into the edge's own paths must not reach the origin's.
     if (NOT_CANONICAL.test(path)) {
       const canonical = canonicalPath(request.url);
-      if (canonical !== undefined && canonical !== path && isEdgePath(canonical)) {
+      if (canonical !== undefined && canonical !== path && edgeOwns(canonical)) {
         return offEdgeSpelling(request, info);
       }
     }
@@ -97,6 +97,21 @@ export function createApp(deps: Deps): EdgeApp {
 /** Paths the edge answers itself (everything else is the origin's). */
 function isEdgePath(path: string): boolean {
   return path.startsWith("/_edge") || path.startsWith("/.well-known/") || path.startsWith("/ofrep/");
+}
+
+/**
+ * Whether the edge answers a path itself, as the routers would see it (percent-encoding decoded):
+ * `/_edge` and below, `/.well-known/gpc.json`, `/ofrep/` and below.
+ */
+function edgeOwns(path: string): boolean {
+  let decoded = path;
+  try {
+    decoded = decodeURIComponent(path);
+  } catch {
+    // Malformed encoding: the routers would not decode it either.
+  }
+  return decoded === "/_edge" || decoded.startsWith("/_edge/") || decoded === "/.well-known/gpc.json" ||
+    decoded.startsWith("/ofrep/");
 }
 
 /** A raw path the proxy would not forward as it is: empty or dot segments, `%2e`, a backslash. */

@@ -130,6 +130,8 @@ Deno.test("a raw spelling that resolves into the edge's own paths is refused, ne
         "/_edge//context",
         "/./ofrep/v1/evaluate/flags",
         "/x/../.well-known/gpc.json",
+        "//%5Fedge/context",
+        "/x/../%5Fedge/sync",
       ]
     ) {
       const res = await rawRequest(
@@ -154,6 +156,20 @@ Deno.test("a raw spelling that resolves into the edge's own paths is refused, ne
     );
     assert.equal(odd.status, 200);
     assert.equal(origin.seen.at(-1)!.path, "/shop/echo");
+    // Paths that only look like the edge's stay the origin's, whatever their spelling.
+    for (
+      const [target, forwarded] of [
+        ["/_edgewear//shirts", "/_edgewear/shirts"],
+        ["/.well-known//apple-app-site-association", "/.well-known/apple-app-site-association"],
+      ] as const
+    ) {
+      const res = await rawRequest(
+        edge.addr.port,
+        `GET ${target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`,
+      );
+      assert.equal(res.status, 200, target);
+      assert.equal(origin.seen.at(-1)!.path, forwarded);
+    }
   } finally {
     await edge.shutdown();
     deps.kv.close();
