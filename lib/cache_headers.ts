@@ -48,7 +48,7 @@ export function applyPersonalizedCaching(
   options: PersonalizedCachingOptions = { shareable: false },
 ): void {
   const cacheControl = headers.get("cache-control");
-  const directives = (cacheControl ?? "").toLowerCase().split(",").map((d) => d.trim()).filter(Boolean);
+  const directives = splitDirectives((cacheControl ?? "").toLowerCase());
   const vary = (headers.get("vary") ?? "").toLowerCase().split(",").map((v) => v.trim());
   const explicitShared = directives.some((d) => d === "public" || d.startsWith("s-maxage"));
   if (
@@ -61,6 +61,30 @@ export function applyPersonalizedCaching(
     d !== "public" && !d.startsWith("s-maxage") && !d.startsWith("private=")
   );
   headers.set("cache-control", ["private", ...kept].join(", "));
+}
+
+/**
+ * Splits a `Cache-Control` value into its directives: on commas, except inside a quoted string
+ * (`private="set-cookie, x-foo"` is one directive; a backslash escapes the next character in it).
+ *
+ * @param value the header value
+ * @returns the trimmed, non-empty directives as written
+ */
+export function splitDirectives(value: string): string[] {
+  const directives: string[] = [];
+  let start = 0;
+  let quoted = false;
+  for (let i = 0; i < value.length; i++) {
+    const char = value[i];
+    if (quoted && char === "\\") i++;
+    else if (char === '"') quoted = !quoted;
+    else if (char === "," && !quoted) {
+      directives.push(value.slice(start, i));
+      start = i + 1;
+    }
+  }
+  directives.push(value.slice(start));
+  return directives.map((d) => d.trim()).filter(Boolean);
 }
 
 /** Options for {@linkcode finishResponseHeaders}. */

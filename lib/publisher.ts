@@ -4,7 +4,7 @@
  * wire contract, batches them under the edge's limits, signs each batch the Standard Webhooks
  * way and fans it out to every edge endpoint, retrying on a Standard Webhooks-like schedule
  * with jitter, honouring `Retry-After` and 429, and giving up on an endpoint that answers 410
- * or on which a batch has used up the whole schedule.
+ * or that never answered while a batch used up the whole schedule on it.
  */
 import { MAX_EVENTS_PER_BATCH, parseSyncEvent } from "./sync/schema.ts";
 import { sign } from "./sync/verify.ts";
@@ -169,7 +169,7 @@ export interface EndpointReport {
   gone: boolean;
   /**
    * One entry per failed batch: its webhook-id and the last error, or why it was not sent (the
-   * endpoint answered 410, or an earlier batch used up every attempt on it).
+   * endpoint answered 410, or an earlier batch used up every attempt on it without one HTTP answer).
    */
   errors: { webhookId: string; error: string }[];
 }
@@ -183,9 +183,11 @@ export interface PublishReport {
 
 /**
  * Publishes events to every endpoint: batches, signs and delivers with retries. Each endpoint
- * gets its batches in turn; once one batch has used up the whole retry schedule there (or the
- * endpoint answered 410), the endpoint's remaining batches fail at once, unsent, with the
- * reason — a dead endpoint costs one schedule, not one per batch.
+ * gets its batches in turn; once one batch has used up the whole retry schedule there without
+ * any HTTP answer (every attempt a network error or timeout), or the endpoint answered 410, the
+ * endpoint's remaining batches fail at once, unsent, with the reason — a dead endpoint costs one
+ * schedule, not one per batch. An endpoint that answers (even 5xx to every attempt of one batch)
+ * keeps getting its other batches: the failure may be that batch's alone.
  *
  * @param events valid events of the wire contract (see {@linkcode parseNdjson})
  * @param options endpoints, secret, side effects and retry policy
@@ -259,8 +261,8 @@ export async function publish(events: readonly unknown[], options: PublishOption
       if (outcome.gone) {
         report.gone = true;
         givenUp = "endpoint answered 410 Gone";
-      } else if (outcome.exhausted) {
-        givenUp = `not sent: batch ${batch.id} used up every attempt on this endpoint`;
+      } else if (outcome.unreachable) {
+        givenUp = `not sent: batch ${batch.id} used up every attempt on this endpoint without an HTTP answer`;
       }
     }
     return report;
@@ -274,11 +276,13 @@ async function deliver(
   endpoint: string,
   batch: { id: string; body: string },
   options: PublishOptions,
-): Promise<{ ok: true } | { ok: false; gone: boolean; exhausted: boolean; error: string }> {
+): Promise<{ ok: true } | { ok: false; gone: boolean; unreachable: boolean; error: string }> {
   const schedule = options.scheduleMs ?? STANDARD_RETRY_SCHEDULE_MS;
   const jitter = options.jitter ?? 0.2;
   let lastError = "no attempt was made";
   let retryAfterMs = 0;
+  // Whether any attempt got an HTTP response: only an endpoint that never answered is dead.
+  let answered = false;
   for (let attempt = 0; attempt < schedule.length; attempt++) {
     const scheduled = schedule[attempt]! * (1 + (options.random() * 2 - 1) * jitter);
     const wait = Math.max(scheduled, retryAfterMs);
@@ -305,6 +309,7 @@ async function deliver(
       report({ status: 0, outcome: "retry", detail: lastError });
       continue;
     }
+    answered = true;
     const text = await response.text().catch(() => "");
     if (response.ok) {
       report({ status: response.status, outcome: "delivered", detail: text });
@@ -313,11 +318,11 @@ async function deliver(
     lastError = `HTTP ${response.status}: ${text.slice(0, 500)}`;
     if (response.status === 410) {
       report({ status: 410, outcome: "gone", detail: lastError });
-      return { ok: false, gone: true, exhausted: false, error: lastError };
+      return { ok: false, gone: true, unreachable: false, error: lastError };
     }
     if (response.status < 500 && !RETRYABLE.has(response.status)) {
       report({ status: response.status, outcome: "failed", detail: lastError });
-      return { ok: false, gone: false, exhausted: false, error: lastError };
+      return { ok: false, gone: false, unreachable: false, error: lastError };
     }
     retryAfterMs = Math.min(
       parseRetryAfter(response.headers.get("retry-after"), options.now()),
@@ -325,11 +330,13 @@ async function deliver(
     );
     report({ status: response.status, outcome: "retry", detail: lastError });
   }
-  // Every attempt of the schedule failed: the endpoint is down or unreachable, not this batch.
+  // Every attempt of the schedule failed. Without a single HTTP answer (connection refused, DNS,
+  // timeouts) the endpoint is down, not this batch; an endpoint that answered (a 503 for one
+  // large batch, a 5xx bug on one batch) may still take the others.
   return {
     ok: false,
     gone: false,
-    exhausted: true,
+    unreachable: !answered,
     error: `gave up after ${schedule.length} attempts; last: ${lastError}`,
   };
 }

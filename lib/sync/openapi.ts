@@ -10,6 +10,12 @@ import { USER_ID } from "../identity.ts";
 const isoInstant = { type: "string", format: "date-time", description: "ISO 8601 with a time zone" };
 const id = { type: "string", minLength: 1, maxLength: 256 };
 const userId = { type: "string", pattern: USER_ID.source };
+/** An erasure takes any id, so that users stored under ids from before the alphabet can be erased. */
+const erasableUserId = {
+  ...id,
+  description:
+    "any id of 1–256 characters (well-formed Unicode), so that ids stored before the user id alphabet may still be erased",
+};
 const version = { type: "integer", minimum: 0 };
 
 const errorResponse = (description: string) => ({
@@ -196,7 +202,7 @@ export const SYNC_OPENAPI = {
               },
             },
           }, ["itemId", "version", "related"]),
-          event("erase", { userId, at: isoInstant }, ["userId", "at"]),
+          event("erase", { userId: erasableUserId, at: isoInstant }, ["userId", "at"]),
           event("rules", {
             version,
             rules: { type: "object", description: "A rule set; its own `version`, if given, must match" },

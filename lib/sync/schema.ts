@@ -48,6 +48,12 @@ const Id = z.string().min(1, "must not be empty").max(256, "must be at most 256 
   .refine(wellFormed, NOT_WELL_FORMED);
 /** User ids: the identity stage's alphabet, since the origin gets them as `x-edge-user` as they are. */
 const UserId = z.string().regex(USER_ID, "must be 1–128 characters of A–Z, a–z, 0–9, _ . : @ -");
+/**
+ * The user id of an erasure: any {@linkcode Id} (the rule before {@linkcode UserId}), so that a user
+ * stored under an id from before the alphabet (with `+`, `/`, `=`, or over 128 characters) can
+ * always still be erased.
+ */
+const ErasableUserId = Id;
 const Version = z.number().int("must be a whole number").nonnegative("must not be negative").max(
   Number.MAX_SAFE_INTEGER,
 );
@@ -88,7 +94,7 @@ const RelatedEvent = z.object({
   version: Version,
   related: z.array(z.object({ itemId: Id, score: z.number() })).max(500),
 });
-const EraseEvent = z.object({ kind: z.literal("erase"), userId: UserId, at: Instant });
+const EraseEvent = z.object({ kind: z.literal("erase"), userId: ErasableUserId, at: Instant });
 const RulesEvent = z.object({
   kind: z.literal("rules"),
   version: Version,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { applyPersonalizedCaching, finishResponseHeaders } from "../../lib/cache_headers.ts";
+import { applyPersonalizedCaching, finishResponseHeaders, splitDirectives } from "../../lib/cache_headers.ts";
 
 function apply(
   init: Record<string, string>,
@@ -113,4 +113,21 @@ Deno.test("an origin that varies on a header the edge added personalized the res
     cookies: [],
   });
   assert.equal(plain.get("cache-control"), "public, max-age=60");
+});
+
+Deno.test("a comma inside a quoted directive value does not split Cache-Control", () => {
+  const fieldList = { "cache-control": 'private="set-cookie, x-foo", max-age=60' };
+  assert.equal(apply(fieldList, [], false).get("cache-control"), "private, max-age=60");
+  assert.equal(
+    apply({ "cache-control": 'public, no-cache="set-cookie, x-foo", max-age=60' }, [], false).get(
+      "cache-control",
+    ),
+    'private, no-cache="set-cookie, x-foo", max-age=60',
+  );
+  assert.deepEqual(splitDirectives('a="x\\", y", b, ,c="", d="unterminated, e'), [
+    'a="x\\", y"',
+    "b",
+    'c=""',
+    'd="unterminated, e',
+  ]);
 });

@@ -165,7 +165,16 @@ Deno.test("publish does not retry a 400 and gives up after the last scheduled at
 });
 
 Deno.test("publish gives up a dead endpoint after one batch used up the schedule: the rest fail unsent", async () => {
-  const down = startOrigin(() => new Response("unavailable", { status: 503 }));
+  // Dead: nothing listens on the port any more (connection refused), or it never answers (timeout).
+  const closed = startOrigin();
+  const dead = `${closed.url}/_edge/sync`;
+  await closed.close();
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  const hung = startOrigin(async () => {
+    await released;
+    return Response.json({ applied: 1000, stale: 0 });
+  });
   const fine = startOrigin(() => Response.json({ applied: 1000, stale: 0 }));
   // A batch-specific refusal is not an outage: the endpoint keeps getting the other batches.
   const picky = startOrigin((_seen, raw) =>
@@ -173,12 +182,18 @@ Deno.test("publish gives up a dead endpoint after one batch used up the schedule
       ? Response.json({ error: { code: "invalid_events" } }, { status: 400 })
       : Response.json({ applied: 1000, stale: 0 })
   );
+  const calls = new Map<string, number>();
   try {
     const sleeps: number[] = [];
     const report = await publish(
       Array.from({ length: 2500 }, (_, i) => view(i)),
-      publishOptions([down.url, fine.url, picky.url], sleeps, {
+      publishOptions([dead, hung.url, fine.url, picky.url], sleeps, {
         scheduleMs: [0, 1, 2],
+        timeoutMs: 100,
+        fetch: ((input: string, init?: RequestInit) => {
+          calls.set(input, (calls.get(input) ?? 0) + 1);
+          return globalThis.fetch(input, init);
+        }) as typeof fetch,
         sleep: (ms) => {
           sleeps.push(ms);
           return new Promise((resolve) => setTimeout(resolve, ms));
@@ -186,42 +201,92 @@ Deno.test("publish gives up a dead endpoint after one batch used up the schedule
       }),
     );
     assert.equal(report.ok, false);
-    assert.equal(down.seen.length, 3, "one schedule for the first batch, nothing for the others");
-    assert.deepEqual(sleeps, [1, 2]);
-    assert.deepEqual(report.endpoints[0], {
-      endpoint: down.url,
-      deliveredBatches: 0,
-      deliveredEvents: 0,
-      failedBatches: 3,
-      failedEvents: 2500,
-      gone: false,
-      errors: [
-        { webhookId: "msg_test-1", error: "gave up after 3 attempts; last: HTTP 503: unavailable" },
-        {
-          webhookId: "msg_test-2",
-          error: "not sent: batch msg_test-1 used up every attempt on this endpoint",
-        },
-        {
-          webhookId: "msg_test-3",
-          error: "not sent: batch msg_test-1 used up every attempt on this endpoint",
-        },
+    assert.equal(calls.get(dead), 3, "one schedule for the first batch, nothing for the others");
+    assert.equal(calls.get(hung.url), 3, "timeouts too: one schedule, then nothing");
+    assert.equal(hung.seen.length, 3);
+    assert.deepEqual(sleeps, [1, 2, 1, 2]);
+    const notSent =
+      "not sent: batch msg_test-1 used up every attempt on this endpoint without an HTTP answer";
+    const deadReport = report.endpoints[0]!;
+    assert.deepEqual(
+      [
+        deadReport.deliveredBatches,
+        deadReport.deliveredEvents,
+        deadReport.failedBatches,
+        deadReport.failedEvents,
       ],
-    });
-    assert.deepEqual([report.endpoints[1]!.deliveredBatches, report.endpoints[1]!.deliveredEvents], [
+      [0, 0, 3, 2500],
+    );
+    assert.equal(deadReport.gone, false);
+    assert.deepEqual(deadReport.errors.map((e) => e.webhookId), ["msg_test-1", "msg_test-2", "msg_test-3"]);
+    assert.match(deadReport.errors[0]!.error, /^gave up after 3 attempts; last: network error: /);
+    assert.deepEqual(deadReport.errors.slice(1).map((e) => e.error), [notSent, notSent]);
+    const hungReport = report.endpoints[1]!;
+    assert.deepEqual([hungReport.deliveredBatches, hungReport.failedBatches], [0, 3]);
+    assert.match(hungReport.errors[0]!.error, /^gave up after 3 attempts; last: network error: /);
+    assert.deepEqual(hungReport.errors.slice(1).map((e) => e.error), [notSent, notSent]);
+    assert.deepEqual([report.endpoints[2]!.deliveredBatches, report.endpoints[2]!.deliveredEvents], [
       3,
       2500,
     ]);
     assert.equal(fine.seen.length, 3);
-    const pickyReport = report.endpoints[2]!;
+    const pickyReport = report.endpoints[3]!;
     assert.deepEqual(
       [pickyReport.deliveredBatches, pickyReport.failedBatches, pickyReport.errors.map((e) => e.webhookId)],
       [2, 1, ["msg_test-1"]],
     );
     assert.equal(picky.seen.length, 3);
   } finally {
-    await down.close();
+    release();
+    await hung.close();
     await fine.close();
     await picky.close();
+  }
+});
+
+Deno.test("publish keeps sending to an endpoint that answers even when one batch used up the schedule", async () => {
+  // One batch always gets 503 (e.g. too large to apply within SYNC_STORE_TIMEOUT_MS): the others go through.
+  const oneBatch = startOrigin((_seen, raw) =>
+    raw.headers.get("webhook-id") === "msg_test-1"
+      ? Response.json({ error: { code: "store_unavailable" } }, { status: 503 })
+      : Response.json({ applied: 1, stale: 0 })
+  );
+  // Answers 503 to everything, sometimes after a refused connection: it answered, so each batch is tried.
+  let attempts = 0;
+  const alwaysBusy = startOrigin(() => new Response("unavailable", { status: 503 }));
+  try {
+    const report = await publish(
+      Array.from({ length: 5 }, (_, i) => view(i)),
+      publishOptions([oneBatch.url, alwaysBusy.url], [], {
+        scheduleMs: [0, 1000, 2000],
+        maxEvents: 1,
+        fetch: ((input: string, init?: RequestInit) => {
+          if (input === alwaysBusy.url && attempts++ % 3 === 0) {
+            return Promise.reject(new TypeError("connection refused"));
+          }
+          return globalThis.fetch(input, init);
+        }) as typeof fetch,
+      }),
+    );
+    assert.equal(report.ok, false);
+    const first = report.endpoints[0]!;
+    assert.deepEqual(
+      [first.deliveredBatches, first.deliveredEvents, first.failedBatches, first.failedEvents],
+      [4, 4, 1, 1],
+    );
+    assert.deepEqual(first.errors, [{
+      webhookId: "msg_test-1",
+      error: 'gave up after 3 attempts; last: HTTP 503: {"error":{"code":"store_unavailable"}}',
+    }]);
+    assert.equal(oneBatch.seen.length, 3 + 4);
+    const busy = report.endpoints[1]!;
+    assert.deepEqual([busy.deliveredBatches, busy.failedBatches], [0, 5]);
+    assert.ok(busy.errors.every((e) => e.error.startsWith("gave up after 3 attempts; last: HTTP 503")));
+    assert.equal(attempts, 15, "every batch used its own schedule");
+    assert.equal(alwaysBusy.seen.length, 10);
+  } finally {
+    await oneBatch.close();
+    await alwaysBusy.close();
   }
 });
 

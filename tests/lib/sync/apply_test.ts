@@ -1077,3 +1077,54 @@ Deno.test("an erasure ends every older session of the user, also those past the 
     assert.equal(await readSession(kv, "s-user1-after", NOW), "u1");
   });
 });
+
+Deno.test("an erase takes user ids stored before the user id alphabet; other events refuse them", async () => {
+  await withKv(async (kv) => {
+    for (const legacy of ["user+1@example.com", "Zm9v/YmFy=", "x".repeat(200)]) {
+      // Data stored under the id back when any 1–256 character id was accepted.
+      const stored = parseSyncEvents([
+        { kind: "view", userId: "placeholder", itemId: "p1", at: minute(1) },
+        { kind: "cart", userId: "placeholder", version: 1, at: minute(2), items: [{ itemId: "p1", qty: 1 }] },
+        {
+          kind: "profile",
+          userId: "placeholder",
+          version: 1,
+          at: minute(2),
+          segments: ["a"],
+          attributes: {},
+        },
+      ]).map((event) => ({ ...event, userId: legacy }) as SyncEvent);
+      await applyEvents(kv, stored, options());
+      const before = await readContext(kv, legacy);
+      assert.deepEqual([before.recentViews.length, before.cart !== undefined, before.profile !== undefined], [
+        1,
+        true,
+        true,
+      ]);
+
+      assert.deepEqual(await apply(kv, [{ kind: "erase", userId: legacy, at: minute(10) }]), {
+        applied: 1,
+        stale: 0,
+      });
+      const after = await readContext(kv, legacy);
+      assert.deepEqual(
+        [after.recentViews.length, after.cart, after.profile],
+        [0, undefined, undefined],
+        legacy,
+      );
+
+      assert.throws(
+        () => parseSyncEvents([{ kind: "view", userId: legacy, itemId: "p1", at: minute(11) }]),
+        (error: unknown) => error instanceof SyncPayloadError && error.status === 400,
+      );
+    }
+    // An erasure's id still follows the old rule: 1–256 characters of well-formed Unicode.
+    for (const userId of ["", "x".repeat(257), "a\ud800b"]) {
+      assert.throws(
+        () => parseSyncEvents([{ kind: "erase", userId, at: minute(12) }]),
+        (error: unknown) => error instanceof SyncPayloadError && error.status === 400,
+        JSON.stringify(userId),
+      );
+    }
+  });
+});
