@@ -187,6 +187,9 @@ if (import.meta.main && !Deno.env.get("DENO_DEPLOYMENT_ID")) {
  * runtime started in this worker
  * @param mode `"serve"` under `deno serve` (logged)
  */
+/** Signals this close together are one (a Ctrl-C the process group and `deno task` both pass on). */
+const SAME_SIGNAL_MS = 1000;
+
 function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
   // Under `deno serve --parallel` every worker drains its own server, and `Deno.exit` in one
   // ends them all: the workers tell each other when they start and finish draining, and the
@@ -202,15 +205,17 @@ function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
   };
   let stopping = false;
   // One signal reaches every worker, possibly after another worker's message: only a signal
-  // after a signal is a second one.
-  let signalled = false;
+  // after a signal is a second one. And one Ctrl-C can arrive twice (the terminal signals the
+  // whole process group, and `deno task` forwards it too): a repeat within a second is the same.
+  let signalledAt: number | undefined;
   const stop = async (signal: "SIGINT" | "SIGTERM" | "worker") => {
     if (signal !== "worker") {
-      if (signalled) {
+      if (signalledAt !== undefined) {
+        if (performance.now() - signalledAt < SAME_SIGNAL_MS) return;
         log.warn("second signal: exiting without waiting any longer", { signal });
         Deno.exit(signal === "SIGINT" ? 130 : 143);
       }
-      signalled = true;
+      signalledAt = performance.now();
     }
     if (stopping) return;
     stopping = true;
@@ -244,8 +249,9 @@ function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
     if (workers && !cut) {
       drained.add(workerId);
       workers.postMessage({ type: "drained", id: workerId });
-      // The other workers got the same signal: give their "draining" a moment to arrive.
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      // The other workers got the same signal: give their "draining" time to arrive, also from a
+      // worker that was busy when the signal came.
+      await new Promise((resolve) => setTimeout(resolve, 250));
       const left = Math.max(0, startedAt + timeoutMs - performance.now());
       await deadlines.within(
         new Promise<void>((resolve) => {
