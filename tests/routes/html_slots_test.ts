@@ -119,24 +119,36 @@ Deno.test("a visitor no slot matched gets the page as the origin made it, privat
   const origin = startOrigin(() =>
     new Response(
       '<html><head></head><body><edge-slot name="notice"><i>none</i></edge-slot><h1>Shop</h1></body></html>',
-      { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "public, max-age=300" } },
+      {
+        headers: {
+          "content-type": "text/html; charset=utf-8",
+          "cache-control": "public, max-age=300",
+          etag: '"v1"',
+        },
+      },
     )
   );
   const deps = await makeDeps(origin.url, { env: { TRUSTED_PROXIES: "10.0.0.0/8" }, rules });
   try {
     const app = createApp(deps);
-    const pages: Record<string, { text: string; cacheControl: string }> = {};
+    const pages: Record<string, { text: string; cacheControl: string; etag: string | null }> = {};
     for (const country of ["US", "DE"]) {
       const res = await app.request("http://edge.test/", {
         headers: { "x-geo-country": country, cookie: "ep_uid=aaaaaaaaaaaaaaaaaaaaaa", accept: "text/html" },
       }, TRUSTED);
-      pages[country] = { text: await res.text(), cacheControl: res.headers.get("cache-control") ?? "" };
+      pages[country] = {
+        text: await res.text(),
+        cacheControl: res.headers.get("cache-control") ?? "",
+        etag: res.headers.get("etag"),
+      };
     }
     // Nothing to insert: not rewritten (validators, length and encoding kept; the wrapper is inert).
     assert.equal(
       pages.US!.text,
       '<html><head></head><body><edge-slot name="notice"><i>none</i></edge-slot><h1>Shop</h1></body></html>',
     );
+    assert.equal(pages.US!.etag, '"v1"', "the untouched page keeps its validator");
+    assert.equal(pages.DE!.etag, null, "a rewritten page has none");
     assert.equal(
       pages.DE!.text,
       "<html><head></head><body><p>EU consent notice</p><h1>Shop</h1></body></html>",
