@@ -14,14 +14,20 @@ export const DEFAULT_COUNTRY_HEADERS: readonly string[] = [
   "x-geo-country",
 ];
 
-/** Codes CDNs send for "unknown" (Cloudflare `XX`, App Engine `ZZ`): treated as no country. */
-const UNKNOWN_COUNTRIES: ReadonlySet<string> = new Set(["XX", "ZZ"]);
+/**
+ * Codes CDNs send for "no country" (Cloudflare `XX` and `T1` for Tor, App Engine `ZZ`, MaxMind's
+ * legacy `A1`/`A2`/`O1`): treated as no country.
+ */
+const UNKNOWN_COUNTRIES: ReadonlySet<string> = new Set(["XX", "ZZ", "T1", "A1", "A2", "O1"]);
 
 /** Header through which a trusted CDN can name the region directly. */
 export const REGION_HEADER = "x-geo-region";
 
 /**
- * Reads the country from the first trusted geo header that holds a valid code.
+ * Reads the country from the first of the trusted geo headers that is present. That header
+ * decides even when it says "no country" (`XX`, `T1`, …) or holds garbage: the later names are
+ * not consulted then, since a CDN sets its own header but passes the client's others on, and a
+ * client must not name its country whenever the CDN does not know it.
  *
  * @param headers the request headers
  * @param names the header names to consult, in order
@@ -29,8 +35,10 @@ export const REGION_HEADER = "x-geo-region";
  */
 export function countryFromHeaders(headers: Headers, names: readonly string[]): string | undefined {
   for (const name of names) {
-    const value = headers.get(name)?.trim().toUpperCase();
-    if (value && /^[A-Z]{2}$/.test(value) && !UNKNOWN_COUNTRIES.has(value)) return value;
+    const raw = headers.get(name);
+    if (raw === null) continue;
+    const value = raw.trim().toUpperCase();
+    return /^[A-Z]{2}$/.test(value) && !UNKNOWN_COUNTRIES.has(value) ? value : undefined;
   }
   return undefined;
 }

@@ -109,6 +109,20 @@ Deno.test("bots get the control variation and no sticky assignment", async () =>
   });
 });
 
+Deno.test("the first trusted country header present decides: a CDN's 'no country' does not let the client's header through", async () => {
+  await withApp(async ({ app, origin }) => {
+    for (const unknown of ["T1", "XX", "garbage"]) {
+      const res = await app.request("http://edge.test/api/products/x", {
+        // Behind Cloudflare (trusted) the client adds its own x-geo-country, which Cloudflare passes on.
+        headers: { "cf-ipcountry": unknown, "x-geo-country": "US", "x-forwarded-for": "193.0.6.139" },
+      }, { remoteAddr: { hostname: "10.0.0.2" } });
+      await res.body?.cancel();
+      // Not the client's US: the trusted client address's country from the IP database.
+      assert.equal(origin.seen.at(-1)!.headers.get("x-edge-country"), "NL", unknown);
+    }
+  });
+});
+
 Deno.test("geo comes from the bundled IP database for untrusted peers (IPv4 and IPv6)", async () => {
   await withApp(async ({ app, origin }) => {
     const cases: [string, string, string][] = [
