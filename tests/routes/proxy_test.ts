@@ -171,13 +171,15 @@ Deno.test("rewrite uses a geo header only from a trusted peer or with the CDN se
       [{ "cloudfront-viewer-country": "US" }, TRUSTED, "/api/products/promotions/global", "US"],
       [{ "x-vercel-ip-country": "GB" }, TRUSTED, "/api/products/promotions/europe", "EU"],
       [{ "x-appengine-country": "SG" }, TRUSTED, "/api/products/promotions/global", "APAC"],
+      // The first header present decides, "no country" included: a later header (which a client
+      // could have sent through the CDN) is not consulted.
       [
         { "x-appengine-country": "ZZ", "x-geo-country": "DE" },
         TRUSTED,
-        "/api/products/promotions/europe",
-        "EU",
+        "/api/products/promotions/global",
+        "GLOBAL",
       ],
-      [{ "cf-ipcountry": "XX", "x-geo-country": "DE" }, TRUSTED, "/api/products/promotions/europe", "EU"],
+      [{ "cf-ipcountry": "XX", "x-geo-country": "DE" }, TRUSTED, "/api/products/promotions/global", "GLOBAL"],
       [{ "x-geo-region": "EU" }, TRUSTED, "/api/products/promotions/europe", "EU"],
       [{ "x-geo-region": "EU" }, UNTRUSTED, "/api/products/promotions/global", "GLOBAL"],
     ];
