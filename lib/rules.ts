@@ -18,6 +18,7 @@ import {
 } from "./targeting.ts";
 import { type CompiledExperiment, compileExperiment } from "./experiments.ts";
 import { STICKY_VALUE_MAX, stickyLength } from "./sticky.ts";
+import { isDotSegment } from "./upstream.ts";
 import { type CompiledFlag, compileFlag, valueHasType } from "./flags.ts";
 import type { NetworkClass } from "./device.ts";
 
@@ -390,10 +391,7 @@ export function isSafeTargetPath(path: string): boolean {
   if (/[\\?#\s\x00-\x1f\x7f]/.test(path)) return false;
   if (/%(2f|5c|2e|00)/i.test(path)) return false;
   // `..;x` is a dot segment too for servers that cut path parameters (Tomcat, Jetty).
-  return !path.split("/").some((segment) => {
-    const name = segment.includes(";") ? segment.slice(0, segment.indexOf(";")) : segment;
-    return name === "." || name === "..";
-  });
+  return !path.split("/").some(isDotSegment);
 }
 
 // --- cross-reference checks -------------------------------------------------------------------

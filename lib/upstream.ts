@@ -101,8 +101,13 @@ function checkDecodedSegment(segment: string): void {
   }
 }
 
-/** `.` or `..`, also with a `;` path parameter, which some servers (Tomcat) strip before resolving. */
-function isDotSegment(segment: string): boolean {
+/**
+ * `.` or `..`, also with a `;` path parameter, which some servers (Tomcat) strip before resolving.
+ *
+ * @param segment one path segment
+ * @returns whether a server could resolve it as a dot segment
+ */
+export function isDotSegment(segment: string): boolean {
   const name = segment.includes(";") ? segment.slice(0, segment.indexOf(";")) : segment;
   return name === "." || name === "..";
 }
