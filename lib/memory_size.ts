@@ -36,14 +36,21 @@ const TOO_DEEP_PER_CHAR = 16;
  * @returns estimated bytes, a multiple of 4
  */
 export function estimateStringBytes(text: string): number {
-  let perChar = 1;
+  return align(STRING_HEADER + text.length * bytesPerChar(text));
+}
+
+/**
+ * How many bytes V8 (and so Deno KV's serialisation) gives each character of a string: one when
+ * every character is Latin-1, else two for all of them (the string is then stored as UTF-16).
+ *
+ * @param text the string
+ * @returns 1 or 2
+ */
+export function bytesPerChar(text: string): 1 | 2 {
   for (let i = 0; i < text.length; i++) {
-    if (text.charCodeAt(i) > 0xff) {
-      perChar = 2;
-      break;
-    }
+    if (text.charCodeAt(i) > 0xff) return 2;
   }
-  return align(STRING_HEADER + text.length * perChar);
+  return 1;
 }
 
 /**

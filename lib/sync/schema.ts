@@ -9,6 +9,7 @@ import { z } from "zod";
 import { EdgeError } from "../errors.ts";
 import { parseRules, RulesError, RuleSetSchema } from "../rules.ts";
 import { USER_ID } from "../identity.ts";
+import { bytesPerChar } from "../memory_size.ts";
 
 /** Most events one batch may carry. */
 export const MAX_EVENTS_PER_BATCH = 1000;
@@ -29,7 +30,7 @@ export const MAX_EVENT_BYTES = 48 * 1024;
  * @returns the bound, in bytes
  */
 export function storedBytes(value: unknown): number {
-  if (typeof value === "string") return (/[\u0100-\uffff]/.test(value) ? 2 : 1) * value.length + 6;
+  if (typeof value === "string") return bytesPerChar(value) * value.length + 6;
   if (typeof value === "number") return 9;
   if (value === null || typeof value !== "object") return 1;
   let bytes = 6;
