@@ -77,7 +77,7 @@ export function createApp(deps: Deps): EdgeApp {
       if (path === "/_edge/recommendations") return recommendations(request, info);
     }
     // Hono decodes percent-encoded paths before routing, so those go through it too.
-    if (isEdgePath(path) || path.includes("%")) {
+    if (path.includes("%") || edgeOwns(path)) {
       return Promise.resolve(routers.fetch(request, info));
     }
     return proxy(request, info);
@@ -94,21 +94,18 @@ export function createApp(deps: Deps): EdgeApp {
   };
 }
 
-/** Paths the edge answers itself (everything else is the origin's). */
-function isEdgePath(path: string): boolean {
-  return path.startsWith("/_edge") || path.startsWith("/.well-known/") || path.startsWith("/ofrep/");
-}
-
 /**
  * Whether the edge answers a path itself, as the routers would see it (percent-encoding decoded):
  * `/_edge` and below, `/.well-known/gpc.json`, `/ofrep/` and below.
  */
 function edgeOwns(path: string): boolean {
   let decoded = path;
-  try {
-    decoded = decodeURIComponent(path);
-  } catch {
-    // Malformed encoding: the routers would not decode it either.
+  if (path.includes("%")) {
+    try {
+      decoded = decodeURIComponent(path);
+    } catch {
+      // Malformed encoding: the routers would not decode it either.
+    }
   }
   return decoded === "/_edge" || decoded.startsWith("/_edge/") || decoded === "/.well-known/gpc.json" ||
     decoded.startsWith("/ofrep/");
