@@ -18,6 +18,7 @@ import {
   matchesAnyPath,
   matchesCondition,
 } from "./targeting.ts";
+import { pathForRules } from "./upstream.ts";
 
 export type { DecisionInput } from "./targeting.ts";
 
@@ -107,6 +108,9 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
   const { facts, visitor } = inputs;
   const device = facts.device;
   const region = resolveRegion(rules, facts.country, facts.regionHint);
+  // Globs match the path without `;` parameters, as a servlet container maps it; the origin still
+  // gets `facts.path` as it was when no route applies.
+  const path = pathForRules(facts.path);
   const served: Record<string, string> = {};
   const context: ExperimentContext = {
     region,
@@ -115,7 +119,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
     network: device.network,
     platform: device.platform?.toLowerCase(),
     segments: visitor.segments,
-    path: facts.path,
+    path,
     loggedIn: visitor.loggedIn,
     variants: served,
     key: visitor.key,
@@ -132,7 +136,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
       stickyAssignments[experiment.key] = remembered;
     }
     if (!experiment.enabled) continue;
-    if (experiment.paths && !matchesAnyPath(experiment.paths, facts.path)) continue;
+    if (experiment.paths && !matchesAnyPath(experiment.paths, path)) continue;
     if (experiment.when) {
       mask |= experiment.when.inputs;
       if (!matchesCondition(experiment.when, context)) continue;
@@ -156,7 +160,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
   let action: Action | undefined;
   let matchedRoute: string | undefined;
   for (const route of rules.routes) {
-    const splat = route.pattern.splat(facts.path);
+    const splat = route.pattern.splat(path);
     if (splat === null) continue;
     mask |= route.inputs;
     if (route.when && !matchesCondition(route.when, context)) continue;
@@ -187,9 +191,9 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
     const target = (key === undefined ? undefined : routeAction.targets.get(key)) ??
       routeAction.targets.get("*");
     if (target === undefined) continue;
-    const path = fillSplat(target, splat);
-    if (!isSafeTargetPath(path)) continue;
-    action = { type: "proxy", path };
+    const rewritten = fillSplat(target, splat);
+    if (!isSafeTargetPath(rewritten)) continue;
+    action = { type: "proxy", path: rewritten };
     matchedRoute = route.match;
     break;
   }
@@ -197,7 +201,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
   if (action === undefined) action = { type: "proxy", path: facts.path };
   if (action.type === "proxy" && (facts.method === "GET" || facts.method === "HEAD")) {
     for (const image of rules.images) {
-      if (!matchesAnyPath(image.patterns, facts.path)) continue;
+      if (!matchesAnyPath(image.patterns, path)) continue;
       if (image.when) {
         mask |= image.when.inputs;
         if (!matchesCondition(image.when, context)) continue;
@@ -221,7 +225,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
   for (const slot of rules.slots) {
     if (Object.hasOwn(slots, slot.name)) continue;
     // A slot scoped to other paths read nothing of the visitor here.
-    if (slot.when?.paths && !matchesAnyPath(slot.when.paths, facts.path)) continue;
+    if (slot.when?.paths && !matchesAnyPath(slot.when.paths, path)) continue;
     if (slot.when) {
       slotMask |= slot.when.inputs;
       if (!matchesCondition(slot.when, context)) continue;

@@ -12,6 +12,7 @@ import { evaluateFlag, type FlagContext, type FlagEvaluation } from "./flags.ts"
 import { assignExperiment, experimentApplies } from "./experiments.ts";
 import { DEVICE_CLASSES, NETWORK_CLASSES } from "./targeting.ts";
 import { constantTimeEqual } from "./secure.ts";
+import { normalisePercentEncoding, pathForRules } from "./upstream.ts";
 
 /** Largest accepted OFREP request body, in bytes. */
 export const OFREP_MAX_BODY_BYTES = 64 * 1024;
@@ -56,7 +57,10 @@ const ContextSchema = z.looseObject({
   network: z.enum(NETWORK_CLASSES).optional(),
   platform: z.string().max(32).optional(),
   segments: z.array(z.string().max(64)).max(100).optional(),
-  path: z.string().startsWith("/", 'must start with "/"').max(2048).optional(),
+  // Read as the proxy reads a request path, so a flag scoped to `/admin/*` answers the same for
+  // `/%61dmin/x` and `/admin;x/y`.
+  path: z.string().startsWith("/", 'must start with "/"').max(2048)
+    .transform((path) => pathForRules(normalisePercentEncoding(path.replace(/\/{2,}/g, "/")))).optional(),
   loggedIn: z.boolean().optional(),
 });
 

@@ -18,7 +18,7 @@ import {
 } from "./targeting.ts";
 import { type CompiledExperiment, compileExperiment } from "./experiments.ts";
 import { STICKY_VALUE_MAX, stickyLength } from "./sticky.ts";
-import { isDotSegment } from "./upstream.ts";
+import { isDotSegment, normalisePercentEncoding } from "./upstream.ts";
 import { type CompiledFlag, compileFlag, valueHasType } from "./flags.ts";
 import type { NetworkClass } from "./device.ts";
 
@@ -44,8 +44,22 @@ const SafePath = z.string().max(2048).refine(isSafeTargetPath, {
   message: 'must be a path starting with "/" (not "//"), without "\\", dot segments, query or fragment',
 });
 
+/**
+ * Request paths are matched normalised (percent-encoding in normal form, `;` parameters cut; see
+ * `pathForRules`): a glob spelt otherwise could never match, so it is refused.
+ */
 const Glob = z.string().min(1).max(512).refine((value) => value === "*" || value.startsWith("/"), {
   message: 'must start with "/" (or be "*")',
+}).refine((value) => !value.includes(";"), {
+  message: 'must not contain ";" (path parameters are cut from request paths before matching)',
+}).superRefine((value, ctx) => {
+  const normal = normalisePercentEncoding(value);
+  if (normal !== value) {
+    ctx.addIssue({
+      code: "custom",
+      message: `must spell percent-encoding as request paths are matched: "${normal}"`,
+    });
+  }
 });
 
 const Globs = z.union([Glob, z.array(Glob).min(1).max(50)]);

@@ -45,14 +45,20 @@ export const DECODED_BY_FETCH: ReadonlySet<string> = new Set(["gzip", "br"]);
 export const VIA_TOKEN = "1.1 edge-personalizer";
 
 /**
- * Checks an inbound URL path and returns it in the form the edge routes on. Repeated slashes
- * are collapsed; encoded slashes or backslashes, dot segments (plain, encoded or double
- * encoded) and control characters are refused, because an origin that decodes them could be
- * led outside the route the rules matched.
+ * Checks an inbound URL path and returns it in the form the edge forwards and routes on.
+ * Repeated slashes are collapsed and percent-encoding is normalised (RFC 3986 §6.2.2: escaped
+ * unreserved characters decoded, the hex digits of the others upper-cased), so `/%61dmin` is
+ * `/admin` for the rules as for the origin. Encoded slashes or backslashes, dot segments (plain,
+ * encoded or double encoded) and control characters are refused, because an origin that decodes
+ * them could be led outside the route the rules matched.
  *
  * @param pathname the path of the request URL (already WHATWG-normalised)
- * @returns the path to route on
+ * @returns the path to forward and route on
  * @throws {BadPathError} when the path cannot be forwarded safely
+ * @example
+ * ```ts
+ * checkInboundPath("/%61dmin//x%2dy"); // "/admin/x-y"
+ * ```
  */
 export function checkInboundPath(pathname: string): string {
   if (!pathname.startsWith("/")) throw new BadPathError('The request path must start with "/"');
@@ -85,7 +91,47 @@ export function checkInboundPath(pathname: string): string {
       throw new BadPathError("The request path must not contain dot segments");
     }
   }
-  return path;
+  // Every escape is well-formed here: each segment holding one decoded above.
+  return path.includes("%") ? normalisePercentEncoding(path) : path;
+}
+
+const ESCAPE = /%([0-9A-Fa-f]{2})/g;
+const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
+
+/**
+ * Percent-encoding in its normal form (RFC 3986 §6.2.2.1–2): escaped unreserved characters
+ * (`A-Z a-z 0-9 - . _ ~`) decoded, every other escape with upper-case hex digits. Equivalent for
+ * every server, and one spelling for the rules to match.
+ *
+ * @param path a path (or glob) whose escapes are `%` and two hex digits
+ * @returns the same path in normal form
+ * @example
+ * ```ts
+ * normalisePercentEncoding("/%61dmin/caf%c3%a9"); // "/admin/caf%C3%A9"
+ * ```
+ */
+export function normalisePercentEncoding(path: string): string {
+  return path.replace(ESCAPE, (escape, hex: string) => {
+    const char = String.fromCharCode(parseInt(hex, 16));
+    return UNRESERVED.test(char) ? char : escape.toUpperCase();
+  });
+}
+
+/**
+ * The path the rules' globs match: an inbound path (from {@linkcode checkInboundPath}) with the
+ * `;` parameters of each segment cut, as Tomcat and Jetty do before mapping a request
+ * (`/admin;x/y` is served as `/admin/y`), and as {@linkcode isDotSegment} reads a segment.
+ *
+ * @param path a checked inbound path
+ * @returns the path without segment parameters, repeated slashes collapsed
+ * @example
+ * ```ts
+ * pathForRules("/admin;x/y;jsessionid=1"); // "/admin/y"
+ * ```
+ */
+export function pathForRules(path: string): string {
+  if (!path.includes(";")) return path;
+  return path.replace(/;[^/]*/g, "").replace(/\/{2,}/g, "/");
 }
 
 function checkDecodedSegment(segment: string): void {

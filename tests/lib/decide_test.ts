@@ -292,6 +292,30 @@ Deno.test("the splat goes into the target as it is: $ sequences in a request pat
   }
 });
 
+Deno.test("routes, experiments, images and slots match the path without its ; parameters", () => {
+  const rules = parseRules({
+    version: 1,
+    routes: [
+      { match: "/admin/*", redirect: { to: "/login" } },
+      { match: "/shop/*", rewrite: { "*": "/store/*" } },
+    ],
+    experiments: [{ key: "hero", variations: ["control", "a"], coverage: 1, match: "/promo/*" }],
+    images: [{ match: "/img/*.jpg", quality: { fast: 70 } }],
+    slots: [{ name: "banner", when: { path: "/promo/*" }, html: "<b>sale</b>" }],
+  });
+  const run = (path: string) => decide({ facts: makeFacts({ path }), visitor: makeVisitor("v") }, rules);
+  assert.deepEqual(run("/admin;x/y").action, { type: "redirect", location: "/login", status: 302 });
+  assert.equal(run("/admin;x/y").matchedRoute, "/admin/*");
+  // The splat is taken from the matched path: parameters do not go into a rewrite target.
+  assert.deepEqual(run("/shop;jsessionid=1/a;b/c").action, { type: "proxy", path: "/store/a/c" });
+  const promo = run("/promo;x/summer");
+  assert.ok("hero" in promo.variants);
+  assert.deepEqual(promo.slots, { banner: "<b>sale</b>" });
+  assert.deepEqual(run("/img/a.jpg;v=2").action, { type: "proxy", path: "/img/a.jpg;v=2", search: "?q=70" });
+  // Unmatched, the path goes to the origin with its parameters (a servlet's session id).
+  assert.deepEqual(run("/cart;jsessionid=ABC").action, { type: "proxy", path: "/cart;jsessionid=ABC" });
+});
+
 Deno.test("names that are also Object.prototype properties are ordinary names", () => {
   const rules = parseRules({
     version: 1,

@@ -208,3 +208,25 @@ Deno.test("a rule set whose experiments would not all fit in the sticky cookie i
   const nameValue = serializeCookie(STICKY_COOKIE, value, { maxAgeSeconds: 1, secure: true }).split(";")[0]!;
   assert.ok(nameValue.length <= 4096 - 100, `${nameValue.length} bytes`);
 });
+
+Deno.test("a glob no normalised request path can match is refused: ; parameters, unreserved or lower-case escapes", () => {
+  const problems = problemsOf({
+    ...base,
+    routes: [{ match: "/%61dmin/*", redirect: { to: "/login" } }, {
+      match: "/cart;jsessionid=*",
+      redirect: { to: "/c" },
+    }],
+    experiments: [{ key: "hero", variations: ["a", "b"], match: ["/caf%c3%a9/*"] }],
+    slots: [{ name: "s", when: { path: "/x;y" }, html: "" }],
+  });
+  assert.deepEqual(problems, [
+    '"routes.0.match" must spell percent-encoding as request paths are matched: "/admin/*"',
+    '"routes.1.match" must not contain ";" (path parameters are cut from request paths before matching)',
+    '"experiments.0.match.0" must spell percent-encoding as request paths are matched: "/caf%C3%A9/*"',
+    '"slots.0.when.path" must not contain ";" (path parameters are cut from request paths before matching)',
+  ]);
+  assert.equal(
+    parseRules({ ...base, routes: [{ match: "/caf%C3%A9/*", redirect: { to: "/c" } }] }).routes.length,
+    1,
+  );
+});

@@ -5,6 +5,8 @@ import {
   fetchOrigin,
   guardBodyIdle,
   headerValue,
+  normalisePercentEncoding,
+  pathForRules,
   upstreamRequestHeaders,
 } from "../../lib/upstream.ts";
 import { DeadlineSweep } from "../../lib/deadlines.ts";
@@ -28,6 +30,32 @@ Deno.test("inbound paths: safe ones pass (repeated slashes collapsed), escaping 
   ) {
     assert.throws(() => checkInboundPath(bad), BadPathError, bad);
   }
+});
+
+Deno.test("inbound paths come out with percent-encoding normalised: escaped unreserved decoded, other hex upper-cased", () => {
+  assert.equal(checkInboundPath("/%61dmin/x"), "/admin/x");
+  assert.equal(checkInboundPath("/%41%5a%30%2D%2e%5F%7e"), "/AZ0-._~");
+  assert.equal(checkInboundPath("/caf%c3%a9/a%20b%3bc"), "/caf%C3%A9/a%20b%3Bc");
+  // Not decoded twice: `%2561` is a literal "%61" to every server.
+  assert.equal(checkInboundPath("/%2561dmin"), "/%2561dmin");
+  // The common plain path is returned as it is.
+  const plain = "/products/shoes-42";
+  assert.equal(checkInboundPath(plain), plain);
+  // Decoding never makes a dot segment or a slash: those spellings are still refused.
+  for (const bad of ["/%2e/x", "/x/%2E%2E", "/.%2e;a/x", "/a%2fb"]) {
+    assert.throws(() => checkInboundPath(bad), BadPathError, bad);
+  }
+  assert.equal(normalisePercentEncoding("/%7euser/%e2%82%ac"), "/~user/%E2%82%AC");
+});
+
+Deno.test("the path rules match cuts each segment's ; parameters, as a servlet container maps it", () => {
+  assert.equal(pathForRules("/admin;x/y"), "/admin/y");
+  assert.equal(pathForRules("/cart;jsessionid=ABC"), "/cart");
+  assert.equal(pathForRules("/;a/admin;b=c;d/y;e"), "/admin/y");
+  assert.equal(pathForRules("/a/;x/b"), "/a/b");
+  assert.equal(pathForRules("/a%3Bb/c"), "/a%3Bb/c");
+  const plain = "/products/shoes";
+  assert.equal(pathForRules(plain), plain);
 });
 
 Deno.test("upstream URLs keep the origin and its path prefix", () => {

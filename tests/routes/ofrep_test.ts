@@ -458,3 +458,34 @@ Deno.test("ofrep: a caller gone mid-body is a client close, not a server error",
     await res.body?.cancel();
   });
 });
+
+Deno.test("ofrep reads a context path as the proxy reads a request path: escapes normalised, ; parameters cut", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, {
+    rules: {
+      version: 1,
+      flags: [{
+        key: "admin-tools",
+        type: "boolean",
+        default: false,
+        rules: [{ when: { path: "/admin/*" }, value: true }],
+      }],
+    },
+  });
+  try {
+    const app = createApp(deps);
+    for (
+      const [path, value] of [["/admin/x", true], ["/%61dmin/x", true], ["/admin;x/y", true], [
+        "/shop",
+        false,
+      ]]
+    ) {
+      const res = await post(app, "/evaluate/flags/admin-tools", { context: { path } });
+      assert.equal(res.status, 200, String(path));
+      assert.equal((await res.json()).value, value, String(path));
+    }
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});

@@ -176,3 +176,49 @@ Deno.test("a raw spelling that resolves into the edge's own paths is refused, ne
     await origin.close();
   }
 });
+
+Deno.test("rules for /admin/* also hold for /%61dmin/x and /admin;x/y; the origin gets the normalised path", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, {
+    rules: {
+      version: 1,
+      routes: [
+        { match: "/admin/*", redirect: { to: "/login", status: 302 } },
+        { match: "/old/*", rewrite: { "*": "/new/*" } },
+      ],
+      experiments: [{ key: "hero", variations: ["control", "a"], match: "/promo/*" }],
+    },
+  });
+  const edge = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, createApp(deps).fetch);
+  const get = (target: string) =>
+    rawRequest(edge.addr.port, `GET ${target} HTTP/1.1\r\nHost: shop.example\r\nConnection: close\r\n\r\n`);
+  try {
+    for (
+      const target of [
+        "/%61dmin/x",
+        "/%61%64%6D%69%6E/x",
+        "/admin;x/y",
+        "/admin;jsessionid=1/",
+        "/%61dmin;a/b",
+      ]
+    ) {
+      const res = await get(target);
+      assert.equal(res.status, 302, target);
+      assert.match(res.head, /\r\nlocation: \/login\r\n/i, target);
+    }
+    assert.equal(origin.seen.length, 0, "a redirect never reaches the origin");
+
+    assert.equal((await get("/%6Fld/a%2Db")).status, 200);
+    assert.equal(origin.seen.at(-1)!.path, "/new/a-b");
+    assert.equal((await get("/pr%6Fmo;x/summer")).status, 200);
+    assert.match(origin.seen.at(-1)!.headers.get("x-edge-variants") ?? "", /^hero=/);
+    // What no rule matches reaches the origin normalised, with its parameters.
+    assert.equal((await get("/sh%6Fp/caf%c3%a9;jsessionid=A1")).status, 200);
+    const seen = origin.seen.at(-1)!;
+    assert.equal(seen.url.slice(seen.url.indexOf("/", "http://".length)), "/shop/caf%C3%A9;jsessionid=A1");
+  } finally {
+    await edge.shutdown();
+    deps.kv.close();
+    await origin.close();
+  }
+});
