@@ -31,3 +31,33 @@ export function exceedsJsonDepth(value: unknown, maxDepth: number = MAX_JSON_DEP
   }
   return false;
 }
+
+/**
+ * The paths of every object key in `names`, anywhere in a value. Iterative, like
+ * {@linkcode exceedsJsonDepth} (check the depth first: a cyclic value never ends here).
+ *
+ * @param value parsed JSON
+ * @param names the keys to look for
+ * @returns one path (keys and array indices from the top) per key found, the keys of an object
+ *   before those nested in it
+ * @example
+ * ```ts
+ * keyPaths(JSON.parse('{"a":[{"__proto__":1}]}'), new Set(["__proto__"])); // [["a", 0, "__proto__"]]
+ * ```
+ */
+export function keyPaths(value: unknown, names: ReadonlySet<string>): (string | number)[][] {
+  const found: (string | number)[][] = [];
+  const stack: [unknown, (string | number)[]][] = [[value, []]];
+  while (stack.length > 0) {
+    const [item, path] = stack.pop()!;
+    if (item === null || typeof item !== "object") continue;
+    const children: [string | number, unknown][] = Array.isArray(item)
+      ? item.map((child, index) => [index, child])
+      : Object.entries(item);
+    for (const [key] of children) {
+      if (typeof key === "string" && names.has(key)) found.push([...path, key]);
+    }
+    for (let i = children.length - 1; i >= 0; i--) stack.push([children[i]![1], [...path, children[i]![0]]]);
+  }
+  return found;
+}

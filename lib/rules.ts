@@ -4,7 +4,7 @@
  * editors), parsing with readable errors that name the field, cross-reference checks, and
  * compilation into a form the decision stage can evaluate without allocating.
  */
-import { exceedsJsonDepth, MAX_JSON_DEPTH } from "./json_limits.ts";
+import { exceedsJsonDepth, keyPaths, MAX_JSON_DEPTH } from "./json_limits.ts";
 import { z } from "zod";
 import {
   compileCondition,
@@ -31,13 +31,24 @@ const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const PARAM = /^[A-Za-z0-9_.-]{1,32}$/;
 const WEIGHT_TOLERANCE = 0.01;
 
-const RegionName = z.string().regex(REGION, "must be 1-32 letters, digits, '_' or '-'");
+/**
+ * Names that would reach `Object.prototype` when used as an object key (`__proto__` even vanishes
+ * from a parsed map): refused wherever the rules name something.
+ */
+const RESERVED_NAMES: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
+const RESERVED_MESSAGE =
+  'is a reserved name ("__proto__", "constructor" and "prototype" cannot name anything)';
+const notReserved = (name: string) => !RESERVED_NAMES.has(name);
+
+const RegionName = z.string().regex(REGION, "must be 1-32 letters, digits, '_' or '-'")
+  .refine(notReserved, RESERVED_MESSAGE);
 const CountryCode = z.string().regex(COUNTRY, "must be an upper-case ISO 3166-1 alpha-2 country code");
 const Key = z.string().regex(
   KEY,
   "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit",
-);
-const Name = z.string().regex(NAME, "must be 1-64 letters, digits, '_', '.' or '-'");
+).refine(notReserved, RESERVED_MESSAGE);
+const Name = z.string().regex(NAME, "must be 1-64 letters, digits, '_', '.' or '-'")
+  .refine(notReserved, RESERVED_MESSAGE);
 
 /** A path the edge may send to the origin or redirect to: absolute, no host, no dot segments. */
 const SafePath = z.string().max(2048).refine(isSafeTargetPath, {
@@ -94,7 +105,13 @@ const REWRITE_BY = ["region", "device", "network"] as const;
 const Route = z.strictObject({
   match: Glob,
   when: Condition.optional(),
-  rewrite: z.record(z.string().regex(/^(\*|[A-Za-z0-9_.-]{1,64})$/, 'must be a name or "*"'), SafePath)
+  rewrite: z.record(
+    z.string().regex(/^(\*|[A-Za-z0-9_.-]{1,64})$/, 'must be a name or "*"').refine(
+      notReserved,
+      RESERVED_MESSAGE,
+    ),
+    SafePath,
+  )
     .optional().meta({
       description:
         'Target path by region (default), device or network class, or experiment variation; "*" is the fallback. ' +
@@ -336,17 +353,48 @@ export function parseRules(input: unknown, source = "rules"): CompiledRules {
     const problem = `"(root)" must not be nested more than ${MAX_JSON_DEPTH} levels deep`;
     throw new RulesError(`Cannot parse ${source}: ${problem}`, [problem]);
   }
+  const reserved = reservedKeyProblems(input).map(({ path, message }) => `"${path.join(".")}" ${message}`);
+  if (reserved.length) throw new RulesError(`Cannot parse ${source}: ${reserved.join("; ")}`, reserved);
   // A rule set is parsed once per version: generating zod's compiled fast paths for its many object
   // schemas costs more (~4 ms of start-up) than it saves.
   const result = RuleSetSchema.safeParse(input, { jitless: true });
   if (!result.success) {
     const problems = result.error.issues.map((issue) => {
       const path = issue.path.length ? issue.path.join(".") : "(root)";
-      return `"${path}" ${issue.message}`;
+      return `"${path}" ${rulesIssueMessage(issue)}`;
     });
     throw new RulesError(`Cannot parse ${source}: ${problems.join("; ")}`, problems);
   }
   return compileRules(result.data, source);
+}
+
+/**
+ * The `__proto__` keys of a rule set as parsed from JSON, anywhere in it. Checked before the
+ * schema, which would drop them without a word (a `regions` entry `"__proto__"` would vanish
+ * and its countries fall back to the default region); the other reserved names are refused by
+ * the schema itself, where they name something.
+ *
+ * @param input parsed JSON of unknown shape (not nested too deep: check that first)
+ * @returns one problem per key found, with its path
+ */
+export function reservedKeyProblems(input: unknown): { path: (string | number)[]; message: string }[] {
+  return keyPaths(input, PROTO_KEY).map((path) => ({ path, message: RESERVED_MESSAGE }));
+}
+
+const PROTO_KEY: ReadonlySet<string> = new Set(["__proto__"]);
+
+/**
+ * The message of a rule set's schema issue: for a map key that failed, what was wrong with the
+ * key (zod itself only says "Invalid key in record").
+ *
+ * @param issue an issue of {@linkcode RuleSetSchema}
+ * @returns the message to show after the field's path
+ */
+export function rulesIssueMessage(issue: z.core.$ZodIssue): string {
+  if (issue.code === "invalid_key" && issue.issues.length) {
+    return issue.issues.map((inner) => inner.message).join("; ");
+  }
+  return issue.message;
 }
 
 /**

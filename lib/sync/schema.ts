@@ -7,7 +7,7 @@
 import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../json_limits.ts";
 import { z } from "zod";
 import { EdgeError } from "../errors.ts";
-import { parseRules, RulesError, RuleSetSchema } from "../rules.ts";
+import { parseRules, reservedKeyProblems, RulesError, RuleSetSchema, rulesIssueMessage } from "../rules.ts";
 import { USER_ID } from "../identity.ts";
 import { bytesPerChar } from "../memory_size.ts";
 
@@ -99,7 +99,11 @@ const EraseEvent = z.object({ kind: z.literal("erase"), userId: ErasableUserId, 
 const RulesEvent = z.object({
   kind: z.literal("rules"),
   version: Version,
-  rules: z.record(z.string(), z.unknown()),
+  // Taken as it is (a record schema would drop a "__proto__" key before it could be refused).
+  rules: z.custom<Record<string, unknown>>(
+    (value) => typeof value === "object" && value !== null && !Array.isArray(value),
+    { message: "must be an object" },
+  ),
   at: Instant.optional(),
   canary: z.number({ error: "must be a number" }).gt(0, "must be greater than 0").lt(1, "must be less than 1")
     .optional(),
@@ -108,12 +112,23 @@ const RulesEvent = z.object({
     ctx.addIssue({ code: "custom", path: ["at"], message: 'is required with "canary"' });
     return z.NEVER;
   }
+  const reserved = reservedKeyProblems(event.rules);
+  if (reserved.length) {
+    for (const { path, message } of reserved) {
+      ctx.addIssue({ code: "custom", path: ["rules", ...path.map(String)], message });
+    }
+    return z.NEVER;
+  }
   // The rule set's own version may be left out; when given it must match the event's.
   const candidate = { ...event.rules, version: event.rules.version ?? event.version };
   const parsed = RuleSetSchema.safeParse(candidate);
   if (!parsed.success) {
     for (const issue of parsed.error.issues) {
-      ctx.addIssue({ code: "custom", path: ["rules", ...issue.path.map(String)], message: issue.message });
+      ctx.addIssue({
+        code: "custom",
+        path: ["rules", ...issue.path.map(String)],
+        message: rulesIssueMessage(issue),
+      });
     }
     return z.NEVER;
   }

@@ -319,10 +319,10 @@ Deno.test("routes, experiments, images and slots match the path without its ; pa
 Deno.test("names that are also Object.prototype properties are ordinary names", () => {
   const rules = parseRules({
     version: 1,
-    slots: [{ name: "constructor", html: "<b>hi</b>" }, { name: "toString", html: "<i>yo</i>" }],
+    slots: [{ name: "hasOwnProperty", html: "<b>hi</b>" }, { name: "toString", html: "<i>yo</i>" }],
   });
   const decision = decide({ facts: makeFacts(), visitor: makeVisitor("v") }, rules);
-  assert.deepEqual(decision.slots, { constructor: "<b>hi</b>", toString: "<i>yo</i>" });
+  assert.deepEqual(decision.slots, { hasOwnProperty: "<b>hi</b>", toString: "<i>yo</i>" });
 });
 
 Deno.test("image requests get width and quality parameters from viewport, DPR and network", () => {

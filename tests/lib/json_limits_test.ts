@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../../lib/json_limits.ts";
+import { exceedsJsonDepth, keyPaths, MAX_JSON_DEPTH } from "../../lib/json_limits.ts";
 import { parseRules, RulesError } from "../../lib/rules.ts";
 import { parseSyncEvent } from "../../lib/sync/schema.ts";
 
@@ -44,4 +44,17 @@ Deno.test("a JSON flag value nested 5 000 levels deep is a RulesError, not a sta
   });
   assert.ok("problems" in profile);
   assert.match(profile.problems[0]!.message, /nested more than 64 levels/);
+});
+
+Deno.test("keyPaths finds a key at any depth, in arrays too, as JSON.parse keeps it", () => {
+  const names = new Set(["__proto__"]);
+  const value = JSON.parse('{"a":[{"b":1},{"__proto__":{"__proto__":2}}],"__proto__":3,"c":"__proto__"}');
+  assert.deepEqual(keyPaths(value, names), [["__proto__"], ["a", 1, "__proto__"], [
+    "a",
+    1,
+    "__proto__",
+    "__proto__",
+  ]]);
+  assert.deepEqual(keyPaths({ a: 1 }, names), []);
+  assert.deepEqual(keyPaths(nested(MAX_JSON_DEPTH), new Set(["a"])).length, MAX_JSON_DEPTH - 1);
 });

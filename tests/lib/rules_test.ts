@@ -113,7 +113,7 @@ Deno.test("rule validation checks flag values against the flag type and variants
       { key: "a", type: "boolean", default: "no", rules: [{ value: 1 }] },
       { key: "a", type: "number", default: 1, rules: [{ variant: "nope" }, { value: 2, variant: "x" }] },
       { key: "o", type: "object", default: [], variants: { x: null } },
-      { key: "p", type: "string", default: "x", variants: { a: "A" }, rules: [{ variant: "constructor" }] },
+      { key: "p", type: "string", default: "x", variants: { a: "A" }, rules: [{ variant: "toString" }] },
     ],
   });
   assert.deepEqual(problems, [
@@ -124,7 +124,7 @@ Deno.test("rule validation checks flag values against the flag type and variants
     '"flags.1.rules.1" must have exactly one of "value" or "variant"',
     '"flags.2.default" must be of type object',
     '"flags.2.variants.x" must be of type object',
-    '"flags.3.rules.0.variant" names unknown variant "constructor"',
+    '"flags.3.rules.0.variant" names unknown variant "toString"',
   ]);
 });
 
@@ -229,4 +229,49 @@ Deno.test("a glob no normalised request path can match is refused: ; parameters,
     parseRules({ ...base, routes: [{ match: "/caf%C3%A9/*", redirect: { to: "/c" } }] }).routes.length,
     1,
   );
+});
+
+Deno.test("reserved names are refused naming the field: __proto__ in any map, constructor and prototype as any name", () => {
+  const RESERVED = 'is a reserved name ("__proto__", "constructor" and "prototype" cannot name anything)';
+  // As a rules file is read: JSON.parse keeps "__proto__" as an ordinary key, which zod would drop.
+  const file = (text: string) => problemsOf(JSON.parse(text));
+  assert.deepEqual(file('{"version":1,"regions":{"__proto__":["DE"],"EU":["FR"]}}'), [
+    `"regions.__proto__" ${RESERVED}`,
+  ]);
+  assert.deepEqual(file('{"version":1,"__proto__":{"routes":[]}}'), [`"__proto__" ${RESERVED}`]);
+  assert.deepEqual(
+    file(
+      '{"version":1,"routes":[{"match":"/a","rewrite":{"__proto__":"/b","*":"/c"}}],' +
+        '"flags":[{"key":"f","type":"object","default":{"__proto__":{"x":1}},"variants":{"__proto__":{}}}]}',
+    ),
+    [
+      `"routes.0.rewrite.__proto__" ${RESERVED}`,
+      `"flags.0.default.__proto__" ${RESERVED}`,
+      `"flags.0.variants.__proto__" ${RESERVED}`,
+    ],
+  );
+  const problems = problemsOf({
+    version: 1,
+    regions: { constructor: ["DE"], prototype: ["FR"] },
+    routes: [{ match: "/a", rewrite: { constructor: "/b" } }],
+    experiments: [{ key: "constructor", variations: ["prototype", "b"] }],
+    flags: [{ key: "prototype", type: "string", default: "x", variants: { constructor: "y" } }],
+    slots: [{ name: "constructor", html: "" }],
+  });
+  assert.deepEqual(problems, [
+    `"regions.constructor" ${RESERVED}`,
+    `"regions.prototype" ${RESERVED}`,
+    `"routes.0.rewrite.constructor" ${RESERVED}`,
+    `"experiments.0.key" ${RESERVED}`,
+    `"experiments.0.variations.0" ${RESERVED}`,
+    `"flags.0.key" ${RESERVED}`,
+    `"flags.0.variants.constructor" ${RESERVED}`,
+    `"slots.0.name" ${RESERVED}`,
+  ]);
+  // In a flag's JSON value only "__proto__" (which would vanish) is refused; other keys are data.
+  const value = parseRules({
+    version: 1,
+    flags: [{ key: "f", type: "object", default: { constructor: 1 } }],
+  });
+  assert.deepEqual(value.flagsByKey.get("f")!.defaultValue, { constructor: 1 });
 });

@@ -267,6 +267,27 @@ Deno.test("sync answers 400 listing every invalid event and applies nothing of t
   });
 });
 
+Deno.test("a pushed rules event with a reserved key is refused naming the field, top level included", async () => {
+  await withSync(async ({ app, kv }) => {
+    // Written as text: an object literal's "__proto__" would set the prototype, not a key.
+    const events =
+      '[{"kind":"rules","version":3,"rules":{"__proto__":{"x":1},"regions":{"__proto__":["DE"]}}},' +
+      '{"kind":"rules","version":4,"rules":{"regions":{"constructor":["DE"]}}}]';
+    const body = `{"type":"edge.sync","timestamp":"2026-11-26T12:00:00Z","data":{"events":${events}}}`;
+    const res = await app.request("/_edge/sync", await signedInit(body));
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.equal(error.code, "invalid_events");
+    const reserved = 'is a reserved name ("__proto__", "constructor" and "prototype" cannot name anything)';
+    assert.deepEqual(error.events, [
+      { index: 0, field: "rules.__proto__", message: reserved },
+      { index: 0, field: "rules.regions.__proto__", message: reserved },
+      { index: 1, field: "rules.regions.constructor", message: reserved },
+    ]);
+    assert.ok(await kvIsEmpty(kv));
+  });
+});
+
 Deno.test("sync answers 400 for a body that is not JSON or not an edge.sync envelope", async () => {
   await withSync(async ({ app }) => {
     const bad = await app.request("/_edge/sync", await signedInit("{not json"));
