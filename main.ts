@@ -5,7 +5,7 @@
  * and with `deno serve --parallel main.ts` (through the default export).
  */
 import { DeadlineError, DeadlineSweep } from "./lib/deadlines.ts";
-import { type Config, ConfigError, parseConfig } from "./lib/config.ts";
+import { type Config, ConfigError, parseConfig, redactCredentials } from "./lib/config.ts";
 import { createLogger } from "./lib/log.ts";
 import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.ts";
 import { followRulesInKv, RulesStore } from "./lib/rules_store.ts";
@@ -55,7 +55,9 @@ try {
   const reason = error instanceof DeadlineError
     ? `no answer within ${config.kvOpenTimeoutMs} ms (KV_OPEN_TIMEOUT_MS)`
     : (error as Error).message;
-  fail(`Cannot open KV at KV_PATH "${config.kvPath ?? "(default)"}": ${reason}`);
+  // KV_PATH may be a KV Connect URL with credentials, which the error's own message may repeat.
+  const kvPath = config.kvPath === undefined ? "(default)" : redactCredentials(config.kvPath);
+  fail(`Cannot open KV at KV_PATH "${kvPath}": ${redactCredentials(reason)}`);
 }
 
 // Opened, not read: lookups read the search-tree blocks they need, so the first request is

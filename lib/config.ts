@@ -352,8 +352,18 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   };
 }
 
-/** URL credentials (`//user:password@`) never reach the start-up message. */
-function redactCredentials(value: string): string {
+/**
+ * Masks URL credentials (`//user:password@` → `//***@`) so that no message or log line shows them:
+ * for `ORIGIN_URL`, `BACKEND_URL`, `KV_PATH` and any other value that may be a URL.
+ *
+ * @param value a URL or any text holding URLs
+ * @returns the text with every userinfo replaced by `***`
+ * @example
+ * ```ts
+ * redactCredentials("http://u:pw@kv.internal:4512"); // "http://***@kv.internal:4512"
+ * ```
+ */
+export function redactCredentials(value: string): string {
   return value.replace(/(\/\/)[^/@\s]*@/g, "$1***@");
 }
 

@@ -10,6 +10,7 @@ import { z } from "zod";
 import { demoOriginHandler } from "./demo_origin.ts";
 import { parseNdjson, publish, rebaseInstants } from "../lib/publisher.ts";
 import { EMPTY_RULES, loadRulesFile } from "../lib/rules.ts";
+import { redactCredentials } from "../lib/config.ts";
 
 const DEV_SYNC_SECRET = "whsec_ZGV2LW9ubHktc3luYy1zZWNyZXQtMDAwMDAwMA==";
 /** Where the dev KV lives unless `KV_PATH` says otherwise; `rm -rf .data` starts over. */
@@ -166,7 +167,7 @@ async function stopChild(): Promise<Deno.CommandStatus> {
  * across restarts and overrides the file, and then the curl examples may not hold.
  */
 async function rulesServed(base: string): Promise<string> {
-  const kvAt = `KV at ${env.KV_PATH}`;
+  const kvAt = `KV at ${redactCredentials(env.KV_PATH ?? "")}`;
   let served: number | null;
   try {
     const res = await fetch(`${base}/_edge/ready`, { signal: AbortSignal.timeout(2000) });
@@ -187,7 +188,7 @@ async function rulesServed(base: string): Promise<string> {
     }
   }
   if (served !== null && served === startupVersion) return `version ${served} from ${startup}, ${kvAt}`;
-  const reset = env.KV_PATH === DEV_KV_PATH ? "stop and rm -rf .data" : `stop and delete ${env.KV_PATH}`;
+  const reset = env.KV_PATH === DEV_KV_PATH ? "stop and rm -rf .data" : `stop and delete ${redactCredentials(env.KV_PATH ?? "")}`;
   return `version ${served ?? "none"} from ${kvAt} (pushed through sync earlier), not ${startup}` +
     `${startupVersion === undefined ? "" : ` (version ${startupVersion})`}\n` +
     `               the examples below assume the demo rules; to start over, ${reset}`;

@@ -269,6 +269,22 @@ Deno.test("start-up against a KV Connect server that never answers exits 1 namin
   }
 });
 
+Deno.test("a KV_PATH with credentials is masked in the start-up error, also where Deno's own message repeats it", async () => {
+  const kvPort = freePort();
+  const { code, stderr } = await runServiceExpectingFailure({
+    ORIGIN_URL: "http://127.0.0.1:1",
+    KV_PATH: `http://edge:s3cret-pw@127.0.0.1:${kvPort}`,
+    DENO_KV_ACCESS_TOKEN: "token-0123456789abcdef",
+    KV_OPEN_TIMEOUT_MS: "5000",
+  });
+  assert.equal(code, 1, stderr);
+  assert.match(
+    stderr,
+    new RegExp(`Cannot open KV at KV_PATH "http://\\*\\*\\*@127\\.0\\.0\\.1:${kvPort}": `),
+  );
+  assert.doesNotMatch(stderr, /s3cret-pw|edge:/);
+});
+
 Deno.test("deno serve --parallel main.ts serves the same app and stops cleanly on SIGTERM", async () => {
   const origin = startOrigin();
   await withKvDir(async (kvPath) => {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { ConfigError, parseConfig } from "../../lib/config.ts";
+import { ConfigError, parseConfig, redactCredentials } from "../../lib/config.ts";
 
 function problems(env: Record<string, string>): string[] {
   try {
@@ -130,4 +130,14 @@ Deno.test("config: SHUTDOWN_TIMEOUT_MS and KV_OPEN_TIMEOUT_MS default to 10 s an
       'SHUTDOWN_TIMEOUT_MS must be a number (got "soon")',
     ],
   );
+});
+
+Deno.test("URL credentials are masked wherever a value may hold a URL", () => {
+  assert.equal(redactCredentials("http://u:pw@kv.internal:4512"), "http://***@kv.internal:4512");
+  assert.equal(
+    redactCredentials("failed to connect to 'https://edge:s3cret@kv.example/': refused (https://a@b/)"),
+    "failed to connect to 'https://***@kv.example/': refused (https://***@b/)",
+  );
+  assert.equal(redactCredentials(".data/dev.kv"), ".data/dev.kv");
+  assert.equal(redactCredentials("https://kv.example/path@x"), "https://kv.example/path@x");
 });
