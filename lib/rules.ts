@@ -220,8 +220,8 @@ const Slot = z.strictObject({
   }),
 });
 
-/** The zod schema of a rule set. */
-export const RuleSetSchema = z.object({
+/** The zod schema of a rule set; strict at every level, so a misspelt key is refused, not dropped. */
+export const RuleSetSchema = z.strictObject({
   $schema: z.string().optional(),
   version: z.number().int().nonnegative(),
   defaultRegion: RegionName.default("GLOBAL"),

@@ -275,3 +275,12 @@ Deno.test("reserved names are refused naming the field: __proto__ in any map, co
   });
   assert.deepEqual(value.flagsByKey.get("f")!.defaultValue, { constructor: 1 });
 });
+
+Deno.test("a misspelt top-level key is refused naming it, not dropped", () => {
+  assert.deepEqual(problemsOf({ ...base, experiements: [{ key: "hero", variations: ["a", "b"] }] }), [
+    '"(root)" Unrecognized key: "experiements"',
+  ]);
+  assert.deepEqual(problemsOf({ ...base, slotz: [], htmlcontext: true }), [
+    '"(root)" Unrecognized keys: "slotz", "htmlcontext"',
+  ]);
+});

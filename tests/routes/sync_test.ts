@@ -288,6 +288,25 @@ Deno.test("a pushed rules event with a reserved key is refused naming the field,
   });
 });
 
+Deno.test("a pushed rules event with a misspelt top-level key is refused naming it; nothing is stored", async () => {
+  await withSync(async ({ app, kv }) => {
+    const res = await app.request(
+      "/_edge/sync",
+      await signedInit(payload([{
+        kind: "rules",
+        version: 5,
+        at: "2026-11-26T11:59:58Z",
+        canary: 0.1,
+        rules: { slotz: [{ name: "promo", html: "<b>x</b>" }] },
+      }])),
+    );
+    assert.equal(res.status, 400);
+    const { error } = await res.json();
+    assert.deepEqual(error.events, [{ index: 0, field: "rules", message: 'Unrecognized key: "slotz"' }]);
+    assert.ok(await kvIsEmpty(kv));
+  });
+});
+
 Deno.test("sync answers 400 for a body that is not JSON or not an edge.sync envelope", async () => {
   await withSync(async ({ app }) => {
     const bad = await app.request("/_edge/sync", await signedInit("{not json"));

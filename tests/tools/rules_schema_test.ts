@@ -14,4 +14,9 @@ Deno.test("the generated rules schema describes the rule language for editors", 
     assert.ok(field in schema.properties, field);
   }
   assert.equal(schema.$defs.Condition.additionalProperties, false);
+  // The top level is strict like every nested object: a misspelt key is an editor error too.
+  assert.equal(schema.additionalProperties, false);
+  for (const field of ["slots", "htmlContext", "$schema", "defaultRegion", "version"]) {
+    assert.ok(field in schema.properties, field);
+  }
 });
