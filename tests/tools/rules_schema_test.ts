@@ -20,3 +20,13 @@ Deno.test("the generated rules schema describes the rule language for editors", 
     assert.ok(field in schema.properties, field);
   }
 });
+
+Deno.test("docs/rules.md's top-level table lists every top-level field of the schema", async () => {
+  const doc = await Deno.readTextFile(new URL("../../docs/rules.md", import.meta.url));
+  const section = doc.slice(
+    doc.indexOf("\n## Top level\n"),
+    doc.indexOf("\n## ", doc.indexOf("\n## Top level\n") + 1),
+  );
+  const documented = [...section.matchAll(/^\| `([^`]+)` +\|/gm)].map((match) => match[1]).sort();
+  assert.deepEqual(documented, Object.keys(JSON.parse(rulesSchemaText()).properties).sort());
+});
