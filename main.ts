@@ -18,6 +18,7 @@ import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 import { BackgroundTasks } from "./lib/background.ts";
 import { createStageTracer, type StageTracer } from "./lib/tracing.ts";
+import { storeStartupRules } from "./lib/sync/apply.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -45,6 +46,8 @@ try {
 }
 
 const deadlines = new DeadlineSweep();
+/** The longest start-up waits on KV for the rules (storing the start-up set, the first check). */
+const STARTUP_KV_WAIT_MS = 2000;
 
 // Bounded: a KV Connect server that accepts connections but never answers would otherwise hold
 // start-up forever, without a word.
@@ -128,6 +131,28 @@ metrics.addCollectHook(() => {
   metrics.setContextCacheSize({ entries: stats.entries, bytes: stats.bytes });
 });
 
+// A rollback to the start-up rules (after a canary or a push) must find them in KV like any pushed
+// version. Bounded like the first rules check: a slow KV must not block start.
+if (config.rulesPath) {
+  const version = initialRules.version;
+  try {
+    const outcome = await deadlines.within(
+      storeStartupRules(kv, initialRules.source, { rulesKeep: config.rulesKeep }),
+      STARTUP_KV_WAIT_MS,
+      "Storing the start-up rules in KV",
+    );
+    if (outcome === "stored") log.info("start-up rules stored in KV", { version });
+    if (outcome === "too-large") {
+      log.warn("start-up rules too large for KV: a rollback to them needs them pushed", { version });
+    }
+  } catch (error) {
+    log.warn("start-up rules not stored in KV: a rollback to them needs them pushed", {
+      version,
+      error: (error as Error).message,
+    });
+  }
+}
+
 const stopFollowingRules = new AbortController();
 let firstRulesCheck!: () => void;
 const rulesChecked = new Promise<void>((resolve) => firstRulesCheck = resolve);
@@ -139,7 +164,7 @@ const followingRules = followRulesInKv(kv, deps.rules, {
 });
 // A fresh instance must not serve the start-up rules file when KV names a newer version, a
 // canary or a rollback: wait for the first look at KV (bounded, so a slow KV cannot block start).
-await Promise.race([rulesChecked, new Promise((resolve) => setTimeout(resolve, 2000))]);
+await Promise.race([rulesChecked, new Promise((resolve) => setTimeout(resolve, STARTUP_KV_WAIT_MS))]);
 
 const app = createApp(deps);
 

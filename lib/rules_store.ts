@@ -3,7 +3,8 @@
  * Holds the compiled rules of this process — the active rule set and, while one runs, a canary
  * with the share of visitors it gets — and keeps them on what the rule control record in KV
  * names: picked up through `kv.watch` within milliseconds, with polling as a fallback. Rules
- * load from `RULES_PATH` at start; an invalid rule set never becomes active or canary.
+ * load from `RULES_PATH` at start (and are kept in KV by `storeStartupRules`, so a rollback can
+ * name them); an invalid rule set never becomes active or canary.
  */
 import { type CompiledRules, parseRules, RulesError } from "./rules.ts";
 import { hash } from "./bucketing.ts";

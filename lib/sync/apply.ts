@@ -17,6 +17,7 @@ import {
   type RulesControlEvent,
 } from "../rules_control.ts";
 import type { Config } from "../config.ts";
+import type { ParsedRuleSet } from "../rules.ts";
 import {
   CartValue,
   expireIn,
@@ -38,11 +39,13 @@ import { compactViews, planViewWrites } from "./views.ts";
 import {
   type CartEvent,
   type EraseEvent,
+  MAX_EVENT_BYTES,
   parseSyncEvents,
   type ProfileEvent,
   type RelatedEvent,
   type SessionEndEvent,
   type SessionEvent,
+  storedBytes,
   type SyncEvent,
   type ViewEvent,
 } from "./schema.ts";
@@ -182,6 +185,51 @@ export async function applyBackendEvents(
   options: ApplyOptions,
 ): Promise<ApplyResult> {
   return await applyEvents(kv, parseSyncEvents(events), options);
+}
+
+/** What {@linkcode storeStartupRules} did. */
+export type StartupRulesOutcome =
+  /** Stored as a kept version, as if pushed without `at`. */
+  | "stored"
+  /** KV already keeps this version or a newer one: nothing written. */
+  | "kept"
+  /** Larger than a pushed rule set may be: not storable in KV. */
+  | "too-large";
+
+/** Options for {@linkcode storeStartupRules}. */
+export interface StartupRulesOptions {
+  /** How many rule set versions are kept (`RULES_KEEP`); the same on every instance. */
+  rulesKeep?: number;
+  /** How often a conflicting commit is re-read and retried (default 20). */
+  maxAttempts?: number;
+}
+
+/**
+ * Stores the rule set loaded at start-up (`RULES_PATH`) as a kept version, so that a rollback
+ * to it (after a canary or a push) finds it like any pushed version. It is merged exactly as a
+ * `rules` event without `at` for its version would be, so it never outranks a timed activation
+ * or a higher version, and instances starting together converge; nothing is written when KV
+ * already keeps that version (whatever its content: the first stored wins) or a newer one.
+ *
+ * @param kv the store
+ * @param rules the start-up rule set, validated
+ * @param options kept versions and retries
+ * @returns whether it was stored, already kept (or superseded), or too large to store
+ * @throws {ApplyConflictError} when the control record keeps changing under concurrent writers
+ */
+export async function storeStartupRules(
+  kv: Deno.Kv,
+  rules: ParsedRuleSet,
+  options: StartupRulesOptions = {},
+): Promise<StartupRulesOutcome> {
+  const event: RulesControlEvent = { kind: "rules", version: rules.version, rules };
+  if (storedBytes({ version: rules.version, rules }) > MAX_EVENT_BYTES) return "too-large";
+  const outcome: Outcome = { applied: 0, stale: 0, users: new Set(), compact: new Map() };
+  const unit = rulesUnit([event], options.rulesKeep ?? DEFAULT_RULES_KEEP, {
+    skip: (control) => control.entries.some((entry) => entry.stored && entry.version >= rules.version),
+  });
+  await runUnits(kv, [unit], options.maxAttempts ?? DEFAULT_MAX_ATTEMPTS, outcome);
+  return outcome.applied > 0 ? "stored" : "kept";
 }
 
 // --- units: one group of keys read, decided on and written together -------------------------
@@ -438,7 +486,11 @@ function versionedUnit<E extends { version: number }, V extends { version: numbe
  * changes nothing but the number of commits (a rule set that a later chunk pushes out again is
  * written and then deleted).
  */
-function rulesUnit(events: readonly RulesControlEvent[], keep: number): Unit {
+function rulesUnit(
+  events: readonly RulesControlEvent[],
+  keep: number,
+  options: { skip?: (control: RulesControlValue) => boolean } = {},
+): Unit {
   // In time order, as the merge takes a batch: split by version instead, a push in an early
   // commit could push out a version that a rollback in a later commit makes active again.
   let remaining = [...events].sort(compareRulesEvents);
@@ -448,6 +500,9 @@ function rulesUnit(events: readonly RulesControlEvent[], keep: number): Unit {
     attempts: 0,
     step(read) {
       const stored = parseStored(RulesControlValue, read(keys.rulesControl()).value) ?? { entries: [] };
+      if (options.skip?.(stored)) {
+        return { plan: { mutations: [], applied: 0, stale: remaining.length, users: [] } };
+      }
       let sets = 0;
       let cut = 0;
       while (cut < remaining.length) {

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { readSession, readUserContext } from "../../lib/store.ts";
 import { startOrigin } from "../support.ts";
-import { startService } from "./service.ts";
+import { type ServiceProcess, startService } from "./service.ts";
+import { sign } from "../../lib/sync/verify.ts";
 
 const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const ROOT = new URL("../../", import.meta.url);
@@ -75,6 +76,90 @@ Deno.test("the push CLI delivers the demo events to a running service, retrying 
     assert.deepEqual((await readUserContext(kv, "u3", DEMO_NOW)).recentViews, [], "u3 was erased");
   } finally {
     kv.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("rolling back to the RULES_PATH version after a canary and a push makes it active again on two instances", async () => {
+  const dir = await Deno.makeTempDir();
+  const origin = startOrigin();
+  const rulesPath = `${dir}/rules.json`;
+  await Deno.writeTextFile(rulesPath, JSON.stringify({ version: 5, defaultRegion: "START" }));
+  const env = {
+    ORIGIN_URL: origin.url,
+    KV_PATH: `${dir}/edge.kv`,
+    RULES_PATH: rulesPath,
+    SYNC_SECRETS: SECRET,
+    RULES_TOKEN: "rules-token-0123456789",
+    RULES_POLL_MS: "100",
+  };
+  const services = [await startService(env), await startService(env)];
+  const [a, b] = services as [ServiceProcess, ServiceProcess];
+  let message = 0;
+  const deliver = async (service: ServiceProcess, event: Record<string, unknown>) => {
+    const body = JSON.stringify({
+      type: "edge.sync",
+      timestamp: new Date().toISOString(),
+      data: { events: [event] },
+    });
+    const id = `msg_${++message}`;
+    const timestamp = Math.floor(Date.now() / 1000);
+    const res = await fetch(`${service.url}/_edge/sync`, {
+      method: "POST",
+      body,
+      headers: {
+        "content-type": "application/json",
+        "webhook-id": id,
+        "webhook-timestamp": String(timestamp),
+        "webhook-signature": await sign(SECRET, { id, timestamp, body }),
+      },
+    });
+    return await res.json();
+  };
+  const served = async (service: ServiceProcess) => {
+    const res = await fetch(`${service.url}/_edge/rules`, {
+      headers: { authorization: `Bearer ${env.RULES_TOKEN}` },
+    });
+    const { instance } = await res.json();
+    return `${instance.active}/${instance.canary?.version ?? "-"}`;
+  };
+  const bothServe = async (expected: string) => {
+    const deadline = Date.now() + 5000;
+    let seen: string[] = [];
+    while (Date.now() < deadline) {
+      seen = [await served(a), await served(b)];
+      if (seen.every((state) => state === expected)) return;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.fail(`expected ${expected} on both instances, got ${seen.join(" and ")}`);
+  };
+  try {
+    await bothServe("5/-");
+    const at = (minutes: number) => new Date(Date.now() + minutes * 60_000).toISOString();
+    const canary = { kind: "rules", version: 6, at: at(0), canary: 0.5, rules: { defaultRegion: "CANARY" } };
+    assert.deepEqual(await deliver(a, canary), { applied: 1, stale: 0 });
+    await bothServe("5/6");
+    assert.deepEqual(await deliver(b, { kind: "rules_rollback", version: 5, at: at(1) }), {
+      applied: 1,
+      stale: 0,
+    });
+    await bothServe("5/-");
+    assert.deepEqual(await deliver(a, { kind: "rules", version: 7, at: at(2), rules: {} }), {
+      applied: 1,
+      stale: 0,
+    });
+    await bothServe("7/-");
+    assert.deepEqual(await deliver(a, { kind: "rules_rollback", version: 5, at: at(3) }), {
+      applied: 1,
+      stale: 0,
+    });
+    await bothServe("5/-");
+    // Served from the start-up set as KV keeps it, on both.
+    await fetch(`${b.url}/page`).then((res) => res.body?.cancel());
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-region"), "START");
+  } finally {
+    for (const service of services) await service.stop();
+    await origin.close();
     await Deno.remove(dir, { recursive: true });
   }
 });

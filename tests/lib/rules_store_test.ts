@@ -3,7 +3,7 @@ import { followRulesInKv, isCanaryVisitor, RulesStore } from "../../lib/rules_st
 import { parseRules } from "../../lib/rules.ts";
 import { createLogger } from "../../lib/log.ts";
 import { keys } from "../../lib/store.ts";
-import { applyEvents, type ApplyOptions } from "../../lib/sync/apply.ts";
+import { applyEvents, type ApplyOptions, storeStartupRules } from "../../lib/sync/apply.ts";
 import { parseSyncEvents } from "../../lib/sync/schema.ts";
 import { stallingReads } from "../support.ts";
 
@@ -100,6 +100,55 @@ Deno.test("canary, promote and rollback reach a second instance on the same KV w
     await push(kvA, [{ kind: "rules_rollback", version: 11, at: minute(4) }]);
     assert.ok(await waitFor(() => state(a) === "11/-" && state(b) === "11/-", 1000), state(b));
     assert.equal(b.current.defaultRegion, "EU");
+    stop.abort();
+    await Promise.all(following);
+  } finally {
+    kvA.close();
+    kvB.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("rolling back to the start-up rules makes them active again on two instances sharing one KV", async () => {
+  const dir = await Deno.makeTempDir();
+  const kvA = await Deno.openKv(`${dir}/kv`);
+  const kvB = await Deno.openKv(`${dir}/kv`);
+  const stop = new AbortController();
+  // Both start from the same RULES_PATH file, as a fleet does.
+  const startup = () => parseRules({ version: 5, defaultRegion: "START" });
+  const a = new RulesStore(startup());
+  const b = new RulesStore(startup());
+  const state = (store: RulesStore) =>
+    `${store.current.version}:${store.current.defaultRegion}/${store.canary?.rules.version ?? "-"}`;
+  try {
+    assert.equal(await storeStartupRules(kvA, a.baseline.source), "stored");
+    assert.equal(await storeStartupRules(kvB, b.baseline.source), "kept");
+    const following = [
+      followRulesInKv(kvA, a, { pollMs: 60_000, log, signal: stop.signal }),
+      followRulesInKv(kvB, b, { pollMs: 60_000, log, signal: stop.signal }),
+    ];
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(state(a), "5:START/-");
+
+    await push(kvA, [{
+      kind: "rules",
+      version: 6,
+      at: minute(1),
+      canary: 0.1,
+      rules: { defaultRegion: "CAN" },
+    }]);
+    assert.ok(await waitFor(() => state(a) === "5:START/6" && state(b) === "5:START/6", 1000), state(b));
+    const rollback = await push(kvB, [{ kind: "rules_rollback", version: 5, at: minute(2) }]);
+    assert.deepEqual(rollback, { applied: 1, stale: 0 });
+    assert.ok(await waitFor(() => state(a) === "5:START/-" && state(b) === "5:START/-", 1000), state(a));
+
+    await push(kvA, [{ kind: "rules", version: 7, at: minute(3), rules: { defaultRegion: "NEW" } }]);
+    assert.ok(await waitFor(() => state(a) === "7:NEW/-" && state(b) === "7:NEW/-", 1000), state(b));
+    assert.deepEqual(await push(kvA, [{ kind: "rules_rollback", version: 5, at: minute(4) }]), {
+      applied: 1,
+      stale: 0,
+    });
+    assert.ok(await waitFor(() => state(a) === "5:START/-" && state(b) === "5:START/-", 1000), state(b));
     stop.abort();
     await Promise.all(following);
   } finally {

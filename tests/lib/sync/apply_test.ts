@@ -19,6 +19,7 @@ import {
   ApplyConflictError,
   applyEvents,
   type ApplyOptions,
+  storeStartupRules,
 } from "../../../lib/sync/apply.ts";
 import {
   MAX_EVENT_BYTES,
@@ -28,6 +29,7 @@ import {
   SyncPayloadError,
 } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
+import { parseRules } from "../../../lib/rules.ts";
 import { applyOptions, withKv } from "./fixtures.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
@@ -646,6 +648,40 @@ Deno.test("an untimed rules event sorts before timed ones; among untimed ones th
     const status = await readStoredRulesStatus(kv);
     assert.equal(status.active, 2, "an untimed push never overrides a rollback");
     assert.equal(status.kept.find((entry) => entry.version === 4)?.activatedAt, "unordered");
+  });
+});
+
+Deno.test("the start-up rules are stored as an untimed push, only when KV keeps neither their version nor a newer one", async () => {
+  const startup = (version: number, region = "START") =>
+    parseRules({ version, defaultRegion: region }).source;
+  await withKv(async (kv) => {
+    assert.equal(await storeStartupRules(kv, startup(5)), "stored");
+    let status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 5);
+    assert.deepEqual(status.kept.map((entry) => [entry.version, entry.activatedAt]), [[5, "unordered"]]);
+    // The version already kept, whatever its content: the first stored stays.
+    assert.equal(await storeStartupRules(kv, startup(5, "OTHER")), "kept");
+    assert.equal((await readActiveRules(kv))?.rules.defaultRegion, "START");
+    // Never above a timed activation: an instance restarting after a rollback keeps it.
+    await apply(kv, [{ kind: "rules_rollback", version: 5, at: minute(1) }]);
+    assert.equal(await storeStartupRules(kv, startup(6)), "stored");
+    status = await readStoredRulesStatus(kv);
+    assert.equal(status.active, 5);
+    assert.deepEqual(status.kept.map((entry) => entry.version), [6, 5]);
+  });
+  await withKv(async (kv) => {
+    await apply(kv, [{ kind: "rules", version: 9, rules: {} }]);
+    assert.equal(await storeStartupRules(kv, startup(5)), "kept", "an older file never joins newer pushes");
+    assert.deepEqual((await readStoredRulesStatus(kv)).kept.map((entry) => entry.version), [9]);
+    const large = parseRules({
+      version: 10,
+      routes: Array.from(
+        { length: 300 },
+        (_, i) => ({ match: `/s${i}/${"x".repeat(200)}`, redirect: { to: "/" } }),
+      ),
+    }).source;
+    assert.equal(await storeStartupRules(kv, large), "too-large");
+    assert.equal((await readStoredRulesStatus(kv)).active, 9);
   });
 });
 
