@@ -188,7 +188,9 @@ async function rulesServed(base: string): Promise<string> {
     }
   }
   if (served !== null && served === startupVersion) return `version ${served} from ${startup}, ${kvAt}`;
-  const reset = env.KV_PATH === DEV_KV_PATH ? "stop and rm -rf .data" : `stop and delete ${redactCredentials(env.KV_PATH ?? "")}`;
+  const reset = env.KV_PATH === DEV_KV_PATH
+    ? "stop and rm -rf .data"
+    : `stop and delete ${redactCredentials(env.KV_PATH ?? "")}`;
   return `version ${served ?? "none"} from ${kvAt} (pushed through sync earlier), not ${startup}` +
     `${startupVersion === undefined ? "" : ` (version ${startupVersion})`}\n` +
     `               the examples below assume the demo rules; to start over, ${reset}`;
