@@ -3,7 +3,7 @@ import { createApp, type EdgeApp } from "../../routes/app.ts";
 import type { Deps } from "../../lib/deps.ts";
 import type { RuleSet } from "../../lib/rules.ts";
 import { EXPOSURE_EVENT_SCHEMA } from "../../lib/exposures/events.ts";
-import { makeDeps, startOrigin, type TestOrigin } from "../support.ts";
+import { answered, makeDeps, startOrigin, type TestOrigin } from "../support.ts";
 import { type ExposureReceiver, startExposureReceiver, TEST_EXPOSURES_SECRET } from "../exposure_receiver.ts";
 
 const BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) " +
@@ -207,6 +207,20 @@ Deno.test("bots give no exposures, and neither do experiments a path does not ma
   });
 });
 
+Deno.test("visitors outside an experiment's namespace give no exposure", async () => {
+  const rules: RuleSet = {
+    version: 5,
+    experiments: [{ key: "ns", variations: ["control", "x"], match: "/*", namespace: ["pricing", 0, 0.4] }],
+  };
+  await withService(async ({ app, deps, receiver, origin }) => {
+    for (let i = 0; i < 30; i++) await new Browser().get(app, "/");
+    await deps.exposures.flush();
+    const inside = origin.seen.filter((r) => r.headers.get("x-edge-variants") !== null).length;
+    assert.ok(inside > 0 && inside < 30, `in the namespace: ${inside}`);
+    assert.equal(receiver.exposures().length, inside);
+  }, { rules });
+});
+
 Deno.test("requests that race before the sticky cookie comes back give one exposure", async () => {
   await withService(async ({ app, deps, receiver }) => {
     const headers = { "user-agent": BROWSER, cookie: "ep_uid=racingvisitor0000001" };
@@ -274,6 +288,35 @@ Deno.test("redirects, /_edge/context and /_edge/recommendations expose too", asy
       ["/_edge/recommendations", "hero"],
     ]);
   });
+});
+
+Deno.test("a backend that does not answer holds no visitor's request", async () => {
+  // Holds every delivery until the end of the test.
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => release = resolve);
+  let held = 0;
+  const stalls = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, async (request) => {
+    held++;
+    await request.body?.cancel();
+    await released;
+    return new Response(null, { status: 204 });
+  });
+  try {
+    await withService(async ({ app, deps }) => {
+      for (let i = 0; i < 10; i++) {
+        const res = await answered(new Browser().get(app, "/"), 2000);
+        assert.equal(res.status, 200);
+      }
+      assert.equal(held, 1, "one delivery attempt is under way");
+      assert.ok(deps.exposures.queued >= 9);
+      release();
+    }, {
+      env: { EXPOSURES_URL: `http://127.0.0.1:${stalls.addr.port}/`, EXPOSURES_BATCH_MAX: "1" },
+    });
+  } finally {
+    release();
+    await stalls.shutdown();
+  }
 });
 
 Deno.test("with EXPOSURES_URL unset nothing is queued, but exposures are still counted", async () => {
