@@ -117,7 +117,8 @@ const deps: Deps = {
     deadlines,
     log,
     waitUntil: (work) => background.waitUntil(work),
-  }, () => deps.rules.current),
+    rules: () => deps.rules.current,
+  }),
   logDecision: createDecisionLogger({
     log,
     rate: config.logSampleRate,

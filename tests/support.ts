@@ -122,7 +122,8 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
       deadlines,
       log,
       waitUntil,
-    }, () => rules.current),
+      rules: () => rules.current,
+    }),
     logDecision: createDecisionLogger({
       log,
       rate: config.logSampleRate,

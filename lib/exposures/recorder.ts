@@ -105,7 +105,7 @@ export class ExposureRecorder {
       if (this.#recent.get(seen, now)) continue;
       this.#recent.set(seen, true, now);
       this.#metrics.countExposure(experiment, variation);
-      this.#tally.count(tally, experiment, variation);
+      tally.count(experiment, variation);
       if (this.#queue === undefined) continue;
       at ??= new Date(now).toISOString();
       this.#queue.push(exposureEvent(inputs, experiment, variation, at));
@@ -171,8 +171,8 @@ export class ExposureRecorder {
 
 /**
  * The variant name of each value a flag can take, from its compiled rules: an evaluation hands
- * out the rule's own value (the same object for objects), so the value finds the variant. Two
- * rules giving equal scalar values under different variant names are told apart by rule order.
+ * out the rule's own value (the same object for objects), so the value finds the variant. Should
+ * two rules give an equal scalar under different variant names, the first one's name is counted.
  */
 function flagVariantIndex(rules: CompiledRules): Map<string, Map<unknown, string>> {
   const index = new Map<string, Map<unknown, string>>();
@@ -223,6 +223,8 @@ export interface ExposuresFromConfigOptions {
   deadlines: DeadlineSweep;
   log: Logger;
   waitUntil: (work: Promise<unknown>) => void;
+  /** The rules the sample-ratio gauge reports on, read at each scrape (the active ones). */
+  rules: () => CompiledRules;
 }
 
 /**
@@ -231,8 +233,7 @@ export interface ExposuresFromConfigOptions {
  * on the metrics.
  *
  * @param config the configuration
- * @param deps the side effects and shared objects
- * @param rules the rules the sample-ratio gauge reports on (read at each scrape)
+ * @param deps the side effects, shared objects and the active rules
  * @returns the recorder
  */
 export function exposuresFromConfig(
@@ -241,7 +242,6 @@ export function exposuresFromConfig(
     "exposuresUrl" | "exposuresSecret" | "exposuresBatchMax" | "exposuresFlushMs" | "exposuresBufferMax"
   >,
   deps: ExposuresFromConfigOptions,
-  rules: () => CompiledRules,
 ): ExposureRecorder {
   const { metrics, log } = deps;
   let queue: ExposureQueue | undefined;
@@ -277,7 +277,7 @@ export function exposuresFromConfig(
   const recorder = new ExposureRecorder({ metrics, now: deps.now, queue });
   metrics.addCollectHook(async () => {
     metrics.setExposureQueue(recorder.queued);
-    const reports = await recorder.report({ active: rules() });
+    const reports = await recorder.report({ active: deps.rules() });
     metrics.setSrmPValues(
       reports.flatMap((report) =>
         report.pValue === null ? [] : [[report.key, report.pValue] as [string, number]]

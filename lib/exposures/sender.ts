@@ -39,15 +39,11 @@ export class OutgoingBatch {
   #abandoned = false;
   #wake: (() => void) | undefined;
 
-  /**
-   * @param id the `webhook-id`
-   * @param body the body bytes
-   * @param size the number of events
-   */
-  constructor(id: string, body: Uint8Array<ArrayBuffer>, size: number) {
-    this.id = id;
-    this.body = body;
-    this.size = size;
+  /** @param message the `webhook-id`, the body bytes and the number of events */
+  constructor(message: { id: string; body: Uint8Array<ArrayBuffer>; size: number }) {
+    this.id = message.id;
+    this.body = message.body;
+    this.size = message.size;
   }
 
   /** Whether the batch was given up (its events are dropped unless an attempt under way succeeds). */
@@ -125,7 +121,11 @@ export class ExposureSender {
       timestamp: new Date(this.#options.now()).toISOString(),
       data: { exposures: events },
     });
-    return new OutgoingBatch(`msg_${this.#options.randomId()}`, encoder.encode(body), events.length);
+    return new OutgoingBatch({
+      id: `msg_${this.#options.randomId()}`,
+      body: encoder.encode(body),
+      size: events.length,
+    });
   }
 
   /**

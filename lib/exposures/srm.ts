@@ -114,11 +114,28 @@ async function loadChiSquare(): Promise<ChiSquare> {
 }
 
 /** Exposure counts of one rules version. */
-export interface VersionTally {
+export class VersionTally {
   /** When this instance first served the version, epoch ms. */
-  since: number;
+  readonly since: number;
   /** Experiment key → variation → exposures. */
-  counts: Map<string, Map<string, number>>;
+  readonly counts: Map<string, Map<string, number>> = new Map();
+
+  /** @param since when this instance first served the version, epoch ms */
+  constructor(since: number) {
+    this.since = since;
+  }
+
+  /**
+   * Counts one exposure.
+   *
+   * @param experiment the experiment key
+   * @param variation the variation
+   */
+  count(experiment: string, variation: string): void {
+    let variations = this.counts.get(experiment);
+    if (variations === undefined) this.counts.set(experiment, variations = new Map());
+    variations.set(variation, (variations.get(variation) ?? 0) + 1);
+  }
 }
 
 /**
@@ -138,26 +155,13 @@ export class ExposureTally {
   serve(version: number, now: number): VersionTally {
     let tally = this.#versions.get(version);
     if (tally === undefined) {
-      tally = { since: now, counts: new Map() };
+      tally = new VersionTally(now);
       this.#versions.set(version, tally);
       if (this.#versions.size > VERSIONS_KEPT) {
         this.#versions.delete(this.#versions.keys().next().value!);
       }
     }
     return tally;
-  }
-
-  /**
-   * Counts one exposure.
-   *
-   * @param tally the version's counts (from {@linkcode ExposureTally.serve})
-   * @param experiment the experiment key
-   * @param variation the variation
-   */
-  count(tally: VersionTally, experiment: string, variation: string): void {
-    let variations = tally.counts.get(experiment);
-    if (variations === undefined) tally.counts.set(experiment, variations = new Map());
-    variations.set(variation, (variations.get(variation) ?? 0) + 1);
   }
 
   /**

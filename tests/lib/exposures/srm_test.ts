@@ -75,8 +75,8 @@ Deno.test("effective weights follow bucketing: invalid weights mean equal ones",
 Deno.test("the tally keeps counts per rules version, the oldest versions going first", () => {
   const tally = new ExposureTally();
   const v1 = tally.serve(1, 1000);
-  tally.count(v1, "hero", "a");
-  tally.count(v1, "hero", "a");
+  v1.count("hero", "a");
+  v1.count("hero", "a");
   assert.equal(tally.serve(1, 5000).since, 1000);
   assert.equal(tally.get(1)?.counts.get("hero")?.get("a"), 2);
   for (let version = 2; version <= 5; version++) tally.serve(version, version * 1000);
