@@ -104,6 +104,7 @@ export async function visitorFor(
     decision = { ...decision, personalized: true, dependsOn: [...decision.dependsOn, "visitorKey"] };
   }
   lap("decide");
+  deps.exposures.observe({ facts, identity, decision, rules });
   const contextOutcome = { cache: context.outcome.cache, readThrough };
   record.facts = facts;
   record.decision = decision;

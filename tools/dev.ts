@@ -1,17 +1,22 @@
 /**
  * @module
- * `deno task dev`: runs the demo origin and the service on embedded defaults (a local KV file
- * under `.data/`, the demo rules, loopback trusted so curl can play a CDN), and prints URLs and
- * curl commands that show the personalization working. Any variable already set in the
+ * `deno task dev`: runs the demo origin, the demo backend (read-through, and the receiver that
+ * prints each exposure event) and the service on embedded defaults (a local KV file under
+ * `.data/`, the demo rules, loopback trusted so curl can play a CDN), and prints URLs and curl
+ * commands that show the personalization working. Any variable already set in the
  * environment wins over these defaults, except `HOSTNAME` (shells and containers export their
  * own): the service binds loopback unless `DEV_HOSTNAME` says otherwise.
  */
 import { z } from "zod";
 import { demoOriginHandler } from "./demo_origin.ts";
+import { demoBackendEvents, demoBackendHandler } from "./demo_backend.ts";
 import { parseNdjson, publish, rebaseInstants } from "../lib/publisher.ts";
 import { EMPTY_RULES, loadRulesFile } from "../lib/rules.ts";
 
 const DEV_SYNC_SECRET = "whsec_ZGV2LW9ubHktc3luYy1zZWNyZXQtMDAwMDAwMA==";
+/** Public, for local play only, like the sync secret: the demo backend checks exposure batches with it. */
+const DEV_EXPOSURES_SECRET = "whsec_ZGV2LW9ubHktZXhwb3N1cmVzLXNlY3JldC0wMDA=";
+const DEV_BACKEND_TOKEN = "dev-only-backend-token-0000";
 /** Where the dev KV lives unless `KV_PATH` says otherwise; `rm -rf .data` starts over. */
 const DEV_KV_PATH = ".data/dev.kv";
 /** The form of `deno` that works on a machine with only Node, at the version running now. */
@@ -35,6 +40,31 @@ try {
   );
 }
 
+// Any free port unless DEMO_BACKEND_PORT says otherwise: only the service needs to find it.
+const backendPortText = Deno.env.get("DEMO_BACKEND_PORT") || "0";
+const backendPort = Number(backendPortText);
+if (!Number.isInteger(backendPort) || backendPort < 0 || backendPort > 65535) {
+  fail(`DEMO_BACKEND_PORT must be a port number (got "${backendPortText}")`);
+}
+const exposuresSecret = Deno.env.get("EXPOSURES_SECRET") || DEV_EXPOSURES_SECRET;
+const demoBackend = demoBackendHandler({
+  exposuresSecret,
+  token: Deno.env.get("BACKEND_TOKEN") || DEV_BACKEND_TOKEN,
+  events: await demoBackendEvents(Deno.readTextFile, Date.now()),
+  print: (line) => console.log(line),
+});
+let backend: Deno.HttpServer<Deno.NetAddr>;
+try {
+  backend = Deno.serve({ port: backendPort, hostname: "127.0.0.1", onListen: () => {} }, demoBackend.handler);
+} catch (error) {
+  if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+  fail(
+    `Cannot start the demo backend on "127.0.0.1:${backendPort}": the address is already in use; ` +
+      "set DEMO_BACKEND_PORT to a free port",
+  );
+}
+const backendUrl = `http://127.0.0.1:${backend.addr.port}`;
+
 await Deno.mkdir(".data", { recursive: true });
 const defaults: Record<string, string> = {
   ORIGIN_URL: `http://127.0.0.1:${origin.addr.port}`,
@@ -46,6 +76,11 @@ const defaults: Record<string, string> = {
   // Also public and for local play only: without a key the service warns on every start.
   LOG_HASH_KEY: "dev-only-log-hash-key-not-secret",
   LOG_LEVEL: "info",
+  // Only as pairs: a BACKEND_URL or EXPOSURES_URL of your own never gets the dev token or secret.
+  ...(Deno.env.get("BACKEND_URL") ? {} : { BACKEND_URL: backendUrl, BACKEND_TOKEN: DEV_BACKEND_TOKEN }),
+  ...(Deno.env.get("EXPOSURES_URL")
+    ? {}
+    : { EXPOSURES_URL: `${backendUrl}/edge/exposures`, EXPOSURES_SECRET: exposuresSecret }),
 };
 const env: Record<string, string> = {
   ...defaults,
@@ -84,7 +119,7 @@ if (health !== "healthy") {
     console.error(`The service did not become healthy at ${base} (see its log above).`);
   }
   const status = health === "timeout" ? await stopChild() : await child.status;
-  await origin.shutdown();
+  await Promise.all([origin.shutdown(), backend.shutdown()]);
   Deno.exit(status.code || 1);
 }
 const seeded = await seedDemoActivity(base, syncSecret);
@@ -92,6 +127,9 @@ const rules = await rulesServed(base);
 console.log(`
 Edge Personalizer (dev)
   service      ${base}/            → demo origin ${env.ORIGIN_URL}
+  backend      ${env.BACKEND_URL}  (read-through${
+  env.EXPOSURES_URL === `${backendUrl}/edge/exposures` ? "; prints an exposure line per new A/B visitor" : ""
+})
   health       ${base}/_edge/health
   readiness    ${base}/_edge/ready
   rules        ${rules}
@@ -105,6 +143,8 @@ Try:
   curl -s -H 'x-geo-country: DE' ${base}/                           # HTML page: slots filled for the EU
   curl -s -A 'Mozilla/5.0 (X11; Linux x86_64)' ${base}/echo/x        # A/B variant and flags as the origin sees them
                                                                      # (plain curl counts as a bot: always control)
+                                                                     # a new visitor's exposure is printed here within a second
+  curl -s -H 'x-user-id: u4' ${base}/_edge/context                   # u4 is known only to the backend: read-through
 
 Edge data (demo activity ${seeded ? "pushed" : "NOT pushed — see the log"} through the signed sync endpoint):
   curl -s -b sid=s-demo-u1-0001 ${base}/_edge/context                # user u1: recent views, cart, segments, recommendations
@@ -126,7 +166,7 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
   });
 }
 const status = await child.status;
-await origin.shutdown();
+await Promise.all([origin.shutdown(), backend.shutdown()]);
 Deno.exit(status.code);
 
 function fail(message: string): never {
