@@ -13,7 +13,7 @@ import {
   loadUserContext,
   type LoadUserContextOptions,
 } from "../lib/context.ts";
-import { decide, type Decision } from "../lib/decide.ts";
+import { decideForVisitor, type Decision, visitorContextOf } from "../lib/decide.ts";
 import type { CompiledRules } from "../lib/rules.ts";
 import { type KvRead, readThroughLabel } from "../lib/metrics.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "./observe.ts";
@@ -88,21 +88,10 @@ export async function visitorFor(
   lap("context");
 
   // A visitor in a rules canary is decided by the canary version (stable per visitor key).
-  const rules = deps.rules.rulesFor(identity.key);
-  let decision = decide({
-    facts,
-    visitor: {
-      key: identity.key,
-      loggedIn: identity.userId !== undefined,
-      segments: context.segments,
-      attributes: primitiveAttributes(context.attributes),
-      sticky: identity.sticky,
-    },
-  }, rules);
-  // While a canary runs, which rules decided depends on the visitor key, whatever they say.
-  if (deps.rules.canary && !decision.dependsOn.includes("visitorKey")) {
-    decision = { ...decision, personalized: true, dependsOn: [...decision.dependsOn, "visitorKey"] };
-  }
+  const { rules, decision } = decideForVisitor(
+    { facts, visitor: visitorContextOf(identity, context) },
+    deps.rules,
+  );
   lap("decide");
   const contextOutcome = { cache: context.outcome.cache, readThrough };
   record.facts = facts;
@@ -213,18 +202,6 @@ export function kvWithin(
       deps.metrics.observeKvRead(deps.mono() - started, label);
     }
   };
-}
-
-function primitiveAttributes(
-  attributes: Readonly<Record<string, unknown>>,
-): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {};
-  for (const [key, value] of Object.entries(attributes)) {
-    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
-      out[key] = value;
-    }
-  }
-  return out;
 }
 
 /**
