@@ -10,10 +10,8 @@ import type { DeviceReason, DeviceTrace, NetworkReason } from "../device.ts";
 import type { GeoTrace, RegionSource } from "../geo.ts";
 import type { Facts } from "../facts.ts";
 import type { EdgeUserContext } from "../context.ts";
-import { ANON_COOKIE, type Identity, STICKY_COOKIE, TRUSTED_USER_HEADER } from "../identity.ts";
-import { parseCookies } from "../cookies.ts";
+import type { Identity } from "../identity.ts";
 import { getBucketRanges } from "../bucketing.ts";
-import { canaryHash } from "../rules_store.ts";
 import type { CompiledExperiment, ExperimentOutcome, ExperimentResult } from "../experiments.ts";
 import type { FlagEvaluation, FlagRuleOutcome } from "../flags.ts";
 import type { ConditionField, TargetingContext } from "../targeting.ts";
@@ -30,6 +28,7 @@ import {
 } from "../decide.ts";
 import type { CompiledRules } from "../rules.ts";
 import { describeMismatch } from "./explain_text.ts";
+import { explainContext, explainFacts, explainIdentity, explainRules } from "./explain_stages.ts";
 
 /** The facts the edge derived, and where each came from. */
 export interface FactsExplanation {
@@ -533,10 +532,15 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     const { decision } = decideForVisitor({ facts, visitor }, inputs.rules, this);
     const explanation: Explanation = {
       request: { method: facts.method, path: facts.path, search: facts.search },
-      facts: this.#facts(inputs),
-      identity: identityOf(inputs),
-      context: { ...contextOf(context), ...(inputs.contextWhy ? { why: inputs.contextWhy } : {}) },
-      rules: rulesOf(inputs, rules),
+      facts: explainFacts(inputs, rules, {
+        countryHeader: this.#countryHeader,
+        deviceReason: this.#deviceReason,
+        networkReason: this.#networkReason,
+        region: this.#region,
+      }),
+      identity: explainIdentity(inputs),
+      context: { ...explainContext(context), ...(inputs.contextWhy ? { why: inputs.contextWhy } : {}) },
+      rules: explainRules(inputs, rules),
       experiments: this.#experiments,
       routes: this.#allRoutes(rules),
       images: this.#allImages(rules, decision, facts),
@@ -589,70 +593,6 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
       }
     );
   }
-
-  #facts(inputs: ExplainInputs): FactsExplanation {
-    const { facts, request } = inputs;
-    const region = this.#region ?? { value: "", source: "default" as const };
-    const rules = this.#rules!;
-    const header = facts.geoTrusted ? this.#countryHeader : undefined;
-    const ipPart = inputs.ipGeoLoaded
-      ? `the IP database has no country for ${facts.clientIp}`
-      : "the IP database is not loaded";
-    let countryWhy: string;
-    if (facts.countrySource === "header") countryWhy = `Trusted geo header "${header}"`;
-    else if (facts.countrySource === "ip") {
-      countryWhy = `The IP database maps ${facts.clientIp} to ${facts.country}` +
-        (header
-          ? ` (the trusted geo header "${header}" names no country)`
-          : facts.geoTrusted
-          ? " (no geo header)"
-          : " (geo headers are not trusted from this hop)");
-    } else if (header) {
-      countryWhy = `Unknown: the trusted geo header "${header}" says ` +
-        `${JSON.stringify(request.headers.get(header) ?? "")}, which names no country, and ${ipPart}`;
-    } else {
-      countryWhy =
-        `Unknown: ${
-          facts.geoTrusted ? "no geo header was sent" : "geo headers are not trusted from this hop"
-        }` +
-        `, and ${ipPart}`;
-    }
-    const regionWhy = region.source === "hint"
-      ? `Trusted region header names "${region.value}"`
-      : region.source === "country"
-      ? `Country ${facts.country} is in regions.${region.value}`
-      : facts.country
-      ? `Country ${facts.country} is in no region: defaultRegion "${rules.defaultRegion}"`
-      : `No country: defaultRegion "${rules.defaultRegion}"`;
-    return {
-      clientIp: facts.clientIp,
-      peerIp: facts.peerIp,
-      peerTrusted: facts.peerTrusted,
-      geoTrusted: facts.geoTrusted,
-      country: {
-        value: facts.country ?? null,
-        source: facts.countrySource ?? null,
-        ...(header ? { header } : {}),
-        why: countryWhy,
-      },
-      region: { ...region, why: regionWhy },
-      device: {
-        value: facts.device.device,
-        reason: this.#deviceReason,
-        why: deviceWhy(this.#deviceReason, request),
-      },
-      network: {
-        value: facts.device.network,
-        reason: this.#networkReason,
-        why: networkWhy(this.#networkReason, request),
-      },
-      platform: facts.device.platform ?? null,
-      viewportWidth: facts.device.viewportWidth ?? null,
-      dpr: facts.device.dpr ?? null,
-      gpc: facts.gpc,
-      bot: facts.device.isBot,
-    };
-  }
 }
 
 function rangesOf(experiment: CompiledExperiment): Record<string, [number, number]> {
@@ -697,124 +637,5 @@ function assignmentWhy(experiment: CompiledExperiment, entry: ExperimentExplanat
     }
     default:
       return served;
-  }
-}
-
-function identityOf(inputs: ExplainInputs): Explanation["identity"] {
-  const { identity, request, sessionCookie, facts } = inputs;
-  const cookies = parseCookies(request.headers.get("cookie"));
-  let why: string;
-  if (identity.source === "session") {
-    why = `Session cookie "${sessionCookie}" names user "${identity.userId}"`;
-  } else if (identity.source === "header") {
-    why = `Trusted proxy's ${TRUSTED_USER_HEADER} header names the user`;
-  } else {
-    const notes: string[] = [];
-    if (cookies.has(sessionCookie)) notes.push(`session cookie "${sessionCookie}" is unknown or expired`);
-    if (request.headers.has(TRUSTED_USER_HEADER) && !facts.peerTrusted) {
-      notes.push(`${TRUSTED_USER_HEADER} is ignored from an untrusted hop`);
-    }
-    why = identity.newAnonymousId
-      ? `No valid ${ANON_COOKIE} cookie: a fresh anonymous id (a real request would set it; explaining does not)`
-      : `Anonymous id from the ${ANON_COOKIE} cookie`;
-    if (notes.length) why += `; ${notes.join("; ")}`;
-  }
-  if (cookies.has(STICKY_COOKIE) && identity.sticky.size === 0) {
-    why += `; the ${STICKY_COOKIE} cookie holds nothing valid`;
-  }
-  return {
-    key: identity.key,
-    source: identity.source,
-    loggedIn: identity.userId !== undefined,
-    newAnonymousId: identity.newAnonymousId,
-    sticky: Object.fromEntries(identity.sticky),
-    why,
-  };
-}
-
-function contextOf(context: EdgeUserContext): Explanation["context"] {
-  const { outcome } = context;
-  let why: string;
-  if (outcome.reason === "anonymous") why = "None: the visitor is anonymous";
-  else if (outcome.reason === "gpc") why = "None: the visitor sent Sec-GPC: 1 (no behavioural data is used)";
-  else if (context.source === "cache") {
-    why = outcome.stale
-      ? "This instance's cache (stale: the KV read failed)"
-      : "This instance's cache (fresh)";
-  } else if (context.source === "kv") why = "Deno KV (not in this instance's cache)";
-  else if (context.source === "backend") {
-    why = "The backend, read through (the edge's data was missing or old)";
-  } else {why = outcome.kv === "error"
-      ? "None: the KV read failed"
-      : "None: the edge knows nothing of this user";}
-  return {
-    source: context.source,
-    cache: outcome.cache,
-    kv: outcome.kv,
-    readThrough: outcome.backend,
-    stale: outcome.stale,
-    segments: context.segments,
-    attributes: Object.keys(context.attributes),
-    recentViews: context.recentViews.length,
-    cartItems: context.cartItemIds.length,
-    why,
-  };
-}
-
-function rulesOf(inputs: ExplainInputs, rules: CompiledRules): Explanation["rules"] {
-  const canary = inputs.rules.canary;
-  const role = canary !== undefined && rules === canary.rules ? "canary" : "active";
-  const hashValue = canary ? canaryHash(inputs.identity.key, canary.rules.version) : 0;
-  const canaryInfo = canary
-    ? { version: canary.rules.version, share: canary.share, hashValue, inCanary: role === "canary" }
-    : null;
-  const why = !canary
-    ? `Active rules version ${rules.version}; no canary runs`
-    : role === "canary"
-    ? `Canary version ${rules.version}: the visitor's canary hash ${hashValue} is below its share ${canary.share}`
-    : `Active version ${rules.version}: the visitor's canary hash ${hashValue} is not below canary ` +
-      `version ${canary.rules.version}'s share ${canary.share}`;
-  return {
-    version: rules.version,
-    role,
-    activeVersion: inputs.rules.current.version,
-    canary: canaryInfo,
-    why,
-  };
-}
-
-function deviceWhy(reason: DeviceReason | null, request: Request): string {
-  const ua = JSON.stringify((request.headers.get("user-agent") ?? "").slice(0, 120));
-  switch (reason) {
-    case "bot-user-agent":
-      return `The User-Agent ${ua} is a bot's`;
-    case "mobile-hint":
-      return "Sec-CH-UA-Mobile: ?1";
-    case "mobile-hint-tablet-ua":
-      return "Sec-CH-UA-Mobile: ?0 and a tablet User-Agent";
-    case "mobile-hint-desktop":
-      return "Sec-CH-UA-Mobile: ?0";
-    case "user-agent":
-      return `From the User-Agent ${ua} (no Sec-CH-UA-Mobile)`;
-    default:
-      return "Unknown";
-  }
-}
-
-function networkWhy(reason: NetworkReason | null, request: Request): string {
-  const header = (name: string) => `${name}: ${request.headers.get(name.toLowerCase()) ?? ""}`;
-  switch (reason) {
-    case "save-data":
-      return "Save-Data: on";
-    case "ect":
-      return header("ECT");
-    case "downlink":
-      return `${header("Downlink")} (below 1.5 Mbps)`;
-    case "rtt":
-      return `${header("RTT")} (above 300 ms)`;
-    case "no-slow-hint":
-      return "No Save-Data and no slow ECT, Downlink or RTT hint";
-    default:
-      return "Unknown";
   }
 }
