@@ -164,3 +164,72 @@ Deno.test("deno task explain exits 1 for an invalid rules file or path and 2 for
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+/** The shell commands of a Markdown file's `sh` blocks, continuation lines joined, split into words. */
+function shellCommands(markdown: string): string[][] {
+  const commands: string[][] = [];
+  for (const block of markdown.matchAll(/```sh\n([\s\S]*?)```/g)) {
+    for (const line of block[1]!.replace(/\\\n\s*/g, " ").split("\n")) {
+      if (line.trim()) commands.push(shellWords(line.trim()));
+    }
+  }
+  return commands;
+}
+
+function shellWords(line: string): string[] {
+  const words: string[] = [];
+  for (const match of line.matchAll(/"((?:[^"\\]|\\.)*)"|'([^']*)'|(\S+)/g)) {
+    words.push(match[1] !== undefined ? match[1].replace(/\\(.)/g, "$1") : match[2] ?? match[3]!);
+  }
+  return words;
+}
+
+Deno.test("every command in docs/explain.md works as written", async () => {
+  const commands = shellCommands(await Deno.readTextFile("docs/explain.md"));
+  const token = "rules-token-0123456789";
+  const rules = JSON.parse(await Deno.readTextFile("tools/demo_rules.json"));
+  const deps = await makeDeps("http://127.0.0.1:9", {
+    env: { RULES_TOKEN: token, TRUSTED_PROXIES: "127.0.0.1/32" },
+    rules,
+  });
+  let tasks = 0, curls = 0;
+  try {
+    const app = createApp(deps);
+    for (const words of commands) {
+      if (words[0] === "deno" && words[1] === "task") {
+        const output = await new Deno.Command(Deno.execPath(), {
+          args: words.slice(1),
+          cwd: new URL("../..", import.meta.url),
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.equal(output.code, 0, `${words.join(" ")}\n${new TextDecoder().decode(output.stderr)}`);
+        assert.ok(output.stdout.length > 0, words.join(" "));
+        tasks++;
+      } else if (words[0] === "curl") {
+        const headers = new Headers();
+        let body: string | undefined;
+        let url = "";
+        for (let i = 1; i < words.length; i++) {
+          const word = words[i]!;
+          if (word === "-H") {
+            const [name, ...value] = words[++i]!.replace("$RULES_TOKEN", token).split(":");
+            headers.set(name!, value.join(":").trim());
+          } else if (word === "-d") body = words[++i];
+          else if (!word.startsWith("-")) url = word;
+        }
+        const res = await app.request(url, { method: body ? "POST" : "GET", headers, body }, {
+          remoteAddr: { hostname: "127.0.0.1" },
+        });
+        const text = await res.text();
+        assert.equal(res.status, 200, `${words.join(" ")}\n${text}`);
+        curls++;
+      } else {
+        assert.fail(`Unexpected command in docs/explain.md: ${words.join(" ")}`);
+      }
+    }
+  } finally {
+    deps.kv.close();
+  }
+  assert.ok(tasks >= 6 && curls === 2, `${tasks} tasks, ${curls} curls`);
+});
