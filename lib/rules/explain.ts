@@ -532,11 +532,12 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     const { decision } = decideForVisitor({ facts, visitor }, inputs.rules, this);
     const explanation: Explanation = {
       request: { method: facts.method, path: facts.path, search: facts.search },
-      facts: explainFacts(inputs, rules, {
+      facts: explainFacts(inputs, {
         countryHeader: this.#countryHeader,
         deviceReason: this.#deviceReason,
         networkReason: this.#networkReason,
         region: this.#region,
+        defaultRegion: rules.defaultRegion,
       }),
       identity: explainIdentity(inputs),
       context: { ...explainContext(context), ...(inputs.contextWhy ? { why: inputs.contextWhy } : {}) },

@@ -20,20 +20,20 @@ export interface FactsTraceRecord {
   deviceReason: DeviceReason | null;
   networkReason: NetworkReason | null;
   region: { value: string; source: RegionSource } | undefined;
+  /** The deciding rules' `defaultRegion`. */
+  defaultRegion: string;
 }
 
 /**
  * Explains the facts: each derived value and where it came from.
  *
  * @param inputs the explanation's inputs
- * @param rules the rules that decided (for the default region)
  * @param trace what the facts stage reported
  * @returns the facts part of the explanation
  * @throws never
  */
 export function explainFacts(
   inputs: ExplainInputs,
-  rules: CompiledRules,
   trace: FactsTraceRecord,
 ): FactsExplanation {
   const { facts, request } = inputs;
@@ -66,8 +66,8 @@ export function explainFacts(
     : region.source === "country"
     ? `Country ${facts.country} is in regions.${region.value}`
     : facts.country
-    ? `Country ${facts.country} is in no region: defaultRegion "${rules.defaultRegion}"`
-    : `No country: defaultRegion "${rules.defaultRegion}"`;
+    ? `Country ${facts.country} is in no region: defaultRegion "${trace.defaultRegion}"`
+    : `No country: defaultRegion "${trace.defaultRegion}"`;
   return {
     clientIp: facts.clientIp,
     peerIp: facts.peerIp,

@@ -127,7 +127,7 @@ export function formatExplanation(explanation: Explanation): string {
     const stickyNote = e.sticky
       ? ` [cookie: ${e.sticky.value}${e.sticky.valid ? ", kept" : ", not a variation: ignored"}]`
       : "";
-    return `${mark} ${e.key.padEnd(16)} ${what.padEnd(14)} ${e.why}${stickyNote}`;
+    return `${mark} ${e.key.padEnd(16)} ${what.padEnd(20)} ${e.why}${stickyNote}`;
   });
   section(out, "Routes", explanation.routes, (r) => {
     const mark = r.matched ? MARK.matched : r.considered ? MARK.missed : MARK.skipped;

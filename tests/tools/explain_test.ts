@@ -96,7 +96,7 @@ Deno.test("deno task explain explains a canary visitor, out of coverage, as text
   assert.equal(active.code, 0, active.stderr);
   assert.match(
     active.stdout,
-    /· hero +control \(not in it\) Hash [\d.]+ falls in no variation's range \(coverage 0\.5\)/,
+    /· hero +control \(not in it\) +Hash [\d.]+ falls in no variation's range \(coverage 0\.5\)/,
   );
 });
 
