@@ -266,12 +266,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   }
   const parsed = result.data;
   const problems: string[] = [];
-  let trustedProxies = new CidrList([]);
-  try {
-    trustedProxies = new CidrList(parsed.TRUSTED_PROXIES.split(","));
-  } catch (error) {
-    problems.push(`TRUSTED_PROXIES has an invalid entry: ${(error as Error).message}`);
-  }
+  const trustedProxies = addressList("TRUSTED_PROXIES", parsed.TRUSTED_PROXIES, problems);
   const kvPath = parsed.KV_PATH;
   if (kvPath && /^https?:\/\//i.test(kvPath) && !parsed.DENO_KV_ACCESS_TOKEN) {
     problems.push("DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL");
@@ -350,6 +345,19 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     contextCacheMaxEntries: parsed.CONTEXT_CACHE_MAX_ENTRIES,
     contextCacheMaxBytes: parsed.CONTEXT_CACHE_MAX_BYTES,
   };
+}
+
+/**
+ * Parses a comma-separated address list strictly (see `CidrList`), or notes the problem naming
+ * the variable and the entry.
+ */
+function addressList(name: string, value: string, problems: string[]): CidrList {
+  try {
+    return new CidrList(value.split(","));
+  } catch (error) {
+    problems.push(`${name} has an invalid entry: ${(error as Error).message}`);
+    return new CidrList([]);
+  }
 }
 
 /** URL credentials (`//user:password@`) never reach the start-up message. */

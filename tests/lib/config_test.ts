@@ -55,6 +55,15 @@ Deno.test("config validates TRUSTED_PROXIES and KV Connect settings", () => {
   assert.deepEqual(problems({ ORIGIN_URL: "http://o", KV_PATH: "https://kv.example" }), [
     "DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL",
   ]);
+  // Shorthand is read the inet_aton way elsewhere (10.0.0/8 as 10.0.0.0/8 by luck, 192.168.1/24
+  // as 192.168.0.0/24): refused, naming the entry.
+  for (const entry of ["10.0.0/8", "192.168.1/24", "10.1", "010.0.0.1", "0x0a.0.0.1", "10.0.0.0/40"]) {
+    assert.match(
+      problems({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: `127.0.0.1/32, ${entry}` })[0]!,
+      new RegExp(`^TRUSTED_PROXIES has an invalid entry: "${entry.replaceAll(".", "\\.")}"`),
+      entry,
+    );
+  }
   const config = parseConfig({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "10.0.0.0/8,::1" });
   assert.ok(config.trustedProxies.has("10.1.2.3"));
   assert.ok(config.trustedProxies.has("::1"));
