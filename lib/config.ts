@@ -54,6 +54,12 @@ const EnvSchema = z.object({
   DENO_KV_ACCESS_TOKEN: optionalString,
   RULES_PATH: optionalString,
   TRUSTED_PROXIES: z.preprocess(emptyToUndefined, z.string().default("")),
+  USER_ID_HEADER: z.preprocess(
+    (value) => (typeof value === "string" && value !== "" ? value.trim().toLowerCase() : undefined),
+    z.string().regex(/^[!#$%&'*+.^`|~0-9a-z-]{1,64}$/, "must be a header name (without underscores)")
+      .optional(),
+  ),
+  USER_ID_PROXIES: optionalString,
   CDN_SECRET: optionalSecret,
   ORIGIN_TIMEOUT_MS: intInRange(1, 600_000, 10_000),
   SYNC_SECRETS: z.preprocess(emptyToUndefined, z.string().optional()),
@@ -115,6 +121,13 @@ export interface Config {
   kvPath: string | undefined;
   rulesPath: string | undefined;
   trustedProxies: CidrList;
+  /**
+   * `USER_ID_HEADER`: the request header through which a peer in `userIdProxies` names the
+   * logged-in user (lower case). Undefined → no header names a user, whoever sends it.
+   */
+  userIdHeader: string | undefined;
+  /** `USER_ID_PROXIES`: the directly connected peers allowed to name the user; set with `userIdHeader`. */
+  userIdProxies: CidrList;
   cdnSecret: string | undefined;
   originTimeoutMs: number;
   logLevel: LogLevel;
@@ -267,6 +280,15 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   const parsed = result.data;
   const problems: string[] = [];
   const trustedProxies = addressList("TRUSTED_PROXIES", parsed.TRUSTED_PROXIES, problems);
+  // Naming the user is its own trust, off by default: a CDN trusted for its forwarding headers
+  // passes its clients' headers through, so TRUSTED_PROXIES alone must never make one believed.
+  const userIdProxies = addressList("USER_ID_PROXIES", parsed.USER_ID_PROXIES ?? "", problems);
+  if (parsed.USER_ID_HEADER !== undefined && userIdProxies.empty) {
+    problems.push("USER_ID_PROXIES is required when USER_ID_HEADER is set (the peers allowed to name the user)");
+  }
+  if (parsed.USER_ID_PROXIES !== undefined && parsed.USER_ID_HEADER === undefined) {
+    problems.push("USER_ID_HEADER is required when USER_ID_PROXIES is set (the header that names the user)");
+  }
   const kvPath = parsed.KV_PATH;
   if (kvPath && /^https?:\/\//i.test(kvPath) && !parsed.DENO_KV_ACCESS_TOKEN) {
     problems.push("DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL");
@@ -305,6 +327,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     kvPath,
     rulesPath: parsed.RULES_PATH,
     trustedProxies,
+    userIdHeader: parsed.USER_ID_HEADER,
+    userIdProxies,
     cdnSecret: parsed.CDN_SECRET,
     originTimeoutMs: parsed.ORIGIN_TIMEOUT_MS,
     logLevel: parsed.LOG_LEVEL,

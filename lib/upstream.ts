@@ -35,9 +35,22 @@ const FORWARDING = [
   "via",
 ];
 
+/**
+ * The user id header earlier versions believed from `TRUSTED_PROXIES`: removed from every
+ * request, so an origin that still reads it cannot be told a user by a client (`x-edge-user`
+ * is the edge's only statement of who is logged in).
+ */
+const LEGACY_USER_HEADER = "x-user-id";
+
 const HOP_BY_HOP_SET: ReadonlySet<string> = new Set(HOP_BY_HOP);
 /** Request headers never copied as sent: hop-by-hop, forwarding (re-set by the edge), host, id. */
-const REQUEST_DROPPED: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...FORWARDING, "host", "x-request-id"]);
+const REQUEST_DROPPED: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
+  ...FORWARDING,
+  "host",
+  "x-request-id",
+  LEGACY_USER_HEADER,
+]);
 /** Content codings Deno's `fetch` decodes by itself (unless asked for `identity`); not `x-gzip` or `deflate`. */
 export const DECODED_BY_FETCH: ReadonlySet<string> = new Set(["gzip", "br"]);
 
@@ -195,10 +208,11 @@ export interface ForwardingInfo {
   /** The request id to forward. */
   requestId: string;
   /**
-   * Request headers that only a trusted hop may send (user id, geo), dropped here when this
-   * hop is not trusted for them so the origin can never mistake a client's value for the edge's.
+   * Further request headers to drop: the configured user id header (always), and trust-only
+   * headers (geo) when this hop is not trusted for them, so the origin can never mistake a
+   * client's value for the edge's.
    */
-  untrusted?: ReadonlySet<string>;
+  dropped?: ReadonlySet<string>;
 }
 
 /** The header names a `Connection` header lists (lower case), or undefined when there are none. */
@@ -253,7 +267,7 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   inbound.forEach((value, name) => {
     if (
       REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || listed?.has(name) ||
-      info.untrusted?.has(name)
+      info.dropped?.has(name)
     ) {
       if (info.peerTrusted) {
         if (name === "x-forwarded-for") forwardedFor = value;

@@ -1,7 +1,8 @@
 /**
  * @module
  * `deno task dev`: runs the demo origin and the service on embedded defaults (a local KV file
- * under `.data/`, the demo rules, loopback trusted so curl can play a CDN), and prints URLs and
+ * under `.data/`, the demo rules, loopback trusted so curl can play a CDN and, with `x-user-id`,
+ * the login proxy that names the user), and prints URLs and
  * curl commands that show the personalization working. Any variable already set in the
  * environment wins over these defaults, except `HOSTNAME` (shells and containers export their
  * own): the service binds loopback unless `DEV_HOSTNAME` says otherwise.
@@ -41,6 +42,9 @@ const defaults: Record<string, string> = {
   KV_PATH: DEV_KV_PATH,
   RULES_PATH: "tools/demo_rules.json",
   TRUSTED_PROXIES: "127.0.0.1/32,::1/128",
+  // Loopback may name the user with x-user-id, as a login proxy (oauth2-proxy) would in front.
+  USER_ID_HEADER: "x-user-id",
+  USER_ID_PROXIES: "127.0.0.1/32,::1/128",
   // A fixed secret for local play only; never reuse it anywhere else.
   SYNC_SECRETS: DEV_SYNC_SECRET,
   // Also public and for local play only: without a key the service warns on every start.
@@ -111,6 +115,7 @@ Edge data (demo activity ${seeded ? "pushed" : "NOT pushed — see the log"} thr
   curl -s -b sid=s-demo-u1-0001 ${base}/_edge/recommendations        # "you might also like", computed at the edge
   curl -s -b sid=s-demo-u1-0001 ${base}/                             # the VIP slot and a greeting for a logged-in user
   curl -s -b sid=s-demo-u1-0001 -X POST -d '{"context":{"country":"DE"}}' ${base}/ofrep/v1/evaluate/flags   # OFREP, for u1
+  curl -s -H 'x-user-id: u1' ${base}/_edge/context                   # u1 named by a login proxy in front${userHeaderNote()}
 
 Push the demo activity again (or \`deno task push …\` where deno is installed):
   EDGE_SYNC_SECRET=${syncSecret} ${NPX_DENO} task push --rebase-now --to ${base} tools/demo_events.ndjson
@@ -128,6 +133,19 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 const status = await child.status;
 await origin.shutdown();
 Deno.exit(status.code);
+
+/**
+ * What the banner says about the user id header: in dev loopback plays the login proxy, which
+ * production allows only through USER_ID_HEADER and USER_ID_PROXIES.
+ */
+function userHeaderNote(): string {
+  const indent = `\n${" ".repeat(69)}# `;
+  if (env.USER_ID_HEADER !== "x-user-id") {
+    return `${indent}(here it names nobody: USER_ID_HEADER is not x-user-id)`;
+  }
+  return `${indent}(dev: USER_ID_HEADER=x-user-id from USER_ID_PROXIES=${env.USER_ID_PROXIES};` +
+    `${indent} unless both are set, no header names a user)`;
+}
 
 function fail(message: string): never {
   console.error(message);

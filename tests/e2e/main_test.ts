@@ -336,4 +336,12 @@ Deno.test("start-up fails fast with a message naming the bad variable", async ()
   });
   assert.equal(badRules.code, 1);
   assert.match(badRules.stderr, /Cannot read rules file "\/nonexistent\/rules.json"/);
+
+  const halfIdentity = await runServiceExpectingFailure({
+    ORIGIN_URL: "http://127.0.0.1:1",
+    KV_PATH: ":memory:",
+    USER_ID_HEADER: "x-auth-request-user",
+  });
+  assert.equal(halfIdentity.code, 1);
+  assert.match(halfIdentity.stderr, /USER_ID_PROXIES is required when USER_ID_HEADER is set/);
 });

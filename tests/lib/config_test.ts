@@ -70,6 +70,38 @@ Deno.test("config validates TRUSTED_PROXIES and KV Connect settings", () => {
   assert.ok(!config.trustedProxies.has("11.0.0.1"));
 });
 
+Deno.test("config: naming the user by header needs both USER_ID_HEADER and USER_ID_PROXIES", () => {
+  const none = parseConfig({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "10.0.0.0/8" });
+  assert.equal(none.userIdHeader, undefined);
+  assert.ok(none.userIdProxies.empty);
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-auth-request-user" }), [
+    "USER_ID_PROXIES is required when USER_ID_HEADER is set (the peers allowed to name the user)",
+  ]);
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", USER_ID_PROXIES: "127.0.0.1/32" }), [
+    "USER_ID_HEADER is required when USER_ID_PROXIES is set (the header that names the user)",
+  ]);
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "127.0.0/8" }).join(
+      "\n",
+    ),
+    /^USER_ID_PROXIES has an invalid entry: "127\.0\.0\/8" is not a full IP address/,
+  );
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x_user_id", USER_ID_PROXIES: "127.0.0.1" })[0]!,
+    /^USER_ID_HEADER must be a header name \(without underscores\)/,
+  );
+  const set = parseConfig({
+    ORIGIN_URL: "http://o",
+    USER_ID_HEADER: " X-Auth-Request-User ",
+    USER_ID_PROXIES: "127.0.0.1/32, ::1",
+  });
+  assert.equal(set.userIdHeader, "x-auth-request-user");
+  assert.ok(set.userIdProxies.has("127.0.0.1"));
+  assert.ok(set.userIdProxies.has("::1"));
+  assert.ok(!set.userIdProxies.has("127.0.0.2"));
+  assert.ok(set.trustedProxies.empty, "one trust does not imply the other");
+});
+
 Deno.test("config takes TRUSTED_PROXIES in IPv4-mapped form as the IPv4 ranges they name", () => {
   const config = parseConfig({
     ORIGIN_URL: "http://o",

@@ -125,7 +125,7 @@ Deno.test("every KV read of the request path is timed, stalled and failed reads 
   const now = Date.UTC(2026, 10, 26, 12, 0, 0);
   const deps = await makeDeps("http://127.0.0.1:9", {
     now: () => now,
-    env: { TRUSTED_PROXIES: "10.0.0.0/8", KV_TIMEOUT_MS: "50" },
+    env: { USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "10.0.0.0/8", KV_TIMEOUT_MS: "50" },
   });
   const real = deps.kv;
   try {
@@ -176,7 +176,8 @@ Deno.test("a read-through is timed, and counted once: a cache hit reusing its an
   });
   const deps = await makeDeps("http://127.0.0.1:9", {
     env: {
-      TRUSTED_PROXIES: "10.0.0.0/8",
+      USER_ID_HEADER: "x-user-id",
+      USER_ID_PROXIES: "10.0.0.0/8",
       BACKEND_URL: `http://127.0.0.1:${backend.addr.port}`,
       BACKEND_TOKEN: "backend-token-0123456789",
     },

@@ -1,0 +1,172 @@
+/**
+ * @module
+ * Who may tell the edge what: the user id header (its own trust, `USER_ID_HEADER` from
+ * `USER_ID_PROXIES`), and the client-IP, override, host and scheme headers a client or a trusted
+ * hop sends — each checked against a real origin that echoes what it received.
+ */
+import assert from "node:assert/strict";
+import { sign } from "../../lib/sync/verify.ts";
+import { createApp } from "../../routes/app.ts";
+import { makeDeps, type SeenRequest, startOrigin } from "../support.ts";
+
+const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
+const LOOPBACK = { remoteAddr: { hostname: "127.0.0.1" } };
+/** Loopback, but outside `127.0.0.1/32`. */
+const OTHER_LOOPBACK = { remoteAddr: { hostname: "127.0.0.2" } };
+const CHROME =
+  "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
+
+type App = ReturnType<typeof createApp>;
+
+async function withEdge(
+  env: Record<string, string>,
+  fn: (ctx: { app: App; seen: SeenRequest[] }) => Promise<void>,
+): Promise<void> {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { env: { SYNC_SECRETS: SECRET, ...env }, now: () => NOW });
+  try {
+    await fn({ app: createApp(deps), seen: origin.seen });
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+}
+
+/** Pushes a signed batch through `POST /_edge/sync`, as the backend would. */
+async function push(app: App, events: unknown[]): Promise<void> {
+  const body = JSON.stringify({ type: "edge.sync", timestamp: "2026-11-26T12:00:00Z", data: { events } });
+  const id = `msg_${crypto.randomUUID()}`;
+  const timestamp = NOW / 1000;
+  const res = await app.request("/_edge/sync", {
+    method: "POST",
+    body,
+    headers: {
+      "content-type": "application/json",
+      "webhook-id": id,
+      "webhook-timestamp": String(timestamp),
+      "webhook-signature": await sign(SECRET, { id, timestamp, body }),
+    },
+  });
+  assert.equal(res.status, 200, await res.text());
+}
+
+const VICTIM_DATA = [
+  { kind: "view", userId: "victim-42", itemId: "secret-item", at: "2026-11-26T11:59:00Z" },
+  {
+    kind: "profile",
+    userId: "victim-42",
+    version: 1,
+    at: "2026-11-26T11:59:00Z",
+    segments: ["vip"],
+    attributes: {},
+  },
+];
+
+async function context(app: App, headers: Record<string, string>, peer = LOOPBACK) {
+  const res = await app.request("http://edge.test/_edge/context", {
+    headers: { "user-agent": CHROME, ...headers },
+  }, peer);
+  assert.equal(res.status, 200);
+  return await res.json();
+}
+
+Deno.test("TRUSTED_PROXIES does not make x-user-id believed: loopback naming a user gets nothing of theirs", async () => {
+  await withEdge({ TRUSTED_PROXIES: "127.0.0.0/8" }, async ({ app, seen }) => {
+    await push(app, VICTIM_DATA);
+    const body = await context(app, { "x-user-id": "victim-42" });
+    assert.equal(body.visitor.loggedIn, false);
+    assert.equal(body.visitor.userId, null);
+    assert.deepEqual(body.recentViews, []);
+    assert.deepEqual(body.segments, []);
+
+    const res = await app.request("http://edge.test/echo", {
+      headers: { "user-agent": CHROME, "x-user-id": "victim-42" },
+    }, LOOPBACK);
+    await res.body?.cancel();
+    const headers = seen.at(-1)!.headers;
+    assert.equal(headers.get("x-user-id"), null);
+    assert.equal(headers.get("x-edge-user"), null);
+    assert.equal(headers.get("x-edge-recent-views"), null);
+  });
+});
+
+Deno.test("USER_ID_HEADER from a peer in USER_ID_PROXIES names the user; x-user-id and other peers do not", async () => {
+  const env = { USER_ID_HEADER: "x-auth-request-user", USER_ID_PROXIES: "127.0.0.1/32" };
+  await withEdge(env, async ({ app, seen }) => {
+    await push(app, VICTIM_DATA);
+    const named = await context(app, { "x-auth-request-user": "victim-42" });
+    assert.equal(named.visitor.loggedIn, true);
+    assert.equal(named.visitor.userId, "victim-42");
+    assert.deepEqual(named.recentViews, ["secret-item"]);
+
+    // x-user-id is just another header when USER_ID_HEADER names a different one.
+    const legacy = await context(app, { "x-user-id": "victim-42" });
+    assert.equal(legacy.visitor.loggedIn, false);
+    // A peer outside USER_ID_PROXIES (loopback, but not 127.0.0.1) names nobody with either.
+    const outside = await context(app, { "x-auth-request-user": "victim-42" }, OTHER_LOOPBACK);
+    assert.equal(outside.visitor.loggedIn, false);
+    assert.deepEqual(outside.recentViews, []);
+
+    // The origin hears who is logged in from x-edge-user only: the header that said so is gone.
+    const res = await app.request("http://edge.test/echo", {
+      headers: { "user-agent": CHROME, "x-auth-request-user": "victim-42", "x-user-id": "mallory" },
+    }, LOOPBACK);
+    await res.body?.cancel();
+    let headers = seen.at(-1)!.headers;
+    assert.equal(headers.get("x-edge-user"), "victim-42");
+    assert.equal(headers.get("x-auth-request-user"), null);
+    assert.equal(headers.get("x-user-id"), null);
+
+    // From a peer not allowed to name the user, the header is removed as well.
+    await (await app.request("http://edge.test/echo", {
+      headers: { "user-agent": CHROME, "x-auth-request-user": "victim-42" },
+    }, OTHER_LOOPBACK)).body?.cancel();
+    headers = seen.at(-1)!.headers;
+    assert.equal(headers.get("x-edge-user"), null);
+    assert.equal(headers.get("x-auth-request-user"), null);
+  });
+});
+
+Deno.test("open OFREP names the caller by USER_ID_HEADER only from a peer in USER_ID_PROXIES", async () => {
+  const rules = {
+    version: 1,
+    flags: [{
+      key: "vip-coupon",
+      type: "string" as const,
+      default: "",
+      rules: [{ when: { segment: ["vip"], loggedIn: true }, value: "VIP-50-OFF" }],
+    }],
+  };
+  const evaluate = async (app: App, headers: Record<string, string>, peer = LOOPBACK) => {
+    const res = await app.request("http://edge.test/ofrep/v1/evaluate/flags/vip-coupon", {
+      method: "POST",
+      headers: { "content-type": "application/json", ...headers },
+      body: JSON.stringify({ context: {} }),
+    }, peer);
+    assert.equal(res.status, 200);
+    return (await res.json()).value;
+  };
+  const envs: Record<string, string>[] = [
+    { TRUSTED_PROXIES: "127.0.0.0/8" },
+    { USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "127.0.0.1" },
+  ];
+  for (const env of envs) {
+    const origin = startOrigin();
+    const deps = await makeDeps(origin.url, { env: { SYNC_SECRETS: SECRET, ...env }, now: () => NOW, rules });
+    try {
+      const app = createApp(deps);
+      await push(app, VICTIM_DATA);
+      const expected = "USER_ID_HEADER" in env ? "VIP-50-OFF" : "";
+      assert.equal(await evaluate(app, { "x-user-id": "victim-42" }), expected, JSON.stringify(env));
+      assert.equal(
+        await evaluate(app, { "x-user-id": "victim-42" }, OTHER_LOOPBACK),
+        "",
+        JSON.stringify(env),
+      );
+    } finally {
+      deps.kv.close();
+      await origin.close();
+    }
+  }
+});
