@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { CidrList } from "./net.ts";
 import { DEFAULT_COUNTRY_HEADERS } from "./geo.ts";
+import { isEdgeManagedHeader } from "./upstream.ts";
 
 const LOG_LEVELS = ["debug", "info", "warn", "error", "silent"] as const;
 
@@ -284,7 +285,18 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   // passes its clients' headers through, so TRUSTED_PROXIES alone must never make one believed.
   const userIdProxies = addressList("USER_ID_PROXIES", parsed.USER_ID_PROXIES ?? "", problems);
   if (parsed.USER_ID_HEADER !== undefined && userIdProxies.empty) {
-    problems.push("USER_ID_PROXIES is required when USER_ID_HEADER is set (the peers allowed to name the user)");
+    problems.push(
+      "USER_ID_PROXIES is required when USER_ID_HEADER is set (the peers allowed to name the user)",
+    );
+  }
+  const userIdHeader = parsed.USER_ID_HEADER;
+  if (
+    userIdHeader !== undefined &&
+    (isEdgeManagedHeader(userIdHeader) || userIdHeader === "cookie" || userIdHeader === "authorization")
+  ) {
+    problems.push(
+      `USER_ID_HEADER must not name a header the edge sets or removes itself, nor cookie or authorization (got "${userIdHeader}")`,
+    );
   }
   if (parsed.USER_ID_PROXIES !== undefined && parsed.USER_ID_HEADER === undefined) {
     problems.push("USER_ID_HEADER is required when USER_ID_PROXIES is set (the header that names the user)");

@@ -26,14 +26,53 @@ const HOP_BY_HOP = [
   "proxy-authenticate",
 ];
 
+/** Forwarding headers the edge sets itself on every request from what it believed. */
 const FORWARDING = [
   "forwarded",
   "x-forwarded-for",
   "x-forwarded-proto",
   "x-forwarded-host",
   "x-forwarded-port",
+  "x-real-ip",
   "via",
 ];
+
+/**
+ * Headers only a trusted proxy may send on (`TRUSTED_PROXIES`); from anyone else they are
+ * removed before the origin. Origins and their frameworks read them as facts about the client:
+ * its address (rate limits, audit logs, allow-lists; nginx's `real_ip_header`), the path or
+ * method to serve instead of the request's (IIS, Symfony, Spring, Rails: around every path rule
+ * the edge applied, or a GET turned into a DELETE), and the host or scheme to build links with.
+ */
+const PROXY_ONLY: ReadonlySet<string> = new Set([
+  // Client address.
+  "true-client-ip",
+  "cf-connecting-ip",
+  "cf-connecting-ipv6",
+  "fastly-client-ip",
+  "x-client-ip",
+  "x-cluster-client-ip",
+  "x-original-forwarded-for",
+  "cloudfront-viewer-address",
+  "client-ip",
+  "forwarded-for",
+  "x-forwarded",
+  // Path and method overrides.
+  "x-original-url",
+  "x-rewrite-url",
+  "x-forwarded-prefix",
+  "x-http-method-override",
+  "x-http-method",
+  "x-method-override",
+  // Host and scheme hints.
+  "x-forwarded-ssl",
+  "x-forwarded-scheme",
+  "x-forwarded-server",
+  "x-host",
+  "x-original-host",
+  "front-end-https",
+  "x-url-scheme",
+]);
 
 /**
  * The user id header earlier versions believed from `TRUSTED_PROXIES`: removed from every
@@ -51,6 +90,22 @@ const REQUEST_DROPPED: ReadonlySet<string> = new Set([
   "x-request-id",
   LEGACY_USER_HEADER,
 ]);
+
+/**
+ * Whether the edge removes or sets a request header itself, so that it cannot carry anything
+ * else to the origin (for checking a configured header name such as `USER_ID_HEADER`).
+ *
+ * @param name a lower-case header name
+ * @returns true for hop-by-hop, forwarding, client-address, override and `x-edge-*` names,
+ *   `host`, `x-request-id`, and any name with an underscore; false for `x-user-id`, which is
+ *   removed only so that it can never name a user unless it is `USER_ID_HEADER`
+ */
+export function isEdgeManagedHeader(name: string): boolean {
+  if (name === LEGACY_USER_HEADER) return false;
+  return REQUEST_DROPPED.has(name) || PROXY_ONLY.has(name) || name.startsWith("x-edge-") ||
+    name.includes("_");
+}
+
 /** Content codings Deno's `fetch` decodes by itself (unless asked for `identity`); not `x-gzip` or `deflate`. */
 export const DECODED_BY_FETCH: ReadonlySet<string> = new Set(["gzip", "br"]);
 
@@ -242,9 +297,11 @@ export function headerValue(list: HeaderList, name: string): string | null {
 }
 
 /**
- * Builds the headers sent to the origin: hop-by-hop headers and every inbound `x-edge-*`
- * header removed first, forwarding headers kept only from a trusted peer, then the edge's own
- * `X-Forwarded-*`, `Via` and `X-Request-Id` set.
+ * Builds the headers sent to the origin: hop-by-hop headers, every inbound `x-edge-*` header
+ * and every name with an underscore removed first (CGI, WSGI and older Puma read `_` as `-`, so
+ * `x_edge_user` would be `x-edge-user` there), client-address, override and host hints kept only
+ * from a trusted peer, then the edge's own `X-Forwarded-*`, `X-Real-IP`, `Via` and
+ * `X-Request-Id` set.
  *
  * It returns a plain list rather than a `Headers` object: `fetch` converts and validates its
  * `headers` init either way, and a `Headers` built field by field costs that work twice.
@@ -266,8 +323,8 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   // `forEach`, not `for…of`: Deno's `Headers` iterator costs over 1 µs per field.
   inbound.forEach((value, name) => {
     if (
-      REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || listed?.has(name) ||
-      info.dropped?.has(name)
+      REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || name.includes("_") || listed?.has(name) ||
+      info.dropped?.has(name) || (!info.peerTrusted && PROXY_ONLY.has(name))
     ) {
       if (info.peerTrusted) {
         if (name === "x-forwarded-for") forwardedFor = value;
@@ -286,6 +343,8 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
     ["x-forwarded-for", forwardedFor ? `${forwardedFor}, ${info.peerIp}` : info.peerIp],
     ["x-forwarded-proto", proto && /^https?$/i.test(proto) ? proto : info.proto],
     ["x-forwarded-host", forwardedHost ?? info.host],
+    // As nginx's realip module does: an origin that reads it gets the client the edge resolved.
+    ["x-real-ip", info.clientIp],
     ["via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN],
     ["x-request-id", info.requestId],
   );

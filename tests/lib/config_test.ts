@@ -90,6 +90,17 @@ Deno.test("config: naming the user by header needs both USER_ID_HEADER and USER_
     problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x_user_id", USER_ID_PROXIES: "127.0.0.1" })[0]!,
     /^USER_ID_HEADER must be a header name \(without underscores\)/,
   );
+  for (const name of ["x-edge-user", "x-forwarded-for", "x-real-ip", "host", "cookie", "true-client-ip"]) {
+    assert.match(
+      problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: name, USER_ID_PROXIES: "127.0.0.1" })[0]!,
+      /^USER_ID_HEADER must not name a header the edge sets or removes itself/,
+      name,
+    );
+  }
+  assert.equal(
+    parseConfig({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "::1" }).userIdHeader,
+    "x-user-id",
+  );
   const set = parseConfig({
     ORIGIN_URL: "http://o",
     USER_ID_HEADER: " X-Auth-Request-User ",

@@ -170,3 +170,103 @@ Deno.test("open OFREP names the caller by USER_ID_HEADER only from a peer in USE
     }
   }
 });
+
+const UNTRUSTED = { remoteAddr: { hostname: "203.0.113.9" } };
+const TRUSTED = { remoteAddr: { hostname: "10.0.0.5" } };
+
+/** Headers origins read as facts about the client, with the value a client would forge. */
+const PROXY_ONLY_HEADERS: [name: string, forged: string][] = [
+  ["true-client-ip", "6.6.6.6"],
+  ["cf-connecting-ip", "6.6.6.6"],
+  ["cf-connecting-ipv6", "2001:db8::666"],
+  ["fastly-client-ip", "6.6.6.6"],
+  ["x-client-ip", "6.6.6.6"],
+  ["x-cluster-client-ip", "6.6.6.6"],
+  ["x-original-forwarded-for", "6.6.6.6"],
+  ["cloudfront-viewer-address", "6.6.6.6:4444"],
+  ["client-ip", "6.6.6.6"],
+  ["x-original-url", "/admin/delete-everything"],
+  ["x-rewrite-url", "/admin/delete-everything"],
+  ["x-forwarded-prefix", "/evil"],
+  ["x-http-method-override", "DELETE"],
+  ["x-http-method", "DELETE"],
+  ["x-method-override", "DELETE"],
+  ["x-forwarded-ssl", "on"],
+  ["x-forwarded-scheme", "https"],
+  ["x-forwarded-server", "evil.example"],
+  ["x-host", "evil.example"],
+  ["x-original-host", "evil.example"],
+];
+
+Deno.test("client-IP, override and host-hint headers reach the origin only from a trusted peer", async () => {
+  await withEdge({ TRUSTED_PROXIES: "10.0.0.0/8" }, async ({ app, seen }) => {
+    const forged = Object.fromEntries(PROXY_ONLY_HEADERS);
+    await (await app.request("http://edge.test/echo", { headers: forged }, UNTRUSTED)).body?.cancel();
+    let headers = seen.at(-1)!.headers;
+    assert.equal(seen.at(-1)!.method, "GET");
+    for (const [name] of PROXY_ONLY_HEADERS) assert.equal(headers.get(name), null, `untrusted ${name}`);
+
+    await (await app.request("http://edge.test/echo", { headers: forged }, TRUSTED)).body?.cancel();
+    headers = seen.at(-1)!.headers;
+    for (const [name, value] of PROXY_ONLY_HEADERS) assert.equal(headers.get(name), value, `trusted ${name}`);
+  });
+});
+
+Deno.test("X-Real-IP at the origin is the client address the edge resolved, whoever sent one", async () => {
+  await withEdge({ TRUSTED_PROXIES: "10.0.0.0/8" }, async ({ app, seen }) => {
+    const cases: [Record<string, string>, typeof UNTRUSTED, string][] = [
+      [{ "x-real-ip": "6.6.6.6" }, UNTRUSTED, "203.0.113.9"],
+      [{ "x-real-ip": "6.6.6.6", "x-forwarded-for": "6.6.6.6" }, UNTRUSTED, "203.0.113.9"],
+      [{ "x-forwarded-for": "198.51.100.7, 10.0.0.9" }, TRUSTED, "198.51.100.7"],
+      // A trusted hop's own X-Real-IP is overwritten too: the edge resolved the chain itself.
+      [{ "x-real-ip": "6.6.6.6", "x-forwarded-for": "198.51.100.7" }, TRUSTED, "198.51.100.7"],
+      [{}, TRUSTED, "10.0.0.5"],
+    ];
+    for (const [headers, peer, client] of cases) {
+      const res = await app.request("http://edge.test/echo", { headers }, peer);
+      await res.body?.cancel();
+      const at = seen.at(-1)!.headers;
+      assert.equal(at.get("x-real-ip"), client, JSON.stringify(headers));
+      assert.equal(at.get("x-edge-client-ip"), client, JSON.stringify(headers));
+    }
+  });
+});
+
+Deno.test("underscore and mixed-case spellings of protected names never reach the origin", async () => {
+  const spellings: Record<string, string> = {
+    "x_edge_user": "alice",
+    "X_Edge_Segments": "staff",
+    "x-edge_segments": "staff",
+    "x_edge-region": "EU",
+    "X-EDGE-USER": "alice",
+    "X-Edge-Visitor": "forged",
+    "x_forwarded_for": "6.6.6.6",
+    "x_forwarded_host": "evil.example",
+    "x_real_ip": "6.6.6.6",
+    "true_client_ip": "6.6.6.6",
+    "x_original_url": "/admin",
+    "x_http_method_override": "DELETE",
+    "x_user_id": "alice",
+    "cf_ipcountry": "DE",
+    "x_geo_country": "DE",
+  };
+  const env = { TRUSTED_PROXIES: "10.0.0.0/8", USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "10.0.0.0/8" };
+  await withEdge(env, async ({ app, seen }) => {
+    for (const peer of [UNTRUSTED, TRUSTED]) {
+      const res = await app.request("http://edge.test/echo", {
+        headers: { ...spellings, "user-agent": CHROME },
+      }, peer);
+      await res.body?.cancel();
+      const at = seen.at(-1)!;
+      const names: string[] = [];
+      at.headers.forEach((_, name) => names.push(name));
+      const label = peer.remoteAddr.hostname;
+      assert.deepEqual(names.filter((name) => name.includes("_")), [], label);
+      assert.equal(at.headers.get("x-edge-user"), null, label);
+      assert.equal(at.headers.get("x-edge-segments"), null, label);
+      assert.notEqual(at.headers.get("x-edge-visitor"), "forged", label);
+      assert.equal(at.headers.get("x-edge-region"), "GLOBAL", label);
+      assert.ok(!at.headers.get("x-forwarded-for")?.includes("6.6.6.6"), label);
+    }
+  });
+});
