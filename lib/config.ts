@@ -106,6 +106,7 @@ const EnvSchema = z.object({
     ).default(0.01),
   ),
   LOG_HASH_KEY: optionalSecret,
+  DENO_DEPLOYMENT_ID: optionalString,
   LOG_LEVEL: z.preprocess(
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -118,6 +119,12 @@ export interface Config {
   hostname: string;
   /** Base URL every proxied request is sent to; its origin is never left. */
   originUrl: URL;
+  /**
+   * The scheme of the connections the service accepts: `http` (main.ts and `deno serve` listen
+   * without a certificate), or undefined on Deno Deploy (`DENO_DEPLOYMENT_ID` set), where the
+   * platform terminates TLS and the request URL carries the client's scheme.
+   */
+  listenerScheme: "http" | undefined;
   /** `undefined` → Deno's default store; `:memory:`; a file path; or a KV Connect URL. */
   kvPath: string | undefined;
   rulesPath: string | undefined;
@@ -336,6 +343,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     port: parsed.PORT,
     hostname: parsed.HOSTNAME,
     originUrl: new URL(parsed.ORIGIN_URL),
+    listenerScheme: parsed.DENO_DEPLOYMENT_ID === undefined ? "http" : undefined,
     kvPath,
     rulesPath: parsed.RULES_PATH,
     trustedProxies,

@@ -256,9 +256,9 @@ export interface ForwardingInfo {
   peerIp: string;
   /** Whether the peer is a trusted proxy whose forwarding headers may be kept. */
   peerTrusted: boolean;
-  /** `http` or `https`, as seen by this hop. */
+  /** `http` or `https` as the client used it (a trusted proxy's word, else this hop's). */
   proto: string;
-  /** The `Host` the client asked for. */
+  /** The host the client asked for, already checked against `PUBLIC_HOSTS`. */
   host: string;
   /** The request id to forward. */
   requestId: string;
@@ -314,10 +314,7 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   const listed = connectionListed(inbound.get("connection"));
   const headers: HeaderList = [];
   let forwardedFor: string | null = null;
-  let proto: string | null = null;
-  let forwardedHost: string | null = null;
   let via: string | null = null;
-  let forwarded: string | null = null;
   let acceptEncoding = false;
   // One pass that copies only what may go on, instead of a copy followed by many deletes.
   // `forEach`, not `for…of`: Deno's `Headers` iterator costs over 1 µs per field.
@@ -328,10 +325,7 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
     ) {
       if (info.peerTrusted) {
         if (name === "x-forwarded-for") forwardedFor = value;
-        else if (name === "x-forwarded-proto") proto = value;
-        else if (name === "x-forwarded-host") forwardedHost = value;
         else if (name === "via") via = value;
-        else if (name === "forwarded") forwarded = value;
       }
       return;
     }
@@ -339,19 +333,36 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
     // Iterating `Headers` combines repeated fields (set-cookie aside), so each name comes once.
     headers.push([name, value]);
   });
+  // Scheme and host are what the edge believed (a trusted hop's word, the host checked against
+  // PUBLIC_HOSTS), never a header passed on as sent; so is `Forwarded`, rebuilt from the same.
   headers.push(
     ["x-forwarded-for", forwardedFor ? `${forwardedFor}, ${info.peerIp}` : info.peerIp],
-    ["x-forwarded-proto", proto && /^https?$/i.test(proto) ? proto : info.proto],
-    ["x-forwarded-host", forwardedHost ?? info.host],
+    ["x-forwarded-proto", info.proto],
+    ["x-forwarded-host", info.host],
+    ["forwarded", forwardedElement(info)],
     // As nginx's realip module does: an origin that reads it gets the client the edge resolved.
     ["x-real-ip", info.clientIp],
     ["via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN],
     ["x-request-id", info.requestId],
   );
-  if (forwarded) headers.push(["forwarded", forwarded]);
   // Without an Accept-Encoding, fetch would ask for gzip itself; see downstreamResponseHeaders.
   if (!acceptEncoding) headers.push(["accept-encoding", "identity"]);
   return headers;
+}
+
+/**
+ * The RFC 7239 `Forwarded` element for the client as the edge resolved it:
+ * `for=198.51.100.7;host="shop.example";proto=https` (an IPv6 client as `for="[2001:db8::7]"`,
+ * anything that is no address as `for=unknown`).
+ *
+ * @param info the hop facts
+ * @returns one element
+ */
+function forwardedElement(info: ForwardingInfo): string {
+  const ip = info.clientIp;
+  const node = /^[\d.]+$/.test(ip) ? ip : /^[\da-f:.]+$/i.test(ip) ? `"[${ip}]"` : "unknown";
+  const host = info.host.replace(/["\\]/g, "\\$&");
+  return `for=${node};host="${host}";proto=${info.proto === "https" ? "https" : "http"}`;
 }
 
 /**

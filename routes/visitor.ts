@@ -67,6 +67,7 @@ export async function visitorFor(
     requestId: record.requestId,
     uaCache: deps.uaCache,
     ipGeo: deps.ipGeo,
+    listenerScheme: config.listenerScheme,
   });
   lap("facts");
 

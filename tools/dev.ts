@@ -68,6 +68,17 @@ if (!["127.0.0.1", "::1", "[::1]", "localhost"].includes(env.HOSTNAME!) && !Deno
 // own start-up error to report.
 const port = env.PORT === undefined || env.PORT === "" ? 8000 : Number(env.PORT);
 const portValid = Number.isInteger(port) && port >= 0 && port <= 65535;
+// The names curl and the browser use here, so the origin's links point back to this service
+// (and the service does not warn that PUBLIC_HOSTS is unset).
+if (!env.PUBLIC_HOSTS && portValid) {
+  const listening = env.HOSTNAME!.includes(":") && !env.HOSTNAME!.startsWith("[")
+    ? `[${env.HOSTNAME}]`
+    : env.HOSTNAME!;
+  env.PUBLIC_HOSTS = [
+    ...new Set([`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, `${listening}:${port}`]),
+  ]
+    .join(",");
+}
 
 const child = new Deno.Command(Deno.execPath(), {
   args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "main.ts"],

@@ -51,6 +51,8 @@ Deno.test("main.ts serves health, readiness and the seed rewrite as a real proce
       assert.equal(origin.seen.at(-1)!.path, "/api/products/promotions/europe");
       assert.equal(origin.seen.at(-1)!.search, "?x=1");
       assert.ok(res.headers.get("x-request-id"));
+      // A production start without PUBLIC_HOSTS says what it leaves open, once.
+      assert.equal(service.output().match(/PUBLIC_HOSTS not set: [^"]*X-Forwarded-Host/g)?.length, 1);
     } finally {
       const status = await service.stop();
       assert.equal(status.code, 0, service.output());

@@ -21,6 +21,12 @@ Deno.test("config applies defaults for everything but ORIGIN_URL", () => {
   assert.equal(config.kvPath, undefined);
   assert.equal(config.sessionCookie, "sid");
   assert.ok(config.trustedProxies.empty);
+  assert.equal(config.listenerScheme, "http");
+  // On Deno Deploy the platform terminates TLS: the request URL's scheme is the client's.
+  assert.equal(
+    parseConfig({ ORIGIN_URL: "http://o", DENO_DEPLOYMENT_ID: "abc123" }).listenerScheme,
+    undefined,
+  );
 });
 
 Deno.test("config names each missing or invalid variable", () => {

@@ -126,7 +126,8 @@ Deno.test("proxy ignores X-Forwarded-* and Forwarded from an untrusted peer", as
     assert.equal(seen.get("x-forwarded-for"), "203.0.113.9");
     assert.equal(seen.get("x-forwarded-proto"), "http");
     assert.equal(seen.get("x-forwarded-host"), "edge.test");
-    assert.equal(seen.get("forwarded"), null);
+    // Rebuilt from what the edge believed, never the client's.
+    assert.equal(seen.get("forwarded"), 'for=203.0.113.9;host="edge.test";proto=http');
     assert.equal(seen.get("via"), "1.1 edge-personalizer");
     assert.equal(seen.get("x-edge-client-ip"), "203.0.113.9");
   });
@@ -148,6 +149,7 @@ Deno.test("proxy keeps and extends forwarding headers from a trusted peer", asyn
     assert.equal(seen.get("x-forwarded-host"), "shop.example");
     assert.equal(seen.get("via"), "1.1 cdn, 1.1 edge-personalizer");
     assert.equal(seen.get("x-edge-client-ip"), "198.51.100.7");
+    assert.equal(seen.get("forwarded"), 'for=198.51.100.7;host="shop.example";proto=https');
   });
 });
 

@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { sign } from "../../lib/sync/verify.ts";
 import { createApp } from "../../routes/app.ts";
-import { makeDeps, type SeenRequest, startOrigin } from "../support.ts";
+import { makeDeps, rawRequest, type SeenRequest, startOrigin } from "../support.ts";
 
 const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
@@ -269,4 +269,70 @@ Deno.test("underscore and mixed-case spellings of protected names never reach th
       assert.ok(!at.headers.get("x-forwarded-for")?.includes("6.6.6.6"), label);
     }
   });
+});
+
+Deno.test("a trusted hop's X-Forwarded-Host goes through the PUBLIC_HOSTS check like Host", async () => {
+  await withEdge({ TRUSTED_PROXIES: "10.0.0.0/8", PUBLIC_HOSTS: "shop.example" }, async ({ app, seen }) => {
+    const cases: [Record<string, string>, typeof TRUSTED, string][] = [
+      [{ "x-forwarded-host": "evil.example" }, TRUSTED, "shop.example"],
+      [{ "x-forwarded-host": "evil.example, shop.example" }, TRUSTED, "shop.example"],
+      [{ "x-forwarded-host": "SHOP.example" }, TRUSTED, "SHOP.example"],
+      [{ "x-forwarded-host": "evil.example" }, UNTRUSTED, "shop.example"],
+    ];
+    for (const [headers, peer, expected] of cases) {
+      await (await app.request("http://evil.example/echo", { headers }, peer)).body?.cancel();
+      const at = seen.at(-1)!.headers;
+      assert.equal(at.get("x-forwarded-host"), expected, JSON.stringify(headers));
+      assert.match(at.get("forwarded") ?? "", new RegExp(`;host="${expected}";`), JSON.stringify(headers));
+    }
+  });
+});
+
+Deno.test("a client's Forwarded never reaches the origin verbatim: the edge rebuilds it from what it believed", async () => {
+  await withEdge({ TRUSTED_PROXIES: "10.0.0.0/8" }, async ({ app, seen }) => {
+    const forged = "for=6.6.6.6;host=evil.example;proto=https";
+    for (const peer of [UNTRUSTED, TRUSTED]) {
+      await (await app.request("http://shop.example/echo", { headers: { forwarded: forged } }, peer)).body
+        ?.cancel();
+      const forwarded = seen.at(-1)!.headers.get("forwarded");
+      assert.equal(
+        forwarded,
+        `for=${peer.remoteAddr.hostname};host="shop.example";proto=http`,
+        peer.remoteAddr.hostname,
+      );
+    }
+    // An IPv6 client is quoted and bracketed, as RFC 7239 needs.
+    await (await app.request("http://shop.example/echo", {
+      headers: { "x-forwarded-for": "2001:db8::7", "x-forwarded-proto": "https" },
+    }, TRUSTED)).body?.cancel();
+    assert.equal(
+      seen.at(-1)!.headers.get("forwarded"),
+      'for="[2001:db8::7]";host="shop.example";proto=https',
+    );
+  });
+});
+
+Deno.test("an absolute-form https target over plain HTTP does not make the hop https", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { env: { TRUSTED_PROXIES: "10.0.0.0/8" }, now: () => NOW });
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, createApp(deps).fetch);
+  try {
+    const res = await rawRequest(
+      server.addr.port,
+      "GET https://evil.com/echo HTTP/1.1\r\nHost: evil.com\r\n" +
+        `User-Agent: ${CHROME}\r\nAccept: text/html\r\nConnection: close\r\n\r\n`,
+    );
+    assert.equal(res.status, 200, res.head);
+    const seenHere = origin.seen.at(-1)!;
+    assert.equal(seenHere.headers.get("x-forwarded-proto"), "http");
+    assert.match(seenHere.headers.get("forwarded") ?? "", /;proto=http$/);
+    // The page navigation sets ep_uid, without Secure: the hop was plain HTTP.
+    const cookies = res.head.split("\r\n").filter((line) => /^set-cookie:/i.test(line));
+    assert.ok(cookies.length > 0, res.head);
+    for (const cookie of cookies) assert.doesNotMatch(cookie, /;\s*secure/i);
+  } finally {
+    await server.shutdown();
+    deps.kv.close();
+    await origin.close();
+  }
 });

@@ -154,6 +154,7 @@ Deno.test("dev starts without a LOG_HASH_KEY warning and says when rules pushed 
     const fresh = await run();
     assert.match(fresh, /rules {8}version 1 from tools\/demo_rules\.json, KV at /);
     assert.doesNotMatch(fresh, /LOG_HASH_KEY not set/);
+    assert.doesNotMatch(fresh, /PUBLIC_HOSTS not set/);
     assert.match(fresh, /USER_ID_HEADER=x-user-id from USER_ID_PROXIES=127\.0\.0\.1\/32,::1\/128/);
     assert.equal(loggedIn, true);
     assert.match(fresh, /npx -y deno@\S+ task push --rebase-now --to http:\/\/127\.0\.0\.1:\d+ /);
