@@ -66,7 +66,7 @@ export function proxyHandler(deps: Deps): ServedHandler {
       requestId: facts.requestId,
       dropped: facts.geoTrusted ? geoTrustedDrops : untrustedDrops,
     });
-    setDecisionHeaders(headers, {
+    const toldVisitor = setDecisionHeaders(headers, {
       facts,
       identity,
       decision,
@@ -139,6 +139,7 @@ export function proxyHandler(deps: Deps): ServedHandler {
       decision: cacheDecision,
       clientHints: rules.clientHints,
       cookies,
+      toldVisitor,
     });
     if (!rewriteHtml) return response;
     if (!(await htmlRewriterAvailable())) {

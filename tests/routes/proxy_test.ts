@@ -425,3 +425,36 @@ Deno.test("data stored before ids were checked cannot break the proxy: headers a
     await origin.close();
   }
 });
+
+Deno.test("an origin's public answer to a logged-in visitor is made private: the edge told it who they are", async () => {
+  await withProxy(async ({ app, origin }) => {
+    const anonymous = await app.request("http://edge.test/echo/shared", {
+      headers: { cookie: "ep_uid=known-visitor-0001" },
+    }, UNTRUSTED);
+    await anonymous.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-user"), null);
+    assert.equal(anonymous.headers.get("cache-control"), "public, max-age=300");
+
+    const named = await app.request("http://edge.test/echo/shared", {
+      headers: { cookie: "ep_uid=known-visitor-0001", "x-auth-request-user": "alice" },
+    }, TRUSTED);
+    await named.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-user"), "alice");
+    assert.equal(named.headers.get("cache-control"), "private, max-age=300");
+
+    // A Vary on the edge's headers does not keep it shareable: caches in front never see them.
+    const varied = await app.request("http://edge.test/echo/varied", {
+      headers: { cookie: "ep_uid=known-visitor-0001", "x-auth-request-user": "alice" },
+    }, TRUSTED);
+    await varied.body?.cancel();
+    assert.equal(varied.headers.get("cache-control"), "private, max-age=300");
+  }, {
+    env: { USER_ID_HEADER: "x-auth-request-user", USER_ID_PROXIES: "10.0.0.0/8" },
+    respond: (seen) =>
+      new Response("same for everyone?", {
+        headers: seen.path === "/echo/varied"
+          ? { "cache-control": "public, max-age=300", vary: "x-edge-user, x-edge-segments" }
+          : { "cache-control": "public, max-age=300" },
+      }),
+  });
+});
