@@ -98,6 +98,10 @@ const EnvSchema = z.object({
   CONTEXT_CACHE_MAX_ENTRIES: intInRange(1, 10_000_000, 10_000),
   CONTEXT_CACHE_MAX_BYTES: intInRange(1024, 4 * 1024 * 1024 * 1024, 4 * 1024 * 1024),
   METRICS_TOKEN: optionalSecret,
+  METRICS_PUBLIC: z.preprocess(
+    (value) => (typeof value === "string" && value !== "" ? value.trim().toLowerCase() : undefined),
+    z.enum(["true", "false"], { error: 'must be "true" or "false"' }).default("false"),
+  ),
   LOG_SAMPLE_RATE: z.preprocess(
     emptyToUndefined,
     z.coerce.number({ error: "must be a number" }).min(0, "must be between 0 and 1").max(
@@ -187,8 +191,13 @@ export interface Config {
   profileTtlDays: number;
   /** How long an erasure tombstone (and a session-end marker) is kept, in days. */
   tombstoneTtlDays: number;
-  /** Bearer token required by `GET /_edge/metrics`; undefined → the endpoint is open. */
+  /**
+   * Bearer token required by `GET /_edge/metrics`; undefined → the endpoint answers only
+   * loopback and `TRUSTED_PROXIES` callers, unless `metricsPublic`.
+   */
   metricsToken: string | undefined;
+  /** `METRICS_PUBLIC=true`: without a token, `/_edge/metrics` answers anyone. */
+  metricsPublic: boolean;
   /** Share of requests that get a decision log line, in `[0, 1]`. */
   logSampleRate: number;
   /**
@@ -373,6 +382,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     profileTtlDays: parsed.PROFILE_TTL_DAYS,
     tombstoneTtlDays: parsed.TOMBSTONE_TTL_DAYS,
     metricsToken: parsed.METRICS_TOKEN,
+    metricsPublic: parsed.METRICS_PUBLIC === "true",
     logSampleRate: parsed.LOG_SAMPLE_RATE,
     logHashKey: parsed.LOG_HASH_KEY,
     backendUrl: parsed.BACKEND_URL ? new URL(parsed.BACKEND_URL) : undefined,

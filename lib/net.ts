@@ -240,3 +240,31 @@ export function clientAddress(peer: string, forwardedFor: string | null, trusted
   }
   return client;
 }
+
+/** Options for {@linkcode isInternalCaller}. */
+export interface InternalCallerOptions {
+  /** `TRUSTED_PROXIES`. */
+  trusted: CidrList;
+}
+
+/**
+ * Whether a request comes from this host or from the trusted proxies' networks themselves, not
+ * from a client on whose behalf something forwards it: the resolved client (see
+ * {@linkcode clientAddress}) must be loopback or in `TRUSTED_PROXIES`, and a peer that is not
+ * trusted must not be forwarding for anyone (a proxy on loopback, such as the nginx template,
+ * passes on the whole internet).
+ *
+ * @param peer the connection's remote address
+ * @param headers the request headers (forwarding headers are read)
+ * @param options the trusted proxy ranges
+ * @returns true for an operator's own caller (a scraper on the host or in a trusted range)
+ */
+export function isInternalCaller(peer: string, headers: Headers, options: InternalCallerOptions): boolean {
+  const { trusted } = options;
+  const forwardedFor = headers.get("x-forwarded-for");
+  if (!trusted.has(peer) && (forwardedFor !== null || headers.has("forwarded") || headers.has("x-real-ip"))) {
+    return false;
+  }
+  const client = clientAddress(peer, forwardedFor, trusted);
+  return isLoopback(client) || trusted.has(client);
+}

@@ -34,7 +34,11 @@ export function proxyHandler(deps: Deps): ServedHandler {
   // logged in); geo headers are forwarded only from a hop trusted for them.
   const userHeader = config.userIdHeader === undefined ? [] : [config.userIdHeader];
   const geoTrustedDrops: ReadonlySet<string> = new Set(userHeader);
-  const untrustedDrops: ReadonlySet<string> = new Set([...userHeader, REGION_HEADER, ...config.countryHeaders]);
+  const untrustedDrops: ReadonlySet<string> = new Set([
+    ...userHeader,
+    REGION_HEADER,
+    ...config.countryHeaders,
+  ]);
   const upstreamUrl = upstreamUrls(config.originUrl);
   const publicHosts = new Set(config.publicHosts);
   const publicHost = (host: string) =>

@@ -143,6 +143,15 @@ Deno.test({
         assert.equal(host.headers.get(name), null, name);
       }
 
+      // Metrics are for the host itself: through nginx (on loopback, but forwarding for anyone)
+      // they are refused, straight to the service from loopback they are served.
+      const viaNginx = await fetch(`${nginx.url}/_edge/metrics`);
+      assert.equal(viaNginx.status, 401);
+      assert.equal((await viaNginx.json()).error.code, "unauthorized");
+      const local = await fetch(`${service.url}/_edge/metrics`);
+      assert.equal(local.status, 200);
+      await local.body?.cancel();
+
       // Bodies stream through both proxies.
       const upload = await fetch(`${nginx.url}/upload`, {
         method: "POST",
