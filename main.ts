@@ -81,6 +81,13 @@ if (logHashKey.generated) {
   log.warn("LOG_HASH_KEY not set: visitor hashes in decision logs are per process and do not correlate", {});
 }
 
+if (config.publicHosts.length === 0) {
+  log.warn(
+    "PUBLIC_HOSTS not set: the origin gets X-Forwarded-Host as the client's Host, so links it builds from that header can point to any host a client chooses",
+    {},
+  );
+}
+
 const background = new BackgroundTasks();
 
 // Deno's built-in OpenTelemetry: stage spans only when it is on (otherwise not even no-op spans,

@@ -26,11 +26,13 @@ export interface OriginContext {
  *
  * @param headers the upstream request headers, changed in place
  * @param inputs the facts, identity, decision and (optional) behavioural context
+ * @returns whether the origin was told who the visitor is (`x-edge-user`, recent views, cart
+ *   items or segments), which makes its answer private (see `finishResponseHeaders`)
  */
 export function setDecisionHeaders(
   headers: HeaderList,
   inputs: { facts: Facts; identity: Identity; decision: Decision; context?: OriginContext },
-): void {
+): boolean {
   const { facts, identity, decision, context } = inputs;
   headers.push(["x-edge-region", decision.region]);
   if (decision.country) headers.push(["x-edge-country", decision.country]);
@@ -39,8 +41,10 @@ export function setDecisionHeaders(
   headers.push(["x-edge-client-ip", facts.clientIp]);
   headers.push(["x-edge-rules-version", String(decision.rulesVersion)]);
   headers.push(["x-edge-visitor", identity.anonymousId]);
+  const before = headers.length;
   // A user id stored before ids were checked could make `fetch` refuse the whole request.
   if (identity.userId && USER_ID.test(identity.userId)) headers.push(["x-edge-user", identity.userId]);
+  let told = headers.length > before;
   if (facts.gpc) headers.push(["x-edge-gpc", "1"]);
   const variants = Object.entries(decision.variants ?? {});
   if (variants.length) headers.push(["x-edge-variants", variants.map(([k, v]) => `${k}=${v}`).join(",")]);
@@ -49,10 +53,13 @@ export function setDecisionHeaders(
     headers.push(["x-edge-flags", flags.map(([k, v]) => `${k}=${encodeFlagValue(v)}`).join(",")]);
   }
   if (context && !facts.gpc) {
+    const listed = headers.length;
     setList(headers, "x-edge-recent-views", context.recentViews);
     setList(headers, "x-edge-cart-items", context.cartItemIds);
     setList(headers, "x-edge-segments", context.segments);
+    told ||= headers.length > listed;
   }
+  return told;
 }
 
 function sameAssignments(

@@ -27,9 +27,9 @@ export interface Facts {
   peerTrusted: boolean;
   /** The peer is trusted or presented the CDN secret: its geo headers are believed. */
   geoTrusted: boolean;
-  /** `http` or `https` as the client used it (from a trusted proxy, or this hop). */
+  /** `http` or `https` as the client used it (from a trusted proxy, else this hop's listener). */
   proto: string;
-  /** The host the client asked for. */
+  /** The host the client asked for (a trusted proxy's `X-Forwarded-Host`, else `Host`). */
   host: string;
   /** Country from a trusted geo header, else from the bundled IP database. */
   country: string | undefined;
@@ -59,6 +59,13 @@ export interface GatherFactsOptions {
   ipGeo?: IpGeoDb;
   /** Told which geo header decided and why the device and network classes, for an explanation. */
   trace?: GeoTrace & DeviceTrace;
+  /**
+   * The scheme of the connections this process accepts (`http`: `Deno.serve` without a
+   * certificate). Undefined → the request URL's, for a platform that terminates TLS and builds
+   * the URL itself (Deno Deploy). Never the target's own: an absolute-form `GET https://…` sent
+   * over plain HTTP does not make the hop https.
+   */
+  listenerScheme?: "http" | "https";
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -94,8 +101,10 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
     clientIp,
     peerTrusted,
     geoTrusted,
-    proto: forwardedProto === "https" || forwardedProto === "http" ? forwardedProto : url.scheme,
-    host: headers.get("host") ?? url.host,
+    proto: forwardedProto === "https" || forwardedProto === "http"
+      ? forwardedProto
+      : options.listenerScheme ?? url.scheme,
+    host: (peerTrusted ? forwardedHost(headers) : undefined) ?? headers.get("host") ?? url.host,
     country: headerCountry ?? ipCountry,
     countrySource: headerCountry ? "header" : ipCountry ? "ip" : undefined,
     device: classifyDevice(headers, { uaCache: options.uaCache, trace: options.trace }),
@@ -104,6 +113,14 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
     regionHint: regionHint || undefined,
     requestId: options.requestId,
   };
+}
+
+/** The first (client-facing) host of a trusted proxy's `X-Forwarded-Host`, if it names one. */
+function forwardedHost(headers: Headers): string | undefined {
+  const value = headers.get("x-forwarded-host");
+  if (value === null) return undefined;
+  const comma = value.indexOf(",");
+  return (comma < 0 ? value : value.slice(0, comma)).trim() || undefined;
 }
 
 /** A path `URL` would leave as it is: no percent sign, backslash, or character it encodes. */

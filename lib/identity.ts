@@ -1,8 +1,9 @@
 /**
  * @module
  * The identity stage: who the visitor is. In order: the logged-in user (session cookie looked
- * up in KV by its hash), a user id header from a trusted hop, else a first-party anonymous id
- * cookie (`ep_uid`), created when absent. Nothing else a client says about itself is believed.
+ * up in KV by its hash), the `USER_ID_HEADER` from a peer in `USER_ID_PROXIES`, else a
+ * first-party anonymous id cookie (`ep_uid`), created when absent. Nothing else a client says
+ * about itself is believed.
  */
 import { parseCookies } from "./cookies.ts";
 import { parseSticky, STICKY_COOKIE } from "./sticky.ts";
@@ -13,8 +14,6 @@ import type { SessionCache } from "./session_cache.ts";
 export const ANON_COOKIE = "ep_uid";
 /** The cookie that records sticky experiment assignments. */
 export { formatSticky, parseSticky, STICKY_COOKIE } from "./sticky.ts";
-/** The header a trusted proxy may use to name the logged-in user. */
-export const TRUSTED_USER_HEADER = "x-user-id";
 
 const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
 /**
@@ -45,8 +44,11 @@ export interface ResolveIdentityOptions {
   kv: Deno.Kv;
   now: number;
   sessionCookie: string;
-  /** The peer is in TRUSTED_PROXIES (only then is the user id header believed). */
-  trustedHop: boolean;
+  /**
+   * The header that names the user (`USER_ID_HEADER`), given only when the connected peer is in
+   * `USER_ID_PROXIES`; undefined → no header names a user.
+   */
+  userIdHeader?: string;
   randomId: () => string;
   /** Per-isolate cache of session lookups; without it every logged-in request reads KV. */
   sessionCache?: SessionCache;
@@ -93,8 +95,8 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
       options.onLookupError?.(error);
     }
   }
-  if (options.trustedHop) {
-    const headerUser = headers.get(TRUSTED_USER_HEADER)?.trim();
+  if (options.userIdHeader !== undefined) {
+    const headerUser = headers.get(options.userIdHeader)?.trim();
     if (headerUser && USER_ID.test(headerUser)) {
       return { ...base, key: headerUser, userId: headerUser, source: "header" };
     }

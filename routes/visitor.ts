@@ -64,7 +64,7 @@ export async function visitorFor(
   lap("facts");
 
   const now = deps.now();
-  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerTrusted));
+  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerIp));
   lap("identity");
 
   const context = await loadUserContext(identity.userId, contextOptions(deps, now, facts.gpc));
@@ -99,8 +99,8 @@ export async function visitorFor(
 /**
  * Who is calling, for an endpoint that evaluates something for "the visitor" without the rest
  * of the pipeline (open OFREP): the same identity and profile segments the proxy would use for
- * this request — session cookie, then a trusted hop's user header, then the `ep_uid` cookie —
- * never what the request body claims.
+ * this request — session cookie, then `USER_ID_HEADER` from a peer in `USER_ID_PROXIES`, then
+ * the `ep_uid` cookie — never what the request body claims.
  *
  * @param request the request
  * @param info the connection facts
@@ -114,8 +114,7 @@ export async function callerFor(
   deps: Deps,
 ): Promise<{ key: string | undefined; loggedIn: boolean; segments: string[] }> {
   const now = deps.now();
-  const peerTrusted = deps.config.trustedProxies.has(peerOf(info));
-  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, peerTrusted));
+  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, peerOf(info)));
   const context = await loadUserContext(
     identity.userId,
     contextOptions(deps, now, gpcRequested(request.headers)),
@@ -147,7 +146,7 @@ export async function explainRequest(request: Request, peer: string, deps: Deps)
   const trace = new ExplainCollector();
   const facts = gatherFacts(request, peer, { ...factsOptions(deps, "explain"), trace });
   const now = deps.now();
-  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerTrusted));
+  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerIp));
   const context = await loadUserContext(identity.userId, contextOptions(deps, now, facts.gpc));
   return trace.explain({
     request,
@@ -169,17 +168,21 @@ function factsOptions(deps: Deps, requestId: string): GatherFactsOptions {
     requestId,
     uaCache: deps.uaCache,
     ipGeo: deps.ipGeo,
+    listenerScheme: config.listenerScheme,
   };
 }
 
-function identityOptions(deps: Deps, now: number, peerTrusted: boolean): ResolveIdentityOptions {
+function identityOptions(deps: Deps, now: number, peer: string): ResolveIdentityOptions {
+  const { config } = deps;
   return {
     kv: deps.kv,
     now,
-    sessionCookie: deps.config.sessionCookie,
-    // Only a peer in TRUSTED_PROXIES may name the user: a CDN secret vouches for geo headers,
-    // but CDNs pass arbitrary client headers through.
-    trustedHop: peerTrusted,
+    sessionCookie: config.sessionCookie,
+    // Only a directly connected peer in USER_ID_PROXIES may name the user: neither a CDN secret
+    // nor TRUSTED_PROXIES does, since CDNs and load balancers pass their clients' headers through.
+    userIdHeader: config.userIdHeader !== undefined && config.userIdProxies.has(peer)
+      ? config.userIdHeader
+      : undefined,
     randomId: deps.randomId,
     sessionCache: deps.sessionCache,
     onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),

@@ -2,8 +2,9 @@
  * @module
  * `deno task dev`: runs the demo origin, the demo backend (read-through, and the receiver that
  * prints each exposure event) and the service on embedded defaults (a local KV file under
- * `.data/`, the demo rules, loopback trusted so curl can play a CDN), and prints URLs and curl
- * commands that show the personalization working. Any variable already set in the
+ * `.data/`, the demo rules, loopback trusted so curl can play a CDN and, with `x-user-id`, the
+ * login proxy that names the user), and prints URLs and curl commands that show the
+ * personalization working. Any variable already set in the
  * environment wins over these defaults, except `HOSTNAME` (shells and containers export their
  * own): the service binds loopback unless `DEV_HOSTNAME` says otherwise.
  */
@@ -71,6 +72,9 @@ const defaults: Record<string, string> = {
   KV_PATH: DEV_KV_PATH,
   RULES_PATH: "tools/demo_rules.json",
   TRUSTED_PROXIES: "127.0.0.1/32,::1/128",
+  // Loopback may name the user with x-user-id, as a login proxy (oauth2-proxy) would in front.
+  USER_ID_HEADER: "x-user-id",
+  USER_ID_PROXIES: "127.0.0.1/32,::1/128",
   // A fixed secret for local play only; never reuse it anywhere else.
   SYNC_SECRETS: DEV_SYNC_SECRET,
   // Also public and for local play only: without a key the service warns on every start.
@@ -99,6 +103,17 @@ if (!["127.0.0.1", "::1", "[::1]", "localhost"].includes(env.HOSTNAME!) && !Deno
 // own start-up error to report.
 const port = env.PORT === undefined || env.PORT === "" ? 8000 : Number(env.PORT);
 const portValid = Number.isInteger(port) && port >= 0 && port <= 65535;
+// The names curl and the browser use here, so the origin's links point back to this service
+// (and the service does not warn that PUBLIC_HOSTS is unset).
+if (!env.PUBLIC_HOSTS && portValid) {
+  const listening = env.HOSTNAME!.includes(":") && !env.HOSTNAME!.startsWith("[")
+    ? `[${env.HOSTNAME}]`
+    : env.HOSTNAME!;
+  env.PUBLIC_HOSTS = [
+    ...new Set([`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`, `${listening}:${port}`]),
+  ]
+    .join(",");
+}
 
 const child = new Deno.Command(Deno.execPath(), {
   args: ["run", "--allow-net", "--allow-env", "--allow-read", "--allow-write", "--allow-sys", "main.ts"],
@@ -151,6 +166,7 @@ Edge data (demo activity ${seeded ? "pushed" : "NOT pushed — see the log"} thr
   curl -s -b sid=s-demo-u1-0001 ${base}/_edge/recommendations        # "you might also like", computed at the edge
   curl -s -b sid=s-demo-u1-0001 ${base}/                             # the VIP slot and a greeting for a logged-in user
   curl -s -b sid=s-demo-u1-0001 -X POST -d '{"context":{"country":"DE"}}' ${base}/ofrep/v1/evaluate/flags   # OFREP, for u1
+  curl -s -H 'x-user-id: u1' ${base}/_edge/context                   # u1 named by a login proxy in front${userHeaderNote()}
 
 Push the demo activity again (or \`deno task push …\` where deno is installed):
   EDGE_SYNC_SECRET=${syncSecret} ${NPX_DENO} task push --rebase-now --to ${base} tools/demo_events.ndjson
@@ -168,6 +184,19 @@ for (const signal of ["SIGINT", "SIGTERM"] as const) {
 const status = await child.status;
 await Promise.all([origin.shutdown(), backend.shutdown()]);
 Deno.exit(status.code);
+
+/**
+ * What the banner says about the user id header: in dev loopback plays the login proxy, which
+ * production allows only through USER_ID_HEADER and USER_ID_PROXIES.
+ */
+function userHeaderNote(): string {
+  const indent = `\n${" ".repeat(69)}# `;
+  if (env.USER_ID_HEADER !== "x-user-id") {
+    return `${indent}(here it names nobody: USER_ID_HEADER is not x-user-id)`;
+  }
+  return `${indent}(dev: USER_ID_HEADER=x-user-id from USER_ID_PROXIES=${env.USER_ID_PROXIES};` +
+    `${indent} unless both are set, no header names a user)`;
+}
 
 function fail(message: string): never {
   console.error(message);

@@ -16,7 +16,10 @@ import { RulesStore } from "../lib/rules_store.ts";
 import { CidrList } from "../lib/net.ts";
 import { gatherFacts } from "../lib/facts.ts";
 import { DEFAULT_COUNTRY_HEADERS, REGION_HEADER } from "../lib/geo.ts";
-import { resolveIdentity, TRUSTED_USER_HEADER } from "../lib/identity.ts";
+import { resolveIdentity } from "../lib/identity.ts";
+
+/** Offline, the described peer plays the login proxy that names the user (`--user`). */
+const USER_HEADER = "x-user-id";
 import type { EdgeUserContext } from "../lib/context.ts";
 import { type IpGeoDb, openIpGeoDb } from "../lib/ip_geo.ts";
 import { EdgeError } from "../lib/errors.ts";
@@ -105,7 +108,7 @@ function description(values: ReturnType<typeof parseFlags>["values"]): Record<st
   if (values.country !== undefined) headers["x-geo-country"] = values.country;
   if (values.region !== undefined) headers[REGION_HEADER] = values.region;
   if (values.ip !== undefined) headers["x-forwarded-for"] = values.ip;
-  if (values.user !== undefined) headers[TRUSTED_USER_HEADER] = values.user;
+  if (values.user !== undefined) headers[USER_HEADER] = values.user;
   const cookies: Record<string, string> = {};
   for (const entry of values.cookie ?? []) {
     const at = entry.indexOf("=");
@@ -179,7 +182,7 @@ async function main(): Promise<void> {
       kv,
       now: Date.now(),
       sessionCookie: SESSION_COOKIE,
-      trustedHop: facts.peerTrusted,
+      userIdHeader: facts.peerTrusted ? USER_HEADER : undefined,
       randomId: () => crypto.randomUUID(),
     });
     const segments = identity.userId !== undefined && !facts.gpc ? values.segment ?? [] : [];

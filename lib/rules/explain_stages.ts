@@ -7,7 +7,10 @@
 import type { DeviceReason, NetworkReason } from "../device.ts";
 import type { RegionSource } from "../geo.ts";
 import type { EdgeUserContext } from "../context.ts";
-import { ANON_COOKIE, STICKY_COOKIE, TRUSTED_USER_HEADER } from "../identity.ts";
+import { ANON_COOKIE, STICKY_COOKIE } from "../identity.ts";
+
+/** The header earlier versions believed from any trusted proxy; now only `USER_ID_HEADER` from a user proxy names a user. */
+const LEGACY_USER_HEADER = "x-user-id";
 import { parseCookies } from "../cookies.ts";
 import { canaryHash } from "../rules_store.ts";
 import type { CompiledRules } from "../rules.ts";
@@ -106,18 +109,20 @@ export function explainFacts(
  * @throws never
  */
 export function explainIdentity(inputs: ExplainInputs): Explanation["identity"] {
-  const { identity, request, sessionCookie, facts } = inputs;
+  const { identity, request, sessionCookie } = inputs;
   const cookies = parseCookies(request.headers.get("cookie"));
   let why: string;
   if (identity.source === "session") {
     why = `Session cookie "${sessionCookie}" names user "${identity.userId}"`;
   } else if (identity.source === "header") {
-    why = `Trusted proxy's ${TRUSTED_USER_HEADER} header names the user`;
+    why = "A peer in USER_ID_PROXIES names the user with USER_ID_HEADER";
   } else {
     const notes: string[] = [];
     if (cookies.has(sessionCookie)) notes.push(`session cookie "${sessionCookie}" is unknown or expired`);
-    if (request.headers.has(TRUSTED_USER_HEADER) && !facts.peerTrusted) {
-      notes.push(`${TRUSTED_USER_HEADER} is ignored from an untrusted hop`);
+    if (request.headers.has(LEGACY_USER_HEADER)) {
+      notes.push(
+        `${LEGACY_USER_HEADER} is ignored from an untrusted hop (only USER_ID_HEADER from a peer in USER_ID_PROXIES names a user)`,
+      );
     }
     why = identity.newAnonymousId
       ? `No valid ${ANON_COOKIE} cookie: a fresh anonymous id (a real request would set it; explaining does not)`

@@ -51,6 +51,8 @@ Deno.test("main.ts serves health, readiness and the seed rewrite as a real proce
       assert.equal(origin.seen.at(-1)!.path, "/api/products/promotions/europe");
       assert.equal(origin.seen.at(-1)!.search, "?x=1");
       assert.ok(res.headers.get("x-request-id"));
+      // A production start without PUBLIC_HOSTS says what it leaves open, once.
+      assert.equal(service.output().match(/PUBLIC_HOSTS not set: [^"]*X-Forwarded-Host/g)?.length, 1);
     } finally {
       const status = await service.stop();
       assert.equal(status.code, 0, service.output());
@@ -336,4 +338,12 @@ Deno.test("start-up fails fast with a message naming the bad variable", async ()
   });
   assert.equal(badRules.code, 1);
   assert.match(badRules.stderr, /Cannot read rules file "\/nonexistent\/rules.json"/);
+
+  const halfIdentity = await runServiceExpectingFailure({
+    ORIGIN_URL: "http://127.0.0.1:1",
+    KV_PATH: ":memory:",
+    USER_ID_HEADER: "x-auth-request-user",
+  });
+  assert.equal(halfIdentity.code, 1);
+  assert.match(halfIdentity.stderr, /USER_ID_PROXIES is required when USER_ID_HEADER is set/);
 });

@@ -21,6 +21,12 @@ Deno.test("config applies defaults for everything but ORIGIN_URL", () => {
   assert.equal(config.kvPath, undefined);
   assert.equal(config.sessionCookie, "sid");
   assert.ok(config.trustedProxies.empty);
+  assert.equal(config.listenerScheme, "http");
+  // On Deno Deploy the platform terminates TLS: the request URL's scheme is the client's.
+  assert.equal(
+    parseConfig({ ORIGIN_URL: "http://o", DENO_DEPLOYMENT_ID: "abc123" }).listenerScheme,
+    undefined,
+  );
 });
 
 Deno.test("config names each missing or invalid variable", () => {
@@ -55,10 +61,62 @@ Deno.test("config validates TRUSTED_PROXIES and KV Connect settings", () => {
   assert.deepEqual(problems({ ORIGIN_URL: "http://o", KV_PATH: "https://kv.example" }), [
     "DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL",
   ]);
+  // Shorthand is read the inet_aton way elsewhere (10.0.0/8 as 10.0.0.0/8 by luck, 192.168.1/24
+  // as 192.168.0.0/24): refused, naming the entry.
+  for (const entry of ["10.0.0/8", "192.168.1/24", "10.1", "010.0.0.1", "0x0a.0.0.1", "10.0.0.0/40"]) {
+    assert.match(
+      problems({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: `127.0.0.1/32, ${entry}` })[0]!,
+      new RegExp(`^TRUSTED_PROXIES has an invalid entry: "${entry.replaceAll(".", "\\.")}"`),
+      entry,
+    );
+  }
   const config = parseConfig({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "10.0.0.0/8,::1" });
   assert.ok(config.trustedProxies.has("10.1.2.3"));
   assert.ok(config.trustedProxies.has("::1"));
   assert.ok(!config.trustedProxies.has("11.0.0.1"));
+});
+
+Deno.test("config: naming the user by header needs both USER_ID_HEADER and USER_ID_PROXIES", () => {
+  const none = parseConfig({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "10.0.0.0/8" });
+  assert.equal(none.userIdHeader, undefined);
+  assert.ok(none.userIdProxies.empty);
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-auth-request-user" }), [
+    "USER_ID_PROXIES is required when USER_ID_HEADER is set (the peers allowed to name the user)",
+  ]);
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", USER_ID_PROXIES: "127.0.0.1/32" }), [
+    "USER_ID_HEADER is required when USER_ID_PROXIES is set (the header that names the user)",
+  ]);
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "127.0.0/8" }).join(
+      "\n",
+    ),
+    /^USER_ID_PROXIES has an invalid entry: "127\.0\.0\/8" is not a full IP address/,
+  );
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x_user_id", USER_ID_PROXIES: "127.0.0.1" })[0]!,
+    /^USER_ID_HEADER must be a header name \(without underscores\)/,
+  );
+  for (const name of ["x-edge-user", "x-forwarded-for", "x-real-ip", "host", "cookie", "true-client-ip"]) {
+    assert.match(
+      problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: name, USER_ID_PROXIES: "127.0.0.1" })[0]!,
+      /^USER_ID_HEADER must not name a header the edge sets or removes itself/,
+      name,
+    );
+  }
+  assert.equal(
+    parseConfig({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "::1" }).userIdHeader,
+    "x-user-id",
+  );
+  const set = parseConfig({
+    ORIGIN_URL: "http://o",
+    USER_ID_HEADER: " X-Auth-Request-User ",
+    USER_ID_PROXIES: "127.0.0.1/32, ::1",
+  });
+  assert.equal(set.userIdHeader, "x-auth-request-user");
+  assert.ok(set.userIdProxies.has("127.0.0.1"));
+  assert.ok(set.userIdProxies.has("::1"));
+  assert.ok(!set.userIdProxies.has("127.0.0.2"));
+  assert.ok(set.trustedProxies.empty, "one trust does not imply the other");
 });
 
 Deno.test("config takes TRUSTED_PROXIES in IPv4-mapped form as the IPv4 ranges they name", () => {

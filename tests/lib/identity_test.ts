@@ -25,11 +25,11 @@ async function storeSession(kv: Deno.Kv, sessionId: string, userId: string, expi
   });
 }
 
-const options = (kv: Deno.Kv, trustedHop = false) => ({
+const options = (kv: Deno.Kv, userIdHeader?: string) => ({
   kv,
   now: NOW,
   sessionCookie: "sid",
-  trustedHop,
+  userIdHeader,
   randomId: () => "11111111-2222-3333-4444-555555555555",
 });
 
@@ -40,7 +40,7 @@ Deno.test("identity prefers the session user, looked up by the session id's hash
       cookie: "sid=raw-session-token; ep_uid=anon_abcdefghijklmnop",
       "x-user-id": "u2",
     });
-    const identity = await resolveIdentity(headers, options(kv, true));
+    const identity = await resolveIdentity(headers, options(kv, "x-user-id"));
     assert.equal(identity.userId, "u1");
     assert.equal(identity.key, "u1");
     assert.equal(identity.source, "session");
@@ -62,13 +62,25 @@ Deno.test("identity ignores expired or unknown sessions", async () => {
   });
 });
 
-Deno.test("identity believes the user id header only from a trusted hop", async () => {
+Deno.test("identity reads a user id header only when told which one (a peer in USER_ID_PROXIES)", async () => {
   await withKv(async (kv) => {
-    const headers = new Headers({ "x-user-id": "u9" });
-    assert.equal((await resolveIdentity(headers, options(kv, false))).userId, undefined);
-    const trusted = await resolveIdentity(headers, options(kv, true));
-    assert.equal(trusted.userId, "u9");
-    assert.equal(trusted.source, "header");
+    const headers = new Headers({ "x-user-id": "u9", "x-auth-request-user": "alice" });
+    // Without USER_ID_HEADER for this peer, no header names anybody.
+    const anonymous = await resolveIdentity(headers, options(kv));
+    assert.equal(anonymous.userId, undefined);
+    assert.equal(anonymous.source, "anonymous");
+    const named = await resolveIdentity(headers, options(kv, "x-auth-request-user"));
+    assert.equal(named.userId, "alice");
+    assert.equal(named.source, "header");
+    // x-user-id is just another header when USER_ID_HEADER names a different one.
+    const other = await resolveIdentity(
+      new Headers({ "x-user-id": "u9" }),
+      options(kv, "x-auth-request-user"),
+    );
+    assert.equal(other.userId, undefined);
+    // A value that is not a valid user id names nobody.
+    const bad = await resolveIdentity(new Headers({ "x-user-id": "u 9" }), options(kv, "x-user-id"));
+    assert.equal(bad.userId, undefined);
   });
 });
 

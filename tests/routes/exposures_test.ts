@@ -59,6 +59,9 @@ async function withService(
   const deps = await makeDeps(origin.url, {
     env: {
       TRUSTED_PROXIES: "127.0.0.1/32",
+      // The trusted hop also plays the login proxy that names the user.
+      USER_ID_HEADER: "x-user-id",
+      USER_ID_PROXIES: "127.0.0.1/32",
       RULES_TOKEN,
       ...(delivery
         ? { EXPOSURES_URL: receiver.url, EXPOSURES_SECRET: TEST_EXPOSURES_SECRET, EXPOSURES_FLUSH_MS: "20" }
@@ -107,7 +110,7 @@ function variantsSeen(header: string | null): Map<string, string> {
 }
 
 async function metricsText(app: EdgeApp): Promise<string> {
-  return await (await app.request("/_edge/metrics")).text();
+  return await (await app.request("/_edge/metrics", {}, { remoteAddr: { hostname: "127.0.0.1" } })).text();
 }
 
 function metricValue(text: string, series: string): number | undefined {

@@ -356,7 +356,8 @@ Deno.test("sync: beyond SYNC_MAX_CONCURRENT pushes at once, the next is answered
     assert.equal(retried.status, 200);
     await retried.body?.cancel();
     // Counted as busy, not as rejected (which alerts on bad secrets and probing).
-    const metrics = await (await app.request("/_edge/metrics")).text();
+    const metrics = await (await app.request("/_edge/metrics", {}, { remoteAddr: { hostname: "127.0.0.1" } }))
+      .text();
     assert.match(metrics, /edge_sync_events_total\{result="busy"\} 1/);
     assert.match(metrics, /edge_sync_events_total\{result="rejected"\} 0/);
   }, { SYNC_MAX_CONCURRENT: "1" });

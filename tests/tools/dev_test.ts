@@ -131,10 +131,15 @@ Deno.test("dev leaves an invalid PORT to the service's config error, without a U
 Deno.test("dev starts without a LOG_HASH_KEY warning and says when rules pushed earlier override the demo rules", async () => {
   const dir = await Deno.makeTempDir();
   const kvPath = `${dir}/dev.kv`;
+  let loggedIn: unknown;
   const run = async () => {
-    const dev = startDev({ PORT: String(freePort()), DEMO_ORIGIN_PORT: "0", KV_PATH: kvPath });
+    const port = freePort();
+    const dev = startDev({ PORT: String(port), DEMO_ORIGIN_PORT: "0", KV_PATH: kvPath });
     try {
       await dev.waitFor("Push the demo activity again", 20_000);
+      // The banner's x-user-id example: loopback names the user in dev.
+      const res = await fetch(`http://127.0.0.1:${port}/_edge/context`, { headers: { "x-user-id": "u1" } });
+      loggedIn = (await res.json()).visitor.loggedIn;
     } finally {
       try {
         dev.child.kill("SIGINT");
@@ -149,6 +154,9 @@ Deno.test("dev starts without a LOG_HASH_KEY warning and says when rules pushed 
     const fresh = await run();
     assert.match(fresh, /rules {8}version 1 from tools\/demo_rules\.json, KV at /);
     assert.doesNotMatch(fresh, /LOG_HASH_KEY not set/);
+    assert.doesNotMatch(fresh, /PUBLIC_HOSTS not set/);
+    assert.match(fresh, /USER_ID_HEADER=x-user-id from USER_ID_PROXIES=127\.0\.0\.1\/32,::1\/128/);
+    assert.equal(loggedIn, true);
     assert.match(fresh, /npx -y deno@\S+ task push --rebase-now --to http:\/\/127\.0\.0\.1:\d+ /);
 
     await pushRulesInto(kvPath, 2);
