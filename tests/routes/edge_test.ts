@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import { makeDeps, stallingReads } from "../support.ts";
+import { makeDeps, stallingReads, startOrigin } from "../support.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
 import type { Deps } from "../../lib/deps.ts";
 
@@ -157,5 +157,35 @@ Deno.test("a KV that stalls holds an edge read no longer than KV_TIMEOUT_MS: the
     }
   } finally {
     realKv.close();
+  }
+});
+
+Deno.test("decision logs of /_edge/context and /_edge/recommendations say the edge answered, not proxy", async () => {
+  const origin = startOrigin();
+  const lines: string[] = [];
+  const deps = await makeDeps(origin.url, {
+    now: () => NOW,
+    logLines: lines,
+    env: { LOG_SAMPLE_RATE: "1" },
+    rules: { version: 3, routes: [{ match: "/*", rewrite: { "*": "/site/*" } }] },
+  });
+  try {
+    const app = createApp(deps);
+    for (const path of ["/_edge/context", "/_edge/recommendations", "/page"]) {
+      const res = await app.request(path, { headers: { cookie: "sid=sess-alice" } }, PEER);
+      assert.equal(res.status, 200, path);
+      await res.body?.cancel();
+    }
+    const decisions = lines.map((line) => JSON.parse(line)).filter((entry) => entry.kind === "decision");
+    const requests = lines.map((line) => JSON.parse(line)).filter((entry) => entry.msg === "request");
+    assert.deepEqual(decisions.map((entry) => [entry.action, entry.route]), [
+      ["edge", undefined],
+      ["edge", undefined],
+      ["proxy", "/*"],
+    ]);
+    assert.deepEqual(requests.map((entry) => entry.rewrittenPath), [undefined, undefined, "/site/page"]);
+  } finally {
+    deps.kv.close();
+    await origin.close();
   }
 });
