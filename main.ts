@@ -18,6 +18,7 @@ import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 import { BackgroundTasks } from "./lib/background.ts";
 import { createStageTracer, type StageTracer } from "./lib/tracing.ts";
+import { exposuresFromConfig } from "./lib/exposures/recorder.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -106,6 +107,18 @@ const deps: Deps = {
   deadlines,
   tracer,
   waitUntil: (work) => background.waitUntil(work),
+  exposures: exposuresFromConfig(config, {
+    metrics,
+    fetch: globalThis.fetch,
+    now: Date.now,
+    mono: () => performance.now(),
+    randomId: () => crypto.randomUUID(),
+    random: Math.random,
+    deadlines,
+    log,
+    waitUntil: (work) => background.waitUntil(work),
+    rules: () => deps.rules.current,
+  }),
   logDecision: createDecisionLogger({
     log,
     rate: config.logSampleRate,
@@ -228,6 +241,8 @@ function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
     // them here (aborting a server's signal once `shutdown()` runs throws): exiting does.
     const drain = (async () => {
       await Promise.all(servers.map((server) => server.shutdown()));
+      // Queued exposure events go out now rather than when their batch would have filled.
+      deps.exposures.flush();
       await background.drain();
     })();
     let cut = false;
@@ -239,6 +254,7 @@ function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
         log.warn("shutdown deadline passed: cutting the requests still open", {
           timeoutMs,
           backgroundTasks: background.size,
+          exposureEventsUndelivered: deps.exposures.queued,
         });
       } else log.error("shutdown drain failed", { error: (error as Error).message });
     }

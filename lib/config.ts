@@ -91,6 +91,11 @@ const EnvSchema = z.object({
   CONTEXT_CACHE_MAX_ENTRIES: intInRange(1, 10_000_000, 10_000),
   CONTEXT_CACHE_MAX_BYTES: intInRange(1024, 4 * 1024 * 1024 * 1024, 4 * 1024 * 1024),
   METRICS_TOKEN: optionalSecret,
+  EXPOSURES_URL: z.preprocess(emptyToUndefined, httpUrl.optional()),
+  EXPOSURES_SECRET: optionalString,
+  EXPOSURES_BATCH_MAX: intInRange(1, 10_000, 500),
+  EXPOSURES_FLUSH_MS: intInRange(1, 600_000, 1000),
+  EXPOSURES_BUFFER_MAX: intInRange(1, 1_000_000, 10_000),
   LOG_SAMPLE_RATE: z.preprocess(
     emptyToUndefined,
     z.coerce.number({ error: "must be a number" }).min(0, "must be between 0 and 1").max(
@@ -213,6 +218,22 @@ export interface Config {
    * user, whichever is later (so an answer, a 404 included, is trusted this long).
    */
   contextMaxAgeMs: number;
+  /**
+   * `EXPOSURES_URL`: where batches of exposure events are posted (signed with
+   * `exposuresSecret`); undefined → exposure events are not queued nor sent.
+   */
+  exposuresUrl: URL | undefined;
+  /** `EXPOSURES_SECRET`: the `whsec_…` secret exposure batches are signed with; set with the URL. */
+  exposuresSecret: string | undefined;
+  /** `EXPOSURES_BATCH_MAX`: most events per batch; a full batch goes out at once. */
+  exposuresBatchMax: number;
+  /** `EXPOSURES_FLUSH_MS`: the longest a batch waits after its first event before it goes out. */
+  exposuresFlushMs: number;
+  /**
+   * `EXPOSURES_BUFFER_MAX`: most events waiting for delivery (the batch being delivered
+   * included); when full, the oldest are dropped.
+   */
+  exposuresBufferMax: number;
   /** Most user contexts (and session lookups, and related lists) one isolate caches. */
   contextCacheMaxEntries: number;
   /**
@@ -278,7 +299,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   }
   const syncSecrets = (parsed.SYNC_SECRETS ?? "").split(",").map((secret) => secret.trim()).filter(Boolean);
   syncSecrets.forEach((secret, index) => {
-    if (!/^whsec_[A-Za-z0-9+/]{22,}={0,2}$/.test(secret) || (secret.length - 6) % 4 !== 0) {
+    if (!isWebhookSecret(secret)) {
       problems.push(
         `SYNC_SECRETS entry ${index + 1} must be "whsec_" followed by base64 of at least 16 bytes`,
       );
@@ -293,6 +314,21 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   });
   if (parsed.BACKEND_URL && !parsed.BACKEND_TOKEN) {
     problems.push("BACKEND_TOKEN is required when BACKEND_URL is set");
+  }
+  if (parsed.EXPOSURES_SECRET !== undefined && !isWebhookSecret(parsed.EXPOSURES_SECRET)) {
+    problems.push('EXPOSURES_SECRET must be "whsec_" followed by base64 of at least 16 bytes');
+  }
+  if (parsed.EXPOSURES_URL && parsed.EXPOSURES_SECRET === undefined) {
+    problems.push("EXPOSURES_SECRET is required when EXPOSURES_URL is set (exposure batches are signed)");
+  }
+  if (!parsed.EXPOSURES_URL && parsed.EXPOSURES_SECRET !== undefined) {
+    // Most likely a misspelt or forgotten URL: exposures would silently stay off.
+    problems.push("EXPOSURES_URL is required when EXPOSURES_SECRET is set");
+  }
+  if (parsed.EXPOSURES_BATCH_MAX > parsed.EXPOSURES_BUFFER_MAX) {
+    problems.push(
+      `EXPOSURES_BATCH_MAX must be at most EXPOSURES_BUFFER_MAX (${parsed.EXPOSURES_BUFFER_MAX})`,
+    );
   }
   // A tombstone must outlive whatever it erased: once it expires, a late event (or a view an
   // interrupted compaction left behind) would count as the user's data again.
@@ -347,9 +383,19 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     breakerCooldownMs: parsed.BREAKER_COOLDOWN_MS,
     contextMaxStaleMs: parsed.CONTEXT_MAX_STALE_MS,
     contextMaxAgeMs: parsed.CONTEXT_MAX_AGE_MS,
+    exposuresUrl: parsed.EXPOSURES_URL ? new URL(parsed.EXPOSURES_URL) : undefined,
+    exposuresSecret: parsed.EXPOSURES_SECRET,
+    exposuresBatchMax: parsed.EXPOSURES_BATCH_MAX,
+    exposuresFlushMs: parsed.EXPOSURES_FLUSH_MS,
+    exposuresBufferMax: parsed.EXPOSURES_BUFFER_MAX,
     contextCacheMaxEntries: parsed.CONTEXT_CACHE_MAX_ENTRIES,
     contextCacheMaxBytes: parsed.CONTEXT_CACHE_MAX_BYTES,
   };
+}
+
+/** A Standard Webhooks secret: `whsec_` and base64 of at least 16 bytes. */
+function isWebhookSecret(secret: string): boolean {
+  return /^whsec_[A-Za-z0-9+/]{22,}={0,2}$/.test(secret) && (secret.length - 6) % 4 === 0;
 }
 
 /** URL credentials (`//user:password@`) never reach the start-up message. */

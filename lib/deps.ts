@@ -16,6 +16,7 @@ import type { EdgeMetrics } from "./metrics.ts";
 import type { StageTracer } from "./tracing.ts";
 import type { DecisionLogInputs } from "./decision_log.ts";
 import type { DeadlineSweep } from "./deadlines.ts";
+import type { ExposureRecorder } from "./exposures/recorder.ts";
 
 /** Everything the request pipeline needs from the outside world. */
 export interface Deps {
@@ -50,6 +51,8 @@ export interface Deps {
   tracer: StageTracer | undefined;
   /** Hands work that a response need not wait for to the process (awaited on shutdown). */
   waitUntil: (work: Promise<unknown>) => void;
+  /** Records what each decided request exposed the visitor to (and queues exposure events). */
+  exposures: ExposureRecorder;
   /** Writes a sampled, redacted decision log line; returns whether this request was sampled. */
   logDecision: (inputs: DecisionLogInputs) => boolean;
 }

@@ -7,8 +7,8 @@
 import { checkInboundPath } from "./upstream.ts";
 import { type CidrList, clientAddress } from "./net.ts";
 import { constantTimeEqual } from "./secure.ts";
-import { countryFromHeaders, REGION_HEADER } from "./geo.ts";
-import { classifyDevice, type DeviceInfo, type UaCache } from "./device.ts";
+import { countryFromHeaders, type GeoTrace, REGION_HEADER } from "./geo.ts";
+import { classifyDevice, type DeviceInfo, type DeviceTrace, type UaCache } from "./device.ts";
 import type { IpGeoDb } from "./ip_geo.ts";
 import { gpcRequested } from "./context.ts";
 
@@ -57,6 +57,8 @@ export interface GatherFactsOptions {
   uaCache?: UaCache;
   /** The bundled IP → country database, when loaded. */
   ipGeo?: IpGeoDb;
+  /** Told which geo header decided and why the device and network classes, for an explanation. */
+  trace?: GeoTrace & DeviceTrace;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -80,7 +82,9 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
   const forwardedProto = peerTrusted ? headers.get("x-forwarded-proto")?.toLowerCase() : undefined;
   const regionHint = geoTrusted ? headers.get(REGION_HEADER)?.trim() : undefined;
   const clientIp = clientAddress(peerIp, headers.get("x-forwarded-for"), options.trustedProxies);
-  const headerCountry = geoTrusted ? countryFromHeaders(headers, options.countryHeaders) : undefined;
+  const headerCountry = geoTrusted
+    ? countryFromHeaders(headers, options.countryHeaders, options.trace)
+    : undefined;
   const ipCountry = headerCountry ? undefined : options.ipGeo?.lookup(clientIp);
   return {
     method: request.method,
@@ -94,7 +98,7 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
     host: headers.get("host") ?? url.host,
     country: headerCountry ?? ipCountry,
     countrySource: headerCountry ? "header" : ipCountry ? "ip" : undefined,
-    device: classifyDevice(headers, { uaCache: options.uaCache }),
+    device: classifyDevice(headers, { uaCache: options.uaCache, trace: options.trace }),
     gpc: gpcRequested(headers),
     navigation: isNavigation(request.method, headers),
     regionHint: regionHint || undefined,

@@ -1,8 +1,9 @@
 /**
  * @module
- * `deno task dev`: runs the demo origin and the service on embedded defaults (a local KV file
- * under `.data/`, the demo rules, loopback trusted so curl can play a CDN), and prints URLs and
- * curl commands that show the personalization working. Any variable already set in the
+ * `deno task dev`: runs the demo origin, the demo backend (read-through, and the receiver that
+ * prints each exposure event) and the service on embedded defaults (a local KV file under
+ * `.data/`, the demo rules, loopback trusted so curl can play a CDN), and prints URLs and curl
+ * commands that show the personalization working. Any variable already set in the
  * environment wins over these defaults, except `HOSTNAME` (shells and containers export their
  * own): the service binds loopback unless `DEV_HOSTNAME` says otherwise. It stops the service
  * when the process that started it goes (a killed `npx`), not only on SIGINT/SIGTERM.
@@ -10,12 +11,16 @@
 import { z } from "zod";
 import { createDemoOrigin } from "./demo_origin.ts";
 import { createDevFront, SAMPLE_ADDRESSES } from "./dev_front.ts";
+import { demoBackendEvents, demoBackendHandler } from "./demo_backend.ts";
 import { parseNdjson, publish, rebaseInstants } from "../lib/publisher.ts";
 import { EMPTY_RULES, loadRulesFile } from "../lib/rules.ts";
 
 const DEV_SYNC_SECRET = "whsec_ZGV2LW9ubHktc3luYy1zZWNyZXQtMDAwMDAwMA==";
 /** Public and for local play only, like the sync secret: it opens `/_edge/rules` in dev. */
 const DEV_RULES_TOKEN = "dev-only-rules-token-not-secret";
+/** Public, for local play only, like the sync secret: the demo backend checks exposure batches with it. */
+const DEV_EXPOSURES_SECRET = "whsec_ZGV2LW9ubHktZXhwb3N1cmVzLXNlY3JldC0wMDA=";
+const DEV_BACKEND_TOKEN = "dev-only-backend-token-0000";
 /** Where the dev KV lives unless `KV_PATH` says otherwise; `rm -rf .data` starts over. */
 const DEV_KV_PATH = ".data/dev.kv";
 /** The form of `deno` that works on a machine with only Node, at the version running now. */
@@ -58,6 +63,30 @@ const front = listen(
 );
 const frontUrl = `http://127.0.0.1:${front.addr.port}`;
 const origin = listen("the demo origin", "DEMO_ORIGIN_PORT", "8080", createDemoOrigin({ frontUrl }));
+// Any free port unless DEMO_BACKEND_PORT says otherwise: only the service needs to find it.
+const backendPortText = Deno.env.get("DEMO_BACKEND_PORT") || "0";
+const backendPort = Number(backendPortText);
+if (!Number.isInteger(backendPort) || backendPort < 0 || backendPort > 65535) {
+  fail(`DEMO_BACKEND_PORT must be a port number (got "${backendPortText}")`);
+}
+const exposuresSecret = Deno.env.get("EXPOSURES_SECRET") || DEV_EXPOSURES_SECRET;
+const demoBackend = demoBackendHandler({
+  exposuresSecret,
+  token: Deno.env.get("BACKEND_TOKEN") || DEV_BACKEND_TOKEN,
+  events: await demoBackendEvents(Deno.readTextFile, Date.now()),
+  print: (line) => console.log(line),
+});
+let backend: Deno.HttpServer<Deno.NetAddr>;
+try {
+  backend = Deno.serve({ port: backendPort, hostname: "127.0.0.1", onListen: () => {} }, demoBackend.handler);
+} catch (error) {
+  if (!(error instanceof Deno.errors.AddrInUse)) throw error;
+  fail(
+    `Cannot start the demo backend on "127.0.0.1:${backendPort}": the address is already in use; ` +
+      "set DEMO_BACKEND_PORT to a free port",
+  );
+}
+const backendUrl = `http://127.0.0.1:${backend.addr.port}`;
 
 await Deno.mkdir(".data", { recursive: true });
 const defaults: Record<string, string> = {
@@ -73,6 +102,11 @@ const defaults: Record<string, string> = {
   LOG_LEVEL: "info",
   // Every request's decision is logged: in dev the point is to see them.
   LOG_SAMPLE_RATE: "1",
+  // Only as pairs: a BACKEND_URL or EXPOSURES_URL of your own never gets the dev token or secret.
+  ...(Deno.env.get("BACKEND_URL") ? {} : { BACKEND_URL: backendUrl, BACKEND_TOKEN: DEV_BACKEND_TOKEN }),
+  ...(Deno.env.get("EXPOSURES_URL")
+    ? {}
+    : { EXPOSURES_URL: `${backendUrl}/edge/exposures`, EXPOSURES_SECRET: exposuresSecret }),
 };
 const env: Record<string, string> = {
   ...defaults,
@@ -121,6 +155,9 @@ Edge Personalizer (dev)
   browser      ${frontUrl}/     the demo shop through a dev-only front: its edge panel shows
                what the edge decided, and lets you pretend to be another country, device or user
   service      ${base}/            → demo origin ${env.ORIGIN_URL}
+  backend      ${env.BACKEND_URL}  (read-through${
+  env.EXPOSURES_URL === `${backendUrl}/edge/exposures` ? "; prints an exposure line per new A/B visitor" : ""
+})
   health       ${base}/_edge/health
   readiness    ${base}/_edge/ready
   rules        ${rules}
@@ -136,6 +173,8 @@ Try:
   curl -s -H 'x-geo-country: DE' ${base}/                           # HTML page: slots filled for the EU
   curl -s -A 'Mozilla/5.0 (X11; Linux x86_64)' ${base}/echo/x        # A/B variant and flags as the origin sees them
                                                                      # (plain curl counts as a bot: always control)
+                                                                     # a new visitor's exposure is printed here within a second
+  curl -s -H 'x-user-id: u4' ${base}/_edge/context                   # u4 is known only to the backend: read-through
 
 Edge data (demo activity ${seeded ? "pushed" : "NOT pushed — see the log"} through the signed sync endpoint):
   curl -s -b sid=s-demo-u1-0001 ${base}/_edge/context                # user u1: recent views, cart, segments, recommendations
@@ -164,7 +203,7 @@ await stopServers();
 Deno.exit(status.code);
 
 async function stopServers(): Promise<void> {
-  await Promise.all([origin.shutdown(), front.shutdown()]);
+  await Promise.all([origin.shutdown(), front.shutdown(), backend.shutdown()]);
 }
 
 /** Serves `handler` on loopback at the port `variable` names, or fails naming it. */

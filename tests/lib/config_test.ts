@@ -131,3 +131,56 @@ Deno.test("config: SHUTDOWN_TIMEOUT_MS and KV_OPEN_TIMEOUT_MS default to 10 s an
     ],
   );
 });
+
+Deno.test("config: exposures are off without EXPOSURES_URL and take their batching defaults", () => {
+  const config = parseConfig({ ORIGIN_URL: "http://o" });
+  assert.equal(config.exposuresUrl, undefined);
+  assert.equal(config.exposuresBatchMax, 500);
+  assert.equal(config.exposuresFlushMs, 1000);
+  assert.equal(config.exposuresBufferMax, 10_000);
+  const on = parseConfig({
+    ORIGIN_URL: "http://o",
+    EXPOSURES_URL: "https://backend.example/edge/exposures",
+    EXPOSURES_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    EXPOSURES_BATCH_MAX: "100",
+    EXPOSURES_FLUSH_MS: "250",
+    EXPOSURES_BUFFER_MAX: "2000",
+  });
+  assert.equal(on.exposuresUrl?.href, "https://backend.example/edge/exposures");
+  assert.equal(on.exposuresBatchMax, 100);
+  assert.equal(on.exposuresFlushMs, 250);
+  assert.equal(on.exposuresBufferMax, 2000);
+});
+
+Deno.test("config: EXPOSURES_URL needs a well-formed EXPOSURES_SECRET, named without echoing it", () => {
+  const url = "https://backend.example/edge/exposures";
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", EXPOSURES_URL: url }), [
+    "EXPOSURES_SECRET is required when EXPOSURES_URL is set (exposure batches are signed)",
+  ]);
+  const malformed = problems({
+    ORIGIN_URL: "http://o",
+    EXPOSURES_URL: url,
+    EXPOSURES_SECRET: "hunter2hunter2hunter2",
+  });
+  assert.deepEqual(malformed, ['EXPOSURES_SECRET must be "whsec_" followed by base64 of at least 16 bytes']);
+  assert.deepEqual(
+    problems({ ORIGIN_URL: "http://o", EXPOSURES_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
+    [
+      "EXPOSURES_URL is required when EXPOSURES_SECRET is set",
+    ],
+  );
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", EXPOSURES_URL: "ftp://x" }).join("\n"),
+    /EXPOSURES_URL must be/,
+  );
+  assert.deepEqual(
+    problems({
+      ORIGIN_URL: "http://o",
+      EXPOSURES_URL: url,
+      EXPOSURES_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+      EXPOSURES_BATCH_MAX: "600",
+      EXPOSURES_BUFFER_MAX: "500",
+    }),
+    ["EXPOSURES_BATCH_MAX must be at most EXPOSURES_BUFFER_MAX (500)"],
+  );
+});

@@ -246,3 +246,37 @@ Deno.test("dev stops the service when the process that started it is killed, as 
     }
   }
 });
+
+Deno.test("dev: opening a page as a browser prints its exposure, and a backend-only user is read through", async () => {
+  const port = freePort();
+  const dev = startDev({ PORT: String(port), DEMO_ORIGIN_PORT: "0", KV_PATH: ":memory:" });
+  try {
+    await dev.waitFor("Push the demo activity again", 20_000);
+    assert.match(
+      dev.output(),
+      /backend {6}http:\/\/127\.0\.0\.1:\d+ {2}\(read-through; prints an exposure line/,
+    );
+    const page = await fetch(`http://127.0.0.1:${port}/`, {
+      headers: { "user-agent": "Mozilla/5.0 (X11; Linux x86_64; rv:126.0) Gecko/20100101 Firefox/126.0" },
+    });
+    assert.equal(page.status, 200);
+    await page.body?.cancel();
+    await dev.waitFor("exposure: hero=", 10_000);
+    assert.match(
+      dev.output(),
+      /exposure: hero=(control|a|b) {2}visitor \S+ {2}GLOBAL\/desktop {2}\/ {2}rules v1/,
+    );
+    const context = await fetch(`http://127.0.0.1:${port}/_edge/context`, { headers: { "x-user-id": "u4" } });
+    const body = await context.json();
+    assert.equal(body.visitor.userId, "u4");
+    assert.deepEqual(body.recentViews, ["p13", "p42"]);
+    assert.deepEqual(body.segments, ["returning"]);
+  } finally {
+    try {
+      dev.child.kill("SIGINT");
+    } catch {
+      // It ended already: the output says why.
+    }
+    await dev.finished;
+  }
+});
