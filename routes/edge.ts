@@ -39,6 +39,7 @@ export function edgeHandlers(deps: Deps): EdgeHandlers {
     async context(request, info, record) {
       const limit = limitOf(request.url);
       if (typeof limit !== "number") return limit;
+      record.answeredAtEdge = true;
       const visitor = await visitorFor(request, info, record, deps);
       const recommendations = await recommendationsFor(visitor, deps, limit);
       return edgeJson(visitor, { ...contextView(visitor), recommendations });
@@ -46,6 +47,7 @@ export function edgeHandlers(deps: Deps): EdgeHandlers {
     async recommendations(request, info, record) {
       const limit = limitOf(request.url);
       if (typeof limit !== "number") return limit;
+      record.answeredAtEdge = true;
       const visitor = await visitorFor(request, info, record, deps);
       const items = await recommendationsFor(visitor, deps, limit);
       return edgeJson(visitor, { items });

@@ -261,6 +261,8 @@ export function contextView(visitor: Visitor): Record<string, unknown> {
     },
     region: decision.region,
     country: decision.country ?? null,
+    // Why the region: a trusted geo header, the IP database, or neither (the default region).
+    countrySource: decision.country === undefined ? null : facts.countrySource ?? null,
     device: facts.device.device,
     network: facts.device.network,
     gpc: facts.gpc,

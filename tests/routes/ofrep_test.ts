@@ -96,6 +96,49 @@ Deno.test("ofrep evaluates one flag: country → region through the rules, OFREP
 const SERVICE_KEY = { OFREP_API_KEYS: "service-key-0123456789" };
 const AS_SERVICE = { authorization: "Bearer service-key-0123456789" };
 
+/** What open OFREP says when the caller has no visitor key: the body's key would not help. */
+function openKeyMissing(flag: string): string {
+  return `Flag "${flag}" needs a visitor key. Open OFREP (no OFREP_API_KEYS) evaluates for the caller ` +
+    `itself and ignores "targetingKey" in the body: call it with the caller's session cookie or the ` +
+    `"ep_uid" cookie the edge sets on every page, or configure OFREP_API_KEYS to evaluate for the ` +
+    `"targetingKey" you send`;
+}
+
+Deno.test("open ofrep says the body's targetingKey is ignored when the caller has no key, and what to do", async () => {
+  await withOfrep(async (app) => {
+    // Not in the EU: the rollout rule is reached, and it needs a key to bucket.
+    const res = await post(app, "/evaluate/flags/new-search", {
+      context: { targetingKey: "u1", country: "US" },
+    });
+    assert.equal(res.status, 400);
+    const body = await res.json();
+    assert.equal(body.errorCode, "TARGETING_KEY_MISSING");
+    assert.equal(body.errorDetails, openKeyMissing("new-search"));
+    assert.doesNotMatch(body.errorDetails, /needs "targetingKey" in the context/);
+    // The advice holds: the caller's own ep_uid cookie is a key.
+    const own = await post(app, "/evaluate/flags/new-search", { context: { country: "US" } }, {
+      cookie: "ep_uid=caller0123456789abcd",
+    });
+    assert.equal(own.status, 200);
+    const bulk =
+      await (await post(app, "/evaluate/flags", { context: { targetingKey: "u1", country: "US" } }))
+        .json();
+    assert.equal(bulk.flags[0].errorDetails, openKeyMissing("new-search"));
+  });
+});
+
+Deno.test("ofrep with API keys asks for targetingKey in the context when one is needed", async () => {
+  await withOfrep(async (app) => {
+    const res = await post(app, "/evaluate/flags/new-search", { context: { country: "US" } }, AS_SERVICE);
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), {
+      key: "new-search",
+      errorCode: "TARGETING_KEY_MISSING",
+      errorDetails: 'Flag "new-search" needs "targetingKey" in the context',
+    });
+  }, SERVICE_KEY);
+});
+
 Deno.test("ofrep rollouts bucket the targeting key like the edge does (SPLIT or DEFAULT)", async () => {
   await withOfrep(async (app) => {
     for (const key of ["a", "b", "c", "d", "e", "f", "g", "h"]) {
@@ -132,7 +175,7 @@ Deno.test("ofrep answers every error case with the OFREP shape", async () => {
     assert.deepEqual(await missingKey.json(), {
       key: "new-search",
       errorCode: "TARGETING_KEY_MISSING",
-      errorDetails: 'Flag "new-search" needs "targetingKey" in the context',
+      errorDetails: openKeyMissing("new-search"),
     });
 
     const invalid = await post(app, "/evaluate/flags/new-search", {
@@ -196,7 +239,7 @@ Deno.test("ofrep bulk evaluates every flag, per-flag failures inline, with an ET
     assert.deepEqual(body.flags[0], {
       key: "new-search",
       errorCode: "TARGETING_KEY_MISSING",
-      errorDetails: 'Flag "new-search" needs "targetingKey" in the context',
+      errorDetails: openKeyMissing("new-search"),
     });
     assert.equal(body.flags[1].value, "Hello");
 

@@ -32,7 +32,8 @@ function startDev(env: Record<string, string>): DevProcess {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...PERMISSIONS, "tools/dev.ts"],
     cwd: ROOT,
-    env: { NO_COLOR: "1", ...env },
+    // A free port for the dev front unless a test says otherwise: 8001 may be taken by a real dev.
+    env: { NO_COLOR: "1", DEMO_FRONT_PORT: "0", ...env },
     clearEnv: true,
     stdout: "piped",
     stderr: "piped",
@@ -102,20 +103,46 @@ Deno.test("dev names DEMO_ORIGIN_PORT in one line when the demo origin's port is
   }
 });
 
-Deno.test("dev ends with the service's own message when PORT is taken", async () => {
+Deno.test("dev finds a taken PORT before the banner and before the demo events go to whoever holds it", async () => {
+  // Another service on the port, answering everything (an earlier task dev): the health check and
+  // the demo push must not reach it.
+  const seen: string[] = [];
+  const squatter = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, (request) => {
+    seen.push(new URL(request.url).pathname);
+    return Response.json({ ok: true, rulesVersion: 9 });
+  });
+  try {
+    const { code, output } = await runDevToExit({
+      PORT: String(squatter.addr.port),
+      DEMO_ORIGIN_PORT: "0",
+      KV_PATH: ":memory:",
+    });
+    assert.equal(code, 1, output);
+    assert.equal(
+      output.trim(),
+      `Cannot start the service on "127.0.0.1:${squatter.addr.port}": the address is already in use ` +
+        "(another task dev?); set PORT to a free port",
+    );
+    assert.deepEqual(seen, [], "nothing was sent to the other instance");
+  } finally {
+    await squatter.shutdown();
+  }
+});
+
+Deno.test("dev names DEMO_FRONT_PORT in one line when the dev front's port is taken", async () => {
   const taken = Deno.listen({ port: 0, hostname: "127.0.0.1" });
   try {
     const { code, output } = await runDevToExit({
-      PORT: String(taken.addr.port),
+      PORT: String(freePort()),
+      DEMO_FRONT_PORT: String(taken.addr.port),
       DEMO_ORIGIN_PORT: "0",
       KV_PATH: ":memory:",
     });
     assert.equal(code, 1, output);
     assert.match(
       output,
-      new RegExp(`Cannot listen on "127\\.0\\.0\\.1:${taken.addr.port}".*set PORT to a free port`),
+      new RegExp(`"127\\.0\\.0\\.1:${taken.addr.port}".*set DEMO_FRONT_PORT to a free port`),
     );
-    assert.doesNotMatch(output, /Uncaught|AddrInUse|\n +at |did not become healthy/, output);
   } finally {
     taken.close();
   }
@@ -168,6 +195,63 @@ Deno.test("dev starts without a LOG_HASH_KEY warning and says when rules pushed 
     assert.match(restarted, /to start over, stop and delete /);
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("dev stops the service when the process that started it is killed, as a killed npx is", async () => {
+  const port = freePort();
+  // `npx deno task dev` is a chain of processes; killing its first one leaves the rest running
+  // unless dev watches them. A shell that waits for dev (`; true` keeps it from exec'ing) is one.
+  const command = [Deno.execPath(), "run", ...PERMISSIONS, "tools/dev.ts"].map((arg) => `'${arg}'`).join(" ");
+  const launcher = new Deno.Command("/bin/sh", {
+    args: ["-c", `${command}; true`],
+    cwd: ROOT,
+    env: {
+      NO_COLOR: "1",
+      PORT: String(port),
+      DEMO_ORIGIN_PORT: "0",
+      DEMO_FRONT_PORT: "0",
+      KV_PATH: ":memory:",
+    },
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let text = "";
+  const decoder = new TextDecoder();
+  const drain = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+  };
+  // The pipes stay open while dev or the service holds them: they close once both have exited.
+  const drained = Promise.all([drain(launcher.stdout), drain(launcher.stderr)]);
+  try {
+    const deadline = Date.now() + 20_000;
+    while (!text.includes("Push the demo activity again")) {
+      if (Date.now() > deadline) throw new Error(`dev never printed its banner:\n${text}`);
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    const health = await fetch(`http://127.0.0.1:${port}/_edge/health`);
+    assert.equal(health.status, 200);
+    await health.body?.cancel();
+
+    launcher.kill("SIGKILL");
+    await launcher.status;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const closed = await Promise.race([
+      drained.then(() => true),
+      new Promise<false>((resolve) => timer = setTimeout(() => resolve(false), 15_000)),
+    ]);
+    clearTimeout(timer);
+    assert.ok(closed, `dev and the service kept running after their launcher was killed:\n${text}`);
+    assert.match(text, /The process that started task dev is gone: stopping the service/);
+    await assert.rejects(fetch(`http://127.0.0.1:${port}/_edge/health`), "the service no longer answers");
+  } finally {
+    try {
+      launcher.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
   }
 });
 
