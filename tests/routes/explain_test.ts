@@ -305,7 +305,11 @@ Deno.test("explain: a canary visitor is decided by the canary version, with its 
           rules: CANARY_RULES,
         }]),
       );
-      assert.deepEqual(await res.json(), { applied: 1, stale: 0 });
+      const applied = await res.json();
+      assert.deepEqual([applied.applied, applied.stale, applied.rules.canary], [1, 0, {
+        share: 0.5,
+        version: 8,
+      }]);
       const deadline = performance.now() + 1000;
       while (deps.rules.canary === undefined && performance.now() < deadline) {
         await new Promise((resolve) => setTimeout(resolve, 10));

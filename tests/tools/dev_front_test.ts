@@ -97,7 +97,12 @@ Deno.test("through the dev front a visitor pretends to be in Germany, then Japan
   const deps = await makeDeps("http://127.0.0.1:9", {
     now: Date.now,
     ipGeo: openIpGeoDb(Deno.openSync),
-    env: { TRUSTED_PROXIES: "127.0.0.1/32,::1/128" },
+    // As task dev sets them: loopback is the CDN and the login proxy that names the user.
+    env: {
+      TRUSTED_PROXIES: "127.0.0.1/32,::1/128",
+      USER_ID_HEADER: "x-user-id",
+      USER_ID_PROXIES: "127.0.0.1/32,::1/128",
+    },
     rules: { version: 4, regions: { EU: ["DE"], APAC: ["JP"] } },
   });
   const edge = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, createApp(deps).fetch);
