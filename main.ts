@@ -18,6 +18,7 @@ import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 import { BackgroundTasks } from "./lib/background.ts";
 import { createStageTracer, type StageTracer } from "./lib/tracing.ts";
+import { StickySigner } from "./lib/sticky.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -80,6 +81,18 @@ if (logHashKey.generated) {
   log.warn("LOG_HASH_KEY not set: visitor hashes in decision logs are per process and do not correlate", {});
 }
 
+// Without STICKY_SECRET a random key signs assignments: they hold on this process only, so a
+// restart or another instance buckets visitors afresh (the same variation unless weights changed).
+const stickySigner = new StickySigner(
+  config.stickySecrets.length ? config.stickySecrets : [hex(crypto.getRandomValues(new Uint8Array(32)))],
+);
+if (!config.stickySecrets.length) {
+  log.warn(
+    "STICKY_SECRET not set: experiment assignments are signed with a per-process key and do not survive restarts or carry across instances",
+    {},
+  );
+}
+
 const background = new BackgroundTasks();
 
 // Deno's built-in OpenTelemetry: stage spans only when it is on (otherwise not even no-op spans,
@@ -100,6 +113,7 @@ const deps: Deps = {
   log,
   rules: new RulesStore(initialRules),
   ...caches,
+  stickySigner,
   ipGeo,
   backend,
   metrics,

@@ -163,6 +163,7 @@ const identity: Identity = {
   anonymousId: "benchanon0123456789",
   newAnonymousId: false,
   sticky: new Map(),
+  stickyRewrite: false,
   source: "session",
 };
 const forwarding = {

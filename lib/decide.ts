@@ -7,7 +7,7 @@
 import type { Facts } from "./facts.ts";
 import { type CompiledImageRule, type CompiledRules, isSafeTargetPath } from "./rules.ts";
 import { resolveRegion } from "./geo.ts";
-import { MAX_STICKY, STICKY_VALUE_MAX, stickyEntryLength } from "./sticky.ts";
+import { MAX_STICKY, STICKY_PAYLOAD_MAX, stickyEntryLength } from "./sticky.ts";
 import { assignExperiment, type ExperimentContext } from "./experiments.ts";
 import { evaluateFlag } from "./flags.ts";
 import {
@@ -292,7 +292,7 @@ function keepUnknownAssignments(
       }
     }
     length += stickyEntryLength(key, variation);
-    if (length > STICKY_VALUE_MAX || ++count > MAX_STICKY) break;
+    if (length > STICKY_PAYLOAD_MAX || ++count > MAX_STICKY) break;
     assignments[key] = variation;
   }
 }

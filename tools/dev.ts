@@ -45,6 +45,8 @@ const defaults: Record<string, string> = {
   SYNC_SECRETS: DEV_SYNC_SECRET,
   // Also public and for local play only: without a key the service warns on every start.
   LOG_HASH_KEY: "dev-only-log-hash-key-not-secret",
+  // Also public: fixed so that a restart keeps every visitor's experiment assignments.
+  STICKY_SECRET: "dev-only-sticky-secret-not-secret",
   LOG_LEVEL: "info",
 };
 const env: Record<string, string> = {

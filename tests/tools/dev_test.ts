@@ -128,7 +128,7 @@ Deno.test("dev leaves an invalid PORT to the service's config error, without a U
   assert.doesNotMatch(output, /did not become healthy|:eighty/, output);
 });
 
-Deno.test("dev starts without a LOG_HASH_KEY warning and says when rules pushed earlier override the demo rules", async () => {
+Deno.test("dev starts without a LOG_HASH_KEY or STICKY_SECRET warning and says when rules pushed earlier override the demo rules", async () => {
   const dir = await Deno.makeTempDir();
   const kvPath = `${dir}/dev.kv`;
   const run = async () => {
@@ -149,6 +149,7 @@ Deno.test("dev starts without a LOG_HASH_KEY warning and says when rules pushed 
     const fresh = await run();
     assert.match(fresh, /rules {8}version 1 from tools\/demo_rules\.json, KV at /);
     assert.doesNotMatch(fresh, /LOG_HASH_KEY not set/);
+    assert.doesNotMatch(fresh, /STICKY_SECRET not set/);
     assert.match(fresh, /npx -y deno@\S+ task push --rebase-now --to http:\/\/127\.0\.0\.1:\d+ /);
 
     await pushRulesInto(kvPath, 2);
