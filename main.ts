@@ -19,6 +19,7 @@ import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 import { BackgroundTasks } from "./lib/background.ts";
 import { createStageTracer, type StageTracer } from "./lib/tracing.ts";
 import { exposuresFromConfig } from "./lib/exposures/recorder.ts";
+import { StickySigner } from "./lib/sticky.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -84,6 +85,16 @@ if (logHashKey.generated) {
 if (config.publicHosts.length === 0) {
   log.warn(
     "PUBLIC_HOSTS not set: the origin gets X-Forwarded-Host as the client's Host, so links it builds from that header can point to any host a client chooses",
+  );
+}
+// Without STICKY_SECRET a random key signs assignments: they hold on this process only, so a
+// restart or another instance buckets visitors afresh (the same variation unless weights changed).
+const stickySigner = new StickySigner(
+  config.stickySecrets.length ? config.stickySecrets : [hex(crypto.getRandomValues(new Uint8Array(32)))],
+);
+if (!config.stickySecrets.length) {
+  log.warn(
+    "STICKY_SECRET not set: experiment assignments are signed with a per-process key and do not survive restarts or carry across instances",
     {},
   );
 }
@@ -108,6 +119,7 @@ const deps: Deps = {
   log,
   rules: new RulesStore(initialRules),
   ...caches,
+  stickySigner,
   ipGeo,
   backend,
   metrics,

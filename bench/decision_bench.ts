@@ -143,6 +143,7 @@ const identityOf = (visitor: VisitorContext): Identity => ({
   anonymousId: visitor.key,
   newAnonymousId: false,
   sticky: new Map(visitor.sticky),
+  stickyRewrite: false,
 });
 
 Deno.bench("decide: 5 experiments, 20 flags, routes, images", { group: "decision", baseline: true }, () => {
@@ -198,6 +199,7 @@ const identity: Identity = {
   anonymousId: "benchanon0123456789",
   newAnonymousId: false,
   sticky: new Map(),
+  stickyRewrite: false,
   source: "session",
 };
 const forwarding = {

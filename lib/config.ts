@@ -116,6 +116,8 @@ const EnvSchema = z.object({
   ),
   LOG_HASH_KEY: optionalSecret,
   DENO_DEPLOYMENT_ID: optionalString,
+  STICKY_SECRET: optionalString,
+  QA_TOKEN: optionalSecret,
   LOG_LEVEL: z.preprocess(
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -210,6 +212,17 @@ export interface Config {
    * process, and hashes then do not correlate across instances or restarts.
    */
   logHashKey: string | undefined;
+  /**
+   * `STICKY_SECRET`: keys of the HMAC that signs the sticky-assignment cookie, the signing one
+   * first; any of them verifies. Empty → `main.ts` generates one per process (assignments then
+   * hold only as long as the process and only on it).
+   */
+  stickySecrets: readonly string[];
+  /**
+   * `QA_TOKEN`: the token that lets a request force variations and flags (`x-edge-qa`);
+   * undefined → nothing a client sends forces anything.
+   */
+  qaToken: string | undefined;
   /**
    * Base URL of the central backend for read-through (`GET {backendUrl}/edge/users/{id}/context`);
    * its origin is never left. `undefined` → no read-through.
@@ -357,6 +370,14 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       problems.push(`OFREP_API_KEYS entry ${index + 1} ${SECRET_TOO_SHORT}`);
     }
   });
+  const stickySecrets = (parsed.STICKY_SECRET ?? "").split(",").map((secret) => secret.trim()).filter(
+    Boolean,
+  );
+  stickySecrets.forEach((secret, index) => {
+    if (secret.length < MIN_SECRET_LENGTH) {
+      problems.push(`STICKY_SECRET entry ${index + 1} ${SECRET_TOO_SHORT}`);
+    }
+  });
   if (parsed.BACKEND_URL && !parsed.BACKEND_TOKEN) {
     problems.push("BACKEND_TOKEN is required when BACKEND_URL is set");
   }
@@ -421,6 +442,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     metricsPublic: parsed.METRICS_PUBLIC === "true",
     logSampleRate: parsed.LOG_SAMPLE_RATE,
     logHashKey: parsed.LOG_HASH_KEY,
+    stickySecrets,
+    qaToken: parsed.QA_TOKEN,
     backendUrl: parsed.BACKEND_URL ? new URL(parsed.BACKEND_URL) : undefined,
     backendToken: parsed.BACKEND_TOKEN,
     backendTimeoutMs: parsed.BACKEND_TIMEOUT_MS,

@@ -9,7 +9,7 @@ import type { Identity } from "./identity.ts";
 import type { EdgeUserContext } from "./context.ts";
 import { type CompiledImageRule, type CompiledRules, isSafeTargetPath } from "./rules.ts";
 import { type RegionSource, regionSource, resolveRegion } from "./geo.ts";
-import { MAX_STICKY, STICKY_VALUE_MAX, stickyEntryLength } from "./sticky.ts";
+import { MAX_STICKY, STICKY_PAYLOAD_MAX, stickyEntryLength } from "./sticky.ts";
 import {
   assignExperiment,
   type CompiledExperiment,
@@ -486,7 +486,7 @@ function keepUnknownAssignments(
       }
     }
     length += stickyEntryLength(key, variation);
-    if (length > STICKY_VALUE_MAX || ++count > MAX_STICKY) break;
+    if (length > STICKY_PAYLOAD_MAX || ++count > MAX_STICKY) break;
     assignments[key] = variation;
   }
 }

@@ -17,6 +17,7 @@ import type { StageTracer } from "./tracing.ts";
 import type { DecisionLogInputs } from "./decision_log.ts";
 import type { DeadlineSweep } from "./deadlines.ts";
 import type { ExposureRecorder } from "./exposures/recorder.ts";
+import type { StickySigner } from "./sticky.ts";
 
 /** Everything the request pipeline needs from the outside world. */
 export interface Deps {
@@ -42,6 +43,8 @@ export interface Deps {
   relatedCache: RelatedCache;
   /** Per-isolate cache of user contexts (bounded entries, bytes and staleness). */
   contextCache: ContextCache;
+  /** Signs and verifies the sticky-assignment cookie (`STICKY_SECRET`), with its memo of verified values. */
+  stickySigner: StickySigner;
   /** Read-through client for the central backend; undefined without `BACKEND_URL`. */
   backend: BackendClient | undefined;
   metrics: EdgeMetrics;

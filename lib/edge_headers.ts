@@ -8,6 +8,7 @@ import type { Facts } from "./facts.ts";
 import { ANON_COOKIE, formatSticky, type Identity, STICKY_COOKIE, USER_ID } from "./identity.ts";
 import { serializeCookie } from "./cookies.ts";
 import type { HeaderList } from "./upstream.ts";
+import type { StickySigner } from "./sticky.ts";
 
 const ONE_YEAR_SECONDS = 365 * 24 * 60 * 60;
 /** Longest value of a list header (recent views, cart items, segments) sent to the origin. */
@@ -105,13 +106,13 @@ function setList(headers: HeaderList, name: string, items: readonly string[]): v
  * when they changed.
  *
  * @param identity the visitor's identity
- * @param inputs the decision, whether the client used https (for `Secure`), and whether the
- * request is a page navigation
+ * @param inputs the decision, whether the client used https (for `Secure`), whether the
+ * request is a page navigation, and the signer of the sticky cookie
  * @returns zero or more `Set-Cookie` header values
  */
 export function responseCookies(
   identity: Identity,
-  inputs: { decision: Decision; secure: boolean; navigation: boolean },
+  inputs: { decision: Decision; secure: boolean; navigation: boolean; signer: StickySigner },
 ): string[] {
   const cookies: string[] = [];
   const options = { maxAgeSeconds: ONE_YEAR_SECONDS, secure: inputs.secure, sameSite: "Lax" as const };
@@ -123,13 +124,13 @@ export function responseCookies(
   }
   const sticky = inputs.decision.stickyAssignments;
   // Most requests change nothing: the same assignments as the cookie, compared without formatting.
-  if (sticky && !sameAssignments(sticky, identity.sticky)) {
+  // A cookie that was not believed (or is signed with an old secret) is replaced in any case.
+  if (sticky && (identity.stickyRewrite || !sameAssignments(sticky, identity.sticky))) {
     const wanted = formatSticky(sticky);
-    const current = formatSticky(Object.fromEntries(identity.sticky));
-    if (wanted !== current) {
+    if (identity.stickyRewrite || wanted !== formatSticky(Object.fromEntries(identity.sticky))) {
       cookies.push(
         wanted
-          ? serializeCookie(STICKY_COOKIE, wanted, options)
+          ? serializeCookie(STICKY_COOKIE, inputs.signer.sign(wanted), options)
           : serializeCookie(STICKY_COOKIE, "", { ...options, maxAgeSeconds: 0 }),
       );
     }

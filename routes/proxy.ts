@@ -51,6 +51,7 @@ export function proxyHandler(deps: Deps): ServedHandler {
       decision,
       secure: facts.proto === "https",
       navigation: facts.navigation,
+      signer: deps.stickySigner,
     });
 
     if (decision.action.type === "redirect") {

@@ -106,13 +106,16 @@ export async function visitorFor(
  * @param info the connection facts
  * @param deps the service's dependencies
  * @returns the visitor key (absent when the caller has no `ep_uid` cookie yet), whether a user
- *   is logged in, and their segments (none under `Sec-GPC: 1`)
+ *   is logged in, their segments (none under `Sec-GPC: 1`), and their sticky assignments (from
+ *   the `ep_exp` cookie, only when its signature holds)
  */
 export async function callerFor(
   request: Request,
   info: ServeInfo,
   deps: Deps,
-): Promise<{ key: string | undefined; loggedIn: boolean; segments: string[] }> {
+): Promise<
+  { key: string | undefined; loggedIn: boolean; segments: string[]; sticky: ReadonlyMap<string, string> }
+> {
   const now = deps.now();
   const identity = await resolveIdentity(request.headers, identityOptions(deps, now, peerOf(info)));
   const context = await loadUserContext(
@@ -125,6 +128,7 @@ export async function callerFor(
     key: identity.userId !== undefined || !identity.newAnonymousId ? identity.key : undefined,
     loggedIn: identity.userId !== undefined,
     segments: [...context.segments],
+    sticky: identity.sticky,
   };
 }
 
@@ -185,6 +189,7 @@ function identityOptions(deps: Deps, now: number, peer: string): ResolveIdentity
       : undefined,
     randomId: deps.randomId,
     sessionCache: deps.sessionCache,
+    stickySigner: deps.stickySigner,
     onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
     kvWithin: kvWithin(deps, "session"),
   };

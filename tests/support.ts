@@ -15,6 +15,21 @@ import { EdgeMetrics } from "../lib/metrics.ts";
 import { cachesFromConfig } from "../lib/caches.ts";
 import { createDecisionLogger } from "../lib/decision_log.ts";
 import { exposuresFromConfig } from "../lib/exposures/recorder.ts";
+import { STICKY_COOKIE, StickySigner } from "../lib/sticky.ts";
+
+/** The sticky cookie's signing secret in tests (unless `STICKY_SECRET` is given). */
+export const TEST_STICKY_SECRET = "test-sticky-secret-0123456789";
+
+/**
+ * A sticky cookie as the edge would have set it, for a `Cookie` header.
+ *
+ * @param assignments the assignments as the cookie holds them (`hero:b|pricing:a`)
+ * @param secret the signing secret (default {@linkcode TEST_STICKY_SECRET})
+ * @returns `ep_exp=<signed value, percent-encoded>`
+ */
+export function stickyCookie(assignments: string, secret: string = TEST_STICKY_SECRET): string {
+  return `${STICKY_COOKIE}=${encodeURIComponent(new StickySigner([secret]).sign(assignments))}`;
+}
 
 /** A request as a test origin saw it. */
 export interface SeenRequest {
@@ -106,6 +121,7 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
     log,
     rules,
     ...cachesFromConfig(config),
+    stickySigner: new StickySigner(config.stickySecrets.length ? config.stickySecrets : [TEST_STICKY_SECRET]),
     ipGeo: options.ipGeo,
     backend: backendClientFromConfig(config, { fetch: globalThis.fetch, now }),
     metrics,

@@ -103,6 +103,8 @@ const defaults: Record<string, string> = {
   // Also public and for local play only: without a key the service warns on every start.
   LOG_HASH_KEY: "dev-only-log-hash-key-not-secret",
   RULES_TOKEN: rulesToken,
+  // Also public: fixed so that a restart keeps every visitor's experiment assignments.
+  STICKY_SECRET: "dev-only-sticky-secret-not-secret",
   LOG_LEVEL: "info",
   // Every request's decision is logged: in dev the point is to see them.
   LOG_SAMPLE_RATE: "1",

@@ -3,7 +3,8 @@ import { formatSticky, parseSticky, resolveIdentity } from "../../lib/identity.t
 import { hashSessionId, keys } from "../../lib/store.ts";
 import { parseCookies } from "../../lib/cookies.ts";
 import { DeadlineError, DeadlineSweep } from "../../lib/deadlines.ts";
-import { stallingReads } from "../support.ts";
+import { stallingReads, stickyCookie, TEST_STICKY_SECRET } from "../support.ts";
+import { StickySigner } from "../../lib/sticky.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12);
 
@@ -113,6 +114,26 @@ Deno.test("sticky cookie round-trips and drops malformed parts", () => {
     "control",
   ]]);
   assert.equal(formatSticky({ hero: "a", checkout: "control" }), "checkout:control|hero:a");
+});
+
+Deno.test("identity believes only a signed sticky cookie, and asks for any other to be replaced", async () => {
+  await withKv(async (kv) => {
+    const stickySigner = new StickySigner([TEST_STICKY_SECRET, "older-sticky-secret-0123456789"]);
+    const resolve = (cookie: string, signer: StickySigner | null = stickySigner) =>
+      resolveIdentity(new Headers({ cookie }), { ...options(kv), stickySigner: signer ?? undefined });
+    const signed = await resolve(stickyCookie("hero:b"));
+    assert.deepEqual([[...signed.sticky], signed.stickyRewrite], [[["hero", "b"]], false]);
+    const older = await resolve(stickyCookie("hero:b", "older-sticky-secret-0123456789"));
+    assert.deepEqual([[...older.sticky], older.stickyRewrite], [[["hero", "b"]], true]);
+    for (const cookie of ["ep_exp=hero%3Ab", stickyCookie("hero:b", "unknown-secret-0123456789")]) {
+      const forged = await resolve(cookie);
+      assert.deepEqual([forged.sticky.size, forged.stickyRewrite], [0, true], cookie);
+    }
+    const none = await resolve("ep_uid=abcdefghijklmnop1234");
+    assert.deepEqual([none.sticky.size, none.stickyRewrite], [0, false]);
+    // Without a signer no sticky cookie is believed at all.
+    assert.equal((await resolve(stickyCookie("hero:b"), null)).sticky.size, 0);
+  });
 });
 
 Deno.test("cookie parsing is total on arbitrary input", () => {

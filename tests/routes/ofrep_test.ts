@@ -3,7 +3,7 @@ import { createApp } from "../../routes/app.ts";
 import { hash } from "../../lib/bucketing.ts";
 import { parseRules, type RuleSet } from "../../lib/rules.ts";
 import { isCanaryVisitor } from "../../lib/rules_store.ts";
-import { makeDeps, startOrigin } from "../support.ts";
+import { makeDeps, startOrigin, stickyCookie } from "../support.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
 
 const RULES: RuleSet = {
@@ -445,7 +445,7 @@ Deno.test("open ofrep keeps the caller's sticky experiment assignment, as the pr
       rules: [{ when: { variant: { checkout: ["b"] } }, value: "Pay now" }],
     }],
   };
-  const cookie = "ep_uid=visitor00000000000001; ep_exp=checkout:b";
+  const cookie = `ep_uid=visitor00000000000001; ${stickyCookie("checkout:b")}`;
   for (const env of [{}, SERVICE_KEY]) {
     const deps = await makeDeps("http://127.0.0.1:9", { rules, env });
     try {
@@ -470,7 +470,7 @@ Deno.test("open ofrep keeps the caller's sticky experiment assignment, as the pr
       assert.equal((await bulk.json()).flags[0].value, "Pay now");
       // A sticky entry that is no longer a variation is ignored, as on the proxy.
       const stale = await post(app, "/evaluate/flags/checkout-copy", {}, {
-        cookie: "ep_uid=visitor00000000000001; ep_exp=checkout:gone",
+        cookie: `ep_uid=visitor00000000000001; ${stickyCookie("checkout:gone")}`,
       });
       assert.equal((await stale.json()).value, "Pay");
       const fresh = await post(app, "/evaluate/flags/checkout-copy", {}, {
@@ -480,6 +480,43 @@ Deno.test("open ofrep keeps the caller's sticky experiment assignment, as the pr
     } finally {
       deps.kv.close();
     }
+  }
+});
+
+Deno.test("open ofrep ignores a sticky cookie the edge did not sign, as the proxy does", async () => {
+  const rules: RuleSet = {
+    version: 1,
+    experiments: [{ key: "checkout", variations: ["control", "b"], weights: [1, 0] }],
+    flags: [{
+      key: "checkout-copy",
+      type: "string",
+      default: "Pay",
+      rules: [{ when: { variant: { checkout: ["b"] } }, value: "Pay now" }],
+    }],
+  };
+  const deps = await makeDeps("http://127.0.0.1:9", { rules });
+  try {
+    const app = createApp(deps);
+    const signed = stickyCookie("checkout:b");
+    const forged = [
+      // Written by hand, signed with another secret, and a signed value with an assignment added.
+      "ep_exp=checkout%3Ab",
+      stickyCookie("checkout:b", "another-secret-0123456789"),
+      signed.replace(".", "%7Cother%3Ab."),
+    ];
+    for (const sticky of forged) {
+      const cookie = `ep_uid=visitor00000000000001; ${sticky}`;
+      const one = await post(app, "/evaluate/flags/checkout-copy", {}, { cookie });
+      assert.deepEqual([one.status, (await one.json()).value], [200, "Pay"], sticky);
+      const bulk = await post(app, "/evaluate/flags", {}, { cookie });
+      assert.equal((await bulk.json()).flags[0].value, "Pay", sticky);
+    }
+    const one = await post(app, "/evaluate/flags/checkout-copy", {}, {
+      cookie: `ep_uid=visitor00000000000001; ${signed}`,
+    });
+    assert.equal((await one.json()).value, "Pay now", "the signed cookie is honoured");
+  } finally {
+    deps.kv.close();
   }
 });
 

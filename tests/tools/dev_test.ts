@@ -155,7 +155,7 @@ Deno.test("dev leaves an invalid PORT to the service's config error, without a U
   assert.doesNotMatch(output, /did not become healthy|:eighty/, output);
 });
 
-Deno.test("dev starts without a LOG_HASH_KEY warning and says when rules pushed earlier override the demo rules", async () => {
+Deno.test("dev starts without a LOG_HASH_KEY or STICKY_SECRET warning and says when rules pushed earlier override the demo rules", async () => {
   const dir = await Deno.makeTempDir();
   const kvPath = `${dir}/dev.kv`;
   let loggedIn: unknown;
@@ -184,6 +184,7 @@ Deno.test("dev starts without a LOG_HASH_KEY warning and says when rules pushed 
     assert.doesNotMatch(fresh, /PUBLIC_HOSTS not set/);
     assert.match(fresh, /USER_ID_HEADER=x-user-id from USER_ID_PROXIES=127\.0\.0\.1\/32,::1\/128/);
     assert.equal(loggedIn, true);
+    assert.doesNotMatch(fresh, /STICKY_SECRET not set/);
     assert.match(fresh, /npx -y deno@\S+ task push --rebase-now --to http:\/\/127\.0\.0\.1:\d+ /);
 
     await pushRulesInto(kvPath, 2);

@@ -30,6 +30,7 @@ function identityOf(visitor: Visitor): Identity {
     anonymousId: visitor.key,
     newAnonymousId: false,
     sticky: new Map(Object.entries(visitor.sticky ?? {})),
+    stickyRewrite: false,
   };
 }
 
