@@ -155,7 +155,7 @@ deps.rules.onChange((rules, state) => {
 metrics.addCollectHook(() => {
   if (backend) metrics.setBreakerState(backend.breaker.state);
   const stats = contextCache.stats();
-  metrics.setContextCacheSize({ entries: stats.entries, bytes: stats.bytes });
+  metrics.setContextCacheSize(stats);
 });
 
 const stopFollowingRules = new AbortController();
@@ -173,14 +173,12 @@ await Promise.race([rulesChecked, new Promise((resolve) => setTimeout(resolve, 2
 
 const app = createApp(deps);
 
-// `deno task start` caps V8's heap: warn when the configured bounds would not fit in it. Off the
-// start-up path (`node:v8` is only needed for this).
+// `deno task start` caps V8's heap: warn when the configured bounds would not fit in it, and report
+// the cap for the memory alert. Off the start-up path (`node:v8` is only needed for this).
 import("node:v8").then(({ default: v8 }) => {
-  const problem = heapHeadroomProblem(
-    config,
-    v8.getHeapStatistics().heap_size_limit,
-    DEFAULT_BACKEND_MAX_BYTES,
-  );
+  const heapLimit = v8.getHeapStatistics().heap_size_limit;
+  metrics.setHeapLimit(heapLimit);
+  const problem = heapHeadroomProblem(config, heapLimit, DEFAULT_BACKEND_MAX_BYTES);
   if (problem) log.warn("cache bounds too large for the V8 heap", { problem });
 }).catch(() => {});
 

@@ -421,6 +421,8 @@ export class EdgeMetrics {
   readonly #exposureQueue: Gauge;
   readonly #flagEvaluations: RequestPathCounter;
   readonly #srmPValue: Gauge<"experiment">;
+  readonly #cacheLimit: Gauge<"unit">;
+  #heapLimitBytes: number | undefined;
   readonly #collectHooks: Array<() => void | Promise<void>> = [];
 
   /** @param options prefix, initial regions, memory source, default labels */
@@ -561,11 +563,20 @@ export class EdgeMetrics {
       labelNames: ["experiment"],
       registers,
     });
+    // Exported so that an alert can tell a cache full at its bound (thrashing) from one that is
+    // merely cold: the bounds are configuration the scraper cannot see otherwise.
+    this.#cacheLimit = new Gauge({
+      name: `${p}context_cache_limit`,
+      help: "Per-isolate context cache bounds, by unit (entries, bytes): CONTEXT_CACHE_MAX_*.",
+      labelNames: ["unit"],
+      registers,
+    });
     const memoryUsage = options.memoryUsage;
     if (memoryUsage) {
+      const heapLimit = () => this.#heapLimitBytes;
       new Gauge({
         name: `${p}process_memory_bytes`,
-        help: "Process memory at scrape time, by area (rss, heap_total, heap_used, external).",
+        help: "Process memory at scrape time, by area (rss, heap_total, heap_used, external, heap_limit).",
         labelNames: ["area"],
         registers,
         collect() {
@@ -578,6 +589,8 @@ export class EdgeMetrics {
           } catch {
             // A host without memory figures leaves the gauge empty rather than failing the scrape.
           }
+          const limit = heapLimit();
+          if (limit !== undefined) this.set({ area: "heap_limit" }, limit);
         },
       });
     }
@@ -666,13 +679,27 @@ export class EdgeMetrics {
   }
 
   /**
-   * Sets the context cache size gauges.
+   * Sets the context cache size gauges, and its bounds when given.
    *
-   * @param size current entries and estimated bytes
+   * @param size current entries and estimated bytes; `maxEntries` and `maxBytes` are the bounds
    */
-  setContextCacheSize(size: { entries: number; bytes: number }): void {
+  setContextCacheSize(
+    size: { entries: number; bytes: number; maxEntries?: number; maxBytes?: number },
+  ): void {
     this.#cacheSize.set({ unit: "entries" }, size.entries);
     this.#cacheSize.set({ unit: "bytes" }, size.bytes);
+    if (size.maxEntries !== undefined) this.#cacheLimit.set({ unit: "entries" }, size.maxEntries);
+    if (size.maxBytes !== undefined) this.#cacheLimit.set({ unit: "bytes" }, size.maxBytes);
+  }
+
+  /**
+   * Sets V8's heap size limit, reported as `process_memory_bytes{area="heap_limit"}` next to the
+   * heap in use (only with a `memoryUsage` source), so an alert can compare the two.
+   *
+   * @param bytes `node:v8` `getHeapStatistics().heap_size_limit`
+   */
+  setHeapLimit(bytes: number): void {
+    if (Number.isFinite(bytes) && bytes > 0) this.#heapLimitBytes = bytes;
   }
 
   /**
