@@ -123,6 +123,8 @@ export class VersionTally {
   readonly since: number;
   /** Experiment key → variation → exposures. */
   readonly counts: Map<string, Map<string, number>> = new Map();
+  /** When the version was last served, in {@linkcode ExposureTally}'s own serve order. */
+  lastServed = 0;
 
   /** @param since when this instance first served the version, epoch ms */
   constructor(since: number) {
@@ -144,10 +146,11 @@ export class VersionTally {
 
 /**
  * This instance's exposure counts per rules version, experiment and variation, for the few
- * most recent versions (counts of a version start when the instance first serves it).
+ * versions served most recently (counts of a version start when the instance first serves it).
  */
 export class ExposureTally {
   readonly #versions = new Map<number, VersionTally>();
+  #served = 0;
 
   /**
    * Notes that a rules version is being served, starting its counts if it is new here.
@@ -160,11 +163,10 @@ export class ExposureTally {
     let tally = this.#versions.get(version);
     if (tally === undefined) {
       tally = new VersionTally(now);
+      if (this.#versions.size >= VERSIONS_KEPT) this.#forgetLeastRecent();
       this.#versions.set(version, tally);
-      if (this.#versions.size > VERSIONS_KEPT) {
-        this.#versions.delete(this.#versions.keys().next().value!);
-      }
     }
+    tally.lastServed = ++this.#served;
     return tally;
   }
 
@@ -176,5 +178,16 @@ export class ExposureTally {
    */
   get(version: number): VersionTally | undefined {
     return this.#versions.get(version);
+  }
+
+  // The version served longest ago goes, not the one first served: the active version, served
+  // all along, must outlive a series of canaries tried after it.
+  #forgetLeastRecent(): void {
+    let oldest: number | undefined;
+    let oldestServed = Number.POSITIVE_INFINITY;
+    for (const [version, tally] of this.#versions) {
+      if (tally.lastServed < oldestServed) [oldest, oldestServed] = [version, tally.lastServed];
+    }
+    if (oldest !== undefined) this.#versions.delete(oldest);
   }
 }

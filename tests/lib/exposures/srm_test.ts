@@ -99,3 +99,19 @@ Deno.test("the tally keeps counts per rules version, the oldest versions going f
   assert.equal(tally.get(1), undefined);
   assert.equal(tally.get(5)?.since, 5000);
 });
+
+Deno.test("a version still being served keeps its counts while canaries come and go", () => {
+  const tally = new ExposureTally();
+  const active = tally.serve(1, 1000);
+  active.count("hero", "a");
+  // Five canaries tried one after the other; the active version is served all along.
+  for (let canary = 2; canary <= 6; canary++) {
+    tally.serve(canary, canary * 1000).count("hero", "b");
+    tally.serve(1, canary * 1000 + 1);
+  }
+  assert.equal(tally.get(1)?.since, 1000);
+  assert.equal(tally.get(1)?.counts.get("hero")?.get("a"), 1);
+  // The canaries served longest ago went first.
+  assert.equal(tally.get(2), undefined);
+  assert.ok(tally.get(6));
+});
