@@ -18,6 +18,8 @@ import { EdgeMetrics } from "./lib/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 import { BackgroundTasks } from "./lib/background.ts";
 import { createStageTracer, type StageTracer } from "./lib/tracing.ts";
+import { exposuresFromConfig } from "./lib/exposures/recorder.ts";
+import { StickySigner } from "./lib/sticky.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -80,6 +82,23 @@ if (logHashKey.generated) {
   log.warn("LOG_HASH_KEY not set: visitor hashes in decision logs are per process and do not correlate", {});
 }
 
+if (config.publicHosts.length === 0) {
+  log.warn(
+    "PUBLIC_HOSTS not set: the origin gets X-Forwarded-Host as the client's Host, so links it builds from that header can point to any host a client chooses",
+  );
+}
+// Without STICKY_SECRET a random key signs assignments: they hold on this process only, so a
+// restart or another instance buckets visitors afresh (the same variation unless weights changed).
+const stickySigner = new StickySigner(
+  config.stickySecrets.length ? config.stickySecrets : [hex(crypto.getRandomValues(new Uint8Array(32)))],
+);
+if (!config.stickySecrets.length) {
+  log.warn(
+    "STICKY_SECRET not set: experiment assignments are signed with a per-process key and do not survive restarts or carry across instances",
+    {},
+  );
+}
+
 const background = new BackgroundTasks();
 
 // Deno's built-in OpenTelemetry: stage spans only when it is on (otherwise not even no-op spans,
@@ -100,12 +119,25 @@ const deps: Deps = {
   log,
   rules: new RulesStore(initialRules),
   ...caches,
+  stickySigner,
   ipGeo,
   backend,
   metrics,
   deadlines,
   tracer,
   waitUntil: (work) => background.waitUntil(work),
+  exposures: exposuresFromConfig(config, {
+    metrics,
+    fetch: globalThis.fetch,
+    now: Date.now,
+    mono: () => performance.now(),
+    randomId: () => crypto.randomUUID(),
+    random: Math.random,
+    deadlines,
+    log,
+    waitUntil: (work) => background.waitUntil(work),
+    rules: () => deps.rules.current,
+  }),
   logDecision: createDecisionLogger({
     log,
     rate: config.logSampleRate,
@@ -226,6 +258,8 @@ function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
     // them here (aborting a server's signal once `shutdown()` runs throws): exiting does.
     const drain = (async () => {
       await Promise.all(servers.map((server) => server.shutdown()));
+      // Queued exposure events go out now rather than when their batch would have filled.
+      deps.exposures.flush();
       await background.drain();
     })();
     let cut = false;
@@ -237,6 +271,7 @@ function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
         log.warn("shutdown deadline passed: cutting the requests still open", {
           timeoutMs,
           backgroundTasks: background.size,
+          exposureEventsUndelivered: deps.exposures.queued,
         });
       } else log.error("shutdown drain failed", { error: (error as Error).message });
     }

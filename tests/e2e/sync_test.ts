@@ -46,8 +46,9 @@ Deno.test("the push CLI delivers the demo events to a running service, retrying 
       "tools/demo_events.ndjson",
     ]);
     assert.equal(first.code, 0, first.stderr + first.stdout);
-    assert.match(first.stderr, /attempt 1: retry \(HTTP 503/);
-    assert.match(first.stdout, /delivered 13 events in 1 batches, failed 0 events/);
+    assert.match(first.stderr, /attempt 1 of 3 failed \(HTTP 503: unavailable\); next attempt in /);
+    assert.match(first.stdout, /batch 1 of 1 \(13 events: [^)]*\): applied \d+, stale \d+\n/);
+    assert.match(first.stdout, /delivered 13 events in 1 batch, failed 0 events in 0 batches/);
     assert.equal(refused, 1);
     assert.equal(forwarded, 1);
 
@@ -59,7 +60,7 @@ Deno.test("the push CLI delivers the demo events to a running service, retrying 
       "tools/demo_events.ndjson",
     ]);
     assert.equal(unreachable.code, 1, "a failed delivery exits non-zero");
-    assert.match(unreachable.stdout, /failed 13 events in 1 batches/);
+    assert.match(unreachable.stdout, /failed 13 events in 1 batch\n/);
   } finally {
     await proxy.shutdown();
     await service.stop();

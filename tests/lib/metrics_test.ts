@@ -112,6 +112,11 @@ Deno.test("the exposition parses and declares every metric family", async () => 
     edge_sync_lag_seconds: "histogram",
     edge_rules_version: "gauge",
     edge_context_cache_size: "gauge",
+    edge_experiment_exposures_total: "counter",
+    edge_exposure_events_total: "counter",
+    edge_exposure_queue_events: "gauge",
+    edge_flag_evaluations_total: "counter",
+    edge_experiment_srm_p_value: "gauge",
     edge_context_cache_limit: "gauge",
     edge_process_memory_bytes: "gauge",
   });
