@@ -19,6 +19,8 @@ import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
 import { BackgroundTasks } from "./lib/background.ts";
 import { createStageTracer, type StageTracer } from "./lib/tracing.ts";
 import { storeStartupRules } from "./lib/sync/apply.ts";
+import { exposuresFromConfig } from "./lib/exposures/recorder.ts";
+import { StickySigner } from "./lib/sticky.ts";
 
 function fail(message: string): never {
   console.error(message);
@@ -85,6 +87,23 @@ if (logHashKey.generated) {
   log.warn("LOG_HASH_KEY not set: visitor hashes in decision logs are per process and do not correlate", {});
 }
 
+if (config.publicHosts.length === 0) {
+  log.warn(
+    "PUBLIC_HOSTS not set: the origin gets X-Forwarded-Host as the client's Host, so links it builds from that header can point to any host a client chooses",
+  );
+}
+// Without STICKY_SECRET a random key signs assignments: they hold on this process only, so a
+// restart or another instance buckets visitors afresh (the same variation unless weights changed).
+const stickySigner = new StickySigner(
+  config.stickySecrets.length ? config.stickySecrets : [hex(crypto.getRandomValues(new Uint8Array(32)))],
+);
+if (!config.stickySecrets.length) {
+  log.warn(
+    "STICKY_SECRET not set: experiment assignments are signed with a per-process key and do not survive restarts or carry across instances",
+    {},
+  );
+}
+
 const background = new BackgroundTasks();
 
 // Deno's built-in OpenTelemetry: stage spans only when it is on (otherwise not even no-op spans,
@@ -105,12 +124,25 @@ const deps: Deps = {
   log,
   rules: new RulesStore(initialRules),
   ...caches,
+  stickySigner,
   ipGeo,
   backend,
   metrics,
   deadlines,
   tracer,
   waitUntil: (work) => background.waitUntil(work),
+  exposures: exposuresFromConfig(config, {
+    metrics,
+    fetch: globalThis.fetch,
+    now: Date.now,
+    mono: () => performance.now(),
+    randomId: () => crypto.randomUUID(),
+    random: Math.random,
+    deadlines,
+    log,
+    waitUntil: (work) => background.waitUntil(work),
+    rules: () => deps.rules.current,
+  }),
   logDecision: createDecisionLogger({
     log,
     rate: config.logSampleRate,
@@ -128,7 +160,7 @@ deps.rules.onChange((rules, state) => {
 metrics.addCollectHook(() => {
   if (backend) metrics.setBreakerState(backend.breaker.state);
   const stats = contextCache.stats();
-  metrics.setContextCacheSize({ entries: stats.entries, bytes: stats.bytes });
+  metrics.setContextCacheSize(stats);
 });
 
 // A rollback to the start-up rules (after a canary or a push) must find them in KV like any pushed
@@ -168,14 +200,12 @@ await Promise.race([rulesChecked, new Promise((resolve) => setTimeout(resolve, S
 
 const app = createApp(deps);
 
-// `deno task start` caps V8's heap: warn when the configured bounds would not fit in it. Off the
-// start-up path (`node:v8` is only needed for this).
+// `deno task start` caps V8's heap: warn when the configured bounds would not fit in it, and report
+// the cap for the memory alert. Off the start-up path (`node:v8` is only needed for this).
 import("node:v8").then(({ default: v8 }) => {
-  const problem = heapHeadroomProblem(
-    config,
-    v8.getHeapStatistics().heap_size_limit,
-    DEFAULT_BACKEND_MAX_BYTES,
-  );
+  const heapLimit = v8.getHeapStatistics().heap_size_limit;
+  metrics.setHeapLimit(heapLimit);
+  const problem = heapHeadroomProblem(config, heapLimit, DEFAULT_BACKEND_MAX_BYTES);
   if (problem) log.warn("cache bounds too large for the V8 heap", { problem });
 }).catch(() => {});
 
@@ -255,6 +285,8 @@ function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
     // them here (aborting a server's signal once `shutdown()` runs throws): exiting does.
     const drain = (async () => {
       await Promise.all(servers.map((server) => server.shutdown()));
+      // Queued exposure events go out now rather than when their batch would have filled.
+      deps.exposures.flush();
       await background.drain();
     })();
     let cut = false;
@@ -266,6 +298,7 @@ function stopOnSignals(servers: Deno.HttpServer[], mode?: "serve"): void {
         log.warn("shutdown deadline passed: cutting the requests still open", {
           timeoutMs,
           backgroundTasks: background.size,
+          exposureEventsUndelivered: deps.exposures.queued,
         });
       } else log.error("shutdown drain failed", { error: (error as Error).message });
     }

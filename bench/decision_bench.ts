@@ -12,6 +12,9 @@ import type { Identity } from "../lib/identity.ts";
 import { setDecisionHeaders } from "../lib/edge_headers.ts";
 import { finishResponseHeaders } from "../lib/cache_headers.ts";
 import { downstreamResponseHeaders, upstreamRequestHeaders } from "../lib/upstream.ts";
+import { ExplainCollector } from "../lib/rules/explain.ts";
+import { RulesStore } from "../lib/rules_store.ts";
+import type { EdgeUserContext } from "../lib/context.ts";
 
 const flags: NonNullable<RuleSet["flags"]> = [];
 for (let i = 0; i < 20; i++) {
@@ -123,6 +126,25 @@ const visitors: VisitorContext[] = Array.from({ length: 1024 }, (_, i) => ({
   sticky: i % 2 === 0 ? new Map([["hero", "a"]]) : new Map(),
 }));
 let next = 0;
+const explainRequest = new Request("https://shop.example/home");
+const explainRules = new RulesStore(rules);
+const emptyContext: EdgeUserContext = {
+  recentViews: [],
+  cartItemIds: [],
+  segments: [],
+  attributes: {},
+  source: "none",
+  outcome: { cache: "bypass", kv: "skipped", backend: "skipped", stale: false },
+};
+const identityOf = (visitor: VisitorContext): Identity => ({
+  key: visitor.key,
+  userId: undefined,
+  source: "anonymous",
+  anonymousId: visitor.key,
+  newAnonymousId: false,
+  sticky: new Map(visitor.sticky),
+  stickyRewrite: false,
+});
 
 Deno.bench("decide: 5 experiments, 20 flags, routes, images", { group: "decision", baseline: true }, () => {
   const i = next++;
@@ -136,6 +158,20 @@ Deno.bench("decide × 1000 (divide by 1000)", { group: "decision" }, () => {
     const i = next++;
     decide({ facts: requests[i & 3]!, visitor: visitors[i & 1023]! }, rules);
   }
+});
+
+// The same decision explained: what `/_edge/explain` adds (an operator tool, off the request path).
+Deno.bench("decide with an explanation trace", { group: "decision" }, () => {
+  const i = next++;
+  new ExplainCollector().explain({
+    request: explainRequest,
+    facts: requests[i & 3]!,
+    identity: identityOf(visitors[i & 1023]!),
+    context: emptyContext,
+    rules: explainRules,
+    sessionCookie: "sid",
+    ipGeoLoaded: false,
+  });
 });
 
 // Header building for one proxied request: the upstream list (hop-by-hop and forged x-edge-*
@@ -163,6 +199,7 @@ const identity: Identity = {
   anonymousId: "benchanon0123456789",
   newAnonymousId: false,
   sticky: new Map(),
+  stickyRewrite: false,
   source: "session",
 };
 const forwarding = {

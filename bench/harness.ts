@@ -468,6 +468,55 @@ export async function startBareServer(
   };
 }
 
+/** A started exposure receiver (the demo backend, quiet). */
+export interface ReceiverTarget extends Target {
+  /** `EXPOSURES_URL` for a service that sends to it. */
+  exposuresUrl: string;
+  /** What it has received so far (`GET /stats` of `tools/demo_backend.ts`). */
+  stats: () => Promise<{ batches: number; exposures: number; rejected: number }>;
+}
+
+/**
+ * Starts `tools/demo_backend.ts --quiet` as the receiver of exposure batches.
+ *
+ * @param processes the owner
+ * @param secret the `whsec_…` secret the service signs with
+ * @param cpus where to pin it
+ * @returns the receiver
+ */
+export async function startExposureReceiver(
+  processes: Processes,
+  secret: string,
+  cpus: string | undefined,
+): Promise<ReceiverTarget> {
+  const port = freePort();
+  const proc = processes.spawn("exposure receiver", Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "tools/demo_backend.ts",
+      "--quiet",
+      "--port",
+      String(port),
+      "--exposures-secret",
+      secret,
+    ],
+    cpus,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHttp(`${url}/stats`, proc);
+  return {
+    name: "receiver",
+    url,
+    proc,
+    exposuresUrl: `${url}/edge/exposures`,
+    stats: async () => await (await fetch(`${url}/stats`)).json(),
+    peakRss: () => readRss(proc.pid),
+    cpuMs: () => readCpuMs(proc.pid),
+  };
+}
+
 /** A freshly generated Standard Webhooks secret. */
 export function newSyncSecret(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(24));
@@ -734,6 +783,8 @@ export interface GeneratorOptions {
   headers: Readonly<Record<string, string>>;
   cpus: string | undefined;
   distinct?: boolean;
+  /** With `distinct`: the number of the first visitor (so that runs need not repeat visitors). */
+  distinctFrom?: number;
   /** Request `i` carries the session cookie `sid=<prefix><i>` (Deno generator only). */
   sessionPrefix?: string;
 }
@@ -782,7 +833,7 @@ export async function runGenerator(
       String(options.connections),
       ...(options.durationSec !== undefined ? ["-d", String(options.durationSec)] : []),
       ...(options.requests !== undefined ? ["-n", String(options.requests)] : []),
-      ...(options.distinct ? ["--distinct"] : []),
+      ...(options.distinct ? ["--distinct", "--distinct-from", String(options.distinctFrom ?? 0)] : []),
       ...(options.sessionPrefix !== undefined ? ["--distinct-sessions", options.sessionPrefix] : []),
       ...headerArgs,
     ];

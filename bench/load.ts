@@ -2,12 +2,14 @@
  * @module
  * `deno task bench:load`: the personalized proxy path of the service against a bare Deno fetch
  * proxy and nginx (when installed), same origin, same load, same run; and with `--mode context`
- * (`deno task bench:context`), `GET /_edge/context` against a bare `Deno.serve` JSON response.
+ * (`deno task bench:context`), `GET /_edge/context` against a bare `Deno.serve` JSON response;
+ * with `--mode exposures` (`deno task bench:exposures`), the same proxied request from a new
+ * visitor every time, with exposure events sent to a receiver on loopback against exposures off.
  * Everything listens on 127.0.0.1 and stops by itself.
  *
  * Options: `--duration S` (measured seconds per target per round, default 10), `--rounds N`
  * (default 3, target order rotated each round), `--warmup S` (default 3), `--connections N`
- * (default 32), `--generator auto|wrk|deno`, `--mode proxy|context|all`, `--no-nginx`,
+ * (default 32), `--generator auto|wrk|deno`, `--mode proxy|context|exposures|all`, `--no-nginx`,
  * `--log-level L` (the service's LOG_LEVEL, default warn).
  */
 import {
@@ -27,6 +29,7 @@ import {
   seedUser,
   startBareProxy,
   startBareServer,
+  startExposureReceiver,
   startNginx,
   startOrigin,
   startService,
@@ -46,7 +49,9 @@ const mode = stringArg(args, "mode") ?? "proxy";
 const generatorArg = stringArg(args, "generator") ?? "auto";
 const logLevel = stringArg(args, "log-level") ?? "warn";
 const withNginx = !args.includes("--no-nginx");
-if (!["proxy", "context", "all"].includes(mode)) throw new Error(`--mode must be proxy, context or all`);
+if (!["proxy", "context", "exposures", "all"].includes(mode)) {
+  throw new Error(`--mode must be proxy, context, exposures or all`);
+}
 if (!["auto", "wrk", "deno"].includes(generatorArg)) throw new Error(`--generator must be auto, wrk or deno`);
 
 const hasWrk = await hasCommand("wrk");
@@ -56,7 +61,7 @@ const hasNginx = withNginx && await hasCommand("nginx");
 const layout = await cpuLayout();
 
 const processes = new Processes();
-const maxTargets = 3 + 2;
+const maxTargets = 3 + 2 + 2;
 const cancelDeadline = bound(processes, 180 + maxTargets * (warmupSec + rounds * (durationSec + 3)));
 const tempDir = await Deno.makeTempDir({ prefix: "edge-bench-load-" });
 
@@ -89,18 +94,28 @@ interface Summary {
   check: string;
 }
 
+/** Numbers the distinct visitors across runs, so that no run repeats another's. */
+let nextVisitor = 0;
+
 async function measure(
   measured: Measured[],
   headers: Record<string, string>,
   origin: Target,
+  options: { distinct?: boolean } = {},
 ): Promise<Summary[]> {
-  const load = (m: Measured, seconds: number) =>
-    runGenerator(generator, `${m.target.url}${m.path}`, {
+  const load = (m: Measured, seconds: number) => {
+    const distinctFrom = nextVisitor;
+    nextVisitor += 50_000_000;
+    // Only the Deno generator gives each request its own visitor.
+    return runGenerator(options.distinct ? "deno" : generator, `${m.target.url}${m.path}`, {
       connections,
       durationSec: seconds,
       headers,
       cpus: layout.load,
+      distinct: options.distinct,
+      distinctFrom,
     });
+  };
   for (const m of measured) {
     console.log(`  warming up ${m.target.name} for ${warmupSec} s`);
     await load(m, warmupSec);
@@ -202,6 +217,53 @@ const results: Record<string, unknown> = {
   settings: { durationSec, rounds, warmupSec, connections, generator, logLevel, mode },
 };
 
+/**
+ * The proxied scenario from a new anonymous visitor on every request (every one an exposure of
+ * the scenario's experiments), against a service with exposure events sent to a receiver on
+ * loopback and the same service without.
+ */
+async function measureExposures(off: Target, origin: Target, syncSecret: string): Promise<object> {
+  const receiver = await startExposureReceiver(processes, syncSecret, layout.origin);
+  const on = await startService(processes, {
+    originUrl: origin.url,
+    kvPath: `${tempDir}/kv-exposures.sqlite`,
+    syncSecret,
+    cpus: layout.server,
+    logLevel,
+    env: { EXPOSURES_URL: receiver.exposuresUrl, EXPOSURES_SECRET: syncSecret },
+  });
+  const headers = { ...SCENARIO_HEADERS };
+  const measured: Measured[] = [
+    { target: { ...off, name: "exposures-off" }, path: SCENARIO_PATH, check: "200", rounds: [] },
+    { target: { ...on, name: "exposures-on" }, path: SCENARIO_PATH, check: "200", rounds: [] },
+  ];
+  for (const m of measured) await check(m.target, SCENARIO_PATH, headers);
+  console.log(`\nexposures: GET ${SCENARIO_PATH}, a new anonymous visitor every request (Deno generator)`);
+  const summaries = await measure(measured, headers, origin, { distinct: true });
+  const summary = printSummary("exposures on vs off", summaries, "exposures-on", ["exposures-off"]);
+  // Whatever is still queued goes out within the flush interval.
+  await new Promise((resolve) => setTimeout(resolve, 1500));
+  const metrics = await (await fetch(`${on.url}/_edge/metrics`)).text();
+  const events = Object.fromEntries(
+    ["queued", "sent", "retried", "dropped"].map((result) => [
+      result,
+      Number(
+        new RegExp(`^edge_exposure_events_total\\{result="${result}"\\} (\\S+)$`, "m").exec(metrics)?.[1] ??
+          NaN,
+      ),
+    ]),
+  );
+  const received = await receiver.stats();
+  console.log(
+    `exposure events: ${events.queued} queued, ${events.sent} sent, ${events.retried} retried, ` +
+      `${events.dropped} dropped; the receiver verified ${received.exposures} in ${received.batches} batches` +
+      (received.rejected ? `, rejected ${received.rejected}` : ""),
+  );
+  await processes.stop(on.proc);
+  await processes.stop(receiver.proc);
+  return { ...summary, events, received };
+}
+
 try {
   console.log(
     `load benchmark: ${generator} generator, ${connections} connections, ${rounds} × ${durationSec} s per target`,
@@ -275,6 +337,9 @@ try {
         ...printSummary("edge context", summaries, "context", ["bare-json"]),
       };
     }
+  }
+  if (mode === "exposures" || mode === "all") {
+    results.exposures = await measureExposures(service, origin, syncSecret);
   }
   console.log(`\nresults: ${await writeResults("load", results)}`);
 } finally {

@@ -7,8 +7,9 @@
  * As a program it prints one JSON {@linkcode LoadResult} on stdout:
  * `deno run --allow-net bench/load_gen.ts --url http://127.0.0.1:8000/path -c 32 -d 10 -H "cookie: a=b"`
  * (`--requests N` instead of `-d` stops after N requests; `--distinct` gives every request its own
- * anonymous-id cookie and `X-Forwarded-For` address; `--distinct-sessions PREFIX` gives request `i`
- * the session cookie `sid=PREFIX<i>`).
+ * anonymous-id cookie and `X-Forwarded-For` address, numbered from `--distinct-from N` (default 0)
+ * so that consecutive runs need not repeat visitors; `--distinct-sessions PREFIX` gives request
+ * `i` the session cookie `sid=PREFIX<i>`).
  */
 import { parseArgs } from "node:util";
 
@@ -258,6 +259,7 @@ if (import.meta.main) {
       requests: { type: "string", short: "n" },
       header: { type: "string", short: "H", multiple: true },
       distinct: { type: "boolean", default: false },
+      "distinct-from": { type: "string", default: "0" },
       "distinct-sessions": { type: "string" },
     },
   });
@@ -289,7 +291,7 @@ if (import.meta.main) {
     maxRequests: values.requests === undefined ? undefined : Number(values.requests),
     headers,
     perRequestHeaders: values.distinct
-      ? distinctVisitorHeaders
+      ? (i) => distinctVisitorHeaders(Number(values["distinct-from"]) + i)
       : sessionPrefix !== undefined
       ? (i) => `cookie: sid=${sessionPrefix}${i}\r\n`
       : undefined,

@@ -164,10 +164,23 @@ export function chooseVariation(n: number, ranges: readonly VariationRange[]): n
  * ```
  */
 export function inNamespace(hashValue: string, namespace: Namespace): boolean {
-  // hash("__" + id, hashValue, 1) = fnv(hashValue + "__" + id), streamed without concatenating.
-  const h = fnvUpdate(fnvUpdate(fnvUpdate(FNV_OFFSET_BASIS, hashValue), "__"), namespace[0]) >>> 0;
-  const n = (h % 1000) / 1000;
+  const n = namespaceHash(hashValue, namespace[0]);
   return n >= namespace[1] && n < namespace[2];
+}
+
+/**
+ * A user's position in a namespace, as {@linkcode inNamespace} compares it with the range:
+ * GrowthBook's version 1 hash of the user's value with the seed `__<namespace id>`.
+ *
+ * @param hashValue the user's hash attribute value
+ * @param id the namespace id
+ * @returns a number in `[0, 1)` in steps of 0.001
+ * @throws never
+ */
+export function namespaceHash(hashValue: string, id: string): number {
+  // hash("__" + id, hashValue, 1) = fnv(hashValue + "__" + id), streamed without concatenating.
+  const h = fnvUpdate(fnvUpdate(fnvUpdate(FNV_OFFSET_BASIS, hashValue), "__"), id) >>> 0;
+  return (h % 1000) / 1000;
 }
 
 /** The bucketing-relevant part of an experiment. */
@@ -199,12 +212,36 @@ export interface Assignment {
 }
 
 /**
+ * Why {@linkcode assignVariation} put a user where it did: `no-key` (empty hash key),
+ * `too-few-variations`, `namespace` (outside the namespace range), `hash-version` (unknown),
+ * `coverage` (the hash fell outside every covered range) or `bucketed` (in the experiment).
+ */
+export type AssignmentOutcome =
+  | "no-key"
+  | "too-few-variations"
+  | "namespace"
+  | "hash-version"
+  | "coverage"
+  | "bucketed";
+
+/** Receives why an assignment came out as it did (see {@linkcode assignVariation}). */
+export interface AssignmentTrace {
+  /**
+   * @param outcome why
+   * @param hashValue the bucket for `coverage` and `bucketed`, the namespace hash for
+   *   `namespace`, else null
+   */
+  assignment(outcome: AssignmentOutcome, hashValue: number | null): void;
+}
+
+/**
  * Assigns a user to a variation the way GrowthBook's `run` does for a running experiment
  * without overrides: an empty hash key, fewer than two variations, a namespace miss, an unknown
  * hash version or a hash outside the covered ranges all leave the user out, served control.
  *
  * @param hashKey the user's hash attribute value (user id or anonymous id)
  * @param experiment the experiment's key, variation count, seed, hash version, weights, coverage and namespace
+ * @param trace told why, when an explanation is wanted (nothing is computed for it otherwise)
  * @returns the variation index, whether the user is in the experiment, and the bucket
  * @throws never
  * @example
@@ -213,14 +250,26 @@ export interface Assignment {
  * // { variationIndex: 1, inExperiment: true, hashValue: 0.5231 }
  * ```
  */
-export function assignVariation(hashKey: string, experiment: ExperimentSpec): Assignment {
+export function assignVariation(
+  hashKey: string,
+  experiment: ExperimentSpec,
+  trace?: AssignmentTrace,
+): Assignment {
   const { numVariations } = experiment;
-  if (!hashKey || !(numVariations >= 2)) return { variationIndex: 0, inExperiment: false, hashValue: null };
-  if (experiment.namespace && !inNamespace(hashKey, experiment.namespace)) {
+  if (!hashKey || !(numVariations >= 2)) {
+    trace?.assignment(hashKey ? "too-few-variations" : "no-key", null);
+    return { variationIndex: 0, inExperiment: false, hashValue: null };
+  }
+  const namespace = experiment.namespace;
+  if (namespace && !inNamespace(hashKey, namespace)) {
+    trace?.assignment("namespace", namespaceHash(hashKey, namespace[0]));
     return { variationIndex: 0, inExperiment: false, hashValue: null };
   }
   const n = hash(experiment.seed || experiment.key, hashKey, experiment.hashVersion || 1);
-  if (n === null) return { variationIndex: 0, inExperiment: false, hashValue: null };
+  if (n === null) {
+    trace?.assignment("hash-version", null);
+    return { variationIndex: 0, inExperiment: false, hashValue: null };
+  }
 
   // The same arithmetic as getBucketRanges + chooseVariation, without building the ranges.
   const cov = clampCoverage(experiment.coverage);
@@ -231,7 +280,11 @@ export function assignVariation(hashKey: string, experiment: ExperimentSpec): As
     const w = used ? used[i]! : equal;
     const start = cumulative;
     cumulative += w;
-    if (n >= start && n < start + cov * w) return { variationIndex: i, inExperiment: true, hashValue: n };
+    if (n >= start && n < start + cov * w) {
+      trace?.assignment("bucketed", n);
+      return { variationIndex: i, inExperiment: true, hashValue: n };
+    }
   }
+  trace?.assignment("coverage", n);
   return { variationIndex: 0, inExperiment: false, hashValue: n };
 }

@@ -95,12 +95,20 @@ export interface FinishResponseOptions {
   clientHints: readonly string[];
   /** `Set-Cookie` values the edge adds. */
   cookies: readonly string[];
+  /**
+   * The edge told the origin who the visitor is (`x-edge-user`, recent views, cart items or
+   * segments): whatever the origin made of it, the answer is not for another visitor.
+   */
+  toldVisitor?: boolean;
 }
 
 /**
  * The act stage's last touch on a response: the edge's cookies, `Vary` for the client hints
- * the outcome used, `Cache-Control` made safe when the response was personalized or sets a
- * cookie, and `Accept-CH` on HTML so browsers send the hints the rules use next time.
+ * the outcome used, `Cache-Control` made safe when the response was personalized, sets a
+ * cookie or answers a request that told the origin who the visitor is, and `Accept-CH` on HTML
+ * so browsers send the hints the rules use next time. An origin's `Vary` on the `x-edge-*`
+ * headers does not keep such an answer shareable: caches in front of the edge never see those
+ * request headers, so they would key every visitor alike.
  *
  * @param headers the response headers, changed in place
  * @param options the decision summary, the rules' hints, and the cookies to set
@@ -118,10 +126,11 @@ export function finishResponseHeaders(headers: Headers, options: FinishResponseO
     varyOn.push("user-agent");
   }
   if (varyOn.length) addVary(headers, varyOn);
-  if (decision.personalized || options.cookies.length || variesOnEdge) {
+  const toldVisitor = options.toldVisitor === true;
+  if (decision.personalized || options.cookies.length || variesOnEdge || toldVisitor) {
     // A response that sets the edge's cookies is never shareable; otherwise only outcomes that
     // depended on request headers alone (device and network hints) may stay in shared caches.
-    const shareable = options.cookies.length === 0 && !variesOnEdge &&
+    const shareable = options.cookies.length === 0 && !variesOnEdge && !toldVisitor &&
       decision.dependsOn.every((input) => HEADER_EXPRESSIBLE.has(input));
     applyPersonalizedCaching(headers, varyOn, { shareable });
   }

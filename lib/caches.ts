@@ -42,6 +42,8 @@ export function cachesFromConfig(
 export const SERVICE_HEAP_BYTES = 32 * 1024 * 1024;
 /** The most a session cache entry is counted (a cookie value of ≤ 256 characters and a user id). */
 const SESSION_ENTRY_BYTES = 1024;
+/** What one queued exposure event is counted (ids, time and path as strings: ~370 bytes measured). */
+const EXPOSURE_EVENT_BYTES = 512;
 /**
  * Heap a body being parsed holds per byte of its size: the text, the parsed JSON and the validated
  * copy (a 1 MiB push of related lists measured ~5 MB).
@@ -52,7 +54,7 @@ const PARSED_BODY_FACTOR = 6;
  * Checks the heap budget against V8's heap limit. `deno task start` caps the heap (`--v8-flags` in
  * `deno.json`) so that RSS follows the live data rather than the allocation rate; bounds past
  * the cap would make garbage collection run all the time, or the process run out of memory.
- * Two budgets: what stays (the caches at their bounds and the service itself) must fit in half
+ * Two budgets: what stays (the caches at their bounds, a full exposure buffer and the service itself) must fit in half
  * the limit, and with the most that bursts can add (`SYNC_MAX_CONCURRENT` pushes of
  * `SYNC_MAX_BYTES` and `BACKEND_MAX_CONCURRENT` read-through answers being parsed) in 80 %.
  *
@@ -70,6 +72,8 @@ export function heapHeadroomProblem(
     | "syncMaxBytes"
     | "backendUrl"
     | "backendMaxConcurrent"
+    | "exposuresUrl"
+    | "exposuresBufferMax"
   >,
   heapLimitBytes: number,
   backendMaxBytes: number,
@@ -77,9 +81,14 @@ export function heapHeadroomProblem(
   const mb = (bytes: number) => Math.ceil(bytes / 1048576);
   // Contexts and related lists are bounded in estimated bytes each; sessions by entries.
   const caches = 2 * config.contextCacheMaxBytes + config.contextCacheMaxEntries * SESSION_ENTRY_BYTES;
-  const steady = caches + SERVICE_HEAP_BYTES;
+  // Queued exposure events stay in the heap while the backend is slow or down.
+  const exposures = config.exposuresUrl ? config.exposuresBufferMax * EXPOSURE_EVENT_BYTES : 0;
+  const steady = caches + exposures + SERVICE_HEAP_BYTES;
   if (steady > heapLimitBytes / 2) {
-    return `CONTEXT_CACHE_MAX_BYTES and CONTEXT_CACHE_MAX_ENTRIES allow ~${mb(caches)} MB of caches, ` +
+    const queued = exposures ? ` and EXPOSURES_BUFFER_MAX ~${mb(exposures)} MB of exposure events` : "";
+    return `CONTEXT_CACHE_MAX_BYTES and CONTEXT_CACHE_MAX_ENTRIES allow ~${
+      mb(caches)
+    } MB of caches${queued}, ` +
       `more than half of the V8 heap limit (${mb(heapLimitBytes)} MB) leaves beside the service's own ` +
       `~${mb(SERVICE_HEAP_BYTES)} MB: raise --max-old-space-size to at least ${
         mb(2 * steady)

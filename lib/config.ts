@@ -6,6 +6,7 @@
 import { z } from "zod";
 import { CidrList } from "./net.ts";
 import { DEFAULT_COUNTRY_HEADERS } from "./geo.ts";
+import { isEdgeManagedHeader } from "./upstream.ts";
 
 const LOG_LEVELS = ["debug", "info", "warn", "error", "silent"] as const;
 
@@ -54,6 +55,12 @@ const EnvSchema = z.object({
   DENO_KV_ACCESS_TOKEN: optionalString,
   RULES_PATH: optionalString,
   TRUSTED_PROXIES: z.preprocess(emptyToUndefined, z.string().default("")),
+  USER_ID_HEADER: z.preprocess(
+    (value) => (typeof value === "string" && value !== "" ? value.trim().toLowerCase() : undefined),
+    z.string().regex(/^[!#$%&'*+.^`|~0-9a-z-]{1,64}$/, "must be a header name (without underscores)")
+      .optional(),
+  ),
+  USER_ID_PROXIES: optionalString,
   CDN_SECRET: optionalSecret,
   ORIGIN_TIMEOUT_MS: intInRange(1, 600_000, 10_000),
   SYNC_SECRETS: z.preprocess(emptyToUndefined, z.string().optional()),
@@ -91,6 +98,15 @@ const EnvSchema = z.object({
   CONTEXT_CACHE_MAX_ENTRIES: intInRange(1, 10_000_000, 10_000),
   CONTEXT_CACHE_MAX_BYTES: intInRange(1024, 4 * 1024 * 1024 * 1024, 4 * 1024 * 1024),
   METRICS_TOKEN: optionalSecret,
+  EXPOSURES_URL: z.preprocess(emptyToUndefined, httpUrl.optional()),
+  EXPOSURES_SECRET: optionalString,
+  EXPOSURES_BATCH_MAX: intInRange(1, 10_000, 500),
+  EXPOSURES_FLUSH_MS: intInRange(1, 600_000, 1000),
+  EXPOSURES_BUFFER_MAX: intInRange(1, 1_000_000, 10_000),
+  METRICS_PUBLIC: z.preprocess(
+    (value) => (typeof value === "string" && value !== "" ? value.trim().toLowerCase() : undefined),
+    z.enum(["true", "false"], { error: 'must be "true" or "false"' }).default("false"),
+  ),
   LOG_SAMPLE_RATE: z.preprocess(
     emptyToUndefined,
     z.coerce.number({ error: "must be a number" }).min(0, "must be between 0 and 1").max(
@@ -99,6 +115,8 @@ const EnvSchema = z.object({
     ).default(0.01),
   ),
   LOG_HASH_KEY: optionalSecret,
+  DENO_DEPLOYMENT_ID: optionalString,
+  STICKY_SECRET: optionalString,
   LOG_LEVEL: z.preprocess(
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -111,10 +129,23 @@ export interface Config {
   hostname: string;
   /** Base URL every proxied request is sent to; its origin is never left. */
   originUrl: URL;
+  /**
+   * The scheme of the connections the service accepts: `http` (main.ts and `deno serve` listen
+   * without a certificate), or undefined on Deno Deploy (`DENO_DEPLOYMENT_ID` set), where the
+   * platform terminates TLS and the request URL carries the client's scheme.
+   */
+  listenerScheme: "http" | undefined;
   /** `undefined` → Deno's default store; `:memory:`; a file path; or a KV Connect URL. */
   kvPath: string | undefined;
   rulesPath: string | undefined;
   trustedProxies: CidrList;
+  /**
+   * `USER_ID_HEADER`: the request header through which a peer in `userIdProxies` names the
+   * logged-in user (lower case). Undefined → no header names a user, whoever sends it.
+   */
+  userIdHeader: string | undefined;
+  /** `USER_ID_PROXIES`: the directly connected peers allowed to name the user; set with `userIdHeader`. */
+  userIdProxies: CidrList;
   cdnSecret: string | undefined;
   originTimeoutMs: number;
   logLevel: LogLevel;
@@ -166,8 +197,13 @@ export interface Config {
   profileTtlDays: number;
   /** How long an erasure tombstone (and a session-end marker) is kept, in days. */
   tombstoneTtlDays: number;
-  /** Bearer token required by `GET /_edge/metrics`; undefined → the endpoint is open. */
+  /**
+   * Bearer token required by `GET /_edge/metrics`; undefined → the endpoint answers only
+   * loopback and `TRUSTED_PROXIES` callers, unless `metricsPublic`.
+   */
   metricsToken: string | undefined;
+  /** `METRICS_PUBLIC=true`: without a token, `/_edge/metrics` answers anyone. */
+  metricsPublic: boolean;
   /** Share of requests that get a decision log line, in `[0, 1]`. */
   logSampleRate: number;
   /**
@@ -175,6 +211,12 @@ export interface Config {
    * process, and hashes then do not correlate across instances or restarts.
    */
   logHashKey: string | undefined;
+  /**
+   * `STICKY_SECRET`: keys of the HMAC that signs the sticky-assignment cookie, the signing one
+   * first; any of them verifies. Empty → `main.ts` generates one per process (assignments then
+   * hold only as long as the process and only on it).
+   */
+  stickySecrets: readonly string[];
   /**
    * Base URL of the central backend for read-through (`GET {backendUrl}/edge/users/{id}/context`);
    * its origin is never left. `undefined` → no read-through.
@@ -213,6 +255,22 @@ export interface Config {
    * user, whichever is later (so an answer, a 404 included, is trusted this long).
    */
   contextMaxAgeMs: number;
+  /**
+   * `EXPOSURES_URL`: where batches of exposure events are posted (signed with
+   * `exposuresSecret`); undefined → exposure events are not queued nor sent.
+   */
+  exposuresUrl: URL | undefined;
+  /** `EXPOSURES_SECRET`: the `whsec_…` secret exposure batches are signed with; set with the URL. */
+  exposuresSecret: string | undefined;
+  /** `EXPOSURES_BATCH_MAX`: most events per batch; a full batch goes out at once. */
+  exposuresBatchMax: number;
+  /** `EXPOSURES_FLUSH_MS`: the longest a batch waits after its first event before it goes out. */
+  exposuresFlushMs: number;
+  /**
+   * `EXPOSURES_BUFFER_MAX`: most events waiting for delivery (the batch being delivered
+   * included); when full, the oldest are dropped.
+   */
+  exposuresBufferMax: number;
   /** Most user contexts (and session lookups, and related lists) one isolate caches. */
   contextCacheMaxEntries: number;
   /**
@@ -266,11 +324,26 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   }
   const parsed = result.data;
   const problems: string[] = [];
-  let trustedProxies = new CidrList([]);
-  try {
-    trustedProxies = new CidrList(parsed.TRUSTED_PROXIES.split(","));
-  } catch (error) {
-    problems.push(`TRUSTED_PROXIES has an invalid entry: ${(error as Error).message}`);
+  const trustedProxies = addressList("TRUSTED_PROXIES", parsed.TRUSTED_PROXIES, problems);
+  // Naming the user is its own trust, off by default: a CDN trusted for its forwarding headers
+  // passes its clients' headers through, so TRUSTED_PROXIES alone must never make one believed.
+  const userIdProxies = addressList("USER_ID_PROXIES", parsed.USER_ID_PROXIES ?? "", problems);
+  if (parsed.USER_ID_HEADER !== undefined && userIdProxies.empty) {
+    problems.push(
+      "USER_ID_PROXIES is required when USER_ID_HEADER is set (the peers allowed to name the user)",
+    );
+  }
+  const userIdHeader = parsed.USER_ID_HEADER;
+  if (
+    userIdHeader !== undefined &&
+    (isEdgeManagedHeader(userIdHeader) || userIdHeader === "cookie" || userIdHeader === "authorization")
+  ) {
+    problems.push(
+      `USER_ID_HEADER must not name a header the edge sets or removes itself, nor cookie or authorization (got "${userIdHeader}")`,
+    );
+  }
+  if (parsed.USER_ID_PROXIES !== undefined && parsed.USER_ID_HEADER === undefined) {
+    problems.push("USER_ID_HEADER is required when USER_ID_PROXIES is set (the header that names the user)");
   }
   const kvPath = parsed.KV_PATH;
   if (kvPath && /^https?:\/\//i.test(kvPath) && !parsed.DENO_KV_ACCESS_TOKEN) {
@@ -278,7 +351,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   }
   const syncSecrets = (parsed.SYNC_SECRETS ?? "").split(",").map((secret) => secret.trim()).filter(Boolean);
   syncSecrets.forEach((secret, index) => {
-    if (!/^whsec_[A-Za-z0-9+/]{22,}={0,2}$/.test(secret) || (secret.length - 6) % 4 !== 0) {
+    if (!isWebhookSecret(secret)) {
       problems.push(
         `SYNC_SECRETS entry ${index + 1} must be "whsec_" followed by base64 of at least 16 bytes`,
       );
@@ -291,8 +364,31 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       problems.push(`OFREP_API_KEYS entry ${index + 1} ${SECRET_TOO_SHORT}`);
     }
   });
+  const stickySecrets = (parsed.STICKY_SECRET ?? "").split(",").map((secret) => secret.trim()).filter(
+    Boolean,
+  );
+  stickySecrets.forEach((secret, index) => {
+    if (secret.length < MIN_SECRET_LENGTH) {
+      problems.push(`STICKY_SECRET entry ${index + 1} ${SECRET_TOO_SHORT}`);
+    }
+  });
   if (parsed.BACKEND_URL && !parsed.BACKEND_TOKEN) {
     problems.push("BACKEND_TOKEN is required when BACKEND_URL is set");
+  }
+  if (parsed.EXPOSURES_SECRET !== undefined && !isWebhookSecret(parsed.EXPOSURES_SECRET)) {
+    problems.push('EXPOSURES_SECRET must be "whsec_" followed by base64 of at least 16 bytes');
+  }
+  if (parsed.EXPOSURES_URL && parsed.EXPOSURES_SECRET === undefined) {
+    problems.push("EXPOSURES_SECRET is required when EXPOSURES_URL is set (exposure batches are signed)");
+  }
+  if (!parsed.EXPOSURES_URL && parsed.EXPOSURES_SECRET !== undefined) {
+    // Most likely a misspelt or forgotten URL: exposures would silently stay off.
+    problems.push("EXPOSURES_URL is required when EXPOSURES_SECRET is set");
+  }
+  if (parsed.EXPOSURES_BATCH_MAX > parsed.EXPOSURES_BUFFER_MAX) {
+    problems.push(
+      `EXPOSURES_BATCH_MAX must be at most EXPOSURES_BUFFER_MAX (${parsed.EXPOSURES_BUFFER_MAX})`,
+    );
   }
   // A tombstone must outlive whatever it erased: once it expires, a late event (or a view an
   // interrupted compaction left behind) would count as the user's data again.
@@ -307,9 +403,12 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     port: parsed.PORT,
     hostname: parsed.HOSTNAME,
     originUrl: new URL(parsed.ORIGIN_URL),
+    listenerScheme: parsed.DENO_DEPLOYMENT_ID === undefined ? "http" : undefined,
     kvPath,
     rulesPath: parsed.RULES_PATH,
     trustedProxies,
+    userIdHeader: parsed.USER_ID_HEADER,
+    userIdProxies,
     cdnSecret: parsed.CDN_SECRET,
     originTimeoutMs: parsed.ORIGIN_TIMEOUT_MS,
     logLevel: parsed.LOG_LEVEL,
@@ -334,8 +433,10 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     profileTtlDays: parsed.PROFILE_TTL_DAYS,
     tombstoneTtlDays: parsed.TOMBSTONE_TTL_DAYS,
     metricsToken: parsed.METRICS_TOKEN,
+    metricsPublic: parsed.METRICS_PUBLIC === "true",
     logSampleRate: parsed.LOG_SAMPLE_RATE,
     logHashKey: parsed.LOG_HASH_KEY,
+    stickySecrets,
     backendUrl: parsed.BACKEND_URL ? new URL(parsed.BACKEND_URL) : undefined,
     backendToken: parsed.BACKEND_TOKEN,
     backendTimeoutMs: parsed.BACKEND_TIMEOUT_MS,
@@ -347,9 +448,32 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     breakerCooldownMs: parsed.BREAKER_COOLDOWN_MS,
     contextMaxStaleMs: parsed.CONTEXT_MAX_STALE_MS,
     contextMaxAgeMs: parsed.CONTEXT_MAX_AGE_MS,
+    exposuresUrl: parsed.EXPOSURES_URL ? new URL(parsed.EXPOSURES_URL) : undefined,
+    exposuresSecret: parsed.EXPOSURES_SECRET,
+    exposuresBatchMax: parsed.EXPOSURES_BATCH_MAX,
+    exposuresFlushMs: parsed.EXPOSURES_FLUSH_MS,
+    exposuresBufferMax: parsed.EXPOSURES_BUFFER_MAX,
     contextCacheMaxEntries: parsed.CONTEXT_CACHE_MAX_ENTRIES,
     contextCacheMaxBytes: parsed.CONTEXT_CACHE_MAX_BYTES,
   };
+}
+
+/** A Standard Webhooks secret: `whsec_` and base64 of at least 16 bytes. */
+function isWebhookSecret(secret: string): boolean {
+  return /^whsec_[A-Za-z0-9+/]{22,}={0,2}$/.test(secret) && (secret.length - 6) % 4 === 0;
+}
+
+/**
+ * Parses a comma-separated address list strictly (see `CidrList`), or notes the problem naming
+ * the variable and the entry.
+ */
+function addressList(name: string, value: string, problems: string[]): CidrList {
+  try {
+    return new CidrList(value.split(","));
+  } catch (error) {
+    problems.push(`${name} has an invalid entry: ${(error as Error).message}`);
+    return new CidrList([]);
+  }
 }
 
 /**

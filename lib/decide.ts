@@ -5,19 +5,29 @@
  * I/O, no clock, no randomness — the same inputs always give the same decision.
  */
 import type { Facts } from "./facts.ts";
+import type { Identity } from "./identity.ts";
+import type { EdgeUserContext } from "./context.ts";
 import { type CompiledImageRule, type CompiledRules, isSafeTargetPath } from "./rules.ts";
-import { resolveRegion } from "./geo.ts";
-import { MAX_STICKY, STICKY_VALUE_MAX, stickyEntryLength } from "./sticky.ts";
-import { assignExperiment, type ExperimentContext } from "./experiments.ts";
-import { evaluateFlag } from "./flags.ts";
+import { type RegionSource, regionSource, resolveRegion } from "./geo.ts";
+import { MAX_STICKY, STICKY_PAYLOAD_MAX, stickyEntryLength } from "./sticky.ts";
 import {
+  assignExperiment,
+  type CompiledExperiment,
+  type ExperimentContext,
+  type ExperimentResult,
+  type ExperimentTrace,
+} from "./experiments.ts";
+import { evaluateFlag, type FlagEvaluation, type FlagTrace } from "./flags.ts";
+import {
+  type ConditionField,
+  conditionMismatch,
   type DecisionInput,
   hintsForInputs,
   INPUT,
   inputNames,
   matchesAnyPath,
-  matchesCondition,
 } from "./targeting.ts";
+
 import { pathForRules } from "./upstream.ts";
 
 export type { DecisionInput } from "./targeting.ts";
@@ -83,6 +93,63 @@ export interface Decision {
   slotDependsOn: DecisionInput[];
 }
 
+/** What happened to an experiment: disabled, `match` missed the path, `when` failed, or exposed. */
+export type ExperimentStep = "disabled" | "path" | "when" | "exposed";
+
+/**
+ * What happened to a route: its glob missed the path, its `when` failed, its rewrite map had no
+ * target for the visitor's key (nor `*`), the filled-in target was unsafe, or it matched.
+ */
+export type RouteStep = "path" | "when" | "no-target" | "unsafe-target" | "matched";
+
+/** What happened to an image rule: its globs missed the path, its `when` failed, or it matched. */
+export type ImageStep = "path" | "when" | "matched";
+
+/**
+ * What happened to a slot entry: an earlier entry of its name already won, its `when.path`
+ * missed the page, the rest of its `when` failed, or it matched.
+ */
+export type SlotStep = "taken" | "path" | "when" | "matched";
+
+/**
+ * Receives every step of a decision, as {@linkcode decide} takes it, when an explanation is
+ * wanted (see `lib/rules/explain.ts`). Without one, nothing is computed or allocated for it.
+ * Rules after the one that won (routes, images) are not reported: they were not considered.
+ */
+export interface DecisionTrace extends ExperimentTrace, FlagTrace {
+  /** The region and where it came from. */
+  region(region: string, source: RegionSource): void;
+  /** The sticky cookie's entry for an experiment of the rules; `valid` when it names one of its variations. */
+  sticky(experiment: CompiledExperiment, remembered: string, valid: boolean): void;
+  /**
+   * An experiment's step; `exposed` comes after the `assignment` that decided its `result`.
+   * `field` names the failing `when` field.
+   */
+  experiment(
+    experiment: CompiledExperiment,
+    step: ExperimentStep,
+    field: ConditionField | undefined,
+    result: ExperimentResult | undefined,
+  ): void;
+  /**
+   * A route's step. `key` is what the rewrite map was looked up by (region, device, network or
+   * variation; `*` when the fallback was taken); `target` the filled-in path or redirect location.
+   */
+  route(
+    index: number,
+    step: RouteStep,
+    field: ConditionField | undefined,
+    key: string | undefined,
+    target: string | undefined,
+  ): void;
+  /** An image rule's step; `search` is the query string after adaptation. */
+  image(index: number, step: ImageStep, field: ConditionField | undefined, search: string | undefined): void;
+  /** A flag's result, after the `flagRule` steps that led to it. */
+  flag(index: number, evaluation: FlagEvaluation): void;
+  /** A slot entry's step. */
+  slot(index: number, step: SlotStep, field: ConditionField | undefined): void;
+}
+
 /**
  * Decides what to do with a request:
  * 1. the region from the country (or a trusted region hint);
@@ -96,6 +163,7 @@ export interface Decision {
  *
  * @param inputs the request facts and the visitor
  * @param rules the active compiled rules
+ * @param trace told every step, for an explanation; the decision is the same with or without it
  * @returns the decision
  * @throws never
  * @example
@@ -104,13 +172,14 @@ export interface Decision {
  * decision.variants; // { hero: "a" }
  * ```
  */
-export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
+export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: DecisionTrace): Decision {
   const { facts, visitor } = inputs;
   const device = facts.device;
   const region = resolveRegion(rules, facts.country, facts.regionHint);
+  trace?.region(region, regionSource(rules, facts.country, facts.regionHint));
   // Globs match the path without `;` parameters, as a servlet container maps it; the origin still
   // gets `facts.path` as it was when no route applies.
-  const path = pathForRules(facts.path);
+  const rulesPath = pathForRules(facts.path);
   const served: Record<string, string> = {};
   const context: ExperimentContext = {
     region,
@@ -119,7 +188,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
     network: device.network,
     platform: device.platform?.toLowerCase(),
     segments: visitor.segments,
-    path,
+    path: rulesPath,
     loggedIn: visitor.loggedIn,
     variants: served,
     key: visitor.key,
@@ -132,18 +201,31 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
   const stickyAssignments: Record<string, string> = {};
   for (const experiment of rules.experiments) {
     const remembered = visitor.sticky.get(experiment.key);
-    if (remembered !== undefined && experiment.variationSet.has(remembered)) {
-      stickyAssignments[experiment.key] = remembered;
+    if (remembered !== undefined) {
+      const valid = experiment.variationSet.has(remembered);
+      if (valid) stickyAssignments[experiment.key] = remembered;
+      trace?.sticky(experiment, remembered, valid);
     }
-    if (!experiment.enabled) continue;
-    if (experiment.paths && !matchesAnyPath(experiment.paths, path)) continue;
+    if (!experiment.enabled) {
+      trace?.experiment(experiment, "disabled", undefined, undefined);
+      continue;
+    }
+    if (experiment.paths && !matchesAnyPath(experiment.paths, rulesPath)) {
+      trace?.experiment(experiment, "path", undefined, undefined);
+      continue;
+    }
     if (experiment.when) {
       mask |= experiment.when.inputs;
-      if (!matchesCondition(experiment.when, context)) continue;
+      const failed = conditionMismatch(experiment.when, context);
+      if (failed !== undefined) {
+        trace?.experiment(experiment, "when", failed, undefined);
+        continue;
+      }
     }
     // Whoever is exposed, in the experiment or not, gets a response that depends on who they are.
     mask |= INPUT.visitorKey;
-    const result = assignExperiment(experiment, context);
+    const result = assignExperiment(experiment, context, trace);
+    trace?.experiment(experiment, "exposed", undefined, result);
     served[experiment.key] = result.variation;
     if (result.inExperiment) {
       variants[experiment.key] = result.variation;
@@ -159,18 +241,33 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
 
   let action: Action | undefined;
   let matchedRoute: string | undefined;
-  for (const route of rules.routes) {
-    const splat = route.pattern.splat(path);
-    if (splat === null) continue;
+  const routes = rules.routes;
+  for (let r = 0; r < routes.length; r++) {
+    const route = routes[r]!;
+    const splat = route.pattern.splat(rulesPath);
+    if (splat === null) {
+      trace?.route(r, "path", undefined, undefined, undefined);
+      continue;
+    }
     mask |= route.inputs;
-    if (route.when && !matchesCondition(route.when, context)) continue;
+    if (route.when) {
+      const failed = conditionMismatch(route.when, context);
+      if (failed !== undefined) {
+        trace?.route(r, "when", failed, undefined, undefined);
+        continue;
+      }
+    }
     const routeAction = route.action;
     if (routeAction.type === "redirect") {
       const location = fillSplat(routeAction.to, splat);
-      if (!isSafeTargetPath(location)) continue;
+      if (!isSafeTargetPath(location)) {
+        trace?.route(r, "unsafe-target", undefined, undefined, location);
+        continue;
+      }
       // The query goes along (campaign parameters, coupons); targets never carry one of their own.
       action = { type: "redirect", location: location + facts.search, status: routeAction.status };
       matchedRoute = route.match;
+      trace?.route(r, "matched", undefined, undefined, action.location);
       break;
     }
     let key: string | undefined;
@@ -188,49 +285,82 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
         key = served[routeAction.experiment ?? ""];
         break;
     }
-    const target = (key === undefined ? undefined : routeAction.targets.get(key)) ??
-      routeAction.targets.get("*");
-    if (target === undefined) continue;
-    const rewritten = fillSplat(target, splat);
-    if (!isSafeTargetPath(rewritten)) continue;
-    action = { type: "proxy", path: rewritten };
+    const keyed = key === undefined ? undefined : routeAction.targets.get(key);
+    const target = keyed ?? routeAction.targets.get("*");
+    if (target === undefined) {
+      trace?.route(r, "no-target", undefined, key, undefined);
+      continue;
+    }
+    const path = fillSplat(target, splat);
+    if (!isSafeTargetPath(path)) {
+      trace?.route(r, "unsafe-target", undefined, keyed === undefined ? "*" : key, path);
+      continue;
+    }
+    action = { type: "proxy", path };
     matchedRoute = route.match;
+    trace?.route(r, "matched", undefined, keyed === undefined ? "*" : key, path);
     break;
   }
 
   if (action === undefined) action = { type: "proxy", path: facts.path };
   if (action.type === "proxy" && (facts.method === "GET" || facts.method === "HEAD")) {
-    for (const image of rules.images) {
-      if (!matchesAnyPath(image.patterns, path)) continue;
+    const images = rules.images;
+    for (let i = 0; i < images.length; i++) {
+      const image = images[i]!;
+      if (!matchesAnyPath(image.patterns, rulesPath)) {
+        trace?.image(i, "path", undefined, undefined);
+        continue;
+      }
       if (image.when) {
         mask |= image.when.inputs;
-        if (!matchesCondition(image.when, context)) continue;
+        const failed = conditionMismatch(image.when, context);
+        if (failed !== undefined) {
+          trace?.image(i, "when", failed, undefined);
+          continue;
+        }
       }
       mask |= image.inputs;
       const search = adaptImageSearch(image, facts);
       if (search !== facts.search) action = { type: "proxy", path: action.path, search };
+      trace?.image(i, "matched", undefined, search);
       break;
     }
   }
 
   const flags: Record<string, unknown> = {};
-  for (const flag of rules.flags) {
-    const evaluation = evaluateFlag(flag, context);
+  const ruleFlags = rules.flags;
+  for (let f = 0; f < ruleFlags.length; f++) {
+    const flag = ruleFlags[f]!;
+    const evaluation = evaluateFlag(flag, context, trace);
     flags[flag.key] = evaluation.value;
     mask |= evaluation.inputs;
+    trace?.flag(f, evaluation);
   }
 
   const slots: Record<string, string> = {};
   let slotMask = 0;
-  for (const slot of rules.slots) {
-    if (Object.hasOwn(slots, slot.name)) continue;
+  const ruleSlots = rules.slots;
+  for (let s = 0; s < ruleSlots.length; s++) {
+    const slot = ruleSlots[s]!;
+    if (Object.hasOwn(slots, slot.name)) {
+      trace?.slot(s, "taken", undefined);
+      continue;
+    }
     // A slot scoped to other paths read nothing of the visitor here.
-    if (slot.when?.paths && !matchesAnyPath(slot.when.paths, path)) continue;
+    if (slot.when?.paths && !matchesAnyPath(slot.when.paths, rulesPath)) {
+      trace?.slot(s, "path", undefined);
+      continue;
+    }
     if (slot.when) {
       slotMask |= slot.when.inputs;
-      if (!matchesCondition(slot.when, context)) continue;
+      const failed = conditionMismatch(slot.when, context);
+      if (failed !== undefined) {
+        trace?.slot(s, "when", failed);
+        continue;
+      }
     }
     slots[slot.name] = slot.html;
+    trace?.slot(s, "matched", undefined);
   }
 
   return {
@@ -248,6 +378,71 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules): Decision {
     slots,
     slotDependsOn: inputNames(slotMask),
   };
+}
+
+/** Where a decision takes its rules from (a `RulesStore`): the active set, or a canary's for its visitors. */
+export interface RulesSource {
+  /** The rules a visitor evaluates. */
+  rulesFor(visitorKey: string): CompiledRules;
+  /** The running canary, if any. */
+  readonly canary: { readonly rules: CompiledRules; readonly share: number } | undefined;
+}
+
+/**
+ * The decision stage as the pipeline runs it: the rules the visitor evaluates (a canary's for
+ * visitors in its share), then {@linkcode decide}. While a canary runs, which rules decided
+ * depends on the visitor key whatever they say, so the decision says so.
+ *
+ * @param inputs the request facts and the visitor
+ * @param source the rules store
+ * @param trace told every step, for an explanation
+ * @returns the rules used and the decision
+ * @throws never
+ */
+export function decideForVisitor(
+  inputs: DecisionInputs,
+  source: RulesSource,
+  trace?: DecisionTrace,
+): { rules: CompiledRules; decision: Decision } {
+  const rules = source.rulesFor(inputs.visitor.key);
+  const decision = decide(inputs, rules, trace);
+  if (source.canary && !decision.dependsOn.includes("visitorKey")) {
+    return {
+      rules,
+      decision: { ...decision, personalized: true, dependsOn: [...decision.dependsOn, "visitorKey"] },
+    };
+  }
+  return { rules, decision };
+}
+
+/**
+ * The visitor as the decision sees them, from the identity and context stages.
+ *
+ * @param identity the identity stage's result
+ * @param context the context stage's result (already without behavioural data under GPC)
+ * @returns the visitor context; profile attributes keep only strings, numbers and booleans
+ * @throws never
+ */
+export function visitorContextOf(identity: Identity, context: EdgeUserContext): VisitorContext {
+  return {
+    key: identity.key,
+    loggedIn: identity.userId !== undefined,
+    segments: context.segments,
+    attributes: primitiveAttributes(context.attributes),
+    sticky: identity.sticky,
+  };
+}
+
+function primitiveAttributes(
+  attributes: Readonly<Record<string, unknown>>,
+): Record<string, string | number | boolean> {
+  const out: Record<string, string | number | boolean> = {};
+  for (const [key, value] of Object.entries(attributes)) {
+    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
+      out[key] = value;
+    }
+  }
+  return out;
 }
 
 // Appends the rule's width and quality parameters unless the client already set them, so an
@@ -296,7 +491,7 @@ function keepUnknownAssignments(
       }
     }
     length += stickyEntryLength(key, variation);
-    if (length > STICKY_VALUE_MAX || ++count > MAX_STICKY) break;
+    if (length > STICKY_PAYLOAD_MAX || ++count > MAX_STICKY) break;
     assignments[key] = variation;
   }
 }

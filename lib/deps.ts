@@ -16,6 +16,8 @@ import type { EdgeMetrics } from "./metrics.ts";
 import type { StageTracer } from "./tracing.ts";
 import type { DecisionLogInputs } from "./decision_log.ts";
 import type { DeadlineSweep } from "./deadlines.ts";
+import type { ExposureRecorder } from "./exposures/recorder.ts";
+import type { StickySigner } from "./sticky.ts";
 
 /** Everything the request pipeline needs from the outside world. */
 export interface Deps {
@@ -41,6 +43,8 @@ export interface Deps {
   relatedCache: RelatedCache;
   /** Per-isolate cache of user contexts (bounded entries, bytes and staleness). */
   contextCache: ContextCache;
+  /** Signs and verifies the sticky-assignment cookie (`STICKY_SECRET`), with its memo of verified values. */
+  stickySigner: StickySigner;
   /** Read-through client for the central backend; undefined without `BACKEND_URL`. */
   backend: BackendClient | undefined;
   metrics: EdgeMetrics;
@@ -50,6 +54,8 @@ export interface Deps {
   tracer: StageTracer | undefined;
   /** Hands work that a response need not wait for to the process (awaited on shutdown). */
   waitUntil: (work: Promise<unknown>) => void;
+  /** Records what each decided request exposed the visitor to (and queues exposure events). */
+  exposures: ExposureRecorder;
   /** Writes a sampled, redacted decision log line; returns whether this request was sampled. */
   logDecision: (inputs: DecisionLogInputs) => boolean;
 }

@@ -169,8 +169,35 @@ export function parseUserAgent(ua: string): UaInfo {
   }
 }
 
+/**
+ * Why a device class was chosen: a bot User-Agent, `Sec-CH-UA-Mobile: ?1`, `?0` with a tablet
+ * User-Agent, `?0` otherwise, or the User-Agent alone (no hint).
+ */
+export type DeviceReason =
+  | "bot-user-agent"
+  | "mobile-hint"
+  | "mobile-hint-tablet-ua"
+  | "mobile-hint-desktop"
+  | "user-agent";
+
+/**
+ * Why a network class was chosen: `Save-Data: on`, a slow `ECT`, a low `Downlink`, a high `RTT`,
+ * or none of these (`fast`).
+ */
+export type NetworkReason = "save-data" | "ect" | "downlink" | "rtt" | "no-slow-hint";
+
+/** Receives why {@linkcode classifyDevice} chose its classes, when an explanation is wanted. */
+export interface DeviceTrace {
+  /** @param reason why the device class */
+  device(reason: DeviceReason): void;
+  /** @param reason why the network class */
+  network(reason: NetworkReason): void;
+}
+
 /** Options for {@linkcode classifyDevice}. */
 export interface ClassifyDeviceOptions {
+  /** Told why each class was chosen. */
+  trace?: DeviceTrace;
   /** Cache of parsed User-Agents; without one every call parses. */
   uaCache?: UaCache;
   /** `Downlink` below this (Mbps) is slow. Default 1.5. */
@@ -201,13 +228,23 @@ export interface ClassifyDeviceOptions {
 export function classifyDevice(headers: Headers, options: ClassifyDeviceOptions = {}): DeviceInfo {
   const ua = uaInfoFor(headers.get("user-agent") ?? "", options.uaCache);
 
+  const trace = options.trace;
   let device: DeviceClass;
-  if (ua.isBot) device = "bot";
-  else {
+  if (ua.isBot) {
+    device = "bot";
+    trace?.device("bot-user-agent");
+  } else {
     const mobile = headers.get("sec-ch-ua-mobile")?.trim();
-    if (mobile === "?1") device = "mobile";
-    else if (mobile === "?0") device = ua.device === "tablet" ? "tablet" : "desktop";
-    else device = ua.device;
+    if (mobile === "?1") {
+      device = "mobile";
+      trace?.device("mobile-hint");
+    } else if (mobile === "?0") {
+      device = ua.device === "tablet" ? "tablet" : "desktop";
+      trace?.device(device === "tablet" ? "mobile-hint-tablet-ua" : "mobile-hint-desktop");
+    } else {
+      device = ua.device;
+      trace?.device("user-agent");
+    }
   }
 
   const info: DeviceInfo = { device, isBot: ua.isBot, network: networkClass(headers, options) };
@@ -255,13 +292,27 @@ function uaInfoFor(rawUa: string, cache: UaCache | undefined): UaInfo {
 }
 
 function networkClass(headers: Headers, options: ClassifyDeviceOptions): NetworkClass {
-  if (headers.get("save-data")?.trim().toLowerCase() === "on") return "save-data";
+  const trace = options.trace;
+  if (headers.get("save-data")?.trim().toLowerCase() === "on") {
+    trace?.network("save-data");
+    return "save-data";
+  }
   const ect = headers.get("ect")?.trim().toLowerCase();
-  if (ect && SLOW_ECT.has(ect)) return "slow";
+  if (ect && SLOW_ECT.has(ect)) {
+    trace?.network("ect");
+    return "slow";
+  }
   const downlink = parseDecimal(headers.get("downlink"), 100_000);
-  if (downlink !== undefined && downlink < (options.slowDownlinkMbps ?? 1.5)) return "slow";
+  if (downlink !== undefined && downlink < (options.slowDownlinkMbps ?? 1.5)) {
+    trace?.network("downlink");
+    return "slow";
+  }
   const rtt = parseInteger(headers.get("rtt"), 600_000);
-  if (rtt !== undefined && rtt > (options.slowRttMs ?? 300)) return "slow";
+  if (rtt !== undefined && rtt > (options.slowRttMs ?? 300)) {
+    trace?.network("rtt");
+    return "slow";
+  }
+  trace?.network("no-slow-hint");
   return "fast";
 }
 

@@ -8,6 +8,7 @@ import type { Facts } from "./facts.ts";
 import { ANON_COOKIE, formatSticky, type Identity, STICKY_COOKIE, USER_ID } from "./identity.ts";
 import { serializeCookie } from "./cookies.ts";
 import type { HeaderList } from "./upstream.ts";
+import type { StickySigner } from "./sticky.ts";
 
 const ONE_YEAR_SECONDS = 365 * 24 * 60 * 60;
 /** Longest value of a list header (recent views, cart items, segments) sent to the origin. */
@@ -26,11 +27,13 @@ export interface OriginContext {
  *
  * @param headers the upstream request headers, changed in place
  * @param inputs the facts, identity, decision and (optional) behavioural context
+ * @returns whether the origin was told who the visitor is (`x-edge-user`, recent views, cart
+ *   items or segments), which makes its answer private (see `finishResponseHeaders`)
  */
 export function setDecisionHeaders(
   headers: HeaderList,
   inputs: { facts: Facts; identity: Identity; decision: Decision; context?: OriginContext },
-): void {
+): boolean {
   const { facts, identity, decision, context } = inputs;
   headers.push(["x-edge-region", decision.region]);
   if (decision.country) headers.push(["x-edge-country", decision.country]);
@@ -39,8 +42,10 @@ export function setDecisionHeaders(
   headers.push(["x-edge-client-ip", facts.clientIp]);
   headers.push(["x-edge-rules-version", String(decision.rulesVersion)]);
   headers.push(["x-edge-visitor", identity.anonymousId]);
+  const before = headers.length;
   // A user id stored before ids were checked could make `fetch` refuse the whole request.
   if (identity.userId && USER_ID.test(identity.userId)) headers.push(["x-edge-user", identity.userId]);
+  let told = headers.length > before;
   if (facts.gpc) headers.push(["x-edge-gpc", "1"]);
   const variants = Object.entries(decision.variants ?? {});
   if (variants.length) headers.push(["x-edge-variants", variants.map(([k, v]) => `${k}=${v}`).join(",")]);
@@ -49,10 +54,13 @@ export function setDecisionHeaders(
     headers.push(["x-edge-flags", flags.map(([k, v]) => `${k}=${encodeFlagValue(v)}`).join(",")]);
   }
   if (context && !facts.gpc) {
+    const listed = headers.length;
     setList(headers, "x-edge-recent-views", context.recentViews);
     setList(headers, "x-edge-cart-items", context.cartItemIds);
     setList(headers, "x-edge-segments", context.segments);
+    told ||= headers.length > listed;
   }
+  return told;
 }
 
 function sameAssignments(
@@ -98,13 +106,13 @@ function setList(headers: HeaderList, name: string, items: readonly string[]): v
  * when they changed.
  *
  * @param identity the visitor's identity
- * @param inputs the decision, whether the client used https (for `Secure`), and whether the
- * request is a page navigation
+ * @param inputs the decision, whether the client used https (for `Secure`), whether the
+ * request is a page navigation, and the signer of the sticky cookie
  * @returns zero or more `Set-Cookie` header values
  */
 export function responseCookies(
   identity: Identity,
-  inputs: { decision: Decision; secure: boolean; navigation: boolean },
+  inputs: { decision: Decision; secure: boolean; navigation: boolean; signer: StickySigner },
 ): string[] {
   const cookies: string[] = [];
   const options = { maxAgeSeconds: ONE_YEAR_SECONDS, secure: inputs.secure, sameSite: "Lax" as const };
@@ -116,13 +124,13 @@ export function responseCookies(
   }
   const sticky = inputs.decision.stickyAssignments;
   // Most requests change nothing: the same assignments as the cookie, compared without formatting.
-  if (sticky && !sameAssignments(sticky, identity.sticky)) {
+  // A cookie that was not believed (or is signed with an old secret) is replaced in any case.
+  if (sticky && (identity.stickyRewrite || !sameAssignments(sticky, identity.sticky))) {
     const wanted = formatSticky(sticky);
-    const current = formatSticky(Object.fromEntries(identity.sticky));
-    if (wanted !== current) {
+    if (identity.stickyRewrite || wanted !== formatSticky(Object.fromEntries(identity.sticky))) {
       cookies.push(
         wanted
-          ? serializeCookie(STICKY_COOKIE, wanted, options)
+          ? serializeCookie(STICKY_COOKIE, inputs.signer.sign(wanted), options)
           : serializeCookie(STICKY_COOKIE, "", { ...options, maxAgeSeconds: 0 }),
       );
     }

@@ -4,7 +4,13 @@
  * the visitor's cookie, and GrowthBook-compatible bucketing for everyone else. Bots are served
  * control and never counted.
  */
-import { assignVariation, type ExperimentSpec, type Namespace } from "./bucketing.ts";
+import {
+  type AssignmentOutcome,
+  type AssignmentTrace,
+  assignVariation,
+  type ExperimentSpec,
+  type Namespace,
+} from "./bucketing.ts";
 import {
   compileCondition,
   type CompiledCondition,
@@ -65,6 +71,21 @@ export interface ExperimentContext extends TargetingContext {
 }
 
 /**
+ * Why {@linkcode assignExperiment} served what it did: `bot` (served control, not in it),
+ * `sticky` (the cookie's still-valid assignment was kept), or how bucketing went.
+ */
+export type ExperimentOutcome = "bot" | "sticky" | AssignmentOutcome;
+
+/** Receives why an experiment's assignment came out as it did. */
+export interface ExperimentTrace extends AssignmentTrace {
+  /**
+   * @param outcome why
+   * @param hashValue the bucket or namespace hash, when bucketing ran (see `AssignmentTrace`)
+   */
+  assignment(outcome: ExperimentOutcome, hashValue: number | null): void;
+}
+
+/**
  * Compiles an experiment.
  *
  * @param definition the validated experiment
@@ -119,6 +140,7 @@ export function experimentApplies(experiment: CompiledExperiment, context: Targe
  *
  * @param experiment the compiled experiment (call {@linkcode experimentApplies} first)
  * @param context the visitor
+ * @param trace told why, when an explanation is wanted
  * @returns the variation and whether the visitor is in the experiment
  * @throws never
  * @example
@@ -130,13 +152,18 @@ export function experimentApplies(experiment: CompiledExperiment, context: Targe
 export function assignExperiment(
   experiment: CompiledExperiment,
   context: ExperimentContext,
+  trace?: ExperimentTrace,
 ): ExperimentResult {
-  if (context.isBot) return { variation: experiment.control, inExperiment: false, sticky: false };
+  if (context.isBot) {
+    trace?.assignment("bot", null);
+    return { variation: experiment.control, inExperiment: false, sticky: false };
+  }
   const remembered = context.sticky.get(experiment.key);
   if (remembered !== undefined && experiment.variationSet.has(remembered)) {
+    trace?.assignment("sticky", null);
     return { variation: remembered, inExperiment: true, sticky: true };
   }
-  const assignment = assignVariation(context.key, experiment.spec);
+  const assignment = assignVariation(context.key, experiment.spec, trace);
   return {
     variation: experiment.variations[assignment.variationIndex] ?? experiment.control,
     inExperiment: assignment.inExperiment,

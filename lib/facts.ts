@@ -7,8 +7,8 @@
 import { checkInboundPath } from "./upstream.ts";
 import { type CidrList, clientAddress } from "./net.ts";
 import { constantTimeEqual } from "./secure.ts";
-import { countryFromHeaders, REGION_HEADER } from "./geo.ts";
-import { classifyDevice, type DeviceInfo, type UaCache } from "./device.ts";
+import { countryFromHeaders, type GeoTrace, REGION_HEADER } from "./geo.ts";
+import { classifyDevice, type DeviceInfo, type DeviceTrace, type UaCache } from "./device.ts";
 import type { IpGeoDb } from "./ip_geo.ts";
 import { gpcRequested } from "./context.ts";
 
@@ -27,9 +27,9 @@ export interface Facts {
   peerTrusted: boolean;
   /** The peer is trusted or presented the CDN secret: its geo headers are believed. */
   geoTrusted: boolean;
-  /** `http` or `https` as the client used it (from a trusted proxy, or this hop). */
+  /** `http` or `https` as the client used it (from a trusted proxy, else this hop's listener). */
   proto: string;
-  /** The host the client asked for. */
+  /** The host the client asked for (a trusted proxy's `X-Forwarded-Host`, else `Host`). */
   host: string;
   /** Country from a trusted geo header, else from the bundled IP database. */
   country: string | undefined;
@@ -57,6 +57,15 @@ export interface GatherFactsOptions {
   uaCache?: UaCache;
   /** The bundled IP → country database, when loaded. */
   ipGeo?: IpGeoDb;
+  /** Told which geo header decided and why the device and network classes, for an explanation. */
+  trace?: GeoTrace & DeviceTrace;
+  /**
+   * The scheme of the connections this process accepts (`http`: `Deno.serve` without a
+   * certificate). Undefined → the request URL's, for a platform that terminates TLS and builds
+   * the URL itself (Deno Deploy). Never the target's own: an absolute-form `GET https://…` sent
+   * over plain HTTP does not make the hop https.
+   */
+  listenerScheme?: "http" | "https";
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
@@ -80,7 +89,9 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
   const forwardedProto = peerTrusted ? headers.get("x-forwarded-proto")?.toLowerCase() : undefined;
   const regionHint = geoTrusted ? headers.get(REGION_HEADER)?.trim() : undefined;
   const clientIp = clientAddress(peerIp, headers.get("x-forwarded-for"), options.trustedProxies);
-  const headerCountry = geoTrusted ? countryFromHeaders(headers, options.countryHeaders) : undefined;
+  const headerCountry = geoTrusted
+    ? countryFromHeaders(headers, options.countryHeaders, options.trace)
+    : undefined;
   const ipCountry = headerCountry ? undefined : options.ipGeo?.lookup(clientIp);
   return {
     method: request.method,
@@ -90,16 +101,26 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
     clientIp,
     peerTrusted,
     geoTrusted,
-    proto: forwardedProto === "https" || forwardedProto === "http" ? forwardedProto : url.scheme,
-    host: headers.get("host") ?? url.host,
+    proto: forwardedProto === "https" || forwardedProto === "http"
+      ? forwardedProto
+      : options.listenerScheme ?? url.scheme,
+    host: (peerTrusted ? forwardedHost(headers) : undefined) ?? headers.get("host") ?? url.host,
     country: headerCountry ?? ipCountry,
     countrySource: headerCountry ? "header" : ipCountry ? "ip" : undefined,
-    device: classifyDevice(headers, { uaCache: options.uaCache }),
+    device: classifyDevice(headers, { uaCache: options.uaCache, trace: options.trace }),
     gpc: gpcRequested(headers),
     navigation: isNavigation(request.method, headers),
     regionHint: regionHint || undefined,
     requestId: options.requestId,
   };
+}
+
+/** The first (client-facing) host of a trusted proxy's `X-Forwarded-Host`, if it names one. */
+function forwardedHost(headers: Headers): string | undefined {
+  const value = headers.get("x-forwarded-host");
+  if (value === null) return undefined;
+  const comma = value.indexOf(",");
+  return (comma < 0 ? value : value.slice(0, comma)).trim() || undefined;
 }
 
 /** A path `URL` would leave as it is: no percent sign, backslash, or character it encodes. */

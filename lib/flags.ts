@@ -8,9 +8,10 @@ import { hash } from "./bucketing.ts";
 import {
   compileCondition,
   type CompiledCondition,
+  type ConditionField,
+  conditionMismatch,
   type ConditionSpec,
   INPUT,
-  matchesCondition,
   type TargetingContext,
 } from "./targeting.ts";
 
@@ -82,6 +83,28 @@ export interface FlagContext extends TargetingContext {
 }
 
 /**
+ * What happened to one flag rule: its `when` failed, the visitor's rollout hash was not below
+ * `rollout`, it needed a targeting key there was none of (the evaluation ends), or it matched.
+ */
+export type FlagRuleOutcome = "when" | "rollout" | "key-missing" | "matched";
+
+/** Receives each flag rule's outcome, in evaluation order, when an explanation is wanted. */
+export interface FlagTrace {
+  /**
+   * @param index the rule's position in the flag's `rules`
+   * @param outcome what happened
+   * @param field the `when` field that failed (`when`)
+   * @param hashValue the rollout hash (`rollout`, and `matched` for a rollout rule)
+   */
+  flagRule(
+    index: number,
+    outcome: FlagRuleOutcome,
+    field: ConditionField | undefined,
+    hashValue: number | undefined,
+  ): void;
+}
+
+/**
  * Compiles a flag: conditions, rollout seeds, and the variant name of every value (the name of
  * an entry of `variants` with an equal value, else the value's text for scalars, else `default`
  * or `rule-<n>`). Values are frozen, since every request shares them.
@@ -134,6 +157,7 @@ export function compileFlag(definition: FlagDefinition): CompiledFlag {
  *
  * @param flag the compiled flag
  * @param context the visitor, with the variants served on this request
+ * @param trace told each rule's outcome, when an explanation is wanted
  * @returns value, variant, reason and the inputs read
  * @throws never
  * @example
@@ -142,7 +166,7 @@ export function compileFlag(definition: FlagDefinition): CompiledFlag {
  * // { key: "new-search", value: true, variant: "true", reason: "TARGETING_MATCH", inputs: 1 }
  * ```
  */
-export function evaluateFlag(flag: CompiledFlag, context: FlagContext): FlagEvaluation {
+export function evaluateFlag(flag: CompiledFlag, context: FlagContext, trace?: FlagTrace): FlagEvaluation {
   if (!flag.enabled) {
     return {
       key: flag.key,
@@ -169,15 +193,32 @@ export function evaluateFlag(flag: CompiledFlag, context: FlagContext): FlagEval
     // A variant condition cannot be evaluated without a key — unless the rest of the condition
     // already rules the visitor out; a rollout needs a key once reached.
     if (!context.key && rule.when?.variants !== undefined) {
-      if (!matchesCondition({ ...rule.when, variants: undefined }, context)) continue;
+      const failed = conditionMismatch({ ...rule.when, variants: undefined }, context);
+      if (failed !== undefined) {
+        trace?.flagRule(i, "when", failed, undefined);
+        continue;
+      }
+      trace?.flagRule(i, "key-missing", undefined, undefined);
       return keyMissing(flag, inputs);
     }
-    if (!matchesCondition(rule.when, context)) continue;
-    if (rule.rollout !== undefined) {
-      if (!context.key) return keyMissing(flag, inputs);
-      const n = hash(rule.seed, context.key, 2);
-      if (n === null || n >= rule.rollout) continue;
+    const failed = conditionMismatch(rule.when, context);
+    if (failed !== undefined) {
+      trace?.flagRule(i, "when", failed, undefined);
+      continue;
     }
+    let n: number | null | undefined;
+    if (rule.rollout !== undefined) {
+      if (!context.key) {
+        trace?.flagRule(i, "key-missing", undefined, undefined);
+        return keyMissing(flag, inputs);
+      }
+      n = hash(rule.seed, context.key, 2);
+      if (n === null || n >= rule.rollout) {
+        trace?.flagRule(i, "rollout", undefined, n ?? undefined);
+        continue;
+      }
+    }
+    trace?.flagRule(i, "matched", undefined, n ?? undefined);
     return {
       key: flag.key,
       value: rule.value,

@@ -23,6 +23,12 @@ const UNKNOWN_COUNTRIES: ReadonlySet<string> = new Set(["XX", "ZZ", "T1", "A1", 
 /** Header through which a trusted CDN can name the region directly. */
 export const REGION_HEADER = "x-geo-region";
 
+/** Receives which geo header decided the country, when an explanation is wanted. */
+export interface GeoTrace {
+  /** @param name the (lower-case) header that decided, whatever it held */
+  countryHeader(name: string): void;
+}
+
 /**
  * Reads the country from the first of the trusted geo headers that is present. That header
  * decides even when it says "no country" (`XX`, `T1`, …) or holds garbage: the later names are
@@ -31,16 +37,47 @@ export const REGION_HEADER = "x-geo-region";
  *
  * @param headers the request headers
  * @param names the header names to consult, in order
+ * @param trace told which header decided
  * @returns an upper-case ISO 3166-1 alpha-2 code, or undefined (unknown codes such as `XX`, `ZZ` too)
  */
-export function countryFromHeaders(headers: Headers, names: readonly string[]): string | undefined {
+export function countryFromHeaders(
+  headers: Headers,
+  names: readonly string[],
+  trace?: GeoTrace,
+): string | undefined {
   for (const name of names) {
     const raw = headers.get(name);
     if (raw === null) continue;
+    trace?.countryHeader(name);
     const value = raw.trim().toUpperCase();
     return /^[A-Z]{2}$/.test(value) && !UNKNOWN_COUNTRIES.has(value) ? value : undefined;
   }
   return undefined;
+}
+
+/**
+ * Where a visitor's region comes from: `hint` (a trusted region header naming a region of the
+ * rules), `country` (the country is listed in `regions`) or `default` (`defaultRegion`).
+ */
+export type RegionSource = "hint" | "country" | "default";
+
+/**
+ * Tells where {@linkcode resolveRegion} takes the region from (it decides by this).
+ *
+ * @param rules the compiled rules
+ * @param country the country code, if known
+ * @param regionHint a region named by a trusted header, if any
+ * @returns the source
+ * @throws never
+ */
+export function regionSource(
+  rules: CompiledRules,
+  country: string | undefined,
+  regionHint?: string,
+): RegionSource {
+  if (regionHint && rules.regionNames.has(regionHint)) return "hint";
+  if (country && rules.countryRegion.has(country)) return "country";
+  return "default";
 }
 
 /**
@@ -57,7 +94,12 @@ export function resolveRegion(
   country: string | undefined,
   regionHint?: string,
 ): string {
-  if (regionHint && rules.regionNames.has(regionHint)) return regionHint;
-  if (country) return rules.countryRegion.get(country) ?? rules.defaultRegion;
-  return rules.defaultRegion;
+  switch (regionSource(rules, country, regionHint)) {
+    case "hint":
+      return regionHint!;
+    case "country":
+      return rules.countryRegion.get(country!)!;
+    case "default":
+      return rules.defaultRegion;
+  }
 }

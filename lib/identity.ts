@@ -1,11 +1,12 @@
 /**
  * @module
  * The identity stage: who the visitor is. In order: the logged-in user (session cookie looked
- * up in KV by its hash), a user id header from a trusted hop, else a first-party anonymous id
- * cookie (`ep_uid`), created when absent. Nothing else a client says about itself is believed.
+ * up in KV by its hash), the `USER_ID_HEADER` from a peer in `USER_ID_PROXIES`, else a
+ * first-party anonymous id cookie (`ep_uid`), created when absent. Nothing else a client says
+ * about itself is believed.
  */
 import { parseCookies } from "./cookies.ts";
-import { parseSticky, STICKY_COOKIE } from "./sticky.ts";
+import { STICKY_COOKIE, type StickySigner } from "./sticky.ts";
 import { hashSessionId, readSessionByHash } from "./store.ts";
 import type { SessionCache } from "./session_cache.ts";
 
@@ -13,8 +14,6 @@ import type { SessionCache } from "./session_cache.ts";
 export const ANON_COOKIE = "ep_uid";
 /** The cookie that records sticky experiment assignments. */
 export { formatSticky, parseSticky, STICKY_COOKIE } from "./sticky.ts";
-/** The header a trusted proxy may use to name the logged-in user. */
-export const TRUSTED_USER_HEADER = "x-user-id";
 
 const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
 /**
@@ -23,6 +22,7 @@ const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
  */
 export const USER_ID: RegExp = /^[A-Za-z0-9_.:@-]{1,128}$/;
 const MAX_SESSION_ID = 256;
+const NO_STICKY: ReadonlyMap<string, string> = new Map();
 
 /** Who the visitor is. */
 export interface Identity {
@@ -36,8 +36,13 @@ export interface Identity {
   anonymousId: string;
   /** The anonymous id was created for this request and must be set as a cookie. */
   newAnonymousId: boolean;
-  /** Experiment key → variation value from the sticky cookie. */
-  sticky: Map<string, string>;
+  /** Experiment key → variation value from the sticky cookie, when its signature held. */
+  sticky: ReadonlyMap<string, string>;
+  /**
+   * The request carried a sticky cookie the edge should replace whatever the decision: unsigned,
+   * forged, or signed with a secret that is no longer the first.
+   */
+  stickyRewrite: boolean;
 }
 
 /** Options for {@linkcode resolveIdentity}. */
@@ -45,13 +50,18 @@ export interface ResolveIdentityOptions {
   kv: Deno.Kv;
   now: number;
   sessionCookie: string;
-  /** The peer is in TRUSTED_PROXIES (only then is the user id header believed). */
-  trustedHop: boolean;
+  /**
+   * The header that names the user (`USER_ID_HEADER`), given only when the connected peer is in
+   * `USER_ID_PROXIES`; undefined → no header names a user.
+   */
+  userIdHeader?: string;
   randomId: () => string;
   /** Per-isolate cache of session lookups; without it every logged-in request reads KV. */
   sessionCache?: SessionCache;
   /** Called when the session lookup fails; the visitor is then treated as anonymous. */
   onLookupError?: (error: unknown) => void;
+  /** Verifies the sticky cookie; without it no sticky assignment is believed. */
+  stickySigner?: StickySigner;
   /** Bounds the session's KV read in time (`KV_TIMEOUT_MS`); a read past it counts as failed. */
   kvWithin?: <T>(read: Promise<T>) => Promise<T>;
 }
@@ -68,8 +78,16 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
   const cookieAnon = cookies.get(ANON_COOKIE);
   const validAnon = cookieAnon !== undefined && ANON_ID.test(cookieAnon);
   const anonymousId = validAnon ? cookieAnon : options.randomId().replace(/[^A-Za-z0-9_-]/g, "");
-  const sticky = parseSticky(cookies.get(STICKY_COOKIE));
-  const base = { anonymousId, newAnonymousId: !validAnon, sticky };
+  // A sticky cookie is believed only with the edge's signature: a visitor who writes
+  // `ep_exp=hero:b` is bucketed as if it had no cookie (and gets a signed one for that bucket).
+  const stickyValue = cookies.get(STICKY_COOKIE);
+  const verified = options.stickySigner?.verify(stickyValue, options.now);
+  const base = {
+    anonymousId,
+    newAnonymousId: !validAnon,
+    sticky: verified?.assignments ?? NO_STICKY,
+    stickyRewrite: stickyValue !== undefined && stickyValue !== "" && verified?.current !== true,
+  };
 
   const sessionId = cookies.get(options.sessionCookie);
   // Real session ids are short; a long value is never looked up (it would only cost a KV read
@@ -93,8 +111,8 @@ export async function resolveIdentity(headers: Headers, options: ResolveIdentity
       options.onLookupError?.(error);
     }
   }
-  if (options.trustedHop) {
-    const headerUser = headers.get(TRUSTED_USER_HEADER)?.trim();
+  if (options.userIdHeader !== undefined) {
+    const headerUser = headers.get(options.userIdHeader)?.trim();
     if (headerUser && USER_ID.test(headerUser)) {
       return { ...base, key: headerUser, userId: headerUser, source: "header" };
     }

@@ -230,6 +230,11 @@ export const BREAKER_STATES = ["closed", "half_open", "open"] as const;
 /** A circuit breaker state. */
 export type BreakerState = typeof BREAKER_STATES[number];
 
+/** What became of exposure events (`edge_exposure_events_total{result}`). */
+export const EXPOSURE_RESULTS = ["queued", "sent", "retried", "dropped"] as const;
+/** One of {@linkcode EXPOSURE_RESULTS}. */
+export type ExposureResult = typeof EXPOSURE_RESULTS[number];
+
 /** Label value used when a request has no region (ops, sync). */
 export const NO_REGION = "none";
 /** Label value for every region the rules do not know (bounds cardinality). */
@@ -411,7 +416,14 @@ export class EdgeMetrics {
   readonly #syncLag: Histogram<string>;
   readonly #rulesVersion: Gauge<"role">;
   readonly #cacheSize: Gauge<"unit">;
-  readonly #collectHooks: Array<() => void> = [];
+  readonly #exposures: RequestPathCounter;
+  readonly #exposureEvents: RequestPathCounter;
+  readonly #exposureQueue: Gauge;
+  readonly #flagEvaluations: RequestPathCounter;
+  readonly #srmPValue: Gauge<"experiment">;
+  readonly #cacheLimit: Gauge<"unit">;
+  #heapLimitBytes: number | undefined;
+  readonly #collectHooks: Array<() => void | Promise<void>> = [];
 
   /** @param options prefix, initial regions, memory source, default labels */
   constructor(options: EdgeMetricsOptions = {}) {
@@ -522,11 +534,49 @@ export class EdgeMetrics {
       labelNames: ["unit"],
       registers,
     });
+    this.#exposures = new RequestPathCounter({
+      name: `${p}experiment_exposures_total`,
+      help: "Visitors exposed to an experiment's variation for the first time, by experiment and variation.",
+      labelNames: ["experiment", "variation"],
+      registry,
+    });
+    this.#exposureEvents = new RequestPathCounter({
+      name: `${p}exposure_events_total`,
+      help: "Exposure events by delivery result: queued, sent, retried (per failed attempt), dropped.",
+      labelNames: ["result"],
+      registry,
+    });
+    this.#exposureQueue = new Gauge({
+      name: `${p}exposure_queue_events`,
+      help: "Exposure events waiting for delivery (queued and in the batch being delivered).",
+      registers,
+    });
+    this.#flagEvaluations = new RequestPathCounter({
+      name: `${p}flag_evaluations_total`,
+      help: "Flag evaluations of the request pipeline, by flag and variant.",
+      labelNames: ["flag", "variant"],
+      registry,
+    });
+    this.#srmPValue = new Gauge({
+      name: `${p}experiment_srm_p_value`,
+      help: "Chi-square p-value of each running experiment's exposures on this instance against its weights.",
+      labelNames: ["experiment"],
+      registers,
+    });
+    // Exported so that an alert can tell a cache full at its bound (thrashing) from one that is
+    // merely cold: the bounds are configuration the scraper cannot see otherwise.
+    this.#cacheLimit = new Gauge({
+      name: `${p}context_cache_limit`,
+      help: "Per-isolate context cache bounds, by unit (entries, bytes): CONTEXT_CACHE_MAX_*.",
+      labelNames: ["unit"],
+      registers,
+    });
     const memoryUsage = options.memoryUsage;
     if (memoryUsage) {
+      const heapLimit = () => this.#heapLimitBytes;
       new Gauge({
         name: `${p}process_memory_bytes`,
-        help: "Process memory at scrape time, by area (rss, heap_total, heap_used, external).",
+        help: "Process memory at scrape time, by area (rss, heap_total, heap_used, external, heap_limit).",
         labelNames: ["area"],
         registers,
         collect() {
@@ -539,6 +589,8 @@ export class EdgeMetrics {
           } catch {
             // A host without memory figures leaves the gauge empty rather than failing the scrape.
           }
+          const limit = heapLimit();
+          if (limit !== undefined) this.set({ area: "heap_limit" }, limit);
         },
       });
     }
@@ -550,6 +602,8 @@ export class EdgeMetrics {
     for (const result of ["applied", "stale", "rejected", "duplicate", "busy", "failed"]) {
       this.#syncEvents.inc({ result }, 0);
     }
+    for (const result of EXPOSURE_RESULTS) this.#exposureEvents.inc([result], 0);
+    this.#exposureQueue.set(0);
     this.setBreakerState("closed");
   }
 
@@ -625,19 +679,82 @@ export class EdgeMetrics {
   }
 
   /**
-   * Sets the context cache size gauges.
+   * Sets the context cache size gauges, and its bounds when given.
    *
-   * @param size current entries and estimated bytes
+   * @param size current entries and estimated bytes; `maxEntries` and `maxBytes` are the bounds
    */
-  setContextCacheSize(size: { entries: number; bytes: number }): void {
+  setContextCacheSize(
+    size: { entries: number; bytes: number; maxEntries?: number; maxBytes?: number },
+  ): void {
     this.#cacheSize.set({ unit: "entries" }, size.entries);
     this.#cacheSize.set({ unit: "bytes" }, size.bytes);
+    if (size.maxEntries !== undefined) this.#cacheLimit.set({ unit: "entries" }, size.maxEntries);
+    if (size.maxBytes !== undefined) this.#cacheLimit.set({ unit: "bytes" }, size.maxBytes);
+  }
+
+  /**
+   * Sets V8's heap size limit, reported as `process_memory_bytes{area="heap_limit"}` next to the
+   * heap in use (only with a `memoryUsage` source), so an alert can compare the two.
+   *
+   * @param bytes `node:v8` `getHeapStatistics().heap_size_limit`
+   */
+  setHeapLimit(bytes: number): void {
+    if (Number.isFinite(bytes) && bytes > 0) this.#heapLimitBytes = bytes;
+  }
+
+  /**
+   * Counts a visitor's first exposure to an experiment's variation.
+   *
+   * @param experiment the experiment key (from the served rules)
+   * @param variation the variation (from the served rules)
+   */
+  countExposure(experiment: string, variation: string): void {
+    this.#exposures.inc([experiment, variation]);
+  }
+
+  /**
+   * Counts exposure events by what became of them.
+   *
+   * @param result `queued`, `sent`, `retried` or `dropped`
+   * @param events how many
+   */
+  countExposureEvents(result: ExposureResult, events: number): void {
+    this.#exposureEvents.inc([oneOf(result, EXPOSURE_RESULTS, "dropped")], events);
+  }
+
+  /**
+   * Sets the number of exposure events waiting for delivery.
+   *
+   * @param events queued and in flight
+   */
+  setExposureQueue(events: number): void {
+    this.#exposureQueue.set(events);
+  }
+
+  /**
+   * Counts one flag evaluation of the request pipeline.
+   *
+   * @param flag the flag key (from the served rules)
+   * @param variant the variant name (from the served rules)
+   */
+  countFlagEvaluation(flag: string, variant: string): void {
+    this.#flagEvaluations.inc([flag, variant]);
+  }
+
+  /**
+   * Replaces the sample-ratio p-values: one series per experiment given, none for the others.
+   *
+   * @param values experiment key → p-value
+   */
+  setSrmPValues(values: Iterable<[string, number]>): void {
+    this.#srmPValue.reset();
+    for (const [experiment, pValue] of values) this.#srmPValue.set({ experiment }, pValue);
   }
 
   /**
    * Registers a function run at the start of every {@linkcode EdgeMetrics.render}, for values
    * cheaper to read at scrape time than to push on every change (breaker state, cache size).
-   * A hook that throws is skipped for that scrape.
+   * A hook may be async (the scrape waits for it). A hook that throws is skipped for that scrape.
    *
    * @param hook reads some state and calls this object's setters
    * @example
@@ -645,7 +762,7 @@ export class EdgeMetrics {
    * metrics.addCollectHook(() => metrics.setBreakerState(backend.breaker().state));
    * ```
    */
-  addCollectHook(hook: () => void): void {
+  addCollectHook(hook: () => void | Promise<void>): void {
     this.#collectHooks.push(hook);
   }
 
@@ -718,15 +835,15 @@ export class EdgeMetrics {
    *
    * @returns the exposition text
    */
-  render(): Promise<string> {
+  async render(): Promise<string> {
     for (const hook of this.#collectHooks) {
       try {
-        hook();
+        await hook();
       } catch {
         // One broken source must not take the whole scrape down.
       }
     }
-    return this.#registry.metrics();
+    return await this.#registry.metrics();
   }
 
   #region(region: string | undefined): string {

@@ -35,27 +35,24 @@ export class CidrList {
   #canonical = memo(canonicalAddress);
 
   /**
-   * Parses a list of CIDR ranges or single addresses. An IPv4-mapped IPv6 entry
-   * (`::ffff:10.0.0.0/104`, `::ffff:192.0.2.1`) is kept as the IPv4 range it covers
+   * Parses a list of CIDR ranges or single addresses, strictly: IPv4 only as four decimal parts
+   * without leading zeros (`10.0.0.0/8`), IPv6 in its standard text form, and a decimal prefix
+   * length within the family's range. Shorthand (`10.0.0/8`, `10.1`), octal (`010.0.0.1`) and
+   * hex (`0x0a.0.0.1`) forms are refused: the old `inet_aton` reading gives them a different
+   * network than the one meant (`192.168.1/24` is `192.168.0.0/24` there). An IPv4-mapped IPv6
+   * entry (`::ffff:10.0.0.0/104`, `::ffff:192.0.2.1`) is kept as the IPv4 range it covers
    * (`10.0.0.0/8`), since lookups unwrap mapped addresses to IPv4.
    *
    * @param entries CIDR strings such as `10.0.0.0/8`, `::1/128` or plain addresses
-   * @throws {Error} when an entry is not a valid address or range, or is an IPv4-mapped range
-   *   shorter than `/96` (it would cover more than IPv4 addresses)
+   * @throws {Error} naming the entry when it is not a full address or range, has a prefix length
+   *   out of range, or is an IPv4-mapped range shorter than `/96` (it would cover more than IPv4
+   *   addresses)
    */
   constructor(entries: readonly string[]) {
     for (const raw of entries) {
       const entry = raw.trim();
       if (!entry) continue;
-      let range: Range;
-      try {
-        range = entry.includes("/") ? ipaddr.parseCIDR(entry) : (() => {
-          const addr = ipaddr.parse(entry);
-          return [addr, addr.kind() === "ipv4" ? 32 : 128] as Range;
-        })();
-      } catch {
-        throw new Error(`"${entry}" is not an IP address or CIDR range`);
-      }
+      let range = parseRange(entry);
       const [addr, bits] = range;
       if (addr instanceof ipaddr.IPv6 && addr.isIPv4MappedAddress()) {
         if (bits < 96) {
@@ -108,8 +105,64 @@ export class CidrList {
   }
 }
 
+/** One IPv4 part: decimal 0–255 without leading zeros. */
+const OCTET = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
+/** A full dotted-quad IPv4 address, and nothing `inet_aton` alone would read as one. */
+const DOTTED_QUAD = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
+/** One IPv6 group (1–4 hex digits), so no group can be read as a larger number. */
+const IPV6_GROUP = /^[0-9a-f]{1,4}$/i;
+/** A decimal prefix length without leading zeros or sign. */
+const PREFIX = /^(?:0|[1-9]\d{0,2})$/;
+
+/**
+ * Parses one address in full standard form only: a dotted quad for IPv4, the RFC 4291 text form
+ * for IPv6 (an embedded IPv4 tail a dotted quad too; no zone index). Brackets and IPv4-mapped
+ * IPv6 are not unwrapped here.
+ *
+ * @param text the address
+ * @returns the parsed address, or undefined when it is not in full standard form
+ */
+function parseStrict(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
+  if (!text.includes(":")) return DOTTED_QUAD.test(text) ? ipaddr.IPv4.parse(text) : undefined;
+  const groups = text.split(":");
+  const tail = groups.at(-1)!;
+  const ipv4Tail = tail.includes(".");
+  if (ipv4Tail && !DOTTED_QUAD.test(tail)) return undefined;
+  for (let i = 0; i < groups.length - (ipv4Tail ? 1 : 0); i++) {
+    // Empty groups are the `::` (ipaddr.js checks there is at most one).
+    if (groups[i] !== "" && !IPV6_GROUP.test(groups[i]!)) return undefined;
+  }
+  return ipaddr.IPv6.isValid(text) ? ipaddr.IPv6.parse(text) : undefined;
+}
+
+/**
+ * Parses one entry of an address list: a full address, or one with a `/prefix` in range.
+ *
+ * @param entry the trimmed entry
+ * @returns the address and prefix length
+ * @throws {Error} naming the entry
+ */
+function parseRange(entry: string): Range {
+  const slash = entry.indexOf("/");
+  const addr = parseStrict(slash < 0 ? entry : entry.slice(0, slash));
+  if (!addr) {
+    throw new Error(
+      `"${entry}" is not a full IP address or CIDR range (IPv4 needs four decimal parts, such as "10.0.0.0/8")`,
+    );
+  }
+  const max = addr.kind() === "ipv4" ? 32 : 128;
+  if (slash < 0) return [addr, max];
+  const prefix = entry.slice(slash + 1);
+  if (!PREFIX.test(prefix) || Number(prefix) > max) {
+    throw new Error(`"${entry}" needs a decimal prefix length from 0 to ${max}`);
+  }
+  return [addr, Number(prefix)];
+}
+
 /**
  * Parses an address, unwrapping IPv4-mapped IPv6 and brackets; returns undefined when invalid.
+ * Only full standard forms count (see {@linkcode CidrList}): a shorthand, octal or hex IPv4
+ * spelling (`10.1`, `010.0.0.1`) in a peer or an `X-Forwarded-For` hop is no address at all.
  *
  * @param address textual address, possibly `[v6]`
  * @returns the parsed address or undefined
@@ -117,12 +170,19 @@ export class CidrList {
 export function parseAddress(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   let text = address.trim();
   if (text.startsWith("[") && text.endsWith("]")) text = text.slice(1, -1);
-  if (!ipaddr.isValid(text)) return undefined;
-  try {
-    return ipaddr.process(text);
-  } catch {
-    return undefined;
-  }
+  const addr = parseStrict(text);
+  if (addr instanceof ipaddr.IPv6 && addr.isIPv4MappedAddress()) return addr.toIPv4Address();
+  return addr;
+}
+
+/**
+ * Whether an address is a loopback address (`127.0.0.0/8`, `::1`, or IPv4-mapped loopback).
+ *
+ * @param address textual address
+ * @returns true for loopback; false for anything else, unparsable included
+ */
+export function isLoopback(address: string): boolean {
+  return parseAddress(address)?.range() === "loopback";
 }
 
 /**
@@ -179,4 +239,32 @@ export function clientAddress(peer: string, forwardedFor: string | null, trusted
     if (!trusted.has(hop)) break;
   }
   return client;
+}
+
+/** Options for {@linkcode isInternalCaller}. */
+export interface InternalCallerOptions {
+  /** `TRUSTED_PROXIES`. */
+  trusted: CidrList;
+}
+
+/**
+ * Whether a request comes from this host or from the trusted proxies' networks themselves, not
+ * from a client on whose behalf something forwards it: the resolved client (see
+ * {@linkcode clientAddress}) must be loopback or in `TRUSTED_PROXIES`, and a peer that is not
+ * trusted must not be forwarding for anyone (a proxy on loopback, such as the nginx template,
+ * passes on the whole internet).
+ *
+ * @param peer the connection's remote address
+ * @param headers the request headers (forwarding headers are read)
+ * @param options the trusted proxy ranges
+ * @returns true for an operator's own caller (a scraper on the host or in a trusted range)
+ */
+export function isInternalCaller(peer: string, headers: Headers, options: InternalCallerOptions): boolean {
+  const { trusted } = options;
+  const forwardedFor = headers.get("x-forwarded-for");
+  if (!trusted.has(peer) && (forwardedFor !== null || headers.has("forwarded") || headers.has("x-real-ip"))) {
+    return false;
+  }
+  const client = clientAddress(peer, forwardedFor, trusted);
+  return isLoopback(client) || trusted.has(client);
 }

@@ -13,6 +13,7 @@ import { assignExperiment, experimentApplies } from "./experiments.ts";
 import { DEVICE_CLASSES, NETWORK_CLASSES } from "./targeting.ts";
 import { constantTimeEqual } from "./secure.ts";
 import { normalisePercentEncoding, pathForRules } from "./upstream.ts";
+import { ANON_COOKIE } from "./identity.ts";
 
 /** Largest accepted OFREP request body, in bytes. */
 export const OFREP_MAX_BODY_BYTES = 64 * 1024;
@@ -187,7 +188,8 @@ export function evaluateOfrepFlag(
       body: { key, errorCode: "FLAG_NOT_FOUND", errorDetails: `No flag with key "${truncate(key)}"` },
     };
   }
-  const result = toOfrep(evaluateFlag(flag, flagContext(rules, context, request.caller?.sticky)), rules);
+  const evaluation = evaluateFlag(flag, flagContext(rules, context, request.caller?.sticky));
+  const result = toOfrep(evaluation, rules, request.caller !== undefined);
   return "errorCode" in result ? { status: 400, body: result } : { status: 200, body: result };
 }
 
@@ -213,7 +215,8 @@ export function evaluateOfrepBulk(
   const own = withCaller(parsed.context, request.caller);
   const rules = ofrepRulesFor(source, own);
   const context = flagContext(rules, own, request.caller?.sticky);
-  const body = { flags: rules.flags.map((flag) => toOfrep(evaluateFlag(flag, context), rules)) };
+  const open = request.caller !== undefined;
+  const body = { flags: rules.flags.map((flag) => toOfrep(evaluateFlag(flag, context), rules, open)) };
   const etag = `"${createHash("sha256").update(JSON.stringify(body)).digest("base64url").slice(0, 27)}"`;
   if (request.ifNoneMatch && etagMatches(request.ifNoneMatch, etag)) return { status: 304, etag };
   return { status: 200, body, etag };
@@ -286,12 +289,23 @@ function flagContext(
   return { ...flagContext, variants: served };
 }
 
-function toOfrep(evaluation: FlagEvaluation, rules: CompiledRules): OfrepSuccess | OfrepFailure {
+// `open`: the caller's own identity replaced the body's (no OFREP_API_KEYS), so a missing key is
+// the caller's missing `ep_uid` or session, and a `targetingKey` in the body would not help.
+function toOfrep(
+  evaluation: FlagEvaluation,
+  rules: CompiledRules,
+  open: boolean,
+): OfrepSuccess | OfrepFailure {
   if (evaluation.errorCode) {
     return {
       key: evaluation.key,
       errorCode: evaluation.errorCode,
-      errorDetails: `Flag "${evaluation.key}" needs "targetingKey" in the context`,
+      errorDetails: open
+        ? `Flag "${evaluation.key}" needs a visitor key. Open OFREP (no OFREP_API_KEYS) evaluates for ` +
+          `the caller itself and ignores "targetingKey" in the body: call it with the caller's session ` +
+          `cookie or the "${ANON_COOKIE}" cookie the edge sets on every page, or configure OFREP_API_KEYS ` +
+          `to evaluate for the "targetingKey" you send`
+        : `Flag "${evaluation.key}" needs "targetingKey" in the context`,
     };
   }
   return {

@@ -6,6 +6,7 @@
  * with jitter, honouring `Retry-After` and 429, and giving up on an endpoint that answers 410
  * or that never answered while a batch used up the whole schedule on it.
  */
+import { z } from "zod";
 import { MAX_EVENTS_PER_BATCH, parseSyncEvent } from "./sync/schema.ts";
 import { sign } from "./sync/verify.ts";
 
@@ -151,10 +152,51 @@ export interface AttemptInfo {
   endpoint: string;
   webhookId: string;
   attempt: number;
+  /** How many attempts the schedule allows in all. */
+  attempts: number;
   /** HTTP status, or 0 for a network error or timeout. */
   status: number;
   outcome: "delivered" | "retry" | "failed" | "gone";
+  /** The answer's body, or why there was none (`network error: connection refused`). */
   detail?: string;
+  /** With `retry`: how long until the next attempt, in ms (jitter and `Retry-After` included). */
+  nextAttemptInMs?: number;
+}
+
+/** The rule control events: the edge reports them apart, so they travel in batches of their own. */
+const RULES_KINDS: ReadonlySet<string> = new Set(["rules", "rules_promote", "rules_rollback"]);
+
+/** What the edge answered to a delivered batch (the 200 body of `POST /_edge/sync`). */
+const SyncAnswer = z.union([
+  z.object({ duplicate: z.literal(true) }),
+  z.object({
+    applied: z.number().int().nonnegative(),
+    stale: z.number().int().nonnegative(),
+    rules: z.object({
+      active: z.number().int().nullable(),
+      canary: z.object({ version: z.number().int(), share: z.number() }).nullable(),
+    }).nullable().optional(),
+  }),
+]);
+
+/** What the edge answered to a delivered batch. */
+export type SyncAnswer = z.infer<typeof SyncAnswer>;
+
+/** One batch at one endpoint. */
+export interface BatchReport {
+  webhookId: string;
+  /** Events in the batch, by kind. */
+  kinds: Record<string, number>;
+  events: number;
+  delivered: boolean;
+  /**
+   * The edge's answer when delivered: `applied`/`stale` (and, for rule control events, the rules
+   * now active), or `duplicate` for a batch it had applied already. Absent when the answer was
+   * not one of these (an older edge, or a proxy in between).
+   */
+  answer?: SyncAnswer;
+  /** Why it was not delivered. */
+  error?: string;
 }
 
 /** What happened at one endpoint. */
@@ -172,6 +214,8 @@ export interface EndpointReport {
    * endpoint answered 410, or an earlier batch used up every attempt on it without one HTTP answer).
    */
   errors: { webhookId: string; error: string }[];
+  /** Every batch, in the order sent, with the edge's answer. */
+  batches: BatchReport[];
 }
 
 /** The outcome of a publish. */
@@ -220,7 +264,14 @@ export async function publish(events: readonly unknown[], options: PublishOption
     }
   });
   if (problems.length) throw new PublishInputError("Cannot publish the input", problems);
-  const batches = batchEvents(events, options).map((batch) => ({
+  // The edge answers `applied`/`stale` per batch: with rule control events in batches of their
+  // own, a stale count there says that a rules push, promote or rollback changed nothing.
+  const isRules = (event: unknown) => RULES_KINDS.has(kindOf(event));
+  const grouped = [
+    ...batchEvents(events.filter((event) => !isRules(event)), options),
+    ...batchEvents(events.filter(isRules), options),
+  ];
+  const batches = grouped.map((batch) => ({
     id: `msg_${options.randomId()}`,
     events: batch,
     body: JSON.stringify({
@@ -238,11 +289,13 @@ export async function publish(events: readonly unknown[], options: PublishOption
       failedEvents: 0,
       gone: false,
       errors: [],
+      batches: [],
     };
     const fail = (batch: { id: string; events: unknown[] }, error: string) => {
       report.failedBatches++;
       report.failedEvents += batch.events.length;
       report.errors.push({ webhookId: batch.id, error });
+      report.batches.push({ ...batchSummary(batch), delivered: false, error });
     };
     // Why the endpoint's remaining batches are not sent, once it is given up.
     let givenUp: string | undefined;
@@ -255,6 +308,7 @@ export async function publish(events: readonly unknown[], options: PublishOption
       if (outcome.ok) {
         report.deliveredBatches++;
         report.deliveredEvents += batch.events.length;
+        report.batches.push({ ...batchSummary(batch), delivered: true, answer: outcome.answer });
         continue;
       }
       fail(batch, outcome.error);
@@ -272,23 +326,90 @@ export async function publish(events: readonly unknown[], options: PublishOption
 
 const RETRYABLE = new Set([408, 409, 425, 429]);
 
+function kindOf(event: unknown): string {
+  return event && typeof event === "object" && "kind" in event && typeof event.kind === "string"
+    ? event.kind
+    : "";
+}
+
+function batchSummary(batch: { id: string; events: unknown[] }): Omit<BatchReport, "delivered"> {
+  const kinds: Record<string, number> = {};
+  for (const event of batch.events) kinds[kindOf(event)] = (kinds[kindOf(event)] ?? 0) + 1;
+  return { webhookId: batch.id, kinds, events: batch.events.length };
+}
+
+function parseAnswer(text: string): SyncAnswer | undefined {
+  try {
+    const parsed = SyncAnswer.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Names the cause of a failed `fetch` in a few words. Deno's own message is only "fetch
+ * failed"; the cause (connection refused, DNS, reset) is in `error.cause`.
+ *
+ * @param error what `fetch` threw
+ * @param timeoutMs the per-attempt timeout, for a timeout's message
+ * @returns e.g. `connection refused`, `host not found (DNS)`, `no answer within 30 s`
+ */
+export function describeFetchError(error: unknown, timeoutMs: number): string {
+  if (!(error instanceof Error)) return String(error);
+  if (error.name === "TimeoutError") return `no answer within ${timeoutMs / 1000} s`;
+  const cause = error.cause instanceof Error ? error.cause.message : "";
+  const text = `${error.message} ${cause}`;
+  if (/connection refused/i.test(text)) return "connection refused";
+  if (/dns error|failed to lookup|name or service not known|no such host/i.test(text)) {
+    return "host not found (DNS)";
+  }
+  if (/connection reset|connection closed before/i.test(text)) return "connection closed by the endpoint";
+  if (/certificate|tls|ssl/i.test(text)) return `TLS error (${cause || error.message})`;
+  // Deno's cause repeats the URL ("error sending request for url (…): …"): keep what follows.
+  return cause.replace(/^error sending request[^:]*: /, "") || error.message;
+}
+
 async function deliver(
   endpoint: string,
   batch: { id: string; body: string },
   options: PublishOptions,
-): Promise<{ ok: true } | { ok: false; gone: boolean; unreachable: boolean; error: string }> {
+): Promise<
+  { ok: true; answer: SyncAnswer | undefined } | {
+    ok: false;
+    gone: boolean;
+    unreachable: boolean;
+    error: string;
+  }
+> {
   const schedule = options.scheduleMs ?? STANDARD_RETRY_SCHEDULE_MS;
   const jitter = options.jitter ?? 0.2;
+  const timeoutMs = options.timeoutMs ?? 30_000;
   let lastError = "no attempt was made";
-  let retryAfterMs = 0;
   // Whether any attempt got an HTTP response: only an endpoint that never answered is dead.
   let answered = false;
+  // The wait before each attempt, worked out when the one before it failed, so that its report
+  // can say when the next attempt is.
+  const waitBefore = (attempt: number, retryAfterMs: number) =>
+    Math.max(schedule[attempt]! * (1 + (options.random() * 2 - 1) * jitter), retryAfterMs);
+  let wait = schedule.length ? waitBefore(0, 0) : 0;
   for (let attempt = 0; attempt < schedule.length; attempt++) {
-    const scheduled = schedule[attempt]! * (1 + (options.random() * 2 - 1) * jitter);
-    const wait = Math.max(scheduled, retryAfterMs);
     if (wait > 0) await options.sleep(wait);
-    const report = (info: Omit<AttemptInfo, "endpoint" | "webhookId" | "attempt">) =>
-      options.onAttempt?.({ endpoint, webhookId: batch.id, attempt: attempt + 1, ...info });
+    const report = (
+      info: Omit<AttemptInfo, "endpoint" | "webhookId" | "attempt" | "attempts">,
+      retryAfterMs = 0,
+    ) => {
+      const retry = info.outcome === "retry" && attempt + 1 < schedule.length;
+      if (retry) wait = waitBefore(attempt + 1, retryAfterMs);
+      options.onAttempt?.({
+        endpoint,
+        webhookId: batch.id,
+        attempt: attempt + 1,
+        attempts: schedule.length,
+        ...info,
+        ...(retry ? { nextAttemptInMs: wait } : {}),
+      });
+    };
     const timestamp = Math.floor(options.now() / 1000);
     let response: Response;
     try {
@@ -301,11 +422,10 @@ async function deliver(
           "webhook-timestamp": String(timestamp),
           "webhook-signature": await sign(options.secret, { id: batch.id, timestamp, body: batch.body }),
         },
-        signal: AbortSignal.timeout(options.timeoutMs ?? 30_000),
+        signal: AbortSignal.timeout(timeoutMs),
       });
     } catch (error) {
-      lastError = `network error: ${(error as Error).message}`;
-      retryAfterMs = 0;
+      lastError = `network error: ${describeFetchError(error, timeoutMs)}`;
       report({ status: 0, outcome: "retry", detail: lastError });
       continue;
     }
@@ -313,7 +433,7 @@ async function deliver(
     const text = await response.text().catch(() => "");
     if (response.ok) {
       report({ status: response.status, outcome: "delivered", detail: text });
-      return { ok: true };
+      return { ok: true, answer: parseAnswer(text) };
     }
     lastError = `HTTP ${response.status}: ${text.slice(0, 500)}`;
     if (response.status === 410) {
@@ -324,11 +444,11 @@ async function deliver(
       report({ status: response.status, outcome: "failed", detail: lastError });
       return { ok: false, gone: false, unreachable: false, error: lastError };
     }
-    retryAfterMs = Math.min(
+    const retryAfterMs = Math.min(
       parseRetryAfter(response.headers.get("retry-after"), options.now()),
       options.maxRetryAfterMs ?? 3_600_000,
     );
-    report({ status: response.status, outcome: "retry", detail: lastError });
+    report({ status: response.status, outcome: "retry", detail: lastError }, retryAfterMs);
   }
   // Every attempt of the schedule failed. Without a single HTTP answer (connection refused, DNS,
   // timeouts) the endpoint is down, not this batch; an endpoint that answered (a 503 for one
@@ -337,7 +457,9 @@ async function deliver(
     ok: false,
     gone: false,
     unreachable: !answered,
-    error: `gave up after ${schedule.length} attempts; last: ${lastError}`,
+    error: `gave up after ${schedule.length} ${
+      schedule.length === 1 ? "attempt" : "attempts"
+    }; last: ${lastError}`,
   };
 }
 

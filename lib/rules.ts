@@ -17,7 +17,7 @@ import {
   type PathGlob,
 } from "./targeting.ts";
 import { type CompiledExperiment, compileExperiment } from "./experiments.ts";
-import { STICKY_VALUE_MAX, stickyLength } from "./sticky.ts";
+import { STICKY_PAYLOAD_MAX, STICKY_VALUE_MAX, stickyLength } from "./sticky.ts";
 import { isDotSegment, normalisePercentEncoding } from "./upstream.ts";
 import { type CompiledFlag, compileFlag, valueHasType } from "./flags.ts";
 import type { NetworkClass } from "./device.ts";
@@ -494,16 +494,18 @@ function checkReferences(rules: z.output<typeof RuleSetSchema>, ctx: z.Refinemen
     }
   };
 
-  // Every experiment of a rule set can be sticky: their assignments fit in one cookie.
+  // Every experiment of a rule set can be sticky: their assignments fit in one cookie, beside
+  // its signature.
   const stickyTotal = rules.experiments.reduce(
     (sum, experiment) => sum + stickyLength(experiment.key, experiment.variations),
     0,
   );
-  if (stickyTotal > STICKY_VALUE_MAX) {
+  if (stickyTotal > STICKY_PAYLOAD_MAX) {
     problem(
       ["experiments"],
       `need ${stickyTotal} characters of sticky cookie (keys and longest variations), more than ` +
-        `${STICKY_VALUE_MAX}: use shorter keys or variation values, or fewer experiments`,
+        `${STICKY_PAYLOAD_MAX} (its ${STICKY_VALUE_MAX} less the signature): use shorter keys or ` +
+        "variation values, or fewer experiments",
     );
   }
   rules.experiments.forEach((experiment, e) => {

@@ -40,7 +40,20 @@ export interface RulesState {
  * ```
  */
 export function isCanaryVisitor(visitorKey: string, canary: { version: number; share: number }): boolean {
-  return (hash(`rules-canary:${canary.version}`, visitorKey, 2) ?? 1) < canary.share;
+  return canaryHash(visitorKey, canary.version) < canary.share;
+}
+
+/**
+ * A visitor's position for the canary of a rules version, which {@linkcode isCanaryVisitor}
+ * compares with the share.
+ *
+ * @param visitorKey the visitor's bucketing key
+ * @param version the canary's rules version
+ * @returns a number in `[0, 1)`
+ * @throws never
+ */
+export function canaryHash(visitorKey: string, version: number): number {
+  return hash(`rules-canary:${version}`, visitorKey, 2) ?? 1;
 }
 
 /** The rules of this process: the active set and an optional canary. */

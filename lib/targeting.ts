@@ -139,6 +139,18 @@ export function compileCondition(spec: ConditionSpec): CompiledCondition {
   };
 }
 
+/** A field of a condition (`when`) as written in the rules; names the field that failed. */
+export type ConditionField =
+  | "region"
+  | "country"
+  | "device"
+  | "network"
+  | "platform"
+  | "loggedIn"
+  | "segment"
+  | "path"
+  | "variant";
+
 /**
  * Evaluates a compiled condition: every field present must match; within a list any value
  * matches (segments: the visitor has at least one of them).
@@ -156,32 +168,53 @@ export function matchesCondition(
   condition: CompiledCondition | undefined,
   context: TargetingContext,
 ): boolean {
-  if (condition === undefined) return true;
-  if (condition.regions && !condition.regions.has(context.region)) return false;
+  return conditionMismatch(condition, context) === undefined;
+}
+
+/**
+ * Evaluates a compiled condition and names the first field that does not hold, in the order
+ * {@linkcode matchesCondition} checks them (it is this function's verdict), so an explanation
+ * can say why a rule was passed over.
+ *
+ * @param condition the compiled condition; undefined always matches
+ * @param context the visitor and request attributes
+ * @returns the failing field, or undefined when the condition holds
+ * @throws never
+ * @example
+ * ```ts
+ * conditionMismatch(compileCondition({ region: ["EU"] }), { ...context, region: "US" }); // "region"
+ * ```
+ */
+export function conditionMismatch(
+  condition: CompiledCondition | undefined,
+  context: TargetingContext,
+): ConditionField | undefined {
+  if (condition === undefined) return undefined;
+  if (condition.regions && !condition.regions.has(context.region)) return "region";
   if (condition.countries && (context.country === undefined || !condition.countries.has(context.country))) {
-    return false;
+    return "country";
   }
   if (condition.devices && (context.device === undefined || !condition.devices.has(context.device))) {
-    return false;
+    return "device";
   }
   if (condition.networks && (context.network === undefined || !condition.networks.has(context.network))) {
-    return false;
+    return "network";
   }
   if (condition.platforms && (context.platform === undefined || !condition.platforms.has(context.platform))) {
-    return false;
+    return "platform";
   }
-  if (condition.loggedIn !== undefined && context.loggedIn !== condition.loggedIn) return false;
-  if (condition.segments && !hasAny(condition.segments, context.segments)) return false;
+  if (condition.loggedIn !== undefined && context.loggedIn !== condition.loggedIn) return "loggedIn";
+  if (condition.segments && !hasAny(condition.segments, context.segments)) return "segment";
   if (condition.paths && (context.path === undefined || !matchesAnyPath(condition.paths, context.path))) {
-    return false;
+    return "path";
   }
   if (condition.variants) {
     for (const [key, accepted] of condition.variants) {
       const served = context.variants[key];
-      if (served === undefined || !accepted.has(served)) return false;
+      if (served === undefined || !accepted.has(served)) return "variant";
     }
   }
-  return true;
+  return undefined;
 }
 
 /**

@@ -26,18 +26,86 @@ const HOP_BY_HOP = [
   "proxy-authenticate",
 ];
 
+/** Forwarding headers the edge sets itself on every request from what it believed. */
 const FORWARDING = [
   "forwarded",
   "x-forwarded-for",
   "x-forwarded-proto",
   "x-forwarded-host",
   "x-forwarded-port",
+  "x-real-ip",
   "via",
 ];
 
+/**
+ * Headers only a trusted proxy may send on (`TRUSTED_PROXIES`); from anyone else they are
+ * removed before the origin. Origins and their frameworks read them as facts about the client:
+ * its address (rate limits, audit logs, allow-lists; nginx's `real_ip_header`), the path or
+ * method to serve instead of the request's (IIS, Symfony, Spring, Rails: around every path rule
+ * the edge applied, or a GET turned into a DELETE), and the host or scheme to build links with.
+ */
+const PROXY_ONLY: ReadonlySet<string> = new Set([
+  // Client address.
+  "true-client-ip",
+  "cf-connecting-ip",
+  "cf-connecting-ipv6",
+  "fastly-client-ip",
+  "x-client-ip",
+  "x-cluster-client-ip",
+  "x-original-forwarded-for",
+  "cloudfront-viewer-address",
+  "client-ip",
+  "forwarded-for",
+  "x-forwarded",
+  // Path and method overrides.
+  "x-original-url",
+  "x-rewrite-url",
+  "x-forwarded-prefix",
+  "x-http-method-override",
+  "x-http-method",
+  "x-method-override",
+  // Host and scheme hints.
+  "x-forwarded-ssl",
+  "x-forwarded-scheme",
+  "x-forwarded-server",
+  "x-host",
+  "x-original-host",
+  "front-end-https",
+  "x-url-scheme",
+]);
+
+/**
+ * The user id header earlier versions believed from `TRUSTED_PROXIES`: removed from every
+ * request, so an origin that still reads it cannot be told a user by a client (`x-edge-user`
+ * is the edge's only statement of who is logged in).
+ */
+const LEGACY_USER_HEADER = "x-user-id";
+
 const HOP_BY_HOP_SET: ReadonlySet<string> = new Set(HOP_BY_HOP);
 /** Request headers never copied as sent: hop-by-hop, forwarding (re-set by the edge), host, id. */
-const REQUEST_DROPPED: ReadonlySet<string> = new Set([...HOP_BY_HOP, ...FORWARDING, "host", "x-request-id"]);
+const REQUEST_DROPPED: ReadonlySet<string> = new Set([
+  ...HOP_BY_HOP,
+  ...FORWARDING,
+  "host",
+  "x-request-id",
+  LEGACY_USER_HEADER,
+]);
+
+/**
+ * Whether the edge removes or sets a request header itself, so that it cannot carry anything
+ * else to the origin (for checking a configured header name such as `USER_ID_HEADER`).
+ *
+ * @param name a lower-case header name
+ * @returns true for hop-by-hop, forwarding, client-address, override and `x-edge-*` names,
+ *   `host`, `x-request-id`, and any name with an underscore; false for `x-user-id`, which is
+ *   removed only so that it can never name a user unless it is `USER_ID_HEADER`
+ */
+export function isEdgeManagedHeader(name: string): boolean {
+  if (name === LEGACY_USER_HEADER) return false;
+  return REQUEST_DROPPED.has(name) || PROXY_ONLY.has(name) || name.startsWith("x-edge-") ||
+    name.includes("_");
+}
+
 /** Content codings Deno's `fetch` decodes by itself (unless asked for `identity`); not `x-gzip` or `deflate`. */
 export const DECODED_BY_FETCH: ReadonlySet<string> = new Set(["gzip", "br"]);
 
@@ -234,17 +302,18 @@ export interface ForwardingInfo {
   peerIp: string;
   /** Whether the peer is a trusted proxy whose forwarding headers may be kept. */
   peerTrusted: boolean;
-  /** `http` or `https`, as seen by this hop. */
+  /** `http` or `https` as the client used it (a trusted proxy's word, else this hop's). */
   proto: string;
-  /** The `Host` the client asked for. */
+  /** The host the client asked for, already checked against `PUBLIC_HOSTS`. */
   host: string;
   /** The request id to forward. */
   requestId: string;
   /**
-   * Request headers that only a trusted hop may send (user id, geo), dropped here when this
-   * hop is not trusted for them so the origin can never mistake a client's value for the edge's.
+   * Further request headers to drop: the configured user id header (always), and trust-only
+   * headers (geo) when this hop is not trusted for them, so the origin can never mistake a
+   * client's value for the edge's.
    */
-  untrusted?: ReadonlySet<string>;
+  dropped?: ReadonlySet<string>;
 }
 
 /** The header names a `Connection` header lists (lower case), or undefined when there are none. */
@@ -274,9 +343,11 @@ export function headerValue(list: HeaderList, name: string): string | null {
 }
 
 /**
- * Builds the headers sent to the origin: hop-by-hop headers and every inbound `x-edge-*`
- * header removed first, forwarding headers kept only from a trusted peer, then the edge's own
- * `X-Forwarded-*`, `Via` and `X-Request-Id` set.
+ * Builds the headers sent to the origin: hop-by-hop headers, every inbound `x-edge-*` header
+ * and every name with an underscore removed first (CGI, WSGI and older Puma read `_` as `-`, so
+ * `x_edge_user` would be `x-edge-user` there), client-address, override and host hints kept only
+ * from a trusted peer, then the edge's own `X-Forwarded-*`, `X-Real-IP`, `Via` and
+ * `X-Request-Id` set.
  *
  * It returns a plain list rather than a `Headers` object: `fetch` converts and validates its
  * `headers` init either way, and a `Headers` built field by field costs that work twice.
@@ -289,24 +360,18 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   const listed = connectionListed(inbound.get("connection"));
   const headers: HeaderList = [];
   let forwardedFor: string | null = null;
-  let proto: string | null = null;
-  let forwardedHost: string | null = null;
   let via: string | null = null;
-  let forwarded: string | null = null;
   let acceptEncoding = false;
   // One pass that copies only what may go on, instead of a copy followed by many deletes.
   // `forEach`, not `for…of`: Deno's `Headers` iterator costs over 1 µs per field.
   inbound.forEach((value, name) => {
     if (
-      REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || listed?.has(name) ||
-      info.untrusted?.has(name)
+      REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || name.includes("_") || listed?.has(name) ||
+      info.dropped?.has(name) || (!info.peerTrusted && PROXY_ONLY.has(name))
     ) {
       if (info.peerTrusted) {
         if (name === "x-forwarded-for") forwardedFor = value;
-        else if (name === "x-forwarded-proto") proto = value;
-        else if (name === "x-forwarded-host") forwardedHost = value;
         else if (name === "via") via = value;
-        else if (name === "forwarded") forwarded = value;
       }
       return;
     }
@@ -314,17 +379,36 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
     // Iterating `Headers` combines repeated fields (set-cookie aside), so each name comes once.
     headers.push([name, value]);
   });
+  // Scheme and host are what the edge believed (a trusted hop's word, the host checked against
+  // PUBLIC_HOSTS), never a header passed on as sent; so is `Forwarded`, rebuilt from the same.
   headers.push(
     ["x-forwarded-for", forwardedFor ? `${forwardedFor}, ${info.peerIp}` : info.peerIp],
-    ["x-forwarded-proto", proto && /^https?$/i.test(proto) ? proto : info.proto],
-    ["x-forwarded-host", forwardedHost ?? info.host],
+    ["x-forwarded-proto", info.proto],
+    ["x-forwarded-host", info.host],
+    ["forwarded", forwardedElement(info)],
+    // As nginx's realip module does: an origin that reads it gets the client the edge resolved.
+    ["x-real-ip", info.clientIp],
     ["via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN],
     ["x-request-id", info.requestId],
   );
-  if (forwarded) headers.push(["forwarded", forwarded]);
   // Without an Accept-Encoding, fetch would ask for gzip itself; see downstreamResponseHeaders.
   if (!acceptEncoding) headers.push(["accept-encoding", "identity"]);
   return headers;
+}
+
+/**
+ * The RFC 7239 `Forwarded` element for the client as the edge resolved it:
+ * `for=198.51.100.7;host="shop.example";proto=https` (an IPv6 client as `for="[2001:db8::7]"`,
+ * anything that is no address as `for=unknown`).
+ *
+ * @param info the hop facts
+ * @returns one element
+ */
+function forwardedElement(info: ForwardingInfo): string {
+  const ip = info.clientIp;
+  const node = /^[\d.]+$/.test(ip) ? ip : /^[\da-f:.]+$/i.test(ip) ? `"[${ip}]"` : "unknown";
+  const host = info.host.replace(/["\\]/g, "\\$&");
+  return `for=${node};host="${host}";proto=${info.proto === "https" ? "https" : "http"}`;
 }
 
 /**

@@ -17,6 +17,7 @@ import { syncRoutes } from "./sync.ts";
 import type { AppEnv } from "./env.ts";
 import { metricsRoutes } from "./metrics.ts";
 import { rulesRoutes } from "./rules.ts";
+import { experimentsRoutes } from "./experiments.ts";
 import { edgeHandlers } from "./edge.ts";
 import {
   errorResponse,
@@ -157,6 +158,7 @@ function createRouters(deps: Deps, plain: PlainHandlers): Hono<AppEnv> {
   app.route("/_edge", metricsRoutes(deps, deps.metrics));
   app.route("/_edge", syncRoutes(deps));
   app.route("/_edge", rulesRoutes(deps));
+  app.route("/_edge", experimentsRoutes(deps));
   // `createApp` sends these paths to the plain handlers directly; percent-encoded spellings of
   // them (`/_edge/%63ontext`) reach them here, after Hono has decoded the path.
   app.get("/_edge/context", (c) => {

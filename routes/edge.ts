@@ -39,16 +39,18 @@ export function edgeHandlers(deps: Deps): EdgeHandlers {
     async context(request, info, record) {
       const limit = limitOf(request.url);
       if (typeof limit !== "number") return limit;
+      record.answeredAtEdge = true;
       const visitor = await visitorFor(request, info, record, deps);
       const recommendations = await recommendationsFor(visitor, deps, limit);
-      return edgeJson(visitor, { ...contextView(visitor), recommendations });
+      return edgeJson(visitor, deps, { ...contextView(visitor), recommendations });
     },
     async recommendations(request, info, record) {
       const limit = limitOf(request.url);
       if (typeof limit !== "number") return limit;
+      record.answeredAtEdge = true;
       const visitor = await visitorFor(request, info, record, deps);
       const items = await recommendationsFor(visitor, deps, limit);
-      return edgeJson(visitor, { items });
+      return edgeJson(visitor, deps, { items });
     },
   };
 }
@@ -99,12 +101,13 @@ async function recommendationsFor(visitor: Visitor, deps: Deps, limit: number) {
   }
 }
 
-function edgeJson(visitor: Visitor, body: unknown): Response {
+function edgeJson(visitor: Visitor, deps: Deps, body: unknown): Response {
   const cookies = responseCookies(visitor.identity, {
     decision: visitor.decision,
     // Client-side code reads its visitor id here: keep it stable.
     navigation: true,
     secure: visitor.facts.proto === "https",
+    signer: deps.stickySigner,
   });
   // Headers go straight into the response's own (a `Headers` object handed to the constructor
   // would be converted again, field by field).

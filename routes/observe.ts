@@ -105,6 +105,11 @@ export interface RequestRecord {
   loggedIn?: boolean;
   /** Context-stage outcome. */
   contextOutcome?: { cache: string; readThrough: string };
+  /**
+   * The edge answered itself (`/_edge/context`, `/_edge/recommendations`): the decision was made
+   * for the visitor, but its proxy action and matched route were not what happened.
+   */
+  answeredAtEdge?: boolean;
 }
 
 /**
@@ -147,7 +152,9 @@ export function recordRequest(deps: Deps, record: RequestRecord): void {
     requestId,
     method: record.method,
     path: record.path,
-    rewrittenPath: decision?.action.type === "proxy" ? decision.action.path : undefined,
+    rewrittenPath: decision?.action.type === "proxy" && !record.answeredAtEdge
+      ? decision.action.path
+      : undefined,
     region: decision?.region,
     status: record.status,
     durMs: round(totalMs),
@@ -168,8 +175,8 @@ export function recordRequest(deps: Deps, record: RequestRecord): void {
     loggedIn: record.loggedIn,
     clientIp: facts?.clientIp,
     routeClass,
-    matchedRoute: decision.matchedRoute,
-    action: decision.action.type,
+    matchedRoute: record.answeredAtEdge ? undefined : decision.matchedRoute,
+    action: record.answeredAtEdge ? "edge" : decision.action.type,
     status: record.status,
     cache: outcome?.cache,
     readThrough: outcome?.readThrough,

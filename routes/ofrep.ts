@@ -7,8 +7,6 @@
 import { Hono } from "hono";
 import type { Deps } from "../lib/deps.ts";
 import { errorBody } from "../lib/errors.ts";
-import { parseCookies } from "../lib/cookies.ts";
-import { parseSticky, STICKY_COOKIE } from "../lib/identity.ts";
 import type { OfrepAnswer, OfrepCaller } from "../lib/ofrep.ts";
 import type { AppEnv } from "./env.ts";
 import { callerFor } from "./visitor.ts";
@@ -35,13 +33,11 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
 
   // With API keys the callers are services evaluating for their users: the body's context is
   // theirs to give, and no user data of the request is read. Open, the callers are browsers: each
-  // evaluates for itself (its session or `ep_uid`, and its sticky `ep_exp` assignments, as the
-  // proxy would), whatever `targetingKey`, `loggedIn` or `segments` the body claims.
+  // evaluates for itself (its session or `ep_uid`, and its signed sticky `ep_exp` assignments, as
+  // the proxy would), whatever `targetingKey`, `loggedIn` or `segments` the body claims.
   const callerOf = async (request: Request, info: AppEnv["Bindings"]): Promise<OfrepCaller | undefined> => {
     if (keys.length) return undefined;
-    const caller = await callerFor(request, info, deps);
-    const sticky = parseSticky(parseCookies(request.headers.get("cookie")).get(STICKY_COOKIE));
-    return { ...caller, sticky };
+    return await callerFor(request, info, deps);
   };
 
   app.post("/evaluate/flags", async (c) => {

@@ -8,7 +8,6 @@ import { finishResponseHeaders } from "../lib/cache_headers.ts";
 import { responseCookies, setDecisionHeaders } from "../lib/edge_headers.ts";
 import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/errors.ts";
 import { REGION_HEADER } from "../lib/geo.ts";
-import { TRUSTED_USER_HEADER } from "../lib/identity.ts";
 import {
   downstreamResponseHeaders,
   fetchOrigin,
@@ -31,10 +30,12 @@ import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/html_slots.ts
  */
 export function proxyHandler(deps: Deps): ServedHandler {
   const { config } = deps;
-  // Trust-only request headers, never forwarded from a hop that is not trusted for them.
-  const untrustedUser: ReadonlySet<string> = new Set([TRUSTED_USER_HEADER]);
-  const untrustedAll: ReadonlySet<string> = new Set([
-    TRUSTED_USER_HEADER,
+  // The user id header is the edge's to read, never the origin's (its `x-edge-user` says who is
+  // logged in); geo headers are forwarded only from a hop trusted for them.
+  const userHeader = config.userIdHeader === undefined ? [] : [config.userIdHeader];
+  const geoTrustedDrops: ReadonlySet<string> = new Set(userHeader);
+  const untrustedDrops: ReadonlySet<string> = new Set([
+    ...userHeader,
     REGION_HEADER,
     ...config.countryHeaders,
   ]);
@@ -50,6 +51,7 @@ export function proxyHandler(deps: Deps): ServedHandler {
       decision,
       secure: facts.proto === "https",
       navigation: facts.navigation,
+      signer: deps.stickySigner,
     });
 
     if (decision.action.type === "redirect") {
@@ -67,9 +69,9 @@ export function proxyHandler(deps: Deps): ServedHandler {
       // The origin may build absolute URLs from X-Forwarded-Host: only known names go on.
       host: publicHost(facts.host),
       requestId: facts.requestId,
-      untrusted: facts.peerTrusted ? undefined : facts.geoTrusted ? untrustedUser : untrustedAll,
+      dropped: facts.geoTrusted ? geoTrustedDrops : untrustedDrops,
     });
-    setDecisionHeaders(headers, {
+    const toldVisitor = setDecisionHeaders(headers, {
       facts,
       identity,
       decision,
@@ -142,6 +144,7 @@ export function proxyHandler(deps: Deps): ServedHandler {
       decision: cacheDecision,
       clientHints: rules.clientHints,
       cookies,
+      toldVisitor,
     });
     if (!rewriteHtml) return response;
     if (!(await htmlRewriterAvailable())) {

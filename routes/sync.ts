@@ -57,6 +57,8 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
     let admitted = false;
     const storeWork: Promise<unknown>[] = [];
     let storeSettled = 0;
+    // Whether the batch held rule control events: then the answer says which rules are now active.
+    let rulesEvents = false;
     try {
       const [{ applyOptionsFromConfig }, { ingestSync, PayloadTooLargeError, readLimitedBody }, {
         checkWebhookHeaders,
@@ -133,6 +135,9 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
           },
         }),
         onApplied: (events) => {
+          rulesEvents = events.some((event) =>
+            event.kind === "rules" || event.kind === "rules_promote" || event.kind === "rules_rollback"
+          );
           const lagsMs: number[] = [];
           for (const event of events) {
             if ("at" in event && typeof event.at === "number") lagsMs.push(now - event.at);
@@ -140,6 +145,9 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
           deps.metrics.observeSync({ lagsMs });
         },
       });
+      if (rulesEvents && !("duplicate" in result)) {
+        result = { ...result, rules: await rulesNow(storeWithin) };
+      }
     } catch (error) {
       // A busy answer refuses nothing: the publisher retries the same push.
       // Refused (4xx: the publisher must fix something) apart from failed here (5xx: retried as is).
@@ -174,5 +182,18 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
     }
     return c.json(result);
   });
+
+  // The rules KV names after the batch, for the publisher to show; `null` when that read fails,
+  // as the batch itself has been applied and recorded (a 503 would only make its retry a duplicate).
+  const rulesNow = async (storeWithin: <T>(work: Promise<T>) => Promise<T>) => {
+    try {
+      const { readStoredRulesStatus } = await import("../lib/rules_control.ts");
+      const { active, canary } = await storeWithin(readStoredRulesStatus(deps.kv));
+      return { active, canary };
+    } catch (error) {
+      deps.log.warn("sync: rules state not read after apply", { error: String(error) });
+      return null;
+    }
+  };
   return app;
 }

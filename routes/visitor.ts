@@ -5,7 +5,8 @@
  * stage's duration is recorded for metrics and decision logs.
  */
 import type { Deps } from "../lib/deps.ts";
-import { type Facts, gatherFacts } from "../lib/facts.ts";
+import { type Facts, gatherFacts, type GatherFactsOptions } from "../lib/facts.ts";
+import type { Explanation } from "../lib/rules/explain.ts";
 import { type Identity, resolveIdentity, type ResolveIdentityOptions } from "../lib/identity.ts";
 import {
   type EdgeUserContext,
@@ -13,7 +14,7 @@ import {
   loadUserContext,
   type LoadUserContextOptions,
 } from "../lib/context.ts";
-import { decide, type Decision } from "../lib/decide.ts";
+import { decideForVisitor, type Decision, visitorContextOf } from "../lib/decide.ts";
 import type { CompiledRules } from "../lib/rules.ts";
 import { type KvRead, readThroughLabel } from "../lib/metrics.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "./observe.ts";
@@ -51,7 +52,6 @@ export async function visitorFor(
 ): Promise<Visitor> {
   const stages: Record<string, number> = {};
   record.stages = stages;
-  const { config } = deps;
   let mark = deps.mono();
   const lap = (stage: string) => {
     const at = deps.mono();
@@ -60,18 +60,11 @@ export async function visitorFor(
     mark = at;
   };
 
-  const facts = gatherFacts(request, peerOf(info), {
-    trustedProxies: config.trustedProxies,
-    cdnSecret: config.cdnSecret,
-    countryHeaders: config.countryHeaders,
-    requestId: record.requestId,
-    uaCache: deps.uaCache,
-    ipGeo: deps.ipGeo,
-  });
+  const facts = gatherFacts(request, peerOf(info), factsOptions(deps, record.requestId));
   lap("facts");
 
   const now = deps.now();
-  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerTrusted));
+  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerIp));
   lap("identity");
 
   const context = await loadUserContext(identity.userId, contextOptions(deps, now, facts.gpc));
@@ -88,22 +81,12 @@ export async function visitorFor(
   lap("context");
 
   // A visitor in a rules canary is decided by the canary version (stable per visitor key).
-  const rules = deps.rules.rulesFor(identity.key);
-  let decision = decide({
-    facts,
-    visitor: {
-      key: identity.key,
-      loggedIn: identity.userId !== undefined,
-      segments: context.segments,
-      attributes: primitiveAttributes(context.attributes),
-      sticky: identity.sticky,
-    },
-  }, rules);
-  // While a canary runs, which rules decided depends on the visitor key, whatever they say.
-  if (deps.rules.canary && !decision.dependsOn.includes("visitorKey")) {
-    decision = { ...decision, personalized: true, dependsOn: [...decision.dependsOn, "visitorKey"] };
-  }
+  const { rules, decision } = decideForVisitor(
+    { facts, visitor: visitorContextOf(identity, context) },
+    deps.rules,
+  );
   lap("decide");
+  deps.exposures.observe({ facts, identity, decision, rules });
   const contextOutcome = { cache: context.outcome.cache, readThrough };
   record.facts = facts;
   record.decision = decision;
@@ -116,23 +99,25 @@ export async function visitorFor(
 /**
  * Who is calling, for an endpoint that evaluates something for "the visitor" without the rest
  * of the pipeline (open OFREP): the same identity and profile segments the proxy would use for
- * this request — session cookie, then a trusted hop's user header, then the `ep_uid` cookie —
- * never what the request body claims.
+ * this request — session cookie, then `USER_ID_HEADER` from a peer in `USER_ID_PROXIES`, then
+ * the `ep_uid` cookie — never what the request body claims.
  *
  * @param request the request
  * @param info the connection facts
  * @param deps the service's dependencies
  * @returns the visitor key (absent when the caller has no `ep_uid` cookie yet), whether a user
- *   is logged in, and their segments (none under `Sec-GPC: 1`)
+ *   is logged in, their segments (none under `Sec-GPC: 1`), and their sticky assignments (from
+ *   the `ep_exp` cookie, only when its signature holds)
  */
 export async function callerFor(
   request: Request,
   info: ServeInfo,
   deps: Deps,
-): Promise<{ key: string | undefined; loggedIn: boolean; segments: string[] }> {
+): Promise<
+  { key: string | undefined; loggedIn: boolean; segments: string[]; sticky: ReadonlyMap<string, string> }
+> {
   const now = deps.now();
-  const peerTrusted = deps.config.trustedProxies.has(peerOf(info));
-  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, peerTrusted));
+  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, peerOf(info)));
   const context = await loadUserContext(
     identity.userId,
     contextOptions(deps, now, gpcRequested(request.headers)),
@@ -143,19 +128,68 @@ export async function callerFor(
     key: identity.userId !== undefined || !identity.newAnonymousId ? identity.key : undefined,
     loggedIn: identity.userId !== undefined,
     segments: [...context.segments],
+    sticky: identity.sticky,
   };
 }
 
-function identityOptions(deps: Deps, now: number, peerTrusted: boolean): ResolveIdentityOptions {
+/**
+ * Explains what the pipeline would decide for a request, from the same stages: facts, identity
+ * and context as `visitorFor` runs them, then the decision with a trace. Nothing is recorded on
+ * a request record, counted as a decision or exposure, or set as a cookie; reads fill the
+ * per-isolate caches (and may read through to the backend) as the request itself would.
+ *
+ * @param request the request to explain (see `describedRequest`)
+ * @param peer the address it arrives from
+ * @param deps the service's dependencies
+ * @returns the explanation
+ * @throws {BadPathError} when the path cannot be forwarded safely (the proxy would answer 400)
+ */
+export async function explainRequest(request: Request, peer: string, deps: Deps): Promise<Explanation> {
+  // An operator's tool: its code is not loaded on a visitor's path.
+  const { ExplainCollector } = await import("../lib/rules/explain.ts");
+  const trace = new ExplainCollector();
+  const facts = gatherFacts(request, peer, { ...factsOptions(deps, "explain"), trace });
+  const now = deps.now();
+  const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerIp));
+  const context = await loadUserContext(identity.userId, contextOptions(deps, now, facts.gpc));
+  return trace.explain({
+    request,
+    facts,
+    identity,
+    context,
+    rules: deps.rules,
+    sessionCookie: deps.config.sessionCookie,
+    ipGeoLoaded: deps.ipGeo !== undefined,
+  }).explanation;
+}
+
+function factsOptions(deps: Deps, requestId: string): GatherFactsOptions {
+  const { config } = deps;
+  return {
+    trustedProxies: config.trustedProxies,
+    cdnSecret: config.cdnSecret,
+    countryHeaders: config.countryHeaders,
+    requestId,
+    uaCache: deps.uaCache,
+    ipGeo: deps.ipGeo,
+    listenerScheme: config.listenerScheme,
+  };
+}
+
+function identityOptions(deps: Deps, now: number, peer: string): ResolveIdentityOptions {
+  const { config } = deps;
   return {
     kv: deps.kv,
     now,
-    sessionCookie: deps.config.sessionCookie,
-    // Only a peer in TRUSTED_PROXIES may name the user: a CDN secret vouches for geo headers,
-    // but CDNs pass arbitrary client headers through.
-    trustedHop: peerTrusted,
+    sessionCookie: config.sessionCookie,
+    // Only a directly connected peer in USER_ID_PROXIES may name the user: neither a CDN secret
+    // nor TRUSTED_PROXIES does, since CDNs and load balancers pass their clients' headers through.
+    userIdHeader: config.userIdHeader !== undefined && config.userIdProxies.has(peer)
+      ? config.userIdHeader
+      : undefined,
     randomId: deps.randomId,
     sessionCache: deps.sessionCache,
+    stickySigner: deps.stickySigner,
     onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
     kvWithin: kvWithin(deps, "session"),
   };
@@ -215,18 +249,6 @@ export function kvWithin(
   };
 }
 
-function primitiveAttributes(
-  attributes: Readonly<Record<string, unknown>>,
-): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {};
-  for (const [key, value] of Object.entries(attributes)) {
-    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
-      out[key] = value;
-    }
-  }
-  return out;
-}
-
 /**
  * The visitor's edge context as client-side code sees it (in `/_edge/context` and injected
  * into HTML pages): their own data only, behavioural data already empty under GPC.
@@ -244,6 +266,8 @@ export function contextView(visitor: Visitor): Record<string, unknown> {
     },
     region: decision.region,
     country: decision.country ?? null,
+    // Why the region: a trusted geo header, the IP database, or neither (the default region).
+    countrySource: decision.country === undefined ? null : facts.countrySource ?? null,
     device: facts.device.device,
     network: facts.device.network,
     gpc: facts.gpc,

@@ -14,6 +14,22 @@ import { backendClientFromConfig } from "../lib/backend.ts";
 import { EdgeMetrics } from "../lib/metrics.ts";
 import { cachesFromConfig } from "../lib/caches.ts";
 import { createDecisionLogger } from "../lib/decision_log.ts";
+import { exposuresFromConfig } from "../lib/exposures/recorder.ts";
+import { STICKY_COOKIE, StickySigner } from "../lib/sticky.ts";
+
+/** The sticky cookie's signing secret in tests (unless `STICKY_SECRET` is given). */
+export const TEST_STICKY_SECRET = "test-sticky-secret-0123456789";
+
+/**
+ * A sticky cookie as the edge would have set it, for a `Cookie` header.
+ *
+ * @param assignments the assignments as the cookie holds them (`hero:b|pricing:a`)
+ * @param secret the signing secret (default {@linkcode TEST_STICKY_SECRET})
+ * @returns `ep_exp=<signed value, percent-encoded>`
+ */
+export function stickyCookie(assignments: string, secret: string = TEST_STICKY_SECRET): string {
+  return `${STICKY_COOKIE}=${encodeURIComponent(new StickySigner([secret]).sign(assignments))}`;
+}
 
 /** A request as a test origin saw it. */
 export interface SeenRequest {
@@ -72,6 +88,8 @@ export interface MakeDepsOptions {
   logLines?: string[];
   now?: () => number;
   ipGeo?: IpGeoDb;
+  /** Receives background work (default: dropped, the work still runs). */
+  waitUntil?: (work: Promise<unknown>) => void;
 }
 
 /**
@@ -88,22 +106,40 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
   let next = 0;
   const lines = options.logLines;
   const log = createLogger(config.logLevel, { now, sink: (line) => lines?.push(line) });
+  const randomId = () => `id-${String(++next).padStart(16, "0")}`;
+  const metrics = new EdgeMetrics();
+  const deadlines = new DeadlineSweep();
+  const rules = new RulesStore(parseRules(options.rules ?? EMPTY_RULES));
+  const waitUntil = options.waitUntil ?? (() => {});
   return {
     config,
     kv: await Deno.openKv(":memory:"),
     fetch: globalThis.fetch,
     now,
     mono: () => performance.now(),
-    randomId: () => `id-${String(++next).padStart(16, "0")}`,
+    randomId,
     log,
-    rules: new RulesStore(parseRules(options.rules ?? EMPTY_RULES)),
+    rules,
     ...cachesFromConfig(config),
+    stickySigner: new StickySigner(config.stickySecrets.length ? config.stickySecrets : [TEST_STICKY_SECRET]),
     ipGeo: options.ipGeo,
     backend: backendClientFromConfig(config, { fetch: globalThis.fetch, now }),
-    metrics: new EdgeMetrics(),
-    deadlines: new DeadlineSweep(),
+    metrics,
+    deadlines,
     tracer: undefined,
-    waitUntil: () => {},
+    waitUntil,
+    exposures: exposuresFromConfig(config, {
+      metrics,
+      fetch: globalThis.fetch,
+      now,
+      mono: () => performance.now(),
+      randomId,
+      random: Math.random,
+      deadlines,
+      log,
+      waitUntil,
+      rules: () => rules.current,
+    }),
     logDecision: createDecisionLogger({
       log,
       rate: config.logSampleRate,

@@ -85,7 +85,25 @@ export const SYNC_OPENAPI = {
                     {
                       type: "object",
                       required: ["applied", "stale"],
-                      properties: { applied: { type: "integer" }, stale: { type: "integer" } },
+                      properties: {
+                        applied: { type: "integer" },
+                        stale: { type: "integer" },
+                        rules: {
+                          description:
+                            "Only for a batch with rules, rules_promote or rules_rollback events: " +
+                            "the versions KV names after it (null when that could not be read)",
+                          type: ["object", "null"],
+                          required: ["active", "canary"],
+                          properties: {
+                            active: { type: ["integer", "null"] },
+                            canary: {
+                              type: ["object", "null"],
+                              required: ["version", "share"],
+                              properties: { version: { type: "integer" }, share: { type: "number" } },
+                            },
+                          },
+                        },
+                      },
                     },
                     { type: "object", required: ["duplicate"], properties: { duplicate: { const: true } } },
                   ],

@@ -74,6 +74,44 @@ export function decodeSecret(secret: string): Uint8Array<ArrayBuffer> {
   return base64Decode(secret.slice(SECRET_PREFIX.length));
 }
 
+/** Fewest key bytes a secret must carry, as `SYNC_SECRETS` requires. */
+const MIN_SECRET_BYTES = 16;
+
+/**
+ * Says what is wrong with a `whsec_…` secret, by the rule `SYNC_SECRETS` applies, without
+ * echoing any of it.
+ *
+ * @param secret the secret as given
+ * @returns why it is malformed, or `undefined` when it is usable
+ * @example
+ * ```ts
+ * webhookSecretProblem("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"); // undefined
+ * webhookSecretProblem("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"); // 'it must start with "whsec_"'
+ * ```
+ */
+export function webhookSecretProblem(secret: string): string | undefined {
+  if (!secret.startsWith(SECRET_PREFIX)) return `it must start with "${SECRET_PREFIX}"`;
+  const text = secret.slice(SECRET_PREFIX.length);
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text) || text.length % 4 !== 0) {
+    return `the part after "${SECRET_PREFIX}" must be base64 (A–Z, a–z, 0–9, +, /, padded with = to a multiple of 4)`;
+  }
+  const bytes = (text.length / 4) * 3 - (text.match(/=+$/)?.[0].length ?? 0);
+  if (bytes < MIN_SECRET_BYTES) {
+    return `it must carry at least ${MIN_SECRET_BYTES} bytes of key, got ${bytes}`;
+  }
+  return undefined;
+}
+
+/**
+ * Makes a fresh signing secret: 24 random bytes, base64, with the `whsec_` prefix.
+ *
+ * @param randomBytes a source of cryptographically random bytes
+ * @returns the secret
+ */
+export function generateWebhookSecret(randomBytes: (n: number) => Uint8Array): string {
+  return `${SECRET_PREFIX}${base64Encode(randomBytes(24))}`;
+}
+
 /**
  * The checks that need no body and no key: the three headers are present and the timestamp is
  * within the tolerance. Run before the body is read, so an unsigned or replayed-late push is

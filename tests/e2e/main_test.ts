@@ -3,6 +3,8 @@ import { startOrigin } from "../support.ts";
 import { freePort, runServiceExpectingFailure, type ServiceProcess, startService } from "./service.ts";
 
 const MB = 1024 * 1024;
+const BROWSER =
+  "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36";
 const DOWNLOAD_BYTES = 300 * MB;
 
 function chunkStream(totalBytes: number, chunkBytes = 64 * 1024): ReadableStream<Uint8Array> {
@@ -51,6 +53,8 @@ Deno.test("main.ts serves health, readiness and the seed rewrite as a real proce
       assert.equal(origin.seen.at(-1)!.path, "/api/products/promotions/europe");
       assert.equal(origin.seen.at(-1)!.search, "?x=1");
       assert.ok(res.headers.get("x-request-id"));
+      // A production start without PUBLIC_HOSTS says what it leaves open, once.
+      assert.equal(service.output().match(/PUBLIC_HOSTS not set: [^"]*X-Forwarded-Host/g)?.length, 1);
     } finally {
       const status = await service.stop();
       assert.equal(status.code, 0, service.output());
@@ -352,4 +356,70 @@ Deno.test("start-up fails fast with a message naming the bad variable", async ()
   });
   assert.equal(badRules.code, 1);
   assert.match(badRules.stderr, /Cannot read rules file "\/nonexistent\/rules.json"/);
+
+  const halfIdentity = await runServiceExpectingFailure({
+    ORIGIN_URL: "http://127.0.0.1:1",
+    KV_PATH: ":memory:",
+    USER_ID_HEADER: "x-auth-request-user",
+  });
+  assert.equal(halfIdentity.code, 1);
+  assert.match(halfIdentity.stderr, /USER_ID_PROXIES is required when USER_ID_HEADER is set/);
+});
+
+Deno.test("with STICKY_SECRET a visitor's signed assignment survives a restart; without it main.ts warns and its key is its own", async () => {
+  const origin = startOrigin();
+  const dir = await Deno.makeTempDir();
+  const rulesWith = async (name: string, weights: number[]) => {
+    const path = `${dir}/${name}.json`;
+    await Deno.writeTextFile(
+      path,
+      JSON.stringify({ version: 1, experiments: [{ key: "hero", variations: ["control", "b"], weights }] }),
+    );
+    return path;
+  };
+  const allB = await rulesWith("all-b", [0, 1]);
+  const allControl = await rulesWith("all-control", [1, 0]);
+  const base = { ORIGIN_URL: origin.url, KV_PATH: ":memory:" };
+  const secret = { STICKY_SECRET: "e2e-sticky-secret-0123456789" };
+  const visit = async (service: ServiceProcess, cookie: string) => {
+    // A browser's User-Agent: `fetch`'s own counts as a bot, and bots are in no experiment.
+    const res = await fetch(`${service.url}/page`, { headers: { cookie, "user-agent": BROWSER } });
+    await res.body?.cancel();
+    const sticky = res.headers.getSetCookie().find((c) => c.startsWith("ep_exp="))?.split(";")[0];
+    return { variants: origin.seen.at(-1)!.headers.get("x-edge-variants"), sticky };
+  };
+  const visitor = "ep_uid=e2e-visitor-0123456789";
+  let cookie = "";
+  try {
+    const first = await startService({ ...base, ...secret, RULES_PATH: allB });
+    try {
+      const seen = await visit(first, visitor);
+      assert.equal(seen.variants, "hero=b");
+      assert.ok(seen.sticky);
+      cookie = `${visitor}; ${seen.sticky}`;
+      assert.doesNotMatch(first.output(), /STICKY_SECRET not set/);
+    } finally {
+      await first.stop();
+    }
+    // Restarted with weights that now give everyone control: the cookie of the first process holds.
+    const second = await startService({ ...base, ...secret, RULES_PATH: allControl });
+    try {
+      assert.deepEqual(await visit(second, cookie), { variants: "hero=b", sticky: undefined });
+      assert.equal((await visit(second, visitor)).variants, "hero=control");
+    } finally {
+      await second.stop();
+    }
+    const unset = await startService({ ...base, RULES_PATH: allControl });
+    try {
+      assert.match(unset.output(), /STICKY_SECRET not set/);
+      const seen = await visit(unset, cookie);
+      assert.equal(seen.variants, "hero=control", "another process's signature is not this one's");
+      assert.match(seen.sticky ?? "", /^ep_exp=hero%3Acontrol\.[A-Za-z0-9_-]{43}$/);
+    } finally {
+      await unset.stop();
+    }
+  } finally {
+    await origin.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });

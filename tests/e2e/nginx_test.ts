@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { startOrigin } from "../support.ts";
+import { rawRequest, startOrigin } from "../support.ts";
 import { freePort, startService } from "./service.ts";
 
 const TEMPLATE = new URL("../../deploy/nginx/edge.conf", import.meta.url);
 const RULES = new URL("../../tools/demo_rules.json", import.meta.url).pathname;
 const CDN_SECRET = "nginx-cdn-secret-0123456789";
+const PUBLIC_HOST = "shop.example";
 
 async function findNginx(): Promise<string | undefined> {
   for (const candidate of ["nginx", "/usr/sbin/nginx"]) {
@@ -23,6 +24,7 @@ const NGINX = await findNginx();
 
 interface Nginx {
   url: string;
+  port: number;
   log: () => Promise<string>;
   stop: () => Promise<void>;
 }
@@ -36,7 +38,8 @@ async function startNginx(binary: string, upstreamPort: number): Promise<Nginx> 
     .replaceAll("{{RUNTIME_DIR}}", dir)
     .replaceAll("{{LISTEN}}", `127.0.0.1:${port}`)
     .replaceAll("{{UPSTREAM}}", `127.0.0.1:${upstreamPort}`)
-    .replaceAll("{{CDN_SECRET}}", CDN_SECRET);
+    .replaceAll("{{CDN_SECRET}}", CDN_SECRET)
+    .replaceAll("{{PUBLIC_HOST}}", PUBLIC_HOST);
   assert.doesNotMatch(config, /\{\{[A-Z_]+\}\}/, "every placeholder is filled");
   await Deno.writeTextFile(`${dir}/nginx.conf`, config);
   const child = new Deno.Command(binary, {
@@ -76,7 +79,7 @@ async function startNginx(binary: string, upstreamPort: number): Promise<Nginx> 
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
-  return { url, log, stop };
+  return { url, port, log, stop };
 }
 
 Deno.test({
@@ -120,6 +123,34 @@ Deno.test({
       const requestId = res.headers.get("x-request-id");
       assert.match(requestId ?? "", /^[0-9a-f]{32}$/);
       assert.equal(seen.headers.get("x-request-id"), requestId);
+
+      // The host the client asks for never reaches the origin, nor a Forwarded, client-address
+      // or override header it forged: nginx sends its one public name, the edge rebuilds the rest.
+      const forged = await rawRequest(
+        nginx.port,
+        "GET /echo/host HTTP/1.1\r\nHost: evil.example\r\nX-Forwarded-Host: evil.example\r\n" +
+          "Forwarded: for=6.6.6.6;host=evil.example;proto=https\r\nX-Real-IP: 6.6.6.6\r\n" +
+          "True-Client-IP: 6.6.6.6\r\nX-Original-URL: /admin\r\nX-Host: evil.example\r\n" +
+          "x_edge_user: alice\r\nConnection: close\r\n\r\n",
+      );
+      assert.equal(forged.status, 200, forged.head);
+      const host = origin.seen.at(-1)!;
+      assert.equal(host.path, "/echo/host");
+      assert.equal(host.headers.get("x-forwarded-host"), PUBLIC_HOST);
+      assert.equal(host.headers.get("forwarded"), `for=127.0.0.1;host="${PUBLIC_HOST}";proto=http`);
+      assert.equal(host.headers.get("x-real-ip"), "127.0.0.1");
+      for (const name of ["true-client-ip", "x-original-url", "x-host", "x_edge_user", "x-edge-user"]) {
+        assert.equal(host.headers.get(name), null, name);
+      }
+
+      // Metrics are for the host itself: through nginx (on loopback, but forwarding for anyone)
+      // they are refused, straight to the service from loopback they are served.
+      const viaNginx = await fetch(`${nginx.url}/_edge/metrics`);
+      assert.equal(viaNginx.status, 401);
+      assert.equal((await viaNginx.json()).error.code, "unauthorized");
+      const local = await fetch(`${service.url}/_edge/metrics`);
+      assert.equal(local.status, 200);
+      await local.body?.cancel();
 
       // Bodies stream through both proxies.
       const upload = await fetch(`${nginx.url}/upload`, {

@@ -47,8 +47,9 @@ Deno.test("the push CLI delivers the demo events to a running service, retrying 
       "tools/demo_events.ndjson",
     ]);
     assert.equal(first.code, 0, first.stderr + first.stdout);
-    assert.match(first.stderr, /attempt 1: retry \(HTTP 503/);
-    assert.match(first.stdout, /delivered 13 events in 1 batches, failed 0 events/);
+    assert.match(first.stderr, /attempt 1 of 3 failed \(HTTP 503: unavailable\); next attempt in /);
+    assert.match(first.stdout, /batch 1 of 1 \(13 events: [^)]*\): applied \d+, stale \d+\n/);
+    assert.match(first.stdout, /delivered 13 events in 1 batch, failed 0 events in 0 batches/);
     assert.equal(refused, 1);
     assert.equal(forwarded, 1);
 
@@ -60,7 +61,7 @@ Deno.test("the push CLI delivers the demo events to a running service, retrying 
       "tools/demo_events.ndjson",
     ]);
     assert.equal(unreachable.code, 1, "a failed delivery exits non-zero");
-    assert.match(unreachable.stdout, /failed 13 events in 1 batches/);
+    assert.match(unreachable.stdout, /failed 13 events in 1 batch\n/);
   } finally {
     await proxy.shutdown();
     await service.stop();
@@ -114,7 +115,9 @@ Deno.test("rolling back to the RULES_PATH version after a canary and a push make
         "webhook-signature": await sign(SECRET, { id, timestamp, body }),
       },
     });
-    return await res.json();
+    // What the operator is told: applied or stale, and the version KV now makes active.
+    const { applied, stale, rules } = await res.json();
+    return { applied, stale, active: rules?.active };
   };
   const served = async (service: ServiceProcess) => {
     const res = await fetch(`${service.url}/_edge/rules`, {
@@ -137,21 +140,24 @@ Deno.test("rolling back to the RULES_PATH version after a canary and a push make
     await bothServe("5/-");
     const at = (minutes: number) => new Date(Date.now() + minutes * 60_000).toISOString();
     const canary = { kind: "rules", version: 6, at: at(0), canary: 0.5, rules: { defaultRegion: "CANARY" } };
-    assert.deepEqual(await deliver(a, canary), { applied: 1, stale: 0 });
+    assert.deepEqual(await deliver(a, canary), { applied: 1, stale: 0, active: 5 });
     await bothServe("5/6");
     assert.deepEqual(await deliver(b, { kind: "rules_rollback", version: 5, at: at(1) }), {
       applied: 1,
       stale: 0,
+      active: 5,
     });
     await bothServe("5/-");
     assert.deepEqual(await deliver(a, { kind: "rules", version: 7, at: at(2), rules: {} }), {
       applied: 1,
       stale: 0,
+      active: 7,
     });
     await bothServe("7/-");
     assert.deepEqual(await deliver(a, { kind: "rules_rollback", version: 5, at: at(3) }), {
       applied: 1,
       stale: 0,
+      active: 5,
     });
     await bothServe("5/-");
     // Served from the start-up set as KV keeps it, on both.

@@ -6,6 +6,7 @@ import {
   getBucketRanges,
   hash,
   inNamespace,
+  namespaceHash,
   type VariationRange,
 } from "../../lib/bucketing.ts";
 
@@ -232,4 +233,33 @@ Deno.test("assignVariation is stable for the same user", () => {
   for (let i = 0; i < 100; i++) {
     assert.deepEqual(assignVariation(`u${i}`, exp), assignVariation(`u${i}`, exp));
   }
+});
+
+Deno.test("assignVariation tells its trace why, with the bucket or the namespace hash", () => {
+  const traced = (key: string, spec: Parameters<typeof assignVariation>[1]) => {
+    const seen: [string, number | null][] = [];
+    const result = assignVariation(key, spec, {
+      assignment: (outcome, value) => seen.push([outcome, value]),
+    });
+    return { result, seen };
+  };
+  assert.deepEqual(traced("", { key: "k", numVariations: 2 }).seen, [["no-key", null]]);
+  assert.deepEqual(traced("u", { key: "k", numVariations: 1 }).seen, [["too-few-variations", null]]);
+  assert.deepEqual(traced("u", { key: "k", numVariations: 2, hashVersion: 99 }).seen, [[
+    "hash-version",
+    null,
+  ]]);
+  const ns = traced("1", { key: "k", numVariations: 2, namespace: ["namespace1", 0, 0.4] });
+  assert.deepEqual(ns.seen, [["namespace", namespaceHash("1", "namespace1")]]);
+  assert.ok(namespaceHash("1", "namespace1") >= 0.4);
+  const bucketed = traced("123", {
+    key: "hello",
+    seed: "feature",
+    hashVersion: 2,
+    numVariations: 2,
+    weights: [0.1, 0.9],
+  });
+  assert.deepEqual(bucketed.seen, [["bucketed", bucketed.result.hashValue]]);
+  const out = traced("123", { key: "hello", seed: "feature", hashVersion: 2, numVariations: 2, coverage: 0 });
+  assert.deepEqual(out.seen, [["coverage", out.result.hashValue]]);
 });

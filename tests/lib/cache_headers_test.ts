@@ -115,6 +115,33 @@ Deno.test("an origin that varies on a header the edge added personalized the res
   assert.equal(plain.get("cache-control"), "public, max-age=60");
 });
 
+Deno.test("an answer to a request that told the origin who the visitor is becomes private, whatever Vary says", () => {
+  for (
+    const vary of [undefined, "Accept-Encoding", "x-edge-user, x-edge-segments, x-edge-recent-views", "*"]
+  ) {
+    const headers = new Headers({ "cache-control": "public, s-maxage=600, max-age=60" });
+    if (vary) headers.set("vary", vary);
+    headers.set("surrogate-control", "max-age=600");
+    finishResponseHeaders(headers, {
+      decision: { personalized: false, usedHints: [], dependsOn: [] },
+      clientHints: [],
+      cookies: [],
+      toldVisitor: true,
+    });
+    assert.equal(headers.get("cache-control"), "private, max-age=60", String(vary));
+    assert.equal(headers.get("surrogate-control"), null, String(vary));
+  }
+  // Without anything about the visitor, the origin's choice stands.
+  const anonymous = new Headers({ "cache-control": "public, max-age=60" });
+  finishResponseHeaders(anonymous, {
+    decision: { personalized: false, usedHints: [], dependsOn: [] },
+    clientHints: [],
+    cookies: [],
+    toldVisitor: false,
+  });
+  assert.equal(anonymous.get("cache-control"), "public, max-age=60");
+});
+
 Deno.test("a comma inside a quoted directive value does not split Cache-Control", () => {
   const fieldList = { "cache-control": 'private="set-cookie, x-foo", max-age=60' };
   assert.equal(apply(fieldList, [], false).get("cache-control"), "private, max-age=60");

@@ -49,3 +49,18 @@ Deno.test("heap headroom: bodies that concurrent pushes and read-throughs may pa
   assert.match(problem ?? "", /SYNC_MAX_CONCURRENT/);
   assert.equal(heapHeadroomProblem({ ...config, syncMaxConcurrent: 4 }, 280 * MiB, MiB), undefined);
 });
+
+Deno.test("heap headroom: a large exposure buffer counts when exposure events are on", () => {
+  const env = { ORIGIN_URL: "http://127.0.0.1:1", EXPOSURES_BUFFER_MAX: "500000" };
+  // Off: the buffer never fills.
+  assert.equal(heapHeadroomProblem(parseConfig(env), 512 * MiB, MiB), undefined);
+  const on = parseConfig({
+    ...env,
+    EXPOSURES_URL: "http://127.0.0.1:2/edge/exposures",
+    EXPOSURES_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+  });
+  assert.match(
+    heapHeadroomProblem(on, 512 * MiB, MiB) ?? "",
+    /EXPOSURES_BUFFER_MAX ~\d+ MB of exposure events/,
+  );
+});

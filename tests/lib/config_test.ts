@@ -21,6 +21,12 @@ Deno.test("config applies defaults for everything but ORIGIN_URL", () => {
   assert.equal(config.kvPath, undefined);
   assert.equal(config.sessionCookie, "sid");
   assert.ok(config.trustedProxies.empty);
+  assert.equal(config.listenerScheme, "http");
+  // On Deno Deploy the platform terminates TLS: the request URL's scheme is the client's.
+  assert.equal(
+    parseConfig({ ORIGIN_URL: "http://o", DENO_DEPLOYMENT_ID: "abc123" }).listenerScheme,
+    undefined,
+  );
 });
 
 Deno.test("config names each missing or invalid variable", () => {
@@ -55,10 +61,62 @@ Deno.test("config validates TRUSTED_PROXIES and KV Connect settings", () => {
   assert.deepEqual(problems({ ORIGIN_URL: "http://o", KV_PATH: "https://kv.example" }), [
     "DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL",
   ]);
+  // Shorthand is read the inet_aton way elsewhere (10.0.0/8 as 10.0.0.0/8 by luck, 192.168.1/24
+  // as 192.168.0.0/24): refused, naming the entry.
+  for (const entry of ["10.0.0/8", "192.168.1/24", "10.1", "010.0.0.1", "0x0a.0.0.1", "10.0.0.0/40"]) {
+    assert.match(
+      problems({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: `127.0.0.1/32, ${entry}` })[0]!,
+      new RegExp(`^TRUSTED_PROXIES has an invalid entry: "${entry.replaceAll(".", "\\.")}"`),
+      entry,
+    );
+  }
   const config = parseConfig({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "10.0.0.0/8,::1" });
   assert.ok(config.trustedProxies.has("10.1.2.3"));
   assert.ok(config.trustedProxies.has("::1"));
   assert.ok(!config.trustedProxies.has("11.0.0.1"));
+});
+
+Deno.test("config: naming the user by header needs both USER_ID_HEADER and USER_ID_PROXIES", () => {
+  const none = parseConfig({ ORIGIN_URL: "http://o", TRUSTED_PROXIES: "10.0.0.0/8" });
+  assert.equal(none.userIdHeader, undefined);
+  assert.ok(none.userIdProxies.empty);
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-auth-request-user" }), [
+    "USER_ID_PROXIES is required when USER_ID_HEADER is set (the peers allowed to name the user)",
+  ]);
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", USER_ID_PROXIES: "127.0.0.1/32" }), [
+    "USER_ID_HEADER is required when USER_ID_PROXIES is set (the header that names the user)",
+  ]);
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "127.0.0/8" }).join(
+      "\n",
+    ),
+    /^USER_ID_PROXIES has an invalid entry: "127\.0\.0\/8" is not a full IP address/,
+  );
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x_user_id", USER_ID_PROXIES: "127.0.0.1" })[0]!,
+    /^USER_ID_HEADER must be a header name \(without underscores\)/,
+  );
+  for (const name of ["x-edge-user", "x-forwarded-for", "x-real-ip", "host", "cookie", "true-client-ip"]) {
+    assert.match(
+      problems({ ORIGIN_URL: "http://o", USER_ID_HEADER: name, USER_ID_PROXIES: "127.0.0.1" })[0]!,
+      /^USER_ID_HEADER must not name a header the edge sets or removes itself/,
+      name,
+    );
+  }
+  assert.equal(
+    parseConfig({ ORIGIN_URL: "http://o", USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "::1" }).userIdHeader,
+    "x-user-id",
+  );
+  const set = parseConfig({
+    ORIGIN_URL: "http://o",
+    USER_ID_HEADER: " X-Auth-Request-User ",
+    USER_ID_PROXIES: "127.0.0.1/32, ::1",
+  });
+  assert.equal(set.userIdHeader, "x-auth-request-user");
+  assert.ok(set.userIdProxies.has("127.0.0.1"));
+  assert.ok(set.userIdProxies.has("::1"));
+  assert.ok(!set.userIdProxies.has("127.0.0.2"));
+  assert.ok(set.trustedProxies.empty, "one trust does not imply the other");
 });
 
 Deno.test("config takes TRUSTED_PROXIES in IPv4-mapped form as the IPv4 ranges they name", () => {
@@ -95,6 +153,18 @@ Deno.test("config: OFREP_API_KEYS need 16 characters each, like the other tokens
     OFREP_API_KEYS: " service-key-0123456789 ,key-two-0123456789,",
   });
   assert.deepEqual(config.ofrepApiKeys, ["service-key-0123456789", "key-two-0123456789"]);
+});
+
+Deno.test("config: STICKY_SECRET is a list of 16-character secrets, the signing one first", () => {
+  const found = problems({ ORIGIN_URL: "http://o", STICKY_SECRET: "sticky-secret-0123456789,short" });
+  assert.deepEqual(found, ["STICKY_SECRET entry 2 must be at least 16 characters so it cannot be guessed"]);
+  const config = parseConfig({
+    ORIGIN_URL: "http://o",
+    STICKY_SECRET: " new-sticky-secret-0123 , old-sticky-secret-0123,",
+  });
+  assert.deepEqual(config.stickySecrets, ["new-sticky-secret-0123", "old-sticky-secret-0123"]);
+  const unset = parseConfig({ ORIGIN_URL: "http://o" });
+  assert.deepEqual(unset.stickySecrets, []);
 });
 
 Deno.test("config never echoes credentials of a rejected URL", () => {
@@ -140,4 +210,57 @@ Deno.test("URL credentials are masked wherever a value may hold a URL", () => {
   );
   assert.equal(redactCredentials(".data/dev.kv"), ".data/dev.kv");
   assert.equal(redactCredentials("https://kv.example/path@x"), "https://kv.example/path@x");
+});
+
+Deno.test("config: exposures are off without EXPOSURES_URL and take their batching defaults", () => {
+  const config = parseConfig({ ORIGIN_URL: "http://o" });
+  assert.equal(config.exposuresUrl, undefined);
+  assert.equal(config.exposuresBatchMax, 500);
+  assert.equal(config.exposuresFlushMs, 1000);
+  assert.equal(config.exposuresBufferMax, 10_000);
+  const on = parseConfig({
+    ORIGIN_URL: "http://o",
+    EXPOSURES_URL: "https://backend.example/edge/exposures",
+    EXPOSURES_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    EXPOSURES_BATCH_MAX: "100",
+    EXPOSURES_FLUSH_MS: "250",
+    EXPOSURES_BUFFER_MAX: "2000",
+  });
+  assert.equal(on.exposuresUrl?.href, "https://backend.example/edge/exposures");
+  assert.equal(on.exposuresBatchMax, 100);
+  assert.equal(on.exposuresFlushMs, 250);
+  assert.equal(on.exposuresBufferMax, 2000);
+});
+
+Deno.test("config: EXPOSURES_URL needs a well-formed EXPOSURES_SECRET, named without echoing it", () => {
+  const url = "https://backend.example/edge/exposures";
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", EXPOSURES_URL: url }), [
+    "EXPOSURES_SECRET is required when EXPOSURES_URL is set (exposure batches are signed)",
+  ]);
+  const malformed = problems({
+    ORIGIN_URL: "http://o",
+    EXPOSURES_URL: url,
+    EXPOSURES_SECRET: "hunter2hunter2hunter2",
+  });
+  assert.deepEqual(malformed, ['EXPOSURES_SECRET must be "whsec_" followed by base64 of at least 16 bytes']);
+  assert.deepEqual(
+    problems({ ORIGIN_URL: "http://o", EXPOSURES_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw" }),
+    [
+      "EXPOSURES_URL is required when EXPOSURES_SECRET is set",
+    ],
+  );
+  assert.match(
+    problems({ ORIGIN_URL: "http://o", EXPOSURES_URL: "ftp://x" }).join("\n"),
+    /EXPOSURES_URL must be/,
+  );
+  assert.deepEqual(
+    problems({
+      ORIGIN_URL: "http://o",
+      EXPOSURES_URL: url,
+      EXPOSURES_SECRET: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+      EXPOSURES_BATCH_MAX: "600",
+      EXPOSURES_BUFFER_MAX: "500",
+    }),
+    ["EXPOSURES_BATCH_MAX must be at most EXPOSURES_BUFFER_MAX (500)"],
+  );
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { decide } from "../../lib/decide.ts";
-import { formatSticky, STICKY_VALUE_MAX } from "../../lib/sticky.ts";
+import { formatSticky, STICKY_PAYLOAD_MAX } from "../../lib/sticky.ts";
 import { parseRules, type RuleSet } from "../../lib/rules.ts";
 import { ISSUE_EXAMPLE_JSON, makeFacts, makeVisitor, REGIONS } from "./rules_fixtures.ts";
 
@@ -89,7 +89,7 @@ Deno.test("kept assignments of unknown experiments never crowd out the rules' ow
   );
   const decision = decide({ facts: makeFacts(), visitor: makeVisitor("u-2", { sticky }) }, rules);
   const value = formatSticky(decision.stickyAssignments);
-  assert.ok(value.length <= STICKY_VALUE_MAX, `${value.length}`);
+  assert.ok(value.length <= STICKY_PAYLOAD_MAX, `${value.length}`);
   assert.match(value, new RegExp(`(^|\\|)hero:${decision.stickyAssignments.hero}(\\||$)`));
   assert.ok(Object.keys(decision.stickyAssignments).length > 40, "as many old ones as fit are kept");
 });

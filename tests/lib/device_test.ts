@@ -190,3 +190,38 @@ Deno.test("acceptChValue lists known hints canonically, in order, once", () => {
   assert.equal(acceptChValue([]), "");
   assert.equal(acceptChValue(CLIENT_HINT_HEADERS), CLIENT_HINT_HEADERS.join(", "));
 });
+
+Deno.test("classifyDevice tells its trace why it chose each class", () => {
+  const reasons = (init: Record<string, string>) => {
+    const seen: string[] = [];
+    const info = classifyDevice(new Headers(init), {
+      trace: { device: (reason) => seen.push(reason), network: (reason) => seen.push(reason) },
+    });
+    return [info.device, info.network, ...seen];
+  };
+  assert.deepEqual(reasons({ "user-agent": UA.googlebot, "sec-ch-ua-mobile": "?1" }), [
+    "bot",
+    "fast",
+    "bot-user-agent",
+    "no-slow-hint",
+  ]);
+  assert.deepEqual(reasons({ "user-agent": UA.windows, "sec-ch-ua-mobile": "?1", "save-data": "on" }), [
+    "mobile",
+    "save-data",
+    "mobile-hint",
+    "save-data",
+  ]);
+  assert.deepEqual(reasons({ "user-agent": UA.androidTablet, "sec-ch-ua-mobile": "?0", ect: "2g" }), [
+    "tablet",
+    "slow",
+    "mobile-hint-tablet-ua",
+    "ect",
+  ]);
+  assert.deepEqual(reasons({ "user-agent": UA.windows, "sec-ch-ua-mobile": "?0", downlink: "0.5" }), [
+    "desktop",
+    "slow",
+    "mobile-hint-desktop",
+    "downlink",
+  ]);
+  assert.deepEqual(reasons({ "user-agent": UA.iphone, rtt: "900" }), ["mobile", "slow", "user-agent", "rtt"]);
+});

@@ -3,7 +3,8 @@ import { formatSticky, parseSticky, resolveIdentity } from "../../lib/identity.t
 import { hashSessionId, keys } from "../../lib/store.ts";
 import { parseCookies } from "../../lib/cookies.ts";
 import { DeadlineError, DeadlineSweep } from "../../lib/deadlines.ts";
-import { stallingReads } from "../support.ts";
+import { stallingReads, stickyCookie, TEST_STICKY_SECRET } from "../support.ts";
+import { StickySigner } from "../../lib/sticky.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12);
 
@@ -25,11 +26,11 @@ async function storeSession(kv: Deno.Kv, sessionId: string, userId: string, expi
   });
 }
 
-const options = (kv: Deno.Kv, trustedHop = false) => ({
+const options = (kv: Deno.Kv, userIdHeader?: string) => ({
   kv,
   now: NOW,
   sessionCookie: "sid",
-  trustedHop,
+  userIdHeader,
   randomId: () => "11111111-2222-3333-4444-555555555555",
 });
 
@@ -40,7 +41,7 @@ Deno.test("identity prefers the session user, looked up by the session id's hash
       cookie: "sid=raw-session-token; ep_uid=anon_abcdefghijklmnop",
       "x-user-id": "u2",
     });
-    const identity = await resolveIdentity(headers, options(kv, true));
+    const identity = await resolveIdentity(headers, options(kv, "x-user-id"));
     assert.equal(identity.userId, "u1");
     assert.equal(identity.key, "u1");
     assert.equal(identity.source, "session");
@@ -62,13 +63,25 @@ Deno.test("identity ignores expired or unknown sessions", async () => {
   });
 });
 
-Deno.test("identity believes the user id header only from a trusted hop", async () => {
+Deno.test("identity reads a user id header only when told which one (a peer in USER_ID_PROXIES)", async () => {
   await withKv(async (kv) => {
-    const headers = new Headers({ "x-user-id": "u9" });
-    assert.equal((await resolveIdentity(headers, options(kv, false))).userId, undefined);
-    const trusted = await resolveIdentity(headers, options(kv, true));
-    assert.equal(trusted.userId, "u9");
-    assert.equal(trusted.source, "header");
+    const headers = new Headers({ "x-user-id": "u9", "x-auth-request-user": "alice" });
+    // Without USER_ID_HEADER for this peer, no header names anybody.
+    const anonymous = await resolveIdentity(headers, options(kv));
+    assert.equal(anonymous.userId, undefined);
+    assert.equal(anonymous.source, "anonymous");
+    const named = await resolveIdentity(headers, options(kv, "x-auth-request-user"));
+    assert.equal(named.userId, "alice");
+    assert.equal(named.source, "header");
+    // x-user-id is just another header when USER_ID_HEADER names a different one.
+    const other = await resolveIdentity(
+      new Headers({ "x-user-id": "u9" }),
+      options(kv, "x-auth-request-user"),
+    );
+    assert.equal(other.userId, undefined);
+    // A value that is not a valid user id names nobody.
+    const bad = await resolveIdentity(new Headers({ "x-user-id": "u 9" }), options(kv, "x-user-id"));
+    assert.equal(bad.userId, undefined);
   });
 });
 
@@ -101,6 +114,26 @@ Deno.test("sticky cookie round-trips and drops malformed parts", () => {
     "control",
   ]]);
   assert.equal(formatSticky({ hero: "a", checkout: "control" }), "checkout:control|hero:a");
+});
+
+Deno.test("identity believes only a signed sticky cookie, and asks for any other to be replaced", async () => {
+  await withKv(async (kv) => {
+    const stickySigner = new StickySigner([TEST_STICKY_SECRET, "older-sticky-secret-0123456789"]);
+    const resolve = (cookie: string, signer: StickySigner | null = stickySigner) =>
+      resolveIdentity(new Headers({ cookie }), { ...options(kv), stickySigner: signer ?? undefined });
+    const signed = await resolve(stickyCookie("hero:b"));
+    assert.deepEqual([[...signed.sticky], signed.stickyRewrite], [[["hero", "b"]], false]);
+    const older = await resolve(stickyCookie("hero:b", "older-sticky-secret-0123456789"));
+    assert.deepEqual([[...older.sticky], older.stickyRewrite], [[["hero", "b"]], true]);
+    for (const cookie of ["ep_exp=hero%3Ab", stickyCookie("hero:b", "unknown-secret-0123456789")]) {
+      const forged = await resolve(cookie);
+      assert.deepEqual([forged.sticky.size, forged.stickyRewrite], [0, true], cookie);
+    }
+    const none = await resolve("ep_uid=abcdefghijklmnop1234");
+    assert.deepEqual([none.sticky.size, none.stickyRewrite], [0, false]);
+    // Without a signer no sticky cookie is believed at all.
+    assert.equal((await resolve(stickyCookie("hero:b"), null)).sticky.size, 0);
+  });
 });
 
 Deno.test("cookie parsing is total on arbitrary input", () => {

@@ -91,7 +91,8 @@ Deno.test("the exposition parses and declares every metric family", async () => 
   metrics.observeOrigin({ durationMs: 3, status: 200 });
   metrics.observeKvRead(0.8, { read: "context" });
   metrics.observeReadThrough({ outcome: "ok", durationMs: 20 });
-  metrics.setContextCacheSize({ entries: 3, bytes: 900 });
+  metrics.setContextCacheSize({ entries: 3, bytes: 900, maxEntries: 10, maxBytes: 4096 });
+  metrics.setHeapLimit(256e6);
   metrics.observeSync({ applied: 1, lagsMs: [250] });
   metrics.setRulesVersion(7);
   const expo = await scrape(metrics);
@@ -111,10 +112,20 @@ Deno.test("the exposition parses and declares every metric family", async () => 
     edge_sync_lag_seconds: "histogram",
     edge_rules_version: "gauge",
     edge_context_cache_size: "gauge",
+    edge_experiment_exposures_total: "counter",
+    edge_exposure_events_total: "counter",
+    edge_exposure_queue_events: "gauge",
+    edge_flag_evaluations_total: "counter",
+    edge_experiment_srm_p_value: "gauge",
+    edge_context_cache_limit: "gauge",
     edge_process_memory_bytes: "gauge",
   });
   for (const name of expo.types.keys()) assert.ok(expo.help.get(name), `${name} has help text`);
   assert.equal(value(expo, "edge_process_memory_bytes", { area: "rss" }), 50e6);
+  assert.equal(value(expo, "edge_process_memory_bytes", { area: "heap_limit" }), 256e6);
+  assert.equal(value(expo, "edge_context_cache_size", { unit: "entries" }), 3);
+  assert.equal(value(expo, "edge_context_cache_limit", { unit: "entries" }), 10);
+  assert.equal(value(expo, "edge_context_cache_limit", { unit: "bytes" }), 4096);
   assert.equal(metrics.contentType, "text/plain; version=0.0.4; charset=utf-8");
 });
 

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import {
+  type AttemptInfo,
   batchEvents,
+  describeFetchError,
   parseNdjson,
   parseRetryAfter,
   publish,
@@ -139,6 +141,22 @@ Deno.test("publish stops at an endpoint that answers 410 and reports every batch
       errors: [
         { webhookId: "msg_test-1", error: "HTTP 410: gone" },
         { webhookId: "msg_test-2", error: "endpoint answered 410 Gone" },
+      ],
+      batches: [
+        {
+          webhookId: "msg_test-1",
+          kinds: { view: 1000 },
+          events: 1000,
+          delivered: false,
+          error: "HTTP 410: gone",
+        },
+        {
+          webhookId: "msg_test-2",
+          kinds: { view: 200 },
+          events: 200,
+          delivered: false,
+          error: "endpoint answered 410 Gone",
+        },
       ],
     });
     assert.equal(report.endpoints[1]!.deliveredEvents, 1200);
@@ -335,4 +353,95 @@ Deno.test("rebaseInstants moves the newest at to now and shifts every instant al
   assert.equal(session!.expiresAt, new Date(now + 86_400_000).toISOString());
   assert.deepEqual(related, events[2]);
   assert.equal(events[0]!.at, "2026-01-01T00:00:00Z", "the input is not changed");
+});
+
+Deno.test("publish sends rule control events in batches of their own and keeps each batch's answer", async () => {
+  const batches: string[][] = [];
+  const origin = startOrigin(async (_seen, raw) => {
+    const kinds = (await raw.json()).data.events.map((event: { kind: string }) => event.kind);
+    batches.push(kinds);
+    return kinds[0] === "rules_rollback"
+      ? Response.json({ applied: 0, stale: 1, rules: { active: 3, canary: null } })
+      : Response.json({ applied: kinds.length, stale: 0 });
+  });
+  try {
+    const rollback = { kind: "rules_rollback", version: 2, at: "2026-11-26T11:59:58Z" };
+    const report = await publish([view(1), rollback, view(2)], publishOptions([origin.url], []));
+    assert.deepEqual(batches, [["view", "view"], ["rules_rollback"]]);
+    assert.deepEqual(report.endpoints[0]!.batches, [
+      {
+        webhookId: "msg_test-1",
+        kinds: { view: 2 },
+        events: 2,
+        delivered: true,
+        answer: { applied: 2, stale: 0 },
+      },
+      {
+        webhookId: "msg_test-2",
+        kinds: { rules_rollback: 1 },
+        events: 1,
+        delivered: true,
+        answer: { applied: 0, stale: 1, rules: { active: 3, canary: null } },
+      },
+    ]);
+  } finally {
+    await origin.close();
+  }
+});
+
+Deno.test("publish names the cause of a network failure and when the next attempt is", async () => {
+  const closed = Deno.listen({ port: 0, hostname: "127.0.0.1" });
+  const port = closed.addr.port;
+  closed.close();
+  const attempts: AttemptInfo[] = [];
+  const report = await publish(
+    [view(1)],
+    publishOptions([`http://127.0.0.1:${port}/_edge/sync`], [], {
+      scheduleMs: [0, 5000, 300_000],
+      onAttempt: (info) => attempts.push(info),
+    }),
+  );
+  assert.equal(report.ok, false);
+  assert.deepEqual(
+    attempts.map((a) => [a.attempt, a.attempts, a.detail, a.nextAttemptInMs]),
+    [
+      [1, 3, "network error: connection refused", 5000],
+      [2, 3, "network error: connection refused", 300_000],
+      [3, 3, "network error: connection refused", undefined],
+    ],
+  );
+  assert.equal(
+    report.endpoints[0]!.errors[0]!.error,
+    "gave up after 3 attempts; last: network error: connection refused",
+  );
+});
+
+Deno.test("describeFetchError reads a timeout, an unknown host and a reset from Deno's error causes", () => {
+  const timeout = new DOMException("The operation was aborted due to timeout", "TimeoutError");
+  assert.equal(describeFetchError(timeout, 30_000), "no answer within 30 s");
+  // The shape Deno's fetch throws: "fetch failed", the reason in `cause`.
+  const failed = (cause: string) => new TypeError("fetch failed", { cause: new Error(cause) });
+  assert.equal(
+    describeFetchError(
+      failed(
+        "error sending request for url (http://edge.example/): client error (Connect): dns error: " +
+          "failed to lookup address information: Name or service not known",
+      ),
+      30_000,
+    ),
+    "host not found (DNS)",
+  );
+  assert.equal(
+    describeFetchError(
+      failed(
+        "error sending request from 127.0.0.1:1 for http://127.0.0.1:2/: connection closed before message completed",
+      ),
+      30_000,
+    ),
+    "connection closed by the endpoint",
+  );
+  assert.equal(
+    describeFetchError(failed("error sending request for url (x): something new"), 30_000),
+    "something new",
+  );
 });

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { parseRules, RulesError, type RuleSet, RuleSetSchema } from "../../lib/rules.ts";
 import { ISSUE_EXAMPLE_JSON, makeFacts, makeVisitor, REGIONS } from "./rules_fixtures.ts";
 import { decide } from "../../lib/decide.ts";
-import { formatSticky, STICKY_COOKIE } from "../../lib/sticky.ts";
+import { formatSticky, STICKY_COOKIE, StickySigner } from "../../lib/sticky.ts";
 import { serializeCookie } from "../../lib/cookies.ts";
 
 function problemsOf(input: unknown): string[] {
@@ -194,7 +194,8 @@ Deno.test("a rule set whose experiments would not all fit in the sticky cookie i
     key: `experiment-${String(i).padStart(2, "0")}`.padEnd(64, "k"),
     variations: ["a".repeat(64), "b".repeat(64)],
   });
-  // 134 characters each as sent (":" and "|" are percent-encoded): 28 fit in 3800, 29 do not.
+  // 134 characters each as sent (":" and "|" are percent-encoded): 28 fit in the 3756 that 3800
+  // leaves beside the signature, 29 do not.
   const fits = parseRules({ ...base, experiments: Array.from({ length: 28 }, (_, i) => long(i)) });
   assert.equal(fits.experiments.length, 28);
   const problems = problemsOf({ ...base, experiments: Array.from({ length: 29 }, (_, i) => long(i)) });
@@ -205,7 +206,8 @@ Deno.test("a rule set whose experiments would not all fit in the sticky cookie i
   assert.equal(Object.keys(decision.stickyAssignments).length, 28);
   const value = formatSticky(decision.stickyAssignments);
   assert.equal(value.split("|").length, 28, "every assignment is in the cookie");
-  const nameValue = serializeCookie(STICKY_COOKIE, value, { maxAgeSeconds: 1, secure: true }).split(";")[0]!;
+  const signed = new StickySigner(["rules-test-sticky-secret"]).sign(value);
+  const nameValue = serializeCookie(STICKY_COOKIE, signed, { maxAgeSeconds: 1, secure: true }).split(";")[0]!;
   assert.ok(nameValue.length <= 4096 - 100, `${nameValue.length} bytes`);
 });
 

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   compileCondition,
+  conditionMismatch,
   type ConditionSpec,
   hintsForInputs,
   INPUT,
@@ -112,4 +113,29 @@ Deno.test("path globs take linear time: a long path against many stars is answer
   assert.equal(new PathGlob("/*/*/*/*/*/reviews").test(path), false);
   // Greedy first star: it takes all but the last four segments.
   assert.equal(new PathGlob("/*/*/*/*/*/a").splat(path), path.slice(1, -10));
+});
+
+Deno.test("conditionMismatch names the first field that fails, in the order the condition is checked", () => {
+  const cases: [ConditionSpec, string | undefined][] = [
+    [{}, undefined],
+    [{ region: ["EU"], device: ["mobile"] }, undefined],
+    [{ region: ["US"] }, "region"],
+    [{ country: ["FR"] }, "country"],
+    [{ device: ["desktop"] }, "device"],
+    [{ network: ["fast"] }, "network"],
+    [{ platform: ["iOS"] }, "platform"],
+    [{ loggedIn: false }, "loggedIn"],
+    [{ segment: ["new"] }, "segment"],
+    [{ path: "/cart" }, "path"],
+    [{ variant: { hero: ["b"] } }, "variant"],
+    [{ variant: { other: ["x"] } }, "variant"],
+    // Region is checked before device.
+    [{ device: ["desktop"], region: ["US"] }, "region"],
+  ];
+  for (const [spec, field] of cases) {
+    const condition = compileCondition(spec);
+    assert.equal(conditionMismatch(condition, context), field, JSON.stringify(spec));
+    assert.equal(matchesCondition(condition, context), field === undefined, JSON.stringify(spec));
+  }
+  assert.equal(conditionMismatch(undefined, context), undefined);
 });

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import { makeDeps, stallingReads } from "../support.ts";
+import { makeDeps, stallingReads, startOrigin } from "../support.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
 import type { Deps } from "../../lib/deps.ts";
+import { openIpGeoDb } from "../../lib/ip_geo.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
 const PEER = { remoteAddr: { hostname: "203.0.113.9" } };
@@ -157,5 +158,63 @@ Deno.test("a KV that stalls holds an edge read no longer than KV_TIMEOUT_MS: the
     }
   } finally {
     realKv.close();
+  }
+});
+
+Deno.test("decision logs of /_edge/context and /_edge/recommendations say the edge answered, not proxy", async () => {
+  const origin = startOrigin();
+  const lines: string[] = [];
+  const deps = await makeDeps(origin.url, {
+    now: () => NOW,
+    logLines: lines,
+    env: { LOG_SAMPLE_RATE: "1" },
+    rules: { version: 3, routes: [{ match: "/*", rewrite: { "*": "/site/*" } }] },
+  });
+  try {
+    const app = createApp(deps);
+    for (const path of ["/_edge/context", "/_edge/recommendations", "/page"]) {
+      const res = await app.request(path, { headers: { cookie: "sid=sess-alice" } }, PEER);
+      assert.equal(res.status, 200, path);
+      await res.body?.cancel();
+    }
+    const decisions = lines.map((line) => JSON.parse(line)).filter((entry) => entry.kind === "decision");
+    const requests = lines.map((line) => JSON.parse(line)).filter((entry) => entry.msg === "request");
+    assert.deepEqual(decisions.map((entry) => [entry.action, entry.route]), [
+      ["edge", undefined],
+      ["edge", undefined],
+      ["proxy", "/*"],
+    ]);
+    assert.deepEqual(requests.map((entry) => entry.rewrittenPath), [undefined, undefined, "/site/page"]);
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
+
+Deno.test("/_edge/context says where the country came from: a trusted header, the IP database, or nowhere", async () => {
+  const ipGeo = openIpGeoDb(Deno.openSync);
+  const deps = await makeDeps("http://127.0.0.1:9", {
+    now: () => NOW,
+    ipGeo,
+    env: { TRUSTED_PROXIES: "127.0.0.1/32" },
+    rules: { version: 1, regions: { EU: ["DE"] } },
+  });
+  try {
+    const app = createApp(deps);
+    const loopback = { remoteAddr: { hostname: "127.0.0.1" } };
+    const context = async (headers: Record<string, string>, peer = loopback) =>
+      await (await app.request("/_edge/context", { headers }, peer)).json();
+    const header = await context({ "x-geo-country": "DE" });
+    assert.deepEqual([header.region, header.country, header.countrySource], ["EU", "DE", "header"]);
+    const ip = await context({ "x-forwarded-for": "130.149.7.201" });
+    assert.deepEqual([ip.region, ip.country, ip.countrySource], ["EU", "DE", "ip"]);
+    const none = await context({});
+    assert.deepEqual([none.region, none.country, none.countrySource], ["GLOBAL", null, null]);
+    // From a peer that is not a trusted proxy, neither header counts.
+    const untrusted = await context({ "x-geo-country": "DE", "x-forwarded-for": "130.149.7.201" }, PEER);
+    assert.notEqual(untrusted.countrySource, "header");
+    assert.notEqual(untrusted.country, "DE");
+  } finally {
+    deps.kv.close();
   }
 });

@@ -86,7 +86,10 @@ Deno.test("a page with the injected context is never shareable, even when the or
       headers: { "content-type": "text/html", "cache-control": "public, max-age=300" },
     })
   );
-  const deps = await makeDeps(origin.url, { env: { TRUSTED_PROXIES: "10.0.0.0/8" }, rules });
+  const deps = await makeDeps(origin.url, {
+    env: { TRUSTED_PROXIES: "10.0.0.0/8", USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "10.0.0.0/8" },
+    rules,
+  });
   try {
     const app = createApp(deps);
     const res = await app.request("http://edge.test/", {

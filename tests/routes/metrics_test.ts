@@ -12,10 +12,12 @@ function app(env: Record<string, string> = {}) {
   return { app: new Hono().route("/_edge", metricsRoutes({ config }, metrics)), metrics };
 }
 
+const LOOPBACK = { remoteAddr: { hostname: "127.0.0.1" } };
+
 Deno.test("metrics are served in the Prometheus text format without a token configured", async () => {
   const { app: server, metrics } = app();
   metrics.observeRequest({ routeClass: "proxy", status: 200, region: "EU", durationMs: 2 });
-  const res = await server.request("/_edge/metrics");
+  const res = await server.request("/_edge/metrics", {}, LOOPBACK);
   assert.equal(res.status, 200);
   assert.equal(res.headers.get("content-type"), "text/plain; version=0.0.4; charset=utf-8");
   assert.equal(res.headers.get("cache-control"), "no-store");
@@ -46,6 +48,56 @@ Deno.test("metrics require the bearer token when METRICS_TOKEN is set", async ()
     assert.equal(res.status, 200, authorization);
     assert.match(await res.text(), /# TYPE edge_requests_total counter/);
   }
+});
+
+Deno.test("without METRICS_TOKEN, metrics answer only loopback and trusted proxies unless METRICS_PUBLIC", async () => {
+  const peer = (hostname: string) => ({ remoteAddr: { hostname } });
+  const cases: [
+    env: Record<string, string>,
+    info: ReturnType<typeof peer> | undefined,
+    headers: Record<string, string>,
+    status: number,
+  ][] = [
+    [{}, peer("203.0.113.9"), {}, 401],
+    [{}, undefined, {}, 401],
+    [{}, peer("10.0.0.5"), {}, 401],
+    [{}, peer("127.0.0.1"), {}, 200],
+    [{}, peer("127.8.9.10"), {}, 200],
+    [{}, peer("::1"), {}, 200],
+    [{}, peer("::ffff:127.0.0.1"), {}, 200],
+    // A proxy on loopback that is not trusted forwards for the internet (the nginx template).
+    [{}, peer("127.0.0.1"), { "x-forwarded-for": "203.0.113.9" }, 401],
+    [{}, peer("127.0.0.1"), { forwarded: "for=203.0.113.9" }, 401],
+    [{ TRUSTED_PROXIES: "10.0.0.0/8" }, peer("10.0.0.5"), {}, 200],
+    // Through a trusted proxy, the client it forwards for decides.
+    [{ TRUSTED_PROXIES: "10.0.0.0/8" }, peer("10.0.0.5"), { "x-forwarded-for": "203.0.113.9" }, 401],
+    [{ TRUSTED_PROXIES: "10.0.0.0/8" }, peer("10.0.0.5"), { "x-forwarded-for": "10.1.2.3" }, 200],
+    [{ TRUSTED_PROXIES: "127.0.0.1/32" }, peer("127.0.0.1"), { "x-forwarded-for": "203.0.113.9" }, 401],
+    [{ METRICS_PUBLIC: "true" }, peer("203.0.113.9"), {}, 200],
+    [{ METRICS_PUBLIC: "true" }, undefined, {}, 200],
+    [{ METRICS_PUBLIC: "false" }, peer("203.0.113.9"), {}, 401],
+    // A token, once set, is what decides, for every peer.
+    [{ METRICS_TOKEN: TOKEN, METRICS_PUBLIC: "true" }, peer("203.0.113.9"), {}, 401],
+    [{ METRICS_TOKEN: TOKEN }, peer("203.0.113.9"), { authorization: `Bearer ${TOKEN}` }, 200],
+  ];
+  for (const [env, info, headers, status] of cases) {
+    const label = JSON.stringify({ env, info, headers });
+    const res = await app(env).app.request("/_edge/metrics", { headers }, info);
+    assert.equal(res.status, status, label);
+    assert.equal(res.headers.get("cache-control"), "no-store", label);
+    if (status === 401) {
+      const body = await res.json();
+      assert.equal(body.error.code, "unauthorized", label);
+      assert.equal(typeof body.error.message, "string", label);
+      assert.deepEqual(Object.keys(body.error).sort(), ["code", "message"], label);
+    } else {
+      assert.match(await res.text(), /# TYPE edge_requests_total counter/, label);
+    }
+  }
+  assert.throws(
+    () => parseConfig({ ORIGIN_URL: "http://127.0.0.1:9", METRICS_PUBLIC: "yes" }),
+    /METRICS_PUBLIC must be "true" or "false" \(got "yes"\)/,
+  );
 });
 
 Deno.test("config rejects a short METRICS_TOKEN and an out-of-range LOG_SAMPLE_RATE", () => {
@@ -86,7 +138,9 @@ Deno.test("metrics move when requests flow through the app", async () => {
       await (await app.request("http://edge.test/api/products/x", {}, peer)).body?.cancel();
     }
     await (await app.request("http://edge.test/_edge/context", {}, peer)).body?.cancel();
-    const text = await (await app.request("http://edge.test/_edge/metrics", {}, peer)).text();
+    const text = await (await app.request("http://edge.test/_edge/metrics", {}, {
+      remoteAddr: { hostname: "127.0.0.1" },
+    })).text();
     const proxied = text.split("\n").find((l) =>
       l.startsWith("edge_requests_total{") && l.includes('route_class="proxy"')
     );
@@ -125,7 +179,7 @@ Deno.test("every KV read of the request path is timed, stalled and failed reads 
   const now = Date.UTC(2026, 10, 26, 12, 0, 0);
   const deps = await makeDeps("http://127.0.0.1:9", {
     now: () => now,
-    env: { TRUSTED_PROXIES: "10.0.0.0/8", KV_TIMEOUT_MS: "50" },
+    env: { USER_ID_HEADER: "x-user-id", USER_ID_PROXIES: "10.0.0.0/8", KV_TIMEOUT_MS: "50" },
   });
   const real = deps.kv;
   try {
@@ -176,7 +230,8 @@ Deno.test("a read-through is timed, and counted once: a cache hit reusing its an
   });
   const deps = await makeDeps("http://127.0.0.1:9", {
     env: {
-      TRUSTED_PROXIES: "10.0.0.0/8",
+      USER_ID_HEADER: "x-user-id",
+      USER_ID_PROXIES: "10.0.0.0/8",
       BACKEND_URL: `http://127.0.0.1:${backend.addr.port}`,
       BACKEND_TOKEN: "backend-token-0123456789",
     },

@@ -3,7 +3,7 @@ import { createApp } from "../../routes/app.ts";
 import { hash } from "../../lib/bucketing.ts";
 import { parseRules, type RuleSet } from "../../lib/rules.ts";
 import { isCanaryVisitor } from "../../lib/rules_store.ts";
-import { makeDeps, startOrigin } from "../support.ts";
+import { makeDeps, startOrigin, stickyCookie } from "../support.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
 
 const RULES: RuleSet = {
@@ -96,6 +96,49 @@ Deno.test("ofrep evaluates one flag: country → region through the rules, OFREP
 const SERVICE_KEY = { OFREP_API_KEYS: "service-key-0123456789" };
 const AS_SERVICE = { authorization: "Bearer service-key-0123456789" };
 
+/** What open OFREP says when the caller has no visitor key: the body's key would not help. */
+function openKeyMissing(flag: string): string {
+  return `Flag "${flag}" needs a visitor key. Open OFREP (no OFREP_API_KEYS) evaluates for the caller ` +
+    `itself and ignores "targetingKey" in the body: call it with the caller's session cookie or the ` +
+    `"ep_uid" cookie the edge sets on every page, or configure OFREP_API_KEYS to evaluate for the ` +
+    `"targetingKey" you send`;
+}
+
+Deno.test("open ofrep says the body's targetingKey is ignored when the caller has no key, and what to do", async () => {
+  await withOfrep(async (app) => {
+    // Not in the EU: the rollout rule is reached, and it needs a key to bucket.
+    const res = await post(app, "/evaluate/flags/new-search", {
+      context: { targetingKey: "u1", country: "US" },
+    });
+    assert.equal(res.status, 400);
+    const body = await res.json();
+    assert.equal(body.errorCode, "TARGETING_KEY_MISSING");
+    assert.equal(body.errorDetails, openKeyMissing("new-search"));
+    assert.doesNotMatch(body.errorDetails, /needs "targetingKey" in the context/);
+    // The advice holds: the caller's own ep_uid cookie is a key.
+    const own = await post(app, "/evaluate/flags/new-search", { context: { country: "US" } }, {
+      cookie: "ep_uid=caller0123456789abcd",
+    });
+    assert.equal(own.status, 200);
+    const bulk =
+      await (await post(app, "/evaluate/flags", { context: { targetingKey: "u1", country: "US" } }))
+        .json();
+    assert.equal(bulk.flags[0].errorDetails, openKeyMissing("new-search"));
+  });
+});
+
+Deno.test("ofrep with API keys asks for targetingKey in the context when one is needed", async () => {
+  await withOfrep(async (app) => {
+    const res = await post(app, "/evaluate/flags/new-search", { context: { country: "US" } }, AS_SERVICE);
+    assert.equal(res.status, 400);
+    assert.deepEqual(await res.json(), {
+      key: "new-search",
+      errorCode: "TARGETING_KEY_MISSING",
+      errorDetails: 'Flag "new-search" needs "targetingKey" in the context',
+    });
+  }, SERVICE_KEY);
+});
+
 Deno.test("ofrep rollouts bucket the targeting key like the edge does (SPLIT or DEFAULT)", async () => {
   await withOfrep(async (app) => {
     for (const key of ["a", "b", "c", "d", "e", "f", "g", "h"]) {
@@ -132,7 +175,7 @@ Deno.test("ofrep answers every error case with the OFREP shape", async () => {
     assert.deepEqual(await missingKey.json(), {
       key: "new-search",
       errorCode: "TARGETING_KEY_MISSING",
-      errorDetails: 'Flag "new-search" needs "targetingKey" in the context',
+      errorDetails: openKeyMissing("new-search"),
     });
 
     const invalid = await post(app, "/evaluate/flags/new-search", {
@@ -196,7 +239,7 @@ Deno.test("ofrep bulk evaluates every flag, per-flag failures inline, with an ET
     assert.deepEqual(body.flags[0], {
       key: "new-search",
       errorCode: "TARGETING_KEY_MISSING",
-      errorDetails: 'Flag "new-search" needs "targetingKey" in the context',
+      errorDetails: openKeyMissing("new-search"),
     });
     assert.equal(body.flags[1].value, "Hello");
 
@@ -402,7 +445,7 @@ Deno.test("open ofrep keeps the caller's sticky experiment assignment, as the pr
       rules: [{ when: { variant: { checkout: ["b"] } }, value: "Pay now" }],
     }],
   };
-  const cookie = "ep_uid=visitor00000000000001; ep_exp=checkout:b";
+  const cookie = `ep_uid=visitor00000000000001; ${stickyCookie("checkout:b")}`;
   for (const env of [{}, SERVICE_KEY]) {
     const deps = await makeDeps("http://127.0.0.1:9", { rules, env });
     try {
@@ -427,7 +470,7 @@ Deno.test("open ofrep keeps the caller's sticky experiment assignment, as the pr
       assert.equal((await bulk.json()).flags[0].value, "Pay now");
       // A sticky entry that is no longer a variation is ignored, as on the proxy.
       const stale = await post(app, "/evaluate/flags/checkout-copy", {}, {
-        cookie: "ep_uid=visitor00000000000001; ep_exp=checkout:gone",
+        cookie: `ep_uid=visitor00000000000001; ${stickyCookie("checkout:gone")}`,
       });
       assert.equal((await stale.json()).value, "Pay");
       const fresh = await post(app, "/evaluate/flags/checkout-copy", {}, {
@@ -437,6 +480,43 @@ Deno.test("open ofrep keeps the caller's sticky experiment assignment, as the pr
     } finally {
       deps.kv.close();
     }
+  }
+});
+
+Deno.test("open ofrep ignores a sticky cookie the edge did not sign, as the proxy does", async () => {
+  const rules: RuleSet = {
+    version: 1,
+    experiments: [{ key: "checkout", variations: ["control", "b"], weights: [1, 0] }],
+    flags: [{
+      key: "checkout-copy",
+      type: "string",
+      default: "Pay",
+      rules: [{ when: { variant: { checkout: ["b"] } }, value: "Pay now" }],
+    }],
+  };
+  const deps = await makeDeps("http://127.0.0.1:9", { rules });
+  try {
+    const app = createApp(deps);
+    const signed = stickyCookie("checkout:b");
+    const forged = [
+      // Written by hand, signed with another secret, and a signed value with an assignment added.
+      "ep_exp=checkout%3Ab",
+      stickyCookie("checkout:b", "another-secret-0123456789"),
+      signed.replace(".", "%7Cother%3Ab."),
+    ];
+    for (const sticky of forged) {
+      const cookie = `ep_uid=visitor00000000000001; ${sticky}`;
+      const one = await post(app, "/evaluate/flags/checkout-copy", {}, { cookie });
+      assert.deepEqual([one.status, (await one.json()).value], [200, "Pay"], sticky);
+      const bulk = await post(app, "/evaluate/flags", {}, { cookie });
+      assert.equal((await bulk.json()).flags[0].value, "Pay", sticky);
+    }
+    const one = await post(app, "/evaluate/flags/checkout-copy", {}, {
+      cookie: `ep_uid=visitor00000000000001; ${signed}`,
+    });
+    assert.equal((await one.json()).value, "Pay now", "the signed cookie is honoured");
+  } finally {
+    deps.kv.close();
   }
 });
 

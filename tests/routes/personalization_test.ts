@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import { makeDeps, startOrigin } from "../support.ts";
+import { makeDeps, startOrigin, stickyCookie, TEST_STICKY_SECRET } from "../support.ts";
+import { StickySigner } from "../../lib/sticky.ts";
+import { parseCookies } from "../../lib/cookies.ts";
 import { loadIpGeoDb } from "../../lib/ip_geo.ts";
 import { hashSessionId, keys } from "../../lib/store.ts";
 import { parseRules, type RuleSet } from "../../lib/rules.ts";
@@ -51,6 +53,19 @@ async function withApp(
 function setCookies(res: Response): string[] {
   return res.headers.getSetCookie();
 }
+
+/** The `ep_exp` value a response set (percent-decoded), or undefined. */
+function stickySet(res: Response): string | undefined {
+  const cookie = setCookies(res).find((c) => c.startsWith("ep_exp="));
+  return cookie === undefined ? undefined : parseCookies(cookie.split(";")[0]!).get("ep_exp");
+}
+
+/** The hero experiment with other weights, as a newer version (a push that changed them). */
+function heroWeights(version: number, weights: number[]) {
+  return parseRules({ ...RULES, version, experiments: [{ ...RULES.experiments![0]!, weights }] });
+}
+
+const VISITOR = "ep_uid=visitor-abcdefghijklmnop";
 
 Deno.test("a new visitor gets ep_uid and a sticky assignment; the origin sees variants and flags", async () => {
   await withApp(async ({ app, origin }) => {
@@ -240,4 +255,105 @@ Deno.test("a cookieless asset request gets no ep_uid (stays cacheable); a page n
     deps.kv.close();
     await origin.close();
   }
+});
+
+Deno.test("a hand-written ep_exp is ignored: the visitor is bucketed by hash, and the new signed cookie records that bucket", async () => {
+  await withApp(async ({ app, origin }) => {
+    const plain = await app.request("http://edge.test/page", { headers: { cookie: VISITOR } }, PEER);
+    await plain.body?.cancel();
+    const bucket = /^hero=(\w+)$/.exec(origin.seen.at(-1)!.headers.get("x-edge-variants") ?? "")![1]!;
+    const signer = new StickySigner([TEST_STICKY_SECRET]);
+    for (const chosen of ["control", "a", "b"].filter((v) => v !== bucket)) {
+      const res = await app.request("http://edge.test/page", {
+        headers: { cookie: `${VISITOR}; ep_exp=hero%3A${chosen}` },
+      }, PEER);
+      await res.body?.cancel();
+      assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), `hero=${bucket}`, chosen);
+      const written = stickySet(res);
+      assert.ok(written?.startsWith(`hero:${bucket}.`), written);
+      assert.deepEqual([...signer.verify(written, 0)!.assignments], [["hero", bucket]]);
+    }
+  });
+});
+
+Deno.test("the sticky cookie the edge set is honoured on the next request, after the weights changed", async () => {
+  const origin = startOrigin();
+  const deps = await makeDeps(origin.url, { rules: RULES, ipGeo });
+  try {
+    const app = createApp(deps);
+    deps.rules.offer(heroWeights(4, [0, 0, 1]));
+    const first = await app.request("http://edge.test/page", { headers: { cookie: VISITOR } }, PEER);
+    await first.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), "hero=b");
+    const jar = setCookies(first).map((c) => c.split(";")[0]).join("; ");
+    assert.match(jar, /ep_exp=hero%3Ab\.[A-Za-z0-9_-]{43}/);
+    // Everyone new now gets control; the visitor keeps b through the cookie of response 1.
+    deps.rules.offer(heroWeights(5, [1, 0, 0]));
+    const second = await app.request("http://edge.test/page", { headers: { cookie: jar } }, PEER);
+    await second.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), "hero=b");
+    assert.equal(stickySet(second), undefined, "nothing to rewrite");
+    const without = await app.request("http://edge.test/page", { headers: { cookie: VISITOR } }, PEER);
+    await without.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), "hero=control");
+
+    // A tampered value or signature is ignored like no cookie: hashed to control, and replaced.
+    const signed = parseCookies(jar).get("ep_exp")!;
+    const tampered = [
+      signed.replace("hero:b", "hero:a"),
+      signed.replace(/.$/, (c) => (c === "A" ? "B" : "A")),
+      signed.replace(".", "|pricing:a."),
+      signed.slice(0, signed.indexOf(".")),
+    ];
+    for (const value of tampered) {
+      const res = await app.request("http://edge.test/page", {
+        headers: { cookie: `${VISITOR}; ep_exp=${encodeURIComponent(value)}` },
+      }, PEER);
+      await res.body?.cancel();
+      assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), "hero=control", value);
+      assert.ok(stickySet(res)?.startsWith("hero:control."), value);
+    }
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
+
+Deno.test("STICKY_SECRET rotation: a cookie signed with the old secret, listed second, is honoured and signed again with the new one", async () => {
+  const origin = startOrigin();
+  const oldSecret = "sticky-old-secret-0123456789";
+  const newSecret = "sticky-new-secret-0123456789";
+  const rules = { ...RULES, experiments: [{ ...RULES.experiments![0]!, weights: [1, 0, 0] }] };
+  const during = await makeDeps(origin.url, { rules, env: { STICKY_SECRET: `${newSecret}, ${oldSecret}` } });
+  const after = await makeDeps(origin.url, { rules, env: { STICKY_SECRET: newSecret } });
+  try {
+    const cookie = `${VISITOR}; ${stickyCookie("hero:b", oldSecret)}`;
+    const res = await createApp(during).request("http://edge.test/page", { headers: { cookie } }, PEER);
+    await res.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), "hero=b");
+    const resigned = stickySet(res);
+    assert.deepEqual([...new StickySigner([newSecret]).verify(resigned, 0)!.assignments], [["hero", "b"]]);
+    // Once the old secret is dropped, its cookies are no longer believed.
+    const late = await createApp(after).request("http://edge.test/page", { headers: { cookie } }, PEER);
+    await late.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), "hero=control");
+  } finally {
+    during.kv.close();
+    after.kv.close();
+    await origin.close();
+  }
+});
+
+Deno.test("a forged sticky cookie is cleared where no experiment applies", async () => {
+  await withApp(async ({ app }) => {
+    const res = await app.request("http://edge.test/page", {
+      headers: {
+        cookie: `${VISITOR}; ep_exp=hero%3Ab`,
+        "user-agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+      },
+    }, PEER);
+    await res.body?.cancel();
+    const cleared = setCookies(res).find((c) => c.startsWith("ep_exp="));
+    assert.match(cleared ?? "", /^ep_exp=; .*Max-Age=0/);
+  });
 });

@@ -126,7 +126,8 @@ Deno.test("proxy ignores X-Forwarded-* and Forwarded from an untrusted peer", as
     assert.equal(seen.get("x-forwarded-for"), "203.0.113.9");
     assert.equal(seen.get("x-forwarded-proto"), "http");
     assert.equal(seen.get("x-forwarded-host"), "edge.test");
-    assert.equal(seen.get("forwarded"), null);
+    // Rebuilt from what the edge believed, never the client's.
+    assert.equal(seen.get("forwarded"), 'for=203.0.113.9;host="edge.test";proto=http');
     assert.equal(seen.get("via"), "1.1 edge-personalizer");
     assert.equal(seen.get("x-edge-client-ip"), "203.0.113.9");
   });
@@ -148,6 +149,7 @@ Deno.test("proxy keeps and extends forwarding headers from a trusted peer", asyn
     assert.equal(seen.get("x-forwarded-host"), "shop.example");
     assert.equal(seen.get("via"), "1.1 cdn, 1.1 edge-personalizer");
     assert.equal(seen.get("x-edge-client-ip"), "198.51.100.7");
+    assert.equal(seen.get("forwarded"), 'for=198.51.100.7;host="shop.example";proto=https');
   });
 });
 
@@ -323,9 +325,11 @@ Deno.test("trust-only headers from an untrusted client never reach the origin; t
     assert.equal(seen.get("cf-ipcountry"), "DE", "geo headers pass from a hop trusted for geo");
     assert.equal(seen.get("x-edge-region"), "EU");
 
+    // TRUSTED_PROXIES vouches for forwarding and geo headers, never for who the user is.
     await app.request("http://edge.test/echo", { headers: { "x-user-id": "u7" } }, TRUSTED);
     seen = origin.seen.at(-1)!.headers;
-    assert.equal(seen.get("x-edge-user"), "u7");
+    assert.equal(seen.get("x-edge-user"), null);
+    assert.equal(seen.get("x-user-id"), null);
   });
 });
 
@@ -420,4 +424,37 @@ Deno.test("data stored before ids were checked cannot break the proxy: headers a
     deps.kv.close();
     await origin.close();
   }
+});
+
+Deno.test("an origin's public answer to a logged-in visitor is made private: the edge told it who they are", async () => {
+  await withProxy(async ({ app, origin }) => {
+    const anonymous = await app.request("http://edge.test/echo/shared", {
+      headers: { cookie: "ep_uid=known-visitor-0001" },
+    }, UNTRUSTED);
+    await anonymous.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-user"), null);
+    assert.equal(anonymous.headers.get("cache-control"), "public, max-age=300");
+
+    const named = await app.request("http://edge.test/echo/shared", {
+      headers: { cookie: "ep_uid=known-visitor-0001", "x-auth-request-user": "alice" },
+    }, TRUSTED);
+    await named.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-user"), "alice");
+    assert.equal(named.headers.get("cache-control"), "private, max-age=300");
+
+    // A Vary on the edge's headers does not keep it shareable: caches in front never see them.
+    const varied = await app.request("http://edge.test/echo/varied", {
+      headers: { cookie: "ep_uid=known-visitor-0001", "x-auth-request-user": "alice" },
+    }, TRUSTED);
+    await varied.body?.cancel();
+    assert.equal(varied.headers.get("cache-control"), "private, max-age=300");
+  }, {
+    env: { USER_ID_HEADER: "x-auth-request-user", USER_ID_PROXIES: "10.0.0.0/8" },
+    respond: (seen) =>
+      new Response("same for everyone?", {
+        headers: seen.path === "/echo/varied"
+          ? { "cache-control": "public, max-age=300", vary: "x-edge-user, x-edge-segments" }
+          : { "cache-control": "public, max-age=300" },
+      }),
+  });
 });

@@ -173,7 +173,11 @@ Deno.test("a canary, its promotion and a rollback pushed to one app show on a se
         { kind: "rules", version: 12, at: at(2), canary: 0.05, rules: { defaultRegion: "US" } },
       ]),
     );
-    assert.deepEqual(await res.json(), { applied: 2, stale: 0 });
+    assert.deepEqual(await res.json(), {
+      applied: 2,
+      stale: 0,
+      rules: { active: 11, canary: { version: 12, share: 0.05 } },
+    });
     await waitForB({ active: 11, canary: { version: 12, share: 0.05 }, startUp: 0 });
     const status = await (await appB.request("/_edge/rules", bearer(TOKEN))).json();
     assert.equal(status.active, 11);
@@ -189,18 +193,18 @@ Deno.test("a canary, its promotion and a rollback pushed to one app show on a se
     ]);
 
     res = await appA.request(await syncRequest("msg_2", [{ kind: "rules_promote", version: 12, at: at(3) }]));
-    assert.deepEqual(await res.json(), { applied: 1, stale: 0 });
+    assert.deepEqual(await res.json(), { applied: 1, stale: 0, rules: { active: 12, canary: null } });
     await waitForB({ active: 12, canary: null, startUp: 0 });
 
     res = await appA.request(
       await syncRequest("msg_3", [{ kind: "rules_rollback", version: 11, at: at(4) }]),
     );
-    assert.deepEqual(await res.json(), { applied: 1, stale: 0 });
+    assert.deepEqual(await res.json(), { applied: 1, stale: 0, rules: { active: 11, canary: null } });
     await waitForB({ active: 11, canary: null, startUp: 0 });
 
     // A rollback to a version that was never kept changes nothing.
     res = await appA.request(await syncRequest("msg_4", [{ kind: "rules_rollback", version: 3, at: at(5) }]));
-    assert.deepEqual(await res.json(), { applied: 0, stale: 1 });
+    assert.deepEqual(await res.json(), { applied: 0, stale: 1, rules: { active: 11, canary: null } });
     await new Promise((resolve) => setTimeout(resolve, 50));
     assert.deepEqual(await instanceOfB(), { active: 11, canary: null, startUp: 0 });
   } finally {

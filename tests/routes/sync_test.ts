@@ -93,6 +93,39 @@ Deno.test("sync applies a signed batch and answers applied and stale counts", as
   });
 });
 
+Deno.test("sync answers a batch with rule control events with the rules now active and the canary", async () => {
+  await withSync(async ({ app }) => {
+    const rules = (version: number) => ({ version, defaultRegion: "GLOBAL" });
+    const push = async (id: string, events: unknown[]) => {
+      const res = await app.request("/_edge/sync", await signedInit(payload(events), { id }));
+      assert.equal(res.status, 200);
+      return await res.json();
+    };
+    assert.deepEqual(await push("msg_r1", [{ kind: "rules", version: 3, rules: rules(3) }]), {
+      applied: 1,
+      stale: 0,
+      rules: { active: 3, canary: null },
+    });
+    assert.deepEqual(
+      await push("msg_r2", [{
+        kind: "rules",
+        version: 4,
+        rules: rules(4),
+        canary: 0.1,
+        at: "2026-11-26T11:59:00Z",
+      }]),
+      { applied: 1, stale: 0, rules: { active: 3, canary: { version: 4, share: 0.1 } } },
+    );
+    // A rollback to a version the edge does not keep changes nothing: stale, and still 3 active.
+    assert.deepEqual(
+      await push("msg_r3", [{ kind: "rules_rollback", version: 1, at: "2026-11-26T11:59:30Z" }]),
+      { applied: 0, stale: 1, rules: { active: 3, canary: { version: 4, share: 0.1 } } },
+    );
+    // A batch without rule events says nothing about rules.
+    assert.deepEqual(await push("msg_v", [view("u1", "p1")]), { applied: 1, stale: 0 });
+  });
+});
+
 Deno.test("sync accepts a signature made with a rotated-out secret that is still configured", async () => {
   await withSync(async ({ app }) => {
     const res = await app.request(
@@ -396,7 +429,8 @@ Deno.test("sync: beyond SYNC_MAX_CONCURRENT pushes at once, the next is answered
     assert.equal(retried.status, 200);
     await retried.body?.cancel();
     // Counted as busy, not as rejected (which alerts on bad secrets and probing).
-    const metrics = await (await app.request("/_edge/metrics")).text();
+    const metrics = await (await app.request("/_edge/metrics", {}, { remoteAddr: { hostname: "127.0.0.1" } }))
+      .text();
     assert.match(metrics, /edge_sync_events_total\{result="busy"\} 1/);
     assert.match(metrics, /edge_sync_events_total\{result="rejected"\} 0/);
   }, { SYNC_MAX_CONCURRENT: "1" });

@@ -1,0 +1,193 @@
+/**
+ * @module
+ * The sample-ratio check: this instance's exposure counts per variation, per rules version, and
+ * a chi-square goodness-of-fit test of them against the experiment's weights. A split that does
+ * not follow the weights (a sample ratio mismatch) is usually a bug — bots let through, lost
+ * cookies, a redirect variation that loses visitors — and invalidates the experiment's analysis.
+ * The chi-square tail comes from stdlib's regularised incomplete gamma function, loaded on first
+ * use only.
+ */
+import { getBucketRanges } from "../bucketing.ts";
+import type { CompiledExperiment } from "../experiments.ts";
+
+/** Below this p-value (with enough exposures) a split is flagged as a sample ratio mismatch. */
+export const SRM_P_THRESHOLD = 0.001;
+/** Fewer exposures than this are never flagged: the test says little on so few. */
+export const SRM_MIN_EXPOSURES = 100;
+/** Rules versions whose counts are kept (the active one, a canary, and the ones just before). */
+const VERSIONS_KEPT = 4;
+
+/** The outcome of {@linkcode sampleRatioTest}. */
+export interface SampleRatioResult {
+  /** Exposures in all. */
+  total: number;
+  /** The chi-square statistic; null when there is nothing to test (no exposures, one variation). */
+  statistic: number | null;
+  degreesOfFreedom: number;
+  /** The probability of a split at least this far from the weights by chance; null as above. */
+  pValue: number | null;
+  /** Whether the split is flagged: `pValue` < {@linkcode SRM_P_THRESHOLD} and enough exposures. */
+  srm: boolean;
+}
+
+/** The chi-square distribution's upper tail (survival function). */
+interface ChiSquare {
+  /** P(X ≥ x) for X chi-square distributed with `dof` degrees of freedom. */
+  sf(x: number, dof: number): number;
+}
+
+/**
+ * Tests observed counts against expected shares with Pearson's chi-square goodness-of-fit test.
+ * Variations with weight 0 take no part, unless they were exposed (then the split is as far from
+ * the weights as it gets: p = 0).
+ *
+ * @param counts exposures per variation
+ * @param weights the share of each variation (normalised here; they need not sum to 1)
+ * @param options the chi-square upper tail (loaded from `@stdlib/math-base-special-gammainc` when left out)
+ * @returns the statistic, p-value and verdict
+ * @throws {RangeError} when `counts` and `weights` differ in length
+ * @example
+ * ```ts
+ * (await sampleRatioTest([1200, 800], [0.5, 0.5])).srm; // true
+ * (await sampleRatioTest([1000, 1000], [0.5, 0.5])).srm; // false
+ * ```
+ */
+export async function sampleRatioTest(
+  counts: readonly number[],
+  weights: readonly number[],
+  options: { chiSquare?: ChiSquare } = {},
+): Promise<SampleRatioResult> {
+  if (counts.length !== weights.length) {
+    throw new RangeError(`Expected one weight per count, got ${weights.length} for ${counts.length}`);
+  }
+  const total = counts.reduce((sum, n) => sum + n, 0);
+  const weightSum = weights.reduce((sum, w) => sum + (w > 0 ? w : 0), 0);
+  const tested = weights.filter((w) => w > 0).length;
+  const degreesOfFreedom = Math.max(0, tested - 1);
+  if (total === 0 || degreesOfFreedom === 0 || weightSum <= 0) {
+    return { total, statistic: null, degreesOfFreedom, pValue: null, srm: false };
+  }
+  let statistic = 0;
+  for (let i = 0; i < counts.length; i++) {
+    const weight = weights[i]!;
+    const observed = counts[i]!;
+    if (weight > 0) {
+      const expected = total * weight / weightSum;
+      statistic += (observed - expected) ** 2 / expected;
+    } else if (observed > 0) statistic = Number.POSITIVE_INFINITY;
+  }
+  const chiSquare = options.chiSquare ?? await loadChiSquare();
+  // The upper tail itself, not 1 − cdf: that difference is 0 below ~1e-16, where a broken
+  // split's p-value lies.
+  const pValue = Number.isFinite(statistic)
+    ? Math.min(1, Math.max(0, chiSquare.sf(statistic, degreesOfFreedom)))
+    : 0;
+  return {
+    total,
+    statistic,
+    degreesOfFreedom,
+    pValue,
+    srm: total >= SRM_MIN_EXPOSURES && pValue < SRM_P_THRESHOLD,
+  };
+}
+
+/**
+ * The share of bucketed visitors each variation gets, exactly as bucketing splits them
+ * (GrowthBook's ranges: weights that do not sum to 1 ± 0.01 mean equal weights).
+ *
+ * @param experiment the compiled experiment
+ * @returns one share per variation, summing to 1
+ */
+export function effectiveWeights(experiment: CompiledExperiment): number[] {
+  const ranges = getBucketRanges(experiment.variations.length, 1, experiment.spec.weights);
+  // Hash values lie in [0, 1): a range past 1 (weights summing to 1.01) is cut there.
+  const lengths = ranges.map(([start, end]) => Math.max(0, Math.min(end, 1) - Math.min(start, 1)));
+  const sum = lengths.reduce((a, b) => a + b, 0);
+  return lengths.map((length) => (sum > 0 ? length / sum : 0));
+}
+
+/**
+ * The chi-square upper tail is the upper regularised incomplete gamma function Q(dof/2, x/2).
+ * Loading the package costs a few milliseconds: only the first test pays for it (the module
+ * system keeps the loaded module for the later ones).
+ */
+async function loadChiSquare(): Promise<ChiSquare> {
+  const { default: gammainc } = await import("@stdlib/math-base-special-gammainc");
+  if (typeof gammainc !== "function") throw new Error("No incomplete gamma function in the package");
+  return { sf: (x: number, dof: number) => Number(gammainc(x / 2, dof / 2, true, true)) };
+}
+
+/** Exposure counts of one rules version. */
+export class VersionTally {
+  /** When this instance first served the version, epoch ms. */
+  readonly since: number;
+  /** Experiment key → variation → exposures. */
+  readonly counts: Map<string, Map<string, number>> = new Map();
+  /** When the version was last served, in {@linkcode ExposureTally}'s own serve order. */
+  lastServed = 0;
+
+  /** @param since when this instance first served the version, epoch ms */
+  constructor(since: number) {
+    this.since = since;
+  }
+
+  /**
+   * Counts one exposure.
+   *
+   * @param experiment the experiment key
+   * @param variation the variation
+   */
+  count(experiment: string, variation: string): void {
+    let variations = this.counts.get(experiment);
+    if (variations === undefined) this.counts.set(experiment, variations = new Map());
+    variations.set(variation, (variations.get(variation) ?? 0) + 1);
+  }
+}
+
+/**
+ * This instance's exposure counts per rules version, experiment and variation, for the few
+ * versions served most recently (counts of a version start when the instance first serves it).
+ */
+export class ExposureTally {
+  readonly #versions = new Map<number, VersionTally>();
+  #served = 0;
+
+  /**
+   * Notes that a rules version is being served, starting its counts if it is new here.
+   *
+   * @param version the rules version
+   * @param now the current time, epoch ms
+   * @returns the version's counts
+   */
+  serve(version: number, now: number): VersionTally {
+    let tally = this.#versions.get(version);
+    if (tally === undefined) {
+      tally = new VersionTally(now);
+      if (this.#versions.size >= VERSIONS_KEPT) this.#forgetLeastRecent();
+      this.#versions.set(version, tally);
+    }
+    tally.lastServed = ++this.#served;
+    return tally;
+  }
+
+  /**
+   * The counts of a version, if this instance served it.
+   *
+   * @param version the rules version
+   * @returns its counts, or undefined
+   */
+  get(version: number): VersionTally | undefined {
+    return this.#versions.get(version);
+  }
+
+  // The version served longest ago goes, not the one first served: the active version, served
+  // all along, must outlive a series of canaries tried after it.
+  #forgetLeastRecent(): void {
+    let oldest: number | undefined;
+    let oldestServed = Number.POSITIVE_INFINITY;
+    for (const [version, tally] of this.#versions) {
+      if (tally.lastServed < oldestServed) [oldest, oldestServed] = [version, tally.lastServed];
+    }
+    if (oldest !== undefined) this.#versions.delete(oldest);
+  }
+}

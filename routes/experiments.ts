@@ -1,0 +1,43 @@
+/**
+ * @module
+ * `GET /experiments` (mounted under `/_edge`): the sample-ratio check of every running
+ * experiment — variations and weights, this instance's exposure counts since it first served
+ * the rules version, the chi-square p-value and whether the split is flagged. Behind
+ * `Authorization: Bearer <RULES_TOKEN>` like `/_edge/rules`; without `RULES_TOKEN` the endpoint
+ * does not exist (404).
+ */
+import { Hono } from "hono";
+import type { Deps } from "../lib/deps.ts";
+import { errorBody } from "../lib/errors.ts";
+import { SRM_MIN_EXPOSURES, SRM_P_THRESHOLD } from "../lib/exposures/srm.ts";
+import { bearerTokenMatches } from "../lib/secure.ts";
+import type { AppEnv } from "./env.ts";
+
+/**
+ * The experiments router.
+ *
+ * @param deps the service's dependencies (`config.rulesToken`, `rules`, `exposures`)
+ * @returns a router with `GET /experiments` (absent without `RULES_TOKEN`), mounted under `/_edge`
+ */
+export function experimentsRoutes(deps: Pick<Deps, "config" | "rules" | "exposures">): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  const token = deps.config.rulesToken;
+  if (token === undefined) return app;
+  app.get("/experiments", async (c) => {
+    c.header("cache-control", "no-store");
+    if (!bearerTokenMatches(c.req.header("authorization"), token)) {
+      c.header("www-authenticate", 'Bearer realm="edge-rules"');
+      return c.json(errorBody("unauthorized", "A valid rules token is required"), 401);
+    }
+    const experiments = await deps.exposures.report({
+      active: deps.rules.current,
+      canary: deps.rules.canary?.rules,
+    });
+    return c.json({
+      srmRule: { pValueBelow: SRM_P_THRESHOLD, minExposures: SRM_MIN_EXPOSURES },
+      exposureEvents: { delivery: deps.exposures.delivering ? "on" : "off", waiting: deps.exposures.queued },
+      experiments,
+    });
+  });
+  return app;
+}
