@@ -5,6 +5,12 @@
  * `docs/exposure.schema.json`, which a test keeps identical).
  */
 
+/**
+ * The longest `path` an event carries; longer request paths are cut to it. A client chooses
+ * the path, and every queued event holds its own copy until it is sent.
+ */
+export const EXPOSURE_PATH_MAX = 1024;
+
 /** One exposure, as sent in `data.exposures` of an `edge.exposures` batch. */
 export interface ExposureEvent {
   /** The experiment key. */
@@ -28,7 +34,10 @@ export interface ExposureEvent {
   region: string;
   /** The device class: `mobile`, `tablet` or `desktop` (bots are never exposed). */
   device: string;
-  /** The request path the experiment was exposed on (no query string). */
+  /**
+   * The request path the experiment was exposed on (no query string), cut to
+   * {@linkcode EXPOSURE_PATH_MAX} characters.
+   */
   path: string;
 }
 
@@ -74,7 +83,11 @@ export const EXPOSURE_EVENT_SCHEMA = {
       enum: ["mobile", "tablet", "desktop"],
       description: "The device class (bots are never exposed)",
     },
-    path: { type: "string", description: "The request path (no query string)" },
+    path: {
+      type: "string",
+      maxLength: EXPOSURE_PATH_MAX,
+      description: `The request path (no query string), cut to its first ${EXPOSURE_PATH_MAX} characters`,
+    },
   },
   additionalProperties: false,
 } as const;

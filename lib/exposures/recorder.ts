@@ -16,7 +16,7 @@ import { type Identity, USER_ID } from "../identity.ts";
 import type { Logger } from "../log.ts";
 import type { EdgeMetrics } from "../metrics.ts";
 import type { CompiledRules } from "../rules.ts";
-import type { ExposureEvent } from "./events.ts";
+import { EXPOSURE_PATH_MAX, type ExposureEvent } from "./events.ts";
 import { ExposureQueue } from "./queue.ts";
 import { ExposureSender } from "./sender.ts";
 import { effectiveWeights, ExposureTally, type SampleRatioResult, sampleRatioTest } from "./srm.ts";
@@ -205,10 +205,16 @@ function exposureEvent(
     requestId: facts.requestId,
     region: decision.region,
     device: facts.device.device,
-    path: facts.path,
+    path: facts.path.length > EXPOSURE_PATH_MAX ? copyOf(facts.path.slice(0, EXPOSURE_PATH_MAX)) : facts.path,
   };
   if (userId !== undefined) event.userId = userId;
   return event;
+}
+
+// A slice of a long string may share the original's memory (V8 keeps the whole path alive
+// behind it); a queued event must hold only its own characters.
+function copyOf(text: string): string {
+  return JSON.parse(JSON.stringify(text));
 }
 
 /** Options for {@linkcode exposuresFromConfig}. */

@@ -4,7 +4,8 @@
  * a chi-square goodness-of-fit test of them against the experiment's weights. A split that does
  * not follow the weights (a sample ratio mismatch) is usually a bug — bots let through, lost
  * cookies, a redirect variation that loses visitors — and invalidates the experiment's analysis.
- * The chi-square distribution comes from `jstat`, loaded on first use only.
+ * The chi-square tail comes from stdlib's regularised incomplete gamma function, loaded on first
+ * use only.
  */
 import { getBucketRanges } from "../bucketing.ts";
 import type { CompiledExperiment } from "../experiments.ts";
@@ -29,9 +30,10 @@ export interface SampleRatioResult {
   srm: boolean;
 }
 
-/** The part of `jstat` used here. */
+/** The chi-square distribution's upper tail (survival function). */
 interface ChiSquare {
-  cdf(x: number, dof: number): number;
+  /** P(X ≥ x) for X chi-square distributed with `dof` degrees of freedom. */
+  sf(x: number, dof: number): number;
 }
 
 /**
@@ -41,7 +43,7 @@ interface ChiSquare {
  *
  * @param counts exposures per variation
  * @param weights the share of each variation (normalised here; they need not sum to 1)
- * @param options the chi-square distribution (loaded from `jstat` when left out)
+ * @param options the chi-square upper tail (loaded from `@stdlib/math-base-special-gammainc` when left out)
  * @returns the statistic, p-value and verdict
  * @throws {RangeError} when `counts` and `weights` differ in length
  * @example
@@ -75,8 +77,10 @@ export async function sampleRatioTest(
     } else if (observed > 0) statistic = Number.POSITIVE_INFINITY;
   }
   const chiSquare = options.chiSquare ?? await loadChiSquare();
+  // The upper tail itself, not 1 − cdf: that difference is 0 below ~1e-16, where a broken
+  // split's p-value lies.
   const pValue = Number.isFinite(statistic)
-    ? Math.min(1, Math.max(0, 1 - chiSquare.cdf(statistic, degreesOfFreedom)))
+    ? Math.min(1, Math.max(0, chiSquare.sf(statistic, degreesOfFreedom)))
     : 0;
   return {
     total,
@@ -103,14 +107,14 @@ export function effectiveWeights(experiment: CompiledExperiment): number[] {
 }
 
 /**
- * `jstat` costs tens of milliseconds to load: only the first test pays for it (the module
+ * The chi-square upper tail is the upper regularised incomplete gamma function Q(dof/2, x/2).
+ * Loading the package costs a few milliseconds: only the first test pays for it (the module
  * system keeps the loaded module for the later ones).
  */
 async function loadChiSquare(): Promise<ChiSquare> {
-  const module = await import("jstat");
-  const chisquare = module.default?.jStat?.chisquare ?? module.default?.chisquare;
-  if (typeof chisquare?.cdf !== "function") throw new Error("jstat has no chi-square distribution");
-  return { cdf: (x: number, dof: number) => Number(chisquare.cdf(x, dof)) };
+  const { default: gammainc } = await import("@stdlib/math-base-special-gammainc");
+  if (typeof gammainc !== "function") throw new Error("No incomplete gamma function in the package");
+  return { sf: (x: number, dof: number) => Number(gammainc(x / 2, dof / 2, true, true)) };
 }
 
 /** Exposure counts of one rules version. */
@@ -119,6 +123,8 @@ export class VersionTally {
   readonly since: number;
   /** Experiment key → variation → exposures. */
   readonly counts: Map<string, Map<string, number>> = new Map();
+  /** When the version was last served, in {@linkcode ExposureTally}'s own serve order. */
+  lastServed = 0;
 
   /** @param since when this instance first served the version, epoch ms */
   constructor(since: number) {
@@ -140,10 +146,11 @@ export class VersionTally {
 
 /**
  * This instance's exposure counts per rules version, experiment and variation, for the few
- * most recent versions (counts of a version start when the instance first serves it).
+ * versions served most recently (counts of a version start when the instance first serves it).
  */
 export class ExposureTally {
   readonly #versions = new Map<number, VersionTally>();
+  #served = 0;
 
   /**
    * Notes that a rules version is being served, starting its counts if it is new here.
@@ -156,11 +163,10 @@ export class ExposureTally {
     let tally = this.#versions.get(version);
     if (tally === undefined) {
       tally = new VersionTally(now);
+      if (this.#versions.size >= VERSIONS_KEPT) this.#forgetLeastRecent();
       this.#versions.set(version, tally);
-      if (this.#versions.size > VERSIONS_KEPT) {
-        this.#versions.delete(this.#versions.keys().next().value!);
-      }
     }
+    tally.lastServed = ++this.#served;
     return tally;
   }
 
@@ -172,5 +178,16 @@ export class ExposureTally {
    */
   get(version: number): VersionTally | undefined {
     return this.#versions.get(version);
+  }
+
+  // The version served longest ago goes, not the one first served: the active version, served
+  // all along, must outlive a series of canaries tried after it.
+  #forgetLeastRecent(): void {
+    let oldest: number | undefined;
+    let oldestServed = Number.POSITIVE_INFINITY;
+    for (const [version, tally] of this.#versions) {
+      if (tally.lastServed < oldestServed) [oldest, oldestServed] = [version, tally.lastServed];
+    }
+    if (oldest !== undefined) this.#versions.delete(oldest);
   }
 }

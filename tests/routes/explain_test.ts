@@ -391,6 +391,26 @@ Deno.test("explain with no description explains the calling request itself, with
   });
 });
 
+Deno.test("explaining records no exposure and counts no flag evaluation", async () => {
+  await withApp(async ({ app, deps }) => {
+    // Visitors in hero (and in checkout's namespace half), as a proxied request would expose them.
+    const inHero = visitorWhere((key) => assignVariation(key, hero).inExperiment);
+    for (const path of ["/", "/checkout"]) {
+      const { body } = await explainGet(app, {
+        path,
+        header: `user-agent: ${DESKTOP_UA}`,
+        cookie: `ep_uid=${inHero}`,
+      });
+      assert.ok(body.decision.variants.hero !== undefined, "the explained visitor is in hero");
+    }
+    const text = await deps.metrics.render();
+    assert.doesNotMatch(text, /^edge_experiment_exposures_total\{/m);
+    assert.doesNotMatch(text, /^edge_flag_evaluations_total\{/m);
+    const report = await deps.exposures.report({ active: deps.rules.current });
+    assert.ok(report.every((experiment) => experiment.total === 0));
+  });
+});
+
 Deno.test("explain answers text with format=text, and 400 for a bad description, path or body", async () => {
   await withApp(async ({ app }) => {
     const text = await app.request("/_edge/explain?format=text&path=/old-sale", { headers: auth }, PROXY);

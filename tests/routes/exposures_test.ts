@@ -194,6 +194,18 @@ Deno.test("exposure events follow the published JSON Schema", async () => {
   });
 });
 
+Deno.test("an exposure's path is cut to the schema's bound: a client's long path cannot grow the buffer", async () => {
+  await withService(async ({ app, deps, receiver }) => {
+    // The longest path the edge forwards (8 192 characters), on an experiment that matches everything.
+    const long = "/" + "p".repeat(8191);
+    assert.equal((await new Browser().get(app, long)).status, 200);
+    await deps.exposures.flush();
+    const [event] = receiver.exposures();
+    assert.equal(event!.path, long.slice(0, EXPOSURE_EVENT_SCHEMA.properties.path.maxLength));
+    assert.equal(EXPOSURE_EVENT_SCHEMA.properties.path.maxLength, 1024);
+  });
+});
+
 Deno.test("bots give no exposures, and neither do experiments a path does not match", async () => {
   await withService(async ({ app, deps, receiver, origin }) => {
     const bot = new Browser(CURL);

@@ -13,8 +13,24 @@ Deno.test("1 200 / 800 against 50/50 weights is flagged", async () => {
   const result = await sampleRatioTest([1200, 800], [0.5, 0.5]);
   assert.equal(result.statistic, 80);
   assert.equal(result.degreesOfFreedom, 1);
-  assert.ok(result.pValue !== null && result.pValue < 1e-15, `p = ${result.pValue}`);
+  // chi2 = 80 with 1 degree of freedom: p = erfc(sqrt(40)) = 3.744e-19, which 1 − cdf loses.
+  assert.ok(
+    result.pValue !== null && Math.abs(result.pValue / 3.7440973842028806e-19 - 1) < 1e-6,
+    `p = ${result.pValue}`,
+  );
   assert.equal(result.srm, true);
+});
+
+Deno.test("far tails keep their p-value instead of rounding to 0", async () => {
+  // chi2 = 100 with 2 degrees of freedom: p = exp(−50).
+  const two = await sampleRatioTest([300, 200, 100], [1, 1, 1]);
+  assert.equal(two.statistic, 100);
+  assert.ok(Math.abs(two.pValue! / Math.exp(-50) - 1) < 1e-9, `p = ${two.pValue}`);
+  // Order is kept: a larger statistic gives a smaller, still positive, p-value.
+  const further = await sampleRatioTest([1300, 700], [0.5, 0.5]);
+  assert.ok(
+    further.pValue! > 0 && further.pValue! < (await sampleRatioTest([1200, 800], [0.5, 0.5])).pValue!,
+  );
 });
 
 Deno.test("the p-value is the chi-square upper tail (known quantiles)", async () => {
@@ -82,4 +98,20 @@ Deno.test("the tally keeps counts per rules version, the oldest versions going f
   for (let version = 2; version <= 5; version++) tally.serve(version, version * 1000);
   assert.equal(tally.get(1), undefined);
   assert.equal(tally.get(5)?.since, 5000);
+});
+
+Deno.test("a version still being served keeps its counts while canaries come and go", () => {
+  const tally = new ExposureTally();
+  const active = tally.serve(1, 1000);
+  active.count("hero", "a");
+  // Five canaries tried one after the other; the active version is served all along.
+  for (let canary = 2; canary <= 6; canary++) {
+    tally.serve(canary, canary * 1000).count("hero", "b");
+    tally.serve(1, canary * 1000 + 1);
+  }
+  assert.equal(tally.get(1)?.since, 1000);
+  assert.equal(tally.get(1)?.counts.get("hero")?.get("a"), 1);
+  // The canaries served longest ago went first.
+  assert.equal(tally.get(2), undefined);
+  assert.ok(tally.get(6));
 });
