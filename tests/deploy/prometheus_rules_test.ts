@@ -28,14 +28,6 @@ const DEMO_RULES = new URL("../../tools/demo_rules.json", import.meta.url).pathn
 const METRICS_TOKEN = "rules-check-metrics-token-0123";
 const SYNC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/**
- * Metrics of the exposures feature, exported once EXPOSURES_URL is set. That feature lands from
- * another branch: until then the check accepts these names only while /_edge/metrics does not
- * export them, and fails as soon as it does, so that this list is emptied and they are checked
- * like every other metric (EXPOSURES_URL then belongs in OPTIONAL_FEATURES_ENV).
- */
-const EXPOSURE_METRICS_NOT_YET_EXPORTED: readonly string[] = [];
-
 /** Series Prometheus makes itself for every target. */
 const PROMETHEUS_OWN_SERIES: readonly string[] = ["up"];
 
@@ -44,9 +36,13 @@ const TARGET_LABELS: readonly string[] = ["job", "instance", "edge_region"];
 
 /**
  * The environment of the checked service: every optional feature on, so that every metric the
- * service can export is exported (read-through, sync, rules, the metrics token).
+ * service can export is exported (read-through, sync, rules, exposure events, the metrics token).
  */
-function optionalFeaturesEnv(originUrl: string, backendUrl: string): Record<string, string> {
+function optionalFeaturesEnv(
+  originUrl: string,
+  backendUrl: string,
+  exposuresUrl: string,
+): Record<string, string> {
   return {
     ORIGIN_URL: originUrl,
     ORIGIN_TIMEOUT_MS: "300",
@@ -55,6 +51,8 @@ function optionalFeaturesEnv(originUrl: string, backendUrl: string): Record<stri
     BACKEND_URL: backendUrl,
     BACKEND_TOKEN: "rules-check-backend-token-0123",
     SYNC_SECRETS: SYNC_SECRET,
+    EXPOSURES_URL: exposuresUrl,
+    EXPOSURES_SECRET: SYNC_SECRET,
     METRICS_TOKEN,
   };
 }
@@ -175,7 +173,6 @@ function problemsOf(selector: Selector, where: string, known: Known): string[] {
   }
   const name = selector.name;
   if (known.recorded.has(name) || PROMETHEUS_OWN_SERIES.includes(name)) return problems;
-  if (EXPOSURE_METRICS_NOT_YET_EXPORTED.includes(name) && !known.exported.has(name)) return problems;
   if (!known.exported.has(name)) return [...problems, `${where}: ${name} is not exported by /_edge/metrics`];
   const samples = known.exposition.samples.filter((sample) => sample.name === name);
   for (const matcher of selector.matchers) {
@@ -225,7 +222,8 @@ Deno.test("every metric a rule or dashboard query names is one the running servi
   const backend = startOrigin(() =>
     Response.json({ error: { code: "not_found", message: "unknown" } }, { status: 404 })
   );
-  const service = await startService(optionalFeaturesEnv(origin.url, backend.url));
+  const exposures = startOrigin(() => new Response(null, { status: 204 }));
+  const service = await startService(optionalFeaturesEnv(origin.url, backend.url, exposures.url));
   try {
     for (
       const [path, headers] of [
@@ -274,18 +272,11 @@ Deno.test("every metric a rule or dashboard query names is one the running servi
     }
     assert.deepEqual(problems, []);
 
-    // The stop-gap list must not outlive the feature's arrival.
-    for (const name of EXPOSURE_METRICS_NOT_YET_EXPORTED) {
-      assert.ok(
-        !exported.has(name),
-        `${name} is exported now: remove it from EXPOSURE_METRICS_NOT_YET_EXPORTED so that it is checked`,
-      );
-      assert.ok(named.has(name), `${name} is used by a rule or the dashboard`);
-    }
     // A recording rule nobody reads is dead weight; each feeds an alert or a panel.
     for (const record of known.recorded) assert.ok(named.has(record), `${record} is used`);
   } finally {
     await service.stop();
+    await exposures.close();
     await backend.close();
     await origin.close();
   }
@@ -333,7 +324,6 @@ Deno.test("a renamed metric or label value fails the metric-name check", () => {
     'q: job="edge" is not the scrape config\'s job "edge-personalizer"',
   ]);
   assert.throws(() => selectorsOf("sum(rate(edge_origin_errors_total[5m])"), /Cannot parse PromQL/);
-  // The exposure metrics are checked like every other since that feature landed.
   assert.deepEqual(check('rate(edge_exposure_events_total{result="dropped"}[5m])'), [
     "q: edge_exposure_events_total is not exported by /_edge/metrics",
   ]);
