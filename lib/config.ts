@@ -63,6 +63,8 @@ const EnvSchema = z.object({
   USER_ID_PROXIES: optionalString,
   CDN_SECRET: optionalSecret,
   ORIGIN_TIMEOUT_MS: intInRange(1, 600_000, 10_000),
+  HTML_REWRITE_MAX_BYTES: intInRange(1024, 1024 * 1024 * 1024, 4 * 1024 * 1024),
+  HTML_REWRITE_MAX_MS: intInRange(1, 600_000, 100),
   SYNC_SECRETS: z.preprocess(emptyToUndefined, z.string().optional()),
   SYNC_TOLERANCE_SEC: intInRange(1, 86_400, 300),
   SYNC_MAX_BYTES: intInRange(1024, 64 * 1024 * 1024, 1024 * 1024),
@@ -148,6 +150,13 @@ export interface Config {
   userIdProxies: CidrList;
   cdnSecret: string | undefined;
   originTimeoutMs: number;
+  /**
+   * `HTML_REWRITE_MAX_BYTES`: most bytes of (decoded) HTML rewritten per page; the rest passes
+   * through unrewritten.
+   */
+  htmlRewriteMaxBytes: number;
+  /** `HTML_REWRITE_MAX_MS`: most time spent rewriting one page; the rest passes through unrewritten. */
+  htmlRewriteMaxMs: number;
   logLevel: LogLevel;
   /**
    * Standard Webhooks secrets (`whsec_…`) accepted by `POST /_edge/sync`, newest first; a
@@ -411,6 +420,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     userIdProxies,
     cdnSecret: parsed.CDN_SECRET,
     originTimeoutMs: parsed.ORIGIN_TIMEOUT_MS,
+    htmlRewriteMaxBytes: parsed.HTML_REWRITE_MAX_BYTES,
+    htmlRewriteMaxMs: parsed.HTML_REWRITE_MAX_MS,
     logLevel: parsed.LOG_LEVEL,
     syncSecrets,
     sessionCookie: parsed.SESSION_COOKIE,

@@ -9,12 +9,30 @@
  *
  * The WebAssembly module (~1 MB, compiled when imported) is imported when the first page is
  * rewritten, not at start-up: it is not needed before an HTML page is rewritten.
+ *
+ * Rewriting is bounded per page, in bytes and in time spent in the rewriter: lol-html re-scans a
+ * tag that is still open on every write, so one huge tag costs time quadratic in its size. Input
+ * is fed in slices of {@linkcode HTML_REWRITE_SLICE_BYTES} with the caps checked between slices;
+ * past a cap the rewriter is flushed and freed and the rest of the page passes through as it came.
  */
 import type { Element, HTMLRewriter } from "html-rewriter-wasm";
 import { DECODED_BY_FETCH } from "./upstream.ts";
 
 /** The `id` of the injected context script. */
 export const DEFAULT_CONTEXT_SCRIPT_ID = "edge-context";
+
+/** The most bytes written to the rewriter at once, so the caps are checked often enough. */
+export const HTML_REWRITE_SLICE_BYTES = 64 * 1024;
+
+/** Which cap ended a page's rewrite early. */
+export type HtmlRewriteCap = "bytes" | "time";
+
+/** What {@linkcode HtmlSlotsOptions.onBailout} is told when a rewrite stops at a cap. */
+export interface HtmlRewriteBailout {
+  cap: HtmlRewriteCap;
+  /** Bytes of (decoded) HTML rewritten before the rest was passed through. */
+  bytes: number;
+}
 
 /** Options for {@linkcode rewriteHtmlResponse} and {@linkcode rewriteHtmlStream}. */
 export interface HtmlSlotsOptions {
@@ -41,6 +59,14 @@ export interface HtmlSlotsOptions {
   fetchDecoded?: boolean;
   /** Told when the rewrite fails mid-stream (the response body then errors). */
   onError?: (error: unknown) => void;
+  /** Most bytes of decoded HTML rewritten per page; the rest passes through (default unbounded). */
+  maxBytes?: number;
+  /** Most milliseconds spent in the rewriter per page, waiting for input not counted (default unbounded). */
+  maxMs?: number;
+  /** Monotonic clock in milliseconds for `maxMs` (default `performance.now`). */
+  now?: () => number;
+  /** Told once when a cap stops the rewrite (the page itself stays complete). */
+  onBailout?: (bailout: HtmlRewriteBailout) => void;
 }
 
 /** Why a response is or is not rewritten. */
@@ -158,10 +184,11 @@ export function rewriteHtmlResponse(response: Response, options: HtmlSlotsOption
 /**
  * Rewrites a stream of (decoded, UTF-8) HTML. Each input chunk is written to the rewriter as it
  * is read and whatever output it yields is passed on, so the consumer's pace (backpressure)
- * drives the reading. Cancelling the output cancels the input.
+ * drives the reading. Cancelling the output cancels the input. Past `maxBytes` or `maxMs` the
+ * rest of the input passes through unrewritten and `onBailout` is told.
  *
  * @param body the HTML bytes
- * @param options slot content, context, error callback
+ * @param options slot content, context, caps, error and bail-out callbacks
  * @returns the rewritten HTML bytes
  */
 export function rewriteHtmlStream(
@@ -169,13 +196,52 @@ export function rewriteHtmlStream(
   options: HtmlSlotsOptions,
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
+  const maxBytes = options.maxBytes ?? Infinity;
+  const maxMs = options.maxMs ?? Infinity;
+  const now = options.now ?? (() => performance.now());
   let rewriter: HTMLRewriter | undefined;
   let produced = 0;
   let finished = false;
-  const release = () => {
-    finished = true;
+  // Past a cap: the rewriter is gone and input is passed on as it is read.
+  let passThrough = false;
+  let fed = 0;
+  let spentMs = 0;
+  const freeRewriter = () => {
     rewriter?.free();
     rewriter = undefined;
+  };
+  const release = () => {
+    finished = true;
+    freeRewriter();
+  };
+  const capReached = (next: number): HtmlRewriteCap | undefined =>
+    fed + next > maxBytes ? "bytes" : spentMs >= maxMs ? "time" : undefined;
+  const write = async (chunk: Uint8Array, controller: ReadableStreamDefaultController<Uint8Array>) => {
+    for (let offset = 0; offset < chunk.byteLength; offset += HTML_REWRITE_SLICE_BYTES) {
+      const slice = chunk.subarray(offset, offset + HTML_REWRITE_SLICE_BYTES);
+      const cap = capReached(slice.byteLength);
+      if (cap) return await bailOut(cap, chunk.subarray(offset), controller);
+      const started = now();
+      await rewriter!.write(slice);
+      spentMs += now() - started;
+      fed += slice.byteLength;
+    }
+  };
+  const bailOut = async (
+    cap: HtmlRewriteCap,
+    rest: Uint8Array,
+    controller: ReadableStreamDefaultController<Uint8Array>,
+  ) => {
+    // Ending the document flushes what the rewriter still holds (an open tag) verbatim, so the
+    // output so far plus the rest of the input is the complete page.
+    await rewriter!.end();
+    freeRewriter();
+    passThrough = true;
+    options.onBailout?.({ cap, bytes: fed });
+    if (rest.byteLength > 0) {
+      produced++;
+      controller.enqueue(rest);
+    }
   };
   return new ReadableStream<Uint8Array>({
     // The stream pulls only once this has resolved.
@@ -202,14 +268,17 @@ export function rewriteHtmlStream(
         // Read until the rewriter yields output, so each pull delivers something.
         while (!finished && produced === before) {
           const { done, value } = await reader.read();
-          if (finished || !rewriter) return;
+          if (finished || (!passThrough && !rewriter)) return;
           if (done) {
-            await rewriter.end();
+            await rewriter?.end();
             release();
             controller.close();
             return;
           }
-          await rewriter.write(value);
+          if (passThrough) {
+            if (value.byteLength > 0) produced++;
+            controller.enqueue(value);
+          } else await write(value, controller);
         }
       } catch (error) {
         release();

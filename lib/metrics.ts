@@ -407,6 +407,7 @@ export class EdgeMetrics {
   readonly #stageDuration: RequestPathHistogram;
   readonly #originDuration: RequestPathHistogram;
   readonly #originErrors: Counter<"kind">;
+  readonly #htmlRewriteBailouts: Counter<"cap">;
   readonly #kvRead: RequestPathHistogram;
   readonly #contextCache: RequestPathCounter;
   readonly #readThrough: Counter<"outcome">;
@@ -474,6 +475,13 @@ export class EdgeMetrics {
       name: `${p}origin_errors_total`,
       help: "Failed origin requests, by kind (timeout, unavailable, 5xx).",
       labelNames: ["kind"],
+      registers,
+    });
+    this.#htmlRewriteBailouts = new Counter({
+      name: `${p}html_rewrite_bailouts_total`,
+      help:
+        "HTML pages whose rewrite stopped at a cap (bytes: HTML_REWRITE_MAX_BYTES, time: HTML_REWRITE_MAX_MS); the rest passed through unrewritten.",
+      labelNames: ["cap"],
       registers,
     });
     // Every KV read of the request path (session, context, related lists) is recorded here, so it
@@ -598,6 +606,7 @@ export class EdgeMetrics {
     // Series that alerts divide by or compare against exist from the start, so a quiet instance
     // reports 0 instead of nothing.
     for (const kind of ["timeout", "unavailable", "5xx"]) this.#originErrors.inc({ kind }, 0);
+    for (const cap of ["bytes", "time"]) this.#htmlRewriteBailouts.inc({ cap }, 0);
     for (const result of ["hit", "miss"]) this.#contextCache.inc([result], 0);
     for (const result of ["applied", "stale", "rejected", "duplicate", "busy", "failed"]) {
       this.#syncEvents.inc({ result }, 0);
@@ -642,6 +651,15 @@ export class EdgeMetrics {
       : statusClass(observation.status);
     this.#originDuration.observe(status, "", seconds(observation.durationMs));
     if (kind) this.#originErrors.inc({ kind });
+  }
+
+  /**
+   * Counts one HTML page whose rewrite stopped at a cap.
+   *
+   * @param cap which cap: `bytes` or `time`
+   */
+  countHtmlRewriteBailout(cap: "bytes" | "time"): void {
+    this.#htmlRewriteBailouts.inc({ cap });
   }
 
   /**

@@ -158,6 +158,18 @@ export function proxyHandler(deps: Deps): ServedHandler {
       context: rules.htmlContext ? contextView(visitor) : undefined,
       onError: (error) =>
         deps.log.warn("html rewrite failed", { requestId: facts.requestId, error: String(error) }),
+      maxBytes: config.htmlRewriteMaxBytes,
+      maxMs: config.htmlRewriteMaxMs,
+      now: deps.mono,
+      onBailout: ({ cap, bytes }) => {
+        deps.metrics.countHtmlRewriteBailout(cap);
+        deps.log.warn("html rewrite stopped at a cap; rest of the page sent unrewritten", {
+          requestId: facts.requestId,
+          path: facts.path,
+          cap: cap === "bytes" ? "HTML_REWRITE_MAX_BYTES" : "HTML_REWRITE_MAX_MS",
+          bytes,
+        });
+      },
     });
   }
 

@@ -264,3 +264,27 @@ Deno.test("config: EXPOSURES_URL needs a well-formed EXPOSURES_SECRET, named wit
     ["EXPOSURES_BATCH_MAX must be at most EXPOSURES_BUFFER_MAX (500)"],
   );
 });
+
+Deno.test("config: HTML rewriting is capped at 4 MiB and 100 ms per page by default, and bounded", () => {
+  const config = parseConfig({ ORIGIN_URL: "http://origin.test" });
+  assert.equal(config.htmlRewriteMaxBytes, 4 * 1024 * 1024);
+  assert.equal(config.htmlRewriteMaxMs, 100);
+  const set = parseConfig({
+    ORIGIN_URL: "http://origin.test",
+    HTML_REWRITE_MAX_BYTES: "65536",
+    HTML_REWRITE_MAX_MS: "20",
+  });
+  assert.equal(set.htmlRewriteMaxBytes, 65_536);
+  assert.equal(set.htmlRewriteMaxMs, 20);
+  assert.throws(
+    () =>
+      parseConfig({
+        ORIGIN_URL: "http://origin.test",
+        HTML_REWRITE_MAX_BYTES: "10",
+        HTML_REWRITE_MAX_MS: "0",
+      }),
+    (error: Error) =>
+      /HTML_REWRITE_MAX_BYTES must be at least 1024/.test(error.message) &&
+      /HTML_REWRITE_MAX_MS must be at least 1/.test(error.message),
+  );
+});

@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import { brotliCompressSync } from "node:zlib";
-import { planHtmlRewrite, rewriteHtmlResponse, serializeJsonForScript } from "../../lib/html_slots.ts";
+import {
+  planHtmlRewrite,
+  rewriteHtmlResponse,
+  rewriteHtmlStream,
+  serializeJsonForScript,
+} from "../../lib/html_slots.ts";
 
 const HTML = { "content-type": "text/html; charset=utf-8" };
 const SLOTS = new Map([["hero", "<h2>Hello, Europe</h2>"], ["promo", "<b>10% off</b>"]]);
@@ -233,4 +238,81 @@ Deno.test("html slots: cancelling the rewritten body cancels the origin body", a
   await reader.read();
   await reader.cancel("client went away");
   assert.equal(await cancelled.promise, "client went away");
+});
+
+function bytesOf(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+async function readAll(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of stream) chunks.push(chunk);
+  return new TextDecoder().decode(bytesOf(chunks));
+}
+
+Deno.test("html rewriting past the byte cap passes the rest of the page through verbatim", async () => {
+  const rest = `<div title="${"a".repeat(300_000)}">tail</div><edge-slot name="promo">late</edge-slot>`;
+  const html = page(`<edge-slot name="hero">fallback</edge-slot>${rest}`);
+  const bailouts: unknown[] = [];
+  const text = await rewriteHtmlResponse(new Response(html, { headers: HTML }), {
+    slots: SLOTS,
+    maxBytes: 100_000,
+    onBailout: (bailout) => bailouts.push(bailout),
+  }).text();
+  const start = text.indexOf("<div title=");
+  assert.equal(text.slice(0, start), page("<h2>Hello, Europe</h2>").replace("</body></html>", ""));
+  assert.equal(text.slice(start), html.slice(html.indexOf("<div title=")));
+  assert.deepEqual(bailouts, [{ cap: "bytes", bytes: 65_536 }]);
+});
+
+Deno.test("html rewriting past the time cap passes the rest through, the clock read between slices", async () => {
+  let clock = 0;
+  const html = page(
+    `<edge-slot name="hero">x</edge-slot>${"<p>filler</p>".repeat(20_000)}` +
+      '<edge-slot name="promo">late</edge-slot>',
+  );
+  const bailouts: unknown[] = [];
+  const text = await readAll(rewriteHtmlStream(new Response(html).body!, {
+    slots: SLOTS,
+    maxMs: 15,
+    now: () => clock += 10,
+    onBailout: (bailout) => bailouts.push(bailout),
+  }));
+  // Each write is timed at 10 ms: after two slices the budget is spent.
+  assert.deepEqual(bailouts, [{ cap: "time", bytes: 2 * 65_536 }]);
+  assert.ok(text.startsWith(page("<h2>Hello, Europe</h2>").slice(0, -"</body></html>".length)));
+  assert.ok(text.endsWith('<p>filler</p><edge-slot name="promo">late</edge-slot></body></html>'));
+  assert.equal(
+    text.length,
+    html.length - '<edge-slot name="hero">x</edge-slot>'.length + "<h2>Hello, Europe</h2>".length,
+  );
+});
+
+Deno.test("html rewriting within the caps rewrites the whole page and reports no bail-out", async () => {
+  const html = page(
+    `<edge-slot name="hero">x</edge-slot>${"<p>filler</p>".repeat(20_000)}` +
+      '<div data-edge-slot="promo">old</div>',
+  );
+  let bailedOut = false;
+  const text = await rewriteHtmlResponse(new Response(html, { headers: HTML }), {
+    slots: SLOTS,
+    maxBytes: html.length,
+    maxMs: 60_000,
+    onBailout: () => bailedOut = true,
+  }).text();
+  assert.equal(bailedOut, false);
+  assert.equal(
+    text,
+    page(
+      `<h2>Hello, Europe</h2>${
+        "<p>filler</p>".repeat(20_000)
+      }<div data-edge-slot="promo"><b>10% off</b></div>`,
+    ),
+  );
 });

@@ -103,6 +103,7 @@ Deno.test("the exposition parses and declares every metric family", async () => 
     edge_stage_duration_seconds: "histogram",
     edge_origin_duration_seconds: "histogram",
     edge_origin_errors_total: "counter",
+    edge_html_rewrite_bailouts_total: "counter",
     edge_kv_read_duration_seconds: "histogram",
     edge_context_cache_total: "counter",
     edge_read_through_total: "counter",

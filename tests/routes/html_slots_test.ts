@@ -197,3 +197,53 @@ Deno.test("a slot scoped to other paths leaves a page untouched and shareable", 
     await origin.close();
   }
 });
+
+Deno.test("a page with a 40 MB attribute is sent complete: rewritten up to the byte cap, the rest verbatim", async () => {
+  const encoder = new TextEncoder();
+  const head = '<html><head><title>t</title></head><body><edge-slot name="promo">fallback</edge-slot>';
+  const rest = encoder.encode(
+    `<div data-blob="${
+      "a".repeat(40 * 1024 * 1024)
+    }">tail</div><edge-slot name="promo">late</edge-slot></body></html>`,
+  );
+  const originBody = new Uint8Array(head.length + rest.length);
+  originBody.set(encoder.encode(head));
+  originBody.set(rest, head.length);
+  const origin = startOrigin(() =>
+    new Response(originBody, { headers: { "content-type": "text/html; charset=utf-8" } })
+  );
+  const logLines: string[] = [];
+  const deps = await makeDeps(origin.url, {
+    // The byte cap, not the time cap, is the one under test.
+    env: { TRUSTED_PROXIES: "10.0.0.0/8", HTML_REWRITE_MAX_MS: "600000" },
+    rules: RULES,
+    logLines,
+  });
+  try {
+    const app = createApp(deps);
+    const res = await app.request("http://edge.test/big", { headers: { "cf-ipcountry": "DE" } }, TRUSTED);
+    const body = new Uint8Array(await res.arrayBuffer());
+    const prefix = new TextDecoder().decode(body.subarray(0, 4096));
+    assert.match(prefix, /<b>Winter sale in Europe<\/b><div data-blob="aaa/);
+    assert.match(prefix, /id="edge-context"/);
+    const restAt = prefix.indexOf("<div data-blob=");
+    assert.equal(body.length - restAt, rest.length);
+    assert.ok(
+      body.subarray(restAt).every((byte, i) => byte === rest[i]),
+      "the rest is the origin's, byte for byte",
+    );
+
+    const warn = logLines.map((line) => JSON.parse(line)).find((line) => /stopped at a cap/.test(line.msg));
+    assert.ok(warn, logLines.join("\n"));
+    assert.equal(warn.level, "warn");
+    assert.equal(warn.path, "/big");
+    assert.equal(warn.cap, "HTML_REWRITE_MAX_BYTES");
+    assert.ok(warn.bytes > 0 && warn.bytes <= deps.config.htmlRewriteMaxBytes, String(warn.bytes));
+    const metrics = await deps.metrics.render();
+    assert.match(metrics, /^edge_html_rewrite_bailouts_total\{cap="bytes"\} 1$/m);
+    assert.match(metrics, /^edge_html_rewrite_bailouts_total\{cap="time"\} 0$/m);
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+});
