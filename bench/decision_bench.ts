@@ -15,6 +15,7 @@ import { downstreamResponseHeaders, upstreamRequestHeaders } from "../lib/upstre
 import { ExplainCollector } from "../lib/rules/explain.ts";
 import { RulesStore } from "../lib/rules_store.ts";
 import type { EdgeUserContext } from "../lib/context.ts";
+import { StickySigner } from "../lib/sticky.ts";
 
 const flags: NonNullable<RuleSet["flags"]> = [];
 for (let i = 0; i < 20; i++) {
@@ -227,4 +228,17 @@ Deno.bench("response headers: downstream copy + caching, vary, cookies", { group
     clientHints: [],
     cookies: ["ep_exp=hero%3Aa; Path=/"],
   });
+});
+
+const stickySigner = new StickySigner(["bench-sticky-secret-0123456789"]);
+const unmemoised = new StickySigner(["bench-sticky-secret-0123456789"], { memoEntries: 0 });
+const stickyValue = stickySigner.sign("checkout:control|hero:a|pricing:annual");
+Deno.bench("sticky cookie: verify, remembered value", { group: "sticky", baseline: true }, () => {
+  stickySigner.verify(stickyValue, 0);
+});
+Deno.bench("sticky cookie: verify, HMAC (first sight or no memo)", { group: "sticky" }, () => {
+  unmemoised.verify(stickyValue, 0);
+});
+Deno.bench("sticky cookie: sign", { group: "sticky" }, () => {
+  stickySigner.sign("checkout:control|hero:a|pricing:annual");
 });

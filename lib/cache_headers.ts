@@ -89,8 +89,13 @@ export function splitDirectives(value: string): string[] {
 
 /** Options for {@linkcode finishResponseHeaders}. */
 export interface FinishResponseOptions {
-  /** The decision's `personalized`, `usedHints` and `dependsOn`. */
-  decision: { personalized: boolean; usedHints: readonly string[]; dependsOn: readonly string[] };
+  /** The decision's `personalized`, `usedHints`, `dependsOn` and `forced`. */
+  decision: {
+    personalized: boolean;
+    usedHints: readonly string[];
+    dependsOn: readonly string[];
+    forced?: boolean;
+  };
   /** Every client hint the active rules use (advertised with `Accept-CH` on HTML). */
   clientHints: readonly string[];
   /** `Set-Cookie` values the edge adds. */
@@ -105,10 +110,11 @@ export interface FinishResponseOptions {
 /**
  * The act stage's last touch on a response: the edge's cookies, `Vary` for the client hints
  * the outcome used, `Cache-Control` made safe when the response was personalized, sets a
- * cookie or answers a request that told the origin who the visitor is, and `Accept-CH` on HTML
- * so browsers send the hints the rules use next time. An origin's `Vary` on the `x-edge-*`
- * headers does not keep such an answer shareable: caches in front of the edge never see those
- * request headers, so they would key every visitor alike.
+ * cookie or answers a request that told the origin who the visitor is (`private, no-store`
+ * when QA forced it: no cache may keep a forced page), and `Accept-CH` on HTML so browsers send
+ * the hints the rules use next time. An origin's `Vary` on the `x-edge-*` headers does not keep
+ * such an answer shareable: caches in front of the edge never see those request headers, so
+ * they would key every visitor alike.
  *
  * @param headers the response headers, changed in place
  * @param options the decision summary, the rules' hints, and the cookies to set
@@ -133,6 +139,10 @@ export function finishResponseHeaders(headers: Headers, options: FinishResponseO
     const shareable = options.cookies.length === 0 && !variesOnEdge && !toldVisitor &&
       decision.dependsOn.every((input) => HEADER_EXPRESSIBLE.has(input));
     applyPersonalizedCaching(headers, varyOn, { shareable });
+  }
+  if (decision.forced) {
+    for (const name of CDN_CACHE_CONTROLS) headers.delete(name);
+    headers.set("cache-control", "private, no-store");
   }
   if (
     options.clientHints.length && (headers.get("content-type") ?? "").toLowerCase().startsWith("text/html")

@@ -119,6 +119,7 @@ const EnvSchema = z.object({
   LOG_HASH_KEY: optionalSecret,
   DENO_DEPLOYMENT_ID: optionalString,
   STICKY_SECRET: optionalString,
+  QA_TOKEN: optionalSecret,
   LOG_LEVEL: z.preprocess(
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
@@ -226,6 +227,11 @@ export interface Config {
    * hold only as long as the process and only on it).
    */
   stickySecrets: readonly string[];
+  /**
+   * `QA_TOKEN`: the token that lets a request force variations and flags (`x-edge-qa`);
+   * undefined → nothing a client sends forces anything.
+   */
+  qaToken: string | undefined;
   /**
    * Base URL of the central backend for read-through (`GET {backendUrl}/edge/users/{id}/context`);
    * its origin is never left. `undefined` → no read-through.
@@ -448,6 +454,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     logSampleRate: parsed.LOG_SAMPLE_RATE,
     logHashKey: parsed.LOG_HASH_KEY,
     stickySecrets,
+    qaToken: parsed.QA_TOKEN,
     backendUrl: parsed.BACKEND_URL ? new URL(parsed.BACKEND_URL) : undefined,
     backendToken: parsed.BACKEND_TOKEN,
     backendTimeoutMs: parsed.BACKEND_TIMEOUT_MS,

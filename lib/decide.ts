@@ -46,10 +46,20 @@ export interface VisitorContext {
   sticky: ReadonlyMap<string, string>;
 }
 
+/** Variations and flag values a QA request forces (see `lib/pipeline/qa.ts`). */
+export interface ForcedOutcome {
+  /** Experiment key → variation, served wherever the experiment's `match` covers the path. */
+  variants: ReadonlyMap<string, string>;
+  /** Flag key → value (already of the flag's type). */
+  flags: ReadonlyMap<string, unknown>;
+}
+
 /** Inputs of {@linkcode decide}. */
 export interface DecisionInputs {
   facts: Facts;
   visitor: VisitorContext;
+  /** What a request with the QA token forces; never written into the sticky cookie. */
+  forced?: ForcedOutcome;
 }
 
 /**
@@ -91,6 +101,11 @@ export interface Decision {
   slots: Record<string, string>;
   /** The inputs the slot choice depended on (they matter only for HTML responses). */
   slotDependsOn: DecisionInput[];
+  /**
+   * A QA request forced variations or flags: the response must not be stored anywhere, and its
+   * variants are no exposures (nobody was assigned them).
+   */
+  forced?: true;
 }
 
 /** What happened to an experiment: disabled, `match` missed the path, `when` failed, or exposed. */
@@ -161,6 +176,11 @@ export interface DecisionTrace extends ExperimentTrace, FlagTrace {
  *    client did not set itself;
  * 5. every flag (first matching rule).
  *
+ * A QA request's forced variations replace the assignment wherever the experiment's `match`
+ * covers the path, whatever its `enabled`, `when`, coverage or namespace, and the visitor being
+ * a bot; its forced flag values replace the evaluated ones. Neither reaches
+ * `stickyAssignments`.
+ *
  * @param inputs the request facts and the visitor
  * @param rules the active compiled rules
  * @param trace told every step, for an explanation; the decision is the same with or without it
@@ -173,7 +193,7 @@ export interface DecisionTrace extends ExperimentTrace, FlagTrace {
  * ```
  */
 export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: DecisionTrace): Decision {
-  const { facts, visitor } = inputs;
+  const { facts, visitor, forced } = inputs;
   const device = facts.device;
   const region = resolveRegion(rules, facts.country, facts.regionHint);
   trace?.region(region, regionSource(rules, facts.country, facts.regionHint));
@@ -206,12 +226,21 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
       if (valid) stickyAssignments[experiment.key] = remembered;
       trace?.sticky(experiment, remembered, valid);
     }
-    if (!experiment.enabled) {
+    const forcedVariation = forced?.variants.get(experiment.key);
+    if (!experiment.enabled && forcedVariation === undefined) {
       trace?.experiment(experiment, "disabled", undefined, undefined);
       continue;
     }
     if (experiment.paths && !matchesAnyPath(experiment.paths, rulesPath)) {
       trace?.experiment(experiment, "path", undefined, undefined);
+      continue;
+    }
+    // QA forcing wins over `enabled`, `when`, coverage, namespace and bots; the page then
+    // depends on who asked, as for any assignment.
+    if (forcedVariation !== undefined) {
+      served[experiment.key] = forcedVariation;
+      variants[experiment.key] = forcedVariation;
+      mask |= INPUT.visitorKey;
       continue;
     }
     if (experiment.when) {
@@ -336,6 +365,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
     mask |= evaluation.inputs;
     trace?.flag(f, evaluation);
   }
+  if (forced) { for (const [key, value] of forced.flags) flags[key] = value; }
 
   const slots: Record<string, string> = {};
   let slotMask = 0;
@@ -363,7 +393,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
     trace?.slot(s, "matched", undefined);
   }
 
-  return {
+  const decision: Decision = {
     region,
     country: facts.country,
     rulesVersion: rules.version,
@@ -378,6 +408,8 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
     slots,
     slotDependsOn: inputNames(slotMask),
   };
+  if (forced) decision.forced = true;
+  return decision;
 }
 
 /** Where a decision takes its rules from (a `RulesStore`): the active set, or a canary's for its visitors. */

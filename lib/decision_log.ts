@@ -47,6 +47,8 @@ export interface DecisionLogInputs {
   readThrough?: string | undefined;
   /** Durations in milliseconds: `total`, `origin` and the stages. */
   durations?: Readonly<Record<string, number | undefined>>;
+  /** QA forced variations or flags (`QA_TOKEN`): the variants are not exposures. */
+  forced?: boolean;
 }
 
 /** One decision log entry, ready to be passed as log fields. */
@@ -74,6 +76,8 @@ export interface DecisionLogEntry {
   flags: Record<string, string | number | boolean | null>;
   /** Durations in milliseconds, rounded to 0.01 ms. */
   durMs: Record<string, number>;
+  /** Present when QA forced the decision. */
+  qa?: true;
 }
 
 /** Options for {@linkcode decisionLogEntry}. */
@@ -134,6 +138,7 @@ export function decisionLogEntry(inputs: DecisionLogInputs, options: DecisionLog
   if (inputs.status !== undefined && Number.isInteger(inputs.status)) entry.status = inputs.status;
   setIfPresent(entry, "cache", capped(inputs.cache));
   setIfPresent(entry, "readThrough", capped(inputs.readThrough));
+  if (inputs.forced) entry.qa = true;
   for (const [key, value] of firstEntries(inputs.variants)) {
     const k = capped(key);
     const v = capped(value);

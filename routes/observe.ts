@@ -181,6 +181,7 @@ export function recordRequest(deps: Deps, record: RequestRecord): void {
     cache: outcome?.cache,
     readThrough: outcome?.readThrough,
     durations: { total: totalMs, origin: originMs, ...stages },
+    forced: decision.forced,
   });
 }
 

@@ -15,6 +15,7 @@ import {
   type LoadUserContextOptions,
 } from "../lib/context.ts";
 import { decideForVisitor, type Decision, visitorContextOf } from "../lib/decide.ts";
+import { qaOverrides } from "../lib/pipeline/qa.ts";
 import type { CompiledRules } from "../lib/rules.ts";
 import { type KvRead, readThroughLabel } from "../lib/metrics.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "./observe.ts";
@@ -43,6 +44,7 @@ export interface Visitor {
  * @param deps the service's dependencies
  * @returns the visitor
  * @throws {BadPathError} when the path cannot be forwarded safely
+ * @throws {QaOverrideError} when a request with the QA token forces what the rules do not have
  */
 export async function visitorFor(
   request: Request,
@@ -81,8 +83,13 @@ export async function visitorFor(
   lap("context");
 
   // A visitor in a rules canary is decided by the canary version (stable per visitor key).
+  const qaToken = deps.config.qaToken;
+  // Checked against the rules that decide for this visitor (a canary may have other experiments).
+  const forced = qaToken === undefined
+    ? undefined
+    : qaOverrides(request.headers, { token: qaToken, rules: deps.rules.rulesFor(identity.key) });
   const { rules, decision } = decideForVisitor(
-    { facts, visitor: visitorContextOf(identity, context) },
+    { facts, visitor: visitorContextOf(identity, context), forced },
     deps.rules,
   );
   lap("decide");

@@ -87,13 +87,16 @@ export class ExposureRecorder {
   }
 
   /**
-   * Records a decided request: its flag evaluations and its exposures. Synchronous and cheap;
-   * delivery happens in the background.
+   * Records a decided request: its flag evaluations and its exposures (none for a request QA
+   * forced). Synchronous and cheap; delivery happens in the background.
    *
    * @param inputs the request's facts, identity, decision and the rules that decided
    */
   observe(inputs: ExposureInputs): void {
     const { identity, decision, rules } = inputs;
+    // QA chose this outcome, not the visitor's assignment or targeting: counting it would skew
+    // the exposures, the sample-ratio tally and the flag evaluations alike.
+    if (decision.forced) return;
     this.#countFlags(decision, rules);
     const now = this.#now();
     const tally = this.#tally.serve(decision.rulesVersion, now);

@@ -155,16 +155,21 @@ Deno.test("config: OFREP_API_KEYS need 16 characters each, like the other tokens
   assert.deepEqual(config.ofrepApiKeys, ["service-key-0123456789", "key-two-0123456789"]);
 });
 
-Deno.test("config: STICKY_SECRET is a list of 16-character secrets, the signing one first", () => {
+Deno.test("config: STICKY_SECRET is a list of 16-character secrets, the signing one first; QA_TOKEN needs 16 too", () => {
   const found = problems({ ORIGIN_URL: "http://o", STICKY_SECRET: "sticky-secret-0123456789,short" });
   assert.deepEqual(found, ["STICKY_SECRET entry 2 must be at least 16 characters so it cannot be guessed"]);
+  assert.deepEqual(problems({ ORIGIN_URL: "http://o", QA_TOKEN: "qa" }), [
+    "QA_TOKEN must be at least 16 characters so it cannot be guessed",
+  ]);
   const config = parseConfig({
     ORIGIN_URL: "http://o",
     STICKY_SECRET: " new-sticky-secret-0123 , old-sticky-secret-0123,",
+    QA_TOKEN: "qa-token-0123456789",
   });
   assert.deepEqual(config.stickySecrets, ["new-sticky-secret-0123", "old-sticky-secret-0123"]);
+  assert.equal(config.qaToken, "qa-token-0123456789");
   const unset = parseConfig({ ORIGIN_URL: "http://o" });
-  assert.deepEqual(unset.stickySecrets, []);
+  assert.deepEqual([unset.stickySecrets, unset.qaToken], [[], undefined]);
 });
 
 Deno.test("config never echoes credentials of a rejected URL", () => {

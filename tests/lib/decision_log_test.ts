@@ -172,3 +172,8 @@ Deno.test("the log hash key is the configured one, or random per process", () =>
   assert.deepEqual(generated.key, new Uint8Array(32).fill(7));
   assert.match(hashVisitor("u", generated.key), /^[0-9a-f]{16}$/);
 });
+
+Deno.test("a decision QA forced is marked qa, so its variants are not counted as exposures", () => {
+  assert.equal(decisionLogEntry({ ...INPUTS, forced: true }, { hashKey: KEY }).qa, true);
+  assert.equal("qa" in decisionLogEntry(INPUTS, { hashKey: KEY }), false);
+});

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseCookies } from "../../lib/cookies.ts";
 import { parseSticky } from "../../lib/identity.ts";
+import { StickySigner } from "../../lib/sticky.ts";
 import { CidrList, clientAddress } from "../../lib/net.ts";
 import { classifyDevice, UaCache } from "../../lib/device.ts";
 import { gatherFacts, requestIdFrom, requestUrlParts, splitUrl } from "../../lib/facts.ts";
@@ -109,6 +110,19 @@ Deno.test("property: parseSticky is total, bounded, and keeps only well-formed a
         assert.match(key, /^[A-Za-z0-9_.-]{1,64}$/);
         assert.match(variation, /^[A-Za-z0-9_.-]{1,64}$/);
       }
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("property: a sticky value the edge did not sign never verifies, whatever its bytes", () => {
+  const signer = new StickySigner(["property-sticky-secret-0123"]);
+  const signature = signer.sign("hero:b").slice("hero:b".length);
+  fc.assert(
+    fc.property(fc.oneof(headerish, fc.constant(undefined)), fc.boolean(), (value, withSignature) => {
+      // With a real signature appended to another value too: it binds the value it was made for.
+      const sent = withSignature && value !== undefined && value !== "hero:b" ? value + signature : value;
+      assert.equal(signer.verify(sent, 0), undefined);
     }),
     { numRuns: 2000 },
   );

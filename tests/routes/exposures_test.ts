@@ -414,3 +414,41 @@ Deno.test("2 000 real visitors of a 50/50 experiment are not flagged; the p-valu
     assert.equal(gauge, split.pValue);
   }, { rules, delivery: false });
 });
+
+Deno.test("a variation QA forces is no exposure: no event, no SRM count, no metric, no flag evaluation", async () => {
+  const QA_TOKEN = "qa-token-0123456789abcdef";
+  await withService(async ({ app, deps, receiver, origin }) => {
+    const tester = new Browser(BROWSER, {
+      "x-edge-qa": QA_TOKEN,
+      "x-edge-qa-variants": "hero=b,off=x",
+      "x-edge-qa-flags": "new-search=true",
+    });
+    for (const path of ["/", "/api/cart", "/_edge/context"]) {
+      assert.equal((await tester.get(app, path)).status, 200);
+    }
+    await deps.exposures.flush();
+    assert.ok(origin.seen.every((r) => r.headers.get("x-edge-variants")?.includes("hero=b")));
+    assert.deepEqual(receiver.exposures(), []);
+    const report = await app.request("/_edge/experiments", {
+      headers: { authorization: `Bearer ${RULES_TOKEN}` },
+    });
+    const body = await report.json();
+    const counted = body.experiments.flatMap((e: { variations: { exposures: number }[] }) =>
+      e.variations.map((v) => v.exposures)
+    );
+    assert.ok(counted.every((n: number) => n === 0), `SRM tally: ${counted}`);
+    const text = await metricsText(app);
+    assert.equal(
+      metricValue(text, 'edge_experiment_exposures_total{experiment="hero",variation="b"}'),
+      undefined,
+    );
+    assert.doesNotMatch(text, /edge_flag_evaluations_total\{flag="new-search"/);
+
+    // The same visitor without the QA headers is bucketed, and that is an exposure as usual.
+    const visitor = new Browser();
+    visitor.cookies.set("ep_uid", tester.cookies.get("ep_uid")!);
+    await visitor.get(app, "/");
+    await deps.exposures.flush();
+    assert.deepEqual(receiver.exposures().map((e) => e.experiment), ["hero"]);
+  }, { env: { QA_TOKEN } });
+});

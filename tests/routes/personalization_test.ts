@@ -357,3 +357,127 @@ Deno.test("a forged sticky cookie is cleared where no experiment applies", async
     assert.match(cleared ?? "", /^ep_exp=; .*Max-Age=0/);
   });
 });
+
+const QA_TOKEN = "qa-token-0123456789abcdef";
+/** hero: everyone control by hash, so a forced "b" can only come from forcing. */
+const QA_RULES: RuleSet = { ...RULES, experiments: [{ ...RULES.experiments![0]!, weights: [1, 0, 0] }] };
+const FORCE = {
+  "x-edge-qa": QA_TOKEN,
+  "x-edge-qa-variants": "hero=b",
+  "x-edge-qa-flags": "new-search=true",
+};
+
+async function withQa(
+  env: Record<string, string>,
+  fn: (
+    ctx: { app: ReturnType<typeof createApp>; origin: ReturnType<typeof startOrigin>; logLines: string[] },
+  ) => Promise<void>,
+) {
+  const origin = startOrigin();
+  const logLines: string[] = [];
+  // Every decision logged, so the test sees what a forced one says.
+  const deps = await makeDeps(origin.url, {
+    env: { LOG_SAMPLE_RATE: "1", ...env },
+    rules: QA_RULES,
+    ipGeo,
+    logLines,
+  });
+  try {
+    await fn({ app: createApp(deps), origin, logLines });
+  } finally {
+    deps.kv.close();
+    await origin.close();
+  }
+}
+
+Deno.test("QA forcing with the token: forced variation and flag, private no-store, the forced variation never in the cookie", async () => {
+  await withQa({ QA_TOKEN }, async ({ app, origin, logLines }) => {
+    // A new visitor: forced into b, yet no sticky cookie records b (nobody was assigned it).
+    const res = await app.request("http://edge.test/page", {
+      headers: { cookie: VISITOR, ...FORCE },
+    }, PEER);
+    await res.body?.cancel();
+    const seen = origin.seen.at(-1)!.headers;
+    assert.equal(seen.get("x-edge-variants"), "hero=b");
+    assert.equal(seen.get("x-edge-flags"), "new-search=true");
+    assert.equal(res.headers.get("cache-control"), "private, no-store");
+    assert.equal(stickySet(res), undefined);
+    // The QA headers, the token first of all, never reach the origin.
+    for (const name of ["x-edge-qa", "x-edge-qa-variants", "x-edge-qa-flags"]) {
+      assert.equal(seen.get(name), null);
+    }
+
+    // A visitor assigned control keeps control in its cookie; without the headers it is served control again.
+    const cookie = `${VISITOR}; ${stickyCookie("hero:control")}`;
+    const forced = await app.request("http://edge.test/page", { headers: { cookie, ...FORCE } }, PEER);
+    await forced.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), "hero=b");
+    assert.equal(stickySet(forced), undefined);
+    const after = await app.request("http://edge.test/page", { headers: { cookie } }, PEER);
+    await after.body?.cancel();
+    assert.equal(origin.seen.at(-1)!.headers.get("x-edge-variants"), "hero=control");
+    assert.doesNotMatch(after.headers.get("cache-control") ?? "", /no-store/);
+
+    // The edge-served context shows the forced outcome, and is not stored either.
+    const context = await app.request(
+      "http://edge.test/_edge/context",
+      { headers: { cookie, ...FORCE } },
+      PEER,
+    );
+    const body = await context.json();
+    assert.deepEqual([body.variants, body.flags["new-search"]], [{ hero: "b" }, true]);
+    assert.equal(context.headers.get("cache-control"), "private, no-store");
+
+    // Decision logs mark forced decisions and never carry the token.
+    const decisions = logLines.map((line) => JSON.parse(line)).filter((entry) => entry.msg === "decision");
+    assert.deepEqual(decisions.map((entry) => entry.qa), [true, true, undefined, true]);
+    assert.ok(logLines.every((line) => !line.includes(QA_TOKEN)), "the token is never logged");
+  });
+});
+
+Deno.test("QA forcing does nothing without QA_TOKEN configured, or with a wrong token", async () => {
+  const wrong = { ...FORCE, "x-edge-qa": "wrong-token-0123456789ab" };
+  for (
+    const [env, headers] of [[{}, FORCE], [{ QA_TOKEN }, wrong], [{ QA_TOKEN }, {
+      ...FORCE,
+      "x-edge-qa": "",
+    }]] as const
+  ) {
+    await withQa(env, async ({ app, origin }) => {
+      const res = await app.request(
+        "http://edge.test/page",
+        { headers: { cookie: VISITOR, ...headers } },
+        PEER,
+      );
+      await res.body?.cancel();
+      const seen = origin.seen.at(-1)!.headers;
+      assert.equal(seen.get("x-edge-variants"), "hero=control");
+      assert.equal(seen.get("x-edge-flags"), "new-search=false");
+      assert.doesNotMatch(res.headers.get("cache-control") ?? "", /no-store/);
+      assert.ok(stickySet(res)?.startsWith("hero:control."), "bucketed as usual");
+      assert.equal(seen.get("x-edge-qa"), null);
+    });
+  }
+});
+
+Deno.test("QA forcing with the token and an unknown experiment, variation or flag answers 400 naming it", async () => {
+  await withQa({ QA_TOKEN }, async ({ app, origin }) => {
+    for (
+      const [headers, message] of [
+        [
+          { "x-edge-qa-variants": "hero=z" },
+          '"x-edge-qa-variants" entry "hero=z": "z" is not a variation of experiment "hero"',
+        ],
+        [{ "x-edge-qa-variants": "ghost=b" }, '"x-edge-qa-variants" entry "ghost=b": no experiment "ghost"'],
+        [{ "x-edge-qa-flags": "ghost=true" }, '"x-edge-qa-flags" entry "ghost=true": no flag "ghost"'],
+      ] as const
+    ) {
+      for (const path of ["/page", "/_edge/context"]) {
+        const res = await app.request(`http://edge.test${path}`, { headers: { ...FORCE, ...headers } }, PEER);
+        assert.equal(res.status, 400);
+        assert.deepEqual(await res.json(), { error: { code: "invalid_qa_override", message } });
+      }
+    }
+    assert.equal(origin.seen.length, 0);
+  });
+});

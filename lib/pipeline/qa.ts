@@ -1,0 +1,127 @@
+/**
+ * @module
+ * QA forcing: a request that carries `QA_TOKEN` in `x-edge-qa` may choose experiment variations
+ * (`x-edge-qa-variants: hero=b,pricing=a`) and flag values (`x-edge-qa-flags: new-search=true`).
+ * Without the token configured, or with a wrong one, these headers force nothing. Like every
+ * inbound `x-edge-*` header they never reach the origin.
+ */
+import type { CompiledRules } from "../rules.ts";
+import type { ForcedOutcome } from "../decide.ts";
+import { valueHasType } from "../flags.ts";
+import { EdgeError } from "../errors.ts";
+import { constantTimeEqual } from "../secure.ts";
+
+/** The header that carries `QA_TOKEN`. */
+export const QA_TOKEN_HEADER = "x-edge-qa";
+/** `experiment=variation,…`. */
+export const QA_VARIANTS_HEADER = "x-edge-qa-variants";
+/** `flag=value,…`; a value percent-encoded, as in `x-edge-flags` (strings as is, others JSON). */
+export const QA_FLAGS_HEADER = "x-edge-qa-flags";
+
+/** Most entries of either header. */
+const MAX_ENTRIES = 100;
+
+/** A request with the right QA token asked for something these rules cannot serve. */
+export class QaOverrideError extends EdgeError {
+  /** @param message which entry is wrong and why */
+  constructor(message: string) {
+    super(400, "invalid_qa_override", message);
+    this.name = "QaOverrideError";
+  }
+}
+
+/**
+ * What a request forces, when it carries the QA token: variations by experiment key and flag
+ * values by flag key, each checked against the rules that decide for the visitor.
+ *
+ * @param headers the request headers
+ * @param options `QA_TOKEN` (undefined: nothing is ever forced) and the visitor's rules
+ * @returns the forced outcome, or undefined when nothing is forced (no token configured, none
+ *   or a wrong one sent, or no entries)
+ * @throws {QaOverrideError} when the token is right but an entry names an unknown experiment,
+ *   variation or flag, or a value of the wrong type
+ * @example
+ * ```ts
+ * const headers = new Headers({ "x-edge-qa": token, "x-edge-qa-variants": "hero=b" });
+ * qaOverrides(headers, { token, rules })?.variants.get("hero"); // "b"
+ * ```
+ */
+export function qaOverrides(
+  headers: Headers,
+  options: { token: string | undefined; rules: CompiledRules },
+): ForcedOutcome | undefined {
+  const { token, rules } = options;
+  if (token === undefined) return undefined;
+  const sent = headers.get(QA_TOKEN_HEADER);
+  if (sent === null || !constantTimeEqual(sent.trim(), token)) return undefined;
+  const variants = new Map<string, string>();
+  for (const [key, value, entry] of entries(headers.get(QA_VARIANTS_HEADER), QA_VARIANTS_HEADER)) {
+    const experiment = rules.experiments.find((e) => e.key === key);
+    if (!experiment) {
+      throw new QaOverrideError(
+        `"${QA_VARIANTS_HEADER}" entry "${shown(entry)}": no experiment "${shown(key)}"`,
+      );
+    }
+    if (!experiment.variationSet.has(value)) {
+      throw new QaOverrideError(
+        `"${QA_VARIANTS_HEADER}" entry "${shown(entry)}": "${
+          shown(value)
+        }" is not a variation of experiment "${key}"`,
+      );
+    }
+    variants.set(key, value);
+  }
+  const flags = new Map<string, unknown>();
+  for (const [key, text, entry] of entries(headers.get(QA_FLAGS_HEADER), QA_FLAGS_HEADER)) {
+    const flag = rules.flagsByKey.get(key);
+    if (!flag) {
+      throw new QaOverrideError(`"${QA_FLAGS_HEADER}" entry "${shown(entry)}": no flag "${shown(key)}"`);
+    }
+    const value = flagValue(text, flag.type);
+    if (value === undefined) {
+      throw new QaOverrideError(
+        `"${QA_FLAGS_HEADER}" entry "${shown(entry)}": flag "${key}" takes a ${flag.type}`,
+      );
+    }
+    flags.set(key, value);
+  }
+  return variants.size || flags.size ? { variants, flags } : undefined;
+}
+
+/** `key=value` entries of a header, with the entry as sent (for messages). */
+function entries(header: string | null, name: string): [string, string, string][] {
+  if (!header) return [];
+  const out: [string, string, string][] = [];
+  for (const part of header.split(",")) {
+    const entry = part.trim();
+    if (!entry) continue;
+    if (out.length === MAX_ENTRIES) {
+      throw new QaOverrideError(`"${name}" has more than ${MAX_ENTRIES} entries`);
+    }
+    const eq = entry.indexOf("=");
+    if (eq <= 0) throw new QaOverrideError(`"${name}" entry "${shown(entry)}" is not key=value`);
+    out.push([entry.slice(0, eq).trim(), entry.slice(eq + 1).trim(), entry]);
+  }
+  return out;
+}
+
+/** Client text in a message, cut short (it is echoed to the client). */
+function shown(entry: string): string {
+  return entry.length > 80 ? `${entry.slice(0, 80)}…` : entry;
+}
+
+function flagValue(text: string, type: Parameters<typeof valueHasType>[0]): unknown {
+  let decoded: string;
+  try {
+    decoded = decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
+  if (type === "string") return decoded;
+  try {
+    const value: unknown = JSON.parse(decoded);
+    return valueHasType(type, value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
