@@ -9,14 +9,20 @@
  * Reads at most `maxBytes` of a body.
  *
  * @param body the body stream (`null` reads as empty)
- * @param options the limit, the declared `Content-Length` if any, and a signal that stops the
- *   read: the stream is cancelled (nothing more is read or held) and the read rejects
+ * @param options the limit, the declared `Content-Length` if any, a signal that stops the
+ *   read (the stream is cancelled, nothing more is read or held, and the read rejects), and
+ *   `onRead`, told the bytes read so far after each chunk
  * @returns the bytes, or `undefined` when the body is (or claims to be) larger than the limit
  * @throws the signal's reason when it aborts, or the stream's error
  */
 export async function readAtMost(
   body: ReadableStream<Uint8Array> | null,
-  options: { maxBytes: number; contentLength?: string | null; signal?: AbortSignal },
+  options: {
+    maxBytes: number;
+    contentLength?: string | null;
+    signal?: AbortSignal;
+    onRead?: (total: number) => void;
+  },
 ): Promise<Uint8Array | undefined> {
   const { signal } = options;
   signal?.throwIfAborted();
@@ -39,6 +45,7 @@ export async function readAtMost(
       signal?.throwIfAborted();
       if (done) break;
       total += value.byteLength;
+      options.onRead?.(total);
       if (total > options.maxBytes) {
         await reader.cancel().catch(() => {});
         return undefined;

@@ -70,6 +70,13 @@ const EnvSchema = z.object({
   SYNC_MAX_BYTES: intInRange(1024, 64 * 1024 * 1024, 1024 * 1024),
   SYNC_MAX_CONCURRENT: intInRange(1, 1000, 4),
   SYNC_BODY_TIMEOUT_MS: intInRange(100, 600_000, 10_000),
+  SYNC_MAX_BYTES_IN_FLIGHT: z.preprocess(
+    emptyToUndefined,
+    z.coerce.number({ error: "must be a number" }).int("must be a whole number")
+      .min(1024, "must be at least 1024").max(1024 * 1024 * 1024, `must be at most ${1024 * 1024 * 1024}`)
+      .optional(),
+  ),
+  SYNC_MIN_BODY_BYTES_PER_S: intInRange(0, 1024 * 1024 * 1024, 1024),
   SYNC_STORE_TIMEOUT_MS: intInRange(100, 600_000, 2_500),
   RECENT_VIEWS_MAX: intInRange(1, 100, 20),
   VIEW_TTL_DAYS: intInRange(1, 3650, 30),
@@ -186,12 +193,23 @@ export interface Config {
   /** Largest accepted sync request body, in bytes. */
   syncMaxBytes: number;
   /**
-   * `SYNC_MAX_CONCURRENT`: pushes read and applied at once; more are answered 429 with
+   * `SYNC_MAX_CONCURRENT`: signed pushes applied at once; more are answered 429 with
    * `Retry-After` (a parsed push holds several times its size in the heap).
    */
   syncMaxConcurrent: number;
-  /** `SYNC_BODY_TIMEOUT_MS`: longest a push's body may take to arrive while it holds a slot (408 after). */
+  /** `SYNC_BODY_TIMEOUT_MS`: longest a push's body may take to arrive (408 after). */
   syncBodyTimeoutMs: number;
+  /**
+   * `SYNC_MAX_BYTES_IN_FLIGHT`: most body bytes of pushes still being read at once, per isolate
+   * (their declared `Content-Length`, or `SYNC_MAX_BYTES` when undeclared); a push past it gets 429.
+   * Default 4 × `SYNC_MAX_BYTES`.
+   */
+  syncMaxBytesInFlight: number;
+  /**
+   * `SYNC_MIN_BODY_BYTES_PER_S`: slowest body rate accepted after a one-second grace (408 below
+   * it); `0` turns the check off.
+   */
+  syncMinBodyBytesPerSec: number;
   /**
    * `SYNC_STORE_TIMEOUT_MS`: longest a push's KV work (claiming its `webhook-id`, applying the
    * batch, recording it) may take in all while it holds a slot; 503 `store_unavailable` after.
@@ -413,6 +431,11 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       `TOMBSTONE_TTL_DAYS must be at least the longest of VIEW_TTL_DAYS, CART_TTL_DAYS and PROFILE_TTL_DAYS (${longestDataTtl})`,
     );
   }
+  // Bodies being read must leave room for at least one of the largest push.
+  const syncMaxBytesInFlight = parsed.SYNC_MAX_BYTES_IN_FLIGHT ?? 4 * parsed.SYNC_MAX_BYTES;
+  if (syncMaxBytesInFlight < parsed.SYNC_MAX_BYTES) {
+    problems.push(`SYNC_MAX_BYTES_IN_FLIGHT must be at least SYNC_MAX_BYTES (${parsed.SYNC_MAX_BYTES})`);
+  }
   if (problems.length) throw new ConfigError(problems);
   return {
     port: parsed.PORT,
@@ -443,6 +466,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     syncMaxBytes: parsed.SYNC_MAX_BYTES,
     syncMaxConcurrent: parsed.SYNC_MAX_CONCURRENT,
     syncBodyTimeoutMs: parsed.SYNC_BODY_TIMEOUT_MS,
+    syncMaxBytesInFlight,
+    syncMinBodyBytesPerSec: parsed.SYNC_MIN_BODY_BYTES_PER_S,
     syncStoreTimeoutMs: parsed.SYNC_STORE_TIMEOUT_MS,
     recentViewsMax: parsed.RECENT_VIEWS_MAX,
     viewTtlDays: parsed.VIEW_TTL_DAYS,

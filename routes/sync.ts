@@ -11,6 +11,8 @@ import type { Deps } from "../lib/deps.ts";
 import { BusyError, EdgeError } from "../lib/errors.ts";
 import { DeadlineError } from "../lib/deadlines.ts";
 import type { WebhookVerifier } from "../lib/sync/verify.ts";
+import type { readLimitedBody as ReadLimitedBody } from "../lib/sync/ingest.ts";
+import { peerOf } from "./observe.ts";
 import type { AppEnv } from "./env.ts";
 
 /** Options for {@linkcode syncRoutes}. */
@@ -41,9 +43,63 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
       verifier = undefined;
       throw error;
     });
-  // Pushes being read and applied: each holds its body, the parsed JSON and the validated events
+  // Verified pushes being applied: each holds its body, the parsed JSON and the validated events
   // in the heap (several times SYNC_MAX_BYTES), so their number is bounded.
   let ingesting = 0;
+  // Body bytes reserved by pushes still being read (declared length, or SYNC_MAX_BYTES when
+  // undeclared): bounded apart from the apply slots, as these senders are not yet authenticated.
+  let bytesInFlight = 0;
+  const readBody = async (request: Request, read: typeof ReadLimitedBody): Promise<Uint8Array> => {
+    const contentLength = request.headers.get("content-length");
+    const declared = contentLength ? Number(contentLength) : NaN;
+    const reserved = Number.isFinite(declared) && declared >= 0 ? declared : config.syncMaxBytes;
+    if (bytesInFlight + reserved > config.syncMaxBytesInFlight) {
+      await request.body?.cancel().catch(() => {});
+      throw new BusyError(
+        `At most ${config.syncMaxBytesInFlight} body bytes of pushes are read at once; retry after 1 s`,
+        1,
+      );
+    }
+    bytesInFlight += reserved;
+    const stopReading = new AbortController();
+    let received = 0;
+    const started = deps.mono();
+    const minRate = config.syncMinBodyBytesPerSec;
+    // After a grace second, a body must have kept up the minimum rate since it began.
+    const rateCheck = minRate > 0
+      ? setInterval(() => {
+        const elapsedSec = (deps.mono() - started) / 1000;
+        if (elapsedSec >= 1 && received < minRate * elapsedSec) {
+          stopReading.abort(
+            new EdgeError(408, "body_too_slow", `The body arrived slower than ${minRate} bytes/s`),
+          );
+        }
+      }, 250)
+      : undefined;
+    const reading = read(request.body, {
+      maxBytes: config.syncMaxBytes,
+      contentLength,
+      signal: stopReading.signal,
+      onRead: (total) => received = total,
+    });
+    try {
+      return await deps.deadlines.within(reading, config.syncBodyTimeoutMs, "sync body");
+    } catch (error) {
+      if (!(error instanceof DeadlineError)) throw error;
+      // Stop the read (its stream is locked to the reader, so only the reader can cancel it),
+      // and keep the reservation until it has stopped: nothing more of the body is read or held.
+      stopReading.abort(error);
+      await reading.catch(() => {});
+      throw new EdgeError(
+        408,
+        "body_timeout",
+        `The body did not arrive within ${config.syncBodyTimeoutMs} ms`,
+      );
+    } finally {
+      clearInterval(rateCheck);
+      bytesInFlight -= reserved;
+    }
+  };
   // Pushes answered 503 whose KV work, cut off by SYNC_STORE_TIMEOUT_MS, still runs and holds its
   // batch: bounded the same way, so a slow store cannot make retries pile batches up in the heap.
   // One counts until its work settles, or at most ABANDONED_FOR_TIMEOUTS store timeouts (a store
@@ -67,16 +123,21 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
         import("../lib/sync/ingest.ts"),
         import("../lib/sync/verify.ts"),
       ]);
-      // Order: a declared oversize is refused at once (413); then an unsigned or stale push is
-      // refused before its body is read (401); then the body is read under the limit.
+      // Admission order: a declared oversize is refused at once (413); then an unsigned or stale
+      // push before its body is read (401); then the body is read under the bytes-in-flight cap
+      // (429), the size limit (413), the body deadline and the minimum rate (408); then the
+      // signature is checked (401). Only a verified push takes an apply slot, so senders
+      // without the secret cannot hold the slots that signed pushes need.
       const declared = Number(c.req.header("content-length"));
       if (Number.isFinite(declared) && declared > config.syncMaxBytes) {
         await c.req.raw.body?.cancel().catch(() => {});
         throw new PayloadTooLargeError(config.syncMaxBytes);
       }
       checkWebhookHeaders(c.req.raw.headers, { toleranceSec: config.syncToleranceSec, now: deps.now });
+      const body = await readBody(c.req.raw, readLimitedBody);
+      const verifying = await getVerifier();
+      const verified = await verifying.verify(body, c.req.raw.headers);
       if (ingesting >= config.syncMaxConcurrent || abandoned >= config.syncMaxConcurrent) {
-        await c.req.raw.body?.cancel().catch(() => {});
         // Publishers retry; a Standard Webhooks sender honours Retry-After.
         throw new BusyError(
           `At most ${config.syncMaxConcurrent} pushes are applied at once; retry after 1 s`,
@@ -85,29 +146,6 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
       }
       ingesting++;
       admitted = true;
-      // The signature can only be checked once the body is in, so the read holding a slot is
-      // bounded in time: a sender trickling a body (secret or not) cannot keep the slot.
-      let body: Uint8Array;
-      const stopReading = new AbortController();
-      const reading = readLimitedBody(c.req.raw.body, {
-        maxBytes: config.syncMaxBytes,
-        contentLength: c.req.header("content-length"),
-        signal: stopReading.signal,
-      });
-      try {
-        body = await deps.deadlines.within(reading, config.syncBodyTimeoutMs, "sync body");
-      } catch (error) {
-        if (!(error instanceof DeadlineError)) throw error;
-        // Stop the read (its stream is locked to the reader, so only the reader can cancel it),
-        // and keep the slot until it has stopped: nothing more of the body is read or held.
-        stopReading.abort(error);
-        await reading.catch(() => {});
-        throw new EdgeError(
-          408,
-          "body_timeout",
-          `The body did not arrive within ${config.syncBodyTimeoutMs} ms`,
-        );
-      }
       // The push's KV work holds the slot too, so it is bounded in all: the first store step
       // starts a budget of SYNC_STORE_TIMEOUT_MS that every later step gets the rest of. One
       // budget for the whole push rather than one per KV call: an apply is many commits (in
@@ -123,7 +161,8 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
         return deps.deadlines.within(work, left, "Sync store work");
       };
       result = await ingestSync(deps.kv, { body, headers: c.req.raw.headers }, {
-        verifier: await getVerifier(),
+        verifier: verifying,
+        verified,
         toleranceSec: config.syncToleranceSec,
         storeWithin,
         apply: applyOptionsFromConfig(config, now, {
@@ -149,6 +188,17 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
         result = { ...result, rules: await rulesNow(storeWithin) };
       }
     } catch (error) {
+      // One line per refused push, so probing and misconfigured publishers show up; a client that
+      // went away (499) is not a refusal, and 5xx are logged with their cause by the error handler.
+      if (error instanceof EdgeError && error.status >= 400 && error.status < 499) {
+        deps.log.warn("sync push refused", {
+          requestId: c.get("requestId"),
+          peer: peerOf(c.env),
+          webhookId: (c.req.header("webhook-id") ?? "").slice(0, 128),
+          status: error.status,
+          reason: error.code,
+        });
+      }
       // A busy answer refuses nothing: the publisher retries the same push.
       // Refused (4xx: the publisher must fix something) apart from failed here (5xx: retried as is).
       deps.metrics.observeSync(

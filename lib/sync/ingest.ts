@@ -10,7 +10,7 @@ import { keys, parseStored } from "../store.ts";
 import { z } from "zod";
 import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
 import { parseSyncPayload } from "./schema.ts";
-import type { WebhookVerifier } from "./verify.ts";
+import type { VerifiedWebhook, WebhookVerifier } from "./verify.ts";
 import { readAtMost } from "../body.ts";
 
 /** How long a claimed `webhook-id` blocks a concurrent delivery before it may be retried. */
@@ -34,8 +34,8 @@ export class PayloadTooLargeError extends EdgeError {
  * longer is cancelled as soon as it passes the limit (the rest is never read).
  *
  * @param body the body stream (`null` reads as empty)
- * @param options the limit, the declared `Content-Length` header if any, and a signal that
- *   stops the read (the stream is cancelled)
+ * @param options the limit, the declared `Content-Length` header if any, a signal that
+ *   stops the read (the stream is cancelled), and `onRead`, told the bytes read so far
  * @returns the body bytes
  * @throws {PayloadTooLargeError} when the body is or claims to be larger than the limit
  * @throws {ClientClosedError} when the body stream fails (the sender went away mid-body)
@@ -43,7 +43,12 @@ export class PayloadTooLargeError extends EdgeError {
  */
 export async function readLimitedBody(
   body: ReadableStream<Uint8Array> | null,
-  options: { maxBytes: number; contentLength?: string | null; signal?: AbortSignal },
+  options: {
+    maxBytes: number;
+    contentLength?: string | null;
+    signal?: AbortSignal;
+    onRead?: (total: number) => void;
+  },
 ): Promise<Uint8Array> {
   let bytes: Uint8Array | undefined;
   try {
@@ -60,6 +65,8 @@ export async function readLimitedBody(
 /** Options for {@linkcode ingestSync}. */
 export interface IngestOptions {
   verifier: WebhookVerifier;
+  /** The body's verification when the caller has already done it (then `verifier` is not asked again). */
+  verified?: VerifiedWebhook;
   /** Timestamp tolerance; ids are remembered for twice this long. */
   toleranceSec: number;
   /** Apply options (clock, TTLs, `onApplied`). */
@@ -95,7 +102,7 @@ export async function ingestSync(
   request: { body: Uint8Array; headers: Headers },
   options: IngestOptions,
 ): Promise<IngestResult> {
-  const { id } = await options.verifier.verify(request.body, request.headers);
+  const { id } = options.verified ?? await options.verifier.verify(request.body, request.headers);
   if (id.length > MAX_WEBHOOK_ID_LENGTH) {
     throw new EdgeError(
       400,

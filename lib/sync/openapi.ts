@@ -120,10 +120,12 @@ export const SYNC_OPENAPI = {
           ),
           "404": errorResponse("Sync is not configured on this edge (no SYNC_SECRETS)"),
           "409": errorResponse("`in_progress`: the same webhook-id is being applied; retry later"),
-          "408": errorResponse("`body_timeout`: the body took longer than SYNC_BODY_TIMEOUT_MS to arrive"),
+          "408": errorResponse(
+            "`body_timeout`: the body took longer than SYNC_BODY_TIMEOUT_MS to arrive; `body_too_slow`: it arrived slower than SYNC_MIN_BODY_BYTES_PER_S",
+          ),
           "413": errorResponse("`payload_too_large` (body) or `too_many_events` (more than 1000)"),
           "429": errorResponse(
-            "`busy`: SYNC_MAX_CONCURRENT pushes are being applied; retry after the `Retry-After` seconds",
+            "`busy`: SYNC_MAX_CONCURRENT pushes are being applied, or SYNC_MAX_BYTES_IN_FLIGHT body bytes are being read; retry after the `Retry-After` seconds",
           ),
           "503": errorResponse(
             "`store_unavailable`: the store failed or took longer than SYNC_STORE_TIMEOUT_MS; retrying is safe",

@@ -293,3 +293,23 @@ Deno.test("config: HTML rewriting is capped at 4 MiB and 100 ms per page by defa
       /HTML_REWRITE_MAX_MS must be at least 1/.test(error.message),
   );
 });
+
+Deno.test("config bounds sync bodies in flight: 4 × SYNC_MAX_BYTES by default, never below SYNC_MAX_BYTES", () => {
+  const base = { ORIGIN_URL: "http://127.0.0.1:9" };
+  const defaults = parseConfig({ ...base, SYNC_MAX_BYTES: "2048" });
+  assert.equal(defaults.syncMaxBytesInFlight, 8192);
+  assert.equal(defaults.syncMinBodyBytesPerSec, 1024);
+  assert.equal(
+    parseConfig({ ...base, SYNC_MAX_BYTES: "2048", SYNC_MAX_BYTES_IN_FLIGHT: "4096" }).syncMaxBytesInFlight,
+    4096,
+  );
+  assert.throws(
+    () => parseConfig({ ...base, SYNC_MAX_BYTES: "4096", SYNC_MAX_BYTES_IN_FLIGHT: "2048" }),
+    (error) =>
+      error instanceof ConfigError && /SYNC_MAX_BYTES_IN_FLIGHT must be at least/.test(error.message),
+  );
+  assert.throws(
+    () => parseConfig({ ...base, SYNC_MIN_BODY_BYTES_PER_S: "-1" }),
+    (error) => error instanceof ConfigError && /SYNC_MIN_BODY_BYTES_PER_S/.test(error.message),
+  );
+});

@@ -400,29 +400,36 @@ Deno.test("sync: a captured push stays a duplicate for as long as its timestamp 
 });
 
 Deno.test("sync: beyond SYNC_MAX_CONCURRENT pushes at once, the next is answered 429 with Retry-After", async () => {
-  await withSync(async ({ app }) => {
+  const deps = await makeDeps(ORIGIN, { env: { SYNC_SECRETS: SECRET, SYNC_MAX_CONCURRENT: "1" } });
+  const kv = deps.kv;
+  // The first push's KV work waits for the gate: it holds the one slot until released (a slot
+  // is taken once the body is in and verified, so a slow body no longer holds one).
+  const gate = Promise.withResolvers<void>();
+  let gated = true;
+  deps.kv = new Proxy(kv, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop);
+      if (typeof value !== "function") return value;
+      if (prop === "get") {
+        return async (...args: unknown[]) => {
+          if (gated) await gate.promise;
+          return value.apply(target, args);
+        };
+      }
+      return value.bind(target);
+    },
+  });
+  try {
+    const app = createApp(deps);
     const body = payload([view("u1", "p1")]);
-    const bytes = new TextEncoder().encode(body);
-    // The first push's body arrives slowly: it holds the one slot until released.
-    const release = Promise.withResolvers<void>();
-    const slow = new ReadableStream<Uint8Array>({
-      async start(controller) {
-        controller.enqueue(bytes.subarray(0, 10));
-        await release.promise;
-        controller.enqueue(bytes.subarray(10));
-        controller.close();
-      },
-    });
-    const first = app.request(
-      "/_edge/sync",
-      { ...(await signedInit(body, { id: "msg_slow" })), body: slow, duplex: "half" } as RequestInit,
-    );
+    const first = app.request("/_edge/sync", await signedInit(body, { id: "msg_slow" }));
     await new Promise((resolve) => setTimeout(resolve, 20));
     const busy = await app.request("/_edge/sync", await signedInit(body, { id: "msg_busy" }));
     assert.equal(busy.status, 429);
     assert.equal(busy.headers.get("retry-after"), "1");
     assert.equal((await busy.json()).error.code, "busy");
-    release.resolve();
+    gated = false;
+    gate.resolve();
     assert.equal((await first).status, 200);
     // The slot is free again.
     const retried = await app.request("/_edge/sync", await signedInit(body, { id: "msg_busy" }));
@@ -433,7 +440,9 @@ Deno.test("sync: beyond SYNC_MAX_CONCURRENT pushes at once, the next is answered
       .text();
     assert.match(metrics, /edge_sync_events_total\{result="busy"\} 1/);
     assert.match(metrics, /edge_sync_events_total\{result="rejected"\} 0/);
-  }, { SYNC_MAX_CONCURRENT: "1" });
+  } finally {
+    kv.close();
+  }
 });
 
 Deno.test("sync: a body trickling in cannot keep a slot: 408 after SYNC_BODY_TIMEOUT_MS, and a sender gone mid-body is a client close", async () => {
@@ -556,5 +565,172 @@ Deno.test("sync: an apply cut by SYNC_STORE_TIMEOUT_MS releases its webhook-id, 
     assert.equal((await readUserContext(kv, "u1", NOW)).cart?.version, 3);
   } finally {
     kv.close();
+  }
+});
+
+/** A real service on port 0, with its log lines kept. */
+async function serveSync(env: Record<string, string>) {
+  const lines: string[] = [];
+  const deps = await makeDeps(ORIGIN, { env: { SYNC_SECRETS: SECRET, ...env }, logLines: lines });
+  const app = createApp(deps);
+  const server = Deno.serve(
+    { port: 0, hostname: "127.0.0.1", onListen: () => {} },
+    (req, info) => app.fetch(req, info),
+  );
+  const url = `http://127.0.0.1:${server.addr.port}/_edge/sync`;
+  const close = async () => {
+    await server.shutdown();
+    deps.kv.close();
+  };
+  return { url, port: server.addr.port, lines, close };
+}
+
+const FORGED_SIGNATURE = "v1,Zm9yZ2VkLXNpZ25hdHVyZS1ub3QtdGhlLXJlYWwtb25lLWF0LWFsbA==";
+
+/**
+ * A sender without the secret: signature headers, a declared length, then one body byte every
+ * `everyMs` over a raw connection. `answer` collects what the service sends back.
+ */
+async function dripSender(port: number, options: { id: string; contentLength: number; everyMs: number }) {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const head = [
+    "POST /_edge/sync HTTP/1.1",
+    `host: 127.0.0.1:${port}`,
+    "content-type: application/json",
+    `content-length: ${options.contentLength}`,
+    `webhook-id: ${options.id}`,
+    `webhook-timestamp: ${NOW_SEC}`,
+    `webhook-signature: ${FORGED_SIGNATURE}`,
+    "",
+    "",
+  ].join("\r\n");
+  await conn.write(new TextEncoder().encode(head));
+  let sent = 0;
+  const timer = setInterval(() => {
+    if (sent >= options.contentLength - 1) return;
+    sent++;
+    conn.write(new Uint8Array([0x20])).catch(() => clearInterval(timer));
+  }, options.everyMs);
+  let text = "";
+  const answer = (async () => {
+    const buffer = new Uint8Array(4096);
+    try {
+      while (true) {
+        const n = await conn.read(buffer);
+        if (n === null) break;
+        text += new TextDecoder().decode(buffer.subarray(0, n));
+        if (/\r\n\r\n[\s\S]*\}\s*$/.test(text)) break;
+      }
+    } catch {
+      // Closed by the test.
+    }
+    return text;
+  })();
+  let closed = false;
+  const close = async () => {
+    clearInterval(timer);
+    if (!closed) conn.close();
+    closed = true;
+    await answer;
+  };
+  return { answer, close };
+}
+
+Deno.test("sync cannot be locked out: with SYNC_MAX_CONCURRENT slow unsigned senders, a signed push and a rules_rollback still apply", async () => {
+  const service = await serveSync({ SYNC_MAX_CONCURRENT: "4" });
+  const senders: Awaited<ReturnType<typeof dripSender>>[] = [];
+  try {
+    for (let i = 0; i < 4; i++) {
+      senders.push(await dripSender(service.port, { id: `msg_slow_${i}`, contentLength: 100, everyMs: 200 }));
+    }
+    // Let all four be inside the handler, reading their bodies.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const push = await answered(
+      fetch(service.url, await signedInit(payload([view("u1", "p1")]), { id: "m1" })),
+      1000,
+    );
+    assert.equal(push.status, 200);
+    assert.deepEqual(await push.json(), { applied: 1, stale: 0 });
+    const rollback = await answered(
+      fetch(
+        service.url,
+        await signedInit(payload([{ kind: "rules_rollback", version: 1, at: "2026-11-26T11:59:30Z" }]), {
+          id: "m2",
+        }),
+      ),
+      1000,
+    );
+    assert.equal(rollback.status, 200);
+    assert.ok("rules" in await rollback.json());
+  } finally {
+    for (const sender of senders) await sender.close();
+    await service.close();
+  }
+});
+
+Deno.test("sync: a sender slower than SYNC_MIN_BODY_BYTES_PER_S gets 408, logged once with peer, webhook id and reason but no signature", async () => {
+  const service = await serveSync({ SYNC_MIN_BODY_BYTES_PER_S: "100" });
+  const sender = await dripSender(service.port, { id: "msg_probe", contentLength: 100, everyMs: 200 });
+  try {
+    const answer = await answered(sender.answer, 5000);
+    assert.match(answer, /^HTTP\/1\.1 408/);
+    assert.match(answer, /"code":"body_too_slow"/);
+    const refused = service.lines.filter((line) => line.includes("sync push refused"));
+    assert.equal(refused.length, 1);
+    const line = refused[0] ?? "";
+    assert.match(line, /127\.0\.0\.1/);
+    assert.match(line, /msg_probe/);
+    assert.match(line, /body_too_slow/);
+    assert.match(line, /warn/i);
+    assert.ok(!line.includes(FORGED_SIGNATURE.slice(3, 20)), "no signature in the log");
+    // A forged signature on a whole body: 401, one line too, still without the signature.
+    const forged = await fetch(service.url, {
+      method: "POST",
+      body: payload([view("u1", "p1")]),
+      headers: {
+        "webhook-id": "msg_forged_" + "x".repeat(300),
+        "webhook-timestamp": String(NOW_SEC),
+        "webhook-signature": FORGED_SIGNATURE,
+      },
+    });
+    assert.equal(forged.status, 401);
+    await forged.body?.cancel();
+    const lines = service.lines.filter((line) => line.includes("msg_forged_"));
+    assert.equal(lines.length, 1);
+    const forgedLine = lines[0] ?? "";
+    assert.match(forgedLine, /invalid_signature/);
+    assert.ok(!forgedLine.includes("x".repeat(130)), "the webhook id is cut");
+    assert.ok(!forgedLine.includes(FORGED_SIGNATURE.slice(3, 20)), "no signature in the log");
+  } finally {
+    await sender.close();
+    await service.close();
+  }
+});
+
+Deno.test("sync: a push past SYNC_MAX_BYTES_IN_FLIGHT of bodies still arriving gets 429 with Retry-After", async () => {
+  const service = await serveSync({
+    SYNC_MAX_BYTES: "1024",
+    SYNC_MAX_BYTES_IN_FLIGHT: "1024",
+    SYNC_MIN_BODY_BYTES_PER_S: "0",
+  });
+  const sender = await dripSender(service.port, { id: "msg_big", contentLength: 1000, everyMs: 200 });
+  try {
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    const res = await answered(
+      fetch(service.url, await signedInit(payload([view("u1", "p1")]), { id: "m3" })),
+      1000,
+    );
+    assert.equal(res.status, 429);
+    assert.equal(res.headers.get("retry-after"), "1");
+    assert.equal((await res.json()).error.code, "busy");
+    // Once the slow body is gone, its bytes are free again.
+    await sender.close();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const again = await fetch(service.url, await signedInit(payload([view("u1", "p1")]), { id: "m3" }));
+    assert.equal(again.status, 200);
+    await again.body?.cancel();
+  } finally {
+    await sender.close();
+    await service.close();
   }
 });
