@@ -4,23 +4,23 @@
  * serve. Runs with `deno run main.ts` (listens itself, graceful shutdown on SIGINT/SIGTERM)
  * and with `deno serve --parallel main.ts` (through the default export).
  */
-import { DeadlineError, DeadlineSweep } from "./lib/deadlines.ts";
-import { type Config, ConfigError, parseConfig, redactCredentials } from "./lib/config.ts";
-import { createLogger } from "./lib/log.ts";
-import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules.ts";
-import { followRulesInKv, RulesStore } from "./lib/rules_store.ts";
-import type { Deps } from "./lib/deps.ts";
+import { DeadlineError, DeadlineSweep } from "./lib/support/deadlines.ts";
+import { type Config, ConfigError, parseConfig, redactCredentials } from "./lib/app/config.ts";
+import { createLogger } from "./lib/obs/log.ts";
+import { EMPTY_RULES, loadRulesFile, parseRules, RulesError } from "./lib/rules/rules.ts";
+import { followRulesInKv, RulesStore } from "./lib/rules/store.ts";
+import type { Deps } from "./lib/app/deps.ts";
 import { createApp } from "./routes/app.ts";
-import { cachesFromConfig, heapHeadroomProblem } from "./lib/caches.ts";
-import { type IpGeoDb, openIpGeoDb } from "./lib/ip_geo.ts";
-import { backendClientFromConfig, DEFAULT_BACKEND_MAX_BYTES } from "./lib/backend.ts";
-import { EdgeMetrics } from "./lib/metrics.ts";
-import { createDecisionLogger, resolveLogHashKey } from "./lib/decision_log.ts";
-import { BackgroundTasks } from "./lib/background.ts";
-import { createStageTracer, type StageTracer } from "./lib/tracing.ts";
+import { cachesFromConfig, heapHeadroomProblem } from "./lib/data/caches.ts";
+import { type IpGeoDb, openIpGeoDb } from "./lib/pipeline/ip_geo.ts";
+import { backendClientFromConfig, DEFAULT_BACKEND_MAX_BYTES } from "./lib/data/backend.ts";
+import { EdgeMetrics } from "./lib/obs/metrics.ts";
+import { createDecisionLogger, resolveLogHashKey } from "./lib/obs/decision_log.ts";
+import { BackgroundTasks } from "./lib/support/background.ts";
+import { createStageTracer, type StageTracer } from "./lib/obs/tracing.ts";
 import { storeStartupRules } from "./lib/sync/apply.ts";
 import { exposuresFromConfig } from "./lib/exposures/recorder.ts";
-import { StickySigner } from "./lib/sticky.ts";
+import { StickySigner } from "./lib/pipeline/sticky.ts";
 
 function fail(message: string): never {
   console.error(message);
