@@ -125,6 +125,7 @@ const EnvSchema = z.object({
   ),
   LOG_HASH_KEY: optionalSecret,
   DENO_DEPLOYMENT_ID: optionalString,
+  OTEL_DENO: optionalString,
   STICKY_SECRET: optionalString,
   QA_TOKEN: optionalSecret,
   LOG_LEVEL: z.preprocess(
@@ -273,6 +274,10 @@ export interface Config {
    * `SHUTDOWN_TIMEOUT_MS`: after SIGINT/SIGTERM, the longest in-flight requests and background
    * work may take to finish; past it the connections still open are cut and the process exits.
    */
+  /** `DENO_DEPLOYMENT_ID` is set: Deno Deploy serves the default export, nothing listens itself. */
+  onDeploy: boolean;
+  /** `OTEL_DENO=true`: Deno's built-in OpenTelemetry is on, so pipeline stages become spans. */
+  tracing: boolean;
   shutdownTimeoutMs: number;
   /** `BACKEND_MAX_CONCURRENT`: read-throughs in flight at once; beyond it the edge's data is used. */
   backendMaxConcurrent: number;
@@ -442,6 +447,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     hostname: parsed.HOSTNAME,
     originUrl: new URL(parsed.ORIGIN_URL),
     listenerScheme: parsed.DENO_DEPLOYMENT_ID === undefined ? "http" : undefined,
+    onDeploy: parsed.DENO_DEPLOYMENT_ID !== undefined,
+    tracing: parsed.OTEL_DENO === "true",
     kvPath,
     rulesPath: parsed.RULES_PATH,
     trustedProxies,

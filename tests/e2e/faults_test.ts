@@ -185,7 +185,7 @@ Deno.test("the service survives origin and backend faults and a sync during load
           // A reset while the edge is still sending the request body can reach it before the
           // head it follows: then nothing was sent yet and the safe answer is a 502.
           if (path === "/reset-body" && res.status === 502) {
-            assert.equal((await res.json()).error, "origin_unavailable");
+            assert.equal((await res.json()).error.code, "origin_unavailable");
             await assertServing(service);
             return;
           }
