@@ -9,10 +9,16 @@ import { earlyConfig, Warmup } from "./lib/app/warmup.ts";
 import { serve } from "./lib/app/serve.ts";
 import type { Lifecycle } from "./lib/app/serve.ts";
 
+/** Under passthrough, how long the service waits for a first request before it loads anyway. */
+const WARMUP_IDLE_START_MS = 100;
+
 const env = Deno.env.toObject();
 const early = earlyConfig(env);
-const booting = boot(env);
-const warmup = new Warmup(early, booting.then(({ fetch }) => fetch));
+let warmup: Warmup;
+// Loading the service keeps the event loop busy: it starts once `serve` (whose timer comes
+// first) has begun listening, and under passthrough once the first request had its answer.
+const booting = Promise.resolve().then(() => warmup.startWhen(WARMUP_IDLE_START_MS)).then(() => boot(env));
+warmup = new Warmup(early, booting.then(({ fetch }) => fetch));
 
 // A configuration or start-up the operator must fix ends the process, also after it began serving.
 booting.catch((error) => {
@@ -26,17 +32,18 @@ export default { fetch: warmup.fetch } satisfies Deno.ServeDefaultExport;
 if (import.meta.main) serve(warmup.fetch, early, booting.then(({ lifecycle }) => lifecycle));
 
 /**
- * Loads and starts everything behind the entry. The imports start together, so their files load
- * while the configuration is parsed; the app's own modules are needed only at the end.
+ * Loads and starts everything behind the entry. The specifiers are computed on purpose: Deno
+ * loads every module a literal `import()` names (and resolves their npm packages) before the
+ * entry's first statement, most of the start-up; this way that happens once the entry listens.
  */
 async function boot(
   env: Record<string, string>,
 ): Promise<{ fetch: Deno.ServeHandler; lifecycle: Lifecycle }> {
-  const configModule = import("./lib/app/config.ts");
-  const startModule = import("./lib/app/start.ts");
-  const appModule = import("./routes/app.ts");
+  const configModule = load<typeof import("./lib/app/config.ts")>("./lib/app/config.ts");
+  const startModule = load<typeof import("./lib/app/start.ts")>("./lib/app/start.ts");
+  const appModule = load<typeof import("./routes/app.ts")>("./routes/app.ts");
   const { ConfigError, parseConfig } = await configModule;
-  const { createLogger } = await import("./lib/obs/log.ts");
+  const { createLogger } = await load<typeof import("./lib/obs/log.ts")>("./lib/obs/log.ts");
   const { createDeps, StartupError } = await startModule;
   let config;
   try {
@@ -65,6 +72,10 @@ async function boot(
       close: started.close,
     },
   };
+}
+
+function load<T>(path: string): Promise<T> {
+  return import(new URL(path, import.meta.url).href);
 }
 
 function operatorError(message: string): Error & { operatorMessage: string } {

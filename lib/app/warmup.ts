@@ -100,6 +100,9 @@ export class Warmup {
   #ready: Promise<Deno.ServeHandler>;
   #early: EarlyConfig | undefined;
   #deadlines = new DeadlineSweep();
+  #answered: (() => void) | undefined;
+  /** Resolves once the first request before ready has been answered by passthrough. */
+  readonly firstAnswer: Promise<void> = new Promise((resolve) => this.#answered = resolve);
 
   /**
    * @param early the early configuration (undefined: wait with the default bound)
@@ -109,6 +112,23 @@ export class Warmup {
     this.#early = early;
     this.#ready = ready;
     ready.then((handler) => this.#handler = handler, () => {});
+  }
+
+  /**
+   * Starts the service once it may: at once under `wait`; under `passthrough` once the first
+   * request has had its answer, or after `idleMs` without one. Loading keeps the event loop busy
+   * for as long as it takes, so the request that woke an isolate is answered first.
+   */
+  startWhen(idleMs: number): Promise<void> {
+    if (this.#early?.warmup !== "passthrough") return new Promise((resolve) => setTimeout(resolve, 0));
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, idleMs);
+      this.firstAnswer.then(() => {
+        clearTimeout(timer);
+        // A tick for the runtime to write the answer out.
+        setTimeout(resolve, 1);
+      });
+    });
   }
 
   /** Whether the app is ready. */
@@ -189,6 +209,8 @@ export class Warmup {
         status,
         headers: { "cache-control": "no-store", "x-request-id": requestId },
       });
+    } finally {
+      this.#answered?.();
     }
   }
 }
