@@ -180,7 +180,9 @@ try {
     bareCpuMs.push(b.cpuMs);
     console.log(
       `  start ${i + 1}/${starts}: service ${fmt(s.wallMs, 1)} ms (cpu ${fmt(s.cpuMs, 1)}), ` +
-        `bare ${fmt(b.wallMs, 1)} ms (cpu ${fmt(b.cpuMs, 1)}), passthrough first answer ${fmt(p.wallMs, 1)} ms`,
+        `bare ${fmt(b.wallMs, 1)} ms (cpu ${fmt(b.cpuMs, 1)}), passthrough first answer ${
+          fmt(p.wallMs, 1)
+        } ms`,
     );
   }
   const row = (name: string, xs: number[]) => {
