@@ -14,11 +14,11 @@ const WARMUP_IDLE_START_MS = 100;
 
 const env = Deno.env.toObject();
 const early = earlyConfig(env);
-let warmup: Warmup;
+const warmup = new Warmup(early);
 // Loading the service keeps the event loop busy: it starts once `serve` (whose timer comes
 // first) has begun listening, and under passthrough once the first request had its answer.
-const booting = Promise.resolve().then(() => warmup.startWhen(WARMUP_IDLE_START_MS)).then(() => boot(env));
-warmup = new Warmup(early, booting.then(({ fetch }) => fetch));
+const booting = warmup.startWhen(WARMUP_IDLE_START_MS).then(() => boot(env));
+warmup.serveWhenReady(booting.then(({ fetch }) => fetch));
 
 // A configuration or start-up the operator must fix ends the process, also after it began serving.
 booting.catch((error) => {

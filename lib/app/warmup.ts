@@ -97,19 +97,20 @@ function httpUrl(raw: string | undefined): URL | undefined {
  */
 export class Warmup {
   #handler: Deno.ServeHandler | undefined;
-  #ready: Promise<Deno.ServeHandler>;
+  #ready: Promise<Deno.ServeHandler | undefined> = Promise.resolve(undefined);
   #early: EarlyConfig | undefined;
   #deadlines = new DeadlineSweep();
   #answered: (() => void) | undefined;
   /** Resolves once the first request before ready has been answered by passthrough. */
   readonly firstAnswer: Promise<void> = new Promise((resolve) => this.#answered = resolve);
 
-  /**
-   * @param early the early configuration (undefined: wait with the default bound)
-   * @param ready resolves with the app's handler once everything has loaded
-   */
-  constructor(early: EarlyConfig | undefined, ready: Promise<Deno.ServeHandler>) {
+  /** @param early the early configuration (undefined: wait with the default bound) */
+  constructor(early: EarlyConfig | undefined) {
     this.#early = early;
+  }
+
+  /** @param ready resolves with the app's handler once everything has loaded */
+  serveWhenReady(ready: Promise<Deno.ServeHandler>): void {
     this.#ready = ready;
     ready.then((handler) => this.#handler = handler, () => {});
   }
@@ -120,7 +121,10 @@ export class Warmup {
    * for as long as it takes, so the request that woke an isolate is answered first.
    */
   startWhen(idleMs: number): Promise<void> {
-    if (this.#early?.warmup !== "passthrough") return new Promise((resolve) => setTimeout(resolve, 0));
+    // Two timer turns: `serve` listens on the first.
+    if (this.#early?.warmup !== "passthrough") {
+      return new Promise((resolve) => setTimeout(() => setTimeout(resolve, 0), 0));
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(resolve, idleMs);
       this.firstAnswer.then(() => {
