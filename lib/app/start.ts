@@ -11,7 +11,6 @@ import { followRulesInKv, RulesStore } from "../rules/store.ts";
 import type { Deps } from "./deps.ts";
 import { cachesFromConfig, heapHeadroomProblem } from "../data/caches.ts";
 import { type IpGeoDb, openIpGeoDb } from "../pipeline/ip_geo.ts";
-import { backendClientFromConfig, DEFAULT_BACKEND_MAX_BYTES } from "../data/backend.ts";
 import { EdgeMetrics } from "../obs/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "../obs/decision_log.ts";
 import { BackgroundTasks } from "../support/background.ts";
@@ -41,9 +40,16 @@ const STARTUP_KV_WAIT_MS = 2000;
  * @throws StartupError naming the rules file's field or the KV problem
  */
 export async function createDeps(config: Config, log: Logger): Promise<Started> {
-  const initialRules = await loadStartupRules(config);
   const deadlines = new DeadlineSweep();
-  const kv = await openKv(config, deadlines);
+  // KV opens on its own thread while the rules file is read and parsed here.
+  const opening = openKv(config, deadlines);
+  const [initialRules, kv] = await Promise.all([
+    loadStartupRules(config).catch((error) => {
+      opening.then((kv) => kv.close(), () => {});
+      throw error;
+    }),
+    opening,
+  ]);
 
   // Opened, not read: lookups read only the search-tree blocks they need.
   let ipGeo: IpGeoDb | undefined;
@@ -56,7 +62,13 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
   }
 
   const caches = cachesFromConfig(config);
-  const backend = backendClientFromConfig(config, { fetch: globalThis.fetch, now: Date.now });
+  // The backend client (and its response schema) loads only where a backend is configured.
+  const backend = config.backendUrl && config.backendToken
+    ? (await import("../data/backend.ts")).backendClientFromConfig(config, {
+      fetch: globalThis.fetch,
+      now: Date.now,
+    })
+    : undefined;
   const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
   const logHashKey = resolveLogHashKey(config.logHashKey, { randomBytes });
   warnAboutDefaults(config, log, logHashKey.generated);
@@ -228,10 +240,10 @@ async function keepStartupRules(
 // `deno task start` caps V8's heap: warn when the configured bounds would not fit in it, and report
 // the cap for the memory alert. Off the start-up path (`node:v8` is only needed for this).
 function checkHeapHeadroom({ config, metrics, log }: Deps): void {
-  import("node:v8").then(({ default: v8 }) => {
+  Promise.all([import("node:v8"), import("../data/backend.ts")]).then(([{ default: v8 }, backend]) => {
     const heapLimit = v8.getHeapStatistics().heap_size_limit;
     metrics.setHeapLimit(heapLimit);
-    const problem = heapHeadroomProblem(config, heapLimit, DEFAULT_BACKEND_MAX_BYTES);
+    const problem = heapHeadroomProblem(config, heapLimit, backend.DEFAULT_BACKEND_MAX_BYTES);
     if (problem) log.warn("cache bounds too large for the V8 heap", { problem });
   }).catch(() => {});
 }
