@@ -468,8 +468,14 @@ Deno.test("QA forcing with the token and an unknown experiment, variation or fla
           { "x-edge-qa-variants": "hero=z" },
           '"x-edge-qa-variants" entry "hero=z": "z" is not a variation of experiment "hero"',
         ],
-        [{ "x-edge-qa-variants": "ghost=b" }, '"x-edge-qa-variants" entry "ghost=b": no experiment "ghost"'],
-        [{ "x-edge-qa-flags": "ghost=true" }, '"x-edge-qa-flags" entry "ghost=true": no flag "ghost"'],
+        [
+          { "x-edge-qa-variants": "ghost=b" },
+          '"x-edge-qa-variants" entry "ghost=b": the rules have no experiment "ghost"',
+        ],
+        [
+          { "x-edge-qa-flags": "ghost=true" },
+          '"x-edge-qa-flags" entry "ghost=true": the rules have no flag "ghost"',
+        ],
       ] as const
     ) {
       for (const path of ["/page", "/_edge/context"]) {

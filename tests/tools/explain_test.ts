@@ -233,3 +233,39 @@ Deno.test("every command in docs/explain.md works as written", async () => {
   }
   assert.ok(tasks >= 6 && curls === 2, `${tasks} tasks, ${curls} curls`);
 });
+
+Deno.test("deno task explain forces QA variations and flags as sent, labelled as not token-checked", async () => {
+  const json = await explain([
+    RULES,
+    "--json",
+    "--path",
+    "/checkout",
+    "--qa-variants",
+    "checkout=b",
+    "--header",
+    "x-edge-qa-flags: vip-deals=true",
+    "--cookie",
+    "ep_uid=visitor-00000007",
+  ]);
+  assert.equal(json.code, 0, json.stderr);
+  const body: Explanation = JSON.parse(json.stdout);
+  assert.equal(body.qa?.status, "offline");
+  assert.deepEqual(body.qa?.variants, { checkout: "b" });
+  assert.deepEqual(body.qa?.flags, { "vip-deals": true });
+  assert.equal(body.experiments.find((e) => e.key === "checkout")?.reason, "forced");
+  assert.equal(body.decision.action.type === "proxy" && body.decision.action.path, "/checkout-b");
+  assert.equal(body.flags.find((f) => f.key === "vip-deals")?.reason, "FORCED");
+
+  const text = await explain([RULES, "--qa-variants", "checkout=b", "--path", "/checkout"]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^QA {10}checkout=b — Forced \(offline, token not checked\): /m);
+  assert.match(text.stdout, /^ {2}✓ checkout {9}b forced /m);
+
+  const invalid = await explain([RULES, "--qa-variants", "checkout=z"]);
+  assert.equal(invalid.code, 1);
+  assert.equal(
+    invalid.stderr.trim(),
+    'The edge would answer 400 invalid_qa_override: "x-edge-qa-variants" entry "checkout=z": "z" is not a ' +
+      'variation of experiment "checkout"',
+  );
+});
