@@ -295,5 +295,7 @@ export function contextView(visitor: Visitor): Record<string, unknown> {
     recentViews: context.recentViews.map((view) => view.itemId),
     cartItemIds: context.cartItemIds,
     segments: context.segments,
+    // Said only when true, as in the decision log: a QA tester sees that the page is forced.
+    ...(decision.forced ? { qa: true } : {}),
   };
 }
