@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import type { RuleSet } from "../../lib/rules.ts";
+import type { RuleSet } from "../../lib/rules/rules.ts";
 import type { Explanation } from "../../lib/rules/explain.ts";
 import { makeDeps, startOrigin, type TestOrigin } from "../support.ts";
 
