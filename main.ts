@@ -15,8 +15,7 @@ const WARMUP_IDLE_START_MS = 100;
 const env = Deno.env.toObject();
 const early = earlyConfig(env);
 const warmup = new Warmup(early);
-// Loading the service keeps the event loop busy: it starts once `serve` (whose timer comes
-// first) has begun listening, and under passthrough once the first request had its answer.
+// Loading blocks the event loop: it starts after `serve` listens (passthrough: after the first answer).
 const booting = warmup.startWhen(WARMUP_IDLE_START_MS).then(() => boot(env));
 warmup.serveWhenReady(booting.then(({ fetch }) => fetch));
 
