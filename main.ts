@@ -10,7 +10,7 @@ import { serve } from "./lib/app/serve.ts";
 import type { Lifecycle } from "./lib/app/serve.ts";
 
 /** Under passthrough, how long the service waits for a first request before it loads anyway. */
-const WARMUP_IDLE_START_MS = 100;
+const WARMUP_IDLE_START_MS = 500;
 
 const env = Deno.env.toObject();
 const early = earlyConfig(env);

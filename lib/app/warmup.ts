@@ -101,7 +101,7 @@ export class Warmup {
   #early: EarlyConfig | undefined;
   #deadlines = new DeadlineSweep();
   #answered: (() => void) | undefined;
-  /** Resolves once the first request before ready has been answered by passthrough. */
+  /** Resolves once a request before ready has had its passthrough answer, or is held. */
   readonly firstAnswer: Promise<void> = new Promise((resolve) => this.#answered = resolve);
 
   /** @param early the early configuration (undefined: wait with the default bound) */
@@ -117,7 +117,7 @@ export class Warmup {
 
   /**
    * Starts the service once it may: at once under `wait`; under `passthrough` once the first
-   * request has had its answer, or after `idleMs` without one. Loading keeps the event loop busy
+   * request has had its answer (or is held), or after `idleMs` without one. Loading keeps the event loop busy
    * for as long as it takes, so the request that woke an isolate is answered first.
    */
   startWhen(idleMs: number): Promise<void> {
@@ -149,6 +149,8 @@ export class Warmup {
   };
 
   async #wait(request: Request, info: Deno.ServeHandlerInfo): Promise<Response> {
+    // A held request needs the service: under passthrough it starts loading now.
+    this.#answered?.();
     const waitMs = this.#early?.maxWaitMs ?? DEFAULT_WARMUP_MAX_WAIT_MS;
     let cancel = () => {};
     const timedOut = new Promise<undefined>((resolve) => {
