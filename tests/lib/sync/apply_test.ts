@@ -16,11 +16,11 @@ import {
 } from "../../../lib/data/store.ts";
 import {
   applyBackendEvents,
-  ApplyConflictError,
   applyEvents,
   type ApplyOptions,
   storeStartupRules,
 } from "../../../lib/sync/apply.ts";
+import { ApplyConflictError } from "../../../lib/sync/apply/commit.ts";
 import {
   MAX_EVENT_BYTES,
   parseSyncEvents,
