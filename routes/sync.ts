@@ -11,7 +11,7 @@ import type { Deps } from "../lib/app/deps.ts";
 import { BusyError, EdgeError } from "../lib/http/errors.ts";
 import { DeadlineError } from "../lib/support/deadlines.ts";
 import type { WebhookVerifier } from "../lib/sync/verify.ts";
-import type { readLimitedBody as ReadLimitedBody } from "../lib/sync/ingest.ts";
+import type { readLimitedBody as ReadLimitedBody } from "../lib/http/body.ts";
 import { peerOf } from "./observe.ts";
 import type { AppEnv } from "./env.ts";
 
@@ -116,11 +116,12 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
     // Whether the batch held rule control events: then the answer says which rules are now active.
     let rulesEvents = false;
     try {
-      const [{ applyOptionsFromConfig }, { ingestSync, PayloadTooLargeError, readLimitedBody }, {
+      const [{ applyOptionsFromConfig }, { ingestSync }, { PayloadTooLargeError, readLimitedBody }, {
         checkWebhookHeaders,
       }] = await Promise.all([
         import("../lib/sync/apply.ts"),
         import("../lib/sync/ingest.ts"),
+        import("../lib/http/body.ts"),
         import("../lib/sync/verify.ts"),
       ]);
       // Admission order: a declared oversize is refused at once (413); then an unsigned or stale

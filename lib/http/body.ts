@@ -1,9 +1,10 @@
 /**
  * @module
- * Reading a body into memory with a byte limit, for the few places that must (sync pushes,
- * read-through answers): a declared `Content-Length` over the limit is refused unread, and a
- * longer stream is cancelled as soon as it passes the limit.
+ * The one bounded body reader, for the few places that read a body into memory (sync pushes,
+ * OFREP and explain requests, read-through answers): a declared `Content-Length` over the limit
+ * is refused unread, and a longer stream is cancelled as soon as it passes the limit.
  */
+import { ClientClosedError, EdgeError } from "./errors.ts";
 
 /**
  * Reads at most `maxBytes` of a body.
@@ -62,4 +63,47 @@ export async function readAtMost(
     offset += chunk.byteLength;
   }
   return out;
+}
+
+/** The request body is larger than allowed. */
+export class PayloadTooLargeError extends EdgeError {
+  /** @param maxBytes the limit */
+  constructor(maxBytes: number) {
+    super(413, "payload_too_large", `The body must be at most ${maxBytes} bytes`, { maxBytes });
+    this.name = "PayloadTooLargeError";
+  }
+}
+
+/**
+ * Reads a request body into memory, refusing more than `maxBytes`: a declared
+ * `Content-Length` above the limit is refused before reading, and a stream that turns out
+ * longer is cancelled as soon as it passes the limit (the rest is never read).
+ *
+ * @param body the body stream (`null` reads as empty)
+ * @param options the limit, the declared `Content-Length` header if any, a signal that
+ *   stops the read (the stream is cancelled), and `onRead`, told the bytes read so far
+ * @returns the body bytes
+ * @throws {PayloadTooLargeError} when the body is or claims to be larger than the limit
+ * @throws {ClientClosedError} when the body stream fails (the sender went away mid-body)
+ * @throws the signal's reason when it aborted the read
+ */
+export async function readLimitedBody(
+  body: ReadableStream<Uint8Array> | null,
+  options: {
+    maxBytes: number;
+    contentLength?: string | null;
+    signal?: AbortSignal;
+    onRead?: (total: number) => void;
+  },
+): Promise<Uint8Array> {
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = await readAtMost(body, options);
+  } catch (error) {
+    if (options.signal?.aborted) throw error;
+    // The body stream only fails when the sender went away mid-body: not a server error.
+    throw new ClientClosedError();
+  }
+  if (bytes === undefined) throw new PayloadTooLargeError(options.maxBytes);
+  return bytes;
 }

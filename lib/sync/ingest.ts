@@ -1,66 +1,22 @@
 /**
  * @module
- * One sync request from raw bytes to stored state: a size-limited body read, Standard Webhooks
- * verification of the raw bytes, parsing and all-or-nothing validation, idempotency by
+ * One sync request from raw bytes to stored state: Standard Webhooks verification of the raw
+ * bytes, parsing and all-or-nothing validation, idempotency by
  * `webhook-id` shared through KV by every instance, and the convergent apply.
  */
 import type { SyncEvent } from "./schema.ts";
-import { ClientClosedError, EdgeError, StoreUnavailableError } from "../http/errors.ts";
+import { EdgeError, StoreUnavailableError } from "../http/errors.ts";
 import { keys, parseStored } from "../data/store.ts";
 import { z } from "zod";
 import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
 import { parseSyncPayload } from "./schema.ts";
 import type { VerifiedWebhook, WebhookVerifier } from "./verify.ts";
-import { readAtMost } from "../http/body.ts";
 
 /** How long a claimed `webhook-id` blocks a concurrent delivery before it may be retried. */
 const CLAIM_LEASE_MS = 60_000;
 const MAX_WEBHOOK_ID_LENGTH = 256;
 
 const WebhookRecord = z.object({ status: z.enum(["pending", "done"]), expiresAt: z.number() });
-
-/** The request body is larger than allowed. */
-export class PayloadTooLargeError extends EdgeError {
-  /** @param maxBytes the limit */
-  constructor(maxBytes: number) {
-    super(413, "payload_too_large", `The body must be at most ${maxBytes} bytes`, { maxBytes });
-    this.name = "PayloadTooLargeError";
-  }
-}
-
-/**
- * Reads a request body into memory, refusing more than `maxBytes`: a declared
- * `Content-Length` above the limit is refused before reading, and a stream that turns out
- * longer is cancelled as soon as it passes the limit (the rest is never read).
- *
- * @param body the body stream (`null` reads as empty)
- * @param options the limit, the declared `Content-Length` header if any, a signal that
- *   stops the read (the stream is cancelled), and `onRead`, told the bytes read so far
- * @returns the body bytes
- * @throws {PayloadTooLargeError} when the body is or claims to be larger than the limit
- * @throws {ClientClosedError} when the body stream fails (the sender went away mid-body)
- * @throws the signal's reason when it aborted the read
- */
-export async function readLimitedBody(
-  body: ReadableStream<Uint8Array> | null,
-  options: {
-    maxBytes: number;
-    contentLength?: string | null;
-    signal?: AbortSignal;
-    onRead?: (total: number) => void;
-  },
-): Promise<Uint8Array> {
-  let bytes: Uint8Array | undefined;
-  try {
-    bytes = await readAtMost(body, options);
-  } catch (error) {
-    if (options.signal?.aborted) throw error;
-    // The body stream only fails when the sender went away mid-body: not a server error.
-    throw new ClientClosedError();
-  }
-  if (bytes === undefined) throw new PayloadTooLargeError(options.maxBytes);
-  return bytes;
-}
 
 /** Options for {@linkcode ingestSync}. */
 export interface IngestOptions {
