@@ -15,20 +15,13 @@ import type { readLimitedBody as ReadLimitedBody } from "../lib/http/body.ts";
 import { peerOf } from "./observe.ts";
 import type { AppEnv } from "./env.ts";
 
-/** Options for {@linkcode syncRoutes}. */
-export interface SyncRoutesOptions {
-  /** Called with the users whose stored data a batch changed (for cache invalidation). */
-  onApplied?: (userIds: string[]) => void;
-}
-
 /**
  * The sync router.
  *
  * @param deps the service's dependencies
- * @param options hooks
  * @returns routes to be mounted under `/_edge`
  */
-export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<AppEnv> {
+export function syncRoutes(deps: Deps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { config } = deps;
   app.get("/openapi.json", async (c) => c.json((await import("../lib/sync/openapi.ts")).SYNC_OPENAPI));
@@ -171,7 +164,6 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
             // This instance's cache must not serve what the batch just replaced.
             deps.contextCache.invalidateMany(userIds);
             deps.sessionCache.invalidateUsers(userIds);
-            options.onApplied?.(userIds);
           },
         }),
         onApplied: (events) => {
