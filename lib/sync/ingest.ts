@@ -5,12 +5,20 @@
  * `webhook-id` shared through KV by every instance, and the convergent apply.
  */
 import type { SyncEvent } from "./schema.ts";
+import type { Deps } from "../app/deps.ts";
 import { EdgeError, StoreUnavailableError } from "../http/errors.ts";
 import { keys, parseStored } from "../data/store.ts";
+import { readStoredRulesStatus, type StoredRulesStatus } from "../rules/control.ts";
 import { z } from "zod";
-import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
+import { applyEvents, type ApplyOptions, applyOptionsFromConfig, type ApplyResult } from "./apply.ts";
 import { parseSyncPayload } from "./schema.ts";
-import type { VerifiedWebhook, WebhookVerifier } from "./verify.ts";
+import {
+  checkWebhookHeaders,
+  createWebhookVerifier,
+  type VerifiedWebhook,
+  type WebhookVerifier,
+} from "./verify.ts";
+import { type StoreWithin, SyncAdmission } from "./admission.ts";
 
 /** How long a claimed `webhook-id` blocks a concurrent delivery before it may be retried. */
 const CLAIM_LEASE_MS = 60_000;
@@ -35,7 +43,7 @@ export interface IngestOptions {
    * push, and its concurrency slot, without limit. Past it the push is answered 503. Without it
    * the steps are not bounded.
    */
-  storeWithin?: <T>(work: Promise<T>) => Promise<T>;
+  storeWithin?: StoreWithin;
 }
 
 /** The answer to a sync request. */
@@ -138,4 +146,124 @@ async function claim(kv: Deno.Kv, key: Deno.KvKey, now: number): Promise<"claime
     if (result.ok) return "claimed";
   }
   return "pending";
+}
+
+/** What {@linkcode SyncReceiver} needs of the service. */
+export type ReceiverDeps = Pick<
+  Deps,
+  "config" | "kv" | "now" | "mono" | "deadlines" | "contextCache" | "sessionCache" | "metrics" | "log"
+>;
+
+/** The rules active after a batch with rule events; `null` when that read failed. */
+export type RulesNow = Pick<StoredRulesStatus, "active" | "canary"> | null;
+
+/** The answer to a push: with `rules` when the batch held rule control events. */
+export type SyncAnswer = IngestResult | (ApplyResult & { rules: RulesNow });
+
+/**
+ * Receives signed pushes for one instance: admission (see `admission.ts`), verification, the
+ * apply, and what this instance must forget or record because of it (caches, sync lag).
+ */
+export class SyncReceiver {
+  #deps: ReceiverDeps;
+  #admission: SyncAdmission;
+  #verifier: Promise<WebhookVerifier> | undefined;
+
+  /** @param deps the service's configuration, store, clocks, caches, metrics and log */
+  constructor(deps: ReceiverDeps) {
+    this.#deps = deps;
+    this.#admission = new SyncAdmission(deps.config, deps);
+  }
+
+  /**
+   * Admits, verifies and applies one push. Admission order: a declared oversize is refused at
+   * once (413); then an unsigned or stale push before its body is read (401); then the body is
+   * read under the bytes-in-flight cap (429), the size limit (413), the body deadline and the
+   * minimum rate (408); then the signature is checked (401). Only a verified push takes an
+   * apply slot (429 when none is free), so senders without the secret cannot hold them.
+   *
+   * @param request the push
+   * @returns the ingest result, with the rules now active when the batch held rule events
+   * @throws {EdgeError} the refusals above, and those of {@linkcode ingestSync}
+   */
+  async receive(request: Request): Promise<SyncAnswer> {
+    const { config, now } = this.#deps;
+    const receivedAt = now();
+    const toleranceSec = config.syncToleranceSec;
+    await this.#admission.refuseOversize(request);
+    checkWebhookHeaders(request.headers, { toleranceSec, now });
+    const body = await this.#admission.readBody(request);
+    const verifier = await this.#getVerifier();
+    const verified = await verifier.verify(body, request.headers);
+    const push = this.#admission.admit();
+    try {
+      const pushed = { body, headers: request.headers, receivedAt };
+      return await this.#apply(pushed, { verifier, verified, storeWithin: push.storeWithin });
+    } finally {
+      push.release();
+    }
+  }
+
+  async #apply(
+    request: { body: Uint8Array; headers: Headers; receivedAt: number },
+    { verifier, verified, storeWithin }: {
+      verifier: WebhookVerifier;
+      verified: VerifiedWebhook;
+      storeWithin: StoreWithin;
+    },
+  ): Promise<SyncAnswer> {
+    const deps = this.#deps;
+    const now = request.receivedAt;
+    let rulesEvents = false;
+    const result = await ingestSync(deps.kv, request, {
+      verifier,
+      verified,
+      toleranceSec: deps.config.syncToleranceSec,
+      storeWithin,
+      apply: applyOptionsFromConfig(deps.config, now, {
+        onApplied: (userIds) => {
+          // This instance's cache must not serve what the batch just replaced.
+          deps.contextCache.invalidateMany(userIds);
+          deps.sessionCache.invalidateUsers(userIds);
+        },
+      }),
+      onApplied: (events) => {
+        rulesEvents = events.some((event) =>
+          event.kind === "rules" || event.kind === "rules_promote" || event.kind === "rules_rollback"
+        );
+        const lagsMs: number[] = [];
+        for (const event of events) {
+          if ("at" in event && typeof event.at === "number") lagsMs.push(now - event.at);
+        }
+        deps.metrics.observeSync({ lagsMs });
+      },
+    });
+    if (!rulesEvents || "duplicate" in result) return result;
+    return { ...result, rules: await this.#rulesNow(storeWithin) };
+  }
+
+  /** Built on the first push, then shared; a failure surfaces on that push and the next one retries. */
+  #getVerifier(): Promise<WebhookVerifier> {
+    const { config, now } = this.#deps;
+    return this.#verifier ??= createWebhookVerifier(config.syncSecrets, {
+      toleranceSec: config.syncToleranceSec,
+      now,
+    })
+      .catch((error) => {
+        this.#verifier = undefined;
+        throw error;
+      });
+  }
+
+  // The rules after the batch, for the publisher to show; `null` when that read fails, as the
+  // batch itself has been applied and recorded (a 503 would only make its retry a duplicate).
+  async #rulesNow(storeWithin: StoreWithin): Promise<RulesNow> {
+    try {
+      const { active, canary } = await storeWithin(readStoredRulesStatus(this.#deps.kv));
+      return { active, canary };
+    } catch (error) {
+      this.#deps.log.warn("sync: rules state not read after apply", { error: String(error) });
+      return null;
+    }
+  }
 }
