@@ -32,7 +32,7 @@ export interface ApplyOptions {
   profileTtlMs: number;
   tombstoneTtlMs: number;
   /** Called once after the batch with every user whose stored data changed (e.g. to drop cache entries). */
-  onApplied?: (userIds: string[]) => void;
+  onUsersChanged?: (userIds: string[]) => void;
   /** How often a conflicting unit is re-read and retried before giving up (default 20). */
   maxAttempts?: number;
   /** How many rule set versions are kept (`RULES_KEEP`, default 10); the same on every instance. */
@@ -58,7 +58,7 @@ export interface ApplyResult {
  *
  * @param config the configuration (views, TTLs, kept rules versions)
  * @param now the current time, epoch ms
- * @param options extra options such as `onApplied`
+ * @param options extra options such as `onUsersChanged`
  * @returns the apply options
  */
 export function applyOptionsFromConfig(
@@ -66,7 +66,7 @@ export function applyOptionsFromConfig(
     & Pick<Config, "recentViewsMax" | "viewTtlDays" | "cartTtlDays" | "profileTtlDays" | "tombstoneTtlDays">
     & Partial<Pick<Config, "rulesKeep">>,
   now: number,
-  options: Pick<ApplyOptions, "onApplied" | "maxAttempts"> = {},
+  options: Pick<ApplyOptions, "onUsersChanged" | "maxAttempts"> = {},
 ): ApplyOptions {
   return {
     now,
@@ -87,7 +87,7 @@ export function applyOptionsFromConfig(
  *
  * @param kv the store
  * @param events validated events (from `parseSyncEvents`)
- * @param options clock, limits and TTLs; `onApplied` is called even when the batch throws, with
+ * @param options clock, limits and TTLs; `onUsersChanged` is called even when the batch throws, with
  *   the users of the units that did commit
  * @returns how many events were applied and how many were stale
  * @throws {ApplyConflictError} when a key keeps changing under concurrent writers (units that
@@ -110,7 +110,7 @@ export async function applyEvents(
     if (outcome.compact.size) await compactViews(kv, outcome.compact, options);
   } finally {
     // Also when the batch fails part-way: what did commit must not be served from a stale cache.
-    if (outcome.users.size && options.onApplied) options.onApplied([...outcome.users].sort());
+    if (outcome.users.size && options.onUsersChanged) options.onUsersChanged([...outcome.users].sort());
   }
   return { applied: outcome.applied, stale: outcome.stale };
 }

@@ -33,10 +33,10 @@ export interface IngestOptions {
   verified?: VerifiedWebhook;
   /** Timestamp tolerance; ids are remembered for twice this long. */
   toleranceSec: number;
-  /** Apply options (clock, TTLs, `onApplied`). */
+  /** Apply options (clock, TTLs, `onUsersChanged`). */
   apply: ApplyOptions;
   /** Told about the events of a batch once it has been applied (e.g. for sync-lag metrics). */
-  onApplied?: (events: readonly SyncEvent[]) => void;
+  onBatchApplied?: (events: readonly SyncEvent[]) => void;
   /**
    * Bounds each KV step in time (claim, apply, record, release); the route gives every step of
    * one push the rest of one budget (`SYNC_STORE_TIMEOUT_MS`), so a hung store cannot hold the
@@ -116,7 +116,7 @@ export async function ingestSync(
     within(kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs }))
   )
     .catch(() => {});
-  options.onApplied?.(events);
+  options.onBatchApplied?.(events);
   return result;
 }
 
@@ -221,13 +221,13 @@ export class SyncReceiver {
       toleranceSec: deps.config.syncToleranceSec,
       storeWithin,
       apply: applyOptionsFromConfig(deps.config, now, {
-        onApplied: (userIds) => {
+        onUsersChanged: (userIds) => {
           // This instance's cache must not serve what the batch just replaced.
           deps.contextCache.invalidateMany(userIds);
           deps.sessionCache.invalidateUsers(userIds);
         },
       }),
-      onApplied: (events) => {
+      onBatchApplied: (events) => {
         rulesEvents = events.some((event) =>
           event.kind === "rules" || event.kind === "rules_promote" || event.kind === "rules_rollback"
         );
