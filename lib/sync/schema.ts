@@ -60,7 +60,10 @@ const UserId = z.string().regex(USER_ID, "must be 1–128 characters of A–Z, a
  * stored under an id from before the alphabet (with `+`, `/`, `=`, or over 128 characters) can
  * always still be erased.
  */
-const ErasableUserId = Id;
+const ErasableUserId = Id.meta({
+  description:
+    "any id of 1–256 characters (well-formed Unicode), so that ids stored before the user id alphabet may still be erased",
+});
 const Version = z.number().int("must be a whole number").nonnegative("must not be negative").max(
   Number.MAX_SAFE_INTEGER,
 );
@@ -109,10 +112,16 @@ const RulesEvent = z.object({
   rules: z.custom<Record<string, unknown>>(
     (value) => typeof value === "object" && value !== null && !Array.isArray(value),
     { message: "must be an object" },
-  ),
-  at: Instant.optional(),
+  ).meta({ type: "object", description: "A rule set; its own `version`, if given, must match" }),
+  at: Instant.optional().meta({
+    description: "When the rule set was published; orders it against promotes and rollbacks " +
+      "(without it, it sorts before every timed rules event). Required with `canary`",
+  }),
   canary: z.number({ error: "must be a number" }).gt(0, "must be greater than 0").lt(1, "must be less than 1")
-    .optional(),
+    .optional().meta({
+      description: "Run this version as a canary for this share of visitors; the rest stay on the " +
+        "active version. Without it the version becomes active",
+    }),
 }).transform((event, ctx) => {
   if (event.canary !== undefined && event.at === undefined) {
     ctx.addIssue({ code: "custom", path: ["at"], message: 'is required with "canary"' });
@@ -213,7 +222,8 @@ export type SyncEvent =
   | RulesPromoteEvent
   | RulesRollbackEvent;
 
-const SCHEMA_BY_KIND = new Map<string, z.ZodType<SyncEvent>>([
+/** The schema of each event kind, in the order of {@linkcode EVENT_KINDS}. */
+export const EVENT_SCHEMAS = new Map<string, z.ZodType<SyncEvent>>([
   ["view", ViewEvent],
   ["cart", CartEvent],
   ["profile", ProfileEvent],
@@ -269,7 +279,7 @@ export function parseSyncEvent(
     return { problems: [{ field: "(event)", message: "must be an object" }] };
   }
   const kind = "kind" in input ? input.kind : undefined;
-  const schema = typeof kind === "string" ? SCHEMA_BY_KIND.get(kind) : undefined;
+  const schema = typeof kind === "string" ? EVENT_SCHEMAS.get(kind) : undefined;
   if (!schema) return { problems: [{ field: "kind", message: `must be one of ${EVENT_KINDS.join(", ")}` }] };
   // Checked first: the recursive schemas (attributes, rules) would overflow the stack.
   if (exceedsJsonDepth(input)) {
