@@ -2,7 +2,6 @@
  * @module
  * The sync router under `/_edge`: `POST /sync` (signed pushes from the backend; absent when no
  * `SYNC_SECRETS` are configured) and `GET /openapi.json` (its OpenAPI document).
- *
  * Neither is on the path of a visitor's request, so their modules (ingest, apply, verification,
  * the OpenAPI document) are imported on first use rather than at start-up.
  */
@@ -16,7 +15,6 @@ import type { AppEnv } from "./env.ts";
 
 /**
  * The sync router.
- *
  * @param deps the service's dependencies
  * @returns routes to be mounted under `/_edge`
  */

@@ -8,7 +8,6 @@ import { ClientClosedError, EdgeError } from "./errors.ts";
 
 /**
  * Reads at most `maxBytes` of a body.
- *
  * @param body the body stream (`null` reads as empty)
  * @param options the limit, the declared `Content-Length` if any, a signal that stops the
  *   read (the stream is cancelled, nothing more is read or held, and the read rejects), and
@@ -78,7 +77,6 @@ export class PayloadTooLargeError extends EdgeError {
  * Reads a request body into memory, refusing more than `maxBytes`: a declared
  * `Content-Length` above the limit is refused before reading, and a stream that turns out
  * longer is cancelled as soon as it passes the limit (the rest is never read).
- *
  * @param body the body stream (`null` reads as empty)
  * @param options the limit, the declared `Content-Length` header if any, a signal that
  *   stops the read (the stream is cancelled), and `onRead`, told the bytes read so far

@@ -1,8 +1,8 @@
 /**
  * @module
- * Admission of sync pushes, so that pushes cannot exhaust the heap or hold the store: body bytes
- * in flight, slow bodies, the apply slots, and one time budget for a push's KV work. Senders not
- * yet authenticated are bounded apart from the slots that only signed pushes take.
+ * Admission of sync pushes, so that they cannot exhaust the heap or hold the store: body bytes in
+ * flight and slow bodies (bounded apart, as their senders are not yet authenticated), the apply
+ * slots, and one time budget for a push's KV work.
  */
 import type { Config } from "../app/config.ts";
 import { BusyError, EdgeError } from "../http/errors.ts";
@@ -51,21 +51,12 @@ export class SyncAdmission {
   // Pushes answered 503 whose KV work still runs and holds its batch.
   #abandoned = 0;
 
-  /**
-   * @param limits the configured limits
-   * @param clock the monotonic clock and the deadline sweep
-   */
   constructor(limits: AdmissionLimits, clock: AdmissionClock) {
     this.#limits = limits;
     this.#clock = clock;
   }
 
-  /**
-   * Refuses a push whose declared length is over the limit, before anything else is done.
-   *
-   * @param request the push
-   * @throws {PayloadTooLargeError} 413 (the body is cancelled unread)
-   */
+  /** Refuses (413) a push whose declared length is over the limit, before anything else is done. */
   async refuseOversize(request: Request): Promise<void> {
     const declared = Number(request.headers.get("content-length"));
     if (Number.isFinite(declared) && declared > this.#limits.syncMaxBytes) {
@@ -77,9 +68,6 @@ export class SyncAdmission {
   /**
    * Reads a push's body under the bytes-in-flight cap, the size limit, the body deadline and the
    * minimum rate (after a grace second, a body must have kept it up since it began).
-   *
-   * @param request the push
-   * @returns the body bytes
    * @throws {BusyError} 429 when the bytes in flight would pass `SYNC_MAX_BYTES_IN_FLIGHT`
    * @throws {PayloadTooLargeError} 413 past `SYNC_MAX_BYTES`
    * @throws {EdgeError} 408 `body_timeout` or `body_too_slow`
@@ -140,8 +128,6 @@ export class SyncAdmission {
    * Gives a verified push an apply slot. Its KV work holds the slot too: the first store step
    * starts a budget of `SYNC_STORE_TIMEOUT_MS` that every later step gets the rest of, as an apply
    * is many commits that the caller cannot see one by one.
-   *
-   * @returns the admitted push, to be released when it is answered
    * @throws {BusyError} 429 when `SYNC_MAX_CONCURRENT` pushes are applied or abandoned
    */
   admit(): AdmittedPush {

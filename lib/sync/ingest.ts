@@ -1,8 +1,7 @@
 /**
  * @module
- * One sync request from raw bytes to stored state: Standard Webhooks verification of the raw
- * bytes, parsing and all-or-nothing validation, idempotency by
- * `webhook-id` shared through KV by every instance, and the convergent apply.
+ * One sync push from request to stored state: admission, Standard Webhooks verification, all-or-
+ * nothing validation, idempotency by `webhook-id` shared through KV, and the convergent apply.
  */
 import type { SyncEvent } from "./schema.ts";
 import type { Deps } from "../app/deps.ts";
@@ -37,12 +36,7 @@ export interface IngestOptions {
   apply: ApplyOptions;
   /** Told about the events of a batch once it has been applied (e.g. for sync-lag metrics). */
   onBatchApplied?: (events: readonly SyncEvent[]) => void;
-  /**
-   * Bounds each KV step in time (claim, apply, record, release); the route gives every step of
-   * one push the rest of one budget (`SYNC_STORE_TIMEOUT_MS`), so a hung store cannot hold the
-   * push, and its concurrency slot, without limit. Past it the push is answered 503. Without it
-   * the steps are not bounded.
-   */
+  /** Bounds each KV step (claim, apply, record, release), so a hung store cannot hold the push. */
   storeWithin?: StoreWithin;
 }
 
@@ -50,12 +44,7 @@ export interface IngestOptions {
 export type IngestResult = ApplyResult | { duplicate: true };
 
 /**
- * Verifies, validates and applies one signed sync request.
- *
- * @param kv the store (also holds the idempotency records)
- * @param request the raw body bytes and the request headers
- * @param options verifier, tolerance and apply options
- * @returns `{ applied, stale }`, or `{ duplicate: true }` for a `webhook-id` already applied
+ * Verifies, validates and applies one signed sync request; a `webhook-id` already applied is a duplicate.
  * @throws {WebhookVerificationError} 401 for missing headers, bad timestamp or signature
  * @throws {SyncPayloadError} 400 for invalid JSON, envelope or events; 413 for too many events
  * @throws {EdgeError} 409 `in_progress` while another instance applies the same `webhook-id`
@@ -83,10 +72,8 @@ export async function ingestSync(
   const events = parseSyncPayload(json);
   const now = options.apply.now;
   const key = keys.webhook(id);
-  // A step cut by its deadline is not undone: its KV work may still commit later. The contract
-  // makes the publisher's retry of the 503 safe anyway: the apply is version-gated and
-  // convergent (applying a batch again, or twice at once, ends in the same state), and a claim
-  // that commits late only answers the retry 409 `in_progress` until its lease runs out.
+  // A step cut by its deadline may still commit later; the retry of its 503 is safe anyway, as the
+  // apply converges and a late claim only answers 409 `in_progress` until its lease runs out.
   const within = options.storeWithin ?? ((work) => work);
   const claimed = await storeCall(() => within(claim(kv, key, now)));
   if (claimed === "done") return { duplicate: true };
@@ -106,9 +93,8 @@ export async function ingestSync(
     await Promise.try(() => within(kv.delete(key))).catch(() => {});
     throw error;
   }
-  // As long as the push's timestamp can still be accepted: it may be up to the tolerance ahead of
-  // this clock and is accepted until the tolerance after it, compared in whole seconds
-  // (inclusive), hence the extra second, and one more for good measure.
+  // As long as the push's timestamp can be accepted (up to the tolerance either side, compared in
+  // whole seconds inclusive), plus a second for that and one for good measure.
   const rememberMs = 2 * options.toleranceSec * 1000 + 2000;
   // The batch is applied: failing to record the id only means a retry is applied again, which
   // the convergent apply makes harmless, so the publisher still gets its 200.
@@ -120,11 +106,7 @@ export async function ingestSync(
   return result;
 }
 
-/**
- * Runs a KV operation; a failure that is not one of ours (a lost connection, a closed store, a
- * quota, a deadline passed) becomes a 503 `store_unavailable`, so the publisher retries instead
- * of seeing a 500.
- */
+/** A KV failure not of ours (lost connection, quota, deadline) becomes a 503, which the publisher retries. */
 async function storeCall<T>(operation: () => Promise<T>): Promise<T> {
   try {
     return await operation();
@@ -169,21 +151,15 @@ export class SyncReceiver {
   #admission: SyncAdmission;
   #verifier: Promise<WebhookVerifier> | undefined;
 
-  /** @param deps the service's configuration, store, clocks, caches, metrics and log */
   constructor(deps: ReceiverDeps) {
     this.#deps = deps;
     this.#admission = new SyncAdmission(deps.config, deps);
   }
 
   /**
-   * Admits, verifies and applies one push. Admission order: a declared oversize is refused at
-   * once (413); then an unsigned or stale push before its body is read (401); then the body is
-   * read under the bytes-in-flight cap (429), the size limit (413), the body deadline and the
-   * minimum rate (408); then the signature is checked (401). Only a verified push takes an
-   * apply slot (429 when none is free), so senders without the secret cannot hold them.
-   *
-   * @param request the push
-   * @returns the ingest result, with the rules now active when the batch held rule events
+   * Admits, verifies and applies one push, in this order: a declared oversize (413), an unsigned or
+   * stale push (401), the body read (429 bytes in flight, 413, 408), the signature (401), and only
+   * then an apply slot (429), so that senders without the secret cannot hold the slots.
    * @throws {EdgeError} the refusals above, and those of {@linkcode ingestSync}
    */
   async receive(request: Request): Promise<SyncAnswer> {

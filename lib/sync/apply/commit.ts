@@ -41,8 +41,6 @@ interface Wave {
 /**
  * Runs units to completion, wave after wave. Adds to `outcome` as commits succeed, so that a
  * caller sees what committed even on a throw.
- *
- * @param kv the store
  * @param units the units to run
  * @param maxAttempts how often a conflicting unit is retried
  * @param outcome where committed counts, users and compactions are added

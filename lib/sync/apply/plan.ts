@@ -36,7 +36,6 @@ interface ByKind {
 
 /**
  * Cuts a validated batch into units that can be read, decided and committed independently.
- *
  * @param events the batch
  * @param options clock, limits, TTLs and kept rule versions
  * @returns the units

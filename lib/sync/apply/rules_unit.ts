@@ -10,16 +10,8 @@ import { emptyPlan, type Mutation, type Unit } from "./unit.ts";
 const RULE_SETS_PER_COMMIT = 6;
 
 /**
- * Rule sets and the rule control record: merged in chunks of at most
- * {@linkcode RULE_SETS_PER_COMMIT} rule sets so that one commit stays within KV's size limit.
- * The chunks are cut in time order, the order in which the merge takes a batch, so chunking
- * changes nothing but the number of commits (a rule set that a later chunk pushes out again is
- * written and then deleted).
- *
- * @param events the batch's rule events
- * @param keep how many rule set versions are kept
- * @param options `skip`, which leaves the stored control record as it is when it returns true
- * @returns the unit
+ * Rule sets and the control record, merged in chunks that fit one commit. Cut in time order, as
+ * the merge takes a batch, chunking changes nothing but the number of commits.
  */
 export function rulesUnit(
   events: readonly RulesControlEvent[],
@@ -39,8 +31,7 @@ export function rulesUnit(
       const cut = chunkEnd(remaining);
       const merged = mergeRulesEvents(stored, remaining.slice(0, cut), { keep });
       const rest = remaining.slice(cut);
-      // Counted once, as one merge of the whole batch counts: a rule set that a later commit of
-      // the batch pushes out again is stale, as it is when the batch fits in one commit.
+      // Counted once, as a merge of the whole batch would count (a set pushed out again is stale).
       const counts = counted
         ? { applied: 0, stale: 0 }
         : rest.length

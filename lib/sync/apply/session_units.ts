@@ -43,7 +43,6 @@ function compareSessions(a: SessionValue, b: SessionValue): number {
 
 /**
  * Writes a user's session index (live entries, sorted by hash) unless it is unchanged.
- *
  * @param mutations where the write goes
  * @param userId the index's user
  * @param entries the entries it should hold
@@ -94,11 +93,7 @@ function winningRecord(
 /**
  * Session updates from one user's `session` events: newest `at` wins; events at or before the
  * user's tombstone end the session instead (what erasure would have done had it come later).
- *
- * @param userId the user
  * @param bySession the user's events by session hash
- * @param options clock and TTLs
- * @returns the unit
  */
 export function sessionUnit(
   userId: string,
@@ -162,11 +157,8 @@ export function sessionUnit(
 
 /**
  * One session's `session_end` events: an end marker wins when newer than the record.
- *
  * @param hash the session's hash
  * @param events its `session_end` events of the batch
- * @param options clock and TTLs
- * @returns the unit
  */
 export function sessionEndUnit(
   hash: string,

@@ -3,12 +3,10 @@
  * The unit of a sync apply: a group of keys read, decided on and written together. Units of one
  * wave are disjoint, so their plans may be packed into any atomic commits.
  */
-/** One key as read for a unit (absent keys have a `null` versionstamp). */
 export type Entry = Deno.KvEntryMaybe<unknown>;
 /** Reads one of the unit's declared keys from the wave's snapshot. */
 export type Read = (key: Deno.KvKey) => Entry;
 
-/** One write of a plan. */
 export interface Mutation {
   key: Deno.KvKey;
   /** `undefined` deletes the key. */
@@ -26,23 +24,16 @@ export interface Plan {
   again?: boolean;
   /** Called once the plan is committed (or found to need no commit). */
   committed?: () => void;
-  /**
-   * An erased user whose stored views to compact after the batch, so that none at or before the
-   * tombstone stays stored (see `lib/sync/views.ts`), with the `at` of the committed tombstone.
-   */
+  /** An erased user whose views at or before the committed tombstone to compact after the batch. */
   compact?: { userId: string; erasedAt: number };
 }
 
 /** A unit's decision: a plan, or keys it must read before it can decide. */
 export type Step = { plan: Plan } | { needKeys: Deno.KvKey[] };
 
-/** A group of keys read, decided on and written together. */
 export interface Unit {
   keys: Deno.KvKey[];
-  /**
-   * Keys assumed absent without reading them (an erasure tombstone is rare): the commit checks
-   * that they still are, and after a failed commit they are read like the others.
-   */
+  /** Keys assumed absent unread (a tombstone is rare): checked at commit, read after a failed one. */
   assumedAbsent?: Deno.KvKey[];
   attempts: number;
   step(read: Read): Step;
@@ -57,17 +48,14 @@ export interface Outcome {
   compact: Map<string, number>;
 }
 
-/** @returns an empty outcome */
 export function emptyOutcome(): Outcome {
   return { applied: 0, stale: 0, users: new Set(), compact: new Map() };
 }
 
-/** @returns an empty plan for `users` */
 export function emptyPlan(stale = 0, users: string[] = []): Plan {
   return { mutations: [], applied: 0, stale, users };
 }
 
-/** @returns a string that identifies `key` */
 export function keyId(key: Deno.KvKey): string {
   return JSON.stringify(key);
 }

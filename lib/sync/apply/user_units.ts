@@ -35,11 +35,7 @@ export interface UserEvents {
 
 /**
  * Views, cart and profile of one user: each checked against the user's tombstone.
- *
- * @param userId the user
  * @param events the user's events of the batch
- * @param options clock, limits and TTLs
- * @returns the unit
  */
 export function userDataUnit(userId: string, events: UserEvents, options: ApplyOptions): Unit {
   // Views are written blind: only the tombstone is checked, assumed absent until a commit fails.
@@ -133,12 +129,10 @@ function lastVersionWins<E extends { version: number; at?: number }, V extends {
 
 /**
  * Related items: last writer wins by version, no user, no expiry.
- *
  * @param key the item's key
  * @param events the item's events of the batch
  * @param schema the stored value's schema
  * @param build the stored value of the winning event
- * @returns the unit
  */
 export function versionedUnit<E extends { version: number }, V extends { version: number }>(
   key: Deno.KvKey,
@@ -160,11 +154,7 @@ export function versionedUnit<E extends { version: number }, V extends { version
 /**
  * Erasure of one user: filter stored data, end indexed sessions, raise the tombstone. A user
  * with more sessions than one commit may check is erased over several commits.
- *
- * @param userId the user
  * @param events the user's erasures of the batch
- * @param options clock and TTLs
- * @returns the unit
  */
 export function eraseUnit(userId: string, events: readonly EraseEvent[], options: ApplyOptions): Unit {
   const baseKeys = [
