@@ -1,9 +1,7 @@
 /**
  * @module
- * The sync router under `/_edge`: `POST /sync` (signed pushes from the backend; absent when no
- * `SYNC_SECRETS` are configured) and `GET /openapi.json` (its OpenAPI document).
- * Neither is on the path of a visitor's request, so their modules (ingest, apply, verification,
- * the OpenAPI document) are imported on first use rather than at start-up.
+ * The sync router under `/_edge`: `POST /sync` (signed pushes; absent without `SYNC_SECRETS`) and
+ * `GET /openapi.json`. Neither is on a visitor's path, so their modules are imported on first use.
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/app/deps.ts";
@@ -13,11 +11,7 @@ import type { SyncReceiver } from "../lib/sync/ingest.ts";
 import { peerOf } from "./observe.ts";
 import type { AppEnv } from "./env.ts";
 
-/**
- * The sync router.
- * @param deps the service's dependencies
- * @returns routes to be mounted under `/_edge`
- */
+/** The sync router, to be mounted under `/_edge`. */
 export function syncRoutes(deps: Deps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const { config } = deps;

@@ -20,18 +20,13 @@ import { bytesPerChar } from "../support/memory_size.ts";
 /** Most events one batch may carry. */
 export const MAX_EVENTS_PER_BATCH = 1000;
 
-/**
- * Largest size of one cart, profile, related or rules event as KV would store it (see
- * {@linkcode storedBytes}), so that the value it becomes stays well under Deno KV's 64 KiB value
- * limit.
- */
+/** Largest stored size ({@linkcode storedBytes}) of a cart, profile, related or rules event: well under KV's 64 KiB. */
 export const MAX_EVENT_BYTES = 48 * 1024;
 
 /**
  * An upper bound of a JSON value's size as Deno KV stores it (V8's serialisation): a string
  * takes one byte a character when every character is Latin-1, else two (so one "€" doubles the
  * whole string's cost, which UTF-8 JSON would hide), plus a few bytes of framing per value.
- *
  * @param value a JSON value
  * @returns the bound, in bytes
  */
@@ -55,11 +50,7 @@ const Id = z.string().min(1, "must not be empty").max(256, "must be at most 256 
   .refine(wellFormed, NOT_WELL_FORMED);
 /** User ids: the identity stage's alphabet, since the origin gets them as `x-edge-user` as they are. */
 const UserId = z.string().regex(USER_ID, "must be 1–128 characters of A–Z, a–z, 0–9, _ . : @ -");
-/**
- * The user id of an erasure: any {@linkcode Id} (the rule before {@linkcode UserId}), so that a user
- * stored under an id from before the alphabet (with `+`, `/`, `=`, or over 128 characters) can
- * always still be erased.
- */
+/** Any {@linkcode Id} (the rule before {@linkcode UserId}), so users stored before the alphabet can be erased. */
 const ErasableUserId = Id.meta({
   description:
     "any id of 1–256 characters (well-formed Unicode), so that ids stored before the user id alphabet may still be erased",
@@ -254,12 +245,6 @@ export interface EventProblem {
 
 /** The batch is not acceptable; nothing of it may be applied. */
 export class SyncPayloadError extends EdgeError {
-  /**
-   * @param status 400, or 413 for too many events
-   * @param code machine-readable code
-   * @param message summary
-   * @param details `problems` (envelope) or `events` (per-event problems)
-   */
   constructor(status: number, code: string, message: string, details?: Record<string, unknown>) {
     super(status, code, message, details);
     this.name = "SyncPayloadError";
@@ -268,7 +253,6 @@ export class SyncPayloadError extends EdgeError {
 
 /**
  * Validates one event.
- *
  * @param input the event as received
  * @returns the event, or the problems found (with index 0; callers set the real index)
  */
@@ -316,7 +300,6 @@ export function parseSyncEvent(
 
 /**
  * Validates a list of events as one all-or-nothing batch.
- *
  * @param events the events as received
  * @returns the validated events, in order
  * @throws {SyncPayloadError} 413 `too_many_events` above {@linkcode MAX_EVENTS_PER_BATCH};
@@ -352,7 +335,6 @@ export function parseSyncEvents(events: readonly unknown[]): SyncEvent[] {
 
 /**
  * Validates a whole sync payload (already parsed from JSON).
- *
  * @param input the payload
  * @returns the validated events
  * @throws {SyncPayloadError} 400 `invalid_payload` for a bad envelope, else as {@linkcode parseSyncEvents}
