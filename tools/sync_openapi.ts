@@ -1,9 +1,7 @@
 /**
  * @module
- * Writes `docs/sync_openapi.json`, the OpenAPI document of `POST /_edge/sync` that the edge also
- * serves at `/_edge/openapi.json`. Run with
- * `deno run --allow-write=docs/sync_openapi.json tools/sync_openapi.ts`; a test fails when the
- * committed file is out of date.
+ * Writes `docs/sync_openapi.json` (a test fails when it is out of date); run with
+ * `deno run --allow-write=docs/sync_openapi.json tools/sync_openapi.ts`.
  */
 import { SYNC_OPENAPI } from "../lib/sync/openapi.ts";
 

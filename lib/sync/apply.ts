@@ -79,11 +79,7 @@ export async function applyEvents(
   return { applied: outcome.applied, stale: outcome.stale };
 }
 
-/**
- * Validates and applies events fetched by read-through like pushed ones, so that a read-through
- * can never regress what a push stored.
- * @throws {SyncPayloadError} when any event is invalid
- */
+/** Validates (all or nothing) and applies read-through events as pushed ones, so they never regress a push. */
 export async function applyBackendEvents(
   kv: Deno.Kv,
   events: readonly unknown[],
@@ -97,10 +93,7 @@ export type StartupRulesOutcome = "stored" | "kept" | "too-large";
 
 export type StartupRulesOptions = Pick<ApplyOptions, "rulesKeep" | "maxAttempts">;
 
-/**
- * Keeps the start-up rule set (`RULES_PATH`) as a version a rollback can find. Merged as a `rules`
- * event without `at` would be, it never outranks a timed activation or a newer version.
- */
+/** Keeps the `RULES_PATH` rule set for rollbacks, merged as a `rules` event without `at` (so it outranks nothing). */
 export async function storeStartupRules(
   kv: Deno.Kv,
   rules: ParsedRuleSet,

@@ -1,10 +1,8 @@
 /**
  * @module
- * The unit of a sync apply: a group of keys read, decided on and written together. Units of one
- * wave are disjoint, so their plans may be packed into any atomic commits.
+ * The unit of a sync apply: keys read, decided on and written together; a wave's units are disjoint.
  */
 export type Entry = Deno.KvEntryMaybe<unknown>;
-/** Reads one of the unit's declared keys from the wave's snapshot. */
 export type Read = (key: Deno.KvKey) => Entry;
 
 export interface Mutation {
