@@ -4,11 +4,11 @@
  * a bare `Map` lookup and an uncached eventual KV read), and recommendation scoring.
  * Run with `deno task bench bench/context_bench.ts`.
  */
-import { parseConfig } from "../lib/config.ts";
-import { loadUserContext } from "../lib/context.ts";
-import { ContextCache } from "../lib/context_cache.ts";
-import { recommend } from "../lib/recommend.ts";
-import { readUserContext, type RelatedValue } from "../lib/store.ts";
+import { parseConfig } from "../lib/app/config.ts";
+import { loadUserContext } from "../lib/pipeline/context.ts";
+import { ContextCache } from "../lib/data/context_cache.ts";
+import { recommend } from "../lib/data/recommend.ts";
+import { readUserContext, type RelatedValue } from "../lib/data/store.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../lib/sync/apply.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);

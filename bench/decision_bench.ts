@@ -5,17 +5,17 @@
  * (region rules, rollouts, variant conditions) — for a rotating set of visitors.
  * Run with `deno task bench bench/decision_bench.ts`; the target is well under 20 µs.
  */
-import { decide, type VisitorContext } from "../lib/decide.ts";
-import type { Facts } from "../lib/facts.ts";
-import { parseRules, type RuleSet } from "../lib/rules.ts";
-import type { Identity } from "../lib/identity.ts";
-import { setDecisionHeaders } from "../lib/edge_headers.ts";
-import { finishResponseHeaders } from "../lib/cache_headers.ts";
-import { downstreamResponseHeaders, upstreamRequestHeaders } from "../lib/upstream.ts";
+import { decide, type VisitorContext } from "../lib/rules/decide.ts";
+import type { Facts } from "../lib/pipeline/facts.ts";
+import { parseRules, type RuleSet } from "../lib/rules/rules.ts";
+import type { Identity } from "../lib/pipeline/identity.ts";
+import { setDecisionHeaders } from "../lib/origin/edge_headers.ts";
+import { finishResponseHeaders } from "../lib/origin/cache_headers.ts";
+import { downstreamResponseHeaders, upstreamRequestHeaders } from "../lib/origin/upstream.ts";
 import { ExplainCollector } from "../lib/rules/explain.ts";
-import { RulesStore } from "../lib/rules_store.ts";
-import type { EdgeUserContext } from "../lib/context.ts";
-import { StickySigner } from "../lib/sticky.ts";
+import { RulesStore } from "../lib/rules/store.ts";
+import type { EdgeUserContext } from "../lib/pipeline/context.ts";
+import { StickySigner } from "../lib/pipeline/sticky.ts";
 
 const flags: NonNullable<RuleSet["flags"]> = [];
 for (let i = 0; i < 20; i++) {

@@ -6,7 +6,7 @@
  * results. Every process started here is stopped by {@linkcode Processes.stopAll}, and every run has
  * a hard deadline.
  */
-import { publish } from "../lib/publisher.ts";
+import { publish } from "../tools/publisher.ts";
 import type { LoadResult } from "./load_gen.ts";
 
 /** The repository root. */

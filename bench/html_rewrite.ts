@@ -6,8 +6,8 @@
  * Such a tag is what made lol-html's rewriting quadratic before the caps: a run shows that the
  * page now costs time linear in its size and that memory comes back after it.
  */
-import { rewriteHtmlStream } from "../lib/html_slots.ts";
-import { parseConfig } from "../lib/config.ts";
+import { rewriteHtmlStream } from "../lib/origin/html_slots.ts";
+import { parseConfig } from "../lib/app/config.ts";
 import { fmt, numberArg, readRss, table } from "./harness.ts";
 
 const mib = numberArg(Deno.args, "mb", 40);

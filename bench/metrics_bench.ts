@@ -4,8 +4,8 @@
  * stages, origin, KV, cache) and the decision-log sampling check, against a bare baseline; plus
  * the scrape and a sampled entry. Run with `deno task bench bench/metrics_bench.ts`.
  */
-import { EdgeMetrics } from "../lib/metrics.ts";
-import { decisionLogEntry, type DecisionLogInputs, shouldSample } from "../lib/decision_log.ts";
+import { EdgeMetrics } from "../lib/obs/metrics.ts";
+import { decisionLogEntry, type DecisionLogInputs, shouldSample } from "../lib/obs/decision_log.ts";
 
 const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
 metrics.setRules({ version: 1, regionNames: ["EU", "US", "APAC"], defaultRegion: "GLOBAL" });

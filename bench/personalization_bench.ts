@@ -10,9 +10,9 @@ import {
   getBucketRanges,
   hash,
   inNamespace,
-} from "../lib/bucketing.ts";
-import { classifyDevice, UaCache } from "../lib/device.ts";
-import { loadIpGeoDb } from "../lib/ip_geo.ts";
+} from "../lib/rules/bucketing.ts";
+import { classifyDevice, UaCache } from "../lib/pipeline/device.ts";
+import { loadIpGeoDb } from "../lib/pipeline/ip_geo.ts";
 
 const ids = Array.from({ length: 1024 }, (_, i) => `anon-${i.toString(36)}-${(i * 7919) % 10007}`);
 let next = 0;

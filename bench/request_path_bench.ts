@@ -9,7 +9,7 @@
  */
 import { createApp } from "../routes/app.ts";
 import { makeDeps } from "../tests/support.ts";
-import { loadIpGeoDb } from "../lib/ip_geo.ts";
+import { loadIpGeoDb } from "../lib/pipeline/ip_geo.ts";
 import {
   newSyncSecret,
   SCENARIO_CLIENT_IP,

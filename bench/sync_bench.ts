@@ -11,7 +11,7 @@
  * Both stores are first filled with the same number of batches, so that every user already
  * holds more than `RECENT_VIEWS_MAX` views and apply writes into a filled store, not an empty
  * one. Apply compacts no views but those of erased users (none here): the views beyond the newest
- * `RECENT_VIEWS_MAX` items are deleted after a read of the user, in the background (`lib/context.ts`,
+ * `RECENT_VIEWS_MAX` items are deleted after a read of the user, in the background (`lib/pipeline/context.ts`,
  * not timed here), so this store keeps every view written, as it does for users never read.
  *
  * ```sh

@@ -5,11 +5,11 @@
  * log line per request) and the one error handler.
  */
 import { Hono } from "hono";
-import type { Deps } from "../lib/deps.ts";
-import { errorBody } from "../lib/errors.ts";
-import { requestIdFrom, requestUrlParts } from "../lib/facts.ts";
-import { BadPathError } from "../lib/errors.ts";
-import { checkInboundPath } from "../lib/upstream.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { errorBody } from "../lib/http/errors.ts";
+import { requestIdFrom, requestUrlParts } from "../lib/pipeline/facts.ts";
+import { BadPathError } from "../lib/http/errors.ts";
+import { checkInboundPath } from "../lib/origin/upstream.ts";
 import { ofrepRoutes } from "./ofrep.ts";
 import { opsRoutes, wellKnownRoutes } from "./ops.ts";
 import { proxyHandler } from "./proxy.ts";

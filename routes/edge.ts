@@ -4,11 +4,11 @@
  * for client-side rendering, and "you might also like" recommendations.
  */
 import { z } from "zod";
-import type { Deps } from "../lib/deps.ts";
-import { DEFAULT_RECOMMENDATIONS, loadRecommendations, MAX_RECOMMENDATIONS } from "../lib/recommend.ts";
-import { responseCookies } from "../lib/edge_headers.ts";
-import { finishResponseHeaders } from "../lib/cache_headers.ts";
-import { contextView, kvWithin, type Visitor, visitorFor } from "./visitor.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { DEFAULT_RECOMMENDATIONS, loadRecommendations, MAX_RECOMMENDATIONS } from "../lib/data/recommend.ts";
+import { responseCookies } from "../lib/origin/edge_headers.ts";
+import { finishResponseHeaders } from "../lib/origin/cache_headers.ts";
+import { contextView, kvWithin, type Visitor, visitorFor } from "../lib/pipeline/visitor.ts";
 import { invalidRequestBody } from "./validation.ts";
 import type { ObservedHandler } from "./observe.ts";
 

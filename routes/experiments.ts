@@ -7,10 +7,10 @@
  * does not exist (404).
  */
 import { Hono } from "hono";
-import type { Deps } from "../lib/deps.ts";
-import { errorBody } from "../lib/errors.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { errorBody } from "../lib/http/errors.ts";
 import { SRM_MIN_EXPOSURES, SRM_P_THRESHOLD } from "../lib/exposures/srm.ts";
-import { bearerTokenMatches } from "../lib/secure.ts";
+import { bearerTokenMatches } from "../lib/http/secure.ts";
 import type { AppEnv } from "./env.ts";
 
 /**

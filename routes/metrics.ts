@@ -6,11 +6,11 @@
  * variation names in metrics are business data).
  */
 import { Hono } from "hono";
-import type { Deps } from "../lib/deps.ts";
-import { errorBody } from "../lib/errors.ts";
-import type { EdgeMetrics } from "../lib/metrics.ts";
-import { bearerTokenMatches } from "../lib/secure.ts";
-import { isInternalCaller } from "../lib/net.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { errorBody } from "../lib/http/errors.ts";
+import type { EdgeMetrics } from "../lib/obs/metrics.ts";
+import { bearerTokenMatches } from "../lib/http/secure.ts";
+import { isInternalCaller } from "../lib/http/net.ts";
 import type { AppEnv } from "./env.ts";
 import { peerOf } from "./observe.ts";
 

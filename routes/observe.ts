@@ -4,12 +4,12 @@
  * `Server-Timing` response headers, the request metrics, one log line, the decision log
  * entry — and the one mapping from an error to the JSON answer a client may see.
  */
-import type { Deps } from "../lib/deps.ts";
-import type { Decision } from "../lib/decide.ts";
-import type { Facts } from "../lib/facts.ts";
-import { BusyError, EdgeError, errorBody } from "../lib/errors.ts";
-import { requestIdFrom } from "../lib/facts.ts";
-import { routeClassOf } from "../lib/metrics.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import type { Decision } from "../lib/rules/decide.ts";
+import type { Facts } from "../lib/pipeline/facts.ts";
+import { BusyError, EdgeError, errorBody } from "../lib/http/errors.ts";
+import { requestIdFrom } from "../lib/pipeline/facts.ts";
+import { routeClassOf } from "../lib/obs/metrics.ts";
 
 /** The connection facts `Deno.serve` gives a handler (absent under tests' `app.request`). */
 export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | undefined;

@@ -5,11 +5,11 @@
  * modules are imported on first use: they are not on the path of a visitor's request.
  */
 import { Hono } from "hono";
-import type { Deps } from "../lib/deps.ts";
-import { errorBody } from "../lib/errors.ts";
-import type { OfrepAnswer, OfrepCaller } from "../lib/ofrep.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { errorBody } from "../lib/http/errors.ts";
+import type { OfrepAnswer, OfrepCaller } from "../lib/rules/ofrep.ts";
 import type { AppEnv } from "./env.ts";
-import { callerFor } from "./visitor.ts";
+import { callerFor } from "../lib/pipeline/visitor.ts";
 
 /**
  * The OFREP router.
@@ -22,7 +22,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
   const keys = deps.config.ofrepApiKeys;
 
   app.use("*", async (c, next) => {
-    const { ofrepKeyAccepted } = await import("../lib/ofrep.ts");
+    const { ofrepKeyAccepted } = await import("../lib/rules/ofrep.ts");
     if (!ofrepKeyAccepted(c.req.raw.headers, keys)) {
       c.header("www-authenticate", 'Bearer realm="ofrep"');
       c.header("cache-control", "no-store");
@@ -41,7 +41,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
   };
 
   app.post("/evaluate/flags", async (c) => {
-    const { evaluateOfrepBulk } = await import("../lib/ofrep.ts");
+    const { evaluateOfrepBulk } = await import("../lib/rules/ofrep.ts");
     const body = await readText(c.req.raw);
     // By targetingKey, so that a rules canary's visitors see its flags, as on the proxy.
     const answer = evaluateOfrepBulk(deps.rules, {
@@ -53,7 +53,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
   });
 
   app.post("/evaluate/flags/:key", async (c) => {
-    const { evaluateOfrepFlag } = await import("../lib/ofrep.ts");
+    const { evaluateOfrepFlag } = await import("../lib/rules/ofrep.ts");
     const body = await readText(c.req.raw);
     const caller = await callerOf(c.req.raw, c.env);
     return respond(evaluateOfrepFlag(deps.rules, { key: c.req.param("key"), body, caller }), "no-store");
@@ -72,7 +72,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
 
 async function readText(request: Request): Promise<string> {
   const [{ OFREP_MAX_BODY_BYTES }, { readLimitedBody }] = await Promise.all([
-    import("../lib/ofrep.ts"),
+    import("../lib/rules/ofrep.ts"),
     import("../lib/sync/ingest.ts"),
   ]);
   const bytes = await readLimitedBody(request.body, {

@@ -3,8 +3,8 @@
  * Operational endpoints under `/_edge`: liveness and readiness.
  */
 import { Hono } from "hono";
-import type { Deps } from "../lib/deps.ts";
-import { checkReady } from "../lib/health.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { checkReady } from "../lib/app/health.ts";
 import type { AppEnv } from "./env.ts";
 
 /**

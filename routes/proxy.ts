@@ -3,11 +3,11 @@
  * The proxy: facts → identity → context → decide → act, each stage timed. It stays thin;
  * every stage lives in `lib/`.
  */
-import type { Deps } from "../lib/deps.ts";
-import { finishResponseHeaders } from "../lib/cache_headers.ts";
-import { responseCookies, setDecisionHeaders } from "../lib/edge_headers.ts";
-import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/errors.ts";
-import { REGION_HEADER } from "../lib/geo.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { finishResponseHeaders } from "../lib/origin/cache_headers.ts";
+import { responseCookies, setDecisionHeaders } from "../lib/origin/edge_headers.ts";
+import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/http/errors.ts";
+import { REGION_HEADER } from "../lib/pipeline/geo.ts";
 import {
   downstreamResponseHeaders,
   fetchOrigin,
@@ -15,10 +15,10 @@ import {
   type OriginResponse,
   upstreamRequestHeaders,
   upstreamUrls,
-} from "../lib/upstream.ts";
-import { contextView, visitorFor } from "./visitor.ts";
+} from "../lib/origin/upstream.ts";
+import { contextView, visitorFor } from "../lib/pipeline/visitor.ts";
 import { observed, type RequestRecord, type ServedHandler, type ServeInfo } from "./observe.ts";
-import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/html_slots.ts";
+import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/origin/html_slots.ts";
 
 /**
  * The proxy: a plain handler rather than a router, because it serves almost every request

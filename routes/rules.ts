@@ -11,12 +11,12 @@
  */
 import { Hono } from "hono";
 import type { Context } from "hono";
-import type { Deps } from "../lib/deps.ts";
-import { EdgeError, errorBody, StoreUnavailableError } from "../lib/errors.ts";
-import { readStoredRulesStatus } from "../lib/rules_control.ts";
-import { bearerTokenMatches } from "../lib/secure.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { EdgeError, errorBody, StoreUnavailableError } from "../lib/http/errors.ts";
+import { readStoredRulesStatus } from "../lib/rules/control.ts";
+import { bearerTokenMatches } from "../lib/http/secure.ts";
 import type { AppEnv } from "./env.ts";
-import { explainRequest, kvWithin } from "./visitor.ts";
+import { explainRequest, kvWithin } from "../lib/pipeline/visitor.ts";
 import { peerOf } from "./observe.ts";
 import { invalidRequestBody } from "./validation.ts";
 

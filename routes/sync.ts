@@ -7,9 +7,9 @@
  * the OpenAPI document) are imported on first use rather than at start-up.
  */
 import { Hono } from "hono";
-import type { Deps } from "../lib/deps.ts";
-import { BusyError, EdgeError } from "../lib/errors.ts";
-import { DeadlineError } from "../lib/deadlines.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { BusyError, EdgeError } from "../lib/http/errors.ts";
+import { DeadlineError } from "../lib/support/deadlines.ts";
 import type { WebhookVerifier } from "../lib/sync/verify.ts";
 import type { readLimitedBody as ReadLimitedBody } from "../lib/sync/ingest.ts";
 import { peerOf } from "./observe.ts";
@@ -237,7 +237,7 @@ export function syncRoutes(deps: Deps, options: SyncRoutesOptions = {}): Hono<Ap
   // as the batch itself has been applied and recorded (a 503 would only make its retry a duplicate).
   const rulesNow = async (storeWithin: <T>(work: Promise<T>) => Promise<T>) => {
     try {
-      const { readStoredRulesStatus } = await import("../lib/rules_control.ts");
+      const { readStoredRulesStatus } = await import("../lib/rules/control.ts");
       const { active, canary } = await storeWithin(readStoredRulesStatus(deps.kv));
       return { active, canary };
     } catch (error) {

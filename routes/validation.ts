@@ -5,7 +5,7 @@
  * naming each field, never the raw zod result.
  */
 import type { Context } from "hono";
-import { errorBody } from "../lib/errors.ts";
+import { errorBody } from "../lib/http/errors.ts";
 
 /** The shape `@hono/zod-validator` hands to its hook on failure (only the parts used here). */
 interface FailedResult {

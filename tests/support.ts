@@ -3,19 +3,19 @@
  * Test support: real origins on port 0, `Deps` with an in-memory KV and a fixed clock, and a
  * raw HTTP/1.1 client for request targets that `fetch` would normalise away.
  */
-import { DeadlineSweep } from "../lib/deadlines.ts";
-import { type Config, parseConfig } from "../lib/config.ts";
-import type { Deps } from "../lib/deps.ts";
-import { createLogger } from "../lib/log.ts";
-import { EMPTY_RULES, parseRules, type RuleSet } from "../lib/rules.ts";
-import { RulesStore } from "../lib/rules_store.ts";
-import type { IpGeoDb } from "../lib/ip_geo.ts";
-import { backendClientFromConfig } from "../lib/backend.ts";
-import { EdgeMetrics } from "../lib/metrics.ts";
-import { cachesFromConfig } from "../lib/caches.ts";
-import { createDecisionLogger } from "../lib/decision_log.ts";
+import { DeadlineSweep } from "../lib/support/deadlines.ts";
+import { type Config, parseConfig } from "../lib/app/config.ts";
+import type { Deps } from "../lib/app/deps.ts";
+import { createLogger } from "../lib/obs/log.ts";
+import { EMPTY_RULES, parseRules, type RuleSet } from "../lib/rules/rules.ts";
+import { RulesStore } from "../lib/rules/store.ts";
+import type { IpGeoDb } from "../lib/pipeline/ip_geo.ts";
+import { backendClientFromConfig } from "../lib/data/backend.ts";
+import { EdgeMetrics } from "../lib/obs/metrics.ts";
+import { cachesFromConfig } from "../lib/data/caches.ts";
+import { createDecisionLogger } from "../lib/obs/decision_log.ts";
 import { exposuresFromConfig } from "../lib/exposures/recorder.ts";
-import { STICKY_COOKIE, StickySigner } from "../lib/sticky.ts";
+import { STICKY_COOKIE, StickySigner } from "../lib/pipeline/sticky.ts";
 
 /** The sticky cookie's signing secret in tests (unless `STICKY_SECRET` is given). */
 export const TEST_STICKY_SECRET = "test-sticky-secret-0123456789";

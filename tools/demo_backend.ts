@@ -13,8 +13,8 @@
  */
 import { parseArgs } from "node:util";
 import { Webhook } from "standardwebhooks";
-import { readAtMost } from "../lib/body.ts";
-import { parseNdjson, rebaseInstants } from "../lib/publisher.ts";
+import { readAtMost } from "../lib/http/body.ts";
+import { parseNdjson, rebaseInstants } from "./publisher.ts";
 
 /** Largest exposure batch read (a 10 000-event batch is about 3 MB). */
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;

@@ -13,9 +13,9 @@ import { z } from "zod";
 import { createDemoOrigin } from "./demo_origin.ts";
 import { createDevFront, SAMPLE_ADDRESSES } from "./dev_front.ts";
 import { demoBackendEvents, demoBackendHandler } from "./demo_backend.ts";
-import { parseNdjson, publish, rebaseInstants } from "../lib/publisher.ts";
-import { EMPTY_RULES, loadRulesFile } from "../lib/rules.ts";
-import { redactCredentials } from "../lib/config.ts";
+import { parseNdjson, publish, rebaseInstants } from "./publisher.ts";
+import { EMPTY_RULES, loadRulesFile } from "../lib/rules/rules.ts";
+import { redactCredentials } from "../lib/app/config.ts";
 
 const DEV_SYNC_SECRET = "whsec_ZGV2LW9ubHktc3luYy1zZWNyZXQtMDAwMDAwMA==";
 /** Public and for local play only, like the sync secret: it opens `/_edge/rules` in dev. */

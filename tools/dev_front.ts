@@ -9,7 +9,7 @@
  * It exists only in `tools/`: the service trusts it because dev makes loopback a trusted proxy.
  * Nothing of it is on the production path.
  */
-import { USER_ID } from "../lib/identity.ts";
+import { USER_ID } from "../lib/pipeline/identity.ts";
 
 /** The path that sets (or, with `reset`, clears) the pretence, then redirects back. */
 export const PRETEND_PATH = "/_dev/pretend";

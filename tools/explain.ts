@@ -11,18 +11,18 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { type CompiledRules, loadRulesFile, RulesError } from "../lib/rules.ts";
-import { RulesStore } from "../lib/rules_store.ts";
-import { CidrList } from "../lib/net.ts";
-import { gatherFacts } from "../lib/facts.ts";
-import { DEFAULT_COUNTRY_HEADERS, REGION_HEADER } from "../lib/geo.ts";
-import { resolveIdentity } from "../lib/identity.ts";
+import { type CompiledRules, loadRulesFile, RulesError } from "../lib/rules/rules.ts";
+import { RulesStore } from "../lib/rules/store.ts";
+import { CidrList } from "../lib/http/net.ts";
+import { gatherFacts } from "../lib/pipeline/facts.ts";
+import { DEFAULT_COUNTRY_HEADERS, REGION_HEADER } from "../lib/pipeline/geo.ts";
+import { resolveIdentity } from "../lib/pipeline/identity.ts";
 
 /** Offline, the described peer plays the login proxy that names the user (`--user`). */
 const USER_HEADER = "x-user-id";
-import type { EdgeUserContext } from "../lib/context.ts";
-import { type IpGeoDb, openIpGeoDb } from "../lib/ip_geo.ts";
-import { EdgeError } from "../lib/errors.ts";
+import type { EdgeUserContext } from "../lib/pipeline/context.ts";
+import { type IpGeoDb, openIpGeoDb } from "../lib/pipeline/ip_geo.ts";
+import { EdgeError } from "../lib/http/errors.ts";
 import { ExplainCollector } from "../lib/rules/explain.ts";
 import { describedRequest, ExplainRequestSchema } from "../lib/rules/explain_request.ts";
 import { formatExplanation } from "../lib/rules/explain_text.ts";

@@ -20,7 +20,7 @@ import {
   PublishInputError,
   rebaseInstants,
   STANDARD_RETRY_SCHEDULE_MS,
-} from "../lib/publisher.ts";
+} from "./publisher.ts";
 import { webhookSecretProblem } from "../lib/sync/verify.ts";
 
 const USAGE =

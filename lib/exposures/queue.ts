@@ -7,7 +7,7 @@
  * delivered included: when full, the oldest go (the batch being retried, as a whole, or else
  * the oldest queued event).
  */
-import type { DeadlineSweep } from "../deadlines.ts";
+import type { DeadlineSweep } from "../support/deadlines.ts";
 import type { ExposureEvent } from "./events.ts";
 import type { DeliveryResult, OutgoingBatch } from "./sender.ts";
 

@@ -7,15 +7,15 @@
  * — queued for the backend. A bounded per-isolate set suppresses repeats from requests that
  * raced before the cookie came back. The pipeline's flag evaluations are counted here too.
  */
-import type { Config } from "../config.ts";
-import type { DeadlineSweep } from "../deadlines.ts";
-import type { Decision } from "../decide.ts";
-import type { Facts } from "../facts.ts";
-import { FreshCache } from "../fresh_cache.ts";
-import { type Identity, USER_ID } from "../identity.ts";
-import type { Logger } from "../log.ts";
-import type { EdgeMetrics } from "../metrics.ts";
-import type { CompiledRules } from "../rules.ts";
+import type { Config } from "../app/config.ts";
+import type { DeadlineSweep } from "../support/deadlines.ts";
+import type { Decision } from "../rules/decide.ts";
+import type { Facts } from "../pipeline/facts.ts";
+import { FreshCache } from "../data/fresh_cache.ts";
+import { type Identity, USER_ID } from "../pipeline/identity.ts";
+import type { Logger } from "../obs/log.ts";
+import type { EdgeMetrics } from "../obs/metrics.ts";
+import type { CompiledRules } from "../rules/rules.ts";
 import { EXPOSURE_PATH_MAX, type ExposureEvent } from "./events.ts";
 import { ExposureQueue } from "./queue.ts";
 import { ExposureSender } from "./sender.ts";

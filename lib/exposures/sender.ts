@@ -6,9 +6,9 @@
  * most 5 s apart) under the same `webhook-id`, so the backend can drop a batch it already has;
  * any other answer below 200 or from 300 on drops the batch with an error log.
  */
-import type { DeadlineSweep } from "../deadlines.ts";
-import type { Logger } from "../log.ts";
-import { parseRetryAfter } from "../publisher.ts";
+import type { DeadlineSweep } from "../support/deadlines.ts";
+import type { Logger } from "../obs/log.ts";
+import { parseRetryAfter } from "../http/retry_after.ts";
 import { sign } from "../sync/verify.ts";
 import type { ExposureEvent } from "./events.ts";
 

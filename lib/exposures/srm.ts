@@ -7,8 +7,8 @@
  * The chi-square tail comes from stdlib's regularised incomplete gamma function, loaded on first
  * use only.
  */
-import { getBucketRanges } from "../bucketing.ts";
-import type { CompiledExperiment } from "../experiments.ts";
+import { getBucketRanges } from "../rules/bucketing.ts";
+import type { CompiledExperiment } from "../rules/experiments.ts";
 
 /** Below this p-value (with enough exposures) a split is flagged as a sample ratio mismatch. */
 export const SRM_P_THRESHOLD = 0.001;

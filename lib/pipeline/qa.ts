@@ -5,11 +5,11 @@
  * Without the token configured, or with a wrong one, these headers force nothing. Like every
  * inbound `x-edge-*` header they never reach the origin.
  */
-import type { CompiledRules } from "../rules.ts";
-import type { ForcedOutcome } from "../decide.ts";
-import { valueHasType } from "../flags.ts";
-import { EdgeError } from "../errors.ts";
-import { constantTimeEqual } from "../secure.ts";
+import type { CompiledRules } from "../rules/rules.ts";
+import type { ForcedOutcome } from "../rules/decide.ts";
+import { valueHasType } from "../rules/flags.ts";
+import { EdgeError } from "../http/errors.ts";
+import { constantTimeEqual } from "../http/secure.ts";
 
 /** The header that carries `QA_TOKEN`. */
 export const QA_TOKEN_HEADER = "x-edge-qa";

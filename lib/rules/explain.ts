@@ -6,15 +6,15 @@
  * experiment, route, image rule, flag and slot whether it was considered, matched, and why not.
  * The decision is the one `decideForVisitor` makes, the trace its own account of it.
  */
-import type { DeviceReason, DeviceTrace, NetworkReason } from "../device.ts";
-import type { GeoTrace, RegionSource } from "../geo.ts";
-import type { Facts } from "../facts.ts";
-import type { EdgeUserContext } from "../context.ts";
-import type { Identity } from "../identity.ts";
-import { getBucketRanges } from "../bucketing.ts";
-import type { CompiledExperiment, ExperimentOutcome, ExperimentResult } from "../experiments.ts";
-import type { FlagEvaluation, FlagRuleOutcome } from "../flags.ts";
-import type { ConditionField, TargetingContext } from "../targeting.ts";
+import type { DeviceReason, DeviceTrace, NetworkReason } from "../pipeline/device.ts";
+import type { GeoTrace, RegionSource } from "../pipeline/geo.ts";
+import type { Facts } from "../pipeline/facts.ts";
+import type { EdgeUserContext } from "../pipeline/context.ts";
+import type { Identity } from "../pipeline/identity.ts";
+import { getBucketRanges } from "./bucketing.ts";
+import type { CompiledExperiment, ExperimentOutcome, ExperimentResult } from "./experiments.ts";
+import type { FlagEvaluation, FlagRuleOutcome } from "./flags.ts";
+import type { ConditionField, TargetingContext } from "./targeting.ts";
 import {
   decideForVisitor,
   type Decision,
@@ -25,9 +25,9 @@ import {
   type RulesSource,
   type SlotStep,
   visitorContextOf,
-} from "../decide.ts";
-import type { CompiledRules } from "../rules.ts";
-import { pathForRules } from "../upstream.ts";
+} from "./decide.ts";
+import type { CompiledRules } from "./rules.ts";
+import { pathForRules } from "../origin/upstream.ts";
 import { describeMismatch } from "./explain_text.ts";
 import { explainContext, explainFacts, explainIdentity, explainRules } from "./explain_stages.ts";
 

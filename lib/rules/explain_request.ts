@@ -6,7 +6,7 @@
  * it exactly as it reads a visitor's.
  */
 import { z } from "zod";
-import { canonicalAddress } from "../net.ts";
+import { canonicalAddress } from "../http/net.ts";
 
 /** Largest JSON description accepted. */
 export const EXPLAIN_MAX_BODY_BYTES = 65_536;

@@ -4,16 +4,16 @@
  * trace of where the country, device and network classes came from), the identity, the context
  * and which rules version decides.
  */
-import type { DeviceReason, NetworkReason } from "../device.ts";
-import type { RegionSource } from "../geo.ts";
-import type { EdgeUserContext } from "../context.ts";
-import { ANON_COOKIE, STICKY_COOKIE } from "../identity.ts";
+import type { DeviceReason, NetworkReason } from "../pipeline/device.ts";
+import type { RegionSource } from "../pipeline/geo.ts";
+import type { EdgeUserContext } from "../pipeline/context.ts";
+import { ANON_COOKIE, STICKY_COOKIE } from "../pipeline/identity.ts";
 
 /** The header earlier versions believed from any trusted proxy; now only `USER_ID_HEADER` from a user proxy names a user. */
 const LEGACY_USER_HEADER = "x-user-id";
-import { parseCookies } from "../cookies.ts";
-import { canaryHash } from "../rules_store.ts";
-import type { CompiledRules } from "../rules.ts";
+import { parseCookies } from "../http/cookies.ts";
+import { canaryHash } from "./store.ts";
+import type { CompiledRules } from "./rules.ts";
 import type { ExplainInputs, Explanation, FactsExplanation } from "./explain.ts";
 
 /** What the facts stage and the region step reported to the trace. */

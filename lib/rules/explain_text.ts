@@ -3,7 +3,7 @@
  * Words for an explanation: why a condition failed, and the plain-text report that
  * `deno task explain` prints and `GET /_edge/explain?format=text` answers.
  */
-import type { CompiledCondition, ConditionField, TargetingContext } from "../targeting.ts";
+import type { CompiledCondition, ConditionField, TargetingContext } from "./targeting.ts";
 import type { Explanation } from "./explain.ts";
 
 /**

@@ -7,9 +7,9 @@
  * reached, and rules that can only match the edge's own paths. Only what is provable is a
  * warning; experiments no rule reads are a note (the origin and client code may read them).
  */
-import { chooseVariation, getBucketRanges } from "../bucketing.ts";
-import { DEVICE_CLASSES, NETWORK_CLASSES, PathGlob } from "../targeting.ts";
-import type { CompiledRules, ParsedRuleSet } from "../rules.ts";
+import { chooseVariation, getBucketRanges } from "./bucketing.ts";
+import { DEVICE_CLASSES, NETWORK_CLASSES, PathGlob } from "./targeting.ts";
+import type { CompiledRules, ParsedRuleSet } from "./rules.ts";
 
 /** How much a finding matters: a warning is provably wrong or dead; a note is worth knowing. */
 export type LintSeverity = "warning" | "note";

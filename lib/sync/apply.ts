@@ -4,7 +4,7 @@
  * and multiplicity of delivery: views are written blind, one key each, and merge as a set at
  * read time (`lib/sync/views.ts`), cart/profile/related are last writer wins by
  * `version`, rule sets are kept per version with a control record merged by event order keys
- * (canary, promote, rollback; see `lib/rules_control.ts`), sessions newest `at` wins, erasure
+ * (canary, promote, rollback; see `lib/rules/control.ts`), sessions newest `at` wins, erasure
  * filters, leaves a tombstone and compacts the user's views. Writes are grouped into atomic
  * commits within KV's limits, and every read key is re-checked by versionstamp at commit, so
  * instances applying concurrently retry instead of regressing a key.
@@ -15,9 +15,9 @@ import {
   DEFAULT_RULES_KEEP,
   mergeRulesEvents,
   type RulesControlEvent,
-} from "../rules_control.ts";
-import type { Config } from "../config.ts";
-import type { ParsedRuleSet } from "../rules.ts";
+} from "../rules/control.ts";
+import type { Config } from "../app/config.ts";
+import type { ParsedRuleSet } from "../rules/rules.ts";
 import {
   CartValue,
   expireIn,
@@ -34,7 +34,7 @@ import {
   SessionValue,
   TombstoneValue,
   UserSessionsValue,
-} from "../store.ts";
+} from "../data/store.ts";
 import { compactViews, planViewWrites } from "./views.ts";
 import {
   type CartEvent,
@@ -393,7 +393,7 @@ function userDataUnit(
       const plan: Plan = { mutations: [], applied: 0, stale: 0, users: [] };
       if (events.views.length) {
         // Not compacted here, so the writes stay blind: a read that finds more views stored than
-        // it keeps has them compacted in the background (`lib/context.ts`).
+        // it keeps has them compacted in the background (`lib/pipeline/context.ts`).
         const views = planViewWrites(userId, events.views, { ...options, erasedAt });
         plan.mutations.push(...views.mutations);
         plan.applied += views.applied;

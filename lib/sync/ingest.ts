@@ -5,13 +5,13 @@
  * `webhook-id` shared through KV by every instance, and the convergent apply.
  */
 import type { SyncEvent } from "./schema.ts";
-import { ClientClosedError, EdgeError, StoreUnavailableError } from "../errors.ts";
-import { keys, parseStored } from "../store.ts";
+import { ClientClosedError, EdgeError, StoreUnavailableError } from "../http/errors.ts";
+import { keys, parseStored } from "../data/store.ts";
 import { z } from "zod";
 import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
 import { parseSyncPayload } from "./schema.ts";
 import type { VerifiedWebhook, WebhookVerifier } from "./verify.ts";
-import { readAtMost } from "../body.ts";
+import { readAtMost } from "../http/body.ts";
 
 /** How long a claimed `webhook-id` blocks a concurrent delivery before it may be retried. */
 const CLAIM_LEASE_MS = 60_000;

@@ -5,7 +5,7 @@
  * integrate with an off-the-shelf Standard Webhooks library.
  */
 
-import { USER_ID } from "../identity.ts";
+import { USER_ID } from "../pipeline/identity.ts";
 
 const isoInstant = { type: "string", format: "date-time", description: "ISO 8601 with a time zone" };
 const id = { type: "string", minLength: 1, maxLength: 256 };

@@ -4,12 +4,18 @@
  * (unknown extra fields are accepted and dropped), and validation that reports every invalid
  * event by index and field so that a batch is applied whole or not at all.
  */
-import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../json_limits.ts";
+import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../support/json_limits.ts";
 import { z } from "zod";
-import { EdgeError } from "../errors.ts";
-import { parseRules, reservedKeyProblems, RulesError, RuleSetSchema, rulesIssueMessage } from "../rules.ts";
-import { USER_ID } from "../identity.ts";
-import { bytesPerChar } from "../memory_size.ts";
+import { EdgeError } from "../http/errors.ts";
+import {
+  parseRules,
+  reservedKeyProblems,
+  RulesError,
+  RuleSetSchema,
+  rulesIssueMessage,
+} from "../rules/rules.ts";
+import { USER_ID } from "../pipeline/identity.ts";
+import { bytesPerChar } from "../support/memory_size.ts";
 
 /** Most events one batch may carry. */
 export const MAX_EVENTS_PER_BATCH = 1000;

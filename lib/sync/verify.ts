@@ -5,8 +5,8 @@
  * secrets (rotation) and any of several space-separated signatures, compares in constant time
  * and rejects timestamps outside a tolerance. `sign` is the publisher's side.
  */
-import { EdgeError } from "../errors.ts";
-import { constantTimeEqual } from "../secure.ts";
+import { EdgeError } from "../http/errors.ts";
+import { constantTimeEqual } from "../http/secure.ts";
 
 /** Why a webhook was rejected; every reason maps to 401 with its code and no other detail. */
 export type WebhookRejection = "missing_signature_headers" | "invalid_timestamp" | "invalid_signature";

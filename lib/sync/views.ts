@@ -1,11 +1,11 @@
 /**
  * @module
- * Views in the per-view KV layout (layout 2, see `lib/store.ts`): sync writes each view under
+ * Views in the per-view KV layout (layout 2, see `lib/data/store.ts`): sync writes each view under
  * its own key without reading anything, and a compaction deletes every view of a user a read can
  * no longer return — older views of an item, views of items beyond the newest
  * `RECENT_VIEWS_MAX`, and, after an erasure, every view at or before it. Sync compacts only the
  * users it erases; the context stage compacts, off the request path, a user whose read listed
- * more views than a compaction would keep (`lib/context.ts`), so ordinary writes stay blind.
+ * more views than a compaction would keep (`lib/pipeline/context.ts`), so ordinary writes stay blind.
  */
 import {
   expireIn,
@@ -15,7 +15,7 @@ import {
   parseViewEntry,
   recentViews,
   type StoredView,
-} from "../store.ts";
+} from "../data/store.ts";
 import type { ViewEvent } from "./schema.ts";
 
 /** Users whose views one compaction lists at the same time. */
@@ -83,7 +83,7 @@ export function planViewWrites(
  *
  * Sync runs it for the users a batch erases (`lib/sync/apply.ts`); the context stage runs it in
  * the background for a user whose read listed more views than `recentViewsMax` plus
- * `VIEWS_COMPACT_SLACK` (`lib/context.ts`). Ordinary writes never run it.
+ * `VIEWS_COMPACT_SLACK` (`lib/pipeline/context.ts`). Ordinary writes never run it.
  *
  * The tombstone is not read: `erasedAt` must be that of a committed tombstone (or `-Infinity`);
  * after a newer one, the views it erases are left to the compaction of that erasure.

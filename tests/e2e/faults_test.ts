@@ -182,6 +182,13 @@ Deno.test("the service survives origin and backend faults and a sync during load
             ...init,
             signal: AbortSignal.timeout(LIVENESS_MS),
           });
+          // A reset while the edge is still sending the request body can reach it before the
+          // head it follows: then nothing was sent yet and the safe answer is a 502.
+          if (path === "/reset-body" && res.status === 502) {
+            assert.equal((await res.json()).error.code, "origin_unavailable");
+            await assertServing(service);
+            return;
+          }
           assert.equal(res.status, 200, "headers were already on their way");
           const error = await res.text().then(() => undefined, (e: unknown) => e);
           assert.ok(error, "a truncated body must not look complete");

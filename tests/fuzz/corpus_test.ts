@@ -16,8 +16,8 @@
  * `{"$many": item, "times": n}`, `{"$manyThen": item, "times": n, "last": item}`.
  */
 import assert from "node:assert/strict";
-import { EdgeError } from "../../lib/errors.ts";
-import { loadRulesFile, parseRules, RulesError } from "../../lib/rules.ts";
+import { EdgeError } from "../../lib/http/errors.ts";
+import { loadRulesFile, parseRules, RulesError } from "../../lib/rules/rules.ts";
 import { sign } from "../../lib/sync/verify.ts";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps, SEED_RULES, startOrigin } from "../support.ts";

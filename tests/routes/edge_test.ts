@@ -2,8 +2,8 @@ import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps, stallingReads, startOrigin } from "../support.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
-import type { Deps } from "../../lib/deps.ts";
-import { openIpGeoDb } from "../../lib/ip_geo.ts";
+import type { Deps } from "../../lib/app/deps.ts";
+import { openIpGeoDb } from "../../lib/pipeline/ip_geo.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);
 const PEER = { remoteAddr: { hostname: "203.0.113.9" } };

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import { createLogger } from "../../lib/log.ts";
-import type { RuleSet } from "../../lib/rules.ts";
-import { assignVariation, namespaceHash } from "../../lib/bucketing.ts";
-import { canaryHash, followRulesInKv } from "../../lib/rules_store.ts";
+import { createLogger } from "../../lib/obs/log.ts";
+import type { RuleSet } from "../../lib/rules/rules.ts";
+import { assignVariation, namespaceHash } from "../../lib/rules/bucketing.ts";
+import { canaryHash, followRulesInKv } from "../../lib/rules/store.ts";
 import { sign } from "../../lib/sync/verify.ts";
 import type { Explanation } from "../../lib/rules/explain.ts";
 import { makeDeps, startOrigin } from "../support.ts";

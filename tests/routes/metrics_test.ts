@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { Hono } from "hono";
-import { parseConfig } from "../../lib/config.ts";
-import { EdgeMetrics } from "../../lib/metrics.ts";
+import { parseConfig } from "../../lib/app/config.ts";
+import { EdgeMetrics } from "../../lib/obs/metrics.ts";
 import { metricsRoutes } from "../../routes/metrics.ts";
 
 const TOKEN = "metrics-token-0123456789";

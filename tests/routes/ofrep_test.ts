@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import { hash } from "../../lib/bucketing.ts";
-import { parseRules, type RuleSet } from "../../lib/rules.ts";
-import { isCanaryVisitor } from "../../lib/rules_store.ts";
+import { hash } from "../../lib/rules/bucketing.ts";
+import { parseRules, type RuleSet } from "../../lib/rules/rules.ts";
+import { isCanaryVisitor } from "../../lib/rules/store.ts";
 import { makeDeps, startOrigin, stickyCookie } from "../support.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";
 

@@ -1,11 +1,11 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps, startOrigin, stickyCookie, TEST_STICKY_SECRET } from "../support.ts";
-import { StickySigner } from "../../lib/sticky.ts";
-import { parseCookies } from "../../lib/cookies.ts";
-import { loadIpGeoDb } from "../../lib/ip_geo.ts";
-import { hashSessionId, keys } from "../../lib/store.ts";
-import { parseRules, type RuleSet } from "../../lib/rules.ts";
+import { StickySigner } from "../../lib/pipeline/sticky.ts";
+import { parseCookies } from "../../lib/http/cookies.ts";
+import { loadIpGeoDb } from "../../lib/pipeline/ip_geo.ts";
+import { hashSessionId, keys } from "../../lib/data/store.ts";
+import { parseRules, type RuleSet } from "../../lib/rules/rules.ts";
 
 const RULES: RuleSet = {
   version: 3,

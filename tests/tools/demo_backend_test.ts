@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
 import { demoBackendEvents, demoBackendHandler } from "../../tools/demo_backend.ts";
-import { BackendClient } from "../../lib/backend.ts";
+import { BackendClient } from "../../lib/data/backend.ts";
 import { parseSyncEvents } from "../../lib/sync/schema.ts";
 import { ExposureSender } from "../../lib/exposures/sender.ts";
-import { DeadlineSweep } from "../../lib/deadlines.ts";
-import { createLogger } from "../../lib/log.ts";
+import { DeadlineSweep } from "../../lib/support/deadlines.ts";
+import { createLogger } from "../../lib/obs/log.ts";
 import { TEST_EXPOSURES_SECRET } from "../exposure_receiver.ts";
 
 const TOKEN = "demo-backend-test-token";

@@ -8,8 +8,8 @@ import assert from "node:assert/strict";
 import { CATALOGUE, promotionFor, PROMOTIONS, promotionText } from "../../tools/demo_catalogue.ts";
 import { createDemoOrigin, demoOriginHandler } from "../../tools/demo_origin.ts";
 import { HEROES } from "../../tools/demo_pages.ts";
-import { parseNdjson } from "../../lib/publisher.ts";
-import { parseRules } from "../../lib/rules.ts";
+import { parseNdjson } from "../../tools/publisher.ts";
+import { parseRules } from "../../lib/rules/rules.ts";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps } from "../support.ts";
 

@@ -12,7 +12,7 @@ import {
   SAMPLE_ADDRESSES,
   SAMPLE_USER_AGENTS,
 } from "../../tools/dev_front.ts";
-import { openIpGeoDb } from "../../lib/ip_geo.ts";
+import { openIpGeoDb } from "../../lib/pipeline/ip_geo.ts";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps } from "../support.ts";
 

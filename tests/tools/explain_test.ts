@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import type { Explanation } from "../../lib/rules/explain.ts";
-import { assignVariation, namespaceHash } from "../../lib/bucketing.ts";
-import { canaryHash } from "../../lib/rules_store.ts";
+import { assignVariation, namespaceHash } from "../../lib/rules/bucketing.ts";
+import { canaryHash } from "../../lib/rules/store.ts";
 import { makeDeps } from "../support.ts";
 
 const RULES = "tests/fixtures/rules/explain.json";

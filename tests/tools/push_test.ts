@@ -196,7 +196,7 @@ Deno.test("deno task secret prints a secret that the edge and push both accept",
   assert.equal(output.code, 0);
   const secret = new TextDecoder().decode(output.stdout).trim();
   assert.match(secret, /^whsec_[A-Za-z0-9+/]{32}$/);
-  const { parseConfig } = await import("../../lib/config.ts");
+  const { parseConfig } = await import("../../lib/app/config.ts");
   assert.deepEqual(parseConfig({ ORIGIN_URL: "http://127.0.0.1:9", SYNC_SECRETS: secret }).syncSecrets, [
     secret,
   ]);

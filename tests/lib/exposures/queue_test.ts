@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
-import { DeadlineSweep } from "../../../lib/deadlines.ts";
+import { DeadlineSweep } from "../../../lib/support/deadlines.ts";
 import type { ExposureEvent } from "../../../lib/exposures/events.ts";
 import { ExposureQueue } from "../../../lib/exposures/queue.ts";
 import { EXPOSURES_EVENT_TYPE, ExposureSender, RETRY_MAX_MS } from "../../../lib/exposures/sender.ts";
-import { createLogger } from "../../../lib/log.ts";
-import { BackgroundTasks } from "../../../lib/background.ts";
+import { createLogger } from "../../../lib/obs/log.ts";
+import { BackgroundTasks } from "../../../lib/support/background.ts";
 import { startExposureReceiver, TEST_EXPOSURES_SECRET } from "../../exposure_receiver.ts";
 
 function event(i: number): ExposureEvent {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { effectiveWeights, ExposureTally, sampleRatioTest } from "../../../lib/exposures/srm.ts";
-import { compileExperiment } from "../../../lib/experiments.ts";
+import { compileExperiment } from "../../../lib/rules/experiments.ts";
 
 Deno.test("1 000 / 1 000 against 50/50 weights is not a sample ratio mismatch", async () => {
   const result = await sampleRatioTest([1000, 1000], [0.5, 0.5]);

@@ -5,9 +5,9 @@
  */
 import assert from "node:assert/strict";
 import { QaOverrideError, qaOverrides } from "../../../lib/pipeline/qa.ts";
-import { parseRules } from "../../../lib/rules.ts";
-import { decide } from "../../../lib/decide.ts";
-import { makeFacts, makeVisitor } from "../rules_fixtures.ts";
+import { parseRules } from "../../../lib/rules/rules.ts";
+import { decide } from "../../../lib/rules/decide.ts";
+import { makeFacts, makeVisitor } from "../rules/rules_fixtures.ts";
 
 const TOKEN = "qa-token-0123456789abcdef";
 const rules = parseRules({

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
-import { decide, decideForVisitor } from "../../../lib/decide.ts";
-import { type CompiledRules, parseRules } from "../../../lib/rules.ts";
-import { RulesStore } from "../../../lib/rules_store.ts";
-import type { Facts } from "../../../lib/facts.ts";
-import type { Identity } from "../../../lib/identity.ts";
-import type { EdgeUserContext } from "../../../lib/context.ts";
+import { decide, decideForVisitor } from "../../../lib/rules/decide.ts";
+import { type CompiledRules, parseRules } from "../../../lib/rules/rules.ts";
+import { RulesStore } from "../../../lib/rules/store.ts";
+import type { Facts } from "../../../lib/pipeline/facts.ts";
+import type { Identity } from "../../../lib/pipeline/identity.ts";
+import type { EdgeUserContext } from "../../../lib/pipeline/context.ts";
 import { ExplainCollector, type Explanation } from "../../../lib/rules/explain.ts";
 import { describeMismatch, formatExplanation } from "../../../lib/rules/explain_text.ts";
-import { compileCondition } from "../../../lib/targeting.ts";
-import { ISSUE_EXAMPLE_JSON, makeFacts } from "../rules_fixtures.ts";
+import { compileCondition } from "../../../lib/rules/targeting.ts";
+import { ISSUE_EXAMPLE_JSON, makeFacts } from "./rules_fixtures.ts";
 
 const FIXTURE = new URL("../../fixtures/rules/explain.json", import.meta.url);
 const CANARY = new URL("../../fixtures/rules/explain_canary.json", import.meta.url);

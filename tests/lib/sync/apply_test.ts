@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { compareRulesEvents, readActiveRules, readStoredRulesStatus } from "../../../lib/rules_control.ts";
+import { compareRulesEvents, readActiveRules, readStoredRulesStatus } from "../../../lib/rules/control.ts";
 import {
   hashSessionId,
   keys,
@@ -13,7 +13,7 @@ import {
   readUserContext,
   TombstoneValue,
   type UserContext,
-} from "../../../lib/store.ts";
+} from "../../../lib/data/store.ts";
 import {
   applyBackendEvents,
   ApplyConflictError,
@@ -29,7 +29,7 @@ import {
   SyncPayloadError,
 } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
-import { parseRules } from "../../../lib/rules.ts";
+import { parseRules } from "../../../lib/rules/rules.ts";
 import { applyOptions, withKv } from "./fixtures.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);

@@ -6,12 +6,12 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { EdgeError } from "../../../lib/errors.ts";
+import { EdgeError } from "../../../lib/http/errors.ts";
 import { parseSyncPayload, SyncPayloadError } from "../../../lib/sync/schema.ts";
 import { ingestSync } from "../../../lib/sync/ingest.ts";
 import { applyOptionsFromConfig } from "../../../lib/sync/apply.ts";
 import { createWebhookVerifier, sign } from "../../../lib/sync/verify.ts";
-import { parseConfig } from "../../../lib/config.ts";
+import { parseConfig } from "../../../lib/app/config.ts";
 
 const SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);

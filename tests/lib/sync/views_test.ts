@@ -5,7 +5,7 @@ import {
   parseViewEntry,
   readUserContext,
   VIEWS_COMPACT_SLACK,
-} from "../../../lib/store.ts";
+} from "../../../lib/data/store.ts";
 import { applyEvents, type ApplyOptions } from "../../../lib/sync/apply.ts";
 import type { SyncEvent } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";

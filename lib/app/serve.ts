@@ -1,0 +1,190 @@
+/**
+ * @module
+ * Process lifecycle: listen (or let `deno serve` / Deno Deploy do it), and on SIGINT/SIGTERM
+ * drain in-flight requests and background work, then close and exit.
+ */
+import type { Config } from "./config.ts";
+import type { Logger } from "../obs/log.ts";
+import { DeadlineError, type DeadlineSweep } from "../support/deadlines.ts";
+
+/** What a graceful stop needs from the running service. */
+export interface Lifecycle {
+  config: Config;
+  log: Logger;
+  deadlines: DeadlineSweep;
+  /** Waits for work the responses did not wait for (exposure batches, KV writes). */
+  drainBackground: () => Promise<void>;
+  /** Sends queued work out now rather than when its batch would have filled. */
+  flush: () => void;
+  /** Fields for the "deadline passed" warning: what is left undone. */
+  undone: () => Record<string, number>;
+  /** Stops following rules and closes KV. */
+  close: () => Promise<void>;
+}
+
+/** Signals this close together are one (a Ctrl-C the process group and `deno task` both pass on). */
+const SAME_SIGNAL_MS = 1000;
+
+/**
+ * Serves `handler` the way this process was started. Under `deno serve` (every `--parallel`
+ * worker included) the runtime calls `Deno.serve` with the default export right after the entry
+ * module has evaluated, before any timer fires, and Deno has no API that tells the two apart
+ * (denoland/deno#25179): so `Deno.serve` is observed until the first timer, and this process
+ * listens by itself only when nobody else did. Deno Deploy serves the default export itself.
+ */
+export function serve(handler: Deno.ServeHandler, lifecycle: Lifecycle): void {
+  if (lifecycle.config.onDeploy) return;
+  const denoServe = Deno.serve;
+  const servers: Deno.HttpServer[] = [];
+  Deno.serve = ((...args: Parameters<typeof Deno.serve>) => {
+    const server = denoServe(...args);
+    servers.push(server);
+    return server;
+  }) as typeof Deno.serve;
+  setTimeout(() => {
+    Deno.serve = denoServe;
+    if (servers.length) stopOnSignals(servers, lifecycle, "serve");
+    else stopOnSignals([listen(handler, lifecycle)], lifecycle);
+  }, 0);
+}
+
+function listen(handler: Deno.ServeHandler, { config, log }: Lifecycle): Deno.HttpServer {
+  try {
+    return Deno.serve({
+      port: config.port,
+      hostname: config.hostname,
+      onListen: ({ hostname, port }) => {
+        log.info("listening", { url: `http://${hostname}:${port}/`, origin: config.originUrl.origin });
+      },
+    }, handler);
+  } catch (error) {
+    if (error instanceof Deno.errors.AddrInUse) {
+      const { hostname } = config;
+      const host = hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname;
+      console.error(
+        `Cannot listen on "${host}:${config.port}": the address is already in use; set PORT to a free port`,
+      );
+      Deno.exit(1);
+    }
+    throw error;
+  }
+}
+
+/**
+ * Stops on SIGINT/SIGTERM: stops accepting, lets in-flight requests and background work finish
+ * for up to `SHUTDOWN_TIMEOUT_MS`, closes, and exits 0 (under `deno serve`, once every worker is
+ * done). Connections still open past the deadline are cut by the exit. A second signal exits at
+ * once, with 128 + the signal's number.
+ */
+function stopOnSignals(servers: Deno.HttpServer[], lifecycle: Lifecycle, mode?: "serve"): void {
+  const { log } = lifecycle;
+  const workers = mode === "serve" ? new WorkerDrain() : undefined;
+  let stopping = false;
+  // One Ctrl-C can arrive twice (the terminal signals the whole process group, and `deno task`
+  // forwards it too): a repeat within a second is the same signal.
+  let signalledAt: number | undefined;
+  const stop = async (signal: "SIGINT" | "SIGTERM" | "worker") => {
+    if (signal !== "worker") {
+      if (signalledAt !== undefined) {
+        if (performance.now() - signalledAt < SAME_SIGNAL_MS) return;
+        log.warn("second signal: exiting without waiting any longer", { signal });
+        Deno.exit(signal === "SIGINT" ? 130 : 143);
+      }
+      signalledAt = performance.now();
+    }
+    if (stopping) return;
+    stopping = true;
+    const startedAt = performance.now();
+    log.info("shutting down", { signal, mode, timeoutMs: lifecycle.config.shutdownTimeoutMs });
+    workers?.announceDraining();
+    const cut = !(await drain(servers, lifecycle));
+    await lifecycle.close();
+    log.info("stopped", {});
+    if (workers && !cut) await workers.finish(startedAt, lifecycle);
+    Deno.exit(0);
+  };
+  workers?.listen(() => stop("worker"));
+  Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
+  Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
+}
+
+/** Drains servers and background work within the deadline; false when the deadline cut it. */
+async function drain(servers: Deno.HttpServer[], lifecycle: Lifecycle): Promise<boolean> {
+  const { log, deadlines } = lifecycle;
+  const timeoutMs = lifecycle.config.shutdownTimeoutMs;
+  // Past the deadline nothing cuts open requests here (aborting a server's signal once
+  // `shutdown()` runs throws): exiting does.
+  const work = (async () => {
+    await Promise.all(servers.map((server) => server.shutdown()));
+    lifecycle.flush();
+    await lifecycle.drainBackground();
+  })();
+  try {
+    await deadlines.within(work, timeoutMs, "Shutdown");
+    return true;
+  } catch (error) {
+    if (!(error instanceof DeadlineError)) {
+      log.error("shutdown drain failed", { error: (error as Error).message });
+      return true;
+    }
+    log.warn("shutdown deadline passed: cutting the requests still open", {
+      timeoutMs,
+      ...lifecycle.undone(),
+    });
+    return false;
+  }
+}
+
+/**
+ * Under `deno serve --parallel` every worker drains its own server, and `Deno.exit` in one ends
+ * them all: the workers tell each other when they start and finish draining, and the process exits
+ * once every worker that started has finished (or at the deadline). A worker told by another
+ * starts too, so one that missed the signal does not keep the process up.
+ */
+class WorkerDrain {
+  #channel = new BroadcastChannel("edge-personalizer-shutdown");
+  #id = crypto.randomUUID();
+  #draining = new Set<string>();
+  #drained = new Set<string>();
+  #allDrained: (() => void) | undefined;
+
+  listen(onOtherDraining: () => void): void {
+    this.#channel.onmessage = (event: MessageEvent<{ type: string; id: string }>) => {
+      const { type, id } = event.data;
+      if (type === "draining") {
+        this.#draining.add(id);
+        onOtherDraining();
+      } else if (type === "drained") {
+        this.#drained.add(id);
+        this.#check();
+      }
+    };
+  }
+
+  announceDraining(): void {
+    this.#draining.add(this.#id);
+    this.#channel.postMessage({ type: "draining", id: this.#id });
+  }
+
+  /** Says this worker is done, then waits (up to the shared deadline) for the others. */
+  async finish(startedAt: number, { config, deadlines }: Lifecycle): Promise<void> {
+    this.#drained.add(this.#id);
+    this.#channel.postMessage({ type: "drained", id: this.#id });
+    // The other workers got the same signal: give their "draining" time to arrive, also from a
+    // worker that was busy when the signal came.
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    const left = Math.max(0, startedAt + config.shutdownTimeoutMs - performance.now());
+    await deadlines.within(
+      new Promise<void>((resolve) => {
+        this.#allDrained = resolve;
+        this.#check();
+      }),
+      left,
+      "Shutdown of the other workers",
+    ).catch(() => {});
+  }
+
+  #check(): void {
+    if ([...this.#draining].every((id) => this.#drained.has(id))) this.#allDrained?.();
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * @module
+ * Rule canaries and rollback as data: merging `rules`, `rules_promote` and `rules_rollback` events
+ * into the control record (a pure, order-independent merge, so every replica converges), and
+ * resolving a control record into the active version and the canary (version and share).
+ */
+import {
+  readRulesControl,
+  readRuleSets,
+  type RulesControlEntry,
+  type RulesControlValue,
+  type RulesOrderKey,
+  type RulesValue,
+} from "../data/store.ts";
+import type { ParsedRuleSet } from "./rules.ts";
+
+/** How many rule set versions are kept when `RULES_KEEP` is not given. */
+export const DEFAULT_RULES_KEEP = 10;
+
+/**
+ * Most entries for versions that were promoted or rolled back to before their rule set arrived.
+ * Beyond it the lowest such versions are forgotten (the only case in which the merge is not
+ * exactly order-independent).
+ */
+export const MAX_PENDING_VERSIONS = 100;
+
+const RANK = { canary: 0, rules: 1, promote: 2, rollback: 3 } as const;
+
+/** A rule control event, as the merge needs it (instants in epoch ms). */
+export type RulesControlEvent =
+  | { kind: "rules"; version: number; rules: ParsedRuleSet; at?: number; canary?: number }
+  | { kind: "rules_promote"; version: number; at: number }
+  | { kind: "rules_rollback"; version: number; at: number };
+
+/** The outcome of {@linkcode mergeRulesEvents}. */
+export interface RulesMerge {
+  /** The new control record (the input is not modified). */
+  control: RulesControlValue;
+  /** Rule sets to store under their version. */
+  put: RulesValue[];
+  /** Versions whose stored rule sets are to be deleted (pushed out of the kept window). */
+  drop: number[];
+  /** Events that changed the control record or stored a rule set. */
+  applied: number;
+  /**
+   * Events that changed nothing: duplicates, superseded, for a version below the kept window, or
+   * a promote or rollback to a version whose rule set is not kept.
+   */
+  stale: number;
+}
+
+/** Options for {@linkcode mergeRulesEvents}. */
+export interface MergeRulesOptions {
+  /** How many rule set versions to keep (`RULES_KEEP`); must be the same on every instance. */
+  keep: number;
+}
+
+/**
+ * Compares two order keys: `null` times sort before every time, then rank, then version.
+ *
+ * @param a first key
+ * @param b second key (`null`: no key, before everything)
+ * @returns negative, zero or positive as `a` sorts before, with or after `b`
+ */
+export function compareOrderKeys(a: RulesOrderKey | null, b: RulesOrderKey | null): number {
+  if (a === null || b === null) return a === b ? 0 : a === null ? -1 : 1;
+  if (a[0] !== b[0]) {
+    if (a[0] === null) return -1;
+    if (b[0] === null) return 1;
+    return a[0] - b[0];
+  }
+  return a[1] - b[1] || a[2] - b[2];
+}
+
+/**
+ * Merges rule control events into a control record. A batch is merged in time (order key)
+ * order, so its result depends neither on the order of the events in it nor on duplicates; and
+ * events delivered in time order converge to the same record however they are batched or
+ * re-delivered. The kept versions are the `keep` highest versions whose rule set arrived plus
+ * the versions the record resolves to as active and canary (a rolled-back-to version is never
+ * pushed out by a newer push while it is active); each version's entry holds the newest (by
+ * order key) activation, rollback and canary, and events for a version below the kept window
+ * that is not kept are stale. A promote or rollback naming a version whose rule set is not kept
+ * is counted stale but recorded (above the kept window), and takes effect if that rule set
+ * arrives later.
+ *
+ * Not convergent, by necessity: a promote or rollback that reaches this instance only after a
+ * newer push already deleted that version's rule set (it was neither kept nor pinned then) is
+ * stale here, where an instance that got it first keeps the version pinned.
+ *
+ * @param control the stored control record
+ * @param events validated events
+ * @param options how many versions to keep
+ * @returns the new record, rule sets to put and delete, applied and stale counts
+ * @example
+ * ```ts
+ * const merged = mergeRulesEvents({ entries: [] }, [{ kind: "rules_promote", version: 12, at: 0 }], { keep: 10 });
+ * ```
+ */
+export function mergeRulesEvents(
+  control: RulesControlValue,
+  events: readonly RulesControlEvent[],
+  options: MergeRulesOptions,
+): RulesMerge {
+  const keep = Math.max(1, options.keep);
+  const entries = new Map(control.entries.map((entry) => [entry.version, structuredClone(entry)]));
+  const put = new Map<number, RulesValue>();
+  const drop = new Set<number>();
+  // Versions of the events that changed something; applied are those still kept at the end, so
+  // that a rule set this same batch pushes out again counts as stale.
+  const changedVersions: number[] = [];
+  const storedVersions = () => [...entries.values()].filter((entry) => entry.stored).map((e) => e.version);
+  // In time order, so that a batch merges as its events happened: a rollback before a push pins
+  // the rolled-back-to version before the push moves the kept window past it.
+  const ordered = [...events].sort(compareRulesEvents);
+  for (const event of ordered) {
+    const version = event.version;
+    // Below the kept window only a version still kept (pinned as active or canary) takes events.
+    if (version < windowHorizon(storedVersions(), keep) && !entries.get(version)?.stored) continue;
+    let entry = entries.get(version);
+    let changed = false;
+    if (!entry) {
+      entry = { version, stored: false, activated: null, rolledBack: null, canary: null };
+      entries.set(version, entry);
+      changed = true;
+    }
+    if (event.kind === "rules") {
+      if (!entry.stored) {
+        entry.stored = true;
+        put.set(version, { version, rules: event.rules });
+        drop.delete(version);
+        changed = true;
+      }
+      if (event.canary !== undefined && event.at !== undefined) {
+        const candidate = { share: event.canary, key: [event.at, RANK.canary, version] as RulesOrderKey };
+        if (!entry.canary || compareCanaries(candidate, entry.canary) > 0) {
+          entry.canary = candidate;
+          changed = true;
+        }
+      } else {
+        changed = raise(entry, "activated", [event.at ?? null, RANK.rules, version]) || changed;
+      }
+    } else if (event.kind === "rules_promote") {
+      changed = raise(entry, "activated", [event.at, RANK.promote, version]) || changed;
+    } else {
+      const key: RulesOrderKey = [event.at, RANK.rollback, version];
+      changed = raise(entry, "activated", key) || changed;
+      changed = raise(entry, "rolledBack", key) || changed;
+    }
+    // A promote or rollback to a version without a kept rule set changes nothing now: stale. It
+    // is still recorded (pending), so that a rule set delivered after it converges the same.
+    if (changed && (event.kind === "rules" || entry.stored)) changedVersions.push(version);
+    prune(entries, keep, put, drop);
+  }
+  const sorted = [...entries.values()].sort((a, b) => b.version - a.version);
+  const applied = changedVersions.filter((version) => entries.get(version)?.stored).length;
+  const stale = events.length - applied;
+  return {
+    control: { entries: sorted },
+    put: [...put.values()].sort((a, b) => b.version - a.version),
+    drop: [...drop].sort((a, b) => b - a),
+    applied,
+    stale,
+  };
+}
+
+/**
+ * Orders rule control events in time: by the order key each gives its version (untimed `rules`
+ * events first). A batch is merged in this order, and one split into commits is split in it.
+ *
+ * @param a first event
+ * @param b second event
+ * @returns negative, zero or positive as `a` happened before, with or after `b`
+ */
+export function compareRulesEvents(a: RulesControlEvent, b: RulesControlEvent): number {
+  return compareOrderKeys(eventKey(a), eventKey(b));
+}
+
+function eventKey(event: RulesControlEvent): RulesOrderKey {
+  if (event.kind === "rules") {
+    const rank = event.canary !== undefined && event.at !== undefined ? RANK.canary : RANK.rules;
+    return [event.at ?? null, rank, event.version];
+  }
+  return [event.at, event.kind === "rules_promote" ? RANK.promote : RANK.rollback, event.version];
+}
+
+function raise(entry: RulesControlEntry, field: "activated" | "rolledBack", key: RulesOrderKey): boolean {
+  if (compareOrderKeys(key, entry[field]) <= 0) return false;
+  entry[field] = key;
+  return true;
+}
+
+function compareCanaries(
+  a: { share: number; key: RulesOrderKey },
+  b: { share: number; key: RulesOrderKey },
+): number {
+  return compareOrderKeys(a.key, b.key) || a.share - b.share;
+}
+
+/**
+ * Keeps the `keep` highest stored versions plus the versions the record resolves to as active or
+ * canary (so that pushing a version never evicts a rolled-back-to active version), forgets
+ * pending versions below the kept window, caps pending.
+ */
+function prune(
+  entries: Map<number, RulesControlEntry>,
+  keep: number,
+  put: Map<number, RulesValue>,
+  drop: Set<number>,
+): void {
+  const stored = [...entries.values()].filter((entry) => entry.stored).sort((a, b) => b.version - a.version);
+  const pinned = pinnedVersions({ entries: stored });
+  for (const entry of stored.slice(keep)) {
+    if (pinned.has(entry.version)) continue;
+    entries.delete(entry.version);
+    // A set put by this same merge was never written; only sets already in KV are deleted.
+    if (!put.delete(entry.version)) drop.add(entry.version);
+  }
+  const horizon = windowHorizon(stored.map((entry) => entry.version), keep);
+  const pending = [...entries.values()].filter((entry) => !entry.stored).sort((a, b) =>
+    b.version - a.version
+  );
+  pending.forEach((entry, index) => {
+    if (entry.version < horizon || index >= MAX_PENDING_VERSIONS) entries.delete(entry.version);
+  });
+}
+
+/** The versions a control record resolves to as active or canary: never pruned. */
+function pinnedVersions(control: RulesControlValue): Set<number> {
+  const { active, canary } = resolveRules(control);
+  const pinned = new Set<number>();
+  if (active) pinned.add(active.version);
+  if (canary) pinned.add(canary.version);
+  return pinned;
+}
+
+/** The lowest version of the kept window (the `keep` highest stored), or -Infinity while it is not full. */
+function windowHorizon(stored: readonly number[], keep: number): number {
+  if (stored.length < keep) return -Infinity;
+  return [...stored].sort((a, b) => b - a)[keep - 1]!;
+}
+
+/** The state a control record resolves to. */
+export interface ResolvedRules {
+  /** The active version and the key of the event that made it active; undefined: none in KV. */
+  active: { version: number; key: RulesOrderKey } | undefined;
+  /** The canary version and the share of visitors it gets; undefined: no canary. */
+  canary: { version: number; share: number } | undefined;
+}
+
+/**
+ * Resolves a control record. Only versions whose rule set is kept count. The active version is
+ * the one activated by the newest event (by order key). The canary is the newest canary, unless a
+ * later rollback (to any version), or a later activation of the same or a higher version, ended
+ * it — or it is the active version itself.
+ *
+ * @param control the control record
+ * @returns the active version (if any) and the canary (if any)
+ */
+export function resolveRules(control: RulesControlValue): ResolvedRules {
+  const stored = control.entries.filter((entry) => entry.stored);
+  let active: ResolvedRules["active"];
+  let canary: RulesControlEntry | undefined;
+  for (const entry of stored) {
+    if (entry.activated && (!active || compareOrderKeys(entry.activated, active.key) > 0)) {
+      active = { version: entry.version, key: entry.activated };
+    }
+    if (entry.canary && (!canary || compareCanaries(entry.canary, canary.canary!) > 0)) canary = entry;
+  }
+  if (!canary || canary.version === active?.version) return { active, canary: undefined };
+  const since = canary.canary!.key;
+  const ended = stored.some((entry) =>
+    compareOrderKeys(entry.rolledBack, since) > 0 ||
+    (entry.version >= canary.version && compareOrderKeys(entry.activated, since) > 0)
+  );
+  return { active, canary: ended ? undefined : { version: canary.version, share: canary.canary!.share } };
+}
+
+/**
+ * Reads the rule set that the control record in KV makes active.
+ *
+ * @param kv the store
+ * @returns the active rule set JSON and its version, or `undefined` when KV names none
+ */
+export async function readActiveRules(kv: Deno.Kv): Promise<RulesValue | undefined> {
+  const { active } = resolveRules(await readRulesControl(kv));
+  if (!active) return undefined;
+  return (await readRuleSets(kv, [active.version])).get(active.version);
+}
+
+/** One kept (or named but not yet received) version, as `GET /_edge/rules` shows it. */
+export interface KeptVersion {
+  version: number;
+  /** False for a version that was promoted or rolled back to before its rule set arrived. */
+  stored: boolean;
+  /** When it was last made active (ISO 8601), `"unordered"` for a `rules` event without `at`. */
+  activatedAt: string | null;
+  /** Its newest canary, whether or not it still runs. */
+  canary: { share: number; at: string } | null;
+}
+
+/** The rules state stored in KV, resolved, plus every kept version. */
+export interface StoredRulesStatus {
+  active: number | null;
+  canary: { version: number; share: number } | null;
+  kept: KeptVersion[];
+}
+
+/**
+ * Reads and resolves the control record for display.
+ *
+ * @param kv the store
+ * @returns the active and canary versions KV names, and every kept version, highest first
+ */
+export async function readStoredRulesStatus(kv: Deno.Kv): Promise<StoredRulesStatus> {
+  const control = await readRulesControl(kv);
+  const resolved = resolveRules(control);
+  const iso = (key: RulesOrderKey | null) =>
+    key === null ? null : key[0] === null ? "unordered" : new Date(key[0]).toISOString();
+  return {
+    active: resolved.active?.version ?? null,
+    canary: resolved.canary ?? null,
+    kept: control.entries.map((entry) => ({
+      version: entry.version,
+      stored: entry.stored,
+      activatedAt: iso(entry.activated),
+      canary: entry.canary ? { share: entry.canary.share, at: iso(entry.canary.key)! } : null,
+    })),
+  };
+}

@@ -1,0 +1,322 @@
+/**
+ * @module
+ * The OpenFeature Remote Evaluation Protocol (OFREP) core, Hono-free: request parsing, single
+ * and bulk flag evaluation against the rules with OFREP's response shapes and error codes, the
+ * bulk `ETag`, and API-key checks.
+ */
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import type { CompiledRules } from "./rules.ts";
+import { resolveRegion } from "../pipeline/geo.ts";
+import { evaluateFlag, type FlagContext, type FlagEvaluation } from "./flags.ts";
+import { assignExperiment, experimentApplies } from "./experiments.ts";
+import { DEVICE_CLASSES, NETWORK_CLASSES } from "./targeting.ts";
+import { constantTimeEqual } from "../http/secure.ts";
+import { normalisePercentEncoding, pathForRules } from "../origin/upstream.ts";
+import { ANON_COOKIE } from "../pipeline/identity.ts";
+
+/** Largest accepted OFREP request body, in bytes. */
+export const OFREP_MAX_BODY_BYTES = 64 * 1024;
+
+/** OFREP error codes the edge answers with. */
+export type OfrepErrorCode = "PARSE_ERROR" | "INVALID_CONTEXT" | "TARGETING_KEY_MISSING" | "FLAG_NOT_FOUND";
+
+/** A successful flag evaluation as OFREP sends it. */
+export interface OfrepSuccess {
+  key: string;
+  value: unknown;
+  reason: string;
+  variant: string;
+  metadata: Record<string, string | number | boolean>;
+}
+
+/** A failed flag evaluation as OFREP sends it. */
+export interface OfrepFailure {
+  key: string;
+  errorCode: OfrepErrorCode;
+  errorDetails: string;
+}
+
+/** A request-level failure of the bulk endpoint. */
+export interface OfrepBulkFailure {
+  errorCode: OfrepErrorCode;
+  errorDetails: string;
+}
+
+/** What the route sends: status, JSON body (none for 304) and, for bulk answers, the ETag. */
+export interface OfrepAnswer {
+  status: 200 | 304 | 400 | 404;
+  body?: OfrepSuccess | OfrepFailure | OfrepBulkFailure | { flags: (OfrepSuccess | OfrepFailure)[] };
+  etag?: string;
+}
+
+const ContextSchema = z.looseObject({
+  targetingKey: z.string().max(256).optional(),
+  region: z.string().min(1).max(32).optional(),
+  country: z.string().regex(/^[A-Za-z]{2}$/, "must be an ISO 3166-1 alpha-2 country code").optional(),
+  device: z.enum(DEVICE_CLASSES).optional(),
+  network: z.enum(NETWORK_CLASSES).optional(),
+  platform: z.string().max(32).optional(),
+  segments: z.array(z.string().max(64)).max(100).optional(),
+  // Read as the proxy reads a request path, so a flag scoped to `/admin/*` answers the same for
+  // `/%61dmin/x` and `/admin;x/y`.
+  path: z.string().startsWith("/", 'must start with "/"').max(2048)
+    .transform((path) => pathForRules(normalisePercentEncoding(path.replace(/\/{2,}/g, "/")))).optional(),
+  loggedIn: z.boolean().optional(),
+});
+
+/** The evaluation context attributes the edge understands; others are accepted and ignored. */
+export type OfrepContext = z.output<typeof ContextSchema>;
+
+/**
+ * The rules OFREP evaluates against: fixed rules, or a source (such as `RulesStore`) that picks
+ * a rules canary's version for the visitors in it, as the proxy does.
+ */
+export type OfrepRules = CompiledRules | {
+  /** The active rules: for a request without `targetingKey`. */
+  readonly current: CompiledRules;
+  /** The rules a visitor key evaluates (a canary's for visitors in its share). */
+  rulesFor(visitorKey: string): CompiledRules;
+};
+
+/**
+ * Picks the rules for an OFREP context: by `targetingKey` when one is given (so a canary
+ * visitor sees the canary's flags, as on the proxy), else the active rules.
+ *
+ * @param rules fixed rules or a source with canaries
+ * @param context the parsed evaluation context
+ * @returns the rules to evaluate
+ * @throws never
+ */
+export function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): CompiledRules {
+  if (!("rulesFor" in rules)) return rules;
+  return context.targetingKey ? rules.rulesFor(context.targetingKey) : rules.current;
+}
+
+/**
+ * The caller's own identity, which replaces the body's `targetingKey`, `loggedIn` and `segments`
+ * when OFREP is open (no API keys): a browser evaluates flags for itself only.
+ */
+export interface OfrepCaller {
+  /** The caller's visitor key; absent when it has none yet. */
+  key: string | undefined;
+  loggedIn: boolean;
+  segments: readonly string[];
+  /**
+   * The caller's sticky experiment assignments (the `ep_exp` cookie: experiment key → variation),
+   * kept as the proxy keeps them, so a flag that depends on a variation answers as it does there.
+   */
+  sticky?: ReadonlyMap<string, string>;
+}
+
+const NO_STICKY: ReadonlyMap<string, string> = new Map();
+
+function withCaller(context: OfrepContext, caller: OfrepCaller | undefined): OfrepContext {
+  if (!caller) return context;
+  return { ...context, targetingKey: caller.key, loggedIn: caller.loggedIn, segments: [...caller.segments] };
+}
+
+type Parsed = { ok: true; context: OfrepContext } | {
+  ok: false;
+  errorCode: OfrepErrorCode;
+  errorDetails: string;
+};
+
+/**
+ * Parses an OFREP request body `{ "context": { "targetingKey": "…", …attributes } }`. An empty
+ * body counts as no context.
+ *
+ * @param text the body text
+ * @returns the context, or `PARSE_ERROR` (not a JSON object) / `INVALID_CONTEXT` (a known
+ *   attribute of the wrong type or format) with details naming the field
+ * @throws never
+ * @example
+ * ```ts
+ * parseOfrepRequest('{"context":{"targetingKey":"u1","country":"DE"}}');
+ * // { ok: true, context: { targetingKey: "u1", country: "DE" } }
+ * ```
+ */
+export function parseOfrepRequest(text: string): Parsed {
+  if (text.trim() === "") return { ok: true, context: {} };
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { ok: false, errorCode: "PARSE_ERROR", errorDetails: "The request body is not valid JSON" };
+  }
+  if (typeof json !== "object" || json === null || Array.isArray(json)) {
+    return { ok: false, errorCode: "PARSE_ERROR", errorDetails: "The request body must be a JSON object" };
+  }
+  const context: unknown = "context" in json ? json.context : undefined;
+  if (context === undefined) return { ok: true, context: {} };
+  const parsed = ContextSchema.safeParse(context);
+  if (!parsed.success) {
+    const details = parsed.error.issues.map((issue) => {
+      const path = ["context", ...issue.path.map(String)].join(".");
+      return `"${path}" ${issue.message}`;
+    });
+    return { ok: false, errorCode: "INVALID_CONTEXT", errorDetails: details.join("; ") };
+  }
+  return { ok: true, context: parsed.data };
+}
+
+/**
+ * Evaluates one flag for `POST /ofrep/v1/evaluate/flags/{key}`.
+ *
+ * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
+ * @param request the flag key from the path, the body text, and (open OFREP) the caller's own identity
+ * @returns 200 with the evaluation; 400 `PARSE_ERROR`, `INVALID_CONTEXT` or
+ *   `TARGETING_KEY_MISSING` (a rollout or variant rule was reached without `targetingKey`);
+ *   404 `FLAG_NOT_FOUND`
+ * @throws never
+ */
+export function evaluateOfrepFlag(
+  source: OfrepRules,
+  request: { key: string; body: string; caller?: OfrepCaller },
+): OfrepAnswer {
+  const { key } = request;
+  const parsed = parseOfrepRequest(request.body);
+  if (!parsed.ok) {
+    return { status: 400, body: { key, errorCode: parsed.errorCode, errorDetails: parsed.errorDetails } };
+  }
+  const context = withCaller(parsed.context, request.caller);
+  const rules = ofrepRulesFor(source, context);
+  const flag = rules.flagsByKey.get(key);
+  if (!flag) {
+    return {
+      status: 404,
+      body: { key, errorCode: "FLAG_NOT_FOUND", errorDetails: `No flag with key "${truncate(key)}"` },
+    };
+  }
+  const evaluation = evaluateFlag(flag, flagContext(rules, context, request.caller?.sticky));
+  const result = toOfrep(evaluation, rules, request.caller !== undefined);
+  return "errorCode" in result ? { status: 400, body: result } : { status: 200, body: result };
+}
+
+/**
+ * Evaluates every flag for `POST /ofrep/v1/evaluate/flags`. Flags that cannot be evaluated
+ * for this context appear as failures in the list; the `ETag` is a hash of the answer, and an
+ * `If-None-Match` that lists it gives 304 (`*` is ignored: it does not mean the client holds
+ * this answer).
+ *
+ * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
+ * @param request the body text, the `If-None-Match` header, and (open OFREP) the caller's own identity
+ * @returns 200 `{ flags }` with an ETag, 304 with the ETag, or 400 `PARSE_ERROR`/`INVALID_CONTEXT`
+ * @throws never
+ */
+export function evaluateOfrepBulk(
+  source: OfrepRules,
+  request: { body: string; ifNoneMatch?: string | null; caller?: OfrepCaller },
+): OfrepAnswer {
+  const parsed = parseOfrepRequest(request.body);
+  if (!parsed.ok) {
+    return { status: 400, body: { errorCode: parsed.errorCode, errorDetails: parsed.errorDetails } };
+  }
+  const own = withCaller(parsed.context, request.caller);
+  const rules = ofrepRulesFor(source, own);
+  const context = flagContext(rules, own, request.caller?.sticky);
+  const open = request.caller !== undefined;
+  const body = { flags: rules.flags.map((flag) => toOfrep(evaluateFlag(flag, context), rules, open)) };
+  const etag = `"${createHash("sha256").update(JSON.stringify(body)).digest("base64url").slice(0, 27)}"`;
+  if (request.ifNoneMatch && etagMatches(request.ifNoneMatch, etag)) return { status: 304, etag };
+  return { status: 200, body, etag };
+}
+
+/**
+ * Tells whether an `If-None-Match` header lists an ETag (weak comparison). `*` matches nothing:
+ * on the bulk `POST` it does not mean the client holds this answer (it is a guard for
+ * conditional writes), so it must not turn an evaluation into an empty 304.
+ *
+ * @param ifNoneMatch the header value
+ * @param etag the current entity tag, quoted
+ * @returns true when a listed tag equals `etag`
+ * @throws never
+ */
+export function etagMatches(ifNoneMatch: string, etag: string): boolean {
+  const wanted = etag.replace(/^W\//, "");
+  return ifNoneMatch.split(",").some((tag) => tag.trim().replace(/^W\//, "") === wanted);
+}
+
+/**
+ * Checks an OFREP request's API key, from `Authorization: Bearer <key>` or `X-API-Key`, against
+ * the configured keys in constant time (every key is compared).
+ *
+ * @param headers the request headers
+ * @param keys the accepted keys; empty means no key is needed
+ * @returns true when no key is configured or the presented one is accepted
+ * @throws never
+ */
+export function ofrepKeyAccepted(headers: Headers, keys: readonly string[]): boolean {
+  if (keys.length === 0) return true;
+  const bearer = /^Bearer[ \t]+(\S+)\s*$/i.exec(headers.get("authorization") ?? "")?.[1];
+  const presented = bearer ?? headers.get("x-api-key")?.trim();
+  if (!presented) return false;
+  let accepted = false;
+  for (const key of keys) accepted = constantTimeEqual(presented, key) || accepted;
+  return accepted;
+}
+
+// The flag context of an OFREP request: region from `region` (when the rules know it), else
+// from `country`; experiments assigned from `targetingKey`, a still-valid sticky assignment of
+// the caller (open OFREP only) kept as on the proxy, so variant conditions work; `match` of
+// experiments only restricts when `path` was given.
+function flagContext(
+  rules: CompiledRules,
+  context: OfrepContext,
+  sticky: ReadonlyMap<string, string> = NO_STICKY,
+): FlagContext {
+  const country = context.country?.toUpperCase();
+  const device = context.device;
+  const flagContext: FlagContext = {
+    region: resolveRegion(rules, country, context.region),
+    country,
+    device,
+    network: context.network,
+    platform: context.platform?.toLowerCase(),
+    segments: context.segments ?? [],
+    path: context.path,
+    loggedIn: context.loggedIn,
+    variants: {},
+    key: context.targetingKey ?? "",
+  };
+  if (rules.experiments.length === 0) return flagContext;
+  const served: Record<string, string> = {};
+  const experimentContext = { ...flagContext, isBot: device === "bot", sticky };
+  for (const experiment of rules.experiments) {
+    if (!experimentApplies(experiment, experimentContext)) continue;
+    served[experiment.key] = assignExperiment(experiment, experimentContext).variation;
+  }
+  return { ...flagContext, variants: served };
+}
+
+// `open`: the caller's own identity replaced the body's (no OFREP_API_KEYS), so a missing key is
+// the caller's missing `ep_uid` or session, and a `targetingKey` in the body would not help.
+function toOfrep(
+  evaluation: FlagEvaluation,
+  rules: CompiledRules,
+  open: boolean,
+): OfrepSuccess | OfrepFailure {
+  if (evaluation.errorCode) {
+    return {
+      key: evaluation.key,
+      errorCode: evaluation.errorCode,
+      errorDetails: open
+        ? `Flag "${evaluation.key}" needs a visitor key. Open OFREP (no OFREP_API_KEYS) evaluates for ` +
+          `the caller itself and ignores "targetingKey" in the body: call it with the caller's session ` +
+          `cookie or the "${ANON_COOKIE}" cookie the edge sets on every page, or configure OFREP_API_KEYS ` +
+          `to evaluate for the "targetingKey" you send`
+        : `Flag "${evaluation.key}" needs "targetingKey" in the context`,
+    };
+  }
+  return {
+    key: evaluation.key,
+    value: evaluation.value,
+    reason: evaluation.reason,
+    variant: evaluation.variant,
+    metadata: { rulesVersion: rules.version },
+  };
+}
+
+function truncate(text: string): string {
+  return text.length > 128 ? `${text.slice(0, 128)}…` : text;
+}

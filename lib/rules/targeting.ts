@@ -1,0 +1,355 @@
+/**
+ * @module
+ * Targeting conditions (`when`): compiled once from the rules into sets and regular
+ * expressions, then evaluated per request without allocating. Also names the visitor inputs a
+ * condition reads, so the decision can tell caches what the response depended on.
+ */
+import type { DeviceClass, NetworkClass } from "../pipeline/device.ts";
+
+/** The device classes a condition or a rewrite can name. */
+export const DEVICE_CLASSES = [
+  "mobile",
+  "tablet",
+  "desktop",
+  "bot",
+] as const satisfies readonly DeviceClass[];
+
+/** The network classes a condition or a rewrite can name. */
+export const NETWORK_CLASSES = ["slow", "fast", "save-data"] as const satisfies readonly NetworkClass[];
+
+/**
+ * Bits naming the visitor-dependent inputs a decision read. Combined with `|` into a mask;
+ * {@linkcode inputNames} turns a mask into names.
+ */
+export const INPUT = {
+  region: 1,
+  country: 2,
+  device: 4,
+  network: 8,
+  platform: 16,
+  segments: 32,
+  loggedIn: 64,
+  /** The visitor's key (bucketing for experiments and rollouts) and sticky assignments. */
+  visitorKey: 128,
+  viewport: 256,
+  dpr: 512,
+} as const;
+
+/** A visitor-dependent input of a decision. */
+export type DecisionInput = keyof typeof INPUT;
+
+const INPUT_NAMES = Object.keys(INPUT) as DecisionInput[];
+
+/**
+ * The client-hint request headers behind each input (canonical case, as in `CLIENT_HINT_HEADERS`
+ * of `device.ts`). The device class also depends on `User-Agent`, which is not a client hint.
+ */
+export const INPUT_HINTS: Readonly<Partial<Record<DecisionInput, readonly string[]>>> = {
+  device: ["Sec-CH-UA-Mobile"],
+  platform: ["Sec-CH-UA-Platform"],
+  network: ["Save-Data", "ECT", "Downlink", "RTT"],
+  viewport: ["Sec-CH-Viewport-Width", "Viewport-Width"],
+  dpr: ["Sec-CH-DPR", "DPR"],
+};
+
+/** A targeting condition as written in the rules; every present field must match (any-of within a list). */
+export interface ConditionSpec {
+  region?: readonly string[];
+  country?: readonly string[];
+  device?: readonly DeviceClass[];
+  network?: readonly NetworkClass[];
+  platform?: readonly string[];
+  segment?: readonly string[];
+  path?: string | readonly string[];
+  loggedIn?: boolean;
+  variant?: Readonly<Record<string, readonly string[]>>;
+}
+
+/** A condition compiled for evaluation. */
+export interface CompiledCondition {
+  regions: ReadonlySet<string> | undefined;
+  countries: ReadonlySet<string> | undefined;
+  devices: ReadonlySet<string> | undefined;
+  networks: ReadonlySet<string> | undefined;
+  /** Lower-case platform names. */
+  platforms: ReadonlySet<string> | undefined;
+  segments: ReadonlySet<string> | undefined;
+  paths: readonly PathGlob[] | undefined;
+  loggedIn: boolean | undefined;
+  /** Experiment key → accepted variations. */
+  variants: ReadonlyArray<readonly [string, ReadonlySet<string>]> | undefined;
+  /** The {@linkcode INPUT} bits this condition reads. */
+  inputs: number;
+}
+
+/** What a condition is evaluated against. Unknown (undefined) attributes never match. */
+export interface TargetingContext {
+  region: string;
+  country: string | undefined;
+  device: DeviceClass | undefined;
+  network: NetworkClass | undefined;
+  /** Lower-case operating system name. */
+  platform: string | undefined;
+  segments: readonly string[];
+  /** The request path; undefined when evaluating outside a request (OFREP without `path`). */
+  path: string | undefined;
+  loggedIn: boolean | undefined;
+  /** The variation served per experiment that applies (control included). */
+  variants: Readonly<Record<string, string>>;
+}
+
+/**
+ * Compiles a condition.
+ *
+ * @param spec the condition as written
+ * @returns sets, regular expressions and the input mask
+ * @throws never (the spec was validated by the rules schema)
+ * @example
+ * ```ts
+ * const when = compileCondition({ region: ["EU"], device: ["mobile"] });
+ * ```
+ */
+export function compileCondition(spec: ConditionSpec): CompiledCondition {
+  const paths = spec.path === undefined
+    ? undefined
+    : (typeof spec.path === "string" ? [spec.path] : spec.path);
+  const variants = spec.variant
+    ? Object.entries(spec.variant).map(([key, values]) => [key, new Set(values)] as const)
+    : undefined;
+  let inputs = 0;
+  if (spec.region) inputs |= INPUT.region;
+  if (spec.country) inputs |= INPUT.country;
+  if (spec.device) inputs |= INPUT.device;
+  if (spec.network) inputs |= INPUT.network;
+  if (spec.platform) inputs |= INPUT.platform;
+  if (spec.segment) inputs |= INPUT.segments;
+  if (spec.loggedIn !== undefined) inputs |= INPUT.loggedIn;
+  if (variants) inputs |= INPUT.visitorKey;
+  return {
+    regions: spec.region ? new Set(spec.region) : undefined,
+    countries: spec.country ? new Set(spec.country) : undefined,
+    devices: spec.device ? new Set(spec.device) : undefined,
+    networks: spec.network ? new Set(spec.network) : undefined,
+    platforms: spec.platform ? new Set(spec.platform.map((p) => p.toLowerCase())) : undefined,
+    segments: spec.segment ? new Set(spec.segment) : undefined,
+    paths: paths?.map(compileGlob),
+    loggedIn: spec.loggedIn,
+    variants,
+    inputs,
+  };
+}
+
+/** A field of a condition (`when`) as written in the rules; names the field that failed. */
+export type ConditionField =
+  | "region"
+  | "country"
+  | "device"
+  | "network"
+  | "platform"
+  | "loggedIn"
+  | "segment"
+  | "path"
+  | "variant";
+
+/**
+ * Evaluates a compiled condition: every field present must match; within a list any value
+ * matches (segments: the visitor has at least one of them).
+ *
+ * @param condition the compiled condition; undefined always matches
+ * @param context the visitor and request attributes
+ * @returns true when the condition holds
+ * @throws never
+ * @example
+ * ```ts
+ * matchesCondition(compileCondition({ region: ["EU"] }), context); // true for an EU visitor
+ * ```
+ */
+export function matchesCondition(
+  condition: CompiledCondition | undefined,
+  context: TargetingContext,
+): boolean {
+  return conditionMismatch(condition, context) === undefined;
+}
+
+/**
+ * Evaluates a compiled condition and names the first field that does not hold, in the order
+ * {@linkcode matchesCondition} checks them (it is this function's verdict), so an explanation
+ * can say why a rule was passed over.
+ *
+ * @param condition the compiled condition; undefined always matches
+ * @param context the visitor and request attributes
+ * @returns the failing field, or undefined when the condition holds
+ * @throws never
+ * @example
+ * ```ts
+ * conditionMismatch(compileCondition({ region: ["EU"] }), { ...context, region: "US" }); // "region"
+ * ```
+ */
+export function conditionMismatch(
+  condition: CompiledCondition | undefined,
+  context: TargetingContext,
+): ConditionField | undefined {
+  if (condition === undefined) return undefined;
+  if (condition.regions && !condition.regions.has(context.region)) return "region";
+  if (condition.countries && (context.country === undefined || !condition.countries.has(context.country))) {
+    return "country";
+  }
+  if (condition.devices && (context.device === undefined || !condition.devices.has(context.device))) {
+    return "device";
+  }
+  if (condition.networks && (context.network === undefined || !condition.networks.has(context.network))) {
+    return "network";
+  }
+  if (condition.platforms && (context.platform === undefined || !condition.platforms.has(context.platform))) {
+    return "platform";
+  }
+  if (condition.loggedIn !== undefined && context.loggedIn !== condition.loggedIn) return "loggedIn";
+  if (condition.segments && !hasAny(condition.segments, context.segments)) return "segment";
+  if (condition.paths && (context.path === undefined || !matchesAnyPath(condition.paths, context.path))) {
+    return "path";
+  }
+  if (condition.variants) {
+    for (const [key, accepted] of condition.variants) {
+      const served = context.variants[key];
+      if (served === undefined || !accepted.has(served)) return "variant";
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Tells whether a path matches any of the compiled globs.
+ *
+ * @param patterns compiled globs
+ * @param path the request path
+ * @returns true when one matches
+ * @throws never
+ */
+export function matchesAnyPath(patterns: readonly PathGlob[], path: string): boolean {
+  for (let i = 0; i < patterns.length; i++) {
+    if (patterns[i]!.test(path)) return true;
+  }
+  return false;
+}
+
+/**
+ * Names the inputs in a mask of {@linkcode INPUT} bits.
+ *
+ * @param mask the combined bits
+ * @returns the input names, in {@linkcode INPUT} order
+ * @throws never
+ */
+export function inputNames(mask: number): DecisionInput[] {
+  const out: DecisionInput[] = [];
+  if (mask === 0) return out;
+  for (const name of INPUT_NAMES) {
+    if (mask & INPUT[name]) out.push(name);
+  }
+  return out;
+}
+
+/**
+ * The client-hint headers behind a mask of inputs, for `Accept-CH` and `Vary`.
+ *
+ * @param mask the combined {@linkcode INPUT} bits
+ * @returns header names in canonical case, without duplicates
+ * @throws never
+ */
+export function hintsForInputs(mask: number): string[] {
+  const out: string[] = [];
+  if (mask === 0) return out;
+  for (const name of INPUT_NAMES) {
+    if (!(mask & INPUT[name])) continue;
+    const hints = INPUT_HINTS[name];
+    if (hints) out.push(...hints);
+  }
+  return out;
+}
+
+/**
+ * A compiled path glob: `*` matches any run of characters (including `/`), everything else
+ * literally, and the whole path must match. Matching takes linear time in the path whatever the
+ * glob (a backtracking regular expression such as `^/(.*)/(.*)/(.*)/reviews$` takes seconds on a
+ * long path a visitor chooses).
+ */
+export class PathGlob {
+  /** The glob as written. */
+  readonly source: string;
+  readonly #parts: readonly string[];
+  readonly #minLength: number;
+
+  /** @param glob a glob such as `/api/products/*` */
+  constructor(glob: string) {
+    this.source = glob;
+    this.#parts = glob.split("*");
+    this.#minLength = glob.length - (this.#parts.length - 1);
+  }
+
+  /**
+   * Tells whether a path matches.
+   *
+   * @param path the request path
+   * @returns true when the whole path matches
+   */
+  test(path: string): boolean {
+    return this.#match(path) !== null;
+  }
+
+  /**
+   * Matches a path and gives what the first `*` matched, taking as much as it can (as the greedy
+   * `(.*)` of a regular expression would), for a rewrite target to reuse.
+   *
+   * @param path the request path
+   * @returns the first `*`'s match (`""` for a glob without one), or `null` when the path does
+   *   not match
+   * @example
+   * ```ts
+   * new PathGlob("/images/*").splat("/images/a/b.jpg"); // "a/b.jpg"
+   * ```
+   */
+  splat(path: string): string | null {
+    return this.#match(path);
+  }
+
+  #match(path: string): string | null {
+    const parts = this.#parts;
+    const last = parts.length - 1;
+    if (last === 0) return path === parts[0] ? "" : null;
+    if (path.length < this.#minLength) return null;
+    const prefix = parts[0]!;
+    const suffix = parts[last]!;
+    if (!path.startsWith(prefix) || !path.endsWith(suffix)) return null;
+    // The literals between stars, placed as far right as they go (each before the next): the
+    // first star then takes the most it can, and they fit at all exactly when they fit so.
+    let end = path.length - suffix.length;
+    for (let i = last - 1; i >= 1; i--) {
+      const part = parts[i]!;
+      const at = path.lastIndexOf(part, end - part.length);
+      if (at < prefix.length || at + part.length > end) return null;
+      end = at;
+    }
+    return path.slice(prefix.length, end);
+  }
+}
+
+/**
+ * Compiles a path glob (see {@linkcode PathGlob}).
+ *
+ * @param glob a glob such as `/api/products/*`
+ * @returns the compiled glob
+ * @throws never
+ * @example
+ * ```ts
+ * compileGlob("/images/*").test("/images/a/b.jpg"); // true
+ * ```
+ */
+export function compileGlob(glob: string): PathGlob {
+  return new PathGlob(glob);
+}
+
+function hasAny(wanted: ReadonlySet<string>, have: readonly string[]): boolean {
+  for (let i = 0; i < have.length; i++) {
+    if (wanted.has(have[i]!)) return true;
+  }
+  return false;
+}
