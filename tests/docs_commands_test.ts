@@ -235,6 +235,28 @@ Deno.test("every fenced command in README.md and docs/ is run, or listed with wh
         assert.match(body, wanted, shown);
       });
     }
+    // The banner's own commands too: a newcomer copies them before reading any doc.
+    const banner = dev.output().slice(dev.output().indexOf("Edge Personalizer (dev)"));
+    const bannerCommands = banner.split("\n").map((line) => line.replace(/\s+#\s.*$/, "").trim())
+      .filter((line) => line.startsWith("curl ") || CLI.test(line));
+    assert.ok(bannerCommands.length >= 10, `too few commands in the banner:\n${banner}`);
+    for (const command of bannerCommands) {
+      await t.step(`banner: ${command.slice(0, 100)}`, async () => {
+        const isCurl = command.startsWith("curl ");
+        assert.ok(!isCurl || command.includes(base), `a banner curl not aimed at the service: ${command}`);
+        const local = localize(command, base);
+        const result = await run(isCurl ? `${local} -w '\\n[http %{http_code}]'` : local, env);
+        const shown = `${local}\nexit ${result.code}\n${result.stdout}\n${result.stderr}`;
+        assert.equal(result.code, 0, shown);
+        if (isCurl) {
+          const status = result.stdout.match(/\n\[http (\d{3})\]$/);
+          assert.ok(status && Number(status[1]) < 400, shown);
+          assert.ok(result.stdout.slice(0, status.index).trim().length > 0, `no output: ${shown}`);
+        } else {
+          assert.match(result.stdout, /delivered \d+ events? in \d+ batch(es)?, failed 0 events/, shown);
+        }
+      });
+    }
   } finally {
     try {
       dev.child.kill("SIGTERM");

@@ -4,7 +4,7 @@
  * `main.ts` or a tool reads is documented there, and nothing documented there is read by nobody.
  */
 import assert from "node:assert/strict";
-import { CONFIG_VARIABLES } from "../lib/config.ts";
+import { CONFIG_VARIABLES } from "../lib/app/config.ts";
 
 const ROOT = new URL("../", import.meta.url);
 
@@ -28,18 +28,19 @@ const ENV_READS = [
   /\blisten\(\s*"[^"]*",\s*"([A-Z][A-Z0-9_]*)"/g,
 ];
 
-/** Names read with `Deno.env.get("…")` in the TypeScript files under `dir` (or the one file). */
+/** Names read in the TypeScript files at `path` (a file, or a folder searched recursively). */
 async function envReads(path: string): Promise<Set<string>> {
   const names = new Set<string>();
   const url = new URL(path, ROOT);
   const files: URL[] = [];
-  if ((await Deno.stat(url)).isDirectory) {
-    for await (const entry of Deno.readDir(url)) {
-      if (entry.isFile && entry.name.endsWith(".ts")) files.push(new URL(entry.name, `${url.href}/`));
+  const collect = async (dir: URL) => {
+    for await (const entry of Deno.readDir(dir)) {
+      if (entry.isDirectory) await collect(new URL(`${entry.name}/`, dir));
+      else if (entry.isFile && entry.name.endsWith(".ts")) files.push(new URL(entry.name, dir));
     }
-  } else {
-    files.push(url);
-  }
+  };
+  if ((await Deno.stat(url)).isDirectory) await collect(new URL(`${url.href}/`));
+  else files.push(url);
   for (const file of files) {
     const text = await Deno.readTextFile(file);
     for (const pattern of ENV_READS) {
