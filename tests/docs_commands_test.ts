@@ -34,7 +34,7 @@ const NOT_RUN: readonly { pattern: RegExp; reason: string }[] = [
   },
   { pattern: /^deno deploy\b/, reason: "changes a real Deno Deploy organization (needs an account)" },
   {
-    pattern: /^ORIGIN_URL=\S+ .*deno task (start|serve)$/,
+    pattern: /^(mkdir -p \S+ && )?ORIGIN_URL=\S+ .*deno task (start|serve)$/,
     reason: "starts a long-running service for the reader's own origin; tests/e2e start main.ts so",
   },
   { pattern: /^deno task bench:/, reason: "a benchmark: minutes long, never run in the test suite" },
