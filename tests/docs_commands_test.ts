@@ -68,10 +68,18 @@ const EXPECTED: readonly { pattern: RegExp; output: RegExp }[] = [
   { pattern: /\/_edge\/metrics/, output: /^edge_requests_total/m },
   { pattern: /\/_edge\/rules/, output: /"active"/ },
   { pattern: /\/_edge\/experiments/, output: /"hero"/ },
+  {
+    pattern: /x-edge-qa:.*\/_edge\/explain/,
+    output: /^QA +hero=b; new-search=true — Forced: the QA token holds/m,
+  },
   { pattern: /x-edge-qa:/, output: /x-edge-variants[^\n]*hero=b/ },
   { pattern: /task secret/, output: /^whsec_[A-Za-z0-9+/]+={0,2}\n$/ },
   { pattern: /task push/, output: /delivered \d+ events? in \d+ batch(es)?, failed 0 events in 0 batches/ },
   { pattern: /task explain .*--json/, output: /^\{[\s\S]*"decision"[\s\S]*\}\s*$/ },
+  {
+    pattern: /task explain .*--qa-variants hero=b/,
+    output: /^QA +hero=b; new-search=true — Forced \(offline/m,
+  },
   { pattern: /task explain .*--canary /, output: /canary hash/ },
   { pattern: /task explain .*--country DE/, output: /region +EU/ },
   {
