@@ -35,7 +35,8 @@ const NOT_RUN: readonly { pattern: RegExp; reason: string }[] = [
   { pattern: /^deno deploy\b/, reason: "changes a real Deno Deploy organization (needs an account)" },
   {
     pattern: /^(mkdir -p \S+ && )?ORIGIN_URL=\S+ .*deno task (start|serve)$/,
-    reason: "starts a long-running service for the reader's own origin; tests/e2e start main.ts so",
+    reason:
+      "starts a long-running service for the reader's own origin; tests/e2e/main_test.ts starts main.ts so",
   },
   { pattern: /^deno task bench:/, reason: "a benchmark: minutes long, never run in the test suite" },
   {
