@@ -240,10 +240,12 @@ async function keepStartupRules(
 // `deno task start` caps V8's heap: warn when the configured bounds would not fit in it, and report
 // the cap for the memory alert. Off the start-up path (`node:v8` is only needed for this).
 function checkHeapHeadroom({ config, metrics, log }: Deps): void {
-  Promise.all([import("node:v8"), import("../data/backend.ts")]).then(([{ default: v8 }, backend]) => {
+  // The backend's body bound counts only with a backend, so only then is its module loaded.
+  const backend = config.backendUrl ? import("../data/backend.ts") : undefined;
+  Promise.all([import("node:v8"), backend]).then(([{ default: v8 }, backend]) => {
     const heapLimit = v8.getHeapStatistics().heap_size_limit;
     metrics.setHeapLimit(heapLimit);
-    const problem = heapHeadroomProblem(config, heapLimit, backend.DEFAULT_BACKEND_MAX_BYTES);
+    const problem = heapHeadroomProblem(config, heapLimit, backend?.DEFAULT_BACKEND_MAX_BYTES ?? 0);
     if (problem) log.warn("cache bounds too large for the V8 heap", { problem });
   }).catch(() => {});
 }
