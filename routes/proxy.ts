@@ -10,25 +10,22 @@ import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/http/er
 import { REGION_HEADER } from "../lib/pipeline/geo.ts";
 import {
   downstreamResponseHeaders,
-  fetchOrigin,
   headerValue,
-  type OriginResponse,
   upstreamRequestHeaders,
   upstreamUrls,
 } from "../lib/origin/upstream.ts";
+import { fetchOrigin, type OriginResponse } from "../lib/origin/fetch.ts";
 import { contextView, visitorFor } from "../lib/pipeline/visitor.ts";
-import { observed, type RequestRecord, type ServedHandler, type ServeInfo } from "./observe.ts";
+import type { ObservedHandler, RequestRecord, ServeInfo } from "./observe.ts";
 import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/origin/html_slots.ts";
 
 /**
- * The proxy: a plain handler rather than a router, because it serves almost every request
- * and a framework's dispatch showed up in its profile; `observed` gives it the same log line,
- * metrics, decision log, `X-Request-Id`, `Server-Timing` and error answers as the routers.
+ * The proxy: a plain handler rather than a router, because it serves almost every request.
  *
  * @param deps the service's dependencies
  * @returns a handler that forwards every request it is given to the origin
  */
-export function proxyHandler(deps: Deps): ServedHandler {
+export function proxyHandler(deps: Deps): ObservedHandler {
   const { config } = deps;
   // The user id header is the edge's to read, never the origin's (its `x-edge-user` says who is
   // logged in); geo headers are forwarded only from a hop trusted for them.
@@ -173,5 +170,5 @@ export function proxyHandler(deps: Deps): ServedHandler {
     });
   }
 
-  return observed(deps, forward);
+  return forward;
 }

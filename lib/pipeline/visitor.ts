@@ -40,7 +40,7 @@ export interface Visitor {
  *
  * @param request the request
  * @param info the connection facts
- * @param record the request's record (see `observed`)
+ * @param record the request's record (see `observe`)
  * @param deps the service's dependencies
  * @returns the visitor
  * @throws {BadPathError} when the path cannot be forwarded safely
