@@ -14,10 +14,8 @@ const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/;
 const PLAIN_QUERY = /^(?:\?[\x21\x24-\x26\x28-\x3b\x3d\x3f-\x7e]*)?$/;
 
 /**
- * The scheme, host, path and query of a request URL as `URL` would give them. `Deno.serve`
- * builds `Request.url` from the raw request target, so it may still hold dot segments,
- * backslashes or characters to encode: those (rare) URLs go through `URL`; the common plain
- * ones are cut out of the string, which costs a fraction of parsing.
+ * The scheme, host, path and query of a request URL as `URL` would give them: `Deno.serve`
+ * keeps the raw target, so the rare URL that `URL` would change is parsed, the rest only cut.
  *
  * @param href the request URL
  * @returns scheme (`http`, `https`), host, path and query (with its `?`, or empty)
@@ -34,8 +32,7 @@ export function requestUrlParts(
 }
 
 /**
- * Cuts scheme, host, path and query out of a URL string without parsing or normalising it
- * (see {@linkcode requestUrlParts}).
+ * Cuts scheme, host, path and query out of a URL string without normalising it: the one splitter.
  *
  * @param href an absolute URL
  * @returns scheme, host (without credentials), path (`/` when empty) and query (`?…`, or empty
@@ -63,12 +60,10 @@ export function splitUrl(href: string): { scheme: string; host: string; path: st
 }
 
 /**
- * Checks an inbound URL path and returns it in the form the edge forwards and routes on.
- * Repeated slashes are collapsed and percent-encoding is normalised (RFC 3986 §6.2.2: escaped
- * unreserved characters decoded, the hex digits of the others upper-cased), so `/%61dmin` is
- * `/admin` for the rules as for the origin. Encoded slashes or backslashes, dot segments (plain,
- * encoded or double encoded) and control characters are refused, because an origin that decodes
- * them could be led outside the route the rules matched.
+ * The canonical path the edge forwards and routes on: slashes collapsed, percent-encoding
+ * normalised (so `/%61dmin` is `/admin` for the rules as for the origin); encoded separators,
+ * dot segments (even double encoded) and control characters refused, since an origin that
+ * decodes them could be led outside the route the rules matched.
  *
  * @param pathname the path of the request URL (already WHATWG-normalised)
  * @returns the path to forward and route on
@@ -117,9 +112,8 @@ const ESCAPE = /%([0-9A-Fa-f]{2})/g;
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
 
 /**
- * Percent-encoding in its normal form (RFC 3986 §6.2.2.1–2): escaped unreserved characters
- * (`A-Z a-z 0-9 - . _ ~`) decoded, every other escape with upper-case hex digits. Equivalent for
- * every server, and one spelling for the rules to match.
+ * Percent-encoding in its normal form (RFC 3986 §6.2.2): unreserved characters decoded, other
+ * escapes upper-cased — one spelling for the rules to match, equivalent for every server.
  *
  * @param path a path (or glob) whose escapes are `%` and two hex digits
  * @returns the same path in normal form
@@ -136,9 +130,8 @@ export function normalisePercentEncoding(path: string): string {
 }
 
 /**
- * The path the rules' globs match: an inbound path (from {@linkcode checkInboundPath}) with the
- * `;` parameters of each segment cut, as Tomcat and Jetty do before mapping a request
- * (`/admin;x/y` is served as `/admin/y`), and as {@linkcode isDotSegment} reads a segment.
+ * The path the rules' globs match: segment `;` parameters cut, as Tomcat and Jetty do before
+ * mapping a request (`/admin;x/y` is served as `/admin/y`).
  *
  * @param path a checked inbound path
  * @returns the path without segment parameters, repeated slashes collapsed
@@ -200,8 +193,7 @@ interface EdgePath extends Route {
 
 /**
  * The paths the edge answers itself, first match wins; everything else is the origin's. The
- * `/_edge` tree and `/ofrep/v1` answer unknown paths themselves (404), so nothing the routers
- * are given goes back to the proxy.
+ * routers answer unknown paths in a tree themselves (404): nothing goes back to the proxy.
  */
 const EDGE_PATHS: readonly EdgePath[] = [
   { path: "/_edge/context", readOnly: true, handler: "context", routeClass: "edge" },

@@ -50,11 +50,9 @@ const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 /**
  * Bodies up to this many bytes (by an uncompressed `Content-Length`) are "small": they are read
  * whole, in one native read, before the response starts, within `bodyIdleTimeoutMs` in total.
- * A JS stream per response (the idle guard) cost more than the rest of the proxy path; for a
- * small body the wait is short, and a stall becomes a clean 504 instead of a cut-off body.
- * (Aborting the fetch does not stop a body `Deno.serve` pipes natively, so passing it through
- * unguarded is not an option.) Larger or unsized bodies stream through the idle guard, so time
- * to first byte never waits for a big page and a slow but steady origin is never cut off.
+ * For a small body the wait is short, and a stall becomes a clean 504 instead of a cut-off body
+ * (aborting the fetch does not stop a body `Deno.serve` pipes natively, so an unguarded stream
+ * is no option); larger or unsized bodies stream through the idle guard.
  */
 export const BUFFERED_BODY_MAX = 64 * 1024;
 
@@ -91,7 +89,7 @@ export async function fetchOrigin(
     controller.abort();
   };
   const cancelDeadline = deadlines.arm(options.timeoutMs, expire);
-  // Cheaper than AbortSignal.any on every request: the client's abort is forwarded by hand.
+  // The client's abort is forwarded by hand rather than through AbortSignal.any.
   options.signal?.addEventListener("abort", () => controller.abort(options.signal?.reason), { once: true });
   const hasBody = init.body !== null && init.method !== "GET" && init.method !== "HEAD";
   const failure = () => {

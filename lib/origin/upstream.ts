@@ -144,11 +144,8 @@ const UPSTREAM_PATHS_REMEMBERED = 4096;
 const UPSTREAM_PATH_REMEMBERED_MAX = 256;
 
 /**
- * A faster {@linkcode buildUpstreamUrl} for the request path: each distinct path is built and
- * checked once (two URL parses), and the query is appended to the remembered result, which
- * cannot change its origin or path. A query that is not already in serialised form (a leading
- * `?`, then printable ASCII without `#`, as a parsed request URL gives it) goes through the
- * full build.
+ * {@linkcode buildUpstreamUrl} remembered per path: the query is appended to the checked result,
+ * which cannot change its origin or path; a query not in serialised form takes the full build.
  *
  * @param origin the configured `ORIGIN_URL`
  * @returns `(path, search) => href`, throwing {@linkcode BadPathError} like `buildUpstreamUrl`
@@ -204,7 +201,7 @@ function connectionListed(connection: string | null): Set<string> | undefined {
   return names;
 }
 
-/** Header fields as name/value pairs, the cheapest form to hand to `fetch`. */
+/** Header fields as name/value pairs, as they are handed to `fetch`. */
 export type HeaderList = [name: string, value: string][];
 
 /**
@@ -225,9 +222,7 @@ export function headerValue(list: HeaderList, name: string): string | null {
  * `x_edge_user` would be `x-edge-user` there), client-address, override and host hints kept only
  * from a trusted peer, then the edge's own `X-Forwarded-*`, `X-Real-IP`, `Via` and
  * `X-Request-Id` set.
- *
- * It returns a plain list rather than a `Headers` object: `fetch` converts and validates its
- * `headers` init either way, and a `Headers` built field by field costs that work twice.
+ * A plain list, not `Headers`: `fetch` validates its `headers` init either way.
  *
  * @param inbound the client's request headers (not changed)
  * @param info the hop facts
@@ -240,7 +235,6 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   let via: string | null = null;
   let acceptEncoding = false;
   // One pass that copies only what may go on, instead of a copy followed by many deletes.
-  // `forEach`, not `for…of`: Deno's `Headers` iterator costs over 1 µs per field.
   inbound.forEach((value, name) => {
     if (
       REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || name.includes("_") || listed?.has(name) ||
@@ -311,7 +305,6 @@ export function downstreamResponseHeaders(
   const decoded = requestedEncoding?.trim().toLowerCase() !== "identity" &&
     DECODED_BY_FETCH.has(upstream.get("content-encoding")?.trim().toLowerCase() ?? "");
   let via: string | null = null;
-  // `forEach`, not `for…of`: Deno's `Headers` iterator costs over 1 µs per field.
   upstream.forEach((value, name) => {
     if (HOP_BY_HOP_SET.has(name) || listed?.has(name)) return;
     if (name === "via") {
