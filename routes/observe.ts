@@ -87,13 +87,8 @@ export interface RequestRecord {
   answeredAtEdge?: boolean;
 }
 
-/**
- * Adds `X-Request-Id` and the edge's `Server-Timing` entries to a response's headers.
- *
- * @param headers the response headers, changed in place
- * @param record the finished request
- */
-export function stampResponse(headers: Headers, record: RequestRecord): void {
+/** Adds `X-Request-Id` and the edge's `Server-Timing` entries to a response's headers. */
+function stampResponse(headers: Headers, record: RequestRecord): void {
   const { totalMs, originMs } = record;
   const timing = originMs === undefined
     ? `edge;dur=${totalMs.toFixed(2)}`
@@ -103,14 +98,8 @@ export function stampResponse(headers: Headers, record: RequestRecord): void {
   headers.set("server-timing", existing ? `${existing}, ${timing}` : timing);
 }
 
-/**
- * Records a finished request: metrics, the request log line and, when a decision was made,
- * the decision log entry.
- *
- * @param deps the service's dependencies
- * @param record the finished request
- */
-export function recordRequest(deps: Deps, record: RequestRecord): void {
+/** Records a finished request: metrics, the log line and, when a decision was made, its decision log entry. */
+function recordRequest(deps: Deps, record: RequestRecord): void {
   const { decision, facts, stages, originMs, totalMs, requestId, routeClass } = record;
   deps.metrics.observeRequest({
     routeClass,

@@ -120,7 +120,7 @@ export function proxyHandler(deps: Deps): ObservedHandler {
     // context): others keep their validators, length and encoding, at no CPU cost. But whether
     // a slot matched depended on the visitor even when none did, so the caching accounts for the
     // slot choice on every HTML page (inputs of slots scoped to other paths are not counted).
-    const slots = Object.entries(decision.slots);
+    const slots = html ? Object.entries(decision.slots) : [];
     const rewriteHtml = html && upstream.body !== null && (slots.length > 0 || rules.htmlContext);
     // Slot content makes the page depend on more of the visitor; the injected context is the
     // visitor's own data (ids, cart, views), so such a page is never shareable.
