@@ -6,12 +6,12 @@
  */
 import {
   buildUpstreamUrl,
-  checkInboundPath,
   downstreamResponseHeaders,
-  fetchOrigin,
   headerValue,
   upstreamRequestHeaders,
 } from "../origin/upstream.ts";
+import { fetchOrigin } from "../origin/fetch.ts";
+import { checkInboundPath } from "../http/paths.ts";
 import { EdgeError, errorBody } from "../http/errors.ts";
 import { DEFAULT_COUNTRY_HEADERS, REGION_HEADER } from "../pipeline/geo.ts";
 import { DeadlineSweep } from "../support/deadlines.ts";
