@@ -7,7 +7,8 @@
  */
 import { decide, type VisitorContext } from "../lib/rules/decide.ts";
 import type { Facts } from "../lib/pipeline/facts.ts";
-import { parseRules, type RuleSet } from "../lib/rules/rules.ts";
+import type { RuleSet } from "../lib/rules/schema.ts";
+import { parseRules } from "../lib/rules/compile.ts";
 import type { Identity } from "../lib/pipeline/identity.ts";
 import { setDecisionHeaders } from "../lib/origin/edge_headers.ts";
 import { finishResponseHeaders } from "../lib/origin/cache_headers.ts";

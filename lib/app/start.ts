@@ -6,7 +6,8 @@
 import { DeadlineError, DeadlineSweep } from "../support/deadlines.ts";
 import { type Config, redactCredentials } from "./config.ts";
 import type { Logger } from "../obs/log.ts";
-import { EMPTY_RULES, loadRulesFile, type ParsedRuleSet, parseRules, RulesError } from "../rules/rules.ts";
+import { EMPTY_RULES, type ParsedRuleSet } from "../rules/schema.ts";
+import { loadRulesFile, parseRules, RulesError } from "../rules/compile.ts";
 import { followRulesInKv, RulesStore } from "../rules/store.ts";
 import type { Deps } from "./deps.ts";
 import { cachesFromConfig, heapHeadroomProblem } from "../data/caches.ts";

@@ -15,7 +15,7 @@ import { FreshCache } from "../data/fresh_cache.ts";
 import { type Identity, USER_ID } from "../pipeline/identity.ts";
 import type { Logger } from "../obs/log.ts";
 import type { EdgeMetrics } from "../obs/metrics.ts";
-import type { CompiledRules } from "../rules/rules.ts";
+import type { CompiledRules } from "../rules/compile.ts";
 import { EXPOSURE_PATH_MAX, type ExposureEvent } from "./events.ts";
 import { ExposureQueue } from "./queue.ts";
 import { ExposureSender } from "./sender.ts";

@@ -16,7 +16,7 @@ import {
 } from "./context.ts";
 import { decideForVisitor, type Decision, visitorContextOf } from "../rules/decide.ts";
 import { qaOverrides } from "./qa.ts";
-import type { CompiledRules } from "../rules/rules.ts";
+import type { CompiledRules } from "../rules/compile.ts";
 import { type KvRead, readThroughLabel } from "../obs/metrics.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "../../routes/observe.ts";
 

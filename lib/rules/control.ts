@@ -12,7 +12,7 @@ import {
   type RulesOrderKey,
   type RulesValue,
 } from "../data/store.ts";
-import type { ParsedRuleSet } from "./rules.ts";
+import type { ParsedRuleSet } from "./schema.ts";
 
 /** How many rule set versions are kept when `RULES_KEEP` is not given. */
 export const DEFAULT_RULES_KEEP = 10;

@@ -7,7 +7,8 @@
 import type { Facts } from "../pipeline/facts.ts";
 import type { Identity } from "../pipeline/identity.ts";
 import type { EdgeUserContext } from "../pipeline/context.ts";
-import { type CompiledImageRule, type CompiledRules, isSafeTargetPath } from "./rules.ts";
+import { isSafeTargetPath } from "./schema.ts";
+import type { CompiledImageRule, CompiledRules } from "./compile.ts";
 import { type RegionSource, regionSource, resolveRegion } from "../pipeline/geo.ts";
 import { MAX_STICKY, STICKY_PAYLOAD_MAX, stickyEntryLength } from "../pipeline/sticky.ts";
 import {

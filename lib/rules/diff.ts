@@ -5,7 +5,7 @@
  * change means for visitors already assigned. Both sets are compared after validation, so
  * defaults count as written.
  */
-import type { ParsedRuleSet } from "./rules.ts";
+import type { ParsedRuleSet } from "./schema.ts";
 
 /** One changed field: its value before and after (JSON). */
 export interface FieldChange {

@@ -26,7 +26,7 @@ import {
   type SlotStep,
   visitorContextOf,
 } from "./decide.ts";
-import type { CompiledRules } from "./rules.ts";
+import type { CompiledRules } from "./compile.ts";
 import { pathForRules } from "../origin/upstream.ts";
 import { describeMismatch } from "./explain_text.ts";
 import { explainContext, explainFacts, explainIdentity, explainRules } from "./explain_stages.ts";

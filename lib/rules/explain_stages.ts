@@ -13,7 +13,7 @@ import { ANON_COOKIE, STICKY_COOKIE } from "../pipeline/identity.ts";
 const LEGACY_USER_HEADER = "x-user-id";
 import { parseCookies } from "../http/cookies.ts";
 import { canaryHash } from "./store.ts";
-import type { CompiledRules } from "./rules.ts";
+import type { CompiledRules } from "./compile.ts";
 import type { ExplainInputs, Explanation, FactsExplanation } from "./explain.ts";
 
 /** What the facts stage and the region step reported to the trace. */

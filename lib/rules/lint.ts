@@ -9,7 +9,8 @@
  */
 import { chooseVariation, getBucketRanges } from "./bucketing.ts";
 import { DEVICE_CLASSES, NETWORK_CLASSES, PathGlob } from "./targeting.ts";
-import type { CompiledRules, ParsedRuleSet } from "./rules.ts";
+import type { ParsedRuleSet } from "./schema.ts";
+import type { CompiledRules } from "./compile.ts";
 
 /** How much a finding matters: a warning is provably wrong or dead; a note is worth knowing. */
 export type LintSeverity = "warning" | "note";

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import type { CompiledRules } from "./rules.ts";
+import type { CompiledRules } from "./compile.ts";
 import { resolveRegion } from "../pipeline/geo.ts";
 import { evaluateFlag, type FlagContext, type FlagEvaluation } from "./flags.ts";
 import { assignExperiment, experimentApplies } from "./experiments.ts";

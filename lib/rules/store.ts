@@ -6,7 +6,7 @@
  * load from `RULES_PATH` at start (and are kept in KV by `storeStartupRules`, so a rollback can
  * name them); an invalid rule set never becomes active or canary.
  */
-import { type CompiledRules, parseRules, RulesError } from "./rules.ts";
+import { type CompiledRules, parseRules, RulesError } from "./compile.ts";
 import { hash } from "./bucketing.ts";
 import { keys, readRulesControl, readRuleSets } from "../data/store.ts";
 import { resolveRules } from "./control.ts";

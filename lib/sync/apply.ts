@@ -17,7 +17,7 @@ import {
   type RulesControlEvent,
 } from "../rules/control.ts";
 import type { Config } from "../app/config.ts";
-import type { ParsedRuleSet } from "../rules/rules.ts";
+import type { ParsedRuleSet } from "../rules/schema.ts";
 import {
   CartValue,
   expireIn,

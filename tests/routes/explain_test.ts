@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { createLogger } from "../../lib/obs/log.ts";
-import type { RuleSet } from "../../lib/rules/rules.ts";
+import type { RuleSet } from "../../lib/rules/schema.ts";
 import { assignVariation, namespaceHash } from "../../lib/rules/bucketing.ts";
 import { canaryHash, followRulesInKv } from "../../lib/rules/store.ts";
 import { sign } from "../../lib/sync/verify.ts";

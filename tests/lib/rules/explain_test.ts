@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { decide, decideForVisitor } from "../../../lib/rules/decide.ts";
-import { type CompiledRules, parseRules } from "../../../lib/rules/rules.ts";
+import { type CompiledRules, parseRules } from "../../../lib/rules/compile.ts";
 import { RulesStore } from "../../../lib/rules/store.ts";
 import type { Facts } from "../../../lib/pipeline/facts.ts";
 import type { Identity } from "../../../lib/pipeline/identity.ts";

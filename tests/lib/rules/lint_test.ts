@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { loadRulesFile, parseRules } from "../../../lib/rules/rules.ts";
+import { loadRulesFile, parseRules } from "../../../lib/rules/compile.ts";
 import { globCovers, globsDisjoint, type LintFinding, lintRules } from "../../../lib/rules/lint.ts";
 
 const fixture = (name: string) =>

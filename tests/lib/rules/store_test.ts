@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { followRulesInKv, isCanaryVisitor, RulesStore } from "../../../lib/rules/store.ts";
-import { parseRules } from "../../../lib/rules/rules.ts";
+import { parseRules } from "../../../lib/rules/compile.ts";
 import { createLogger } from "../../../lib/obs/log.ts";
 import { keys } from "../../../lib/data/store.ts";
 import { applyEvents, type ApplyOptions, storeStartupRules } from "../../../lib/sync/apply.ts";
