@@ -5,7 +5,8 @@
  */
 import type { Decision } from "../rules/decide.ts";
 import type { Facts } from "../pipeline/facts.ts";
-import { ANON_COOKIE, formatSticky, type Identity, STICKY_COOKIE, USER_ID } from "../pipeline/identity.ts";
+import { ANON_COOKIE, type Identity, USER_ID } from "../pipeline/identity.ts";
+import { formatSticky, STICKY_COOKIE } from "../pipeline/sticky.ts";
 import { serializeCookie } from "../http/cookies.ts";
 import type { HeaderList } from "./upstream.ts";
 import type { StickySigner } from "../pipeline/sticky.ts";

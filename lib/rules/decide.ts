@@ -31,8 +31,6 @@ import {
 
 import { pathForRules } from "../origin/upstream.ts";
 
-export type { DecisionInput } from "./targeting.ts";
-
 /** Who the visitor is, as far as the decision needs to know. */
 export interface VisitorContext {
   /** The bucketing and targeting key: the user id when logged in, else the anonymous id. */

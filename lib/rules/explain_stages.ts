@@ -7,7 +7,8 @@
 import type { DeviceReason, NetworkReason } from "../pipeline/device.ts";
 import type { RegionSource } from "../pipeline/geo.ts";
 import type { EdgeUserContext } from "../pipeline/context.ts";
-import { ANON_COOKIE, STICKY_COOKIE } from "../pipeline/identity.ts";
+import { ANON_COOKIE } from "../pipeline/identity.ts";
+import { STICKY_COOKIE } from "../pipeline/sticky.ts";
 
 /** The header earlier versions believed from any trusted proxy; now only `USER_ID_HEADER` from a user proxy names a user. */
 const LEGACY_USER_HEADER = "x-user-id";
