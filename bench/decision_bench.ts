@@ -5,7 +5,8 @@
  * (region rules, rollouts, variant conditions) — for a rotating set of visitors.
  * Run with `deno task bench bench/decision_bench.ts`; the target is well under 20 µs.
  */
-import { decide, type VisitorContext } from "../lib/rules/decide.ts";
+import { decide } from "../lib/rules/decide.ts";
+import type { VisitorContext } from "../lib/rules/decision.ts";
 import type { Facts } from "../lib/pipeline/facts.ts";
 import type { RuleSet } from "../lib/rules/schema.ts";
 import { parseRules } from "../lib/rules/compile.ts";

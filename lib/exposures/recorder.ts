@@ -9,7 +9,7 @@
  */
 import type { Config } from "../app/config.ts";
 import type { DeadlineSweep } from "../support/deadlines.ts";
-import type { Decision } from "../rules/decide.ts";
+import type { Decision } from "../rules/decision.ts";
 import type { Facts } from "../pipeline/facts.ts";
 import { FreshCache } from "../data/fresh_cache.ts";
 import { type Identity, USER_ID } from "../pipeline/identity.ts";

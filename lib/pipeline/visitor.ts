@@ -14,7 +14,8 @@ import {
   loadUserContext,
   type LoadUserContextOptions,
 } from "./context.ts";
-import { decideForVisitor, type Decision, visitorContextOf } from "../rules/decide.ts";
+import { decideForVisitor } from "../rules/decide.ts";
+import { type Decision, visitorContextOf } from "../rules/decision.ts";
 import { qaOverrides } from "./qa.ts";
 import type { CompiledRules } from "../rules/compile.ts";
 import { type KvRead, readThroughLabel } from "../obs/metrics.ts";

@@ -15,17 +15,16 @@ import { getBucketRanges } from "./bucketing.ts";
 import type { CompiledExperiment, ExperimentOutcome, ExperimentResult } from "./experiments.ts";
 import type { FlagEvaluation, FlagRuleOutcome } from "./flags.ts";
 import type { ConditionField, TargetingContext } from "./targeting.ts";
+import { decideForVisitor, type RulesSource } from "./decide.ts";
 import {
-  decideForVisitor,
   type Decision,
   type DecisionTrace,
   type ExperimentStep,
   type ImageStep,
   type RouteStep,
-  type RulesSource,
   type SlotStep,
   visitorContextOf,
-} from "./decide.ts";
+} from "./decision.ts";
 import type { CompiledRules } from "./compile.ts";
 import { pathForRules } from "../origin/upstream.ts";
 import { describeMismatch } from "./explain_text.ts";
