@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { followRulesInKv, isCanaryVisitor, RulesStore } from "../../../lib/rules/store.ts";
+import { isCanaryVisitor, RulesStore } from "../../../lib/rules/store.ts";
+import { followRulesInKv } from "../../../lib/rules/follower.ts";
 import { parseRules } from "../../../lib/rules/compile.ts";
 import { createLogger } from "../../../lib/obs/log.ts";
 import { keys } from "../../../lib/data/store.ts";
