@@ -6,7 +6,7 @@
  */
 import type { Deps } from "../app/deps.ts";
 import { type Facts, gatherFacts, type GatherFactsOptions } from "./facts.ts";
-import type { Explanation } from "../rules/explain.ts";
+import type { Explanation } from "../rules/explanation.ts";
 import { type Identity, resolveIdentity, type ResolveIdentityOptions } from "./identity.ts";
 import {
   type EdgeUserContext,

@@ -15,7 +15,7 @@ const LEGACY_USER_HEADER = "x-user-id";
 import { parseCookies } from "../http/cookies.ts";
 import { canaryHash } from "./store.ts";
 import type { CompiledRules } from "./compile.ts";
-import type { ExplainInputs, Explanation, FactsExplanation } from "./explain.ts";
+import type { ExplainInputs, Explanation, FactsExplanation } from "./explanation.ts";
 
 /** What the facts stage and the region step reported to the trace. */
 export interface FactsTraceRecord {

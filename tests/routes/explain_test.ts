@@ -6,7 +6,7 @@ import { assignVariation, namespaceHash } from "../../lib/rules/bucketing.ts";
 import { canaryHash } from "../../lib/rules/store.ts";
 import { followRulesInKv } from "../../lib/rules/follower.ts";
 import { sign } from "../../lib/sync/verify.ts";
-import type { Explanation } from "../../lib/rules/explain.ts";
+import type { Explanation } from "../../lib/rules/explanation.ts";
 import { makeDeps, startOrigin } from "../support.ts";
 
 const TOKEN = "rules-token-0123456789";
