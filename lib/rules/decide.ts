@@ -157,6 +157,11 @@ function assignExperiments(
       served[experiment.key] = forcedVariation;
       variants[experiment.key] = forcedVariation;
       pass.mask |= INPUT.visitorKey;
+      trace?.experiment(experiment, "forced", undefined, {
+        variation: forcedVariation,
+        inExperiment: false,
+        sticky: false,
+      });
       continue;
     }
     if (experiment.when) {
@@ -284,6 +289,7 @@ function evaluateFlags(pass: Pass, forced: ForcedOutcome | undefined): Record<st
     flags[flag.key] = evaluation.value;
     pass.mask |= evaluation.inputs;
     pass.trace?.flag(f, evaluation);
+    if (pass.trace && forced?.flags.has(flag.key)) pass.trace.flagForced(f, forced.flags.get(flag.key));
   }
   if (forced) { for (const [key, value] of forced.flags) flags[key] = value; }
   return flags;

@@ -89,8 +89,11 @@ export interface Decision {
   forced?: true;
 }
 
-/** What happened to an experiment: disabled, `match` missed the path, `when` failed, or exposed. */
-export type ExperimentStep = "disabled" | "path" | "when" | "exposed";
+/**
+ * What happened to an experiment: disabled, `match` missed the path, `when` failed, exposed, or
+ * forced by a QA request (see `lib/pipeline/qa.ts`).
+ */
+export type ExperimentStep = "disabled" | "path" | "when" | "exposed" | "forced";
 
 /**
  * What happened to a route: its glob missed the path, its `when` failed, its rewrite map had no
@@ -142,6 +145,8 @@ export interface DecisionTrace extends ExperimentTrace, FlagTrace {
   image(index: number, step: ImageStep, field: ConditionField | undefined, search: string | undefined): void;
   /** A flag's result, after the `flagRule` steps that led to it. */
   flag(index: number, evaluation: FlagEvaluation): void;
+  /** A QA request replaced that flag's evaluated value (reported after its `flag`). */
+  flagForced(index: number, value: unknown): void;
   /** A slot entry's step. */
   slot(index: number, step: SlotStep, field: ConditionField | undefined): void;
 }

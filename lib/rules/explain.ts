@@ -17,6 +17,7 @@ import {
   type Decision,
   type DecisionTrace,
   type ExperimentStep,
+  type ForcedOutcome,
   type ImageStep,
   type RouteStep,
   type SlotStep,
@@ -71,6 +72,7 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
   #rules: CompiledRules | undefined;
   #search = "";
   #targeting: TargetingContext | undefined;
+  #forced: ForcedOutcome | undefined;
 
   /** @param name the geo header that decided the country */
   countryHeader(name: string): void {
@@ -130,18 +132,25 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     const entry: ExperimentExplanation = {
       key: experiment.key,
       considered: true,
-      matched: step === "exposed",
+      matched: step === "exposed" || step === "forced",
       reason: step,
       why: "",
     };
     if (pending.sticky) entry.sticky = pending.sticky;
     const namespace = experiment.spec.namespace;
     if (namespace) entry.namespace = { id: namespace[0], range: [namespace[1], namespace[2]] };
+    const forced = this.#forced?.variants.get(experiment.key);
     if (step === "disabled") entry.why = "The experiment is disabled";
     else if (step === "path") {
       entry.why = `The path "${this.#path()}" is not in its match ${
         JSON.stringify(experiment.paths?.map((glob) => glob.source) ?? [])
-      }`;
+      }${forced === undefined ? "" : `, so the forced "${forced}" is not served here`}`;
+    } else if (step === "forced" && result) {
+      this.#served[experiment.key] = result.variation;
+      entry.variation = result.variation;
+      entry.inExperiment = false;
+      entry.why = `Forced by QA: "${result.variation}" whatever enabled, when, coverage or namespace say; ` +
+        "not in the experiment, never sticky, no exposure";
     } else if (step === "when") {
       entry.field = field;
       entry.why = describeMismatch(field!, experiment.when!, this.#targeting!);
@@ -266,6 +275,24 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
   }
 
   /**
+   * @param index the flag's position
+   * @param value the value a QA request forced
+   */
+  flagForced(index: number, value: unknown): void {
+    const key = this.#rules!.flags[index]!.key;
+    const entry = this.#flags.findLast((flag) => flag.key === key);
+    if (!entry) return;
+    const { value: evaluated, variant, reason } = entry;
+    if (reason === "FORCED") return;
+    entry.evaluated = { value: evaluated, variant, reason };
+    entry.why = `Forced by QA to ${JSON.stringify(value)}; the rules give ${JSON.stringify(evaluated)} ` +
+      `(${entry.why})`;
+    entry.value = value;
+    entry.variant = "forced";
+    entry.reason = "FORCED";
+  }
+
+  /**
    * @param index the slot entry's position
    * @param step what happened
    * @param field the failing `when` field
@@ -320,7 +347,9 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
       loggedIn: visitor.loggedIn,
       variants: this.#served,
     };
-    const { decision } = decideForVisitor({ facts, visitor }, inputs.rules, this);
+    const forced = inputs.qa?.forced;
+    this.#forced = forced;
+    const { decision } = decideForVisitor({ facts, visitor, forced }, inputs.rules, this);
     const explanation: Explanation = {
       request: { method: facts.method, path: facts.path, search: facts.search },
       facts: explainFacts(inputs, {
@@ -331,6 +360,7 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
         defaultRegion: rules.defaultRegion,
       }),
       identity: explainIdentity(inputs),
+      qa: inputs.qa?.qa ?? null,
       context: { ...explainContext(context), ...(inputs.contextWhy ? { why: inputs.contextWhy } : {}) },
       rules: explainRules(inputs, rules),
       experiments: this.#experiments,

@@ -13,8 +13,9 @@ import type { ExperimentOutcome } from "./experiments.ts";
 import type { FlagEvaluation, FlagRuleOutcome } from "./flags.ts";
 import type { ConditionField } from "./targeting.ts";
 import type { RulesSource } from "./decide.ts";
-import type { Decision, ExperimentStep, ImageStep, RouteStep, SlotStep } from "./decision.ts";
+import type { Decision, ExperimentStep, ForcedOutcome, ImageStep, RouteStep, SlotStep } from "./decision.ts";
 import type { CompiledRules } from "./compile.ts";
+import type { QaExplanation } from "./explain_qa.ts";
 
 /** The facts the edge derived, and where each came from. */
 export interface FactsExplanation {
@@ -46,9 +47,12 @@ export interface ExperimentExplanation {
   key: string;
   /** Always true: every experiment is looked at. */
   considered: boolean;
-  /** The visitor was exposed (served a variation, control included). */
+  /** The visitor was served a variation (control included): exposed, or forced by QA. */
   matched: boolean;
-  /** `disabled`, `path`, `when`, or the assignment's outcome (`bucketed`, `coverage`, `sticky`, `bot`…). */
+  /**
+   * `disabled`, `path`, `when`, `forced` (by a QA request), or the assignment's outcome
+   * (`bucketed`, `coverage`, `sticky`, `bot`…).
+   */
   reason: ExperimentStep | ExperimentOutcome;
   why: string;
   field?: ConditionField;
@@ -109,9 +113,14 @@ export interface FlagExplanation {
   key: string;
   value: unknown;
   variant: string;
-  /** The OpenFeature reason (`TARGETING_MATCH`, `SPLIT`, `DEFAULT`, `STATIC`, `DISABLED`, `ERROR`). */
-  reason: FlagEvaluation["reason"];
+  /**
+   * The OpenFeature reason (`TARGETING_MATCH`, `SPLIT`, `DEFAULT`, `STATIC`, `DISABLED`, `ERROR`),
+   * or `FORCED` when a QA request replaced the value.
+   */
+  reason: FlagEvaluation["reason"] | "FORCED";
   why: string;
+  /** What the rules gave before a QA request replaced it. */
+  evaluated?: { value: unknown; variant: string; reason: FlagEvaluation["reason"] };
   rules: FlagRuleExplanation[];
 }
 
@@ -153,6 +162,8 @@ export interface Explanation {
     cartItems: number;
     why: string;
   };
+  /** What the request's QA headers forced, or why they forced nothing; null without any. */
+  qa: QaExplanation | null;
   rules: {
     version: number;
     role: "active" | "canary";
@@ -184,4 +195,6 @@ export interface ExplainInputs {
   ipGeoLoaded: boolean;
   /** Where the context came from, when not from the context stage (an offline explanation). */
   contextWhy?: string;
+  /** What the QA headers force (see `explainQa`), and its explanation. */
+  qa?: { qa: QaExplanation | null; forced: ForcedOutcome | undefined };
 }
