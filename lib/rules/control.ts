@@ -17,12 +17,9 @@ import type { ParsedRuleSet } from "./schema.ts";
 /** How many rule set versions are kept when `RULES_KEEP` is not given. */
 export const DEFAULT_RULES_KEEP = 10;
 
-/**
- * Most entries for versions that were promoted or rolled back to before their rule set arrived.
- * Beyond it the lowest such versions are forgotten (the only case in which the merge is not
- * exactly order-independent).
- */
-export const MAX_PENDING_VERSIONS = 100;
+// Most entries for versions promoted or rolled back to before their rule set arrived; beyond it the
+// lowest are forgotten (the only case in which the merge is not exactly order-independent).
+const MAX_PENDING_VERSIONS = 100;
 
 const RANK = { canary: 0, rules: 1, promote: 2, rollback: 3 } as const;
 

@@ -23,21 +23,11 @@ import type {
 } from "./decision.ts";
 
 /**
- * Decides what to do with a request:
- * 1. the region from the country (or a trusted region hint);
- * 2. experiments whose `match` and `when` apply: bots get control and are not in them, a
- *    still-valid sticky assignment is kept, everyone else is bucketed (GrowthBook-compatible);
- * 3. the first route whose glob matches, whose `when` holds and whose rewrite map has a target
- *    for the visitor's region, device, network or variation (else `*`) — unsafe results are skipped;
- * 4. for a proxied `GET`/`HEAD`, the first image rule: width and quality query parameters the
- *    client did not set itself;
- * 5. every flag (first matching rule), then the slot contents.
- *
- * A QA request's forced variations replace the assignment wherever the experiment's `match`
- * covers the path, whatever its `enabled`, `when`, coverage or namespace, and the visitor being
- * a bot; its forced flag values replace the evaluated ones. Neither reaches `stickyAssignments`.
- * While a canary runs (`inputs.canary`), the decision depends on the visitor key whatever the
- * rules say, since the key chose the rules.
+ * Decides what to do with a request, in steps: the region; the experiments whose `match` and
+ * `when` apply (bots get control, a valid sticky assignment is kept, else GrowthBook bucketing);
+ * the first route with a safe target; for a proxied `GET`/`HEAD` the first image rule; every
+ * flag; the slot contents. A QA request's forced variations and flag values win (never sticky).
+ * While a canary runs (`inputs.canary`) the outcome depends on the visitor key, which chose the rules.
  *
  * @param inputs the request facts, the visitor, what QA forces and whether a canary runs
  * @param rules the compiled rules the visitor evaluates

@@ -46,7 +46,8 @@ interface PendingExperiment {
 
 /**
  * Collects the trace of one request: pass it as `trace` to `gatherFacts`, then call
- * {@linkcode ExplainCollector.explain} with the later stages' results. One collector per request.
+ * {@linkcode ExplainCollector.explain} with the later stages' results. One collector per request;
+ * its hooks are those of `DecisionTrace`, `GeoTrace` and `DeviceTrace`, documented there.
  *
  * @example
  * ```ts
@@ -74,54 +75,32 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
   #targeting: TargetingContext | undefined;
   #forced: ForcedOutcome | undefined;
 
-  /** @param name the geo header that decided the country */
   countryHeader(name: string): void {
     this.#countryHeader = name;
   }
 
-  /** @param reason why the device class */
   device(reason: DeviceReason): void {
     this.#deviceReason = reason;
   }
 
-  /** @param reason why the network class */
   network(reason: NetworkReason): void {
     this.#networkReason = reason;
   }
 
-  /**
-   * @param region the region
-   * @param source where it came from
-   */
   region(region: string, source: RegionSource): void {
     this.#region = { value: region, source };
     if (this.#targeting) this.#targeting.region = region;
   }
 
-  /**
-   * @param experiment the experiment
-   * @param remembered the cookie's value for it
-   * @param valid whether it is one of the variations
-   */
   sticky(experiment: CompiledExperiment, remembered: string, valid: boolean): void {
     this.#pendingFor(experiment.key).sticky = { value: remembered, valid };
   }
 
-  /**
-   * @param outcome how the assignment went
-   * @param hashValue the bucket or namespace hash
-   */
   assignment(outcome: ExperimentOutcome, hashValue: number | null): void {
     this.#current.outcome = outcome;
     this.#current.hashValue = hashValue;
   }
 
-  /**
-   * @param experiment the experiment
-   * @param step what happened
-   * @param field the failing `when` field
-   * @param result the assignment, when exposed
-   */
   experiment(
     experiment: CompiledExperiment,
     step: ExperimentStep,
@@ -172,13 +151,6 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     this.#experiments.push(entry);
   }
 
-  /**
-   * @param index the route's position
-   * @param step what happened
-   * @param field the failing `when` field
-   * @param key what the rewrite map was looked up by
-   * @param target the filled-in target or location
-   */
   route(
     index: number,
     step: RouteStep,
@@ -202,12 +174,6 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     this.#routes.push(entry);
   }
 
-  /**
-   * @param index the image rule's position
-   * @param step what happened
-   * @param field the failing `when` field
-   * @param search the query after adaptation
-   */
   image(index: number, step: ImageStep, field: ConditionField | undefined, search: string | undefined): void {
     const image = this.#rules!.images[index]!;
     const entry: ImageExplanation = {
@@ -231,12 +197,6 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     this.#images.push(entry);
   }
 
-  /**
-   * @param index the flag rule's position
-   * @param outcome what happened
-   * @param field the failing `when` field
-   * @param hashValue the rollout hash
-   */
   flagRule(
     index: number,
     outcome: FlagRuleOutcome,
@@ -250,10 +210,6 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     this.#flagRules.push(entry);
   }
 
-  /**
-   * @param index the flag's position
-   * @param evaluation its result
-   */
   flag(index: number, evaluation: FlagEvaluation): void {
     const flag = this.#rules!.flags[index]!;
     const steps = this.#flagRules;
@@ -274,10 +230,6 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     });
   }
 
-  /**
-   * @param index the flag's position
-   * @param value the value a QA request forced
-   */
   flagForced(index: number, value: unknown): void {
     const key = this.#rules!.flags[index]!.key;
     const entry = this.#flags.findLast((flag) => flag.key === key);
@@ -292,11 +244,6 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     entry.reason = "FORCED";
   }
 
-  /**
-   * @param index the slot entry's position
-   * @param step what happened
-   * @param field the failing `when` field
-   */
   slot(index: number, step: SlotStep, field: ConditionField | undefined): void {
     const slot = this.#rules!.slots[index]!;
     const entry: SlotExplanation = {

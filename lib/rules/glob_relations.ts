@@ -6,14 +6,9 @@
 import { PathGlob } from "./targeting.ts";
 
 /**
- * Tells whether every path one glob matches, another matches too (so the other covers it).
- * Conservative: false unless provable (`*`, equal globs, a literal the other matches, or a
- * single-star glob whose prefix and suffix the covered glob's literal ends extend).
- *
  * @param outer the glob that may cover
  * @param inner the glob that may be covered
  * @returns true when `outer` provably matches every path `inner` matches
- * @throws never
  */
 export function globCovers(outer: string, inner: string): boolean {
   if (outer === "*" || outer === inner) return true;
@@ -25,12 +20,9 @@ export function globCovers(outer: string, inner: string): boolean {
 }
 
 /**
- * Tells whether no path can match both globs. Conservative: false unless provable.
- *
  * @param a a glob
  * @param b another glob
  * @returns true when they provably match no common path
- * @throws never
  */
 export function globsDisjoint(a: string, b: string): boolean {
   if (a === "*" || b === "*") return false;
@@ -42,12 +34,7 @@ export function globsDisjoint(a: string, b: string): boolean {
   return !sa.endsWith(sb) && !sb.endsWith(sa);
 }
 
-/**
- * The literal text of a glob before its first `*` (all of it without one).
- *
- * @param glob a path glob
- * @returns its literal prefix
- */
+/** @returns the literal text of a glob before its first `*` (all of it without one) */
 export function literalPrefix(glob: string): string {
   const star = glob.indexOf("*");
   return star < 0 ? glob : glob.slice(0, star);

@@ -79,16 +79,8 @@ export type OfrepRules = CompiledRules | {
   rulesFor(visitorKey: string): CompiledRules;
 };
 
-/**
- * Picks the rules for an OFREP context: by `targetingKey` when one is given (so a canary
- * visitor sees the canary's flags, as on the proxy), else the active rules.
- *
- * @param rules fixed rules or a source with canaries
- * @param context the parsed evaluation context
- * @returns the rules to evaluate
- * @throws never
- */
-export function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): CompiledRules {
+// By `targetingKey` when one is given, so a canary visitor sees the canary's flags as on the proxy.
+function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): CompiledRules {
   if (!("rulesFor" in rules)) return rules;
   return context.targetingKey ? rules.rulesFor(context.targetingKey) : rules.current;
 }
@@ -122,21 +114,9 @@ type Parsed = { ok: true; context: OfrepContext } | {
   errorDetails: string;
 };
 
-/**
- * Parses an OFREP request body `{ "context": { "targetingKey": "…", …attributes } }`. An empty
- * body counts as no context.
- *
- * @param text the body text
- * @returns the context, or `PARSE_ERROR` (not a JSON object) / `INVALID_CONTEXT` (a known
- *   attribute of the wrong type or format) with details naming the field
- * @throws never
- * @example
- * ```ts
- * parseOfrepRequest('{"context":{"targetingKey":"u1","country":"DE"}}');
- * // { ok: true, context: { targetingKey: "u1", country: "DE" } }
- * ```
- */
-export function parseOfrepRequest(text: string): Parsed {
+// An empty body counts as no context; errors are `PARSE_ERROR` (not a JSON object) or
+// `INVALID_CONTEXT` (a known attribute of the wrong type), with details naming the field.
+function parseOfrepRequest(text: string): Parsed {
   if (text.trim() === "") return { ok: true, context: {} };
   let json: unknown;
   try {
@@ -222,17 +202,9 @@ export function evaluateOfrepBulk(
   return { status: 200, body, etag };
 }
 
-/**
- * Tells whether an `If-None-Match` header lists an ETag (weak comparison). `*` matches nothing:
- * on the bulk `POST` it does not mean the client holds this answer (it is a guard for
- * conditional writes), so it must not turn an evaluation into an empty 304.
- *
- * @param ifNoneMatch the header value
- * @param etag the current entity tag, quoted
- * @returns true when a listed tag equals `etag`
- * @throws never
- */
-export function etagMatches(ifNoneMatch: string, etag: string): boolean {
+// Weak comparison. `*` matches nothing: on the bulk `POST` it is a guard for conditional writes,
+// not a sign the client holds this answer.
+function etagMatches(ifNoneMatch: string, etag: string): boolean {
   const wanted = etag.replace(/^W\//, "");
   return ifNoneMatch.split(",").some((tag) => tag.trim().replace(/^W\//, "") === wanted);
 }

@@ -1,16 +1,15 @@
 /**
  * @module
- * Holds the compiled rules of this process — the active rule set and, while one runs, a canary
- * with the share of visitors it gets — and says which of them a visitor evaluates. `follower.ts`
- * keeps it on what KV names; an invalid rule set never becomes active or canary.
+ * Holds the compiled rules of this process — the active set and, while one runs, a canary with
+ * its share of visitors — and says which a visitor evaluates. `follower.ts` keeps it on what KV
+ * names; an invalid rule set never becomes active or canary.
  */
 import type { CompiledRules } from "./compile.ts";
 import { hash } from "./bucketing.ts";
 
-/** A canary: a rule set evaluated for a share of visitors. */
+/** A canary: a rule set evaluated for a share of visitors, in `(0, 1)`. */
 export interface RulesCanary {
   rules: CompiledRules;
-  /** Share of visitors in `(0, 1)`. */
   share: number;
 }
 
@@ -21,30 +20,23 @@ export interface RulesState {
 }
 
 /**
- * Whether a visitor falls in the canary of a rules version: GrowthBook's hash (version 2) of
- * the visitor key with the seed `"rules-canary:" + version` is below the share. Stable per
- * visitor; raising the share only adds visitors; each canary version draws its own visitors.
+ * Whether a visitor falls in the canary of a rules version. Stable per visitor; raising the share
+ * only adds visitors; each canary version draws its own.
  *
  * @param visitorKey the visitor's bucketing key (user id or anonymous id)
  * @param canary the canary's version and share
  * @returns true when the visitor evaluates the canary
- * @example
- * ```ts
- * isCanaryVisitor("anon-123", { version: 12, share: 0.05 });
- * ```
  */
 export function isCanaryVisitor(visitorKey: string, canary: { version: number; share: number }): boolean {
   return canaryHash(visitorKey, canary.version) < canary.share;
 }
 
 /**
- * A visitor's position for the canary of a rules version, which {@linkcode isCanaryVisitor}
- * compares with the share.
+ * A visitor's position for a canary: GrowthBook's hash (version 2) of the key, seeded by version.
  *
  * @param visitorKey the visitor's bucketing key
  * @param version the canary's rules version
  * @returns a number in `[0, 1)`
- * @throws never
  */
 export function canaryHash(visitorKey: string, version: number): number {
   return hash(`rules-canary:${version}`, visitorKey, 2) ?? 1;
@@ -63,7 +55,7 @@ export class RulesStore {
     this.#active = initial;
   }
 
-  /** The rules loaded at start-up; they apply until KV names an active version that beats them. */
+  /** The start-up rules; they apply until KV names an active version that beats them. */
   get baseline(): CompiledRules {
     return this.#baseline;
   }
@@ -79,10 +71,8 @@ export class RulesStore {
   }
 
   /**
-   * The rules a visitor evaluates: the canary's for visitors in its share, else the active ones.
-   *
-   * @param visitorKey the visitor's bucketing key (the identity stage's `key`)
-   * @returns the compiled rules; their `version` is the one the decision records
+   * @param visitorKey the identity stage's `key`
+   * @returns the rules the visitor evaluates: the canary's in its share, else the active ones
    */
   rulesFor(visitorKey: string): CompiledRules {
     const canary = this.#canary;
@@ -93,9 +83,7 @@ export class RulesStore {
   }
 
   /**
-   * Replaces the active rules when the candidate is newer (the canary is left alone).
-   *
-   * @param candidate compiled (and therefore valid) rules
+   * @param candidate compiled rules, active only when newer (the canary is left alone)
    * @returns true when the candidate became active
    */
   offer(candidate: CompiledRules): boolean {
@@ -104,9 +92,7 @@ export class RulesStore {
   }
 
   /**
-   * Replaces the active rules and the canary, older versions included (a rollback).
-   *
-   * @param state compiled (and therefore valid) rules and the canary, if any
+   * @param state the active rules and canary, older versions included (a rollback)
    * @returns true when the active version or the canary's version or share changed
    */
   set(state: RulesState): boolean {
@@ -121,12 +107,7 @@ export class RulesStore {
     return true;
   }
 
-  /**
-   * Registers a function called whenever the active rules or the canary change.
-   *
-   * @param listener called with the active rules and the whole state (e.g. to update the
-   * `rules_version` gauge for both roles)
-   */
+  /** @param listener called with the active rules and the whole state whenever either changes */
   onChange(listener: (rules: CompiledRules, state: RulesState) => void): void {
     this.#listeners.push(listener);
   }
