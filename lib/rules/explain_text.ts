@@ -92,9 +92,20 @@ const MARK = { matched: "✓", missed: "✗", skipped: "·" } as const;
  * @throws never
  */
 export function formatExplanation(explanation: Explanation): string {
-  const { request, facts, identity, context, rules, decision } = explanation;
   const out: string[] = [];
-  const line = (label: string, text: string) => out.push(`  ${label.padEnd(10)} ${text}`);
+  formatVisitor(out, explanation);
+  formatSections(out, explanation);
+  formatDecision(out, explanation);
+  return `${out.join("\n")}\n`;
+}
+
+function lineOf(out: string[]): (label: string, text: string) => void {
+  return (label, text) => out.push(`  ${label.padEnd(10)} ${text}`);
+}
+
+function formatVisitor(out: string[], explanation: Explanation): void {
+  const { request, facts, identity, context, rules } = explanation;
+  const line = lineOf(out);
   out.push(`${request.method} ${request.path}${request.search}`);
   out.push(`Rules       version ${rules.version} (${rules.role}) — ${rules.why}`);
   out.push("Facts");
@@ -134,7 +145,9 @@ export function formatExplanation(explanation: Explanation): string {
       }, ${context.recentViews} recent views, ${context.cartItems} cart items`,
     );
   }
+}
 
+function formatSections(out: string[], explanation: Explanation): void {
   section(out, "Experiments", explanation.experiments, (e) => {
     const forced = e.reason === "forced";
     const mark = forced || (e.matched && e.inExperiment)
@@ -171,7 +184,11 @@ export function formatExplanation(explanation: Explanation): string {
     const mark = s.matched ? MARK.matched : s.reason === "taken" ? MARK.skipped : MARK.missed;
     return `${mark} #${s.index} ${s.name.padEnd(16)} ${s.why}`;
   });
+}
 
+function formatDecision(out: string[], explanation: Explanation): void {
+  const { request, decision } = explanation;
+  const line = lineOf(out);
   const action = decision.action.type === "redirect"
     ? `redirect ${decision.action.status} to ${decision.action.location}`
     : `proxy ${decision.action.path}${decision.action.search ?? request.search}`;
@@ -187,7 +204,6 @@ export function formatExplanation(explanation: Explanation): string {
       ? `personalized: depends on ${decision.dependsOn.join(", ")}`
       : "not personalized: shared caches may store it",
   );
-  return `${out.join("\n")}\n`;
 }
 
 function section<T>(out: string[], title: string, items: readonly T[], render: (item: T) => string): void {

@@ -278,7 +278,8 @@ interface Reference {
   scopes: (readonly string[])[];
 }
 
-function references(rules: Rules): LintFinding[] {
+// Every place that reads an experiment's variation, with the paths where it reads it.
+function referencesOf(rules: Rules): Reference[] {
   const refs: Reference[] = [];
   const fromCondition = (path: string, when: Condition | undefined, scopes: (readonly string[])[]) => {
     if (!when?.variant) return;
@@ -303,7 +304,11 @@ function references(rules: Rules): LintFinding[] {
   );
   rules.images.forEach((image, i) => fromCondition(`images.${i}`, image.when, [globsOf(image.match)]));
   rules.slots.forEach((slot, s) => fromCondition(`slots.${s}`, slot.when, []));
+  return refs;
+}
 
+function references(rules: Rules): LintFinding[] {
+  const refs = referencesOf(rules);
   const out: LintFinding[] = [];
   for (const ref of refs) {
     const experiment = rules.experiments.find((e) => e.key === ref.key)!;
