@@ -18,7 +18,7 @@ import { type CompiledFlag, compileFlag } from "./flags.ts";
 import type { NetworkClass } from "../pipeline/device.ts";
 import { type ParsedRuleSet, reservedKeyProblems, RuleSetSchema, rulesIssueMessage } from "./schema.ts";
 
-/** What the keys of a rewrite map name. */
+/** What the keys of a rewrite map (`targets`) name; for `experiment`, `experiment`'s variations. */
 export type RewriteBy = "region" | "device" | "network" | "experiment";
 
 /** A route action after compilation. */
@@ -26,31 +26,26 @@ export type RouteAction =
   | {
     type: "rewrite";
     targets: ReadonlyMap<string, string>;
-    /** What the keys of `targets` name. */
     by: RewriteBy;
-    /** The experiment whose variation keys `targets`, when `by` is `experiment`. */
     experiment?: string;
   }
   | { type: "redirect"; to: string; status: number };
 
-/** A route after compilation. */
+/** A route after compilation; `inputs` are the `INPUT` bits its outcome reads once its path matched. */
 export interface CompiledRoute {
-  /** The glob as written. */
   match: string;
   pattern: PathGlob;
   when: CompiledCondition | undefined;
   action: RouteAction;
-  /** `INPUT` bits (see `targeting.ts`) the route's outcome depends on once its path matched. */
   inputs: number;
 }
 
-/** An image adaptation rule after compilation. */
+/** An image adaptation rule after compilation; `inputs` are the `INPUT` bits its parameters read. */
 export interface CompiledImageRule {
   patterns: readonly PathGlob[];
   when: CompiledCondition | undefined;
   width: { from: "viewport" | "dpr-scaled"; param: string; step: number; max: number } | undefined;
   quality: { param: string; byNetwork: ReadonlyMap<NetworkClass, number> } | undefined;
-  /** `INPUT` bits the added parameters depend on. */
   inputs: number;
 }
 
@@ -65,26 +60,17 @@ export interface CompiledSlot {
 export interface CompiledRules {
   version: number;
   defaultRegion: string;
-  /** Country code → region name. */
   countryRegion: ReadonlyMap<string, string>;
-  /** Every region name the rules know. */
   regionNames: ReadonlySet<string>;
   routes: readonly CompiledRoute[];
   experiments: readonly CompiledExperiment[];
-  /** The keys of `experiments`. */
   experimentKeys: ReadonlySet<string>;
-  /** Flags in rule order. */
   flags: readonly CompiledFlag[];
   flagsByKey: ReadonlyMap<string, CompiledFlag>;
   images: readonly CompiledImageRule[];
-  /** Slot content rules, in rule order. */
   slots: readonly CompiledSlot[];
-  /** Whether HTML pages get the edge context injected as JSON. */
   htmlContext: boolean;
-  /**
-   * Every client-hint request header some rule can read, in canonical case: advertise them in
-   * `Accept-CH` (through `acceptChValue`) on HTML responses.
-   */
+  /** Every client-hint header some rule can read, for `Accept-CH` on HTML responses. */
   clientHints: readonly string[];
   source: ParsedRuleSet;
 }
@@ -94,10 +80,6 @@ export class RulesError extends Error {
   /** One entry per problem: `field path: message`. */
   readonly problems: string[];
 
-  /**
-   * @param message summary
-   * @param problems one entry per problem
-   */
   constructor(message: string, problems: string[]) {
     super(message);
     this.name = "RulesError";

@@ -45,14 +45,10 @@ export interface FactsExplanation {
 /** One experiment's part in the decision. */
 export interface ExperimentExplanation {
   key: string;
-  /** Always true: every experiment is looked at. */
   considered: boolean;
   /** The visitor was served a variation (control included): exposed, or forced by QA. */
   matched: boolean;
-  /**
-   * `disabled`, `path`, `when`, `forced` (by a QA request), or the assignment's outcome
-   * (`bucketed`, `coverage`, `sticky`, `bot`…).
-   */
+  /** A step (`disabled`, `path`, `when`, `forced`) or the assignment's outcome (`bucketed`, `bot`…). */
   reason: ExperimentStep | ExperimentOutcome;
   why: string;
   field?: ConditionField;
@@ -113,10 +109,7 @@ export interface FlagExplanation {
   key: string;
   value: unknown;
   variant: string;
-  /**
-   * The OpenFeature reason (`TARGETING_MATCH`, `SPLIT`, `DEFAULT`, `STATIC`, `DISABLED`, `ERROR`),
-   * or `FORCED` when a QA request replaced the value.
-   */
+  /** The OpenFeature reason, or `FORCED` when a QA request replaced the value. */
   reason: FlagEvaluation["reason"] | "FORCED";
   why: string;
   /** What the rules gave before a QA request replaced it. */
@@ -187,11 +180,8 @@ export interface ExplainInputs {
   facts: Facts;
   identity: Identity;
   context: EdgeUserContext;
-  /** The rules store (active and canary). */
   rules: RulesSource & { readonly current: CompiledRules };
-  /** The session cookie's name (`SESSION_COOKIE`). */
   sessionCookie: string;
-  /** Whether the IP database is loaded. */
   ipGeoLoaded: boolean;
   /** Where the context came from, when not from the context stage (an offline explanation). */
   contextWhy?: string;

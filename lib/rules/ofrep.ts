@@ -68,14 +68,9 @@ const ContextSchema = z.looseObject({
 /** The evaluation context attributes the edge understands; others are accepted and ignored. */
 export type OfrepContext = z.output<typeof ContextSchema>;
 
-/**
- * The rules OFREP evaluates against: fixed rules, or a source (such as `RulesStore`) that picks
- * a rules canary's version for the visitors in it, as the proxy does.
- */
+/** Fixed rules, or a source (such as `RulesStore`) that picks a canary's rules for its visitors. */
 export type OfrepRules = CompiledRules | {
-  /** The active rules: for a request without `targetingKey`. */
   readonly current: CompiledRules;
-  /** The rules a visitor key evaluates (a canary's for visitors in its share). */
   rulesFor(visitorKey: string): CompiledRules;
 };
 
@@ -90,14 +85,10 @@ function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): CompiledRules 
  * when OFREP is open (no API keys): a browser evaluates flags for itself only.
  */
 export interface OfrepCaller {
-  /** The caller's visitor key; absent when it has none yet. */
   key: string | undefined;
   loggedIn: boolean;
   segments: readonly string[];
-  /**
-   * The caller's sticky experiment assignments (the `ep_exp` cookie: experiment key → variation),
-   * kept as the proxy keeps them, so a flag that depends on a variation answers as it does there.
-   */
+  /** The caller's sticky assignments (`ep_exp`), kept as the proxy keeps them. */
   sticky?: ReadonlyMap<string, string>;
 }
 
@@ -174,10 +165,8 @@ export function evaluateOfrepFlag(
 }
 
 /**
- * Evaluates every flag for `POST /ofrep/v1/evaluate/flags`. Flags that cannot be evaluated
- * for this context appear as failures in the list; the `ETag` is a hash of the answer, and an
- * `If-None-Match` that lists it gives 304 (`*` is ignored: it does not mean the client holds
- * this answer).
+ * Evaluates every flag for `POST /ofrep/v1/evaluate/flags`; flags that cannot be evaluated for
+ * this context are failures in the list, and an `If-None-Match` listing the answer's ETag gives 304.
  *
  * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
  * @param request the body text, the `If-None-Match` header, and (open OFREP) the caller's own identity
