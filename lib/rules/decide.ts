@@ -33,7 +33,6 @@ import type {
  * @param rules the compiled rules the visitor evaluates
  * @param trace told every step, for an explanation; the decision is the same with or without it
  * @returns the decision
- * @throws never
  * @example
  * ```ts
  * const decision = decide({ facts, visitor }, deps.rules.current);
@@ -331,7 +330,6 @@ export interface RulesSource {
  * @param source the rules store
  * @param trace told every step, for an explanation
  * @returns the rules used and the decision
- * @throws never
  */
 export function decideForVisitor(
   inputs: DecisionInputs,

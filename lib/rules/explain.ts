@@ -272,7 +272,6 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
    *
    * @param inputs the request, the stages' results, the rules store and what the facts need
    * @returns the explanation; `explanation.decision` is the decision
-   * @throws never
    */
   explain(inputs: ExplainInputs): { explanation: Explanation; decision: Decision } {
     const { facts, identity, context } = inputs;

@@ -34,7 +34,6 @@ export interface FactsTraceRecord {
  * @param inputs the explanation's inputs
  * @param trace what the facts stage reported
  * @returns the facts part of the explanation
- * @throws never
  */
 export function explainFacts(
   inputs: ExplainInputs,
@@ -107,7 +106,6 @@ export function explainFacts(
  *
  * @param inputs the explanation's inputs
  * @returns the identity part of the explanation
- * @throws never
  */
 export function explainIdentity(inputs: ExplainInputs): Explanation["identity"] {
   const { identity, request, sessionCookie } = inputs;
@@ -149,7 +147,6 @@ export function explainIdentity(inputs: ExplainInputs): Explanation["identity"] 
  *
  * @param context the context stage's result
  * @returns the context part of the explanation
- * @throws never
  */
 export function explainContext(context: EdgeUserContext): Explanation["context"] {
   const { outcome } = context;
@@ -187,7 +184,6 @@ export function explainContext(context: EdgeUserContext): Explanation["context"]
  * @param inputs the explanation's inputs
  * @param rules the rules the visitor evaluates
  * @returns the rules part of the explanation
- * @throws never
  */
 export function explainRules(inputs: ExplainInputs, rules: CompiledRules): Explanation["rules"] {
   const canary = inputs.rules.canary;

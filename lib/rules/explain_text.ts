@@ -22,7 +22,6 @@ import { getBucketRanges } from "./bucketing.ts";
  * @param condition the compiled condition
  * @param context what it was evaluated against
  * @returns a sentence naming what the field wants and what the visitor has
- * @throws never
  * @example
  * ```ts
  * describeMismatch("region", compileCondition({ region: ["EU"] }), context);
@@ -89,7 +88,6 @@ const MARK = { matched: "✓", missed: "✗", skipped: "·" } as const;
  *
  * @param explanation the explanation
  * @returns the report, ending with a newline
- * @throws never
  */
 export function formatExplanation(explanation: Explanation): string {
   const out: string[] = [];

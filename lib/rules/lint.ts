@@ -35,7 +35,6 @@ type Condition = NonNullable<Route["when"]>;
  *
  * @param rules the compiled rules (their `source` is linted)
  * @returns the findings: warnings first, then notes, each in the order of the rules file
- * @throws never
  * @example
  * ```ts
  * lintRules(parseRules({ version: 1, routes: [{ match: "/*", rewrite: { "*": "/a" } }, { match: "/b", rewrite: { "*": "/c" } }] }));

@@ -139,7 +139,6 @@ function parseOfrepRequest(text: string): Parsed {
  * @returns 200 with the evaluation; 400 `PARSE_ERROR`, `INVALID_CONTEXT` or
  *   `TARGETING_KEY_MISSING` (a rollout or variant rule was reached without `targetingKey`);
  *   404 `FLAG_NOT_FOUND`
- * @throws never
  */
 export function evaluateOfrepFlag(
   source: OfrepRules,
@@ -171,7 +170,6 @@ export function evaluateOfrepFlag(
  * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
  * @param request the body text, the `If-None-Match` header, and (open OFREP) the caller's own identity
  * @returns 200 `{ flags }` with an ETag, 304 with the ETag, or 400 `PARSE_ERROR`/`INVALID_CONTEXT`
- * @throws never
  */
 export function evaluateOfrepBulk(
   source: OfrepRules,
@@ -205,7 +203,6 @@ function etagMatches(ifNoneMatch: string, etag: string): boolean {
  * @param headers the request headers
  * @param keys the accepted keys; empty means no key is needed
  * @returns true when no key is configured or the presented one is accepted
- * @throws never
  */
 export function ofrepKeyAccepted(headers: Headers, keys: readonly string[]): boolean {
   if (keys.length === 0) return true;

@@ -28,7 +28,6 @@ interface Checker {
  *
  * @param rules the rule set as the schema parsed it
  * @param ctx zod's refinement context
- * @throws never
  */
 export function checkReferences(rules: ParsedRuleSet, ctx: z.RefinementCtx): void {
   const checker: Checker = {

@@ -278,7 +278,6 @@ export function rulesIssueMessage(issue: z.core.$ZodIssue): string {
  * {@linkcode parseRules}.
  *
  * @returns a JSON Schema (draft 2020-12) object
- * @throws never
  */
 export function rulesJsonSchema(): Record<string, unknown> {
   return {
