@@ -1,7 +1,6 @@
 /**
  * @module
- * What the decision stage takes and gives: the visitor as it sees them, what QA forces, the
- * decision itself, and the trace an explanation listens with.
+ * What the decision stage takes and gives, and the trace an explanation listens with.
  */
 import type { Identity } from "../pipeline/identity.ts";
 import type { EdgeUserContext } from "../pipeline/context.ts";
@@ -105,13 +104,7 @@ export interface DecisionTrace extends ExperimentTrace, FlagTrace {
   slot(index: number, step: SlotStep, field: ConditionField | undefined): void;
 }
 
-/**
- * The visitor as the decision sees them, from the identity and context stages.
- *
- * @param identity the identity stage's result
- * @param context the context stage's result
- * @returns the visitor context; attributes keep only strings, numbers and booleans
- */
+/** The visitor as the decision sees them, from the identity and context stages (primitive attributes only). */
 export function visitorContextOf(identity: Identity, context: EdgeUserContext): VisitorContext {
   return {
     key: identity.key,

@@ -1,15 +1,7 @@
-/**
- * @module
- * What one path glob provably says about another — covers it, or shares no path with it — for
- * the rules linter. Conservative: "no" unless provable.
- */
+/** @module What one path glob provably says about another, for the linter: "no" unless provable. */
 import { PathGlob } from "./targeting.ts";
 
-/**
- * @param outer the glob that may cover
- * @param inner the glob that may be covered
- * @returns true when `outer` provably matches every path `inner` matches
- */
+/** @returns true when `outer` provably matches every path `inner` matches */
 export function globCovers(outer: string, inner: string): boolean {
   if (outer === "*" || outer === inner) return true;
   if (!inner.includes("*")) return new PathGlob(outer).test(inner);
@@ -19,11 +11,7 @@ export function globCovers(outer: string, inner: string): boolean {
   return literalPrefix(inner).startsWith(prefix) && literalSuffix(inner).endsWith(suffix);
 }
 
-/**
- * @param a a glob
- * @param b another glob
- * @returns true when they provably match no common path
- */
+/** @returns true when the two globs provably match no common path */
 export function globsDisjoint(a: string, b: string): boolean {
   if (a === "*" || b === "*") return false;
   if (!a.includes("*")) return !new PathGlob(b).test(a);

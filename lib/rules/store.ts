@@ -20,24 +20,14 @@ export interface RulesState {
 }
 
 /**
- * Whether a visitor falls in the canary of a rules version. Stable per visitor; raising the share
- * only adds visitors; each canary version draws its own.
- *
- * @param visitorKey the visitor's bucketing key (user id or anonymous id)
- * @param canary the canary's version and share
- * @returns true when the visitor evaluates the canary
+ * Whether a visitor evaluates the canary of a rules version: stable per visitor, raising the share
+ * only adds visitors, and each canary version draws its own.
  */
 export function isCanaryVisitor(visitorKey: string, canary: { version: number; share: number }): boolean {
   return canaryHash(visitorKey, canary.version) < canary.share;
 }
 
-/**
- * A visitor's position for a canary: GrowthBook's hash (version 2) of the key, seeded by version.
- *
- * @param visitorKey the visitor's bucketing key
- * @param version the canary's rules version
- * @returns a number in `[0, 1)`
- */
+/** A visitor's position in `[0, 1)` for a canary: GrowthBook's hash (v2) of the key, seeded by version. */
 export function canaryHash(visitorKey: string, version: number): number {
   return hash(`rules-canary:${version}`, visitorKey, 2) ?? 1;
 }
@@ -70,10 +60,7 @@ export class RulesStore {
     return this.#canary;
   }
 
-  /**
-   * @param visitorKey the identity stage's `key`
-   * @returns the rules the visitor evaluates: the canary's in its share, else the active ones
-   */
+  /** The rules a visitor key evaluates: the canary's in its share, else the active ones. */
   rulesFor(visitorKey: string): CompiledRules {
     const canary = this.#canary;
     if (canary && isCanaryVisitor(visitorKey, { version: canary.rules.version, share: canary.share })) {
@@ -82,19 +69,13 @@ export class RulesStore {
     return this.#active;
   }
 
-  /**
-   * @param candidate compiled rules, active only when newer (the canary is left alone)
-   * @returns true when the candidate became active
-   */
+  /** Makes the candidate active when it is newer (the canary is left alone); true when it did. */
   offer(candidate: CompiledRules): boolean {
     if (candidate.version <= this.#active.version) return false;
     return this.set({ active: candidate, canary: this.#canary });
   }
 
-  /**
-   * @param state the active rules and canary, older versions included (a rollback)
-   * @returns true when the active version or the canary's version or share changed
-   */
+  /** Replaces the state, older versions included (a rollback); true when anything changed. */
   set(state: RulesState): boolean {
     const same = state.active.version === this.#active.version && state.active === this.#active &&
       state.canary?.rules.version === this.#canary?.rules.version &&
