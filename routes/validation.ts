@@ -1,21 +1,17 @@
 /**
  * @module
- * The one mapping of a failed zod parse of a request to the house 400 body, naming each field,
- * so no route sends the raw zod result.
+ * The one mapping of a failed zod parse of a request to the house 400 body, naming each field.
  */
 import { errorBody } from "../lib/http/errors.ts";
 
-/** A validation issue, as zod reports it (only the parts used here). */
 interface Issue {
   path: readonly PropertyKey[];
   message: string;
 }
 
 /**
- * The house 400 body for failed validation: `invalid_request`, each field and its problem.
- *
- * @param issues the validation issues (zod's)
- * @returns the error body
+ * @param issues zod's validation issues
+ * @returns the house 400 body: `invalid_request`, each field and its problem (never the raw zod result)
  */
 export function invalidRequestBody(issues: readonly Issue[]): ReturnType<typeof errorBody> {
   const fields = issues.map((issue) => ({

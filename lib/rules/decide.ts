@@ -45,6 +45,11 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
   trace?.region(region, regionSource(rules, facts.country, facts.regionHint));
   const pass = startPass(facts, visitor, rules, region, trace);
   const { variants, stickyAssignments } = assignExperiments(pass, visitor, forced);
+  // Assignments to experiments these rules do not have (a canary, or a push that dropped or renamed
+  // one) stay in the cookie while it has room, so a rollback finds them again.
+  if (visitor.sticky.size > 0) {
+    keepUnknownAssignments(visitor.sticky, rules.experimentKeys, stickyAssignments);
+  }
   const route = chooseRoute(pass);
   let action: Action = route?.action ?? { type: "proxy", path: facts.path };
   if (action.type === "proxy" && (facts.method === "GET" || facts.method === "HEAD")) {
@@ -170,11 +175,6 @@ function assignExperiments(
       variants[experiment.key] = result.variation;
       stickyAssignments[experiment.key] = result.variation;
     }
-  }
-  // Assignments to experiments these rules do not have (a canary, or a push that dropped or renamed
-  // one) stay in the cookie while it has room, so a rollback finds them again.
-  if (visitor.sticky.size > 0) {
-    keepUnknownAssignments(visitor.sticky, rules.experimentKeys, stickyAssignments);
   }
   return { variants, stickyAssignments };
 }
