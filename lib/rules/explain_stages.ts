@@ -42,28 +42,7 @@ export function explainFacts(
   const { facts, request } = inputs;
   const region = trace.region ?? { value: "", source: "default" as const };
   const header = facts.geoTrusted ? trace.countryHeader : undefined;
-  const ipPart = inputs.ipGeoLoaded
-    ? `the IP database has no country for ${facts.clientIp}`
-    : "the IP database is not loaded";
-  let countryWhy: string;
-  if (facts.countrySource === "header") countryWhy = `Trusted geo header "${header}"`;
-  else if (facts.countrySource === "ip") {
-    countryWhy = `The IP database maps ${facts.clientIp} to ${facts.country}` +
-      (header
-        ? ` (the trusted geo header "${header}" names no country)`
-        : facts.geoTrusted
-        ? " (no geo header)"
-        : " (geo headers are not trusted from this hop)");
-  } else if (header) {
-    countryWhy = `Unknown: the trusted geo header "${header}" says ` +
-      `${JSON.stringify(request.headers.get(header) ?? "")}, which names no country, and ${ipPart}`;
-  } else {
-    countryWhy =
-      `Unknown: ${
-        facts.geoTrusted ? "no geo header was sent" : "geo headers are not trusted from this hop"
-      }` +
-      `, and ${ipPart}`;
-  }
+  const countryWhy = countryWhyOf(inputs, header);
   const regionWhy = region.source === "hint"
     ? `Trusted region header names "${region.value}"`
     : region.source === "country"
@@ -99,6 +78,29 @@ export function explainFacts(
     gpc: facts.gpc,
     bot: facts.device.isBot,
   };
+}
+
+function countryWhyOf(inputs: ExplainInputs, header: string | undefined): string {
+  const { facts, request } = inputs;
+  const ipPart = inputs.ipGeoLoaded
+    ? `the IP database has no country for ${facts.clientIp}`
+    : "the IP database is not loaded";
+  if (facts.countrySource === "header") return `Trusted geo header "${header}"`;
+  if (facts.countrySource === "ip") {
+    return `The IP database maps ${facts.clientIp} to ${facts.country}` +
+      (header
+        ? ` (the trusted geo header "${header}" names no country)`
+        : facts.geoTrusted
+        ? " (no geo header)"
+        : " (geo headers are not trusted from this hop)");
+  }
+  if (header) {
+    return `Unknown: the trusted geo header "${header}" says ` +
+      `${JSON.stringify(request.headers.get(header) ?? "")}, which names no country, and ${ipPart}`;
+  }
+  return `Unknown: ${
+    facts.geoTrusted ? "no geo header was sent" : "geo headers are not trusted from this hop"
+  }, and ${ipPart}`;
 }
 
 /**
