@@ -78,7 +78,7 @@ function explainHandler(deps: Deps): (c: Context<AppEnv>) => Promise<Response> {
     }
     let raw: unknown;
     if (c.req.method === "POST") {
-      const { readLimitedBody } = await import("../lib/sync/ingest.ts");
+      const { readLimitedBody } = await import("../lib/http/body.ts");
       const bytes = await readLimitedBody(c.req.raw.body, {
         maxBytes: EXPLAIN_MAX_BODY_BYTES,
         contentLength: c.req.header("content-length"),
