@@ -41,9 +41,8 @@ export interface RulesMerge {
   stale: number;
 }
 
-/** Options for {@linkcode mergeRulesEvents}. */
+/** Options for {@linkcode mergeRulesEvents}: `keep` (`RULES_KEEP`) must be the same on every instance. */
 export interface MergeRulesOptions {
-  /** How many rule set versions to keep (`RULES_KEEP`); must be the same on every instance. */
   keep: number;
 }
 
@@ -243,12 +242,7 @@ export function resolveRules(control: RulesControlValue): ResolvedRules {
   return { active, canary: ended ? undefined : { version: canary.version, share: canary.canary!.share } };
 }
 
-/**
- * Reads the rule set that the control record in KV makes active.
- *
- * @param kv the store
- * @returns the active rule set JSON and its version, or `undefined` when KV names none
- */
+/** @returns the rule set (and version) the control record in KV makes active, if any */
 export async function readActiveRules(kv: Deno.Kv): Promise<RulesValue | undefined> {
   const { active } = resolveRules(await readRulesControl(kv));
   if (!active) return undefined;
@@ -274,12 +268,7 @@ export interface StoredRulesStatus {
   kept: KeptVersion[];
 }
 
-/**
- * Reads and resolves the control record for display.
- *
- * @param kv the store
- * @returns the active and canary versions KV names, and every kept version, highest first
- */
+/** @returns the active and canary versions KV names, and every kept version, highest first */
 export async function readStoredRulesStatus(kv: Deno.Kv): Promise<StoredRulesStatus> {
   const control = await readRulesControl(kv);
   const resolved = resolveRules(control);
