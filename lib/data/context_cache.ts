@@ -8,6 +8,7 @@
  */
 import type { UserContext } from "./store.ts";
 import { estimateStringBytes, estimateValueBytes } from "../support/memory_size.ts";
+import { Lru } from "./lru.ts";
 
 /** Options for {@linkcode ContextCache}. */
 export interface ContextCacheOptions {
@@ -73,11 +74,6 @@ export interface ContextCacheStats {
   coalesced: number;
 }
 
-interface Slot {
-  value: CachedContext;
-  bytes: number;
-}
-
 interface Load {
   promise: Promise<CachedContext>;
   /** `valid` is cleared by `invalidate`: the load read data from before a sync and must not be stored. */
@@ -106,8 +102,8 @@ export function estimateEntryBytes(userId: string, value: CachedContext): number
 }
 
 /**
- * The per-isolate user context cache. `Map` insertion order is the LRU order: a hit re-inserts
- * its entry at the young end; eviction takes from the old end.
+ * The per-isolate user context cache, an {@linkcode Lru} of users with freshness, negative
+ * entries, invalidation and coalesced loads on top.
  *
  * @example
  * ```ts
@@ -120,13 +116,11 @@ export class ContextCache {
   #maxEntries: number;
   #maxBytes: number;
   #maxStaleMs: number;
-  #slots = new Map<string, Slot>();
+  #lru: Lru<string, CachedContext>;
   #loads = new Map<string, Load>();
-  #bytes = 0;
   #hits = 0;
   #negativeHits = 0;
   #misses = 0;
-  #evictions = 0;
   #invalidations = 0;
   #coalesced = 0;
 
@@ -148,6 +142,7 @@ export class ContextCache {
     this.#maxEntries = options.maxEntries;
     this.#maxBytes = options.maxBytes;
     this.#maxStaleMs = options.maxStaleMs;
+    this.#lru = new Lru({ maxEntries: options.maxEntries, maxBytes: options.maxBytes });
   }
 
   /** How long an entry is fresh, in milliseconds. */
@@ -163,23 +158,21 @@ export class ContextCache {
    * @returns the entry and whether it is fresh, or `undefined` when there is none
    */
   get(userId: string, now: number): CacheLookup | undefined {
-    const slot = this.#slots.get(userId);
-    if (slot === undefined) {
+    const entry = this.#lru.get(userId);
+    if (entry === undefined) {
       this.#misses++;
       return undefined;
     }
-    this.#slots.delete(userId);
-    this.#slots.set(userId, slot);
-    const age = now - slot.value.storedAt;
+    const age = now - entry.storedAt;
     // A clock that went backwards makes the age negative; that is not freshness.
     const fresh = age >= 0 && age < this.#maxStaleMs;
     if (fresh) {
       this.#hits++;
-      if (slot.value.absent) this.#negativeHits++;
+      if (entry.absent) this.#negativeHits++;
     } else {
       this.#misses++;
     }
-    return { entry: slot.value, fresh };
+    return { entry, fresh };
   }
 
   /**
@@ -190,7 +183,7 @@ export class ContextCache {
    * @returns the entry, or `undefined`
    */
   peek(userId: string): CachedContext | undefined {
-    return this.#slots.get(userId)?.value;
+    return this.#lru.peek(userId);
   }
 
   /**
@@ -202,18 +195,7 @@ export class ContextCache {
    * @returns whether the entry was stored
    */
   set(userId: string, value: CachedContext): boolean {
-    this.#drop(userId);
-    const bytes = estimateEntryBytes(userId, value);
-    if (bytes > this.#maxBytes) return false;
-    this.#slots.set(userId, { value, bytes });
-    this.#bytes += bytes;
-    while (this.#slots.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
-      const oldest = this.#slots.keys().next();
-      if (oldest.done) break;
-      this.#drop(oldest.value);
-      this.#evictions++;
-    }
-    return true;
+    return this.#lru.set(userId, value, estimateEntryBytes(userId, value));
   }
 
   /**
@@ -230,7 +212,7 @@ export class ContextCache {
       load.token.valid = false;
       this.#loads.delete(userId);
     }
-    const dropped = this.#drop(userId);
+    const dropped = this.#lru.delete(userId);
     if (dropped || load) this.#invalidations++;
     return dropped || load !== undefined;
   }
@@ -274,8 +256,7 @@ export class ContextCache {
   clear(): void {
     for (const load of this.#loads.values()) load.token.valid = false;
     this.#loads.clear();
-    this.#slots.clear();
-    this.#bytes = 0;
+    this.#lru.clear();
   }
 
   /**
@@ -285,24 +266,16 @@ export class ContextCache {
    */
   stats(): ContextCacheStats {
     return {
-      entries: this.#slots.size,
-      bytes: this.#bytes,
+      entries: this.#lru.size,
+      bytes: this.#lru.bytes,
       maxEntries: this.#maxEntries,
       maxBytes: this.#maxBytes,
       hits: this.#hits,
       negativeHits: this.#negativeHits,
       misses: this.#misses,
-      evictions: this.#evictions,
+      evictions: this.#lru.evictions,
       invalidations: this.#invalidations,
       coalesced: this.#coalesced,
     };
-  }
-
-  #drop(userId: string): boolean {
-    const slot = this.#slots.get(userId);
-    if (slot === undefined) return false;
-    this.#slots.delete(userId);
-    this.#bytes -= slot.bytes;
-    return true;
   }
 }

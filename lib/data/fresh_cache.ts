@@ -4,6 +4,7 @@
  * first) and an age after which an entry is no longer served, and optionally a third: estimated
  * bytes. The building block of the session and related-list caches.
  */
+import { Lru } from "./lru.ts";
 
 /** Options for {@linkcode FreshCache}. */
 export interface FreshCacheOptions<K = unknown, V = unknown> {
@@ -25,17 +26,13 @@ export interface FreshCacheOptions<K = unknown, V = unknown> {
 interface Entry<V> {
   value: V;
   storedAt: number;
-  bytes: number;
 }
 
 /** Key → value, bounded in entries, in age and, when asked, in estimated bytes. */
 export class FreshCache<K, V> {
-  #entries = new Map<K, Entry<V>>();
-  #maxEntries: number;
+  #lru: Lru<K, Entry<V>>;
   #maxStaleMs: number;
-  #maxBytes: number;
   #sizeOf: ((key: K, value: V) => number) | undefined;
-  #bytes = 0;
 
   /**
    * @param options the bounds
@@ -59,9 +56,8 @@ export class FreshCache<K, V> {
       }
       if (!options.sizeOf) throw new RangeError(`${options.name} "maxBytes" needs "sizeOf"`);
     }
-    this.#maxEntries = options.maxEntries;
+    this.#lru = new Lru({ maxEntries: options.maxEntries, maxBytes: options.maxBytes });
     this.#maxStaleMs = options.maxStaleMs;
-    this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
     this.#sizeOf = options.maxBytes === undefined ? undefined : options.sizeOf;
   }
 
@@ -73,15 +69,13 @@ export class FreshCache<K, V> {
    * @returns `{ value }`, or `undefined` when there is no fresh entry
    */
   get(key: K, now: number): { value: V } | undefined {
-    const entry = this.#entries.get(key);
+    const entry = this.#lru.get(key);
     if (!entry) return undefined;
-    this.#entries.delete(key);
     const age = now - entry.storedAt;
     if (age < 0 || age >= this.#maxStaleMs) {
-      this.#bytes -= entry.bytes;
+      this.#lru.delete(key);
       return undefined;
     }
-    this.#entries.set(key, entry);
     return { value: entry.value };
   }
 
@@ -95,17 +89,7 @@ export class FreshCache<K, V> {
    * @returns whether the entry was stored
    */
   set(key: K, value: V, now: number): boolean {
-    this.delete(key);
-    const bytes = this.#sizeOf?.(key, value) ?? 0;
-    if (bytes > this.#maxBytes) return false;
-    this.#entries.set(key, { value, storedAt: now, bytes });
-    this.#bytes += bytes;
-    while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
-      const oldest = this.#entries.keys().next();
-      if (oldest.done) break;
-      this.delete(oldest.value);
-    }
-    return true;
+    return this.#lru.set(key, { value, storedAt: now }, this.#sizeOf?.(key, value) ?? 0);
   }
 
   /**
@@ -114,10 +98,7 @@ export class FreshCache<K, V> {
    * @param key the key
    */
   delete(key: K): void {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return;
-    this.#entries.delete(key);
-    this.#bytes -= entry.bytes;
+    this.#lru.delete(key);
   }
 
   /**
@@ -126,16 +107,16 @@ export class FreshCache<K, V> {
    * @param matches the predicate
    */
   deleteWhere(matches: (value: V) => boolean): void {
-    for (const [key, entry] of this.#entries) if (matches(entry.value)) this.delete(key);
+    for (const [key, entry] of this.#lru.entries()) if (matches(entry.value)) this.#lru.delete(key);
   }
 
   /** Number of entries (fresh or not). */
   get size(): number {
-    return this.#entries.size;
+    return this.#lru.size;
   }
 
   /** Estimated bytes of the entries held (0 without `sizeOf`). */
   get bytes(): number {
-    return this.#bytes;
+    return this.#lru.bytes;
   }
 }

@@ -5,6 +5,7 @@
  */
 import Bowser from "bowser";
 import { isbot } from "isbot";
+import { Lru } from "../data/lru.ts";
 
 /** The device classes the rules can target. */
 export type DeviceClass = "mobile" | "tablet" | "desktop" | "bot";
@@ -81,8 +82,7 @@ const MAX_DEVICE_MEMORY_GIB = 1024;
  * of microseconds, a hit well under one.
  */
 export class UaCache {
-  #maxSize: number;
-  #entries = new Map<string, UaInfo>();
+  #lru: Lru<string, UaInfo>;
 
   /**
    * Creates an empty cache.
@@ -98,12 +98,12 @@ export class UaCache {
     if (!Number.isInteger(maxSize) || maxSize < 1) {
       throw new RangeError(`UA cache size must be a positive integer, got "${maxSize}"`);
     }
-    this.#maxSize = maxSize;
+    this.#lru = new Lru({ maxEntries: maxSize });
   }
 
   /** How many entries the cache holds. */
   get size(): number {
-    return this.#entries.size;
+    return this.#lru.size;
   }
 
   /**
@@ -113,13 +113,7 @@ export class UaCache {
    * @returns the cached information, or undefined
    */
   get(ua: string): UaInfo | undefined {
-    const info = this.#entries.get(ua);
-    if (info !== undefined) {
-      // Map keeps insertion order: re-inserting moves the entry to the young end.
-      this.#entries.delete(ua);
-      this.#entries.set(ua, info);
-    }
-    return info;
+    return this.#lru.get(ua);
   }
 
   /**
@@ -129,12 +123,7 @@ export class UaCache {
    * @param info what it says
    */
   set(ua: string, info: UaInfo): void {
-    this.#entries.delete(ua);
-    this.#entries.set(ua, info);
-    if (this.#entries.size > this.#maxSize) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest !== undefined) this.#entries.delete(oldest);
-    }
+    this.#lru.set(ua, info);
   }
 }
 
