@@ -28,6 +28,17 @@ export type BackendFailure =
   | "invalid_user_id"
   | "busy";
 
+/**
+ * What the read-through of one context load did, as the context stage, its cache and the metrics
+ * see it: not needed, the backend's answer, an answer whose events did not validate, or a failure.
+ */
+export type ReadThroughOutcome =
+  | "skipped"
+  | "ok"
+  | "unknown_user"
+  | "invalid_events"
+  | `failed:${BackendFailure}`;
+
 /** The outcome of one read-through. */
 export type BackendResult =
   | {

@@ -6,6 +6,7 @@
  * for a user, coalescing of concurrent loads, and counters for metrics. A hit costs a `Map` lookup
  * and re-insertion; there are no timers.
  */
+import type { ReadThroughOutcome } from "./backend.ts";
 import type { UserContext } from "./store.ts";
 import { estimateStringBytes, estimateValueBytes } from "../support/memory_size.ts";
 import { Lru } from "./lru.ts";
@@ -19,14 +20,6 @@ export interface ContextCacheOptions {
   /** How long an entry is served before KV is read again (`CONTEXT_MAX_STALE_MS`); 0: never fresh. */
   maxStaleMs: number;
 }
-
-/** What the read-through of a load did: skipped, the backend's answer, or why it failed. */
-export type ReadThroughOutcome =
-  | "skipped"
-  | "ok"
-  | "unknown_user"
-  | "invalid_events"
-  | `failed:${string}`;
 
 /** What is cached for one user. */
 export interface CachedContext {

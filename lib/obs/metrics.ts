@@ -15,6 +15,7 @@ import RegistryModule from "prom-client/lib/registry.js";
 import CounterModule from "prom-client/lib/counter.js";
 import GaugeModule from "prom-client/lib/gauge.js";
 import HistogramModule from "prom-client/lib/histogram.js";
+import type { ReadThroughOutcome } from "../data/backend.ts";
 
 const Registry = RegistryModule as unknown as typeof PromClient.Registry;
 type Registry = PromClient.Registry;
@@ -220,8 +221,8 @@ export const READ_THROUGH_OUTCOMES = [
   "busy",
   "skipped",
 ] as const;
-/** How a backend read-through ended. */
-export type ReadThroughOutcome = typeof READ_THROUGH_OUTCOMES[number];
+/** How a backend read-through ended, as the metric's label. */
+export type ReadThroughLabel = typeof READ_THROUGH_OUTCOMES[number];
 /** Read-through outcomes answered without a call to the backend: they have no latency. */
 const NO_CALL_OUTCOMES: ReadonlySet<string> = new Set(["breaker_open", "busy", "skipped"]);
 
@@ -351,7 +352,7 @@ export interface SyncObservation {
 
 /** What {@linkcode EdgeMetrics.observeReadThrough} records. */
 export interface ReadThroughObservation {
-  outcome: ReadThroughOutcome;
+  outcome: ReadThroughLabel;
   /** Time spent, in milliseconds; leave out when no call was made (breaker open, skipped). */
   durationMs?: number;
 }
@@ -902,19 +903,31 @@ function oneOf(value: string, allowed: readonly string[], fallback: string = OTH
   return allowed.includes(value) ? value : fallback;
 }
 
+/** Every read-through outcome onto the metric's bounded label set; the type keeps it total. */
+const READ_THROUGH_LABELS: Readonly<Record<ReadThroughOutcome, ReadThroughLabel>> = {
+  ok: "ok",
+  skipped: "skipped",
+  unknown_user: "not_found",
+  invalid_events: "error",
+  "failed:timeout": "timeout",
+  "failed:breaker_open": "breaker_open",
+  "failed:busy": "busy",
+  "failed:network": "error",
+  "failed:http_status": "error",
+  "failed:redirect": "error",
+  "failed:too_large": "error",
+  "failed:invalid_body": "error",
+  "failed:invalid_user_id": "error",
+};
+
 /**
- * Maps the context stage's read-through outcome onto the metric's bounded label set.
+ * Maps the context stage's read-through outcome onto the metric's label.
  *
- * @param outcome `ok`, `unknown_user`, `invalid_events`, `skipped` or `failed:<reason>`
+ * @param outcome what the read-through did
  * @returns the label value
  */
-export function readThroughLabel(outcome: string): ReadThroughOutcome {
-  if (outcome === "ok" || outcome === "skipped") return outcome;
-  if (outcome === "unknown_user") return "not_found";
-  if (outcome === "failed:timeout") return "timeout";
-  if (outcome === "failed:breaker_open") return "breaker_open";
-  if (outcome === "failed:busy") return "busy";
-  return "error";
+export function readThroughLabel(outcome: ReadThroughOutcome): ReadThroughLabel {
+  return READ_THROUGH_LABELS[outcome];
 }
 
 /**

@@ -10,8 +10,8 @@
  */
 import { z } from "zod";
 import type { Config } from "../app/config.ts";
-import type { BackendClient, BackendResult } from "../data/backend.ts";
-import type { CachedContext, ContextCache, ReadThroughOutcome } from "../data/context_cache.ts";
+import type { BackendClient, BackendResult, ReadThroughOutcome } from "../data/backend.ts";
+import type { CachedContext, ContextCache } from "../data/context_cache.ts";
 import { readUserContext, type UserContext } from "../data/store.ts";
 import {
   applyBackendEvents,
