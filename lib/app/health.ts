@@ -3,6 +3,7 @@
  * Readiness: the service is ready when KV answers a read in time and rules are loaded.
  */
 import type { RulesStore } from "../rules/store.ts";
+import type { DeadlineSweep } from "../support/deadlines.ts";
 
 /** The readiness report served by `/_edge/ready`. */
 export interface ReadyReport {
@@ -15,6 +16,8 @@ export interface ReadyReport {
 export interface CheckReadyOptions {
   /** How long a KV read may take before it counts as failing. */
   timeoutMs: number;
+  /** Bounds the probe in time. */
+  deadlines: DeadlineSweep;
 }
 
 /**
@@ -22,7 +25,7 @@ export interface CheckReadyOptions {
  *
  * @param kv the store to probe with one eventual read
  * @param rules the rules holder
- * @param options the probe timeout
+ * @param options the probe timeout and the sweep that bounds it
  * @returns the report (never throws)
  */
 export async function checkReady(
@@ -30,15 +33,11 @@ export async function checkReady(
   rules: RulesStore,
   options: CheckReadyOptions,
 ): Promise<ReadyReport> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const timeout = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), options.timeoutMs);
-  });
   // `Promise.try` also turns a synchronous throw (a broken or closed adapter) into "failing".
   const probe = Promise.try(() => kv.get(["_edge", "ready"], { consistency: "eventual" }))
     .then(() => true, () => false);
-  const kvOk = await Promise.race([probe, timeout]);
-  clearTimeout(timer);
+  const kvOk = await options.deadlines.within(probe, options.timeoutMs, "KV readiness probe")
+    .catch(() => false);
   const rulesVersion = rules.current ? rules.current.version : null;
   return { ready: kvOk && rulesVersion !== null, kv: kvOk ? "ok" : "failing", rulesVersion };
 }

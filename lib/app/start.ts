@@ -56,7 +56,7 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
   }
 
   const caches = cachesFromConfig(config);
-  const backend = backendClientFromConfig(config, { fetch: globalThis.fetch, now: Date.now });
+  const backend = backendClientFromConfig(config, { fetch: globalThis.fetch, now: Date.now, deadlines });
   const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
   const logHashKey = resolveLogHashKey(config.logHashKey, { randomBytes });
   warnAboutDefaults(config, log, logHashKey.generated);

@@ -5,9 +5,10 @@
  * (singleflight), a hard timeout, and a circuit breaker. It never throws: every failure is a
  * value, so the request path can fall back to what the edge has.
  */
-import { readAtMost } from "../http/body.ts";
 import { z } from "zod";
 import type { Config } from "../app/config.ts";
+import { readAtMost } from "../http/body.ts";
+import { DeadlineSweep } from "../support/deadlines.ts";
 import { MAX_EVENTS_PER_BATCH } from "../sync/schema.ts";
 
 /** Largest backend answer read, in bytes; a longer one is a failure. */
@@ -99,6 +100,8 @@ export interface BackendClientOptions {
    * and parsed in the heap; beyond the bound a user is served what the edge has (`busy`).
    */
   maxConcurrent?: number;
+  /** Bounds each request in time (`Deps.deadlines`); without it the client keeps a sweep of its own. */
+  deadlines?: DeadlineSweep;
 }
 
 /**
@@ -148,6 +151,7 @@ export class BackendClient {
   #cooldownMs: number;
   #maxBytes: number;
   #maxConcurrent: number;
+  #deadlines: DeadlineSweep;
   /** How many times the breaker has opened: a request remembers the count it was sent in. */
   #opened = 0;
   #inflight = new Map<string, Promise<BackendResult>>();
@@ -179,6 +183,7 @@ export class BackendClient {
     this.#cooldownMs = options.cooldownMs ?? 5000;
     this.#maxBytes = options.maxBytes ?? DEFAULT_BACKEND_MAX_BYTES;
     this.#maxConcurrent = options.maxConcurrent ?? 16;
+    this.#deadlines = options.deadlines ?? new DeadlineSweep();
     for (
       const [name, value] of Object.entries({
         timeoutMs: this.#timeoutMs,
@@ -297,14 +302,6 @@ export class BackendClient {
     const started = performance.now();
     const elapsed = () => Math.round((performance.now() - started) * 1000) / 1000;
     const controller = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    // The race guarantees the bound even if an injected fetch ignores the abort signal.
-    const timeout = new Promise<BackendResult>((resolve) => {
-      timer = setTimeout(() => {
-        controller.abort();
-        resolve({ status: "failed", reason: "timeout", durationMs: elapsed() });
-      }, this.#timeoutMs);
-    });
     const attempt = this.#send(url, controller.signal).then(
       (outcome): BackendResult => ({ ...outcome, durationMs: elapsed() }),
       (): BackendResult => ({
@@ -314,9 +311,12 @@ export class BackendClient {
       }),
     );
     try {
-      return await Promise.race([attempt, timeout]);
+      // `attempt` never rejects: only the deadline does, which bounds even a fetch that ignores
+      // the abort signal.
+      return await this.#deadlines.within(attempt, this.#timeoutMs, "Backend read-through");
+    } catch {
+      return { status: "failed", reason: "timeout", durationMs: elapsed() };
     } finally {
-      clearTimeout(timer);
       controller.abort();
     }
   }
@@ -340,11 +340,14 @@ export class BackendClient {
       await response.body?.cancel();
       return { status: "failed", reason: "http_status", httpStatus: response.status };
     }
-    const text = await readLimited(response, this.#maxBytes);
-    if (text === undefined) return { status: "failed", reason: "too_large" };
+    const bytes = await readAtMost(response.body, {
+      maxBytes: this.#maxBytes,
+      contentLength: response.headers.get("content-length"),
+    });
+    if (bytes === undefined) return { status: "failed", reason: "too_large" };
     let json: unknown;
     try {
-      json = JSON.parse(text);
+      json = JSON.parse(new TextDecoder().decode(bytes));
     } catch {
       return { status: "failed", reason: "invalid_body" };
     }
@@ -360,6 +363,8 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 export interface BackendClientFromConfigOptions {
   fetch: typeof fetch;
   now: () => number;
+  /** Bounds each request in time (`Deps.deadlines`). */
+  deadlines?: DeadlineSweep;
 }
 
 /**
@@ -391,13 +396,6 @@ export function backendClientFromConfig(
     maxConcurrent: config.backendMaxConcurrent,
     fetch: options.fetch,
     now: options.now,
+    deadlines: options.deadlines,
   });
-}
-
-async function readLimited(response: Response, maxBytes: number): Promise<string | undefined> {
-  const bytes = await readAtMost(response.body, {
-    maxBytes,
-    contentLength: response.headers.get("content-length"),
-  });
-  return bytes === undefined ? undefined : new TextDecoder().decode(bytes);
 }
