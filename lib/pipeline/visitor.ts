@@ -17,7 +17,7 @@ import {
 import { decideForVisitor, type Decision, visitorContextOf } from "../rules/decide.ts";
 import { qaOverrides } from "./qa.ts";
 import type { CompiledRules } from "../rules/rules.ts";
-import { type KvRead, readThroughLabel } from "../obs/metrics.ts";
+import { type KvRead, readThroughLabel } from "../obs/metric_labels.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "../../routes/observe.ts";
 
 /** Everything the front half of the pipeline learned about a request. */
