@@ -5,7 +5,8 @@
  * lists from KV. The score combination is documented on {@linkcode recommend} and in
  * docs/edge_reads.md.
  */
-import { readRelated, type RelatedValue } from "./store.ts";
+import { readRelated } from "./readers.ts";
+import type { RelatedValue } from "./store.ts";
 
 /** Most recommendations one call returns. */
 export const MAX_RECOMMENDATIONS = 50;

@@ -6,7 +6,8 @@
  * in staleness (`CONTEXT_MAX_STALE_MS`, like user contexts); items without a list are cached as
  * absent too.
  */
-import { readRelated, type RelatedValue } from "./store.ts";
+import { readRelated } from "./readers.ts";
+import type { RelatedValue } from "./store.ts";
 import { FreshCache } from "./fresh_cache.ts";
 import { estimateStringBytes, estimateValueBytes } from "../support/memory_size.ts";
 

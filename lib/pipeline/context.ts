@@ -12,7 +12,8 @@ import { z } from "zod";
 import type { Config } from "../app/config.ts";
 import type { BackendClient, BackendResult, ReadThroughOutcome } from "../data/backend.ts";
 import type { CachedContext, ContextCache } from "../data/context_cache.ts";
-import { readUserContext, type UserContext } from "../data/store.ts";
+import { type UserContext } from "../data/store.ts";
+import { readUserContext } from "../data/readers.ts";
 import {
   applyBackendEvents,
   type ApplyOptions,

@@ -8,7 +8,8 @@
  */
 import { type CompiledRules, parseRules, RulesError } from "./rules.ts";
 import { hash } from "./bucketing.ts";
-import { keys, readRulesControl, readRuleSets } from "../data/store.ts";
+import { keys } from "../data/store.ts";
+import { readRulesControl, readRuleSets } from "../data/readers.ts";
 import { resolveRules } from "./control.ts";
 import type { Logger } from "../obs/log.ts";
 import { DeadlineError } from "../support/deadlines.ts";
