@@ -22,7 +22,6 @@ export interface CheckReadyOptions {
 
 /**
  * Checks readiness.
- *
  * @param kv the store to probe with one eventual read
  * @param rules the rules holder
  * @param options the probe timeout and the sweep that bounds it

@@ -107,7 +107,6 @@ export interface BackendClientOptions {
 /**
  * Builds the read-through URL of a user: the user id is one percent-encoded path segment under
  * the base URL's path, and the result must stay on the base URL's origin.
- *
  * @param baseUrl `BACKEND_URL`
  * @param userId the user
  * @returns the URL, or `undefined` when the id cannot be a single path segment (empty, `.`,
@@ -133,7 +132,6 @@ export function backendContextUrl(baseUrl: URL, userId: string): URL | undefined
 /**
  * The read-through client. Create one per isolate in `main.ts` (it holds the breaker and the
  * in-flight requests) and pass it to the context stage.
- *
  * @example
  * ```ts
  * const backend = new BackendClient({ baseUrl, token, timeoutMs: 300, fetch, now: Date.now });
@@ -202,7 +200,6 @@ export class BackendClient {
   /**
    * Fetches what the backend knows about a user. Concurrent calls for the same user share one
    * request; no call waits longer than the timeout; an open breaker answers at once.
-   *
    * @param userId the user
    * @returns `ok` with the events, `unknown_user` for a 404, or `failed` with a reason; never rejects
    */
@@ -241,7 +238,6 @@ export class BackendClient {
 
   /**
    * Counters since start.
-   *
    * @returns a snapshot for metrics
    */
   stats(): BackendStats {
@@ -369,7 +365,6 @@ export interface BackendClientFromConfigOptions {
 
 /**
  * Builds the read-through client from the configuration.
- *
  * @param config `BACKEND_URL`, `BACKEND_TOKEN`, `BACKEND_TIMEOUT_MS`, `BREAKER_*`
  * @param options the `fetch` and clock to use
  * @returns the client, or `undefined` when `BACKEND_URL` is not set (no read-through)

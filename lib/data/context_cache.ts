@@ -85,7 +85,6 @@ const ENTRY_OVERHEAD_BYTES = 144;
  * `estimateValueBytes`) and a fixed overhead per entry. Heap growth measured (after full GCs)
  * for 10 000 contexts of 0, 8 and 20 recent views is within 10 % of these estimates, so
  * `maxBytes` bounds real memory; the JSON text length used before undercounted it by a third.
- *
  * @param userId the key
  * @param value the entry
  * @returns estimated bytes
@@ -97,7 +96,6 @@ export function estimateEntryBytes(userId: string, value: CachedContext): number
 /**
  * The per-isolate user context cache, an {@linkcode Lru} of users with freshness, negative
  * entries, invalidation and coalesced loads on top.
- *
  * @example
  * ```ts
  * const cache = new ContextCache({ maxEntries: 10_000, maxBytes: 8 << 20, maxStaleMs: 2000 });
@@ -119,7 +117,6 @@ export class ContextCache {
 
   /**
    * Creates an empty cache.
-   *
    * @param options bounds and staleness
    * @throws {RangeError} when a bound is not a positive integer or `maxStaleMs` is negative
    */
@@ -145,7 +142,6 @@ export class ContextCache {
 
   /**
    * Looks a user up, counts a hit or a miss, and marks the entry as recently used.
-   *
    * @param userId the user
    * @param now the current time, epoch ms
    * @returns the entry and whether it is fresh, or `undefined` when there is none
@@ -171,7 +167,6 @@ export class ContextCache {
   /**
    * Returns a user's entry, fresh or not, without counting or touching the LRU order (for
    * serving stale data when KV fails).
-   *
    * @param userId the user
    * @returns the entry, or `undefined`
    */
@@ -182,7 +177,6 @@ export class ContextCache {
   /**
    * Stores an entry, then evicts the least recently used entries until both bounds hold. An
    * entry larger than `maxBytes` on its own is not stored.
-   *
    * @param userId the user
    * @param value the entry
    * @returns whether the entry was stored
@@ -195,7 +189,6 @@ export class ContextCache {
    * Drops a user's entry, and makes a load of that user already in flight not store its
    * result (it may have read data from before the change). Call it when this instance applies
    * a sync for the user.
-   *
    * @param userId the user
    * @returns whether anything was dropped or cancelled
    */
@@ -212,7 +205,6 @@ export class ContextCache {
 
   /**
    * {@linkcode ContextCache.invalidate} for several users, e.g. as `applyEvents`' `onApplied`.
-   *
    * @param userIds the users
    */
   invalidateMany(userIds: Iterable<string>): void {
@@ -223,7 +215,6 @@ export class ContextCache {
    * Runs `load` for a user unless a load of that user is already in flight, in which case its
    * promise is shared. The result is stored when it settles, unless the user was invalidated
    * meanwhile (the result is still returned to the callers).
-   *
    * @param userId the user
    * @param load reads the user's context; must not reject (failures are part of the value)
    * @returns the loaded entry
@@ -254,7 +245,6 @@ export class ContextCache {
 
   /**
    * Current sizes and counters.
-   *
    * @returns a snapshot for metrics
    */
   stats(): ContextCacheStats {

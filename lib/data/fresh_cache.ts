@@ -63,7 +63,6 @@ export class FreshCache<K, V> {
 
   /**
    * Returns a fresh entry and marks it recently used; a stale one is dropped.
-   *
    * @param key the key
    * @param now the current time, epoch ms (a clock that went backwards counts as stale)
    * @returns `{ value }`, or `undefined` when there is no fresh entry
@@ -82,7 +81,6 @@ export class FreshCache<K, V> {
   /**
    * Stores an entry, evicting the least recently used beyond the bounds. An entry larger than
    * `maxBytes` on its own is not stored (and replaces nothing: the old entry is dropped).
-   *
    * @param key the key
    * @param value the value
    * @param now the current time, epoch ms
@@ -94,7 +92,6 @@ export class FreshCache<K, V> {
 
   /**
    * Drops an entry.
-   *
    * @param key the key
    */
   delete(key: K): void {
@@ -103,7 +100,6 @@ export class FreshCache<K, V> {
 
   /**
    * Drops every entry whose value matches.
-   *
    * @param matches the predicate
    */
   deleteWhere(matches: (value: V) => boolean): void {

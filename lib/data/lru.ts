@@ -20,7 +20,6 @@ interface Slot<V> {
 /**
  * Key → value with LRU eviction. Reads that count as use go through {@linkcode Lru.get};
  * {@linkcode Lru.peek} leaves the order alone.
- *
  * @example
  * ```ts
  * const lru = new Lru<string, number>({ maxEntries: 2 });
@@ -50,7 +49,6 @@ export class Lru<K, V> {
 
   /**
    * Returns a value and marks it recently used.
-   *
    * @param key the key
    * @returns the value, or `undefined`
    */
@@ -64,7 +62,6 @@ export class Lru<K, V> {
 
   /**
    * Returns a value without touching the order.
-   *
    * @param key the key
    * @returns the value, or `undefined`
    */
@@ -76,7 +73,6 @@ export class Lru<K, V> {
    * Stores a value as the most recently used, then evicts the least recently used until both
    * bounds hold. A value larger than `maxBytes` on its own is not stored, and the old value of
    * its key is dropped all the same.
-   *
    * @param key the key
    * @param value the value
    * @param bytes the entry's estimated bytes (0 when only entries are bounded)
@@ -98,7 +94,6 @@ export class Lru<K, V> {
 
   /**
    * Drops an entry.
-   *
    * @param key the key
    * @returns whether there was one
    */
@@ -118,7 +113,6 @@ export class Lru<K, V> {
 
   /**
    * The entries, oldest first; deleting while iterating is safe.
-   *
    * @returns key/value pairs
    */
   *entries(): IterableIterator<[K, V]> {

@@ -43,7 +43,6 @@ const VIEWS_SCAN_SLACK = 16;
 
 /**
  * Resolves a session id to its user.
- *
  * @param kv the store
  * @param sessionId the raw session id (hashed before the read)
  * @param now the current time, epoch ms
@@ -55,7 +54,6 @@ export async function readSession(kv: Deno.Kv, sessionId: string, now: number): 
 
 /**
  * Resolves a hashed session id to its user and the session's expiry.
- *
  * @param kv the store
  * @param sessionHash the session id's hash from {@linkcode hashSessionId}
  * @param now the current time, epoch ms
@@ -81,7 +79,6 @@ export async function readSessionByHash(
 /**
  * The views of layout 1 (one value per user, no longer written). Reads merge them in until they
  * expire; this is the one place that reads that layout's value.
- *
  * @param value the raw value of {@linkcode keys.legacyViews} (`null` or `undefined` when absent)
  * @returns the stored views, or none when the value is absent or malformed
  */
@@ -106,7 +103,6 @@ export interface ReadUserContextOptions {
 /**
  * Reads what the edge knows about a user, eventually consistent: one `getMany` (cart, profile,
  * tombstone, layout 1 views) alongside one bounded `list` of the user's views, both in parallel.
- *
  * @param kv the store
  * @param userId the user
  * @param now the current time, epoch ms; expired values count as absent
@@ -179,7 +175,6 @@ export interface ListViewWindowOptions {
  * {@linkcode recentViews} by UTF-16 units), at most 20 000 entries. Older views of the same items
  * in it are entries a compaction deletes. The tombstone is applied by the caller: the views
  * after an erasure are a prefix of this order.
- *
  * @param kv the store
  * @param userId the user
  * @param options window size and consistency
@@ -239,7 +234,6 @@ async function scanViews(
 
 /**
  * Reads the related-item lists of several items (eventually consistent).
- *
  * @param kv the store
  * @param itemIds the items
  * @returns item id → its related items; items without a list are left out
@@ -260,7 +254,6 @@ export async function readRelated(
 
 /**
  * Reads the rule control record (eventually consistent).
- *
  * @param kv the store
  * @returns the control record; empty when no rules were ever pushed or the value is malformed
  */
@@ -272,7 +265,6 @@ export async function readRulesControl(kv: Deno.Kv): Promise<RulesControlValue> 
 /**
  * Reads kept rule sets by version. Sets are immutable per version and written in the same commit
  * as the control entry that names them, so a strong read after reading the control finds them.
- *
  * @param kv the store
  * @param versions the versions to read
  * @returns version → rule set JSON (validated when it arrived, parsed again here); missing or

@@ -52,7 +52,6 @@ export interface RecommendOptions {
 
 /**
  * Checks a recommendation limit.
- *
  * @param limit the requested limit, or `undefined` for the default
  * @returns the limit to use
  * @throws {RangeError} unless it is a whole number from 1 to {@linkcode MAX_RECOMMENDATIONS}
@@ -77,7 +76,6 @@ export function checkLimit(limit: number | undefined): number {
  * views, or strongly related to a fresh one, ranks first. Items in the cart, recently viewed
  * items and `exclude` are never candidates. Ties are broken by item id (code-unit order), so
  * the result is deterministic. Nothing known → `[]`.
- *
  * @param input recent views, related lists, cart items
  * @param options clock, limit, half-life, exclusions
  * @returns at most `limit` recommendations, best first
@@ -144,7 +142,6 @@ export interface LoadRecommendationsOptions extends RecommendOptions {
 /**
  * Reads the related lists of the user's recent views from KV (eventually consistent, batched
  * `getMany`) and scores them with {@linkcode recommend}.
- *
  * @param kv the store
  * @param recentViews the user's recent views (e.g. `EdgeUserContext.recentViews`)
  * @param options clock, limit, cart items, exclusions

@@ -24,7 +24,6 @@ const ENTRY_OVERHEAD_BYTES = 96;
 
 /**
  * Estimates the V8 heap one cached related list takes, key and overhead included.
- *
  * @param itemId the key
  * @param value the list, or undefined for a cached absence
  * @returns estimated bytes
@@ -49,7 +48,6 @@ export class RelatedCache {
   /**
    * Reads the related lists of several items: fresh cached entries first, the rest from KV (one
    * eventually consistent batch), which are then cached.
-   *
    * @param kv the store
    * @param itemIds the items
    * @param now the current time, epoch ms

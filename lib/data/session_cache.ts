@@ -37,7 +37,6 @@ export class SessionCache {
 
   /**
    * Looks a session up.
-   *
    * @param sessionId the session cookie value
    * @param now the current time, epoch ms
    * @returns `{ userId }` (userId undefined for a known-absent session) while fresh, else undefined
@@ -62,7 +61,6 @@ export class SessionCache {
 
   /**
    * Remembers a lookup result.
-   *
    * @param sessionId the session cookie value
    * @param value the user and session expiry, or undefined for "no live session"
    * @param now the current time, epoch ms
@@ -86,7 +84,6 @@ export class SessionCache {
    * Forgets every cached session of the given users (after a sync ended a session or erased a
    * user on this instance), and every "no such session" entry (the sync may have begun one of
    * them). Linear in the cache size; syncs are rare next to requests.
-   *
    * @param userIds the users
    */
   invalidateUsers(userIds: Iterable<string>): void {

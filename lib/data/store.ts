@@ -62,7 +62,6 @@ const MIN_EXPIRE_IN_MS = 60_000;
 /**
  * The `expireIn` for a value that carries its own `expiresAt` (KV's expiry is lazy, so reads
  * check `expiresAt` themselves): the time left, or a minute for a value already expired.
- *
  * @param expiresAt when the value expires, epoch ms
  * @param now the current time, epoch ms
  * @returns milliseconds for KV's `expireIn`
@@ -87,7 +86,6 @@ export const KV_COMMIT_LIMITS = {
  * The size of a key as Deno KV encodes it, or a little more: a string part is its UTF-8 bytes
  * (a NUL byte counts twice, as KV escapes it) plus a type tag and a terminator; a number nine
  * bytes; a bigint or a byte array its length, doubled for escaping, plus two.
- *
  * @param key a KV key
  * @returns bytes
  */
@@ -275,7 +273,6 @@ export interface UserContext {
 
 /**
  * Hashes a session id for use in a key, so the raw id (a bearer credential) is never stored.
- *
  * @param sessionId the raw session id
  * @returns the lower-case hex SHA-256 digest
  */
@@ -287,7 +284,6 @@ export async function hashSessionId(sessionId: string): Promise<string> {
 /**
  * Parses a stored value, treating a value of the wrong shape as absent (it was written by an
  * older layout or by hand) rather than failing the request.
- *
  * @param schema the value's schema
  * @param value the raw value from KV (`null` when absent)
  * @returns the parsed value, or `undefined`
@@ -300,7 +296,6 @@ export function parseStored<T>(schema: z.ZodType<T>, value: unknown): T | undefi
 
 /**
  * Reads many keys with `kv.getMany`, at most {@linkcode GET_MANY_MAX} per call, in parallel.
- *
  * @param kv the store
  * @param keyList the keys to read
  * @param options `consistency`: `"strong"` before a versionstamp-checked write, `"eventual"`
@@ -322,7 +317,6 @@ export async function getManyChunked(
 
 /**
  * Parses a listed entry of the view layout (layout 2).
- *
  * @param entry an entry listed under {@linkcode keys.viewsPrefix}
  * @returns the view, or `undefined` when the key or value has the wrong shape
  */
@@ -341,7 +335,6 @@ export function parseViewEntry(entry: Deno.KvEntry<unknown>): StoredView | undef
  * A user's recent views from stored views in any order: the newest view of each item after the
  * erasure, newest first (ties by item id), the first `max` items. Expired views are not
  * removed here (they would be the oldest anyway): callers filter them.
- *
  * @param views stored views of one user, of either layout
  * @param options `erasedAt`: the tombstone's `at` (`-Infinity` without one); `max`: items kept
  * @returns the recent views, newest first

@@ -30,11 +30,9 @@ export type MetricFamilies = ReturnType<typeof createMetricFamilies>;
 /**
  * Creates every metric family in a registry. The series every request touches use the request
  * path classes of `metric_series.ts`; the rest are prom-client's.
- *
  * @param registry where the families register
  * @param options prefix, memory source and heap limit
  * Longer than most functions: it is one declaration per family, the exposition's schema in one place.
- *
  * @param registry where the families register (in this order, which is the exposition's)
  * @param options prefix, memory source and heap limit
  * @returns the families by name

@@ -130,7 +130,6 @@ export const SYNC_LAG_BUCKETS: readonly number[] = [
 
 /**
  * The status class label of an HTTP status: `1xx` … `5xx`, or `other`.
- *
  * @param status an HTTP status code
  * @returns the class label
  */
@@ -141,7 +140,6 @@ export function statusClass(status: number): string {
 
 /**
  * Milliseconds as the seconds Prometheus expects; anything not a positive number counts as 0.
- *
  * @param ms milliseconds
  * @returns seconds
  */
@@ -152,7 +150,6 @@ export function seconds(ms: number): number {
 /**
  * Folds a label value outside its closed set into one value, so a bug upstream cannot create
  * unbounded series.
- *
  * @param value the caller's value
  * @param allowed the closed set
  * @param fallback what any other value becomes
@@ -181,7 +178,6 @@ const READ_THROUGH_LABELS: Readonly<Record<ReadThroughOutcome, ReadThroughLabel>
 
 /**
  * Maps the context stage's read-through outcome onto the metric's label.
- *
  * @param outcome what the read-through did
  * @returns the label value
  */

@@ -110,7 +110,6 @@ export interface EdgeMetricsOptions {
  * The service's metrics. Recording is synchronous and costs a few microseconds per request
  * (`bench/metrics_bench.ts`), so it can sit on the request path; {@linkcode EdgeMetrics.render}
  * produces the exposition.
- *
  * @example
  * ```ts
  * const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
@@ -155,7 +154,6 @@ export class EdgeMetrics {
   /**
    * Records one answered request: the request counter, the request and overhead histograms, and
    * each stage.
-   *
    * @param observation route class, status, region, durations in milliseconds (origin included)
    */
   observeRequest(observation: RequestObservation): void {
@@ -176,7 +174,6 @@ export class EdgeMetrics {
   /**
    * Records one request to the origin: its latency, and an error of kind `timeout`,
    * `unavailable` or `5xx` when it failed.
-   *
    * @param observation duration in milliseconds and status, or the error
    */
   observeOrigin(observation: OriginObservation): void {
@@ -191,7 +188,6 @@ export class EdgeMetrics {
 
   /**
    * Counts one HTML page whose rewrite stopped at a cap.
-   *
    * @param cap which cap: `bytes` or `time`
    */
   countHtmlRewriteBailout(cap: "bytes" | "time"): void {
@@ -201,7 +197,6 @@ export class EdgeMetrics {
   /**
    * Records one Deno KV read, whatever its end: a read that failed or was cut at its deadline
    * counts the time it was waited for, so a stalling store shows in the latency.
-   *
    * @param durationMs how long the read was waited for, in milliseconds
    * @param options what was read (default `other`)
    */
@@ -211,7 +206,6 @@ export class EdgeMetrics {
 
   /**
    * Records one lookup in the per-isolate context cache.
-   *
    * @param result `hit` or `miss`
    */
   observeContextCache(result: CacheResult): void {
@@ -220,7 +214,6 @@ export class EdgeMetrics {
 
   /**
    * Records one backend read-through.
-   *
    * @param observation the outcome and, when a call was made, its duration in milliseconds (a
    *   duration given with `breaker_open`, `busy` or `skipped`, which make no call, is ignored)
    */
@@ -234,7 +227,6 @@ export class EdgeMetrics {
 
   /**
    * Sets the context cache size gauges, and its bounds when given.
-   *
    * @param size current entries and estimated bytes; `maxEntries` and `maxBytes` are the bounds
    */
   setContextCacheSize(
@@ -249,7 +241,6 @@ export class EdgeMetrics {
   /**
    * Sets V8's heap size limit, reported as `process_memory_bytes{area="heap_limit"}` next to the
    * heap in use (only with a `memoryUsage` source), so an alert can compare the two.
-   *
    * @param bytes `node:v8` `getHeapStatistics().heap_size_limit`
    */
   setHeapLimit(bytes: number): void {
@@ -258,7 +249,6 @@ export class EdgeMetrics {
 
   /**
    * Counts a visitor's first exposure to an experiment's variation.
-   *
    * @param experiment the experiment key (from the served rules)
    * @param variation the variation (from the served rules)
    */
@@ -268,7 +258,6 @@ export class EdgeMetrics {
 
   /**
    * Counts exposure events by what became of them.
-   *
    * @param result `queued`, `sent`, `retried` or `dropped`
    * @param events how many
    */
@@ -278,7 +267,6 @@ export class EdgeMetrics {
 
   /**
    * Sets the number of exposure events waiting for delivery.
-   *
    * @param events queued and in flight
    */
   setExposureQueue(events: number): void {
@@ -287,7 +275,6 @@ export class EdgeMetrics {
 
   /**
    * Counts one flag evaluation of the request pipeline.
-   *
    * @param flag the flag key (from the served rules)
    * @param variant the variant name (from the served rules)
    */
@@ -297,7 +284,6 @@ export class EdgeMetrics {
 
   /**
    * Replaces the sample-ratio p-values: one series per experiment given, none for the others.
-   *
    * @param values experiment key → p-value
    */
   setSrmPValues(values: Iterable<[string, number]>): void {
@@ -309,7 +295,6 @@ export class EdgeMetrics {
    * Registers a function run at the start of every {@linkcode EdgeMetrics.render}, for values
    * cheaper to read at scrape time than to push on every change (breaker state, cache size).
    * A hook may be async (the scrape waits for it). A hook that throws is skipped for that scrape.
-   *
    * @param hook reads some state and calls this object's setters
    * @example
    * ```ts
@@ -322,7 +307,6 @@ export class EdgeMetrics {
 
   /**
    * Sets the read-through circuit breaker's current state.
-   *
    * @param state `closed`, `half_open` or `open`
    */
   setBreakerState(state: BreakerState): void {
@@ -333,7 +317,6 @@ export class EdgeMetrics {
 
   /**
    * Records one sync batch: counts by result and the lag of each event.
-   *
    * @param observation counts and lags (negative lags, from clock skew, count as 0)
    */
   observeSync(observation: SyncObservation): void {
@@ -351,7 +334,6 @@ export class EdgeMetrics {
   /**
    * Sets the rules version gauge and the regions used as label values. Call it at start-up and
    * whenever the rules change (`metrics.setRules(deps.rules.current)`).
-   *
    * @param rules the version, region names and default region of the active rules
    */
   setRules(rules: RulesInfo): void {
@@ -363,7 +345,6 @@ export class EdgeMetrics {
 
   /**
    * Sets the rules version gauge for one role; `undefined` removes the series (no canary).
-   *
    * @param version the version, or undefined
    * @param options the role (default `active`)
    */
@@ -376,7 +357,6 @@ export class EdgeMetrics {
   /**
    * The region label value a region is counted under: itself when the rules know it,
    * {@linkcode OTHER} when not, {@linkcode NO_REGION} when absent.
-   *
    * @param region a region name or undefined
    * @returns the label value
    */
@@ -386,7 +366,6 @@ export class EdgeMetrics {
 
   /**
    * Renders every metric in the Prometheus text format (see {@linkcode EdgeMetrics.contentType}).
-   *
    * @returns the exposition text
    */
   async render(): Promise<string> {
@@ -421,7 +400,6 @@ export class EdgeMetrics {
  * Classifies a request path for the `route_class` label (never the raw path). `ops` is what the
  * edge answers for operations: health, readiness, metrics and `/.well-known/gpc.json`; other
  * `/.well-known/` paths are the origin's, so `proxy`.
- *
  * @param path the request path
  * @returns the route class
  */

@@ -102,7 +102,6 @@ const EMPTY_OUTCOME: ContextOutcome = { cache: "bypass", kv: "skipped", backend:
 
 /**
  * Tells whether a request carries the Global Privacy Control signal (`Sec-GPC: 1`).
- *
  * @param headers the request headers
  * @returns `true` when behavioural data must not be used
  */
@@ -113,7 +112,6 @@ export function gpcRequested(headers: Headers): boolean {
 /**
  * Removes behavioural data from a context for a visitor with GPC: recent views, cart, segments
  * and profile attributes (attributes are free-form and may be derived from behaviour).
- *
  * @param context the context
  * @returns a copy without behavioural data (source and outcome kept)
  */
@@ -125,7 +123,6 @@ export function withoutBehaviouralData(context: EdgeUserContext): EdgeUserContex
  * Loads the visitor's edge context: cache → KV (eventual) → read-through when the edge has no
  * data or its newest data (or this instance's last read-through) is older than
  * `CONTEXT_MAX_AGE_MS`. Concurrent loads of one user share one KV read and one read-through.
- *
  * @param userId the logged-in user; `undefined` for an anonymous visitor (nothing is loaded)
  * @param options KV, clock, configuration, cache, backend client, GPC
  * @returns the context and how it was obtained; never rejects

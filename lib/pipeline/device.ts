@@ -86,7 +86,6 @@ export class UaCache {
 
   /**
    * Creates an empty cache.
-   *
    * @param maxSize how many distinct User-Agent strings to keep, at least 1
    * @throws {RangeError} when `maxSize` is not a positive integer
    * @example
@@ -108,7 +107,6 @@ export class UaCache {
 
   /**
    * Looks up a User-Agent and marks it as recently used.
-   *
    * @param ua the User-Agent string
    * @returns the cached information, or undefined
    */
@@ -118,7 +116,6 @@ export class UaCache {
 
   /**
    * Stores a parsed User-Agent, evicting the least recently used entry when full.
-   *
    * @param ua the User-Agent string
    * @param info what it says
    */
@@ -131,7 +128,6 @@ export class UaCache {
  * Parses a User-Agent string: bot or not, the device class, and the operating system.
  * Strings longer than {@linkcode MAX_UA_LENGTH} are cut first, to bound the regex work an
  * attacker can cause.
- *
  * @param ua the User-Agent header value (may be empty)
  * @returns a frozen {@linkcode UaInfo}
  * @throws never
@@ -203,7 +199,6 @@ export interface ClassifyDeviceOptions {
  * hint the User-Agent decides. Network: `Save-Data: on` wins; else any of `ECT` slow-2g/2g/3g,
  * a low `Downlink` or a high `RTT` means slow; else fast (also when no hint was sent).
  * Malformed, negative or absurd hint values are ignored.
- *
  * @param headers the request headers
  * @param options the UA cache and thresholds
  * @returns the device information
@@ -251,7 +246,6 @@ export function classifyDevice(headers: Headers, options: ClassifyDeviceOptions 
 /**
  * Builds the `Accept-CH` response header value for the hints a site uses. Names are matched
  * case-insensitively against {@linkcode CLIENT_HINT_HEADERS}; unknown names are dropped.
- *
  * @param usedHints header names such as `sec-ch-viewport-width` or `DPR`
  * @returns the canonical names, in {@linkcode CLIENT_HINT_HEADERS} order, joined by `, ` (empty when none)
  * @throws never

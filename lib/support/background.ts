@@ -10,7 +10,6 @@ export class BackgroundTasks {
 
   /**
    * Tracks a promise until it settles; its rejection is swallowed (report it before handing it in).
-   *
    * @param work the promise
    */
   waitUntil(work: Promise<unknown>): void {
@@ -25,7 +24,6 @@ export class BackgroundTasks {
 
   /**
    * Waits for every task tracked so far.
-   *
    * @returns a promise that settles when they all have
    */
   async drain(): Promise<void> {

@@ -31,7 +31,6 @@ const TOO_DEEP_PER_CHAR = 16;
 /**
  * Estimates the V8 heap bytes of a string: a header and one byte per character, two when any
  * character is outside Latin-1 (V8 then stores the whole string as UTF-16).
- *
  * @param text the string
  * @returns estimated bytes, a multiple of 4
  */
@@ -42,7 +41,6 @@ export function estimateStringBytes(text: string): number {
 /**
  * How many bytes V8 (and so Deno KV's serialisation) gives each character of a string: one when
  * every character is Latin-1, else two for all of them (the string is then stored as UTF-16).
- *
  * @param text the string
  * @returns 1 or 2
  */
@@ -57,7 +55,6 @@ export function bytesPerChar(text: string): 1 | 2 {
  * Estimates the V8 heap bytes of a plain value: strings, numbers, booleans, arrays and plain
  * objects (property names are not counted: V8 shares them between objects of the same shape).
  * It walks the value once and allocates nothing, so it is cheap enough for every cache store.
- *
  * @param value a JSON-like value, as read from KV or parsed from JSON
  * @returns estimated bytes
  * @example
