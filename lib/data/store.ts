@@ -22,23 +22,8 @@
  *
  * Raw session ids are never stored: only the SHA-256 hex digest of the id.
  *
- * Views (layout 2) have one key per (user, `at`, item), so sync writes them without reading. The
- * key holds `-at`, so a user's views list newest first and, at equal `at`, by item id — the order
- * of recent views. A read takes the first view of each item (its newest) until it has
- * `RECENT_VIEWS_MAX` items, skipping views at or before the user's erasure tombstone. A
- * compaction (`lib/sync/views.ts`) deletes every view a read cannot return — older views of an
- * item, views beyond the newest `RECENT_VIEWS_MAX` items, erased views: sync runs it for the
- * users it erases, and the context stage for a user whose read reports more than
- * `RECENT_VIEWS_MAX` + {@linkcode VIEWS_COMPACT_SLACK} views stored (`onCompactable`). What is
- * left expires with KV's `expireIn`. The single-value key of layout 1 is no longer written but still
- * merged into reads (and filtered by erasure) until it expires, at most `VIEW_TTL_DAYS` after the
- * upgrade.
- *
- * Rule sets are immutable per version. The control record has one entry per kept version (and per
- * version a promote or rollback named before its rule set arrived), highest version first, holding
- * the newest activation, rollback and canary of that version as order keys `[at | null, rank,
- * version]`; which version is active and which is the canary is derived from it
- * (`lib/rules/control.ts`), so replicas agree whatever order the events came in.
+ * How views are read and compacted, and how the rule control record orders events:
+ * docs/kv_layout.md.
  */
 import { z } from "zod";
 import { RuleSetSchema } from "../rules/rules.ts";
@@ -50,9 +35,8 @@ export const GET_MANY_MAX = 10;
 export const DEFAULT_RECENT_VIEWS_MAX = 20;
 
 /**
- * Views beyond `RECENT_VIEWS_MAX` a user may hold before a read reports them for compaction
- * ({@linkcode ReadUserContextOptions.onCompactable}): a user who is read holds at most about
- * `RECENT_VIEWS_MAX` + this many view entries, and each compaction deletes more than this many.
+ * Views beyond `RECENT_VIEWS_MAX` a user may hold before a read reports them for compaction, so a
+ * user who is read holds about `RECENT_VIEWS_MAX` + this many, and a compaction deletes more.
  */
 export const VIEWS_COMPACT_SLACK = 16;
 
@@ -62,9 +46,6 @@ const MIN_EXPIRE_IN_MS = 60_000;
 /**
  * The `expireIn` for a value that carries its own `expiresAt` (KV's expiry is lazy, so reads
  * check `expiresAt` themselves): the time left, or a minute for a value already expired.
- * @param expiresAt when the value expires, epoch ms
- * @param now the current time, epoch ms
- * @returns milliseconds for KV's `expireIn`
  */
 export function expireIn(expiresAt: number, now: number): number {
   return Math.max(expiresAt - now, MIN_EXPIRE_IN_MS);
@@ -84,10 +65,8 @@ export const KV_COMMIT_LIMITS = {
 
 /**
  * The size of a key as Deno KV encodes it, or a little more: a string part is its UTF-8 bytes
- * (a NUL byte counts twice, as KV escapes it) plus a type tag and a terminator; a number nine
- * bytes; a bigint or a byte array its length, doubled for escaping, plus two.
- * @param key a KV key
- * @returns bytes
+ * (NUL counts twice, escaped) plus a tag and a terminator; a number nine bytes; a bigint or a
+ * byte array its length, doubled for escaping, plus two.
  */
 export function kvKeyBytes(key: Deno.KvKey): number {
   let bytes = 0;
@@ -151,7 +130,6 @@ const Millis = z.number().int();
 
 /** One stored view (layout 2); the user, item and `at` are in its key. */
 export const ViewValue = z.object({ expiresAt: Millis });
-/** One stored view (layout 2). */
 export type ViewValue = z.infer<typeof ViewValue>;
 
 /** A user's recent views in one value (layout 1, no longer written). */
@@ -159,7 +137,6 @@ export const LegacyViewsValue = z.object({
   views: z.array(z.object({ itemId: z.string(), at: Millis, expiresAt: Millis })),
   expiresAt: Millis,
 });
-/** A user's recent views in one value (layout 1). */
 export type LegacyViewsValue = z.infer<typeof LegacyViewsValue>;
 
 /** A view as stored, with its key. */
@@ -177,7 +154,6 @@ export const CartValue = z.object({
   items: z.array(z.object({ itemId: z.string(), qty: z.number() })),
   expiresAt: Millis,
 });
-/** Stored cart of one user. */
 export type CartValue = z.infer<typeof CartValue>;
 
 /** Stored profile of one user. */
@@ -188,7 +164,6 @@ export const ProfileValue = z.object({
   attributes: z.record(z.string(), z.unknown()),
   expiresAt: Millis,
 });
-/** Stored profile of one user. */
 export type ProfileValue = z.infer<typeof ProfileValue>;
 
 /** Index of a user's active sessions (hashes only), so that erasure can end them. */
@@ -196,12 +171,10 @@ export const UserSessionsValue = z.object({
   sessions: z.array(z.object({ hash: z.string(), expiresAt: Millis })),
   expiresAt: Millis,
 });
-/** Index of a user's active sessions. */
 export type UserSessionsValue = z.infer<typeof UserSessionsValue>;
 
 /** Erasure tombstone: user events at or before `at` are dropped. */
 export const TombstoneValue = z.object({ at: Millis, expiresAt: Millis });
-/** Erasure tombstone. */
 export type TombstoneValue = z.infer<typeof TombstoneValue>;
 
 /** A session record: active (bound to a user) or ended. */
@@ -209,7 +182,6 @@ export const SessionValue = z.discriminatedUnion("ended", [
   z.object({ ended: z.literal(false), userId: z.string(), at: Millis, expiresAt: Millis }),
   z.object({ ended: z.literal(true), at: Millis, expiresAt: Millis }),
 ]);
-/** A session record. */
 export type SessionValue = z.infer<typeof SessionValue>;
 
 /** Related items of one item. */
@@ -217,12 +189,10 @@ export const RelatedValue = z.object({
   version: z.number().int(),
   related: z.array(z.object({ itemId: z.string(), score: z.number() })),
 });
-/** Related items of one item. */
 export type RelatedValue = z.infer<typeof RelatedValue>;
 
 /** A kept rule set, stored under its version. */
 export const RulesValue = z.object({ version: z.number().int(), rules: RuleSetSchema });
-/** A kept rule set, stored under its version. */
 export type RulesValue = z.infer<typeof RulesValue>;
 
 /**
@@ -235,7 +205,6 @@ export const RulesOrderKey = z.tuple([
   z.number().int().min(0).max(3),
   z.number().int(),
 ]);
-/** Total order of rule control events. */
 export type RulesOrderKey = z.infer<typeof RulesOrderKey>;
 
 /** What the control record knows about one rules version. */
@@ -250,12 +219,10 @@ export const RulesControlEntry = z.object({
   /** Newest canary of this version. */
   canary: z.object({ share: z.number().gt(0).lt(1), key: RulesOrderKey }).nullable(),
 });
-/** What the control record knows about one rules version. */
 export type RulesControlEntry = z.infer<typeof RulesControlEntry>;
 
 /** The rule control record: one entry per kept (or named but not yet received) version, highest first. */
 export const RulesControlValue = z.object({ entries: z.array(RulesControlEntry) });
-/** The rule control record. */
 export type RulesControlValue = z.infer<typeof RulesControlValue>;
 
 /** What the edge knows about one user. */
@@ -271,11 +238,7 @@ export interface UserContext {
   erasedAt?: number;
 }
 
-/**
- * Hashes a session id for use in a key, so the raw id (a bearer credential) is never stored.
- * @param sessionId the raw session id
- * @returns the lower-case hex SHA-256 digest
- */
+/** The lower-case hex SHA-256 of a session id: the raw id, a bearer credential, is never stored. */
 export async function hashSessionId(sessionId: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(sessionId));
   return Array.from(new Uint8Array(digest), (byte) => byte.toString(16).padStart(2, "0")).join("");
@@ -284,9 +247,6 @@ export async function hashSessionId(sessionId: string): Promise<string> {
 /**
  * Parses a stored value, treating a value of the wrong shape as absent (it was written by an
  * older layout or by hand) rather than failing the request.
- * @param schema the value's schema
- * @param value the raw value from KV (`null` when absent)
- * @returns the parsed value, or `undefined`
  */
 export function parseStored<T>(schema: z.ZodType<T>, value: unknown): T | undefined {
   if (value === null || value === undefined) return undefined;
@@ -295,12 +255,9 @@ export function parseStored<T>(schema: z.ZodType<T>, value: unknown): T | undefi
 }
 
 /**
- * Reads many keys with `kv.getMany`, at most {@linkcode GET_MANY_MAX} per call, in parallel.
- * @param kv the store
- * @param keyList the keys to read
- * @param options `consistency`: `"strong"` before a versionstamp-checked write, `"eventual"`
- * (the default) on the request path
- * @returns one entry per key, in order
+ * Reads many keys with `kv.getMany`, at most {@linkcode GET_MANY_MAX} per call, in parallel, and
+ * returns one entry per key in order. Consistency is `"eventual"` unless `"strong"` is asked (before a
+ * versionstamp-checked write).
  */
 export async function getManyChunked(
   kv: Deno.Kv,
@@ -315,11 +272,7 @@ export async function getManyChunked(
   return (await Promise.all(calls)).flat();
 }
 
-/**
- * Parses a listed entry of the view layout (layout 2).
- * @param entry an entry listed under {@linkcode keys.viewsPrefix}
- * @returns the view, or `undefined` when the key or value has the wrong shape
- */
+/** Parses an entry listed under {@linkcode keys.viewsPrefix}; `undefined` when malformed. */
 export function parseViewEntry(entry: Deno.KvEntry<unknown>): StoredView | undefined {
   const [, , , negativeAt, itemId] = entry.key;
   if (entry.key.length !== 5 || typeof negativeAt !== "number" || !Number.isInteger(negativeAt)) {

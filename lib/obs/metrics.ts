@@ -107,9 +107,8 @@ export interface EdgeMetricsOptions {
 }
 
 /**
- * The service's metrics. Recording is synchronous and costs a few microseconds per request
- * (`bench/metrics_bench.ts`), so it can sit on the request path; {@linkcode EdgeMetrics.render}
- * produces the exposition.
+ * The service's metrics. Recording is synchronous and cheap enough for the request path;
+ * {@linkcode EdgeMetrics.render} produces the exposition.
  * @example
  * ```ts
  * const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
@@ -151,11 +150,7 @@ export class EdgeMetrics {
     this.setBreakerState("closed");
   }
 
-  /**
-   * Records one answered request: the request counter, the request and overhead histograms, and
-   * each stage.
-   * @param observation route class, status, region, durations in milliseconds (origin included)
-   */
+  /** Records one answered request: its count, request and overhead durations, and each stage. */
   observeRequest(observation: RequestObservation): void {
     const routeClass = oneOf(observation.routeClass, ROUTE_CLASSES);
     const region = this.#region(observation.region);
@@ -171,11 +166,7 @@ export class EdgeMetrics {
     }
   }
 
-  /**
-   * Records one request to the origin: its latency, and an error of kind `timeout`,
-   * `unavailable` or `5xx` when it failed.
-   * @param observation duration in milliseconds and status, or the error
-   */
+  /** Records one request to the origin: its latency, and the kind of error when it failed. */
   observeOrigin(observation: OriginObservation): void {
     const kind: OriginErrorKind | undefined = observation.error ??
       (observation.status !== undefined && observation.status >= 500 ? "5xx" : undefined);
@@ -186,37 +177,25 @@ export class EdgeMetrics {
     if (kind) this.#m.originErrors.inc({ kind });
   }
 
-  /**
-   * Counts one HTML page whose rewrite stopped at a cap.
-   * @param cap which cap: `bytes` or `time`
-   */
+  /** Counts one HTML page whose rewrite stopped at a cap. */
   countHtmlRewriteBailout(cap: "bytes" | "time"): void {
     this.#m.htmlRewriteBailouts.inc({ cap });
   }
 
   /**
-   * Records one Deno KV read, whatever its end: a read that failed or was cut at its deadline
-   * counts the time it was waited for, so a stalling store shows in the latency.
-   * @param durationMs how long the read was waited for, in milliseconds
-   * @param options what was read (default `other`)
+   * Records how long one KV read (of `options.read`, default `other`) was waited for: failed and
+   * cut reads count too, so a stalling store shows in the latency.
    */
   observeKvRead(durationMs: number, options: { read?: KvRead } = {}): void {
     this.#m.kvRead.observe(oneOf(options.read ?? "other", KV_READS, "other"), "", seconds(durationMs));
   }
 
-  /**
-   * Records one lookup in the per-isolate context cache.
-   * @param result `hit` or `miss`
-   */
+  /** Records one lookup in the per-isolate context cache. */
   observeContextCache(result: CacheResult): void {
     this.#m.contextCache.inc([result === "hit" ? "hit" : "miss"]);
   }
 
-  /**
-   * Records one backend read-through.
-   * @param observation the outcome and, when a call was made, its duration in milliseconds (a
-   *   duration given with `breaker_open`, `busy` or `skipped`, which make no call, is ignored)
-   */
+  /** Records one read-through; a duration given with an outcome that made no call is ignored. */
   observeReadThrough(observation: ReadThroughObservation): void {
     const outcome = oneOf(observation.outcome, READ_THROUGH_OUTCOMES, "error");
     this.#m.readThrough.inc({ outcome });
@@ -225,10 +204,7 @@ export class EdgeMetrics {
     }
   }
 
-  /**
-   * Sets the context cache size gauges, and its bounds when given.
-   * @param size current entries and estimated bytes; `maxEntries` and `maxBytes` are the bounds
-   */
+  /** Sets the context cache size gauges (entries, estimated bytes), and its bounds when given. */
   setContextCacheSize(
     size: { entries: number; bytes: number; maxEntries?: number; maxBytes?: number },
   ): void {
@@ -238,54 +214,32 @@ export class EdgeMetrics {
     if (size.maxBytes !== undefined) this.#m.cacheLimit.set({ unit: "bytes" }, size.maxBytes);
   }
 
-  /**
-   * Sets V8's heap size limit, reported as `process_memory_bytes{area="heap_limit"}` next to the
-   * heap in use (only with a `memoryUsage` source), so an alert can compare the two.
-   * @param bytes `node:v8` `getHeapStatistics().heap_size_limit`
-   */
+  /** Sets V8's heap limit (`heap_size_limit`), reported beside the heap in use for alerts to compare. */
   setHeapLimit(bytes: number): void {
     if (Number.isFinite(bytes) && bytes > 0) this.#heapLimitBytes = bytes;
   }
 
-  /**
-   * Counts a visitor's first exposure to an experiment's variation.
-   * @param experiment the experiment key (from the served rules)
-   * @param variation the variation (from the served rules)
-   */
+  /** Counts a visitor's first exposure to an experiment's variation (keys from the served rules). */
   countExposure(experiment: string, variation: string): void {
     this.#m.exposures.inc([experiment, variation]);
   }
 
-  /**
-   * Counts exposure events by what became of them.
-   * @param result `queued`, `sent`, `retried` or `dropped`
-   * @param events how many
-   */
+  /** Counts exposure events by what became of them. */
   countExposureEvents(result: ExposureResult, events: number): void {
     this.#m.exposureEvents.inc([oneOf(result, EXPOSURE_RESULTS, "dropped")], events);
   }
 
-  /**
-   * Sets the number of exposure events waiting for delivery.
-   * @param events queued and in flight
-   */
+  /** Sets the number of exposure events waiting for delivery (queued and in flight). */
   setExposureQueue(events: number): void {
     this.#m.exposureQueue.set(events);
   }
 
-  /**
-   * Counts one flag evaluation of the request pipeline.
-   * @param flag the flag key (from the served rules)
-   * @param variant the variant name (from the served rules)
-   */
+  /** Counts one flag evaluation of the request pipeline (keys from the served rules). */
   countFlagEvaluation(flag: string, variant: string): void {
     this.#m.flagEvaluations.inc([flag, variant]);
   }
 
-  /**
-   * Replaces the sample-ratio p-values: one series per experiment given, none for the others.
-   * @param values experiment key → p-value
-   */
+  /** Replaces the sample-ratio p-values (experiment → p): one series per experiment given. */
   setSrmPValues(values: Iterable<[string, number]>): void {
     this.#m.srmPValue.reset();
     for (const [experiment, pValue] of values) this.#m.srmPValue.set({ experiment }, pValue);
@@ -294,31 +248,20 @@ export class EdgeMetrics {
   /**
    * Registers a function run at the start of every {@linkcode EdgeMetrics.render}, for values
    * cheaper to read at scrape time than to push on every change (breaker state, cache size).
-   * A hook may be async (the scrape waits for it). A hook that throws is skipped for that scrape.
-   * @param hook reads some state and calls this object's setters
-   * @example
-   * ```ts
-   * metrics.addCollectHook(() => metrics.setBreakerState(backend.breaker().state));
-   * ```
+   * A hook may be async; one that throws is skipped for that scrape.
    */
   addCollectHook(hook: () => void | Promise<void>): void {
     this.#collectHooks.push(hook);
   }
 
-  /**
-   * Sets the read-through circuit breaker's current state.
-   * @param state `closed`, `half_open` or `open`
-   */
+  /** Sets the read-through circuit breaker's current state. */
   setBreakerState(state: BreakerState): void {
     for (const candidate of BREAKER_STATES) {
       this.#m.breaker.set({ state: candidate }, candidate === state ? 1 : 0);
     }
   }
 
-  /**
-   * Records one sync batch: counts by result and the lag of each event.
-   * @param observation counts and lags (negative lags, from clock skew, count as 0)
-   */
+  /** Records one sync batch: counts by result and each event's lag (negative lags count as 0). */
   observeSync(observation: SyncObservation): void {
     for (const result of SYNC_RESULTS) {
       const n = observation[result];
@@ -333,8 +276,7 @@ export class EdgeMetrics {
 
   /**
    * Sets the rules version gauge and the regions used as label values. Call it at start-up and
-   * whenever the rules change (`metrics.setRules(deps.rules.current)`).
-   * @param rules the version, region names and default region of the active rules
+   * whenever the rules change.
    */
   setRules(rules: RulesInfo): void {
     const names = [...rules.regionNames];
@@ -343,11 +285,7 @@ export class EdgeMetrics {
     this.setRulesVersion(rules.version);
   }
 
-  /**
-   * Sets the rules version gauge for one role; `undefined` removes the series (no canary).
-   * @param version the version, or undefined
-   * @param options the role (default `active`)
-   */
+  /** Sets the rules version gauge of a role (default `active`); `undefined` removes the series. */
   setRulesVersion(version: number | undefined, options: { role?: "active" | "canary" } = {}): void {
     const role = options.role ?? "active";
     if (version === undefined) this.#m.rulesVersion.remove({ role });
@@ -357,17 +295,12 @@ export class EdgeMetrics {
   /**
    * The region label value a region is counted under: itself when the rules know it,
    * {@linkcode OTHER} when not, {@linkcode NO_REGION} when absent.
-   * @param region a region name or undefined
-   * @returns the label value
    */
   regionLabel(region: string | undefined): string {
     return this.#region(region);
   }
 
-  /**
-   * Renders every metric in the Prometheus text format (see {@linkcode EdgeMetrics.contentType}).
-   * @returns the exposition text
-   */
+  /** Renders every metric in the Prometheus text format (see {@linkcode EdgeMetrics.contentType}). */
   async render(): Promise<string> {
     for (const hook of this.#collectHooks) {
       try {
