@@ -253,14 +253,15 @@ const PANEL_SCRIPT = `
   const list = (items) => items.length ? items.map((id) => names[id] || id).join(", ") : "none";
   const pairs = (obj) => Object.entries(obj || {}).map(([k, v]) => k + " = " + JSON.stringify(v)).join(", ") || "none";
   const why = ctx.countrySource === "header" ? "country " + ctx.country + " from a trusted geo header"
-    : ctx.countrySource === "ip" ? "country " + ctx.country + " from the IP database (client address)"
-    : "country unknown: the default region";
-  row("region", ctx.region + " (" + why + ")", "panel-region");
+    : ctx.countrySource === "ip" ? "country " + ctx.country + " looked up by client address in the IP database"
+    : "country unknown, so the default region";
+  row("region", ctx.region + ": " + why, "panel-region");
   row("device", ctx.device + ", network " + ctx.network + (ctx.gpc ? ", GPC: no behavioural data" : ""), "panel-device");
   const v = ctx.visitor || {};
   row("visitor", v.loggedIn ? "user " + v.userId : "anonymous " + (v.id || ""), "panel-visitor");
   row("variations", pairs(ctx.variants), "panel-variants");
   row("flags", pairs(ctx.flags), "panel-flags");
+  if (ctx.qa) row("QA", "variations and flags forced by x-edge-qa: never sticky, no exposure, not cached", "panel-qa");
   row("segments", (ctx.segments || []).join(", ") || "none");
   row("recent views", list(ctx.recentViews || []), "panel-views");
   row("cart", list(ctx.cartItemIds || []), "panel-cart");

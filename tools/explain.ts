@@ -4,7 +4,10 @@
  * with no service running — the same facts stage, identity stage and traced decision as
  * `GET /_edge/explain`, printed as text (default) or JSON (`--json`). The request arrives through
  * a trusted proxy unless `--untrusted`, so `--country`, `--ip` and `--user` act as a CDN's
- * headers would. Exits 1 when the rules or the request are invalid, 2 on a usage error.
+ * headers would. QA headers (`x-edge-qa-variants`, `x-edge-qa-flags`, or `--qa-variants` and
+ * `--qa-flags`) force as sent, labelled "forced (offline, token not checked)": offline there is
+ * no `QA_TOKEN` to check, and no visitor to keep from forcing. Exits 1 when the rules or the
+ * request are invalid (an unservable QA entry included), 2 on a usage error.
  *
  * ```sh
  * deno task explain --rules tools/demo_rules.json --path /checkout --country DE --ua "Mozilla/5.0 (iPhone…)"
@@ -26,6 +29,8 @@ import { EdgeError } from "../lib/http/errors.ts";
 import { ExplainCollector } from "../lib/rules/explain.ts";
 import { describedRequest, ExplainRequestSchema } from "../lib/rules/explain_request.ts";
 import { formatExplanation } from "../lib/rules/explain_text.ts";
+import { explainQa } from "../lib/rules/explain_qa.ts";
+import { QA_FLAGS_HEADER, QA_VARIANTS_HEADER } from "../lib/pipeline/qa.ts";
 
 const USAGE = `Usage: deno task explain --rules FILE [options]
 
@@ -42,6 +47,9 @@ const USAGE = `Usage: deno task explain --rules FILE [options]
   --ip ADDR             the client address (X-Forwarded-For), looked up in the IP database
   --user ID             a logged-in user named by the trusted proxy (x-user-id)
   --segment NAME        a profile segment of that user (repeatable)
+  --qa-variants LIST    force variations as QA does, e.g. "hero=b,checkout=control"
+                        (x-edge-qa-variants; offline the token is not checked)
+  --qa-flags LIST       force flag values as QA does, e.g. "new-search=true" (x-edge-qa-flags)
   --untrusted           the request does not come through a trusted proxy
   --json                print the explanation as JSON`;
 
@@ -86,6 +94,8 @@ function parseFlags() {
         ip: { type: "string" },
         user: { type: "string" },
         segment: { type: "string", multiple: true },
+        "qa-variants": { type: "string" },
+        "qa-flags": { type: "string" },
         untrusted: { type: "boolean" },
         json: { type: "boolean" },
         help: { type: "boolean", short: "h" },
@@ -109,6 +119,8 @@ function description(values: ReturnType<typeof parseFlags>["values"]): Record<st
   if (values.region !== undefined) headers[REGION_HEADER] = values.region;
   if (values.ip !== undefined) headers["x-forwarded-for"] = values.ip;
   if (values.user !== undefined) headers[USER_HEADER] = values.user;
+  if (values["qa-variants"] !== undefined) headers[QA_VARIANTS_HEADER] = values["qa-variants"];
+  if (values["qa-flags"] !== undefined) headers[QA_FLAGS_HEADER] = values["qa-flags"];
   const cookies: Record<string, string> = {};
   for (const entry of values.cookie ?? []) {
     const at = entry.indexOf("=");
@@ -209,7 +221,15 @@ async function main(): Promise<void> {
       : facts.gpc
       ? "None: the visitor sent Sec-GPC: 1 (no behavioural data is used)"
       : `Offline: segments from --segment ${JSON.stringify(segments)}`;
+    const qa = explainQa(request.headers, {
+      token: undefined,
+      rules: store.rulesFor(identity.key),
+      offline: true,
+    });
+    // The service would answer 400: the trace of a request it never decides is no help.
+    if (qa.error) fail(`The edge would answer ${qa.error.status} ${qa.error.code}: ${qa.error.message}`);
     const { explanation } = trace.explain({
+      qa,
       request,
       facts,
       identity,

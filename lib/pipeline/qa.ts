@@ -18,6 +18,12 @@ export const QA_VARIANTS_HEADER = "x-edge-qa-variants";
 /** `flag=value,…`; a value percent-encoded, as in `x-edge-flags` (strings as is, others JSON). */
 export const QA_FLAGS_HEADER = "x-edge-qa-flags";
 
+/**
+ * Whether a request's QA token holds: `unset` when `QA_TOKEN` is not configured, `absent` when
+ * the request sends no `x-edge-qa`, `wrong` when it sends another value.
+ */
+export type QaTokenCheck = "valid" | "unset" | "absent" | "wrong";
+
 /** Most entries of either header. */
 const MAX_ENTRIES = 100;
 
@@ -51,15 +57,42 @@ export function qaOverrides(
   options: { token: string | undefined; rules: CompiledRules },
 ): ForcedOutcome | undefined {
   const { token, rules } = options;
-  if (token === undefined) return undefined;
+  if (checkQaToken(headers, token) !== "valid") return undefined;
+  return forcedBy(headers, rules);
+}
+
+/**
+ * Checks the request's `x-edge-qa` against `QA_TOKEN`, in constant time.
+ *
+ * @param headers the request headers
+ * @param token `QA_TOKEN`, undefined when not configured
+ * @returns whether the token holds, and if not, why
+ * @throws never
+ */
+export function checkQaToken(headers: Headers, token: string | undefined): QaTokenCheck {
+  if (token === undefined) return "unset";
   const sent = headers.get(QA_TOKEN_HEADER);
-  if (sent === null || !constantTimeEqual(sent.trim(), token)) return undefined;
+  if (sent === null) return "absent";
+  return constantTimeEqual(sent.trim(), token) ? "valid" : "wrong";
+}
+
+/**
+ * What the QA headers force, whoever sent them: for a request whose token was checked, and for
+ * the offline explain tool, which has no token to check.
+ *
+ * @param headers the request headers
+ * @param rules the visitor's rules
+ * @returns the forced outcome, or undefined when the headers name nothing
+ * @throws {QaOverrideError} when an entry names an unknown experiment, variation or flag, or a
+ *   value of the wrong type
+ */
+export function forcedBy(headers: Headers, rules: CompiledRules): ForcedOutcome | undefined {
   const variants = new Map<string, string>();
   for (const [key, value, entry] of entries(headers.get(QA_VARIANTS_HEADER), QA_VARIANTS_HEADER)) {
     const experiment = rules.experiments.find((e) => e.key === key);
     if (!experiment) {
       throw new QaOverrideError(
-        `"${QA_VARIANTS_HEADER}" entry "${shown(entry)}": no experiment "${shown(key)}"`,
+        `"${QA_VARIANTS_HEADER}" entry "${shown(entry)}": the rules have no experiment "${shown(key)}"`,
       );
     }
     if (!experiment.variationSet.has(value)) {
@@ -75,12 +108,14 @@ export function qaOverrides(
   for (const [key, text, entry] of entries(headers.get(QA_FLAGS_HEADER), QA_FLAGS_HEADER)) {
     const flag = rules.flagsByKey.get(key);
     if (!flag) {
-      throw new QaOverrideError(`"${QA_FLAGS_HEADER}" entry "${shown(entry)}": no flag "${shown(key)}"`);
+      throw new QaOverrideError(
+        `"${QA_FLAGS_HEADER}" entry "${shown(entry)}": the rules have no flag "${shown(key)}"`,
+      );
     }
     const value = flagValue(text, flag.type);
     if (value === undefined) {
       throw new QaOverrideError(
-        `"${QA_FLAGS_HEADER}" entry "${shown(entry)}": flag "${key}" takes a ${flag.type}`,
+        `"${QA_FLAGS_HEADER}" entry "${shown(entry)}": flag "${key}" takes ${TYPE_NAMES[flag.type]}`,
       );
     }
     flags.set(key, value);
@@ -99,7 +134,7 @@ function entries(header: string | null, name: string): [string, string, string][
       throw new QaOverrideError(`"${name}" has more than ${MAX_ENTRIES} entries`);
     }
     const eq = entry.indexOf("=");
-    if (eq <= 0) throw new QaOverrideError(`"${name}" entry "${shown(entry)}" is not key=value`);
+    if (eq <= 0) throw new QaOverrideError(`"${name}" entry "${shown(entry)}" is not of the form key=value`);
     out.push([entry.slice(0, eq).trim(), entry.slice(eq + 1).trim(), entry]);
   }
   return out;
@@ -109,6 +144,14 @@ function entries(header: string | null, name: string): [string, string, string][
 function shown(entry: string): string {
   return entry.length > 80 ? `${entry.slice(0, 80)}…` : entry;
 }
+
+/** A flag type with its article, for messages. */
+const TYPE_NAMES: Readonly<Record<Parameters<typeof valueHasType>[0], string>> = {
+  boolean: "a boolean (true or false)",
+  number: "a number",
+  string: "a percent-encoded string",
+  object: "an object (percent-encoded JSON)",
+};
 
 function flagValue(text: string, type: Parameters<typeof valueHasType>[0]): unknown {
   let decoded: string;

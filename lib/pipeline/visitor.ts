@@ -141,7 +141,8 @@ export async function callerFor(
 
 /**
  * Explains what the pipeline would decide for a request, from the same stages: facts, identity
- * and context as `visitorFor` runs them, then the decision with a trace. Nothing is recorded on
+ * and context as `visitorFor` runs them, QA forcing checked against `QA_TOKEN`, then the
+ * decision with a trace. Nothing is recorded on
  * a request record, counted as a decision or exposure, or set as a cookie; reads fill the
  * per-isolate caches (and may read through to the backend) as the request itself would.
  *
@@ -153,13 +154,23 @@ export async function callerFor(
  */
 export async function explainRequest(request: Request, peer: string, deps: Deps): Promise<Explanation> {
   // An operator's tool: its code is not loaded on a visitor's path.
-  const { ExplainCollector } = await import("../rules/explain.ts");
+  const [{ ExplainCollector }, { explainQa }] = await Promise.all([
+    import("../rules/explain.ts"),
+    import("../rules/explain_qa.ts"),
+  ]);
   const trace = new ExplainCollector();
   const facts = gatherFacts(request, peer, { ...factsOptions(deps, "explain"), trace });
   const now = deps.now();
   const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerIp));
   const context = await loadUserContext(identity.userId, contextOptions(deps, now, facts.gpc));
+  // Forcing is read as `visitorFor` reads it, but an entry the rules cannot serve is explained
+  // (the edge's 400) rather than thrown.
+  const qa = explainQa(request.headers, {
+    token: deps.config.qaToken,
+    rules: deps.rules.rulesFor(identity.key),
+  });
   return trace.explain({
+    qa,
     request,
     facts,
     identity,
@@ -284,5 +295,7 @@ export function contextView(visitor: Visitor): Record<string, unknown> {
     recentViews: context.recentViews.map((view) => view.itemId),
     cartItemIds: context.cartItemIds,
     segments: context.segments,
+    // Said only when true, as in the decision log: a QA tester sees that the page is forced.
+    ...(decision.forced ? { qa: true } : {}),
   };
 }

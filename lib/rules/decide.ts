@@ -108,8 +108,11 @@ export interface Decision {
   forced?: true;
 }
 
-/** What happened to an experiment: disabled, `match` missed the path, `when` failed, or exposed. */
-export type ExperimentStep = "disabled" | "path" | "when" | "exposed";
+/**
+ * What happened to an experiment: disabled, `match` missed the path, `when` failed, exposed, or
+ * forced by a QA request (see `lib/pipeline/qa.ts`).
+ */
+export type ExperimentStep = "disabled" | "path" | "when" | "exposed" | "forced";
 
 /**
  * What happened to a route: its glob missed the path, its `when` failed, its rewrite map had no
@@ -161,6 +164,8 @@ export interface DecisionTrace extends ExperimentTrace, FlagTrace {
   image(index: number, step: ImageStep, field: ConditionField | undefined, search: string | undefined): void;
   /** A flag's result, after the `flagRule` steps that led to it. */
   flag(index: number, evaluation: FlagEvaluation): void;
+  /** A QA request replaced that flag's evaluated value (reported after its `flag`). */
+  flagForced(index: number, value: unknown): void;
   /** A slot entry's step. */
   slot(index: number, step: SlotStep, field: ConditionField | undefined): void;
 }
@@ -241,6 +246,11 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
       served[experiment.key] = forcedVariation;
       variants[experiment.key] = forcedVariation;
       mask |= INPUT.visitorKey;
+      trace?.experiment(experiment, "forced", undefined, {
+        variation: forcedVariation,
+        inExperiment: false,
+        sticky: false,
+      });
       continue;
     }
     if (experiment.when) {
@@ -364,6 +374,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
     flags[flag.key] = evaluation.value;
     mask |= evaluation.inputs;
     trace?.flag(f, evaluation);
+    if (trace && forced?.flags.has(flag.key)) trace.flagForced(f, forced.flags.get(flag.key));
   }
   if (forced) { for (const [key, value] of forced.flags) flags[key] = value; }
 

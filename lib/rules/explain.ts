@@ -20,6 +20,7 @@ import {
   type Decision,
   type DecisionTrace,
   type ExperimentStep,
+  type ForcedOutcome,
   type ImageStep,
   type RouteStep,
   type RulesSource,
@@ -30,6 +31,7 @@ import type { CompiledRules } from "./rules.ts";
 import { pathForRules } from "../origin/upstream.ts";
 import { describeMismatch } from "./explain_text.ts";
 import { explainContext, explainFacts, explainIdentity, explainRules } from "./explain_stages.ts";
+import type { QaExplanation } from "./explain_qa.ts";
 
 /** The facts the edge derived, and where each came from. */
 export interface FactsExplanation {
@@ -61,9 +63,12 @@ export interface ExperimentExplanation {
   key: string;
   /** Always true: every experiment is looked at. */
   considered: boolean;
-  /** The visitor was exposed (served a variation, control included). */
+  /** The visitor was served a variation (control included): exposed, or forced by QA. */
   matched: boolean;
-  /** `disabled`, `path`, `when`, or the assignment's outcome (`bucketed`, `coverage`, `sticky`, `bot`…). */
+  /**
+   * `disabled`, `path`, `when`, `forced` (by a QA request), or the assignment's outcome
+   * (`bucketed`, `coverage`, `sticky`, `bot`…).
+   */
   reason: ExperimentStep | ExperimentOutcome;
   why: string;
   field?: ConditionField;
@@ -124,9 +129,14 @@ export interface FlagExplanation {
   key: string;
   value: unknown;
   variant: string;
-  /** The OpenFeature reason (`TARGETING_MATCH`, `SPLIT`, `DEFAULT`, `STATIC`, `DISABLED`, `ERROR`). */
-  reason: FlagEvaluation["reason"];
+  /**
+   * The OpenFeature reason (`TARGETING_MATCH`, `SPLIT`, `DEFAULT`, `STATIC`, `DISABLED`, `ERROR`),
+   * or `FORCED` when a QA request replaced the value.
+   */
+  reason: FlagEvaluation["reason"] | "FORCED";
   why: string;
+  /** What the rules gave before a QA request replaced it. */
+  evaluated?: { value: unknown; variant: string; reason: FlagEvaluation["reason"] };
   rules: FlagRuleExplanation[];
 }
 
@@ -168,6 +178,8 @@ export interface Explanation {
     cartItems: number;
     why: string;
   };
+  /** What the request's QA headers forced, or why they forced nothing; null without any. */
+  qa: QaExplanation | null;
   rules: {
     version: number;
     role: "active" | "canary";
@@ -199,6 +211,8 @@ export interface ExplainInputs {
   ipGeoLoaded: boolean;
   /** Where the context came from, when not from the context stage (an offline explanation). */
   contextWhy?: string;
+  /** What the QA headers force (see `explainQa`), and its explanation. */
+  qa?: { qa: QaExplanation | null; forced: ForcedOutcome | undefined };
 }
 
 interface PendingExperiment {
@@ -235,6 +249,7 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
   #rules: CompiledRules | undefined;
   #search = "";
   #targeting: TargetingContext | undefined;
+  #forced: ForcedOutcome | undefined;
 
   /** @param name the geo header that decided the country */
   countryHeader(name: string): void {
@@ -294,18 +309,25 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
     const entry: ExperimentExplanation = {
       key: experiment.key,
       considered: true,
-      matched: step === "exposed",
+      matched: step === "exposed" || step === "forced",
       reason: step,
       why: "",
     };
     if (pending.sticky) entry.sticky = pending.sticky;
     const namespace = experiment.spec.namespace;
     if (namespace) entry.namespace = { id: namespace[0], range: [namespace[1], namespace[2]] };
+    const forced = this.#forced?.variants.get(experiment.key);
     if (step === "disabled") entry.why = "The experiment is disabled";
     else if (step === "path") {
       entry.why = `The path "${this.#path()}" is not in its match ${
         JSON.stringify(experiment.paths?.map((glob) => glob.source) ?? [])
-      }`;
+      }${forced === undefined ? "" : `, so the forced "${forced}" is not served here`}`;
+    } else if (step === "forced" && result) {
+      this.#served[experiment.key] = result.variation;
+      entry.variation = result.variation;
+      entry.inExperiment = false;
+      entry.why = `Forced by QA: "${result.variation}" whatever enabled, when, coverage or namespace say; ` +
+        "not in the experiment, never sticky, no exposure";
     } else if (step === "when") {
       entry.field = field;
       entry.why = describeMismatch(field!, experiment.when!, this.#targeting!);
@@ -477,6 +499,24 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
   }
 
   /**
+   * @param index the flag's position
+   * @param value the value a QA request forced
+   */
+  flagForced(index: number, value: unknown): void {
+    const key = this.#rules!.flags[index]!.key;
+    const entry = this.#flags.findLast((flag) => flag.key === key);
+    if (!entry) return;
+    const { value: evaluated, variant, reason } = entry;
+    if (reason === "FORCED") return;
+    entry.evaluated = { value: evaluated, variant, reason };
+    entry.why = `Forced by QA to ${JSON.stringify(value)}; the rules give ${JSON.stringify(evaluated)} ` +
+      `(${entry.why})`;
+    entry.value = value;
+    entry.variant = "forced";
+    entry.reason = "FORCED";
+  }
+
+  /**
    * @param index the slot entry's position
    * @param step what happened
    * @param field the failing `when` field
@@ -531,7 +571,9 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
       loggedIn: visitor.loggedIn,
       variants: this.#served,
     };
-    const { decision } = decideForVisitor({ facts, visitor }, inputs.rules, this);
+    const forced = inputs.qa?.forced;
+    this.#forced = forced;
+    const { decision } = decideForVisitor({ facts, visitor, forced }, inputs.rules, this);
     const explanation: Explanation = {
       request: { method: facts.method, path: facts.path, search: facts.search },
       facts: explainFacts(inputs, {
@@ -542,6 +584,7 @@ export class ExplainCollector implements DecisionTrace, GeoTrace, DeviceTrace {
         defaultRegion: rules.defaultRegion,
       }),
       identity: explainIdentity(inputs),
+      qa: inputs.qa?.qa ?? null,
       context: { ...explainContext(context), ...(inputs.contextWhy ? { why: inputs.contextWhy } : {}) },
       rules: explainRules(inputs, rules),
       experiments: this.#experiments,

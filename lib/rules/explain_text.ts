@@ -112,6 +112,11 @@ export function formatExplanation(explanation: Explanation): string {
     } "${identity.key}" (${identity.source}) — ${identity.why}`,
   );
   if (sticky) out.push(`            sticky cookie: ${sticky}`);
+  if (explanation.qa) {
+    const qa = explanation.qa;
+    const what = [pairs(qa.variants), pairs(qa.flags)].filter(Boolean).join("; ");
+    out.push(`QA          ${what || "nothing forced"} — ${qa.why}`);
+  }
   out.push(`Context     ${context.source} — ${context.why}`);
   if (context.segments.length || context.attributes.length) {
     out.push(
@@ -122,8 +127,17 @@ export function formatExplanation(explanation: Explanation): string {
   }
 
   section(out, "Experiments", explanation.experiments, (e) => {
-    const mark = !e.matched ? MARK.missed : e.inExperiment ? MARK.matched : MARK.skipped;
-    const what = e.matched ? `${e.variation}${e.inExperiment ? "" : " (not in it)"}` : "—";
+    const forced = e.reason === "forced";
+    const mark = forced || (e.matched && e.inExperiment)
+      ? MARK.matched
+      : e.matched
+      ? MARK.skipped
+      : MARK.missed;
+    const what = forced
+      ? `${e.variation} forced`
+      : e.variation !== undefined
+      ? `${e.variation}${e.inExperiment ? "" : " (not in it)"}`
+      : "—";
     const stickyNote = e.sticky
       ? ` [cookie: ${e.sticky.value}${e.sticky.valid ? ", kept" : ", not a variation: ignored"}]`
       : "";

@@ -47,6 +47,8 @@ async function findChromium(): Promise<string | undefined> {
 }
 
 const chromium = await findChromium();
+/** Lets the test load a page as a QA tester would, forcing a variation. */
+const QA_TOKEN = "qa-token-for-the-demo-browser-test";
 if (!chromium) {
   console.warn("chromium not found (apt-get install chromium): the demo browser test is skipped");
 }
@@ -72,6 +74,7 @@ async function withDev(fn: (frontUrl: string) => Promise<void>): Promise<void> {
       DEMO_FRONT_PORT: "0",
       KV_PATH: ":memory:",
       LOG_LEVEL: "warn",
+      QA_TOKEN,
     },
     clearEnv: true,
     stdin: "null",
@@ -121,7 +124,7 @@ function panelValue(dom: string, id: string): string {
 
 Deno.test({
   name:
-    "the demo page in headless Chromium shows the region of a German address, and the pretend switch changes it",
+    "the demo page in headless Chromium shows the region of a German address, the pretend switch changes it, and a QA-forced page says so",
   ignore: chromium === undefined,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "demo_browser_" });
@@ -133,7 +136,7 @@ Deno.test({
         assert.match(de, new RegExp(`<form id="pretend" method="get" action="${PRETEND_PATH}">`));
         assert.equal(
           panelValue(de, "panel-region"),
-          "EU (country DE from the IP database (client address))",
+          "EU: country DE looked up by client address in the IP database",
         );
         assert.match(panelValue(de, "panel-device"), /^desktop, network /, "the desktop User-Agent counts");
         assert.match(de, /<strong>Winter sale across Europe: 20% off<\/strong>/);
@@ -143,7 +146,7 @@ Deno.test({
         const jp = await browse(dir, `${front}${PRETEND_PATH}?country=JP&user=u1&back=/`);
         assert.equal(
           panelValue(jp, "panel-region"),
-          "APAC (country JP from the IP database (client address))",
+          "APAC: country JP looked up by client address in the IP database",
         );
         assert.equal(panelValue(jp, "panel-visitor"), "user u1");
         assert.equal(panelValue(jp, "panel-views"), "Rain shell jacket, Trail running shoe");
@@ -159,6 +162,21 @@ Deno.test({
         assert.deepEqual([...png.slice(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a], "a PNG");
         assert.ok(png.byteLength > 20_000, `a rendered page, not a blank one (${png.byteLength} bytes)`);
         console.log(`screenshot: ${screenshot}`);
+
+        // A QA tester's page (the front passes the QA headers on; Chromium cannot send them, so
+        // it renders the page as saved): the panel says the variation is forced.
+        assert.doesNotMatch(de, /id="panel-qa"/);
+        const forced = await fetch(`${front}/`, {
+          headers: { "user-agent": DESKTOP, "x-edge-qa": QA_TOKEN, "x-edge-qa-variants": "hero=b" },
+        });
+        assert.equal(forced.headers.get("cache-control"), "private, no-store");
+        await Deno.writeTextFile(`${dir}/qa.html`, await forced.text());
+        const qa = await browse(dir, `file://${dir}/qa.html`);
+        assert.equal(panelValue(qa, "panel-variants"), 'hero = "b"');
+        assert.equal(
+          panelValue(qa, "panel-qa"),
+          "variations and flags forced by x-edge-qa: never sticky, no exposure, not cached",
+        );
       });
     } finally {
       if (!Deno.env.get("KEEP_SCREENSHOT")) await Deno.remove(dir, { recursive: true });

@@ -425,12 +425,14 @@ Deno.test("QA forcing with the token: forced variation and flag, private no-stor
       PEER,
     );
     const body = await context.json();
-    assert.deepEqual([body.variants, body.flags["new-search"]], [{ hero: "b" }, true]);
+    assert.deepEqual([body.variants, body.flags["new-search"], body.qa], [{ hero: "b" }, true, true]);
     assert.equal(context.headers.get("cache-control"), "private, no-store");
+    const plain = await app.request("http://edge.test/_edge/context", { headers: { cookie } }, PEER);
+    assert.equal((await plain.json()).qa, undefined, "said only when QA forced");
 
     // Decision logs mark forced decisions and never carry the token.
     const decisions = logLines.map((line) => JSON.parse(line)).filter((entry) => entry.msg === "decision");
-    assert.deepEqual(decisions.map((entry) => entry.qa), [true, true, undefined, true]);
+    assert.deepEqual(decisions.map((entry) => entry.qa), [true, true, undefined, true, undefined]);
     assert.ok(logLines.every((line) => !line.includes(QA_TOKEN)), "the token is never logged");
   });
 });
@@ -468,8 +470,14 @@ Deno.test("QA forcing with the token and an unknown experiment, variation or fla
           { "x-edge-qa-variants": "hero=z" },
           '"x-edge-qa-variants" entry "hero=z": "z" is not a variation of experiment "hero"',
         ],
-        [{ "x-edge-qa-variants": "ghost=b" }, '"x-edge-qa-variants" entry "ghost=b": no experiment "ghost"'],
-        [{ "x-edge-qa-flags": "ghost=true" }, '"x-edge-qa-flags" entry "ghost=true": no flag "ghost"'],
+        [
+          { "x-edge-qa-variants": "ghost=b" },
+          '"x-edge-qa-variants" entry "ghost=b": the rules have no experiment "ghost"',
+        ],
+        [
+          { "x-edge-qa-flags": "ghost=true" },
+          '"x-edge-qa-flags" entry "ghost=true": the rules have no flag "ghost"',
+        ],
       ] as const
     ) {
       for (const path of ["/page", "/_edge/context"]) {

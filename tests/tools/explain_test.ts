@@ -184,15 +184,17 @@ function shellWords(line: string): string[] {
   return words;
 }
 
+const QA_TOKEN_FOR_DOCS = "qa-token-for-the-docs-0123";
+
 Deno.test("every command in docs/explain.md works as written", async () => {
   const commands = shellCommands(await Deno.readTextFile("docs/explain.md"));
   const token = "rules-token-0123456789";
   const rules = JSON.parse(await Deno.readTextFile("tools/demo_rules.json"));
   const deps = await makeDeps("http://127.0.0.1:9", {
-    env: { RULES_TOKEN: token, TRUSTED_PROXIES: "127.0.0.1/32" },
+    env: { RULES_TOKEN: token, TRUSTED_PROXIES: "127.0.0.1/32", QA_TOKEN: QA_TOKEN_FOR_DOCS },
     rules,
   });
-  let tasks = 0, curls = 0;
+  let tasks = 0, curls = 0, forced = 0;
   try {
     const app = createApp(deps);
     for (const words of commands) {
@@ -213,7 +215,11 @@ Deno.test("every command in docs/explain.md works as written", async () => {
         for (let i = 1; i < words.length; i++) {
           const word = words[i]!;
           if (word === "-H") {
-            const [name, ...value] = words[++i]!.replace("$RULES_TOKEN", token).split(":");
+            const [name, ...value] = words[++i]!.replace("$RULES_TOKEN", token).replace(
+              "$QA_TOKEN",
+              QA_TOKEN_FOR_DOCS,
+            )
+              .split(":");
             headers.set(name!, value.join(":").trim());
           } else if (word === "-d") body = words[++i];
           else if (!word.startsWith("-")) url = word;
@@ -223,6 +229,11 @@ Deno.test("every command in docs/explain.md works as written", async () => {
         });
         const text = await res.text();
         assert.equal(res.status, 200, `${words.join(" ")}\n${text}`);
+        assert.ok(!text.includes(QA_TOKEN_FOR_DOCS), "the QA token is never echoed");
+        if (headers.has("x-edge-qa")) {
+          assert.match(text, /^QA {10}hero=b; new-search=true — Forced: the QA token holds/m);
+          forced++;
+        }
         curls++;
       } else {
         assert.fail(`Unexpected command in docs/explain.md: ${words.join(" ")}`);
@@ -231,5 +242,41 @@ Deno.test("every command in docs/explain.md works as written", async () => {
   } finally {
     deps.kv.close();
   }
-  assert.ok(tasks >= 6 && curls === 2, `${tasks} tasks, ${curls} curls`);
+  assert.ok(tasks >= 7 && curls === 3 && forced === 1, `${tasks} tasks, ${curls} curls, ${forced} forced`);
+});
+
+Deno.test("deno task explain forces QA variations and flags as sent, labelled as not token-checked", async () => {
+  const json = await explain([
+    RULES,
+    "--json",
+    "--path",
+    "/checkout",
+    "--qa-variants",
+    "checkout=b",
+    "--header",
+    "x-edge-qa-flags: vip-deals=true",
+    "--cookie",
+    "ep_uid=visitor-00000007",
+  ]);
+  assert.equal(json.code, 0, json.stderr);
+  const body: Explanation = JSON.parse(json.stdout);
+  assert.equal(body.qa?.status, "offline");
+  assert.deepEqual(body.qa?.variants, { checkout: "b" });
+  assert.deepEqual(body.qa?.flags, { "vip-deals": true });
+  assert.equal(body.experiments.find((e) => e.key === "checkout")?.reason, "forced");
+  assert.equal(body.decision.action.type === "proxy" && body.decision.action.path, "/checkout-b");
+  assert.equal(body.flags.find((f) => f.key === "vip-deals")?.reason, "FORCED");
+
+  const text = await explain([RULES, "--qa-variants", "checkout=b", "--path", "/checkout"]);
+  assert.equal(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^QA {10}checkout=b — Forced \(offline, token not checked\): /m);
+  assert.match(text.stdout, /^ {2}✓ checkout {9}b forced /m);
+
+  const invalid = await explain([RULES, "--qa-variants", "checkout=z"]);
+  assert.equal(invalid.code, 1);
+  assert.equal(
+    invalid.stderr.trim(),
+    'The edge would answer 400 invalid_qa_override: "x-edge-qa-variants" entry "checkout=z": "z" is not a ' +
+      'variation of experiment "checkout"',
+  );
 });
