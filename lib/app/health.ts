@@ -23,7 +23,6 @@ export interface CheckReadyOptions {
 /**
  * Checks readiness.
  * @param kv the store to probe with one eventual read
- * @param rules the rules holder
  * @param options the probe timeout and the sweep that bounds it
  * @returns the report (never throws)
  */

@@ -108,7 +108,6 @@ export interface BackendClientOptions {
  * Builds the read-through URL of a user: the user id is one percent-encoded path segment under
  * the base URL's path, and the result must stay on the base URL's origin.
  * @param baseUrl `BACKEND_URL`
- * @param userId the user
  * @returns the URL, or `undefined` when the id cannot be a single path segment (empty, `.`,
  * `..`, longer than 256 characters)
  * @example
@@ -200,7 +199,6 @@ export class BackendClient {
   /**
    * Fetches what the backend knows about a user. Concurrent calls for the same user share one
    * request; no call waits longer than the timeout; an open breaker answers at once.
-   * @param userId the user
    * @returns `ok` with the events, `unknown_user` for a 404, or `failed` with a reason; never rejects
    */
   fetchUserContext(userId: string): Promise<BackendResult> {

@@ -35,7 +35,6 @@ export class FreshCache<K, V> {
   #sizeOf: ((key: K, value: V) => number) | undefined;
 
   /**
-   * @param options the bounds
    * @throws {RangeError} when `maxEntries` or `maxBytes` is not a positive integer, `maxStaleMs`
    *   is negative, or `maxBytes` comes without `sizeOf`
    */
@@ -63,7 +62,6 @@ export class FreshCache<K, V> {
 
   /**
    * Returns a fresh entry and marks it recently used; a stale one is dropped.
-   * @param key the key
    * @param now the current time, epoch ms (a clock that went backwards counts as stale)
    * @returns `{ value }`, or `undefined` when there is no fresh entry
    */
@@ -81,8 +79,6 @@ export class FreshCache<K, V> {
   /**
    * Stores an entry, evicting the least recently used beyond the bounds. An entry larger than
    * `maxBytes` on its own is not stored (and replaces nothing: the old entry is dropped).
-   * @param key the key
-   * @param value the value
    * @param now the current time, epoch ms
    * @returns whether the entry was stored
    */
@@ -90,18 +86,12 @@ export class FreshCache<K, V> {
     return this.#lru.set(key, { value, storedAt: now }, this.#sizeOf?.(key, value) ?? 0);
   }
 
-  /**
-   * Drops an entry.
-   * @param key the key
-   */
+  /** Drops an entry. */
   delete(key: K): void {
     this.#lru.delete(key);
   }
 
-  /**
-   * Drops every entry whose value matches.
-   * @param matches the predicate
-   */
+  /** Drops every entry whose value matches. */
   deleteWhere(matches: (value: V) => boolean): void {
     for (const [key, entry] of this.#lru.entries()) if (matches(entry.value)) this.#lru.delete(key);
   }

@@ -35,7 +35,6 @@ export class Lru<K, V> {
   #evictions = 0;
 
   /**
-   * @param options the bounds
    * @throws {RangeError} when a bound is not a positive integer
    */
   constructor(options: LruOptions) {
@@ -49,7 +48,6 @@ export class Lru<K, V> {
 
   /**
    * Returns a value and marks it recently used.
-   * @param key the key
    * @returns the value, or `undefined`
    */
   get(key: K): V | undefined {
@@ -62,7 +60,6 @@ export class Lru<K, V> {
 
   /**
    * Returns a value without touching the order.
-   * @param key the key
    * @returns the value, or `undefined`
    */
   peek(key: K): V | undefined {
@@ -73,8 +70,6 @@ export class Lru<K, V> {
    * Stores a value as the most recently used, then evicts the least recently used until both
    * bounds hold. A value larger than `maxBytes` on its own is not stored, and the old value of
    * its key is dropped all the same.
-   * @param key the key
-   * @param value the value
    * @param bytes the entry's estimated bytes (0 when only entries are bounded)
    * @returns whether the value was stored
    */
@@ -94,7 +89,6 @@ export class Lru<K, V> {
 
   /**
    * Drops an entry.
-   * @param key the key
    * @returns whether there was one
    */
   delete(key: K): boolean {
@@ -111,10 +105,7 @@ export class Lru<K, V> {
     this.#bytes = 0;
   }
 
-  /**
-   * The entries, oldest first; deleting while iterating is safe.
-   * @returns key/value pairs
-   */
+  /** The entries, oldest first; deleting while iterating is safe. */
   *entries(): IterableIterator<[K, V]> {
     for (const [key, slot] of this.#slots) yield [key, slot.value];
   }

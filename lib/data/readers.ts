@@ -43,7 +43,6 @@ const VIEWS_SCAN_SLACK = 16;
 
 /**
  * Resolves a session id to its user.
- * @param kv the store
  * @param sessionId the raw session id (hashed before the read)
  * @param now the current time, epoch ms
  * @returns the user id, or `undefined` when the session is unknown, ended or expired
@@ -54,7 +53,6 @@ export async function readSession(kv: Deno.Kv, sessionId: string, now: number): 
 
 /**
  * Resolves a hashed session id to its user and the session's expiry.
- * @param kv the store
  * @param sessionHash the session id's hash from {@linkcode hashSessionId}
  * @param now the current time, epoch ms
  * @returns the user id and expiry, or `undefined` when the session is unknown, ended, expired or
@@ -103,8 +101,6 @@ export interface ReadUserContextOptions {
 /**
  * Reads what the edge knows about a user, eventually consistent: one `getMany` (cart, profile,
  * tombstone, layout 1 views) alongside one bounded `list` of the user's views, both in parallel.
- * @param kv the store
- * @param userId the user
  * @param now the current time, epoch ms; expired values count as absent
  * @param options how many recent views to return, and `onCompactable` to hear of a user whose
  *   views are overdue for a compaction
@@ -175,8 +171,6 @@ export interface ListViewWindowOptions {
  * {@linkcode recentViews} by UTF-16 units), at most 20 000 entries. Older views of the same items
  * in it are entries a compaction deletes. The tombstone is applied by the caller: the views
  * after an erasure are a prefix of this order.
- * @param kv the store
- * @param userId the user
  * @param options window size and consistency
  * @returns the views in key order (newest first); malformed entries are left out
  */
@@ -234,8 +228,6 @@ async function scanViews(
 
 /**
  * Reads the related-item lists of several items (eventually consistent).
- * @param kv the store
- * @param itemIds the items
  * @returns item id → its related items; items without a list are left out
  */
 export async function readRelated(
@@ -254,7 +246,6 @@ export async function readRelated(
 
 /**
  * Reads the rule control record (eventually consistent).
- * @param kv the store
  * @returns the control record; empty when no rules were ever pushed or the value is malformed
  */
 export async function readRulesControl(kv: Deno.Kv): Promise<RulesControlValue> {
@@ -265,7 +256,6 @@ export async function readRulesControl(kv: Deno.Kv): Promise<RulesControlValue> 
 /**
  * Reads kept rule sets by version. Sets are immutable per version and written in the same commit
  * as the control entry that names them, so a strong read after reading the control finds them.
- * @param kv the store
  * @param versions the versions to read
  * @returns version → rule set JSON (validated when it arrived, parsed again here); missing or
  * malformed sets are left out — pass `rules` to `parseRules` to compile

@@ -24,9 +24,7 @@ const ENTRY_OVERHEAD_BYTES = 96;
 
 /**
  * Estimates the V8 heap one cached related list takes, key and overhead included.
- * @param itemId the key
  * @param value the list, or undefined for a cached absence
- * @returns estimated bytes
  */
 export function estimateRelatedEntryBytes(itemId: string, value: RelatedValue | undefined): number {
   return estimateStringBytes(itemId) + ENTRY_OVERHEAD_BYTES + estimateValueBytes(value);
@@ -48,8 +46,6 @@ export class RelatedCache {
   /**
    * Reads the related lists of several items: fresh cached entries first, the rest from KV (one
    * eventually consistent batch), which are then cached.
-   * @param kv the store
-   * @param itemIds the items
    * @param now the current time, epoch ms
    * @param kvWithin bounds the KV read in time (`KV_TIMEOUT_MS`); a cache hit needs none
    * @returns item id → its related list; items without one are left out

@@ -84,7 +84,6 @@ export class SessionCache {
    * Forgets every cached session of the given users (after a sync ended a session or erased a
    * user on this instance), and every "no such session" entry (the sync may have begun one of
    * them). Linear in the cache size; syncs are rare next to requests.
-   * @param userIds the users
    */
   invalidateUsers(userIds: Iterable<string>): void {
     const users = new Set(userIds);

@@ -160,7 +160,6 @@ export function decisionLogEntry(inputs: DecisionLogInputs, options: DecisionLog
  * Whether a request is sampled: a hash of the request id mapped into `[0, 1)` and compared with
  * the rate, so the same id always gets the same answer (and a request's log lines can be found
  * again from its id).
- * @param requestId the request id
  * @param rate share of requests sampled, `0` … `1`
  * @param options `salt` mixes a secret into the hash, so a client choosing its `X-Request-Id`
  *   cannot choose to be sampled
@@ -178,8 +177,6 @@ export function shouldSample(requestId: string, rate: number, options: { salt?: 
 
 /**
  * The truncated keyed hash under which a user or anonymous id appears in logs.
- * @param userKey the raw id
- * @param hashKey the HMAC key
  * @returns {@linkcode VISITOR_HASH_LENGTH} hex characters of HMAC-SHA-256
  */
 export function hashVisitor(userKey: string, hashKey: string | Uint8Array): string {
@@ -189,7 +186,6 @@ export function hashVisitor(userKey: string, hashKey: string | Uint8Array): stri
 /**
  * Cuts an address down to its network: `203.0.113.9` → `203.0.113.0/24`,
  * `2001:db8:1:2::5` → `2001:db8:1::/48` (IPv4-mapped IPv6 counts as IPv4).
- * @param ip textual address
  * @param options prefix lengths (defaults 24 and 48; 0 drops the address)
  * @returns the network in CIDR notation, or undefined when the address is invalid or dropped
  */
@@ -225,7 +221,6 @@ export interface ResolveLogHashKeyOptions {
  * same visitor cannot be followed across them (set `LOG_HASH_KEY` on every instance when that is
  * wanted).
  * @param configured `config.logHashKey`
- * @param options the random source
  * @returns the key, and whether it was generated
  */
 export function resolveLogHashKey(

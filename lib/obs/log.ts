@@ -35,7 +35,6 @@ const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 4
  * Creates a JSON-lines logger.
  * @param level the least severe level that is written
  * @param options the sink and clock
- * @returns a logger
  */
 export function createLogger(level: LogLevel, options: LoggerOptions): Logger {
   const sink = options.sink ?? ((line: string) => console.log(line));

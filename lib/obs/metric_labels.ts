@@ -131,18 +131,13 @@ export const SYNC_LAG_BUCKETS: readonly number[] = [
 /**
  * The status class label of an HTTP status: `1xx` … `5xx`, or `other`.
  * @param status an HTTP status code
- * @returns the class label
  */
 export function statusClass(status: number): string {
   if (status >= 100 && status < 600) return `${Math.floor(status / 100)}xx`;
   return OTHER;
 }
 
-/**
- * Milliseconds as the seconds Prometheus expects; anything not a positive number counts as 0.
- * @param ms milliseconds
- * @returns seconds
- */
+/** Milliseconds as the seconds Prometheus expects; anything not a positive number counts as 0. */
 export function seconds(ms: number): number {
   return Number.isFinite(ms) && ms > 0 ? ms / 1000 : 0;
 }
@@ -150,10 +145,7 @@ export function seconds(ms: number): number {
 /**
  * Folds a label value outside its closed set into one value, so a bug upstream cannot create
  * unbounded series.
- * @param value the caller's value
- * @param allowed the closed set
  * @param fallback what any other value becomes
- * @returns the label value
  */
 export function oneOf(value: string, allowed: readonly string[], fallback: string = OTHER): string {
   return allowed.includes(value) ? value : fallback;
@@ -179,7 +171,6 @@ const READ_THROUGH_LABELS: Readonly<Record<ReadThroughOutcome, ReadThroughLabel>
 /**
  * Maps the context stage's read-through outcome onto the metric's label.
  * @param outcome what the read-through did
- * @returns the label value
  */
 export function readThroughLabel(outcome: ReadThroughOutcome): ReadThroughLabel {
   return READ_THROUGH_LABELS[outcome];

@@ -69,7 +69,6 @@ export class RequestPathHistogram {
    * Records one value.
    * @param first the first label's value (already from a closed set)
    * @param second the second label's value, for a histogram with two labels
-   * @param value the observation
    */
   observe(first: string, second: string, value: number): void {
     // One flat map, keyed by the label values in order.
@@ -162,7 +161,6 @@ export class RequestPathCounter {
   /**
    * Adds to one series (0 creates it, so that it is reported before its first event).
    * @param values the label values, in the order of the label names (already from closed sets)
-   * @param by how much
    */
   inc(values: readonly string[], by = 1): void {
     const key = values.length === 1 ? values[0]! : values.join("\u0000");

@@ -333,8 +333,6 @@ export class EdgeMetrics {
  * Classifies a request path for the `route_class` label (never the raw path). `ops` is what the
  * edge answers for operations: health, readiness, metrics and `/.well-known/gpc.json`; other
  * `/.well-known/` paths are the origin's, so `proxy`.
- * @param path the request path
- * @returns the route class
  */
 export function routeClassOf(path: string): RouteClass {
   if (path.startsWith("/ofrep/")) return "ofrep";

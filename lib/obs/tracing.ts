@@ -33,8 +33,6 @@ export interface StageTracerOptions {
 /**
  * Creates a stage tracer over an OpenTelemetry tracer.
  * @param tracer the tracer (from `trace.getTracer("edge-personalizer")`)
- * @param options the clock origin
- * @returns the stage tracer
  * @example
  * ```ts
  * const stages = createStageTracer(trace.getTracer("edge"), { timeOrigin: performance.timeOrigin });

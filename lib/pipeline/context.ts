@@ -102,7 +102,6 @@ const EMPTY_OUTCOME: ContextOutcome = { cache: "bypass", kv: "skipped", backend:
 
 /**
  * Tells whether a request carries the Global Privacy Control signal (`Sec-GPC: 1`).
- * @param headers the request headers
  * @returns `true` when behavioural data must not be used
  */
 export function gpcRequested(headers: Headers): boolean {
@@ -112,7 +111,6 @@ export function gpcRequested(headers: Headers): boolean {
 /**
  * Removes behavioural data from a context for a visitor with GPC: recent views, cart, segments
  * and profile attributes (attributes are free-form and may be derived from behaviour).
- * @param context the context
  * @returns a copy without behavioural data (source and outcome kept)
  */
 export function withoutBehaviouralData(context: EdgeUserContext): EdgeUserContext {

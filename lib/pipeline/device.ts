@@ -107,18 +107,13 @@ export class UaCache {
 
   /**
    * Looks up a User-Agent and marks it as recently used.
-   * @param ua the User-Agent string
    * @returns the cached information, or undefined
    */
   get(ua: string): UaInfo | undefined {
     return this.#lru.get(ua);
   }
 
-  /**
-   * Stores a parsed User-Agent, evicting the least recently used entry when full.
-   * @param ua the User-Agent string
-   * @param info what it says
-   */
+  /** Stores a parsed User-Agent, evicting the least recently used entry when full. */
   set(ua: string, info: UaInfo): void {
     this.#lru.set(ua, info);
   }
@@ -199,9 +194,7 @@ export interface ClassifyDeviceOptions {
  * hint the User-Agent decides. Network: `Save-Data: on` wins; else any of `ECT` slow-2g/2g/3g,
  * a low `Downlink` or a high `RTT` means slow; else fast (also when no hint was sent).
  * Malformed, negative or absurd hint values are ignored.
- * @param headers the request headers
  * @param options the UA cache and thresholds
- * @returns the device information
  * @throws never
  * @example
  * ```ts

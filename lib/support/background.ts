@@ -8,10 +8,7 @@
 export class BackgroundTasks {
   #pending = new Set<Promise<unknown>>();
 
-  /**
-   * Tracks a promise until it settles; its rejection is swallowed (report it before handing it in).
-   * @param work the promise
-   */
+  /** Tracks a promise until it settles; its rejection is swallowed (report it before handing it in). */
   waitUntil(work: Promise<unknown>): void {
     const tracked = work.catch(() => {}).finally(() => this.#pending.delete(tracked));
     this.#pending.add(tracked);

@@ -25,7 +25,6 @@ export class DeadlineSweep {
 
   /**
    * Arms a deadline.
-   * @param ms milliseconds from now
    * @param onExpire called once when the deadline passes, unless cancelled before
    * @returns cancels the deadline (idempotent)
    * @example
@@ -124,10 +123,7 @@ export class DeadlineSweep {
 
 /** Work bounded by {@linkcode DeadlineSweep.within} did not finish in time. */
 export class DeadlineError extends Error {
-  /**
-   * @param what the work
-   * @param ms its bound
-   */
+  /** */
   constructor(what: string, ms: number) {
     super(`${what} took longer than ${ms} ms`);
     this.name = "DeadlineError";

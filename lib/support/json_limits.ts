@@ -34,7 +34,6 @@ export function exceedsJsonDepth(value: unknown, maxDepth: number = MAX_JSON_DEP
 /**
  * The paths of every object key in `names`, anywhere in a value. Iterative, like
  * {@linkcode exceedsJsonDepth} (check the depth first: a cyclic value never ends here).
- * @param value parsed JSON
  * @param names the keys to look for
  * @returns one path (keys and array indices from the top) per key found, the keys of an object
  *   before those nested in it
