@@ -20,12 +20,7 @@ export interface CheckReadyOptions {
   deadlines: DeadlineSweep;
 }
 
-/**
- * Checks readiness.
- * @param kv the store to probe with one eventual read
- * @param options the probe timeout and the sweep that bounds it
- * @returns the report (never throws)
- */
+/** Checks readiness with one eventual KV read bounded by `options`; never throws. */
 export async function checkReady(
   kv: Deno.Kv,
   rules: RulesStore,

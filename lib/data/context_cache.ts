@@ -134,7 +134,6 @@ export class ContextCache {
 
   /**
    * Looks a user up, counts a hit or a miss, and marks the entry as recently used.
-   * @param now the current time, epoch ms
    * @returns the entry and whether it is fresh, or `undefined` when there is none
    */
   get(userId: string, now: number): CacheLookup | undefined {

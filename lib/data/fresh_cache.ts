@@ -14,10 +14,7 @@ export interface FreshCacheOptions<K = unknown, V = unknown> {
   maxStaleMs: number;
   /** Names the cache in error messages. */
   name: string;
-  /**
-   * Most estimated bytes kept, at least 1; requires `sizeOf`. Without it only entries and age
-   * are bounded.
-   */
+  /** Most estimated bytes kept, at least 1; requires `sizeOf`. Without it, bytes are not bounded. */
   maxBytes?: number;
   /** Estimates the heap bytes of one entry, key and per-entry overhead included. */
   sizeOf?: (key: K, value: V) => number;
@@ -79,7 +76,6 @@ export class FreshCache<K, V> {
   /**
    * Stores an entry, evicting the least recently used beyond the bounds. An entry larger than
    * `maxBytes` on its own is not stored (and replaces nothing: the old entry is dropped).
-   * @param now the current time, epoch ms
    * @returns whether the entry was stored
    */
   set(key: K, value: V, now: number): boolean {

@@ -34,9 +34,7 @@ export class Lru<K, V> {
   #bytes = 0;
   #evictions = 0;
 
-  /**
-   * @throws {RangeError} when a bound is not a positive integer
-   */
+  /** @throws {RangeError} when a bound is not a positive integer */
   constructor(options: LruOptions) {
     const { maxEntries, maxBytes = Number.POSITIVE_INFINITY } = options;
     if (!Number.isInteger(maxEntries) || maxEntries < 1 || !(maxBytes >= 1)) {
@@ -46,10 +44,7 @@ export class Lru<K, V> {
     this.#maxBytes = maxBytes;
   }
 
-  /**
-   * Returns a value and marks it recently used.
-   * @returns the value, or `undefined`
-   */
+  /** Returns a value (or `undefined`) and marks it recently used. */
   get(key: K): V | undefined {
     const slot = this.#slots.get(key);
     if (slot === undefined) return undefined;
@@ -58,10 +53,7 @@ export class Lru<K, V> {
     return slot.value;
   }
 
-  /**
-   * Returns a value without touching the order.
-   * @returns the value, or `undefined`
-   */
+  /** Returns a value (or `undefined`) without touching the order. */
   peek(key: K): V | undefined {
     return this.#slots.get(key)?.value;
   }
@@ -87,10 +79,7 @@ export class Lru<K, V> {
     return true;
   }
 
-  /**
-   * Drops an entry.
-   * @returns whether there was one
-   */
+  /** Drops an entry; tells whether there was one. */
   delete(key: K): boolean {
     const slot = this.#slots.get(key);
     if (slot === undefined) return false;

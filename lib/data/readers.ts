@@ -26,37 +26,24 @@ import {
 } from "./store.ts";
 
 /**
- * Most view entries a read scans for one user. A read stops as soon as it has its window (one
- * round trip, normally), and one that lists more than `RECENT_VIEWS_MAX` +
- * {@linkcode VIEWS_COMPACT_SLACK} has them compacted, so this bound only matters for a user never
- * read since very many views of few items arrived: the first read then pages through up to this
- * many entries (still exact), and only beyond it returns the items found so far.
+ * Most view entries a read scans for one user: reads compact what they overgrow, so this only
+ * bounds the first read of a user sent very many views of few items since the last one.
  */
 const VIEWS_SCAN_MAX = 20_000;
 /**
- * Entries a read fetches per round trip: twice `RECENT_VIEWS_MAX` plus this, so that older
- * views of the same items (until a compaction deletes them) rarely need a second round trip,
- * and the first one also holds the `RECENT_VIEWS_MAX` + {@linkcode VIEWS_COMPACT_SLACK} + 1
- * entries that tell a read whether to report the user for compaction.
+ * Entries per round trip beyond twice `RECENT_VIEWS_MAX`, so older views of the same items rarely
+ * need a second one, and the first holds enough to tell whether the user needs a compaction.
  */
 const VIEWS_SCAN_SLACK = 16;
 
-/**
- * Resolves a session id to its user.
- * @param sessionId the raw session id (hashed before the read)
- * @param now the current time, epoch ms
- * @returns the user id, or `undefined` when the session is unknown, ended or expired
- */
+/** Resolves a raw session id to its user; `undefined` when unknown, ended or expired. */
 export async function readSession(kv: Deno.Kv, sessionId: string, now: number): Promise<string | undefined> {
   return (await readSessionByHash(kv, await hashSessionId(sessionId), now))?.userId;
 }
 
 /**
- * Resolves a hashed session id to its user and the session's expiry.
- * @param sessionHash the session id's hash from {@linkcode hashSessionId}
- * @param now the current time, epoch ms
- * @returns the user id and expiry, or `undefined` when the session is unknown, ended, expired or
- *   older than the user's erasure
+ * Resolves a session id's hash ({@linkcode hashSessionId}) to its user and expiry; `undefined`
+ * when the session is unknown, ended, expired or older than the user's erasure.
  */
 export async function readSessionByHash(
   kv: Deno.Kv,
@@ -75,10 +62,8 @@ export async function readSessionByHash(
 }
 
 /**
- * The views of layout 1 (one value per user, no longer written). Reads merge them in until they
- * expire; this is the one place that reads that layout's value.
- * @param value the raw value of {@linkcode keys.legacyViews} (`null` or `undefined` when absent)
- * @returns the stored views, or none when the value is absent or malformed
+ * The views in a raw value of {@linkcode keys.legacyViews} (layout 1, no longer written): the one
+ * reader of that layout, whose views reads merge in until they expire. None when absent or malformed.
  */
 export function readLegacyViews(value: unknown): LegacyViewsValue["views"] {
   return parseStored(LegacyViewsValue, value)?.views ?? [];
@@ -89,32 +74,16 @@ export interface ReadUserContextOptions {
   /** How many recent views to return (`RECENT_VIEWS_MAX`, default {@linkcode DEFAULT_RECENT_VIEWS_MAX}). */
   recentViewsMax?: number;
   /**
-   * Called before the read resolves when it listed stored views worth a compaction
-   * (`compactViews` in `lib/sync/views.ts`): more than `recentViewsMax` +
-   * {@linkcode VIEWS_COMPACT_SLACK} of them, or any at or before the user's tombstone. Receives
-   * the tombstone's `at` (`-Infinity` without one), to compact with. With it, a read lists up to
-   * that many entries (still in its first round trip), not only the ones it returns.
+   * Told, with the tombstone's `at` (`-Infinity` without one), when the read listed views worth a
+   * compaction (`lib/sync/views.ts`): over `recentViewsMax` + {@linkcode VIEWS_COMPACT_SLACK}, or erased ones.
    */
   onCompactable?: (erasedAt: number) => void;
 }
 
 /**
- * Reads what the edge knows about a user, eventually consistent: one `getMany` (cart, profile,
- * tombstone, layout 1 views) alongside one bounded `list` of the user's views, both in parallel.
- * @param now the current time, epoch ms; expired values count as absent
- * @param options how many recent views to return, and `onCompactable` to hear of a user whose
- *   views are overdue for a compaction
- * @returns recent views (newest first, at most `recentViewsMax`, none at or before an erasure),
- *   cart and profile
- * @example
- * ```ts
- * const context = await readUserContext(kv, "u1", now, {
- *   recentViewsMax: 20,
- *   // Off the request path, as `lib/pipeline/context.ts` does.
- *   onCompactable: (erasedAt) =>
- *     waitUntil(compactViews(kv, new Map([["u1", erasedAt]]), { recentViewsMax: 20 })),
- * });
- * ```
+ * Reads what the edge knows about a user at `now` (expired values count as absent), eventually
+ * consistent: one `getMany` (cart, profile, tombstone, layout 1 views) beside one bounded `list` of
+ * the user's views. Recent views come newest first, none at or before an erasure.
  */
 export async function readUserContext(
   kv: Deno.Kv,
@@ -166,13 +135,9 @@ export interface ListViewWindowOptions {
 }
 
 /**
- * Lists the part of a user's views (layout 2) that a read needs: newest first until `max`
- * distinct items are found, plus any more at the same `at` (KV orders item ids by UTF-8 bytes,
- * {@linkcode recentViews} by UTF-16 units), at most 20 000 entries. Older views of the same items
- * in it are entries a compaction deletes. The tombstone is applied by the caller: the views
- * after an erasure are a prefix of this order.
- * @param options window size and consistency
- * @returns the views in key order (newest first); malformed entries are left out
+ * Lists, newest first, the part of a user's views (layout 2) a read needs: until `max` distinct
+ * items, plus any more at the same `at` (KV orders item ids by UTF-8 bytes, {@linkcode recentViews}
+ * by UTF-16 units). The caller applies the tombstone; malformed entries are left out.
  */
 export async function listViewWindow(
   kv: Deno.Kv,
@@ -226,10 +191,7 @@ async function scanViews(
   return { window, seen, oldestAt };
 }
 
-/**
- * Reads the related-item lists of several items (eventually consistent).
- * @returns item id → its related items; items without a list are left out
- */
+/** Reads the related-item lists of several items (eventually consistent), by item id. */
 export async function readRelated(
   kv: Deno.Kv,
   itemIds: readonly string[],
@@ -244,21 +206,15 @@ export async function readRelated(
   return out;
 }
 
-/**
- * Reads the rule control record (eventually consistent).
- * @returns the control record; empty when no rules were ever pushed or the value is malformed
- */
+/** Reads the rule control record (eventually consistent); empty when absent or malformed. */
 export async function readRulesControl(kv: Deno.Kv): Promise<RulesControlValue> {
   const entry = await kv.get(keys.rulesControl(), { consistency: "eventual" });
   return parseStored(RulesControlValue, entry.value) ?? { entries: [] };
 }
 
 /**
- * Reads kept rule sets by version. Sets are immutable per version and written in the same commit
- * as the control entry that names them, so a strong read after reading the control finds them.
- * @param versions the versions to read
- * @returns version → rule set JSON (validated when it arrived, parsed again here); missing or
- * malformed sets are left out — pass `rules` to `parseRules` to compile
+ * Reads kept rule sets by version (missing or malformed ones left out). They are written in the
+ * commit of the control entry that names them, so a strong read after the control finds them.
  */
 export async function readRuleSets(
   kv: Deno.Kv,

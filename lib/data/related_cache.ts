@@ -46,7 +46,6 @@ export class RelatedCache {
   /**
    * Reads the related lists of several items: fresh cached entries first, the rest from KV (one
    * eventually consistent batch), which are then cached.
-   * @param now the current time, epoch ms
    * @param kvWithin bounds the KV read in time (`KV_TIMEOUT_MS`); a cache hit needs none
    * @returns item id → its related list; items without one are left out
    */

@@ -38,7 +38,6 @@ export class SessionCache {
   /**
    * Looks a session up.
    * @param sessionId the session cookie value
-   * @param now the current time, epoch ms
    * @returns `{ userId }` (userId undefined for a known-absent session) while fresh, else undefined
    */
   get(sessionId: string, now: number): { userId: string | undefined } | undefined {
@@ -63,7 +62,6 @@ export class SessionCache {
    * Remembers a lookup result.
    * @param sessionId the session cookie value
    * @param value the user and session expiry, or undefined for "no live session"
-   * @param now the current time, epoch ms
    * @param generation {@linkcode generation} when the lookup began; a result read before an
    *   invalidation is dropped (it may be what the invalidation removed)
    */
