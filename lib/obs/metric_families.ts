@@ -28,14 +28,9 @@ export interface MetricFamiliesOptions {
 export type MetricFamilies = ReturnType<typeof createMetricFamilies>;
 
 /**
- * Creates every metric family in a registry. The series every request touches use the request
- * path classes of `metric_series.ts`; the rest are prom-client's.
- * @param registry where the families register
- * @param options prefix, memory source and heap limit
- * Longer than most functions: it is one declaration per family, the exposition's schema in one place.
- * @param registry where the families register (in this order, which is the exposition's)
- * @param options prefix, memory source and heap limit
- * @returns the families by name
+ * Creates every metric family in a registry, in exposition order. The series every request touches
+ * use the request-path classes of `metric_series.ts`; the rest are prom-client's. It is longer than
+ * ~60 lines because it is one declaration per family: the exposition's schema in one place.
  */
 export function createMetricFamilies(registry: Registry, options: MetricFamiliesOptions) {
   const p = options.prefix;
