@@ -129,14 +129,8 @@ export function backendContextUrl(baseUrl: URL, userId: string): URL | undefined
 }
 
 /**
- * The read-through client. Create one per isolate in `main.ts` (it holds the breaker and the
- * in-flight requests) and pass it to the context stage.
- * @example
- * ```ts
- * const backend = new BackendClient({ baseUrl, token, timeoutMs: 300, fetch, now: Date.now });
- * const result = await backend.fetchUserContext("u1");
- * if (result.status === "ok") await applyBackendEvents(kv, result.events, options);
- * ```
+ * The read-through client: one per isolate, created at start-up, since it holds the breaker and
+ * the in-flight requests.
  */
 export class BackendClient {
   #baseUrl: URL;
@@ -166,10 +160,7 @@ export class BackendClient {
     timeouts: 0,
   };
 
-  /**
-   * @param options base URL, token, timeout, `fetch`, clock and breaker settings
-   * @throws {RangeError} when the timeout or a breaker setting is not a positive number
-   */
+  /** @throws {RangeError} when the timeout or a breaker setting is not a positive number */
   constructor(options: BackendClientOptions) {
     this.#baseUrl = new URL(options.baseUrl.href);
     this.#authorization = `Bearer ${options.token}`;
@@ -234,10 +225,7 @@ export class BackendClient {
     return { state, consecutiveFailures: this.#consecutiveFailures, openedAt: this.#openedAt };
   }
 
-  /**
-   * Counters since start.
-   * @returns a snapshot for metrics
-   */
+  /** Counters since start, for metrics. */
   stats(): BackendStats {
     return { ...this.#stats };
   }

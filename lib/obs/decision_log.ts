@@ -101,17 +101,6 @@ export const MAX_LOGGED_STRING = 64;
  * Builds a decision log entry. Personal data is reduced on the way: the user or anonymous id
  * becomes a truncated HMAC-SHA-256 under `hashKey`, the client address becomes its /24 (IPv4) or
  * /48 (IPv6) network, and only primitive, length-capped flag and variant values are kept.
- * @param inputs what the pipeline decided
- * @param options the hash key and IP prefix lengths
- * @returns the entry, to be logged as fields
- * @example
- * ```ts
- * const entry = decisionLogEntry(
- *   { requestId: "r1", rulesVersion: 3, region: "EU", userKey: "u-42", loggedIn: true, clientIp: "203.0.113.9" },
- *   { hashKey: "a-long-secret-key-from-env" },
- * );
- * entry.clientNet; // "203.0.113.0/24"
- * ```
  */
 export function decisionLogEntry(inputs: DecisionLogInputs, options: DecisionLogOptions): DecisionLogEntry {
   const entry: DecisionLogEntry = {
@@ -164,10 +153,6 @@ export function decisionLogEntry(inputs: DecisionLogInputs, options: DecisionLog
  * @param options `salt` mixes a secret into the hash, so a client choosing its `X-Request-Id`
  *   cannot choose to be sampled
  * @returns true when the request gets a decision log entry
- * @example
- * ```ts
- * shouldSample("3f1c…", 0.01); // true for about 1 id in 100, always the same ones
- * ```
  */
 export function shouldSample(requestId: string, rate: number, options: { salt?: string } = {}): boolean {
   if (!(rate > 0)) return false;

@@ -1,12 +1,9 @@
 /**
  * @module
- * The context stage: what the edge knows about the logged-in user (recent views, cart, profile
- * segments and attributes), from the per-isolate cache, else Deno KV (eventual), else — when the
- * edge has nothing or only old data — a read-through to the central backend whose answer goes
- * through the sync apply path. It never throws and never waits longer than the backend timeout:
- * on failure it serves what the edge has (stale) or nothing. A KV read that finds more views
- * stored than reads need has them compacted in the background, so sync can write views blind.
- * See docs/edge_reads.md.
+ * The context stage: what the edge knows about the logged-in user, from the per-isolate cache,
+ * else Deno KV (eventual), else — when the edge has nothing or only old data — a read-through to
+ * the backend whose answer goes through the sync apply path. It never throws and never waits past
+ * the backend timeout; on failure it serves what the edge has, or nothing. See docs/edge_reads.md.
  */
 import { z } from "zod";
 import type { Config } from "../app/config.ts";
@@ -124,13 +121,6 @@ export function withoutBehaviouralData(context: EdgeUserContext): EdgeUserContex
  * @param userId the logged-in user; `undefined` for an anonymous visitor (nothing is loaded)
  * @param options KV, clock, configuration, cache, backend client, GPC
  * @returns the context and how it was obtained; never rejects
- * @example
- * ```ts
- * const context = await loadUserContext(identity.userId, {
- *   kv, now: deps.now(), config, cache: contextCache, backend, gpc: facts.gpc,
- * });
- * context.source; // "cache" | "kv" | "backend" | "none"
- * ```
  */
 export async function loadUserContext(
   userId: string | undefined,
