@@ -19,10 +19,7 @@ export class BackgroundTasks {
     return this.#pending.size;
   }
 
-  /**
-   * Waits for every task tracked so far.
-   * @returns a promise that settles when they all have
-   */
+  /** Waits for every task tracked so far. */
   async drain(): Promise<void> {
     while (this.#pending.size) await Promise.all([...this.#pending]);
   }
