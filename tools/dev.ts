@@ -180,7 +180,7 @@ Edge Personalizer (dev)
   health       ${base}/_edge/health
   readiness    ${base}/_edge/ready
   rules        ${rules}
-  rules token  ${rulesToken} (for /_edge/rules)
+  rules token  ${rulesToken} (for /_edge/rules, /_edge/explain, /_edge/experiments)
 
 Try:
   curl -s ${base}/api/products/promotions                            # default region → global promotion
@@ -204,6 +204,7 @@ Edge data (demo activity ${seeded ? "pushed" : "NOT pushed — see the log"} thr
 
 Rules (RULES_TOKEN):
   curl -s -H 'authorization: Bearer ${rulesToken}' ${base}/_edge/rules   # active, canary and kept versions
+  curl -s -H 'authorization: Bearer ${rulesToken}' '${base}/_edge/explain?path=/&format=text'   # why this request gets what it gets
 
 Push the demo activity again (or \`deno task push …\` where deno is installed):
   EDGE_SYNC_SECRET=${syncSecret} ${NPX_DENO} task push --rebase-now --to ${base} tools/demo_events.ndjson

@@ -134,6 +134,12 @@ const EnvSchema = z.object({
   ),
 });
 
+/**
+ * Every environment variable `parseConfig` reads, in schema order: the list
+ * `docs/configuration.md` is checked against.
+ */
+export const CONFIG_VARIABLES: readonly string[] = Object.freeze(Object.keys(EnvSchema.shape));
+
 /** The parsed, validated configuration of one edge process. */
 export interface Config {
   port: number;
