@@ -71,7 +71,7 @@ export function rulesRoutes(deps: Deps): Hono<AppEnv> {
     }
     let raw: unknown;
     if (c.req.method === "POST") {
-      const { readLimitedBody } = await import("../lib/sync/ingest.ts");
+      const { readLimitedBody } = await import("../lib/http/body.ts");
       const bytes = await readLimitedBody(c.req.raw.body, {
         maxBytes: EXPLAIN_MAX_BODY_BYTES,
         contentLength: c.req.header("content-length"),

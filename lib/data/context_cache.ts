@@ -189,7 +189,7 @@ export class ContextCache {
     return dropped || load !== undefined;
   }
 
-  /** {@linkcode ContextCache.invalidate} for several users, e.g. as `applyEvents`' `onApplied`. */
+  /** {@linkcode ContextCache.invalidate} for several users, e.g. as `applyEvents`' `onUsersChanged`. */
   invalidateMany(userIds: Iterable<string>): void {
     for (const userId of userIds) this.invalidate(userId);
   }
