@@ -63,10 +63,11 @@ export async function readSessionByHash(
 
 /**
  * The views in a raw value of {@linkcode keys.legacyViews} (layout 1, no longer written): the one
- * reader of that layout, whose views reads merge in until they expire. None when absent or malformed.
+ * reader of that layout, for reads that merge them in and erasures that filter them.
+ * @returns the stored views, or `undefined` when the value is absent or malformed
  */
-export function readLegacyViews(value: unknown): LegacyViewsValue["views"] {
-  return parseStored(LegacyViewsValue, value)?.views ?? [];
+export function readLegacyViews(value: unknown): LegacyViewsValue["views"] | undefined {
+  return parseStored(LegacyViewsValue, value)?.views;
 }
 
 /** Options for {@linkcode readUserContext}. */
@@ -107,7 +108,7 @@ export async function readUserContext(
   const storedCart = parseStored(CartValue, cart?.value);
   const storedProfile = parseStored(ProfileValue, profile?.value);
   return {
-    recentViews: recentViews([...listed, ...readLegacyViews(legacy?.value)], {
+    recentViews: recentViews([...listed, ...readLegacyViews(legacy?.value) ?? []], {
       erasedAt,
       max,
     }).filter((view) => view.expiresAt > now).map((view) => ({ itemId: view.itemId, at: view.at })),
