@@ -27,19 +27,12 @@ export class SessionCache {
   #cache: FreshCache<string, Entry>;
   #generation = 0;
 
-  /**
-   * @param options entry bound and staleness bound
-   * @throws {RangeError} when a bound is not a positive integer (staleness may be 0)
-   */
+  /** @throws {RangeError} when a bound is not a positive integer (staleness may be 0) */
   constructor(options: SessionCacheOptions) {
     this.#cache = new FreshCache({ ...options, name: "Session cache" });
   }
 
-  /**
-   * Looks a session up.
-   * @param sessionId the session cookie value
-   * @returns `{ userId }` (userId undefined for a known-absent session) while fresh, else undefined
-   */
+  /** Looks a session cookie up: `{ userId }` while fresh (`userId` undefined for a known-absent one). */
   get(sessionId: string, now: number): { userId: string | undefined } | undefined {
     const entry = this.#cache.get(sessionId, now)?.value;
     if (!entry) return undefined;
@@ -59,11 +52,8 @@ export class SessionCache {
   }
 
   /**
-   * Remembers a lookup result.
-   * @param sessionId the session cookie value
-   * @param value the user and session expiry, or undefined for "no live session"
-   * @param generation {@linkcode generation} when the lookup began; a result read before an
-   *   invalidation is dropped (it may be what the invalidation removed)
+   * Remembers a lookup result (`undefined`: no live session). `generation` is
+   * {@linkcode generation} when the lookup began: a result read before an invalidation is dropped.
    */
   set(
     sessionId: string,

@@ -51,11 +51,7 @@ export function expireIn(expiresAt: number, now: number): number {
   return Math.max(expiresAt - now, MIN_EXPIRE_IN_MS);
 }
 
-/**
- * Deno KV's limits for one atomic commit, with headroom: checks and mutations by count; the
- * encoded size of every key checked or written (KV allows 80 KiB in total); keys plus values
- * (800 KiB).
- */
+/** Deno KV's limits for one atomic commit, with headroom (KV allows 80 KiB of keys, 800 KiB in all). */
 export const KV_COMMIT_LIMITS = {
   checks: 100,
   mutations: 1000,
