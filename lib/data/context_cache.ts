@@ -108,10 +108,7 @@ export class ContextCache {
   #invalidations = 0;
   #coalesced = 0;
 
-  /**
-   * Creates an empty cache.
-   * @throws {RangeError} when a bound is not a positive integer or `maxStaleMs` is negative
-   */
+  /** @throws {RangeError} when a bound is not a positive integer or `maxStaleMs` is negative */
   constructor(options: ContextCacheOptions) {
     for (const name of ["maxEntries", "maxBytes"] as const) {
       if (!Number.isInteger(options[name]) || options[name] < 1) {
@@ -132,10 +129,7 @@ export class ContextCache {
     return this.#maxStaleMs;
   }
 
-  /**
-   * Looks a user up, counts a hit or a miss, and marks the entry as recently used.
-   * @returns the entry and whether it is fresh, or `undefined` when there is none
-   */
+  /** Looks a user up (entry and freshness, or `undefined`), counts a hit or a miss, marks it used. */
   get(userId: string, now: number): CacheLookup | undefined {
     const entry = this.#lru.get(userId);
     if (entry === undefined) {
@@ -154,20 +148,12 @@ export class ContextCache {
     return { entry, fresh };
   }
 
-  /**
-   * Returns a user's entry, fresh or not, without counting or touching the LRU order (for
-   * serving stale data when KV fails).
-   * @returns the entry, or `undefined`
-   */
+  /** A user's entry, fresh or not, without counting or touching the order: stale data for a failing KV. */
   peek(userId: string): CachedContext | undefined {
     return this.#lru.peek(userId);
   }
 
-  /**
-   * Stores an entry, then evicts the least recently used entries until both bounds hold. An
-   * entry larger than `maxBytes` on its own is not stored.
-   * @returns whether the entry was stored
-   */
+  /** Stores an entry (not one larger than `maxBytes` alone), evicting the least recently used. */
   set(userId: string, value: CachedContext): boolean {
     return this.#lru.set(userId, value, estimateEntryBytes(userId, value));
   }
@@ -224,10 +210,7 @@ export class ContextCache {
     this.#lru.clear();
   }
 
-  /**
-   * Current sizes and counters.
-   * @returns a snapshot for metrics
-   */
+  /** Current sizes and counters, for metrics. */
   stats(): ContextCacheStats {
     return {
       entries: this.#lru.size,
