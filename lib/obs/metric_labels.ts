@@ -5,11 +5,6 @@
  */
 import type { ReadThroughOutcome } from "../data/backend.ts";
 
-/** Route classes a request is counted under. */
-export const ROUTE_CLASSES = ["proxy", "edge", "sync", "ofrep", "ops"] as const;
-/** Which kind of endpoint answered a request. */
-export type RouteClass = typeof ROUTE_CLASSES[number];
-
 /** Pipeline stages timed per request, in order. */
 export const STAGES = ["facts", "identity", "context", "decide", "act"] as const;
 /** A pipeline stage. */

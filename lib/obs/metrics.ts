@@ -20,13 +20,12 @@ import {
   OTHER,
   READ_THROUGH_OUTCOMES,
   type ReadThroughLabel,
-  ROUTE_CLASSES,
-  type RouteClass,
   seconds,
   type StageDurations,
   STAGES,
   statusClass,
 } from "./metric_labels.ts";
+import { ROUTE_CLASSES, type RouteClass } from "../http/paths.ts";
 import { createMetricFamilies, type MetricFamilies } from "./metric_families.ts";
 import { Registry } from "./metric_series.ts";
 
@@ -327,18 +326,4 @@ export class EdgeMetrics {
     }
     this.#regions = next;
   }
-}
-
-/**
- * Classifies a request path for the `route_class` label (never the raw path). `ops` is what the
- * edge answers for operations: health, readiness, metrics and `/.well-known/gpc.json`; other
- * `/.well-known/` paths are the origin's, so `proxy`.
- */
-export function routeClassOf(path: string): RouteClass {
-  if (path.startsWith("/ofrep/")) return "ofrep";
-  if (path === "/.well-known/gpc.json") return "ops";
-  if (!path.startsWith("/_edge/")) return "proxy";
-  if (path === "/_edge/sync") return "sync";
-  if (path === "/_edge/health" || path === "/_edge/ready" || path === "/_edge/metrics") return "ops";
-  return "edge";
 }

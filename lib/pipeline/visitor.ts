@@ -40,7 +40,7 @@ export interface Visitor {
  *
  * @param request the request
  * @param info the connection facts
- * @param record the request's record (see `observed`)
+ * @param record the request's record (see `observe`)
  * @param deps the service's dependencies
  * @returns the visitor
  * @throws {BadPathError} when the path cannot be forwarded safely
@@ -181,6 +181,31 @@ export async function explainRequest(request: Request, peer: string, deps: Deps)
   }).explanation;
 }
 
+/** The stages' callbacks for one `Deps`, made once rather than per request (they read `deps` when called). */
+interface StageCallbacks {
+  onLookupError: ResolveIdentityOptions["onLookupError"];
+  onContextError: LoadUserContextOptions["onError"];
+  kvSession: ResolveIdentityOptions["kvWithin"];
+  kvContext: LoadUserContextOptions["kvWithin"];
+}
+
+const callbacksByDeps = new WeakMap<Deps, StageCallbacks>();
+
+function callbacksOf(deps: Deps): StageCallbacks {
+  let callbacks = callbacksByDeps.get(deps);
+  if (callbacks === undefined) {
+    callbacks = {
+      onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
+      onContextError: (stage, error) =>
+        deps.log.warn("context stage degraded", { stage, error: String(error) }),
+      kvSession: kvWithin(deps, "session"),
+      kvContext: kvWithin(deps, "context"),
+    };
+    callbacksByDeps.set(deps, callbacks);
+  }
+  return callbacks;
+}
+
 function factsOptions(deps: Deps, requestId: string): GatherFactsOptions {
   const { config } = deps;
   return {
@@ -196,6 +221,7 @@ function factsOptions(deps: Deps, requestId: string): GatherFactsOptions {
 
 function identityOptions(deps: Deps, now: number, peer: string): ResolveIdentityOptions {
   const { config } = deps;
+  const callbacks = callbacksOf(deps);
   return {
     kv: deps.kv,
     now,
@@ -208,12 +234,13 @@ function identityOptions(deps: Deps, now: number, peer: string): ResolveIdentity
     randomId: deps.randomId,
     sessionCache: deps.sessionCache,
     stickySigner: deps.stickySigner,
-    onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
-    kvWithin: kvWithin(deps, "session"),
+    onLookupError: callbacks.onLookupError,
+    kvWithin: callbacks.kvSession,
   };
 }
 
 function contextOptions(deps: Deps, now: number, gpc: boolean): LoadUserContextOptions {
+  const callbacks = callbacksOf(deps);
   return {
     kv: deps.kv,
     now,
@@ -223,8 +250,8 @@ function contextOptions(deps: Deps, now: number, gpc: boolean): LoadUserContextO
     gpc,
     // The read-through answer is used at once; its KV write need not hold the response.
     waitUntil: deps.waitUntil,
-    onError: (stage, error) => deps.log.warn("context stage degraded", { stage, error: String(error) }),
-    kvWithin: kvWithin(deps, "context"),
+    onError: callbacks.onContextError,
+    kvWithin: callbacks.kvContext,
   };
 }
 

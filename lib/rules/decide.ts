@@ -28,7 +28,7 @@ import {
   matchesAnyPath,
 } from "./targeting.ts";
 
-import { pathForRules } from "../origin/upstream.ts";
+import { pathForRules } from "../http/paths.ts";
 
 export type { DecisionInput } from "./targeting.ts";
 

@@ -28,7 +28,7 @@ import {
   visitorContextOf,
 } from "./decide.ts";
 import type { CompiledRules } from "./rules.ts";
-import { pathForRules } from "../origin/upstream.ts";
+import { pathForRules } from "../http/paths.ts";
 import { describeMismatch } from "./explain_text.ts";
 import { explainContext, explainFacts, explainIdentity, explainRules } from "./explain_stages.ts";
 import type { QaExplanation } from "./explain_qa.ts";

@@ -12,7 +12,7 @@ import { evaluateFlag, type FlagContext, type FlagEvaluation } from "./flags.ts"
 import { assignExperiment, experimentApplies } from "./experiments.ts";
 import { DEVICE_CLASSES, NETWORK_CLASSES } from "./targeting.ts";
 import { constantTimeEqual } from "../http/secure.ts";
-import { normalisePercentEncoding, pathForRules } from "../origin/upstream.ts";
+import { normalisePercentEncoding, pathForRules } from "../http/paths.ts";
 import { ANON_COOKIE } from "../pipeline/identity.ts";
 
 /** Largest accepted OFREP request body, in bytes. */

@@ -18,7 +18,7 @@ import {
 } from "./targeting.ts";
 import { type CompiledExperiment, compileExperiment } from "./experiments.ts";
 import { STICKY_PAYLOAD_MAX, STICKY_VALUE_MAX, stickyLength } from "../pipeline/sticky.ts";
-import { isDotSegment, normalisePercentEncoding } from "../origin/upstream.ts";
+import { isDotSegment, normalisePercentEncoding } from "../http/paths.ts";
 import { type CompiledFlag, compileFlag, valueHasType } from "./flags.ts";
 import type { NetworkClass } from "../pipeline/device.ts";
 

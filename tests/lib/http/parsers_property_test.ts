@@ -11,7 +11,8 @@ import { parseSticky } from "../../../lib/pipeline/identity.ts";
 import { StickySigner } from "../../../lib/pipeline/sticky.ts";
 import { CidrList, clientAddress } from "../../../lib/http/net.ts";
 import { classifyDevice, UaCache } from "../../../lib/pipeline/device.ts";
-import { gatherFacts, requestIdFrom, requestUrlParts, splitUrl } from "../../../lib/pipeline/facts.ts";
+import { gatherFacts, requestIdFrom } from "../../../lib/pipeline/facts.ts";
+import { requestUrlParts, splitUrl } from "../../../lib/http/paths.ts";
 import { DEFAULT_COUNTRY_HEADERS } from "../../../lib/pipeline/geo.ts";
 import { BadPathError } from "../../../lib/http/errors.ts";
 
