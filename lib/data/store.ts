@@ -26,7 +26,7 @@
  * docs/kv_layout.md.
  */
 import { z } from "zod";
-import { RuleSetSchema } from "../rules/rules.ts";
+import { RuleSetSchema } from "../rules/schema.ts";
 
 /** Most keys `kv.getMany` accepts in one call. */
 export const GET_MANY_MAX = 10;

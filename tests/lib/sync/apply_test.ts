@@ -31,7 +31,7 @@ import {
   SyncPayloadError,
 } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
-import { parseRules } from "../../../lib/rules/rules.ts";
+import { parseRules } from "../../../lib/rules/compile.ts";
 import { applyOptions, withKv } from "./fixtures.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
