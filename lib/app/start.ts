@@ -69,6 +69,7 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
     ? (await import("../data/backend.ts")).backendClientFromConfig(config, {
       fetch: globalThis.fetch,
       now: Date.now,
+      deadlines,
     })
     : undefined;
   const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });

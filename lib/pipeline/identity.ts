@@ -7,7 +7,8 @@
  */
 import { parseCookies } from "../http/cookies.ts";
 import { STICKY_COOKIE, type StickySigner } from "./sticky.ts";
-import { hashSessionId, readSessionByHash } from "../data/store.ts";
+import { hashSessionId } from "../data/store.ts";
+import { readSessionByHash } from "../data/readers.ts";
 import type { SessionCache } from "../data/session_cache.ts";
 
 /** The anonymous id cookie. */

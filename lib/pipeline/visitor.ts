@@ -18,7 +18,7 @@ import { decideForVisitor } from "../rules/decide.ts";
 import { type Decision, visitorContextOf } from "../rules/decision.ts";
 import { qaOverrides } from "./qa.ts";
 import type { CompiledRules } from "../rules/compile.ts";
-import { type KvRead, readThroughLabel } from "../obs/metrics.ts";
+import { type KvRead, readThroughLabel } from "../obs/metric_labels.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "../../routes/observe.ts";
 
 /** Everything the front half of the pipeline learned about a request. */

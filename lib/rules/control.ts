@@ -5,13 +5,12 @@
  * resolving a control record into the active version and the canary (version and share).
  */
 import {
-  readRulesControl,
-  readRuleSets,
   type RulesControlEntry,
   type RulesControlValue,
   type RulesOrderKey,
   type RulesValue,
 } from "../data/store.ts";
+import { readRulesControl, readRuleSets } from "../data/readers.ts";
 import type { ParsedRuleSet } from "./schema.ts";
 
 /** How many rule set versions are kept when `RULES_KEEP` is not given. */

@@ -4,7 +4,8 @@
  * in KV names: picked up through `kv.watch` within milliseconds, with polling as a fallback.
  */
 import { type CompiledRules, parseRules, RulesError } from "./compile.ts";
-import { keys, readRulesControl, readRuleSets } from "../data/store.ts";
+import { keys } from "../data/store.ts";
+import { readRulesControl, readRuleSets } from "../data/readers.ts";
 import { resolveRules } from "./control.ts";
 import type { RulesStore } from "./store.ts";
 import type { Logger } from "../obs/log.ts";

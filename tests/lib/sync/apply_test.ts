@@ -4,16 +4,18 @@ import { compareRulesEvents, readActiveRules, readStoredRulesStatus } from "../.
 import {
   hashSessionId,
   keys,
-  listViewWindow,
   parseStored,
   parseViewEntry,
+  TombstoneValue,
+  type UserContext,
+} from "../../../lib/data/store.ts";
+import {
+  listViewWindow,
   readRelated,
   readRuleSets,
   readSession,
   readUserContext,
-  TombstoneValue,
-  type UserContext,
-} from "../../../lib/data/store.ts";
+} from "../../../lib/data/readers.ts";
 import {
   applyBackendEvents,
   applyEvents,
