@@ -1,22 +1,24 @@
 /**
  * @module
- * What exposure delivery costs the service per request, in CPU time of this process (robust on a
- * shared machine, unlike wall time): the whole app (`createApp`) serving the scenario request
- * from a new anonymous visitor every time, with exposure events queued, batched, signed and
- * posted to the demo backend (a separate process, so its verifying is not counted), against the
- * same app with exposures off, in alternating rounds. The origin `fetch` answers at once. Then
- * the parts of one 500-event batch on their own. `deno run --cpu-prof` profiles it.
+ * What exposure delivery costs the service, in CPU time of this process (steadier than wall time
+ * on a shared machine), in alternating rounds: the whole app (`createApp`, origin answering at
+ * once) serving the scenario request from a new anonymous visitor every time, exposures off
+ * against on (posted to the demo backend, a separate process whose verifying is not counted);
+ * then the recorder alone on those decided requests — off, events queued but no body made, bodies
+ * made and signed but not posted, and posted; then the parts of one 500-event batch.
  *
- * `deno run -A bench/exposures_cpu.ts [--rounds 6] [--requests 4000] [--only on|off]`
+ * `deno run -A bench/exposures_cpu.ts [--rounds 6] [--requests 4000 (0: skip)] [--only ARM]`;
+ * with `--cpu-prof`, `--only` prints when the recorder rounds start, to cut the profile there.
  */
 import process from "node:process";
 import { createApp } from "../routes/app.ts";
 import { makeDeps } from "../tests/support.ts";
 import { loadIpGeoDb } from "../lib/pipeline/ip_geo.ts";
 import type { ExposureEvent } from "../lib/exposures/events.ts";
-import { ExposureSender } from "../lib/exposures/sender.ts";
+import { ExposureSender, OutgoingBatch } from "../lib/exposures/sender.ts";
 import { DeadlineSweep } from "../lib/support/deadlines.ts";
-import { type ExposureInputs, exposuresFromConfig } from "../lib/exposures/recorder.ts";
+import { type ExposureInputs, ExposureRecorder, exposuresFromConfig } from "../lib/exposures/recorder.ts";
+import { type BatchSender, ExposureQueue } from "../lib/exposures/queue.ts";
 import { parseConfig } from "../lib/app/config.ts";
 import { EdgeMetrics } from "../lib/obs/metrics.ts";
 import { createLogger } from "../lib/obs/log.ts";
@@ -139,8 +141,25 @@ offDeps.exposures.observe = (inputs) => {
   observe(inputs);
 };
 for (let i = 0; i < 8000; i++) await (await off.fetch(request(), info)).arrayBuffer();
-type Arm = "off" | "unsent" | "on";
+type Arm = "off" | "queued" | "unsent" | "on";
+// `queued`: events are queued and taken out in batches, but no body is made nor sent.
+const dropBatches: BatchSender = {
+  batch: (events) => new OutgoingBatch({ id: "msg_unsent", body: new Uint8Array(0), size: events.length }),
+  deliver: () => Promise.resolve(),
+};
 function recorderFor(arm: Arm) {
+  if (arm === "queued") {
+    const queue = new ExposureQueue({
+      batchMax: 500,
+      flushMs: 1000,
+      bufferMax: 10_000,
+      sender: dropBatches,
+      deadlines: offDeps.deadlines,
+      mono: () => performance.now(),
+      waitUntil: () => {},
+    });
+    return new ExposureRecorder({ metrics: new EdgeMetrics(), now: Date.now, queue });
+  }
   const config = parseConfig({
     ORIGIN_URL: ORIGIN,
     ...(arm !== "off" ? { EXPOSURES_URL: `${receiverUrl}/edge/exposures`, EXPOSURES_SECRET: secret } : {}),
@@ -211,10 +230,10 @@ try {
   );
 
   // The recorder alone: the decided requests above, replayed into a fresh recorder per round.
-  const perObserve: Record<Arm, number[]> = { off: [], unsent: [], on: [] };
+  const perObserve: Record<Arm, number[]> = { off: [], queued: [], unsent: [], on: [] };
   if (only) console.log(`observe rounds from ${fmt(performance.now(), 0)} ms`);
   for (let round = 0; round < rounds; round++) {
-    const arms: Arm[] = ["off", "unsent", "on"];
+    const arms: Arm[] = ["off", "queued", "unsent", "on"];
     for (const name of round % 2 ? arms.toReversed() : arms) {
       if (only !== undefined && only !== name) continue;
       const recorder = recorderFor(name);
@@ -231,8 +250,8 @@ try {
   console.log(`CPU µs per observe (median of ${rounds} rounds of ${decided.length}, 1.2 s tail)`);
   console.log(table(
     ["exposures", "µs/observe", "rounds"],
-    (["off", "unsent", "on"] as const).map((arm) => [
-      arm === "unsent" ? "on, POST not sent" : arm,
+    (["off", "queued", "unsent", "on"] as const).map((arm) => [
+      { off: "off", queued: "queued, no body made", unsent: "on, POST not sent", on: "on" }[arm],
       fmt(median(perObserve[arm]), 1),
       perObserve[arm].map((v) => fmt(v, 1)).join(" "),
     ]),
