@@ -1,10 +1,8 @@
 /**
  * @module
- * Delivery of exposure batches to the central backend: each batch is one Standard Webhooks
- * message (`webhook-id`, `webhook-timestamp`, `webhook-signature`) posted to `EXPOSURES_URL`.
- * Network errors, timeouts, 5xx, 408 and 429 are retried with exponential backoff and jitter (at
- * most 5 s apart) under the same `webhook-id`, so the backend can drop a batch it already has;
- * any other answer below 200 or from 300 on drops the batch with an error log.
+ * Delivery of exposure batches: each one Standard Webhooks message posted to `EXPOSURES_URL`.
+ * Network errors, timeouts, 5xx, 408 and 429 are retried with backoff and jitter (at most 5 s
+ * apart) under the same `webhook-id`, so the backend can dedupe; any other non-2xx drops it.
  */
 import type { DeadlineSweep } from "../support/deadlines.ts";
 import type { Logger } from "../obs/log.ts";
@@ -26,10 +24,7 @@ const encoder = new TextEncoder();
 /** What happened to some events: counted in `edge_exposure_events_total{result}`. */
 export type DeliveryResult = "sent" | "retried" | "dropped";
 
-/**
- * One signed message: its id and body are fixed when it is made, so every retry sends the same
- * bytes under the same `webhook-id`.
- */
+/** One signed message: id and body are fixed when made, so every retry sends the same bytes. */
 export class OutgoingBatch {
   /** The `webhook-id`. */
   readonly id: string;
@@ -58,12 +53,7 @@ export class OutgoingBatch {
     this.#wake?.();
   }
 
-  /**
-   * Waits before the next attempt; an {@linkcode OutgoingBatch.abandon} ends the wait early.
-   *
-   * @param ms how long
-   * @param deadlines the timer
-   */
+  /** Waits `ms` before the next attempt; {@linkcode OutgoingBatch.abandon} ends the wait early. */
   async pause(ms: number, deadlines: DeadlineSweep): Promise<void> {
     if (this.#abandoned) return;
     const woken = new Promise<void>((resolve) => this.#wake = resolve);
@@ -111,12 +101,7 @@ export class ExposureSender {
     this.#options = options;
   }
 
-  /**
-   * Makes the signed message for some events: `{ type, timestamp, data: { exposures } }`.
-   *
-   * @param events the exposure events
-   * @returns the batch
-   */
+  /** Makes the message for some events: `{ type, timestamp, data: { exposures } }`. */
   batch(events: readonly ExposureEvent[]): OutgoingBatch {
     const body = JSON.stringify({
       type: EXPOSURES_EVENT_TYPE,
@@ -131,11 +116,8 @@ export class ExposureSender {
   }
 
   /**
-   * Delivers a batch: retried until the backend takes it or refuses it, or the batch is given
-   * up ({@linkcode OutgoingBatch.abandon}). Never throws.
-   *
-   * @param batch the batch
-   * @returns how it ended
+   * Delivers a batch, retried until the backend takes or refuses it or the batch is given up
+   * ({@linkcode OutgoingBatch.abandon}); never throws.
    */
   async deliver(batch: OutgoingBatch): Promise<"sent" | "dropped"> {
     const { log, onResult } = this.#options;
@@ -176,8 +158,7 @@ export class ExposureSender {
     return "dropped";
   }
 
-  // The Standard Webhooks signature of `sync/verify.ts`'s `sign`, computed in one synchronous pass
-  // over the body: signing a whole batch is most of what delivery costs the isolate.
+  // `sign` of sync/verify.ts in one synchronous pass: no key import or body copy per attempt.
   #signature(id: string, timestamp: number, body: Uint8Array): string {
     this.#key ??= decodeSecret(this.#options.secret);
     const mac = createHmac("sha256", this.#key).update(`${id}.${timestamp}.`).update(body);
