@@ -1,7 +1,8 @@
 /**
  * @module
  * `deno task bench:load`: the personalized proxy path of the service against a bare Deno fetch
- * proxy and nginx (when installed), same origin, same load, same run; and with `--mode context`
+ * proxy, the hand-written peer (`bench/peer.ts`) and nginx (when installed), same origin, same
+ * load, same run; and with `--mode context`
  * (`deno task bench:context`), `GET /_edge/context` against a bare `Deno.serve` JSON response;
  * with `--mode exposures` (`deno task bench:exposures`), the same proxied request from a new
  * visitor every time, with exposure events sent to a receiver on loopback against exposures off.
@@ -16,12 +17,15 @@ import {
   bound,
   cpuLayout,
   fmt,
+  freePort,
   hasCommand,
   machineInfo,
   median,
   newSyncSecret,
   numberArg,
   Processes,
+  readCpuMs,
+  readRss,
   relative,
   runGenerator,
   SCENARIO_HEADERS,
@@ -36,6 +40,7 @@ import {
   stringArg,
   table,
   type Target,
+  waitForHttp,
   writeResults,
 } from "./harness.ts";
 import type { LoadResult } from "./load_gen.ts";
@@ -61,7 +66,7 @@ const hasNginx = withNginx && await hasCommand("nginx");
 const layout = await cpuLayout();
 
 const processes = new Processes();
-const maxTargets = 3 + 2 + 2;
+const maxTargets = 4 + 2 + 2;
 const cancelDeadline = bound(processes, 180 + maxTargets * (warmupSec + rounds * (durationSec + 3)));
 const tempDir = await Deno.makeTempDir({ prefix: "edge-bench-load-" });
 
@@ -92,6 +97,31 @@ interface Summary {
   originCpuUsPerRequest: number;
   rounds: Round[];
   check: string;
+}
+
+/** Starts the hand-written peer (`bench/peer.ts`) in front of `originUrl`. */
+async function startPeer(originUrl: string, cpus: string | undefined): Promise<Target> {
+  const port = freePort();
+  const proc = processes.spawn("peer", Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "bench/peer.ts",
+      "--origin",
+      originUrl,
+      "--port",
+      String(port),
+      "--kv",
+      `${tempDir}/kv-peer.sqlite`,
+    ],
+    cpus,
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForHttp(`${url}/api/products`, proc);
+  return { name: "peer", url, proc, peakRss: () => readRss(proc.pid), cpuMs: () => readCpuMs(proc.pid) };
 }
 
 /** Numbers the distinct visitors across runs, so that no run repeats another's. */
@@ -288,7 +318,8 @@ try {
 
   if (mode === "proxy" || mode === "all") {
     const bare = await startBareProxy(processes, origin.url, layout.server);
-    const targets: Target[] = [bare, service];
+    const peer = await startPeer(origin.url, layout.server);
+    const targets: Target[] = [bare, peer, service];
     if (hasNginx) targets.push(await startNginx(processes, origin.url, tempDir, layout.server));
     const measured: Measured[] = [];
     for (const target of targets) {
@@ -309,8 +340,9 @@ try {
     );
     for (const m of measured) console.log(`  ${m.target.name}: ${m.check}`);
     const summaries = await measure(measured, { ...SCENARIO_HEADERS }, origin);
-    results.proxy = printSummary("personalized proxy", summaries, "service", ["bare", "nginx"]);
+    results.proxy = printSummary("personalized proxy", summaries, "service", ["bare", "peer", "nginx"]);
     await processes.stop(bare.proc);
+    await processes.stop(peer.proc);
   }
 
   if (mode === "context" || mode === "all") {

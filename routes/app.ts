@@ -1,15 +1,23 @@
 /**
  * @module
- * `createApp(deps)`: the application — the proxy handler for the origin's paths, and the Hono
- * routers for the edge's own endpoints behind the observe middleware (request id, timing, one
- * log line per request) and the one error handler.
+ * `createApp(deps)`: the one front door. Every request is looked up once in the edge's path
+ * table (`lib/http/paths.ts`), handed to the handler the table names — the proxy, an
+ * edge-served read, or the Hono routers of the edge's other endpoints — and observed the same
+ * way (`observe`).
  */
 import { Hono } from "hono";
+import { getPath } from "hono/utils/url";
 import type { Deps } from "../lib/app/deps.ts";
-import { errorBody } from "../lib/http/errors.ts";
-import { requestIdFrom, requestUrlParts } from "../lib/pipeline/facts.ts";
-import { BadPathError } from "../lib/http/errors.ts";
-import { checkInboundPath } from "../lib/origin/upstream.ts";
+import { BadPathError, errorBody } from "../lib/http/errors.ts";
+import {
+  checkInboundPath,
+  type Handler,
+  requestUrlParts,
+  type Route,
+  routeOf,
+  splitUrl,
+} from "../lib/http/paths.ts";
+import { requestIdFrom } from "../lib/pipeline/facts.ts";
 import { ofrepRoutes } from "./ofrep.ts";
 import { opsRoutes, wellKnownRoutes } from "./ops.ts";
 import { proxyHandler } from "./proxy.ts";
@@ -21,13 +29,10 @@ import { experimentsRoutes } from "./experiments.ts";
 import { edgeHandlers } from "./edge.ts";
 import {
   errorResponse,
-  observed,
-  pathOf,
-  recordRequest,
+  observe,
+  type ObservedHandler,
   type RequestRecord,
-  type ServedHandler,
   type ServeInfo,
-  stampResponse,
 } from "./observe.ts";
 
 /** The application: `fetch` is the request handler for `Deno.serve`. */
@@ -44,44 +49,50 @@ export interface EdgeApp {
   request(input: string | URL | Request, init?: RequestInit, info?: ServeInfo): Promise<Response>;
 }
 
+/** A raw path the proxy would not forward as it is: empty or dot segments, `%2e`, a backslash. */
+const NOT_CANONICAL = /\/\/|\/\.|%2e|\\/i;
+
+/** A spelling of one of the edge's own paths: refused, counted as the proxy's refusals are. */
+const OFF_EDGE_SPELLING = { handler: "badPath", routeClass: "proxy" } as const;
+
 /**
- * Builds the application. The hot paths are plain handlers, observed the same way as the
- * routers (`observed`): the proxy for the origin's paths, and the edge-served reads
- * (`GET /_edge/context`, `GET /_edge/recommendations`). The edge's other endpoints
- * (`/_edge/*`, `/.well-known/*`, `/ofrep/*`) are Hono routers behind the observe middleware
- * and the error handler.
+ * Builds the application.
  *
  * @param deps the service's dependencies
  * @returns the application
  */
 export function createApp(deps: Deps): EdgeApp {
-  const proxy = proxyHandler(deps);
   const edge = edgeHandlers(deps);
-  const context = observed(deps, edge.context);
-  const recommendations = observed(deps, edge.recommendations);
-  const routers = createRouters(deps, { proxy, context, recommendations });
-  const offEdgeSpelling = observed(deps, () => {
-    throw new BadPathError("The edge's own endpoints must be addressed without dot or empty segments");
-  });
+  const routers = createRouters(deps);
+  const handlers: Record<Handler | "badPath", ObservedHandler> = {
+    proxy: proxyHandler(deps),
+    context: edge.context,
+    recommendations: edge.recommendations,
+    routers: (request, info, record) =>
+      Promise.resolve(routers.fetch(request, { remoteAddr: info?.remoteAddr, requestId: record.requestId })),
+    badPath: () => {
+      throw new BadPathError("The edge's own endpoints must be addressed without dot or empty segments");
+    },
+  };
   const fetch = (request: Request, info?: ServeInfo): Promise<Response> => {
-    const path = pathOf(request.url);
-    // The proxy forwards a path as `URL` resolves it (dot segments, `%2e`) with empty segments
-    // removed: a spelling that resolves into the edge's own paths must not reach the origin's.
-    if (NOT_CANONICAL.test(path)) {
-      const canonical = canonicalPath(request.url);
-      if (canonical !== undefined && canonical !== path && edgeOwns(canonical)) {
-        return offEdgeSpelling(request, info);
-      }
-    }
-    if (request.method === "GET" || request.method === "HEAD") {
-      if (path === "/_edge/context") return context(request, info);
-      if (path === "/_edge/recommendations") return recommendations(request, info);
-    }
-    // Hono decodes percent-encoded paths before routing, so those go through it too.
-    if (path.includes("%") || edgeOwns(path)) {
-      return Promise.resolve(routers.fetch(request, info));
-    }
-    return proxy(request, info);
+    const startMs = deps.mono();
+    const raw = splitUrl(request.url).path;
+    // The routers match percent-encoded paths decoded, so the table is read the same way.
+    const path = raw.includes("%") ? getPath(request) : raw;
+    const route: Route | typeof OFF_EDGE_SPELLING =
+      NOT_CANONICAL.test(raw) && offEdgeSpelling(request.url, raw)
+        ? OFF_EDGE_SPELLING
+        : routeOf(request.method, path);
+    const record: RequestRecord = {
+      requestId: requestIdFrom(request.headers, deps.randomId),
+      method: request.method,
+      path: route.handler === "proxy" ? raw : path,
+      routeClass: route.routeClass,
+      status: 0,
+      startMs,
+      totalMs: 0,
+    };
+    return observe(deps, handlers[route.handler], request, info, record);
   };
   return {
     fetch,
@@ -96,89 +107,50 @@ export function createApp(deps: Deps): EdgeApp {
 }
 
 /**
- * Whether the edge answers a path itself, as the routers would see it (percent-encoding decoded):
- * `/_edge` and below, `/.well-known/gpc.json`, `/ofrep/` and below.
+ * Whether a raw path the proxy would forward in another form (dot segments, `%2e`, empty
+ * segments removed) resolves into a path the edge answers itself, for any method.
  */
-function edgeOwns(path: string): boolean {
-  let decoded = path;
-  if (path.includes("%")) {
-    try {
-      decoded = decodeURIComponent(path);
-    } catch {
-      // Malformed encoding: the routers would not decode it either.
-    }
-  }
-  return decoded === "/_edge" || decoded.startsWith("/_edge/") || decoded === "/.well-known/gpc.json" ||
-    decoded.startsWith("/ofrep/");
-}
-
-/** A raw path the proxy would not forward as it is: empty or dot segments, `%2e`, a backslash. */
-const NOT_CANONICAL = /\/\/|\/\.|%2e|\\/i;
-
-/** The path the proxy would forward, or `undefined` when it would refuse it (400). */
-function canonicalPath(url: string): string | undefined {
+function offEdgeSpelling(url: string, raw: string): boolean {
+  let canonical: string;
   try {
-    return checkInboundPath(requestUrlParts(url).path);
+    canonical = checkInboundPath(requestUrlParts(url).path);
   } catch {
-    return undefined;
+    // The proxy refuses it anyway (400).
+    return false;
+  }
+  if (canonical === raw) return false;
+  return routeOf(undefined, decodeForRouting(canonical)).handler !== "proxy";
+}
+
+/** A checked path with its remaining escapes decoded (as the routers would see it). */
+function decodeForRouting(path: string): string {
+  if (!path.includes("%")) return path;
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    return path;
   }
 }
 
-/** The plain handlers, also reachable through the routers (for paths Hono decodes first). */
-interface PlainHandlers {
-  proxy: ServedHandler;
-  context: ServedHandler;
-  recommendations: ServedHandler;
-}
-
-function createRouters(deps: Deps, plain: PlainHandlers): Hono<AppEnv> {
+/** The edge's own endpoints other than the edge-served reads: Hono routers, and their 404s. */
+function createRouters(deps: Deps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
-
-  app.use(async (c, next) => {
-    const start = deps.mono();
-    const requestId = requestIdFrom(c.req.raw.headers, deps.randomId);
-    c.set("requestId", requestId);
-    await next();
-    // A plain handler observed itself.
-    if (c.get("plain")) return;
-    const record: RequestRecord = {
-      requestId,
-      method: c.req.method,
-      path: c.req.path,
-      status: c.res.status,
-      totalMs: deps.mono() - start,
-    };
-    stampResponse(c.res.headers, record);
-    recordRequest(deps, record);
+  app.use((c, next) => {
+    c.set("requestId", c.env?.requestId ?? "");
+    return next();
   });
-
   app.onError((error, c) => errorResponse(deps, error, c.get("requestId")));
-
   app.route("/_edge", opsRoutes(deps));
   app.route("/_edge", metricsRoutes(deps, deps.metrics));
   app.route("/_edge", syncRoutes(deps));
   app.route("/_edge", rulesRoutes(deps));
   app.route("/_edge", experimentsRoutes(deps));
-  // `createApp` sends these paths to the plain handlers directly; percent-encoded spellings of
-  // them (`/_edge/%63ontext`) reach them here, after Hono has decoded the path.
-  app.get("/_edge/context", (c) => {
-    c.set("plain", true);
-    return plain.context(c.req.raw, c.env, c.get("requestId"));
-  });
-  app.get("/_edge/recommendations", (c) => {
-    c.set("plain", true);
-    return plain.recommendations(c.req.raw, c.env, c.get("requestId"));
-  });
-  app.all("/_edge/*", (c) => {
-    c.header("cache-control", "no-store");
-    return c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404);
-  });
   app.route("/.well-known", wellKnownRoutes());
   app.route("/ofrep/v1", ofrepRoutes(deps));
-  // Anything else under those prefixes is the origin's.
+  // The table sends only the edge's paths here: whatever no router matched is not there.
   app.all("*", (c) => {
-    c.set("plain", true);
-    return plain.proxy(c.req.raw, c.env, c.get("requestId"));
+    c.header("cache-control", "no-store");
+    return c.json(errorBody("not_found", `No edge endpoint at "${c.req.path}"`), 404);
   });
   return app;
 }

@@ -18,7 +18,7 @@ const RecommendationsQuery = z.object({
     .default(DEFAULT_RECOMMENDATIONS),
 });
 
-/** The edge-served endpoints, as plain handlers (see `observed`). */
+/** The edge-served endpoints, as plain handlers (see `observe`). */
 export interface EdgeHandlers {
   /** `GET /_edge/context`. */
   context: ObservedHandler;
@@ -28,8 +28,7 @@ export interface EdgeHandlers {
 
 /**
  * The edge-served endpoints. They are plain handlers, not a router: they answer on every page
- * view of a client-rendered site, and a framework's dispatch and validator middleware showed
- * up in their profile.
+ * view of a client-rendered site.
  *
  * @param deps the service's dependencies
  * @returns the handlers for `/_edge/context` and `/_edge/recommendations`

@@ -1,15 +1,12 @@
 /**
  * @module
- * The Hono environment shared by every router: the request id and the fallback flag.
+ * The Hono environment shared by the edge's routers: the connection facts and the request id
+ * the front door (`routes/app.ts`) gave the request.
  */
 
 /** Hono generics for this app. */
 export interface AppEnv {
-  /** Deno's `ServeHandlerInfo`, absent under `app.request()` unless a test passes one. */
-  Bindings: { remoteAddr?: { hostname: string } } | undefined;
-  Variables: {
-    requestId: string;
-    /** Set when a plain handler (proxy, edge-served reads) answered: it observes itself. */
-    plain: boolean | undefined;
-  };
+  /** The connection facts and request id; absent when a test calls a router directly. */
+  Bindings: { remoteAddr?: { hostname: string }; requestId?: string } | undefined;
+  Variables: { requestId: string };
 }

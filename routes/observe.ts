@@ -5,59 +5,46 @@
  * entry — and the one mapping from an error to the JSON answer a client may see.
  */
 import type { Deps } from "../lib/app/deps.ts";
-import type { Decision } from "../lib/rules/decide.ts";
+import type { Decision } from "../lib/rules/decision.ts";
 import type { Facts } from "../lib/pipeline/facts.ts";
 import { BusyError, EdgeError, errorBody } from "../lib/http/errors.ts";
-import { requestIdFrom } from "../lib/pipeline/facts.ts";
-import { routeClassOf } from "../lib/obs/metrics.ts";
+import type { RouteClass } from "../lib/http/paths.ts";
 
 /** The connection facts `Deno.serve` gives a handler (absent under tests' `app.request`). */
 export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | undefined;
 
-/** A plain request handler that fills in what it learns on the request's record. */
+/** A handler that fills in what it learns on the request's record. */
 export type ObservedHandler = (request: Request, info: ServeInfo, record: RequestRecord) => Promise<Response>;
 
-/** What {@linkcode observed} makes of one: a handler for `Deno.serve` (or the routers, with their id). */
-export type ServedHandler = (request: Request, info: ServeInfo, requestId?: string) => Promise<Response>;
-
 /**
- * Wraps a plain handler so that it is observed and its errors mapped exactly as the Hono
- * routers' are (`routes/app.ts`): a request id, the error answer, `X-Request-Id` and
- * `Server-Timing`, metrics, the log line and the decision log entry. The hot paths (the proxy
- * and the edge-served reads) are plain handlers because a framework's dispatch showed up in
- * their profiles.
+ * Runs a handler and observes it, whichever handler it is: the error answer, `X-Request-Id`
+ * and `Server-Timing`, metrics, the log line and the decision log entry.
  *
  * @param deps the service's dependencies
  * @param handler the handler; it may set `decision`, `facts`, `stages`, … on the record
- * @returns a `Deno.serve`-style handler, which also takes the request id when the caller already
- *   has one
+ * @param request the request
+ * @param info the connection facts
+ * @param record the request's record, with its id, path, route class and arrival time
+ * @returns the response
  */
-export function observed(
+export async function observe(
   deps: Deps,
   handler: ObservedHandler,
-): ServedHandler {
-  return async (request, info, requestId) => {
-    const start = deps.mono();
-    const record: RequestRecord = {
-      // A request the routers handed on already has its id.
-      requestId: requestId ?? requestIdFrom(request.headers, deps.randomId),
-      method: request.method,
-      path: pathOf(request.url),
-      status: 0,
-      totalMs: 0,
-    };
-    let response: Response;
-    try {
-      response = await handler(request, info, record);
-    } catch (error) {
-      response = errorResponse(deps, error, record.requestId);
-    }
-    record.status = response.status;
-    record.totalMs = deps.mono() - start;
-    stampResponse(response.headers, record);
-    recordRequest(deps, record);
-    return response;
-  };
+  request: Request,
+  info: ServeInfo,
+  record: RequestRecord,
+): Promise<Response> {
+  let response: Response;
+  try {
+    response = await handler(request, info, record);
+  } catch (error) {
+    response = errorResponse(deps, error, record.requestId);
+  }
+  record.status = response.status;
+  record.totalMs = deps.mono() - record.startMs;
+  stampResponse(response.headers, record);
+  recordRequest(deps, record);
+  return response;
 }
 
 /**
@@ -71,27 +58,15 @@ export function peerOf(info: ServeInfo): string {
   return addr && "hostname" in addr ? addr.hostname : "0.0.0.0";
 }
 
-/**
- * The path of a request URL without parsing the whole URL.
- *
- * @param url an absolute URL
- * @returns its path (without the query or fragment)
- */
-export function pathOf(url: string): string {
-  const start = url.indexOf("/", url.indexOf("//") + 2);
-  if (start < 0) return "/";
-  let end = url.indexOf("?", start);
-  const hash = url.indexOf("#", start);
-  if (hash >= 0 && (end < 0 || hash < end)) end = hash;
-  return url.slice(start, end < 0 ? undefined : end);
-}
-
 /** What is known about a finished request. */
 export interface RequestRecord {
   requestId: string;
   method: string;
   path: string;
+  routeClass: RouteClass;
   status: number;
+  /** When the request arrived (`deps.mono()`). */
+  startMs: number;
   /** From the request's arrival to its response headers, in ms. */
   totalMs: number;
   /** Time to the origin's response headers, when the origin was called. */
@@ -112,13 +87,8 @@ export interface RequestRecord {
   answeredAtEdge?: boolean;
 }
 
-/**
- * Adds `X-Request-Id` and the edge's `Server-Timing` entries to a response's headers.
- *
- * @param headers the response headers, changed in place
- * @param record the finished request
- */
-export function stampResponse(headers: Headers, record: RequestRecord): void {
+/** Adds `X-Request-Id` and the edge's `Server-Timing` entries to a response's headers. */
+function stampResponse(headers: Headers, record: RequestRecord): void {
   const { totalMs, originMs } = record;
   const timing = originMs === undefined
     ? `edge;dur=${totalMs.toFixed(2)}`
@@ -128,16 +98,9 @@ export function stampResponse(headers: Headers, record: RequestRecord): void {
   headers.set("server-timing", existing ? `${existing}, ${timing}` : timing);
 }
 
-/**
- * Records a finished request: metrics, the request log line and, when a decision was made,
- * the decision log entry.
- *
- * @param deps the service's dependencies
- * @param record the finished request
- */
-export function recordRequest(deps: Deps, record: RequestRecord): void {
-  const { decision, facts, stages, originMs, totalMs, requestId } = record;
-  const routeClass = routeClassOf(record.path);
+/** Records a finished request: metrics, the log line and, when a decision was made, its decision log entry. */
+function recordRequest(deps: Deps, record: RequestRecord): void {
+  const { decision, facts, stages, originMs, totalMs, requestId, routeClass } = record;
   deps.metrics.observeRequest({
     routeClass,
     status: record.status,

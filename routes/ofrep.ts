@@ -73,7 +73,7 @@ export function ofrepRoutes(deps: Deps): Hono<AppEnv> {
 async function readText(request: Request): Promise<string> {
   const [{ OFREP_MAX_BODY_BYTES }, { readLimitedBody }] = await Promise.all([
     import("../lib/rules/ofrep.ts"),
-    import("../lib/sync/ingest.ts"),
+    import("../lib/http/body.ts"),
   ]);
   const bytes = await readLimitedBody(request.body, {
     maxBytes: OFREP_MAX_BODY_BYTES,

@@ -10,25 +10,22 @@ import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/http/er
 import { REGION_HEADER } from "../lib/pipeline/geo.ts";
 import {
   downstreamResponseHeaders,
-  fetchOrigin,
   headerValue,
-  type OriginResponse,
   upstreamRequestHeaders,
   upstreamUrls,
 } from "../lib/origin/upstream.ts";
+import { fetchOrigin, type OriginResponse } from "../lib/origin/fetch.ts";
 import { contextView, visitorFor } from "../lib/pipeline/visitor.ts";
-import { observed, type RequestRecord, type ServedHandler, type ServeInfo } from "./observe.ts";
+import type { ObservedHandler, RequestRecord, ServeInfo } from "./observe.ts";
 import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/origin/html_slots.ts";
 
 /**
- * The proxy: a plain handler rather than a router, because it serves almost every request
- * and a framework's dispatch showed up in its profile; `observed` gives it the same log line,
- * metrics, decision log, `X-Request-Id`, `Server-Timing` and error answers as the routers.
+ * The proxy: a plain handler rather than a router, because it serves almost every request.
  *
  * @param deps the service's dependencies
  * @returns a handler that forwards every request it is given to the origin
  */
-export function proxyHandler(deps: Deps): ServedHandler {
+export function proxyHandler(deps: Deps): ObservedHandler {
   const { config } = deps;
   // The user id header is the edge's to read, never the origin's (its `x-edge-user` says who is
   // logged in); geo headers are forwarded only from a hop trusted for them.
@@ -123,7 +120,7 @@ export function proxyHandler(deps: Deps): ServedHandler {
     // context): others keep their validators, length and encoding, at no CPU cost. But whether
     // a slot matched depended on the visitor even when none did, so the caching accounts for the
     // slot choice on every HTML page (inputs of slots scoped to other paths are not counted).
-    const slots = Object.entries(decision.slots);
+    const slots = html ? Object.entries(decision.slots) : [];
     const rewriteHtml = html && upstream.body !== null && (slots.length > 0 || rules.htmlContext);
     // Slot content makes the page depend on more of the visitor; the injected context is the
     // visitor's own data (ids, cart, views), so such a page is never shareable.
@@ -173,5 +170,5 @@ export function proxyHandler(deps: Deps): ServedHandler {
     });
   }
 
-  return observed(deps, forward);
+  return forward;
 }

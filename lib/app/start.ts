@@ -6,8 +6,10 @@
 import { DeadlineError, DeadlineSweep } from "../support/deadlines.ts";
 import { type Config, redactCredentials } from "./config.ts";
 import type { Logger } from "../obs/log.ts";
-import { EMPTY_RULES, loadRulesFile, type ParsedRuleSet, parseRules, RulesError } from "../rules/rules.ts";
-import { followRulesInKv, RulesStore } from "../rules/store.ts";
+import { EMPTY_RULES, type ParsedRuleSet } from "../rules/schema.ts";
+import { loadRulesFile, parseRules, RulesError } from "../rules/compile.ts";
+import { RulesStore } from "../rules/store.ts";
+import { followRulesInKv } from "../rules/follower.ts";
 import type { Deps } from "./deps.ts";
 import { cachesFromConfig, heapHeadroomProblem } from "../data/caches.ts";
 import { type IpGeoDb, openIpGeoDb } from "../pipeline/ip_geo.ts";
@@ -119,6 +121,7 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
     log,
     signal: stopFollowing.signal,
     onFirstCheck: () => firstCheck(),
+    deadlines,
   });
   // A fresh instance must not serve the start-up rules file when KV names a newer version, a
   // canary or a rollback: wait for the first look at KV (bounded, so a slow KV cannot block start).

@@ -236,7 +236,7 @@ export class ContextCache {
   }
 
   /**
-   * {@linkcode ContextCache.invalidate} for several users, e.g. as `applyEvents`' `onApplied`.
+   * {@linkcode ContextCache.invalidate} for several users, e.g. as `applyEvents`' `onUsersChanged`.
    *
    * @param userIds the users
    */

@@ -41,7 +41,7 @@
  * (`lib/rules/control.ts`), so replicas agree whatever order the events came in.
  */
 import { z } from "zod";
-import { RuleSetSchema } from "../rules/rules.ts";
+import { RuleSetSchema } from "../rules/schema.ts";
 
 /** Most keys `kv.getMany` accepts in one call. */
 export const GET_MANY_MAX = 10;

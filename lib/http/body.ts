@@ -1,28 +1,28 @@
 /**
  * @module
- * Reading a body into memory with a byte limit, for the few places that must (sync pushes,
- * read-through answers): a declared `Content-Length` over the limit is refused unread, and a
- * longer stream is cancelled as soon as it passes the limit.
+ * The one bounded body reader (sync, OFREP, explain, read-through): a declared `Content-Length` over
+ * the limit is refused unread, and a longer stream is cancelled as soon as it passes the limit.
  */
+import { ClientClosedError, EdgeError } from "./errors.ts";
+
+/** Options for {@linkcode readAtMost} and {@linkcode readLimitedBody}. */
+export interface ReadBodyOptions {
+  maxBytes: number;
+  contentLength?: string | null;
+  /** Stops the read: the stream is cancelled, nothing more is read or held, and the read rejects. */
+  signal?: AbortSignal;
+  /** Told the bytes read so far after each chunk. */
+  onRead?: (total: number) => void;
+}
 
 /**
- * Reads at most `maxBytes` of a body.
- *
- * @param body the body stream (`null` reads as empty)
- * @param options the limit, the declared `Content-Length` if any, a signal that stops the
- *   read (the stream is cancelled, nothing more is read or held, and the read rejects), and
- *   `onRead`, told the bytes read so far after each chunk
+ * Reads at most `maxBytes` of a body (`null` reads as empty).
  * @returns the bytes, or `undefined` when the body is (or claims to be) larger than the limit
  * @throws the signal's reason when it aborts, or the stream's error
  */
 export async function readAtMost(
   body: ReadableStream<Uint8Array> | null,
-  options: {
-    maxBytes: number;
-    contentLength?: string | null;
-    signal?: AbortSignal;
-    onRead?: (total: number) => void;
-  },
+  options: ReadBodyOptions,
 ): Promise<Uint8Array | undefined> {
   const { signal } = options;
   signal?.throwIfAborted();
@@ -33,8 +33,7 @@ export async function readAtMost(
   }
   if (!body) return new Uint8Array(0);
   const reader = body.getReader();
-  // Cancelling settles a pending read at once (as done), so the check after each read tells a
-  // stopped read from a finished body.
+  // Cancelling settles a pending read as done, so the check after each read tells stopped from finished.
   const stop = () => reader.cancel(signal?.reason).catch(() => {});
   signal?.addEventListener("abort", stop, { once: true });
   const chunks: Uint8Array[] = [];
@@ -62,4 +61,30 @@ export async function readAtMost(
     offset += chunk.byteLength;
   }
   return out;
+}
+
+export class PayloadTooLargeError extends EdgeError {
+  constructor(maxBytes: number) {
+    super(413, "payload_too_large", `The body must be at most ${maxBytes} bytes`, { maxBytes });
+    this.name = "PayloadTooLargeError";
+  }
+}
+
+/**
+ * Reads a body as {@linkcode readAtMost} does, refusing with {@linkcode PayloadTooLargeError} (413),
+ * or {@linkcode ClientClosedError} when the stream fails: the sender went away, not a server error.
+ */
+export async function readLimitedBody(
+  body: ReadableStream<Uint8Array> | null,
+  options: ReadBodyOptions,
+): Promise<Uint8Array> {
+  let bytes: Uint8Array | undefined;
+  try {
+    bytes = await readAtMost(body, options);
+  } catch (error) {
+    if (options.signal?.aborted) throw error;
+    throw new ClientClosedError();
+  }
+  if (bytes === undefined) throw new PayloadTooLargeError(options.maxBytes);
+  return bytes;
 }

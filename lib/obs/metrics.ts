@@ -15,6 +15,7 @@ import RegistryModule from "prom-client/lib/registry.js";
 import CounterModule from "prom-client/lib/counter.js";
 import GaugeModule from "prom-client/lib/gauge.js";
 import HistogramModule from "prom-client/lib/histogram.js";
+import { ROUTE_CLASSES, type RouteClass } from "../http/paths.ts";
 
 const Registry = RegistryModule as unknown as typeof PromClient.Registry;
 type Registry = PromClient.Registry;
@@ -186,11 +187,6 @@ class RequestPathCounter {
     return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
   }
 }
-
-/** Route classes a request is counted under. */
-export const ROUTE_CLASSES = ["proxy", "edge", "sync", "ofrep", "ops"] as const;
-/** Which kind of endpoint answered a request. */
-export type RouteClass = typeof ROUTE_CLASSES[number];
 
 /** Pipeline stages timed per request, in order. */
 export const STAGES = ["facts", "identity", "context", "decide", "act"] as const;
@@ -915,21 +911,4 @@ export function readThroughLabel(outcome: string): ReadThroughOutcome {
   if (outcome === "failed:breaker_open") return "breaker_open";
   if (outcome === "failed:busy") return "busy";
   return "error";
-}
-
-/**
- * Classifies a request path for the `route_class` label (never the raw path). `ops` is what the
- * edge answers for operations: health, readiness, metrics and `/.well-known/gpc.json`; other
- * `/.well-known/` paths are the origin's, so `proxy`.
- *
- * @param path the request path
- * @returns the route class
- */
-export function routeClassOf(path: string): RouteClass {
-  if (path.startsWith("/ofrep/")) return "ofrep";
-  if (path === "/.well-known/gpc.json") return "ops";
-  if (!path.startsWith("/_edge/")) return "proxy";
-  if (path === "/_edge/sync") return "sync";
-  if (path === "/_edge/health" || path === "/_edge/ready" || path === "/_edge/metrics") return "ops";
-  return "edge";
 }

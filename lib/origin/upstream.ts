@@ -1,17 +1,9 @@
 /**
  * @module
- * Everything between the decision and the origin: checking the inbound path, building the
- * upstream URL (never leaving the configured origin), header hygiene in both directions, and
- * the streamed, time-limited `fetch` itself.
+ * Everything between the decision and the origin's socket: the upstream URL (never leaving the
+ * configured origin) and header hygiene in both directions.
  */
-import {
-  BadPathError,
-  ClientClosedError,
-  OriginBodyTimeoutError,
-  OriginTimeoutError,
-  OriginUnavailableError,
-} from "../http/errors.ts";
-import type { DeadlineSweep } from "../support/deadlines.ts";
+import { BadPathError } from "../http/errors.ts";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus the historic proxy ones). */
 const HOP_BY_HOP = [
@@ -111,121 +103,6 @@ export const DECODED_BY_FETCH: ReadonlySet<string> = new Set(["gzip", "br"]);
 
 /** The token this service adds to `Via`. */
 export const VIA_TOKEN = "1.1 edge-personalizer";
-
-/**
- * Checks an inbound URL path and returns it in the form the edge forwards and routes on.
- * Repeated slashes are collapsed and percent-encoding is normalised (RFC 3986 §6.2.2: escaped
- * unreserved characters decoded, the hex digits of the others upper-cased), so `/%61dmin` is
- * `/admin` for the rules as for the origin. Encoded slashes or backslashes, dot segments (plain,
- * encoded or double encoded) and control characters are refused, because an origin that decodes
- * them could be led outside the route the rules matched.
- *
- * @param pathname the path of the request URL (already WHATWG-normalised)
- * @returns the path to forward and route on
- * @throws {BadPathError} when the path cannot be forwarded safely
- * @example
- * ```ts
- * checkInboundPath("/%61dmin//x%2dy"); // "/admin/x-y"
- * ```
- */
-export function checkInboundPath(pathname: string): string {
-  if (!pathname.startsWith("/")) throw new BadPathError('The request path must start with "/"');
-  if (pathname.length > 8192) throw new BadPathError("The request path is too long");
-  if (pathname.includes("\\")) throw new BadPathError("The request path must not contain a backslash");
-  const path = pathname.replace(/\/{2,}/g, "/");
-  if (path.includes("%")) {
-    for (const segment of path.split("/")) {
-      if (!segment.includes("%")) continue;
-      let once: string;
-      try {
-        once = decodeURIComponent(segment);
-      } catch {
-        throw new BadPathError("The request path has malformed percent-encoding");
-      }
-      checkDecodedSegment(once);
-      if (once.includes("%")) {
-        let twice = once;
-        try {
-          twice = decodeURIComponent(once);
-        } catch {
-          // Not valid double encoding: the origin will not decode it into anything dangerous.
-        }
-        checkDecodedSegment(twice);
-      }
-    }
-  }
-  for (const segment of path.split("/")) {
-    if (isDotSegment(segment)) {
-      throw new BadPathError("The request path must not contain dot segments");
-    }
-  }
-  // Every escape is well-formed here: each segment holding one decoded above.
-  return path.includes("%") ? normalisePercentEncoding(path) : path;
-}
-
-const ESCAPE = /%([0-9A-Fa-f]{2})/g;
-const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
-
-/**
- * Percent-encoding in its normal form (RFC 3986 §6.2.2.1–2): escaped unreserved characters
- * (`A-Z a-z 0-9 - . _ ~`) decoded, every other escape with upper-case hex digits. Equivalent for
- * every server, and one spelling for the rules to match.
- *
- * @param path a path (or glob) whose escapes are `%` and two hex digits
- * @returns the same path in normal form
- * @example
- * ```ts
- * normalisePercentEncoding("/%61dmin/caf%c3%a9"); // "/admin/caf%C3%A9"
- * ```
- */
-export function normalisePercentEncoding(path: string): string {
-  return path.replace(ESCAPE, (escape, hex: string) => {
-    const char = String.fromCharCode(parseInt(hex, 16));
-    return UNRESERVED.test(char) ? char : escape.toUpperCase();
-  });
-}
-
-/**
- * The path the rules' globs match: an inbound path (from {@linkcode checkInboundPath}) with the
- * `;` parameters of each segment cut, as Tomcat and Jetty do before mapping a request
- * (`/admin;x/y` is served as `/admin/y`), and as {@linkcode isDotSegment} reads a segment.
- *
- * @param path a checked inbound path
- * @returns the path without segment parameters, repeated slashes collapsed
- * @example
- * ```ts
- * pathForRules("/admin;x/y;jsessionid=1"); // "/admin/y"
- * ```
- */
-export function pathForRules(path: string): string {
-  if (!path.includes(";")) return path;
-  return path.replace(/;[^/]*/g, "").replace(/\/{2,}/g, "/");
-}
-
-function checkDecodedSegment(segment: string): void {
-  if (segment.includes("/") || segment.includes("\\")) {
-    throw new BadPathError("The request path must not contain encoded slashes");
-  }
-  if (isDotSegment(segment)) {
-    throw new BadPathError("The request path must not contain dot segments");
-  }
-  // deno-lint-ignore no-control-regex
-  if (/[\x00-\x1f\x7f]/.test(segment)) {
-    throw new BadPathError("The request path must not contain control characters");
-  }
-}
-
-/**
- * `.` or `..`, also with a `;` path parameter, which some servers (Tomcat) strip before resolving.
- *
- * @param segment one path segment
- * @returns whether a server could resolve it as a dot segment
- */
-export function isDotSegment(segment: string): boolean {
-  const name = segment.includes(";") ? segment.slice(0, segment.indexOf(";")) : segment;
-  return name === "." || name === "..";
-}
-
 /**
  * Builds the upstream URL from the configured origin, a checked path and the query, then
  * verifies that scheme, host and port are still the origin's and that the path is still under
@@ -267,11 +144,8 @@ const UPSTREAM_PATHS_REMEMBERED = 4096;
 const UPSTREAM_PATH_REMEMBERED_MAX = 256;
 
 /**
- * A faster {@linkcode buildUpstreamUrl} for the request path: each distinct path is built and
- * checked once (two URL parses), and the query is appended to the remembered result, which
- * cannot change its origin or path. A query that is not already in serialised form (a leading
- * `?`, then printable ASCII without `#`, as a parsed request URL gives it) goes through the
- * full build.
+ * {@linkcode buildUpstreamUrl} remembered per path: the query is appended to the checked result,
+ * which cannot change its origin or path; a query not in serialised form takes the full build.
  *
  * @param origin the configured `ORIGIN_URL`
  * @returns `(path, search) => href`, throwing {@linkcode BadPathError} like `buildUpstreamUrl`
@@ -327,7 +201,7 @@ function connectionListed(connection: string | null): Set<string> | undefined {
   return names;
 }
 
-/** Header fields as name/value pairs, the cheapest form to hand to `fetch`. */
+/** Header fields as name/value pairs, as they are handed to `fetch`. */
 export type HeaderList = [name: string, value: string][];
 
 /**
@@ -348,9 +222,7 @@ export function headerValue(list: HeaderList, name: string): string | null {
  * `x_edge_user` would be `x-edge-user` there), client-address, override and host hints kept only
  * from a trusted peer, then the edge's own `X-Forwarded-*`, `X-Real-IP`, `Via` and
  * `X-Request-Id` set.
- *
- * It returns a plain list rather than a `Headers` object: `fetch` converts and validates its
- * `headers` init either way, and a `Headers` built field by field costs that work twice.
+ * A plain list, not `Headers`: `fetch` validates its `headers` init either way.
  *
  * @param inbound the client's request headers (not changed)
  * @param info the hop facts
@@ -363,7 +235,6 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   let via: string | null = null;
   let acceptEncoding = false;
   // One pass that copies only what may go on, instead of a copy followed by many deletes.
-  // `forEach`, not `for…of`: Deno's `Headers` iterator costs over 1 µs per field.
   inbound.forEach((value, name) => {
     if (
       REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || name.includes("_") || listed?.has(name) ||
@@ -434,7 +305,6 @@ export function downstreamResponseHeaders(
   const decoded = requestedEncoding?.trim().toLowerCase() !== "identity" &&
     DECODED_BY_FETCH.has(upstream.get("content-encoding")?.trim().toLowerCase() ?? "");
   let via: string | null = null;
-  // `forEach`, not `for…of`: Deno's `Headers` iterator costs over 1 µs per field.
   upstream.forEach((value, name) => {
     if (HOP_BY_HOP_SET.has(name) || listed?.has(name)) return;
     if (name === "via") {
@@ -452,248 +322,4 @@ export function downstreamResponseHeaders(
   });
   headers.set("via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN);
   return headers;
-}
-
-/** Options for {@linkcode fetchOrigin}. */
-export interface FetchOriginOptions {
-  /** The fetch implementation (from `Deps`). */
-  fetch: typeof fetch;
-  /** How long to wait for the response headers. */
-  timeoutMs: number;
-  /**
-   * Longest silence of the origin while the body is being read and the client is waiting for
-   * more (default: `timeoutMs`). See {@linkcode guardBodyIdle}; a small body read whole (see
-   * {@linkcode BUFFERED_BODY_MAX}) must arrive completely within this time.
-   */
-  bodyIdleTimeoutMs?: number;
-  /** Aborts the upstream request, e.g. when the client goes away. */
-  signal?: AbortSignal;
-  /** Told when the body idle timeout cut a response off (for a log line or a metric). */
-  onBodyIdle?: () => void;
-  /** Where the timeouts are armed (`Deps.deadlines`). */
-  deadlines: DeadlineSweep;
-}
-
-/** What the origin answered: status, headers, and the body read whole or guarded as a stream. */
-export interface OriginResponse {
-  status: number;
-  statusText: string;
-  /** The origin's response headers (immutable; see {@linkcode downstreamResponseHeaders}). */
-  headers: Headers;
-  /**
-   * The bytes, when the body was small and read at once; a stream guarded by the idle timeout
-   * otherwise; null when the answer has no body.
-   */
-  body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
-}
-
-/** Statuses whose responses never carry a body. */
-const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
-
-/**
- * Bodies up to this many bytes (by an uncompressed `Content-Length`) are "small": they are read
- * whole, in one native read, before the response starts, within `bodyIdleTimeoutMs` in total.
- * A JS stream per response (the idle guard) cost more than the rest of the proxy path; for a
- * small body the wait is short, and a stall becomes a clean 504 instead of a cut-off body.
- * (Aborting the fetch does not stop a body `Deno.serve` pipes natively, so passing it through
- * unguarded is not an option.) Larger or unsized bodies stream through the idle guard, so time
- * to first byte never waits for a big page and a slow but steady origin is never cut off.
- */
-export const BUFFERED_BODY_MAX = 64 * 1024;
-
-/**
- * Sends a request to the origin with the body streamed, redirects not followed, a timeout on
- * the response headers, and then a limit on the body, so a stalled origin never holds the
- * client's and the origin's connections forever:
- * - a small body (a `Content-Length` of at most {@linkcode BUFFERED_BODY_MAX}, not compressed)
- *   is read whole and must arrive within `bodyIdleTimeoutMs` in total, else the answer is 504;
- * - any other body streams for as long as it takes, but an origin that goes silent mid-body for
- *   longer than `bodyIdleTimeoutMs` while the client waits is cut off (the body stream errors,
- *   the client connection is closed, and the upstream connection is released).
- *
- * @param url the upstream URL from {@linkcode buildUpstreamUrl} or {@linkcode upstreamUrls}
- * @param init method, headers and body of the upstream request
- * @param options fetch, timeouts, client signal
- * @returns the origin's answer
- * @throws {OriginTimeoutError} when no headers (or a small body) arrive in time
- * @throws {OriginUnavailableError} when the connection fails
- * @throws {ClientClosedError} when the client went away first
- */
-export async function fetchOrigin(
-  url: URL | string,
-  init: { method: string; headers: HeadersInit; body: ReadableStream<Uint8Array> | null },
-  options: FetchOriginOptions,
-): Promise<OriginResponse> {
-  const { deadlines } = options;
-  // A client already gone (while the visitor was resolved) is not worth an origin call.
-  if (options.signal?.aborted) throw new ClientClosedError();
-  const controller = new AbortController();
-  let timedOut = false;
-  const expire = () => {
-    timedOut = true;
-    controller.abort();
-  };
-  const cancelDeadline = deadlines.arm(options.timeoutMs, expire);
-  // Cheaper than AbortSignal.any on every request: the client's abort is forwarded by hand.
-  options.signal?.addEventListener("abort", () => controller.abort(options.signal?.reason), { once: true });
-  const hasBody = init.body !== null && init.method !== "GET" && init.method !== "HEAD";
-  const failure = () => {
-    if (options.signal?.aborted) return new ClientClosedError();
-    if (timedOut) return new OriginTimeoutError(options.timeoutMs);
-    return new OriginUnavailableError();
-  };
-  let response: Response;
-  try {
-    response = await options.fetch(url, {
-      method: init.method,
-      headers: init.headers,
-      body: hasBody ? init.body : undefined,
-      redirect: "manual",
-      signal: controller.signal,
-      // Required for a streamed request body.
-      ...(hasBody ? { duplex: "half" } : {}),
-    } as RequestInit);
-  } catch {
-    throw failure();
-  } finally {
-    cancelDeadline();
-  }
-  // An HTTP status outside 200–599 cannot be passed on (a `Response` refuses it): a bad gateway.
-  if (response.status < 200 || response.status > 599) {
-    response.body?.cancel().catch(() => {});
-    throw new OriginUnavailableError(`the origin answered with status ${response.status}`);
-  }
-  const answer: OriginResponse = {
-    status: response.status,
-    statusText: response.statusText,
-    headers: response.headers,
-    body: null,
-  };
-  if (!response.body || NULL_BODY_STATUSES.has(response.status) || init.method === "HEAD") {
-    response.body?.cancel().catch(() => {});
-    return answer;
-  }
-  const idleMs = options.bodyIdleTimeoutMs ?? options.timeoutMs;
-  if (isSmallBody(response.headers)) {
-    // One native read of the whole body (`bytes()`), not a JS stream per response.
-    const cancel = deadlines.arm(idleMs, expire);
-    try {
-      answer.body = await response.bytes();
-      return answer;
-    } catch {
-      if (timedOut && !options.signal?.aborted) {
-        options.onBodyIdle?.();
-        throw new OriginTimeoutError(idleMs);
-      }
-      throw failure();
-    } finally {
-      cancel();
-    }
-  }
-  answer.body = guardBodyIdle(response.body, {
-    idleMs,
-    // Aborting the fetch releases the upstream connection at once.
-    onIdle: () => {
-      controller.abort();
-      options.onBodyIdle?.();
-    },
-  });
-  return answer;
-}
-
-/** Whether a body is small, sized and uncompressed (so reading it whole is bounded). */
-function isSmallBody(headers: Headers): boolean {
-  const length = headers.get("content-length");
-  if (length === null || !/^\d{1,6}$/.test(length) || Number(length) > BUFFERED_BODY_MAX) return false;
-  const encoding = headers.get("content-encoding");
-  return encoding === null || encoding.trim().toLowerCase() === "identity";
-}
-
-/** Options for {@linkcode guardBodyIdle}. */
-export interface GuardBodyIdleOptions {
-  /** Longest wait for the next chunk while the consumer is waiting, in milliseconds. */
-  idleMs: number;
-  /** Called once when the idle timeout fires (before the stream errors). */
-  onIdle?: () => void;
-}
-
-/**
- * Wraps a body so that it errors with {@linkcode OriginBodyTimeoutError} when the source sends
- * nothing for `idleMs` while the consumer is waiting for a chunk. The clock runs only during a
- * pending read (the wrapper has no queue of its own), so a slow *client* — backpressure — never
- * trips it: only a silent *origin* does. Every timer is cleared when the stream ends, errors or
- * is cancelled.
- *
- * @param body the source stream
- * @param options the idle timeout and a hook
- * @returns a stream with the same chunks
- * @example
- * ```ts
- * const guarded = guardBodyIdle(response.body!, { idleMs: 10_000 });
- * ```
- */
-export function guardBodyIdle(
-  body: ReadableStream<Uint8Array>,
-  options: GuardBodyIdleOptions,
-): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  const { idleMs } = options;
-  // One timer per stream, not per chunk: it is armed when a read starts waiting and, when it
-  // fires, re-arms itself for the remainder if the wait began later than it was armed for.
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  let waitingSince = -1;
-  let controllerRef: ReadableStreamDefaultController<Uint8Array> | undefined;
-  let done = false;
-  const check = () => {
-    timer = undefined;
-    if (done || waitingSince < 0) return;
-    const waited = performance.now() - waitingSince;
-    if (waited < idleMs) {
-      timer = setTimeout(check, idleMs - waited);
-      return;
-    }
-    done = true;
-    const error = new OriginBodyTimeoutError(idleMs);
-    // `Deno.serve` prints the error that ends a response body to stderr: keep it to one line.
-    error.stack = `${error.name}: ${error.message}; the client connection was closed`;
-    options.onIdle?.();
-    controllerRef?.error(error);
-    reader.cancel(error).catch(() => {});
-  };
-  const finish = () => {
-    done = true;
-    if (timer !== undefined) clearTimeout(timer);
-    timer = undefined;
-  };
-  return new ReadableStream<Uint8Array>({
-    start(controller) {
-      controllerRef = controller;
-    },
-    async pull(controller) {
-      waitingSince = performance.now();
-      if (timer === undefined) timer = setTimeout(check, idleMs);
-      let result: ReadableStreamReadResult<Uint8Array>;
-      try {
-        result = await reader.read();
-      } catch (error) {
-        if (!done) {
-          finish();
-          controller.error(error);
-        }
-        return;
-      }
-      waitingSince = -1;
-      if (done) return;
-      if (result.done) {
-        finish();
-        controller.close();
-      } else {
-        controller.enqueue(result.value);
-      }
-    },
-    cancel(reason) {
-      finish();
-      return reader.cancel(reason);
-    },
-  }, { highWaterMark: 0 });
 }

@@ -4,7 +4,7 @@
  * method, checked path, client address, whether the hop is trusted, geo headers, request id.
  * Nothing a client sends is trusted here unless the hop is.
  */
-import { checkInboundPath } from "../origin/upstream.ts";
+import { checkInboundPath, requestUrlParts } from "../http/paths.ts";
 import { type CidrList, clientAddress } from "../http/net.ts";
 import { constantTimeEqual } from "../http/secure.ts";
 import { countryFromHeaders, type GeoTrace, REGION_HEADER } from "./geo.ts";
@@ -121,62 +121,6 @@ function forwardedHost(headers: Headers): string | undefined {
   if (value === null) return undefined;
   const comma = value.indexOf(",");
   return (comma < 0 ? value : value.slice(0, comma)).trim() || undefined;
-}
-
-/** A path `URL` would leave as it is: no percent sign, backslash, or character it encodes. */
-const PLAIN_PATH = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@\/]*$/;
-/** A `.` or `..` segment, which `URL` resolves. */
-const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/;
-/** A query `URL` would leave as it is (printable ASCII but `"`, `#`, `'`, `<`, `>`), or none. */
-const PLAIN_QUERY = /^(?:\?[\x21\x24-\x26\x28-\x3b\x3d\x3f-\x7e]*)?$/;
-
-/**
- * The scheme, host, path and query of a request URL as `URL` would give them. `Deno.serve`
- * builds `Request.url` from the raw request target, so it may still hold dot segments,
- * backslashes or characters to encode: those (rare) URLs go through `URL`; the common plain
- * ones are cut out of the string, which costs a fraction of parsing.
- *
- * @param href the request URL
- * @returns scheme (`http`, `https`), host, path and query (with its `?`, or empty)
- */
-export function requestUrlParts(
-  href: string,
-): { scheme: string; host: string; path: string; search: string } {
-  const parts = splitUrl(href);
-  if (PLAIN_PATH.test(parts.path) && !DOT_SEGMENT.test(parts.path) && PLAIN_QUERY.test(parts.search)) {
-    return parts;
-  }
-  const url = new URL(href);
-  return { scheme: url.protocol.slice(0, -1), host: url.host, path: url.pathname, search: url.search };
-}
-
-/**
- * Cuts scheme, host, path and query out of a URL string without parsing or normalising it
- * (see {@linkcode requestUrlParts}).
- *
- * @param href an absolute URL
- * @returns scheme, host (without credentials), path (`/` when empty) and query (`?…`, or empty
- *   when there is none or only `?`)
- */
-export function splitUrl(href: string): { scheme: string; host: string; path: string; search: string } {
-  const colon = href.indexOf(":");
-  const hostStart = href.startsWith("//", colon + 1) ? colon + 3 : colon + 1;
-  let pathStart = href.indexOf("/", hostStart);
-  const query = href.indexOf("?", hostStart);
-  const hash = href.indexOf("#", hostStart);
-  const end = hash < 0 ? href.length : hash;
-  if (pathStart < 0 || (query >= 0 && query < pathStart)) pathStart = query >= 0 ? query : end;
-  const pathEnd = query >= 0 && query < end ? query : end;
-  // A serialised query of just "?" is reported as empty, as `URL.search` does.
-  const search = query >= 0 && query < end && end - query > 1 ? href.slice(query, end) : "";
-  const authority = href.slice(hostStart, pathStart);
-  return {
-    scheme: href.slice(0, colon),
-    // Without any credentials (a server's request URL has none; a test's may).
-    host: authority.slice(authority.lastIndexOf("@") + 1),
-    path: pathStart < pathEnd ? href.slice(pathStart, pathEnd) : "/",
-    search,
-  };
 }
 
 /**

@@ -12,8 +12,6 @@ import type { SessionCache } from "../data/session_cache.ts";
 
 /** The anonymous id cookie. */
 export const ANON_COOKIE = "ep_uid";
-/** The cookie that records sticky experiment assignments. */
-export { formatSticky, parseSticky, STICKY_COOKIE } from "./sticky.ts";
 
 const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
 /**

@@ -118,6 +118,8 @@ export interface StickySignerOptions {
 }
 
 const SIGNATURE = /^[A-Za-z0-9_-]{43}$/;
+/** Longest payload whose signed value is remembered (longer ones are rare and signed each time). */
+const SIGNED_MEMO_PAYLOAD_MAX = 256;
 /** A verified value is checked again after this long (it only bounds how long a memo entry lives). */
 const MEMO_MAX_AGE_MS = 60 * 60 * 1000;
 
@@ -138,6 +140,9 @@ const MEMO_MAX_AGE_MS = 60 * 60 * 1000;
 export class StickySigner {
   #secrets: readonly string[];
   #memo: FreshCache<string, VerifiedSticky> | undefined;
+  /** Signed values by payload: new visitors share a handful of assignment lists. */
+  #signed = new Map<string, string>();
+  #signedMax: number;
 
   /**
    * @param secrets `STICKY_SECRET`'s entries, the signing one first
@@ -148,6 +153,7 @@ export class StickySigner {
     if (secrets.length === 0) throw new RangeError("StickySigner needs at least one secret");
     this.#secrets = [...secrets];
     const memoEntries = options.memoEntries ?? 4096;
+    this.#signedMax = Math.min(memoEntries, 1024);
     this.#memo = memoEntries > 0
       ? new FreshCache({
         name: "Sticky cookie memo",
@@ -167,7 +173,15 @@ export class StickySigner {
    * @returns the cookie value, {@linkcode STICKY_SIGNATURE_LENGTH} characters longer
    */
   sign(payload: string): string {
-    return `${payload}.${mac(this.#secrets[0]!, payload)}`;
+    let value = this.#signed.get(payload);
+    if (value === undefined) {
+      value = `${payload}.${mac(this.#secrets[0]!, payload)}`;
+      if (this.#signedMax > 0 && payload.length <= SIGNED_MEMO_PAYLOAD_MAX) {
+        if (this.#signed.size >= this.#signedMax) this.#signed.clear();
+        this.#signed.set(payload, value);
+      }
+    }
+    return value;
   }
 
   /**

@@ -6,7 +6,7 @@
  */
 import type { Deps } from "../app/deps.ts";
 import { type Facts, gatherFacts, type GatherFactsOptions } from "./facts.ts";
-import type { Explanation } from "../rules/explain.ts";
+import type { Explanation } from "../rules/explanation.ts";
 import { type Identity, resolveIdentity, type ResolveIdentityOptions } from "./identity.ts";
 import {
   type EdgeUserContext,
@@ -14,9 +14,10 @@ import {
   loadUserContext,
   type LoadUserContextOptions,
 } from "./context.ts";
-import { decideForVisitor, type Decision, visitorContextOf } from "../rules/decide.ts";
+import { decideForVisitor } from "../rules/decide.ts";
+import { type Decision, visitorContextOf } from "../rules/decision.ts";
 import { qaOverrides } from "./qa.ts";
-import type { CompiledRules } from "../rules/rules.ts";
+import type { CompiledRules } from "../rules/compile.ts";
 import { type KvRead, readThroughLabel } from "../obs/metrics.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "../../routes/observe.ts";
 
@@ -40,7 +41,7 @@ export interface Visitor {
  *
  * @param request the request
  * @param info the connection facts
- * @param record the request's record (see `observed`)
+ * @param record the request's record (see `observe`)
  * @param deps the service's dependencies
  * @returns the visitor
  * @throws {BadPathError} when the path cannot be forwarded safely
@@ -181,6 +182,31 @@ export async function explainRequest(request: Request, peer: string, deps: Deps)
   }).explanation;
 }
 
+/** The stages' callbacks for one `Deps`, made once rather than per request (they read `deps` when called). */
+interface StageCallbacks {
+  onLookupError: ResolveIdentityOptions["onLookupError"];
+  onContextError: LoadUserContextOptions["onError"];
+  kvSession: ResolveIdentityOptions["kvWithin"];
+  kvContext: LoadUserContextOptions["kvWithin"];
+}
+
+const callbacksByDeps = new WeakMap<Deps, StageCallbacks>();
+
+function callbacksOf(deps: Deps): StageCallbacks {
+  let callbacks = callbacksByDeps.get(deps);
+  if (callbacks === undefined) {
+    callbacks = {
+      onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
+      onContextError: (stage, error) =>
+        deps.log.warn("context stage degraded", { stage, error: String(error) }),
+      kvSession: kvWithin(deps, "session"),
+      kvContext: kvWithin(deps, "context"),
+    };
+    callbacksByDeps.set(deps, callbacks);
+  }
+  return callbacks;
+}
+
 function factsOptions(deps: Deps, requestId: string): GatherFactsOptions {
   const { config } = deps;
   return {
@@ -196,6 +222,7 @@ function factsOptions(deps: Deps, requestId: string): GatherFactsOptions {
 
 function identityOptions(deps: Deps, now: number, peer: string): ResolveIdentityOptions {
   const { config } = deps;
+  const callbacks = callbacksOf(deps);
   return {
     kv: deps.kv,
     now,
@@ -208,12 +235,13 @@ function identityOptions(deps: Deps, now: number, peer: string): ResolveIdentity
     randomId: deps.randomId,
     sessionCache: deps.sessionCache,
     stickySigner: deps.stickySigner,
-    onLookupError: (error) => deps.log.warn("session lookup failed", { error: String(error) }),
-    kvWithin: kvWithin(deps, "session"),
+    onLookupError: callbacks.onLookupError,
+    kvWithin: callbacks.kvSession,
   };
 }
 
 function contextOptions(deps: Deps, now: number, gpc: boolean): LoadUserContextOptions {
+  const callbacks = callbacksOf(deps);
   return {
     kv: deps.kv,
     now,
@@ -223,8 +251,8 @@ function contextOptions(deps: Deps, now: number, gpc: boolean): LoadUserContextO
     gpc,
     // The read-through answer is used at once; its KV write need not hold the response.
     waitUntil: deps.waitUntil,
-    onError: (stage, error) => deps.log.warn("context stage degraded", { stage, error: String(error) }),
-    kvWithin: kvWithin(deps, "context"),
+    onError: callbacks.onContextError,
+    kvWithin: callbacks.kvContext,
   };
 }
 

@@ -1,66 +1,29 @@
 /**
  * @module
- * One sync request from raw bytes to stored state: a size-limited body read, Standard Webhooks
- * verification of the raw bytes, parsing and all-or-nothing validation, idempotency by
- * `webhook-id` shared through KV by every instance, and the convergent apply.
+ * One sync push from request to stored state: admission, Standard Webhooks verification, all-or-
+ * nothing validation, idempotency by `webhook-id` shared through KV, and the convergent apply.
  */
 import type { SyncEvent } from "./schema.ts";
-import { ClientClosedError, EdgeError, StoreUnavailableError } from "../http/errors.ts";
+import type { Deps } from "../app/deps.ts";
+import { EdgeError, StoreUnavailableError } from "../http/errors.ts";
 import { keys, parseStored } from "../data/store.ts";
+import { readStoredRulesStatus, type StoredRulesStatus } from "../rules/control.ts";
 import { z } from "zod";
-import { applyEvents, type ApplyOptions, type ApplyResult } from "./apply.ts";
+import { applyEvents, type ApplyOptions, applyOptionsFromConfig, type ApplyResult } from "./apply.ts";
 import { parseSyncPayload } from "./schema.ts";
-import type { VerifiedWebhook, WebhookVerifier } from "./verify.ts";
-import { readAtMost } from "../http/body.ts";
+import {
+  checkWebhookHeaders,
+  createWebhookVerifier,
+  type VerifiedWebhook,
+  type WebhookVerifier,
+} from "./verify.ts";
+import { type StoreWithin, SyncAdmission } from "./admission.ts";
 
 /** How long a claimed `webhook-id` blocks a concurrent delivery before it may be retried. */
 const CLAIM_LEASE_MS = 60_000;
 const MAX_WEBHOOK_ID_LENGTH = 256;
 
 const WebhookRecord = z.object({ status: z.enum(["pending", "done"]), expiresAt: z.number() });
-
-/** The request body is larger than allowed. */
-export class PayloadTooLargeError extends EdgeError {
-  /** @param maxBytes the limit */
-  constructor(maxBytes: number) {
-    super(413, "payload_too_large", `The body must be at most ${maxBytes} bytes`, { maxBytes });
-    this.name = "PayloadTooLargeError";
-  }
-}
-
-/**
- * Reads a request body into memory, refusing more than `maxBytes`: a declared
- * `Content-Length` above the limit is refused before reading, and a stream that turns out
- * longer is cancelled as soon as it passes the limit (the rest is never read).
- *
- * @param body the body stream (`null` reads as empty)
- * @param options the limit, the declared `Content-Length` header if any, a signal that
- *   stops the read (the stream is cancelled), and `onRead`, told the bytes read so far
- * @returns the body bytes
- * @throws {PayloadTooLargeError} when the body is or claims to be larger than the limit
- * @throws {ClientClosedError} when the body stream fails (the sender went away mid-body)
- * @throws the signal's reason when it aborted the read
- */
-export async function readLimitedBody(
-  body: ReadableStream<Uint8Array> | null,
-  options: {
-    maxBytes: number;
-    contentLength?: string | null;
-    signal?: AbortSignal;
-    onRead?: (total: number) => void;
-  },
-): Promise<Uint8Array> {
-  let bytes: Uint8Array | undefined;
-  try {
-    bytes = await readAtMost(body, options);
-  } catch (error) {
-    if (options.signal?.aborted) throw error;
-    // The body stream only fails when the sender went away mid-body: not a server error.
-    throw new ClientClosedError();
-  }
-  if (bytes === undefined) throw new PayloadTooLargeError(options.maxBytes);
-  return bytes;
-}
 
 /** Options for {@linkcode ingestSync}. */
 export interface IngestOptions {
@@ -69,29 +32,19 @@ export interface IngestOptions {
   verified?: VerifiedWebhook;
   /** Timestamp tolerance; ids are remembered for twice this long. */
   toleranceSec: number;
-  /** Apply options (clock, TTLs, `onApplied`). */
+  /** Apply options (clock, TTLs, `onUsersChanged`). */
   apply: ApplyOptions;
   /** Told about the events of a batch once it has been applied (e.g. for sync-lag metrics). */
-  onApplied?: (events: readonly SyncEvent[]) => void;
-  /**
-   * Bounds each KV step in time (claim, apply, record, release); the route gives every step of
-   * one push the rest of one budget (`SYNC_STORE_TIMEOUT_MS`), so a hung store cannot hold the
-   * push, and its concurrency slot, without limit. Past it the push is answered 503. Without it
-   * the steps are not bounded.
-   */
-  storeWithin?: <T>(work: Promise<T>) => Promise<T>;
+  onBatchApplied?: (events: readonly SyncEvent[]) => void;
+  /** Bounds each KV step (claim, apply, record, release), so a hung store cannot hold the push. */
+  storeWithin?: StoreWithin;
 }
 
 /** The answer to a sync request. */
 export type IngestResult = ApplyResult | { duplicate: true };
 
 /**
- * Verifies, validates and applies one signed sync request.
- *
- * @param kv the store (also holds the idempotency records)
- * @param request the raw body bytes and the request headers
- * @param options verifier, tolerance and apply options
- * @returns `{ applied, stale }`, or `{ duplicate: true }` for a `webhook-id` already applied
+ * Verifies, validates and applies one signed sync request; a `webhook-id` already applied is a duplicate.
  * @throws {WebhookVerificationError} 401 for missing headers, bad timestamp or signature
  * @throws {SyncPayloadError} 400 for invalid JSON, envelope or events; 413 for too many events
  * @throws {EdgeError} 409 `in_progress` while another instance applies the same `webhook-id`
@@ -119,10 +72,8 @@ export async function ingestSync(
   const events = parseSyncPayload(json);
   const now = options.apply.now;
   const key = keys.webhook(id);
-  // A step cut by its deadline is not undone: its KV work may still commit later. The contract
-  // makes the publisher's retry of the 503 safe anyway: the apply is version-gated and
-  // convergent (applying a batch again, or twice at once, ends in the same state), and a claim
-  // that commits late only answers the retry 409 `in_progress` until its lease runs out.
+  // A step cut by its deadline may still commit later; the retry of its 503 is safe anyway, as the
+  // apply converges and a late claim only answers 409 `in_progress` until its lease runs out.
   const within = options.storeWithin ?? ((work) => work);
   const claimed = await storeCall(() => within(claim(kv, key, now)));
   if (claimed === "done") return { duplicate: true };
@@ -142,9 +93,8 @@ export async function ingestSync(
     await Promise.try(() => within(kv.delete(key))).catch(() => {});
     throw error;
   }
-  // As long as the push's timestamp can still be accepted: it may be up to the tolerance ahead of
-  // this clock and is accepted until the tolerance after it, compared in whole seconds
-  // (inclusive), hence the extra second, and one more for good measure.
+  // As long as the push's timestamp can be accepted (up to the tolerance either side, compared in
+  // whole seconds inclusive), plus a second for that and one for good measure.
   const rememberMs = 2 * options.toleranceSec * 1000 + 2000;
   // The batch is applied: failing to record the id only means a retry is applied again, which
   // the convergent apply makes harmless, so the publisher still gets its 200.
@@ -152,15 +102,11 @@ export async function ingestSync(
     within(kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs }))
   )
     .catch(() => {});
-  options.onApplied?.(events);
+  options.onBatchApplied?.(events);
   return result;
 }
 
-/**
- * Runs a KV operation; a failure that is not one of ours (a lost connection, a closed store, a
- * quota, a deadline passed) becomes a 503 `store_unavailable`, so the publisher retries instead
- * of seeing a 500.
- */
+/** A KV failure not of ours (lost connection, quota, deadline) becomes a 503, which the publisher retries. */
 async function storeCall<T>(operation: () => Promise<T>): Promise<T> {
   try {
     return await operation();
@@ -182,4 +128,118 @@ async function claim(kv: Deno.Kv, key: Deno.KvKey, now: number): Promise<"claime
     if (result.ok) return "claimed";
   }
   return "pending";
+}
+
+/** What {@linkcode SyncReceiver} needs of the service. */
+export type ReceiverDeps = Pick<
+  Deps,
+  "config" | "kv" | "now" | "mono" | "deadlines" | "contextCache" | "sessionCache" | "metrics" | "log"
+>;
+
+/** The rules active after a batch with rule events; `null` when that read failed. */
+export type RulesNow = Pick<StoredRulesStatus, "active" | "canary"> | null;
+
+/** The answer to a push: with `rules` when the batch held rule control events. */
+export type SyncAnswer = IngestResult | (ApplyResult & { rules: RulesNow });
+
+/**
+ * Receives signed pushes for one instance: admission (see `admission.ts`), verification, the
+ * apply, and what this instance must forget or record because of it (caches, sync lag).
+ */
+export class SyncReceiver {
+  #deps: ReceiverDeps;
+  #admission: SyncAdmission;
+  #verifier: Promise<WebhookVerifier> | undefined;
+
+  constructor(deps: ReceiverDeps) {
+    this.#deps = deps;
+    this.#admission = new SyncAdmission(deps.config, deps);
+  }
+
+  /**
+   * Admits, verifies and applies one push, in this order: a declared oversize (413), an unsigned or
+   * stale push (401), the body read (429 bytes in flight, 413, 408), the signature (401), and only
+   * then an apply slot (429), so that senders without the secret cannot hold the slots.
+   * @throws {EdgeError} the refusals above, and those of {@linkcode ingestSync}
+   */
+  async receive(request: Request): Promise<SyncAnswer> {
+    const { config, now } = this.#deps;
+    const receivedAt = now();
+    const toleranceSec = config.syncToleranceSec;
+    await this.#admission.refuseOversize(request);
+    checkWebhookHeaders(request.headers, { toleranceSec, now });
+    const body = await this.#admission.readBody(request);
+    const verifier = await this.#getVerifier();
+    const verified = await verifier.verify(body, request.headers);
+    const push = this.#admission.admit();
+    try {
+      const pushed = { body, headers: request.headers, receivedAt };
+      return await this.#apply(pushed, { verifier, verified, storeWithin: push.storeWithin });
+    } finally {
+      push.release();
+    }
+  }
+
+  async #apply(
+    request: { body: Uint8Array; headers: Headers; receivedAt: number },
+    { verifier, verified, storeWithin }: {
+      verifier: WebhookVerifier;
+      verified: VerifiedWebhook;
+      storeWithin: StoreWithin;
+    },
+  ): Promise<SyncAnswer> {
+    const deps = this.#deps;
+    const now = request.receivedAt;
+    let rulesEvents = false;
+    const result = await ingestSync(deps.kv, request, {
+      verifier,
+      verified,
+      toleranceSec: deps.config.syncToleranceSec,
+      storeWithin,
+      apply: applyOptionsFromConfig(deps.config, now, {
+        onUsersChanged: (userIds) => {
+          // This instance's cache must not serve what the batch just replaced.
+          deps.contextCache.invalidateMany(userIds);
+          deps.sessionCache.invalidateUsers(userIds);
+        },
+      }),
+      onBatchApplied: (events) => {
+        rulesEvents = events.some((event) =>
+          event.kind === "rules" || event.kind === "rules_promote" || event.kind === "rules_rollback"
+        );
+        const lagsMs: number[] = [];
+        for (const event of events) {
+          if ("at" in event && typeof event.at === "number") lagsMs.push(now - event.at);
+        }
+        deps.metrics.observeSync({ lagsMs });
+      },
+    });
+    if (!rulesEvents || "duplicate" in result) return result;
+    return { ...result, rules: await this.#rulesNow(storeWithin) };
+  }
+
+  /** Built on the first push, then shared; a failure surfaces on that push and the next one retries. */
+  #getVerifier(): Promise<WebhookVerifier> {
+    const { config, now } = this.#deps;
+    return this.#verifier ??= createWebhookVerifier(config.syncSecrets, {
+      toleranceSec: config.syncToleranceSec,
+      now,
+    })
+      .catch((error) => {
+        this.#verifier = undefined;
+        throw error;
+      });
+  }
+
+  // The rules after the batch, for the publisher to show; `null` when that read fails, as the
+  // batch itself has been applied and recorded (a 503 would only make its retry a duplicate).
+  async #rulesNow(storeWithin: StoreWithin): Promise<RulesNow> {
+    try {
+      const { active, canary } = await storeWithin(readStoredRulesStatus(this.#deps.kv));
+      return { active, canary };
+    } catch (error) {
+      this.#deps.log.warn("sync: rules state not read after apply", { error: String(error) });
+      return null;
+    }
+  }
 }

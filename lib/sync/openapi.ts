@@ -2,32 +2,61 @@
  * @module
  * The OpenAPI 3.1 document of `POST /_edge/sync`, served at `/_edge/openapi.json` and copied to
  * `docs/sync_openapi.json` (a test keeps the copy identical), so backends in any language can
- * integrate with an off-the-shelf Standard Webhooks library.
+ * integrate with an off-the-shelf Standard Webhooks library. The payload and event schemas are
+ * generated from the zod schemas that validate them (`schema.ts`), so the two cannot drift.
  */
+import { z } from "zod";
+import { EVENT_KINDS, EVENT_SCHEMAS, MAX_EVENTS_PER_BATCH, SyncPayloadSchema } from "./schema.ts";
 
-import { USER_ID } from "../pipeline/identity.ts";
+type JsonSchema = Record<string, unknown>;
 
-const isoInstant = { type: "string", format: "date-time", description: "ISO 8601 with a time zone" };
-const id = { type: "string", minLength: 1, maxLength: 256 };
-const userId = { type: "string", pattern: USER_ID.source };
-/** An erasure takes any id, so that users stored under ids from before the alphabet can be erased. */
-const erasableUserId = {
-  ...id,
-  description:
-    "any id of 1–256 characters (well-formed Unicode), so that ids stored before the user id alphabet may still be erased",
-};
-const version = { type: "integer", minimum: 0 };
+/**
+ * The JSON Schema of what a sender writes (`io: "input"`): instants as date-time strings without
+ * zod's long pattern, free-form JSON values (`attributes`) as any value, refinements left out.
+ */
+function jsonSchemaOf(schema: z.ZodType): JsonSchema {
+  const { $schema: _, $defs: _defs, ...out } = z.toJSONSchema(schema, {
+    io: "input",
+    unrepresentable: "any",
+    override: ({ zodSchema, jsonSchema }) => {
+      const def = zodSchema._zod.def;
+      if (def.type === "record" && def.valueType._zod.def.type === "lazy") {
+        jsonSchema.additionalProperties = {};
+      }
+      if (jsonSchema.format === "date-time") {
+        delete jsonSchema.pattern;
+        jsonSchema.description ??= "ISO 8601 with a time zone";
+      }
+    },
+  });
+  // The only definitions zod emits here are those of the JSON values replaced above.
+  if (JSON.stringify(out).includes("#/$defs/")) throw new Error("A sync schema needs definitions of its own");
+  return out;
+}
+
+function eventSchemas(): JsonSchema[] {
+  return EVENT_KINDS.map((kind) => ({
+    ...jsonSchemaOf(EVENT_SCHEMAS.get(kind)!),
+    additionalProperties: true,
+  }));
+}
+
+function payloadSchema(): JsonSchema {
+  const payload = jsonSchemaOf(SyncPayloadSchema) as { properties: { data: JsonSchema } } & JsonSchema;
+  const events = {
+    type: "array",
+    maxItems: MAX_EVENTS_PER_BATCH,
+    items: { $ref: "#/components/schemas/Event" },
+  };
+  return {
+    ...payload,
+    properties: { ...payload.properties, data: { ...payload.properties.data, properties: { events } } },
+  };
+}
 
 const errorResponse = (description: string) => ({
   description,
   content: { "application/json": { schema: { $ref: "#/components/schemas/Error" } } },
-});
-
-const event = (kind: string, properties: Record<string, unknown>, required: string[]) => ({
-  type: "object",
-  required: ["kind", ...required],
-  properties: { kind: { const: kind }, ...properties },
-  additionalProperties: true,
 });
 
 /** The OpenAPI document. */
@@ -156,93 +185,8 @@ export const SYNC_OPENAPI = {
           },
         },
       },
-      SyncPayload: {
-        type: "object",
-        required: ["type", "timestamp", "data"],
-        properties: {
-          type: { const: "edge.sync" },
-          timestamp: isoInstant,
-          data: {
-            type: "object",
-            required: ["events"],
-            properties: {
-              events: { type: "array", maxItems: 1000, items: { $ref: "#/components/schemas/Event" } },
-            },
-          },
-        },
-      },
-      Event: {
-        oneOf: [
-          event("view", { userId, itemId: id, at: isoInstant }, ["userId", "itemId", "at"]),
-          event("cart", {
-            userId,
-            version,
-            at: isoInstant,
-            items: {
-              type: "array",
-              maxItems: 500,
-              items: {
-                type: "object",
-                required: ["itemId", "qty"],
-                properties: { itemId: id, qty: { type: "integer", minimum: 0 } },
-              },
-            },
-          }, ["userId", "version", "at", "items"]),
-          event("profile", {
-            userId,
-            version,
-            at: isoInstant,
-            segments: { type: "array", maxItems: 200, items: { type: "string", maxLength: 128 } },
-            attributes: { type: "object" },
-          }, ["userId", "version", "at", "segments"]),
-          event(
-            "session",
-            {
-              sessionId: { type: "string", minLength: 8 },
-              userId,
-              expiresAt: isoInstant,
-              at: isoInstant,
-            },
-            ["sessionId", "userId", "expiresAt", "at"],
-          ),
-          event("session_end", { sessionId: { type: "string", minLength: 8 }, at: isoInstant }, [
-            "sessionId",
-            "at",
-          ]),
-          event("related", {
-            itemId: id,
-            version,
-            related: {
-              type: "array",
-              maxItems: 500,
-              items: {
-                type: "object",
-                required: ["itemId", "score"],
-                properties: { itemId: id, score: { type: "number" } },
-              },
-            },
-          }, ["itemId", "version", "related"]),
-          event("erase", { userId: erasableUserId, at: isoInstant }, ["userId", "at"]),
-          event("rules", {
-            version,
-            rules: { type: "object", description: "A rule set; its own `version`, if given, must match" },
-            at: {
-              ...isoInstant,
-              description: "When the rule set was published; orders it against promotes and rollbacks " +
-                "(without it, it sorts before every timed rules event). Required with `canary`",
-            },
-            canary: {
-              type: "number",
-              exclusiveMinimum: 0,
-              exclusiveMaximum: 1,
-              description: "Run this version as a canary for this share of visitors; the rest stay on the " +
-                "active version. Without it the version becomes active",
-            },
-          }, ["version", "rules"]),
-          event("rules_promote", { version, at: isoInstant }, ["version", "at"]),
-          event("rules_rollback", { version, at: isoInstant }, ["version", "at"]),
-        ],
-      },
+      SyncPayload: payloadSchema(),
+      Event: { oneOf: eventSchemas() },
     },
   },
-} as const;
+};

@@ -7,31 +7,21 @@
 import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../support/json_limits.ts";
 import { z } from "zod";
 import { EdgeError } from "../http/errors.ts";
-import {
-  parseRules,
-  reservedKeyProblems,
-  RulesError,
-  RuleSetSchema,
-  rulesIssueMessage,
-} from "../rules/rules.ts";
+import { reservedKeyProblems, RuleSetSchema, rulesIssueMessage } from "../rules/schema.ts";
+import { parseRules, RulesError } from "../rules/compile.ts";
 import { USER_ID } from "../pipeline/identity.ts";
 import { bytesPerChar } from "../support/memory_size.ts";
 
 /** Most events one batch may carry. */
 export const MAX_EVENTS_PER_BATCH = 1000;
 
-/**
- * Largest size of one cart, profile, related or rules event as KV would store it (see
- * {@linkcode storedBytes}), so that the value it becomes stays well under Deno KV's 64 KiB value
- * limit.
- */
+/** Largest stored size ({@linkcode storedBytes}) of a cart, profile, related or rules event: well under KV's 64 KiB. */
 export const MAX_EVENT_BYTES = 48 * 1024;
 
 /**
  * An upper bound of a JSON value's size as Deno KV stores it (V8's serialisation): a string
  * takes one byte a character when every character is Latin-1, else two (so one "€" doubles the
  * whole string's cost, which UTF-8 JSON would hide), plus a few bytes of framing per value.
- *
  * @param value a JSON value
  * @returns the bound, in bytes
  */
@@ -55,12 +45,11 @@ const Id = z.string().min(1, "must not be empty").max(256, "must be at most 256 
   .refine(wellFormed, NOT_WELL_FORMED);
 /** User ids: the identity stage's alphabet, since the origin gets them as `x-edge-user` as they are. */
 const UserId = z.string().regex(USER_ID, "must be 1–128 characters of A–Z, a–z, 0–9, _ . : @ -");
-/**
- * The user id of an erasure: any {@linkcode Id} (the rule before {@linkcode UserId}), so that a user
- * stored under an id from before the alphabet (with `+`, `/`, `=`, or over 128 characters) can
- * always still be erased.
- */
-const ErasableUserId = Id;
+/** Any {@linkcode Id} (the rule before {@linkcode UserId}), so users stored before the alphabet can be erased. */
+const ErasableUserId = Id.meta({
+  description:
+    "any id of 1–256 characters (well-formed Unicode), so that ids stored before the user id alphabet may still be erased",
+});
 const Version = z.number().int("must be a whole number").nonnegative("must not be negative").max(
   Number.MAX_SAFE_INTEGER,
 );
@@ -109,10 +98,16 @@ const RulesEvent = z.object({
   rules: z.custom<Record<string, unknown>>(
     (value) => typeof value === "object" && value !== null && !Array.isArray(value),
     { message: "must be an object" },
-  ),
-  at: Instant.optional(),
+  ).meta({ type: "object", description: "A rule set; its own `version`, if given, must match" }),
+  at: Instant.optional().meta({
+    description: "When the rule set was published; orders it against promotes and rollbacks " +
+      "(without it, it sorts before every timed rules event). Required with `canary`",
+  }),
   canary: z.number({ error: "must be a number" }).gt(0, "must be greater than 0").lt(1, "must be less than 1")
-    .optional(),
+    .optional().meta({
+      description: "Run this version as a canary for this share of visitors; the rest stay on the " +
+        "active version. Without it the version becomes active",
+    }),
 }).transform((event, ctx) => {
   if (event.canary !== undefined && event.at === undefined) {
     ctx.addIssue({ code: "custom", path: ["at"], message: 'is required with "canary"' });
@@ -213,7 +208,8 @@ export type SyncEvent =
   | RulesPromoteEvent
   | RulesRollbackEvent;
 
-const SCHEMA_BY_KIND = new Map<string, z.ZodType<SyncEvent>>([
+/** The schema of each event kind, in the order of {@linkcode EVENT_KINDS}. */
+export const EVENT_SCHEMAS = new Map<string, z.ZodType<SyncEvent>>([
   ["view", ViewEvent],
   ["cart", CartEvent],
   ["profile", ProfileEvent],
@@ -244,12 +240,6 @@ export interface EventProblem {
 
 /** The batch is not acceptable; nothing of it may be applied. */
 export class SyncPayloadError extends EdgeError {
-  /**
-   * @param status 400, or 413 for too many events
-   * @param code machine-readable code
-   * @param message summary
-   * @param details `problems` (envelope) or `events` (per-event problems)
-   */
   constructor(status: number, code: string, message: string, details?: Record<string, unknown>) {
     super(status, code, message, details);
     this.name = "SyncPayloadError";
@@ -258,7 +248,6 @@ export class SyncPayloadError extends EdgeError {
 
 /**
  * Validates one event.
- *
  * @param input the event as received
  * @returns the event, or the problems found (with index 0; callers set the real index)
  */
@@ -269,7 +258,7 @@ export function parseSyncEvent(
     return { problems: [{ field: "(event)", message: "must be an object" }] };
   }
   const kind = "kind" in input ? input.kind : undefined;
-  const schema = typeof kind === "string" ? SCHEMA_BY_KIND.get(kind) : undefined;
+  const schema = typeof kind === "string" ? EVENT_SCHEMAS.get(kind) : undefined;
   if (!schema) return { problems: [{ field: "kind", message: `must be one of ${EVENT_KINDS.join(", ")}` }] };
   // Checked first: the recursive schemas (attributes, rules) would overflow the stack.
   if (exceedsJsonDepth(input)) {
@@ -306,7 +295,6 @@ export function parseSyncEvent(
 
 /**
  * Validates a list of events as one all-or-nothing batch.
- *
  * @param events the events as received
  * @returns the validated events, in order
  * @throws {SyncPayloadError} 413 `too_many_events` above {@linkcode MAX_EVENTS_PER_BATCH};
@@ -342,7 +330,6 @@ export function parseSyncEvents(events: readonly unknown[]): SyncEvent[] {
 
 /**
  * Validates a whole sync payload (already parsed from JSON).
- *
  * @param input the payload
  * @returns the validated events
  * @throws {SyncPayloadError} 400 `invalid_payload` for a bad envelope, else as {@linkcode parseSyncEvents}

@@ -1,22 +1,16 @@
 /**
  * @module
- * Standard Webhooks v1 signatures on Web Crypto: HMAC-SHA256 over `id.timestamp.body` (the raw
- * body bytes), base64, `v1,` prefix, with `whsec_…` secrets. Verification accepts any of several
- * secrets (rotation) and any of several space-separated signatures, compares in constant time
- * and rejects timestamps outside a tolerance. `sign` is the publisher's side.
+ * Standard Webhooks v1 signatures (HMAC-SHA256, `whsec_…` secrets, rotation), compared in constant time.
  */
 import { EdgeError } from "../http/errors.ts";
 import { constantTimeEqual } from "../http/secure.ts";
 
-/** Why a webhook was rejected; every reason maps to 401 with its code and no other detail. */
 export type WebhookRejection = "missing_signature_headers" | "invalid_timestamp" | "invalid_signature";
 
 /** A webhook failed verification: 401 with a code and nothing about which secret or why. */
 export class WebhookVerificationError extends EdgeError {
-  /** Machine-readable reason, safe to show a client. */
   declare readonly code: WebhookRejection;
 
-  /** @param code the reason */
   constructor(code: WebhookRejection) {
     super(
       401,
@@ -31,58 +25,35 @@ export class WebhookVerificationError extends EdgeError {
   }
 }
 
-/** The verified identity of a webhook. */
+/** The verified identity of a webhook: `webhook-id` (the idempotency key) and `webhook-timestamp` (epoch s). */
 export interface VerifiedWebhook {
-  /** The `webhook-id` header: the idempotency key. */
   id: string;
-  /** The `webhook-timestamp` header, epoch seconds. */
   timestamp: number;
 }
 
-/** Options for {@linkcode createWebhookVerifier}. */
 export interface WebhookVerifierOptions {
-  /** Largest accepted difference between the timestamp and the clock, either way, in seconds. */
   toleranceSec: number;
-  /** Wall clock, epoch milliseconds. */
   now: () => number;
 }
 
-/** Verifies signed webhooks against a fixed set of secrets. */
 export interface WebhookVerifier {
-  /**
-   * @param body the raw request body bytes
-   * @param headers the request headers
-   * @returns the webhook's id and timestamp
-   * @throws {WebhookVerificationError} when headers are missing, the timestamp is out of
-   * tolerance or no signature matches any secret
-   */
+  /** @throws {WebhookVerificationError} for missing headers, a timestamp out of tolerance, or no matching signature */
   verify(body: Uint8Array, headers: Headers): Promise<VerifiedWebhook>;
 }
 
 const SECRET_PREFIX = "whsec_";
 const encoder = new TextEncoder();
 
-/**
- * Decodes a `whsec_…` secret into its key bytes.
- *
- * @param secret the secret as configured
- * @returns the HMAC key bytes
- * @throws {TypeError} when the secret lacks the prefix or is not base64
- */
+/** Decodes a `whsec_…` secret into its key bytes. @throws {TypeError} when it is malformed */
 export function decodeSecret(secret: string): Uint8Array<ArrayBuffer> {
   if (!secret.startsWith(SECRET_PREFIX)) throw new TypeError('A webhook secret must start with "whsec_"');
   return base64Decode(secret.slice(SECRET_PREFIX.length));
 }
 
-/** Fewest key bytes a secret must carry, as `SYNC_SECRETS` requires. */
 const MIN_SECRET_BYTES = 16;
 
 /**
- * Says what is wrong with a `whsec_…` secret, by the rule `SYNC_SECRETS` applies, without
- * echoing any of it.
- *
- * @param secret the secret as given
- * @returns why it is malformed, or `undefined` when it is usable
+ * Says what is wrong with a `whsec_…` secret (as `SYNC_SECRETS` requires) without echoing it.
  * @example
  * ```ts
  * webhookSecretProblem("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"); // undefined
@@ -102,25 +73,14 @@ export function webhookSecretProblem(secret: string): string | undefined {
   return undefined;
 }
 
-/**
- * Makes a fresh signing secret: 24 random bytes, base64, with the `whsec_` prefix.
- *
- * @param randomBytes a source of cryptographically random bytes
- * @returns the secret
- */
+/** Makes a fresh signing secret from 24 cryptographically random bytes. */
 export function generateWebhookSecret(randomBytes: (n: number) => Uint8Array): string {
   return `${SECRET_PREFIX}${base64Encode(randomBytes(24))}`;
 }
 
 /**
- * The checks that need no body and no key: the three headers are present and the timestamp is
- * within the tolerance. Run before the body is read, so an unsigned or replayed-late push is
- * refused without buffering it; {@linkcode WebhookVerifier.verify} runs them again.
- *
- * @param headers the request headers
- * @param options the tolerance and clock
- * @returns the header values
- * @throws {WebhookVerificationError} `missing_signature_headers` or `invalid_timestamp`
+ * The checks that need no body and no key (headers present, timestamp within tolerance), run before
+ * the body is read so that an unsigned or late push is refused unbuffered (401).
  */
 export function checkWebhookHeaders(
   headers: Headers,
@@ -142,17 +102,8 @@ export function checkWebhookHeaders(
 }
 
 /**
- * Builds a verifier; the HMAC keys are imported once here rather than per request.
- *
- * @param secrets one or more `whsec_…` secrets; a signature matching any of them is accepted
- * @param options tolerance and clock
- * @returns the verifier
+ * Builds a verifier for one or more secrets; the HMAC keys are imported once here, not per request.
  * @throws {TypeError} when a secret is malformed or none is given
- * @example
- * ```ts
- * const verifier = await createWebhookVerifier(["whsec_…"], { toleranceSec: 300, now: Date.now });
- * const { id } = await verifier.verify(bodyBytes, request.headers);
- * ```
  */
 export async function createWebhookVerifier(
   secrets: readonly string[],
@@ -180,23 +131,15 @@ export async function createWebhookVerifier(
   };
 }
 
-/** What a webhook signature covers. */
+/** What a webhook signature covers: id, timestamp (epoch s), and the exact body (text is sent as UTF-8). */
 export interface SignedMessage {
-  /** The `webhook-id`. */
   id: string;
-  /** The `webhook-timestamp`, epoch seconds. */
   timestamp: number;
-  /** The exact body bytes (or text, encoded as UTF-8) that will be sent. */
   body: Uint8Array | string;
 }
 
 /**
- * Signs a webhook the Standard Webhooks way.
- *
- * @param secret a `whsec_…` secret
- * @param message the id, timestamp and body to sign
- * @returns the `webhook-signature` header value, `v1,<base64>`
- * @throws {TypeError} when the secret is malformed
+ * Signs a webhook (the publisher's side): the `webhook-signature` value, `v1,<base64>`.
  * @example
  * ```ts
  * await sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", {

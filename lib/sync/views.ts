@@ -1,11 +1,8 @@
 /**
  * @module
- * Views in the per-view KV layout (layout 2, see `lib/data/store.ts`): sync writes each view under
- * its own key without reading anything, and a compaction deletes every view of a user a read can
- * no longer return — older views of an item, views of items beyond the newest
- * `RECENT_VIEWS_MAX`, and, after an erasure, every view at or before it. Sync compacts only the
- * users it erases; the context stage compacts, off the request path, a user whose read listed
- * more views than a compaction would keep (`lib/pipeline/context.ts`), so ordinary writes stay blind.
+ * Views in the per-view KV layout (layout 2, `lib/data/store.ts`): sync writes each view blind under
+ * its own key, and a compaction deletes the views of a user that a read can no longer return
+ * (docs/sync.md, "Views: one key per view"), so that ordinary writes never need to read.
  */
 import {
   expireIn,
@@ -25,9 +22,7 @@ const COMPACT_LIST_BATCH = 500;
 
 /** Options for {@linkcode planViewWrites}. */
 export interface ViewWriteOptions {
-  /** The current time, epoch ms. */
   now: number;
-  /** How many recent views a user keeps. */
   recentViewsMax: number;
   /** How long a view is kept after it happened. */
   viewTtlMs: number;
@@ -36,23 +31,14 @@ export interface ViewWriteOptions {
 /** The blind writes of one user's views of one batch. */
 export interface ViewWrites {
   mutations: { key: Deno.KvKey; value: { expiresAt: number }; expireIn: number }[];
-  /** Views written. */
   applied: number;
   /** Views that cannot change what reads return: erased, expired, or not the newest. */
   stale: number;
 }
 
 /**
- * Plans the writes of one user's views of a batch: the newest view of each item after the
- * erasure and not yet expired, at most `recentViewsMax` items (an item beyond the batch's own
- * newest ones can never be among the user's). Nothing is read, so a view already stored is
- * written (and counted applied) again; the write is idempotent.
- *
- * @param userId the user
- * @param events the user's view events of the batch
- * @param options clock, limits and TTL, and `erasedAt`: the user's tombstone (`-Infinity` when
- *   none); the commit must check that the tombstone is still what was assumed
- * @returns the mutations and counts
+ * Plans the blind writes of one user's views of a batch: the newest view of each item after the
+ * erasure (`erasedAt`, which the commit must check) and unexpired, at most `recentViewsMax` items.
  */
 export function planViewWrites(
   userId: string,
@@ -74,23 +60,8 @@ export function planViewWrites(
 }
 
 /**
- * Deletes, for each user, every stored view a read can never return: older views of an item,
- * the views of items beyond the newest `recentViewsMax`, and every view at or before the given
- * erasure. What remains is the newest view of each of the newest `recentViewsMax` items (plus any
- * views at or before a tombstone newer than `erasedAt`). It lists the user's whole view range in
- * pages and commits deletions as it goes; it needs no checks and may run beside writers and other
- * compactions (why: {@linkcode deleteUnreachable}).
- *
- * Sync runs it for the users a batch erases (`lib/sync/apply.ts`); the context stage runs it in
- * the background for a user whose read listed more views than `recentViewsMax` plus
- * `VIEWS_COMPACT_SLACK` (`lib/pipeline/context.ts`). Ordinary writes never run it.
- *
- * The tombstone is not read: `erasedAt` must be that of a committed tombstone (or `-Infinity`);
- * after a newer one, the views it erases are left to the compaction of that erasure.
- *
- * @param kv the store
- * @param users user id → `at` of the user's committed tombstone, `-Infinity` when none
- * @param options `recentViewsMax`: how many items a read returns
+ * Deletes, for each user (→ the `at` of a committed tombstone, or `-Infinity`), every stored view a
+ * read can never return. Needs no checks, so it may run beside writers and other compactions.
  * @returns how many entries were deleted
  * @throws Error when a deletion commit fails
  */
@@ -169,28 +140,8 @@ class Deletions {
 
 /**
  * Deletes a user's views after `erasedAt` that no read can return. Key order is newest first, so
- * the first view of an item is its newest, and once `max` items have a view newer than an entry,
- * that entry and every one after it are beyond them.
- *
- * Why this is safe without checks. A read takes the newest view of each item, ranks them by
- * `at` then item id ({@linkcode recentViews}, which also picks what is kept here) and returns the
- * first `max`. An entry is deleted only when it is *dominated*: its item has a newer view, or at
- * least `max` other items have a view ranking ahead of it. Once dominated, an entry stays so:
- * - Writers only add views. A new view moves its item up (or adds one), so it pushes every entry
- *   it passes further down and lifts none.
- * - Compactions only delete dominated entries. Deleting the newest view of an item that has `max`
- *   others ahead of it takes one item from ahead of the entries behind it, but those `max` items
- *   are ahead of them too; the newest views of the leading items are never deleted. So the
- *   listing need not be a snapshot: an entry that dominated another when listed either still
- *   does, or was deleted because `max` items were ahead of it, and so of the other.
- * - Views also leave by expiry, but a newer view expires later than an older one (the TTL counts
- *   from `at`, and KV's `expireIn` never fires before the stored `expiresAt`): by the time every
- *   view ranking ahead of an entry has expired, the entry has expired too, and reads drop expired
- *   views. (Only after `VIEW_TTL_DAYS` is raised can a newer view expire first; a read then
- *   returns fewer items for a while, as it would if that view were still stored.)
- * - An erasure only hides views, all older than any view after it, so ranking the views of a
- *   tombstone newer than `erasedAt` with the others keeps a superset of what reads return; the
- *   layout 1 value that reads merge in only adds items that rank ahead.
+ * once `max` items have a view newer than an entry, it and every later one are beyond them. Why
+ * this is safe without checks: docs/sync.md, "Views: one key per view".
  */
 async function deleteUnreachable(
   kv: Deno.Kv,

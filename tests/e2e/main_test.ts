@@ -93,7 +93,7 @@ Deno.test("a 100 MB upload and a 300 MB download stream through the service with
       const peak = await service.peakRss();
       // A buffered body alone (100 MB up, 300 MB down) would push the peak well past this. The
       // bound leaves room for the origin-body idle guard, whose chunks pass through JS and are
-      // freed by the GC: about +60 MB at the peak, whatever the body size (lib/origin/upstream.ts).
+      // freed by the GC: about +60 MB at the peak, whatever the body size (lib/origin/fetch.ts).
       assert.ok(peak > 10 * MB && peak < 256 * MB, `peak RSS ${Math.round(peak / MB)} MB`);
       console.log(`service peak RSS after 100 MB up and 300 MB down: ${Math.round(peak / MB)} MB`);
     } finally {

@@ -7,11 +7,12 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseCookies } from "../../../lib/http/cookies.ts";
-import { parseSticky } from "../../../lib/pipeline/identity.ts";
+import { parseSticky } from "../../../lib/pipeline/sticky.ts";
 import { StickySigner } from "../../../lib/pipeline/sticky.ts";
 import { CidrList, clientAddress } from "../../../lib/http/net.ts";
 import { classifyDevice, UaCache } from "../../../lib/pipeline/device.ts";
-import { gatherFacts, requestIdFrom, requestUrlParts, splitUrl } from "../../../lib/pipeline/facts.ts";
+import { gatherFacts, requestIdFrom } from "../../../lib/pipeline/facts.ts";
+import { requestUrlParts, splitUrl } from "../../../lib/http/paths.ts";
 import { DEFAULT_COUNTRY_HEADERS } from "../../../lib/pipeline/geo.ts";
 import { BadPathError } from "../../../lib/http/errors.ts";
 

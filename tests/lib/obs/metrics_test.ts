@@ -1,11 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  EdgeMetrics,
-  MAX_REGIONS,
-  readThroughLabel,
-  routeClassOf,
-  statusClass,
-} from "../../../lib/obs/metrics.ts";
+import { EdgeMetrics, MAX_REGIONS, readThroughLabel, statusClass } from "../../../lib/obs/metrics.ts";
+import { routeClassOf } from "../../../lib/http/paths.ts";
 
 /** One sample line of the exposition. */
 interface Sample {

@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { buildUpstreamUrl, checkInboundPath, upstreamUrls } from "../../../lib/origin/upstream.ts";
+import { buildUpstreamUrl, upstreamUrls } from "../../../lib/origin/upstream.ts";
+import { checkInboundPath } from "../../../lib/http/paths.ts";
 import { BadPathError } from "../../../lib/http/errors.ts";
 
 const ORIGINS = [

@@ -1,14 +1,7 @@
 import assert from "node:assert/strict";
-import {
-  buildUpstreamUrl,
-  checkInboundPath,
-  fetchOrigin,
-  guardBodyIdle,
-  headerValue,
-  normalisePercentEncoding,
-  pathForRules,
-  upstreamRequestHeaders,
-} from "../../../lib/origin/upstream.ts";
+import { buildUpstreamUrl, headerValue, upstreamRequestHeaders } from "../../../lib/origin/upstream.ts";
+import { fetchOrigin, guardBodyIdle } from "../../../lib/origin/fetch.ts";
+import { checkInboundPath, normalisePercentEncoding, pathForRules } from "../../../lib/http/paths.ts";
 import { DeadlineSweep } from "../../../lib/support/deadlines.ts";
 import { BadPathError, OriginBodyTimeoutError, OriginTimeoutError } from "../../../lib/http/errors.ts";
 

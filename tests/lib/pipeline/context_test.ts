@@ -85,7 +85,7 @@ async function withSetup(backendUrl: string | undefined, fn: (setup: Setup) => P
       await applyBackendEvents(
         kv,
         events,
-        applyOptionsFromConfig(config, clock.now, { onApplied: (users) => cache.invalidateMany(users) }),
+        applyOptionsFromConfig(config, clock.now, { onUsersChanged: (users) => cache.invalidateMany(users) }),
       );
     },
   };

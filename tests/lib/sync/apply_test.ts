@@ -16,11 +16,11 @@ import {
 } from "../../../lib/data/store.ts";
 import {
   applyBackendEvents,
-  ApplyConflictError,
   applyEvents,
   type ApplyOptions,
   storeStartupRules,
 } from "../../../lib/sync/apply.ts";
+import { ApplyConflictError } from "../../../lib/sync/apply/commit.ts";
 import {
   MAX_EVENT_BYTES,
   parseSyncEvents,
@@ -29,7 +29,7 @@ import {
   SyncPayloadError,
 } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
-import { parseRules } from "../../../lib/rules/rules.ts";
+import { parseRules } from "../../../lib/rules/compile.ts";
 import { applyOptions, withKv } from "./fixtures.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);
@@ -412,20 +412,20 @@ Deno.test("erasing a user with more sessions than one commit may check ends all 
   });
 });
 
-Deno.test("onApplied receives the users whose data changed", async () => {
+Deno.test("onUsersChanged receives the users whose data changed", async () => {
   await withKv(async (kv) => {
     const seen: string[][] = [];
     await apply(kv, [
       { kind: "view", userId: "u2", itemId: "p1", at: minute(1) },
       { kind: "view", userId: "u1", itemId: "p1", at: minute(1) },
       { kind: "related", itemId: "p1", version: 1, related: [] },
-    ], { onApplied: (users) => seen.push(users) });
+    ], { onUsersChanged: (users) => seen.push(users) });
     await apply(kv, [{ kind: "related", itemId: "p1", version: 1, related: [] }], {
-      onApplied: (users) => seen.push(users),
+      onUsersChanged: (users) => seen.push(users),
     });
     // Views are written without reading: a re-delivered one counts (a spurious invalidation).
     await apply(kv, [{ kind: "view", userId: "u1", itemId: "p1", at: minute(1) }], {
-      onApplied: (users) => seen.push(users),
+      onUsersChanged: (users) => seen.push(users),
     });
     assert.deepEqual(seen, [["u1", "u2"], ["u1"]]);
   });
@@ -467,7 +467,7 @@ Deno.test("a conflict in one commit still reports the users of the commits that 
       applyEvents(
         flaky,
         parseSyncEvents(users.map((userId) => ({ kind: "view", userId, itemId: "p1", at: minute(1) }))),
-        options({ maxAttempts: 1, onApplied: (changed) => seen.push(changed) }),
+        options({ maxAttempts: 1, onUsersChanged: (changed) => seen.push(changed) }),
       ),
       ApplyConflictError,
     );
@@ -1074,7 +1074,7 @@ Deno.test("a commit that fails part-way through a batch: the units that did comm
       { kind: "cart" as const, userId: "big", version: 1, at: NOW - 1000, items: huge },
     ];
     await assert.rejects(
-      applyEvents(kv, events as SyncEvent[], options({ onApplied: (users) => reported.push(users) })),
+      applyEvents(kv, events as SyncEvent[], options({ onUsersChanged: (users) => reported.push(users) })),
       TypeError,
     );
     const committed = reported.flat();

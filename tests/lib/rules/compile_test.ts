@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { parseRules, RulesError, type RuleSet, RuleSetSchema } from "../../../lib/rules/rules.ts";
+import { type RuleSet, RuleSetSchema } from "../../../lib/rules/schema.ts";
+import { parseRules, RulesError } from "../../../lib/rules/compile.ts";
 import { ISSUE_EXAMPLE_JSON, makeFacts, makeVisitor, REGIONS } from "./rules_fixtures.ts";
 import { decide } from "../../../lib/rules/decide.ts";
 import { formatSticky, STICKY_COOKIE, StickySigner } from "../../../lib/pipeline/sticky.ts";

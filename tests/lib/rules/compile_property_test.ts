@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parseRules, RulesError } from "../../../lib/rules/rules.ts";
+import { parseRules, RulesError } from "../../../lib/rules/compile.ts";
 import { ISSUE_EXAMPLE_JSON } from "./rules_fixtures.ts";
 
 const VALID: Record<string, unknown> = JSON.parse(ISSUE_EXAMPLE_JSON);

@@ -1,0 +1,254 @@
+/**
+ * @module
+ * The streamed, time-limited `fetch` to the origin: a deadline on the response headers, and on
+ * the body either one bounded read (small bodies) or an idle guard (everything else).
+ */
+import {
+  ClientClosedError,
+  OriginBodyTimeoutError,
+  OriginTimeoutError,
+  OriginUnavailableError,
+} from "../http/errors.ts";
+import type { DeadlineSweep } from "../support/deadlines.ts";
+
+/** Options for {@linkcode fetchOrigin}. */
+export interface FetchOriginOptions {
+  /** The fetch implementation (from `Deps`). */
+  fetch: typeof fetch;
+  /** How long to wait for the response headers. */
+  timeoutMs: number;
+  /**
+   * Longest silence of the origin while the body is being read and the client is waiting for
+   * more (default: `timeoutMs`). See {@linkcode guardBodyIdle}; a small body read whole (see
+   * {@linkcode BUFFERED_BODY_MAX}) must arrive completely within this time.
+   */
+  bodyIdleTimeoutMs?: number;
+  /** Aborts the upstream request, e.g. when the client goes away. */
+  signal?: AbortSignal;
+  /** Told when the body idle timeout cut a response off (for a log line or a metric). */
+  onBodyIdle?: () => void;
+  /** Where the timeouts are armed (`Deps.deadlines`). */
+  deadlines: DeadlineSweep;
+}
+
+/** What the origin answered: status, headers, and the body read whole or guarded as a stream. */
+export interface OriginResponse {
+  status: number;
+  statusText: string;
+  /** The origin's response headers (immutable; see {@linkcode downstreamResponseHeaders}). */
+  headers: Headers;
+  /**
+   * The bytes, when the body was small and read at once; a stream guarded by the idle timeout
+   * otherwise; null when the answer has no body.
+   */
+  body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
+}
+
+/** Statuses whose responses never carry a body. */
+const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
+
+/**
+ * Bodies up to this many bytes (by an uncompressed `Content-Length`) are "small": they are read
+ * whole, in one native read, before the response starts, within `bodyIdleTimeoutMs` in total.
+ * For a small body the wait is short, and a stall becomes a clean 504 instead of a cut-off body
+ * (aborting the fetch does not stop a body `Deno.serve` pipes natively, so an unguarded stream
+ * is no option); larger or unsized bodies stream through the idle guard.
+ */
+export const BUFFERED_BODY_MAX = 64 * 1024;
+
+/**
+ * Sends a request to the origin with the body streamed, redirects not followed, a timeout on
+ * the response headers, and then a limit on the body, so a stalled origin never holds the
+ * client's and the origin's connections forever:
+ * - a small body (a `Content-Length` of at most {@linkcode BUFFERED_BODY_MAX}, not compressed)
+ *   is read whole and must arrive within `bodyIdleTimeoutMs` in total, else the answer is 504;
+ * - any other body streams for as long as it takes, but an origin that goes silent mid-body for
+ *   longer than `bodyIdleTimeoutMs` while the client waits is cut off (the body stream errors,
+ *   the client connection is closed, and the upstream connection is released).
+ *
+ * @param url the upstream URL from {@linkcode buildUpstreamUrl} or {@linkcode upstreamUrls}
+ * @param init method, headers and body of the upstream request
+ * @param options fetch, timeouts, client signal
+ * @returns the origin's answer
+ * @throws {OriginTimeoutError} when no headers (or a small body) arrive in time
+ * @throws {OriginUnavailableError} when the connection fails
+ * @throws {ClientClosedError} when the client went away first
+ */
+export async function fetchOrigin(
+  url: URL | string,
+  init: { method: string; headers: HeadersInit; body: ReadableStream<Uint8Array> | null },
+  options: FetchOriginOptions,
+): Promise<OriginResponse> {
+  const { deadlines } = options;
+  // A client already gone (while the visitor was resolved) is not worth an origin call.
+  if (options.signal?.aborted) throw new ClientClosedError();
+  const controller = new AbortController();
+  let timedOut = false;
+  const expire = () => {
+    timedOut = true;
+    controller.abort();
+  };
+  const cancelDeadline = deadlines.arm(options.timeoutMs, expire);
+  // The client's abort is forwarded by hand rather than through AbortSignal.any.
+  options.signal?.addEventListener("abort", () => controller.abort(options.signal?.reason), { once: true });
+  const hasBody = init.body !== null && init.method !== "GET" && init.method !== "HEAD";
+  const failure = () => {
+    if (options.signal?.aborted) return new ClientClosedError();
+    if (timedOut) return new OriginTimeoutError(options.timeoutMs);
+    return new OriginUnavailableError();
+  };
+  let response: Response;
+  try {
+    response = await options.fetch(url, {
+      method: init.method,
+      headers: init.headers,
+      body: hasBody ? init.body : undefined,
+      redirect: "manual",
+      signal: controller.signal,
+      // Required for a streamed request body.
+      ...(hasBody ? { duplex: "half" } : {}),
+    } as RequestInit);
+  } catch {
+    throw failure();
+  } finally {
+    cancelDeadline();
+  }
+  // An HTTP status outside 200–599 cannot be passed on (a `Response` refuses it): a bad gateway.
+  if (response.status < 200 || response.status > 599) {
+    response.body?.cancel().catch(() => {});
+    throw new OriginUnavailableError(`the origin answered with status ${response.status}`);
+  }
+  const answer: OriginResponse = {
+    status: response.status,
+    statusText: response.statusText,
+    headers: response.headers,
+    body: null,
+  };
+  if (!response.body || NULL_BODY_STATUSES.has(response.status) || init.method === "HEAD") {
+    response.body?.cancel().catch(() => {});
+    return answer;
+  }
+  const idleMs = options.bodyIdleTimeoutMs ?? options.timeoutMs;
+  if (isSmallBody(response.headers)) {
+    // One native read of the whole body (`bytes()`), not a JS stream per response.
+    const cancel = deadlines.arm(idleMs, expire);
+    try {
+      answer.body = await response.bytes();
+      return answer;
+    } catch {
+      if (timedOut && !options.signal?.aborted) {
+        options.onBodyIdle?.();
+        throw new OriginTimeoutError(idleMs);
+      }
+      throw failure();
+    } finally {
+      cancel();
+    }
+  }
+  answer.body = guardBodyIdle(response.body, {
+    idleMs,
+    // Aborting the fetch releases the upstream connection at once.
+    onIdle: () => {
+      controller.abort();
+      options.onBodyIdle?.();
+    },
+  });
+  return answer;
+}
+
+/** Whether a body is small, sized and uncompressed (so reading it whole is bounded). */
+function isSmallBody(headers: Headers): boolean {
+  const length = headers.get("content-length");
+  if (length === null || !/^\d{1,6}$/.test(length) || Number(length) > BUFFERED_BODY_MAX) return false;
+  const encoding = headers.get("content-encoding");
+  return encoding === null || encoding.trim().toLowerCase() === "identity";
+}
+
+/** Options for {@linkcode guardBodyIdle}. */
+export interface GuardBodyIdleOptions {
+  /** Longest wait for the next chunk while the consumer is waiting, in milliseconds. */
+  idleMs: number;
+  /** Called once when the idle timeout fires (before the stream errors). */
+  onIdle?: () => void;
+}
+
+/**
+ * Wraps a body so that it errors with {@linkcode OriginBodyTimeoutError} when the source sends
+ * nothing for `idleMs` while the consumer is waiting for a chunk. The clock runs only during a
+ * pending read (the wrapper has no queue of its own), so a slow *client* — backpressure — never
+ * trips it: only a silent *origin* does. Every timer is cleared when the stream ends, errors or
+ * is cancelled.
+ *
+ * @param body the source stream
+ * @param options the idle timeout and a hook
+ * @returns a stream with the same chunks
+ * @example
+ * ```ts
+ * const guarded = guardBodyIdle(response.body!, { idleMs: 10_000 });
+ * ```
+ */
+export function guardBodyIdle(
+  body: ReadableStream<Uint8Array>,
+  options: GuardBodyIdleOptions,
+): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  const { idleMs } = options;
+  // One timer per stream, not per chunk: it is armed when a read starts waiting and, when it
+  // fires, re-arms itself for the remainder if the wait began later than it was armed for.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let waitingSince = -1;
+  let controllerRef: ReadableStreamDefaultController<Uint8Array> | undefined;
+  let done = false;
+  const check = () => {
+    timer = undefined;
+    if (done || waitingSince < 0) return;
+    const waited = performance.now() - waitingSince;
+    if (waited < idleMs) {
+      timer = setTimeout(check, idleMs - waited);
+      return;
+    }
+    done = true;
+    const error = new OriginBodyTimeoutError(idleMs);
+    // `Deno.serve` prints the error that ends a response body to stderr: keep it to one line.
+    error.stack = `${error.name}: ${error.message}; the client connection was closed`;
+    options.onIdle?.();
+    controllerRef?.error(error);
+    reader.cancel(error).catch(() => {});
+  };
+  const finish = () => {
+    done = true;
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+  };
+  return new ReadableStream<Uint8Array>({
+    start(controller) {
+      controllerRef = controller;
+    },
+    async pull(controller) {
+      waitingSince = performance.now();
+      if (timer === undefined) timer = setTimeout(check, idleMs);
+      let result: ReadableStreamReadResult<Uint8Array>;
+      try {
+        result = await reader.read();
+      } catch (error) {
+        if (!done) {
+          finish();
+          controller.error(error);
+        }
+        return;
+      }
+      waitingSince = -1;
+      if (done) return;
+      if (result.done) {
+        finish();
+        controller.close();
+      } else {
+        controller.enqueue(result.value);
+      }
+    },
+    cancel(reason) {
+      finish();
+      return reader.cancel(reason);
+    },
+  }, { highWaterMark: 0 });
+}
