@@ -4,7 +4,7 @@
  * `main.ts` or a tool reads is documented there, and nothing documented there is read by nobody.
  */
 import assert from "node:assert/strict";
-import { CONFIG_VARIABLES } from "../lib/app/config.ts";
+import { CONFIG_VARIABLES } from "../lib/app/config_schema.ts";
 
 const ROOT = new URL("../", import.meta.url);
 

@@ -3,7 +3,7 @@
  * Structured JSON logging: one line per event, filtered by level. The sink is injectable so
  * tests can read what was logged.
  */
-import type { LogLevel } from "../app/config.ts";
+import type { LogLevel } from "../app/config_schema.ts";
 
 /** Fields attached to a log line. Never put secrets or raw session tokens here. */
 export type LogFields = Record<string, unknown>;
