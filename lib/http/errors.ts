@@ -6,19 +6,12 @@
 
 /** Base class of every error a client may be told about (status and code, safe message). */
 export class EdgeError extends Error {
-  /** HTTP status the error maps to. */
   readonly status: number;
-  /** Stable, machine-readable code, e.g. `bad_path`. */
+  /** Stable, machine-readable, e.g. `bad_path`. */
   readonly code: string;
-  /** Optional extra fields added to the error body (must be safe to show a client). */
+  /** Extra fields for the error body; must be safe to show a client. */
   readonly details: Record<string, unknown> | undefined;
 
-  /**
-   * @param status HTTP status
-   * @param code machine-readable code
-   * @param message sentence-case message safe to show a client
-   * @param details extra safe fields for the body
-   */
   constructor(status: number, code: string, message: string, details?: Record<string, unknown>) {
     super(message);
     this.name = "EdgeError";
@@ -30,7 +23,6 @@ export class EdgeError extends Error {
 
 /** The request path cannot be forwarded safely (encoded slashes, dot segments, …). */
 export class BadPathError extends EdgeError {
-  /** @param message what is wrong with the path */
   constructor(message: string) {
     super(400, "bad_path", message);
     this.name = "BadPathError";
@@ -39,7 +31,6 @@ export class BadPathError extends EdgeError {
 
 /** The origin did not answer with headers within `ORIGIN_TIMEOUT_MS`. */
 export class OriginTimeoutError extends EdgeError {
-  /** @param timeoutMs the timeout that elapsed */
   constructor(timeoutMs: number) {
     super(504, "origin_timeout", `The origin did not answer within ${timeoutMs} ms`);
     this.name = "OriginTimeoutError";
@@ -56,9 +47,6 @@ export class ClientClosedError extends EdgeError {
 
 /** The origin refused, reset or otherwise failed the connection. */
 export class OriginUnavailableError extends EdgeError {
-  /**
-   * @param cause what went wrong, for the log only (e.g. an answer no client may be sent)
-   */
   constructor(cause?: string) {
     super(502, "origin_unavailable", "The origin could not be reached");
     this.name = "OriginUnavailableError";
@@ -67,12 +55,10 @@ export class OriginUnavailableError extends EdgeError {
 }
 
 /**
- * The origin stopped sending its body for longer than the idle timeout after the headers had
- * been sent on. The client cannot be told with a status any more: the body stream errors with
- * this and the client connection is closed, so a truncated body never looks complete.
+ * The origin's body stalled after the headers went on: the stream errors and the client connection
+ * is closed, so a truncated body never looks complete.
  */
 export class OriginBodyTimeoutError extends EdgeError {
-  /** @param idleMs the idle time that elapsed */
   constructor(idleMs: number) {
     super(504, "origin_body_timeout", `The origin sent no body data for ${idleMs} ms`);
     this.name = "OriginBodyTimeoutError";
@@ -81,13 +67,8 @@ export class OriginBodyTimeoutError extends EdgeError {
 
 /** Too much of one kind of work at once: 429 with `Retry-After`, so a well-behaved sender waits. */
 export class BusyError extends EdgeError {
-  /** Seconds the client should wait before retrying. */
   readonly retryAfterSec: number;
 
-  /**
-   * @param message what is busy, safe to show a client
-   * @param retryAfterSec seconds to wait
-   */
   constructor(message: string, retryAfterSec: number) {
     super(429, "busy", message);
     this.name = "BusyError";
@@ -95,12 +76,8 @@ export class BusyError extends EdgeError {
   }
 }
 
-/**
- * The edge's store (Deno KV) failed an operation a request cannot do without, such as applying
- * a sync batch. 503, so a publisher retries later; the KV error itself stays in `cause` for logs.
- */
+/** KV failed work a request cannot do without: 503 so a publisher retries; the cause stays in logs. */
 export class StoreUnavailableError extends EdgeError {
-  /** @param cause the store's error (never shown to a client) */
   constructor(cause?: unknown) {
     super(503, "store_unavailable", "The edge store is unavailable; retry later");
     this.name = "StoreUnavailableError";
@@ -108,14 +85,7 @@ export class StoreUnavailableError extends EdgeError {
   }
 }
 
-/**
- * Builds the house error body.
- *
- * @param code machine-readable code
- * @param message safe message
- * @param details extra safe fields
- * @returns `{ error: { code, message, ...details } }`
- */
+/** The house error body, `{ error: { code, message, ...details } }`. */
 export function errorBody(
   code: string,
   message: string,

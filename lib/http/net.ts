@@ -1,18 +1,15 @@
 /**
  * @module
- * IP address helpers: trusted-proxy CIDR lists and client-address resolution from a
- * `X-Forwarded-For` chain, built on `ipaddr.js`.
+ * Trusted-proxy CIDR lists and client-address resolution from `X-Forwarded-For` (on `ipaddr.js`).
  */
 import ipaddr from "ipaddr.js";
 
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
-/** Entries a per-list memo keeps before it starts over. */
 const MEMO_MAX = 4096;
 
 /**
- * Remembers a pure function's answers for recently seen strings: the same few peer and
- * client addresses come back on every request, and parsing them showed up in profiles.
+ * Remembers a pure function's answers: the same few addresses come back on every request.
  * Bounded by starting over when full (cheaper than LRU bookkeeping on every hit).
  */
 function memo<T>(compute: (key: string) => T): (key: string) => T {
@@ -27,7 +24,7 @@ function memo<T>(compute: (key: string) => T): (key: string) => T {
   };
 }
 
-/** A parsed list of CIDR ranges that can answer "is this address inside?" quickly. */
+/** A parsed list of CIDR ranges answering "is this address inside?" quickly. */
 export class CidrList {
   #v4: Range[] = [];
   #v6: Range[] = [];
@@ -35,18 +32,9 @@ export class CidrList {
   #canonical = memo(canonicalAddress);
 
   /**
-   * Parses a list of CIDR ranges or single addresses, strictly: IPv4 only as four decimal parts
-   * without leading zeros (`10.0.0.0/8`), IPv6 in its standard text form, and a decimal prefix
-   * length within the family's range. Shorthand (`10.0.0/8`, `10.1`), octal (`010.0.0.1`) and
-   * hex (`0x0a.0.0.1`) forms are refused: the old `inet_aton` reading gives them a different
-   * network than the one meant (`192.168.1/24` is `192.168.0.0/24` there). An IPv4-mapped IPv6
-   * entry (`::ffff:10.0.0.0/104`, `::ffff:192.0.2.1`) is kept as the IPv4 range it covers
-   * (`10.0.0.0/8`), since lookups unwrap mapped addresses to IPv4.
-   *
-   * @param entries CIDR strings such as `10.0.0.0/8`, `::1/128` or plain addresses
-   * @throws {Error} naming the entry when it is not a full address or range, has a prefix length
-   *   out of range, or is an IPv4-mapped range shorter than `/96` (it would cover more than IPv4
-   *   addresses)
+   * Parses CIDR ranges or addresses strictly: shorthand, octal and hex IPv4 (`10.1`, `010.0.0.1`) are
+   * refused, since `inet_aton` reads them as another network than the one meant. IPv4-mapped entries
+   * become the IPv4 range they cover, as lookups unwrap mapped addresses; throws naming the entry.
    */
   constructor(entries: readonly string[]) {
     for (const raw of entries) {
@@ -66,29 +54,16 @@ export class CidrList {
     }
   }
 
-  /** Whether the list has no ranges. */
   get empty(): boolean {
     return this.#v4.length === 0 && this.#v6.length === 0;
   }
 
-  /**
-   * {@linkcode canonicalAddress}, remembered for recently seen addresses (client addresses are
-   * resolved on every request against this list).
-   *
-   * @param address textual address
-   * @returns canonical form, or undefined when it is not an address
-   */
+  /** {@linkcode canonicalAddress}, memoised: client addresses are resolved on every request. */
   canonical(address: string): string | undefined {
     return this.#canonical(address);
   }
 
-  /**
-   * Tells whether an address lies inside one of the ranges. IPv4-mapped IPv6 addresses
-   * (`::ffff:10.0.0.1`) are treated as the IPv4 address they carry.
-   *
-   * @param address textual IPv4 or IPv6 address; anything unparsable is "not inside"
-   * @returns true when the address is inside a range
-   */
+  /** Whether an address is inside a range; IPv4-mapped IPv6 counts as its IPv4 address. */
   has(address: string | undefined): boolean {
     if (!address || this.empty) return false;
     return this.#has(address);
@@ -105,22 +80,15 @@ export class CidrList {
   }
 }
 
-/** One IPv4 part: decimal 0–255 without leading zeros. */
+/** Decimal 0–255 without leading zeros, so nothing `inet_aton` alone would read matches. */
 const OCTET = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
-/** A full dotted-quad IPv4 address, and nothing `inet_aton` alone would read as one. */
 const DOTTED_QUAD = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
-/** One IPv6 group (1–4 hex digits), so no group can be read as a larger number. */
 const IPV6_GROUP = /^[0-9a-f]{1,4}$/i;
-/** A decimal prefix length without leading zeros or sign. */
 const PREFIX = /^(?:0|[1-9]\d{0,2})$/;
 
 /**
- * Parses one address in full standard form only: a dotted quad for IPv4, the RFC 4291 text form
- * for IPv6 (an embedded IPv4 tail a dotted quad too; no zone index). Brackets and IPv4-mapped
- * IPv6 are not unwrapped here.
- *
- * @param text the address
- * @returns the parsed address, or undefined when it is not in full standard form
+ * Parses one address in full standard form only (dotted quad; RFC 4291 text, no zone index);
+ * brackets and IPv4-mapped IPv6 are not unwrapped here.
  */
 function parseStrict(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   if (!text.includes(":")) return DOTTED_QUAD.test(text) ? ipaddr.IPv4.parse(text) : undefined;
@@ -135,13 +103,7 @@ function parseStrict(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   return ipaddr.IPv6.isValid(text) ? ipaddr.IPv6.parse(text) : undefined;
 }
 
-/**
- * Parses one entry of an address list: a full address, or one with a `/prefix` in range.
- *
- * @param entry the trimmed entry
- * @returns the address and prefix length
- * @throws {Error} naming the entry
- */
+/** Parses one list entry: a full address, optionally with a `/prefix` in range; throws naming it. */
 function parseRange(entry: string): Range {
   const slash = entry.indexOf("/");
   const addr = parseStrict(slash < 0 ? entry : entry.slice(0, slash));
@@ -160,12 +122,8 @@ function parseRange(entry: string): Range {
 }
 
 /**
- * Parses an address, unwrapping IPv4-mapped IPv6 and brackets; returns undefined when invalid.
- * Only full standard forms count (see {@linkcode CidrList}): a shorthand, octal or hex IPv4
- * spelling (`10.1`, `010.0.0.1`) in a peer or an `X-Forwarded-For` hop is no address at all.
- *
- * @param address textual address, possibly `[v6]`
- * @returns the parsed address or undefined
+ * Parses an address, unwrapping brackets and IPv4-mapped IPv6. Only full standard forms count: a
+ * shorthand or octal IPv4 in a peer or an `X-Forwarded-For` hop is no address at all.
  */
 export function parseAddress(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   let text = address.trim();
@@ -175,38 +133,19 @@ export function parseAddress(address: string): ipaddr.IPv4 | ipaddr.IPv6 | undef
   return addr;
 }
 
-/**
- * Whether an address is a loopback address (`127.0.0.0/8`, `::1`, or IPv4-mapped loopback).
- *
- * @param address textual address
- * @returns true for loopback; false for anything else, unparsable included
- */
+/** Whether an address is loopback (IPv4-mapped included); unparsable is not. */
 export function isLoopback(address: string): boolean {
   return parseAddress(address)?.range() === "loopback";
 }
 
-/**
- * Normalises an address to its canonical text form, or undefined when it is not an address.
- *
- * @param address textual address
- * @returns canonical form (`::ffff:1.2.3.4` becomes `1.2.3.4`)
- */
+/** The canonical text form (`::ffff:1.2.3.4` → `1.2.3.4`), or undefined when not an address. */
 export function canonicalAddress(address: string): string | undefined {
   return parseAddress(address)?.toString();
 }
 
 /**
- * Strips a port from one `X-Forwarded-For` hop, as some load balancers send it:
- * `203.0.113.7:51234` → `203.0.113.7`, `[2001:db8::7]:443` and `[2001:db8::7]` → `2001:db8::7`.
- * A bare IPv6 address (`2001:db8::7`) is left alone: without brackets, its last group is not a port.
- *
- * @param hop one hop of the header, possibly with spaces around it
- * @returns the address part (unchanged when there is no port to strip)
- * @throws never
- * @example
- * ```ts
- * hopAddress(" 203.0.113.7:51234"); // "203.0.113.7"
- * ```
+ * Strips a port some load balancers add to an `X-Forwarded-For` hop. A bare IPv6 address is left
+ * alone: without brackets, its last group is not a port.
  */
 export function hopAddress(hop: string): string {
   const text = hop.trim();
@@ -217,15 +156,8 @@ export function hopAddress(hop: string): string {
 }
 
 /**
- * Finds the client address. When the peer is a trusted proxy, the `X-Forwarded-For` chain is
- * walked from the right and the first address that is not itself a trusted proxy is the client;
- * otherwise the peer is the client and any forwarded header is ignored. A hop may carry a port
- * (see {@linkcode hopAddress}).
- *
- * @param peer the connection's remote address
- * @param forwardedFor the inbound `X-Forwarded-For` value, if any
- * @param trusted the trusted proxy ranges
- * @returns the client address in canonical form, or the peer text when nothing parses
+ * The client address: behind a trusted peer, the first `X-Forwarded-For` hop from the right that is
+ * not itself trusted; otherwise the peer, since an untrusted peer's forwarding headers are ignored.
  */
 export function clientAddress(peer: string, forwardedFor: string | null, trusted: CidrList): string {
   if (!forwardedFor || !trusted.has(peer)) return trusted.canonical(peer) ?? peer;
@@ -241,23 +173,14 @@ export function clientAddress(peer: string, forwardedFor: string | null, trusted
   return client;
 }
 
-/** Options for {@linkcode isInternalCaller}. */
 export interface InternalCallerOptions {
-  /** `TRUSTED_PROXIES`. */
   trusted: CidrList;
 }
 
 /**
- * Whether a request comes from this host or from the trusted proxies' networks themselves, not
- * from a client on whose behalf something forwards it: the resolved client (see
- * {@linkcode clientAddress}) must be loopback or in `TRUSTED_PROXIES`, and a peer that is not
- * trusted must not be forwarding for anyone (a proxy on loopback, such as the nginx template,
- * passes on the whole internet).
- *
- * @param peer the connection's remote address
- * @param headers the request headers (forwarding headers are read)
- * @param options the trusted proxy ranges
- * @returns true for an operator's own caller (a scraper on the host or in a trusted range)
+ * Whether a request comes from this host or a trusted proxy's network itself: the client must be
+ * loopback or trusted, and an untrusted peer must not be forwarding for anyone (a proxy on
+ * loopback, such as the nginx template, passes on the whole internet).
  */
 export function isInternalCaller(peer: string, headers: Headers, options: InternalCallerOptions): boolean {
   const { trusted } = options;

@@ -1,15 +1,6 @@
-/**
- * @module
- * Reading `Retry-After`, for the two clients that send to the backend (exposures, push).
- */
+/** @module Reading `Retry-After`, for the two clients that send to the backend (exposures, push). */
 
-/**
- * Reads a `Retry-After` header: delay in seconds or an HTTP date.
- *
- * @param value the header value
- * @param now the current time, epoch ms
- * @returns the delay in ms (0 when absent or unreadable)
- */
+/** A `Retry-After` (seconds or HTTP date) as a delay in ms; 0 when absent or unreadable. */
 export function parseRetryAfter(value: string | null, now: number): number {
   if (!value) return 0;
   if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
