@@ -22,7 +22,6 @@ export interface Caches {
  * entry bound `CONTEXT_CACHE_MAX_ENTRIES`; contexts and related lists are also bounded in
  * estimated heap bytes, each by `CONTEXT_CACHE_MAX_BYTES`. Sessions need no byte bound: an
  * entry is a cookie value of at most 256 characters and a user id (under 1 KiB).
- * @returns fresh, empty caches
  */
 export function cachesFromConfig(
   config: Pick<Config, "contextCacheMaxEntries" | "contextCacheMaxBytes" | "contextMaxStaleMs">,
@@ -52,7 +51,6 @@ const PARSED_BODY_FACTOR = 6;
  * Two budgets: what stays (the caches at their bounds, a full exposure buffer and the service itself) must fit in half
  * the limit, and with the most that bursts can add (`SYNC_MAX_CONCURRENT` pushes of
  * `SYNC_MAX_BYTES` and `BACKEND_MAX_CONCURRENT` read-through answers being parsed) in 80 %.
- * @param config the cache bounds and the bounds of concurrent parsing
  * @param heapLimitBytes V8's heap size limit (`node:v8` `getHeapStatistics().heap_size_limit`)
  * @param backendMaxBytes the largest read-through answer read (when a backend is configured)
  * @returns a message naming the settings when they do not fit, else undefined

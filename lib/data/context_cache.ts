@@ -162,7 +162,6 @@ export class ContextCache {
    * Drops a user's entry, and makes a load of that user already in flight not store its
    * result (it may have read data from before the change). Call it when this instance applies
    * a sync for the user.
-   * @returns whether anything was dropped or cancelled
    */
   invalidate(userId: string): boolean {
     const load = this.#loads.get(userId);

@@ -133,7 +133,6 @@ export interface LoadRecommendationsOptions extends RecommendOptions {
  * Reads the related lists of the user's recent views from KV (eventually consistent, batched
  * `getMany`) and scores them with {@linkcode recommend}.
  * @param recentViews the user's recent views (e.g. `EdgeUserContext.recentViews`)
- * @param options clock, limit, cart items, exclusions
  * @returns at most `limit` recommendations, best first; `[]` without recent views
  * @throws {RangeError} for an invalid limit; KV errors are passed on
  */

@@ -22,10 +22,7 @@ export interface RelatedCacheOptions {
 /** Per-entry bytes beside the key and the list: the `Map` entry and the cache's record. */
 const ENTRY_OVERHEAD_BYTES = 96;
 
-/**
- * Estimates the V8 heap one cached related list takes, key and overhead included.
- * @param value the list, or undefined for a cached absence
- */
+/** Estimates the V8 heap one cached related list takes, key and overhead included. */
 export function estimateRelatedEntryBytes(itemId: string, value: RelatedValue | undefined): number {
   return estimateStringBytes(itemId) + ENTRY_OVERHEAD_BYTES + estimateValueBytes(value);
 }
@@ -35,7 +32,6 @@ export class RelatedCache {
   #cache: FreshCache<string, RelatedValue | undefined>;
 
   /**
-   * @param options entry, byte and staleness bounds
    * @throws {RangeError} when `maxEntries` or `maxBytes` is not a positive integer or
    *   `maxStaleMs` is negative
    */
@@ -47,7 +43,6 @@ export class RelatedCache {
    * Reads the related lists of several items: fresh cached entries first, the rest from KV (one
    * eventually consistent batch), which are then cached.
    * @param kvWithin bounds the KV read in time (`KV_TIMEOUT_MS`); a cache hit needs none
-   * @returns item id → its related list; items without one are left out
    */
   async read(
     kv: Deno.Kv,

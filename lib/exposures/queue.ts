@@ -54,7 +54,6 @@ export class ExposureQueue {
   #full = false;
 
   /**
-   * @param options the bounds, the sender and the side effects
    * @throws {RangeError} when a bound is not a positive integer or `batchMax` exceeds `bufferMax`
    */
   constructor(options: ExposureQueueOptions) {
@@ -82,8 +81,6 @@ export class ExposureQueue {
   /**
    * Queues an event, making room first when the queue is full, and starts the delivery loop if
    * it is not running.
-   *
-   * @param event the exposure
    */
   push(event: ExposureEvent): void {
     const options = this.#options;

@@ -115,11 +115,7 @@ export class ExposureRecorder {
     }
   }
 
-  /**
-   * Sends what is queued now (on shutdown).
-   *
-   * @returns settles once delivered or dropped
-   */
+  /** Sends what is queued now (on shutdown). */
   flush(): Promise<void> {
     return this.#queue?.close() ?? Promise.resolve();
   }
@@ -127,9 +123,6 @@ export class ExposureRecorder {
   /**
    * The sample-ratio check of every running experiment of the given rules: this instance's
    * exposure counts since it first served each version, against the weights.
-   *
-   * @param rules the active rules and, while one runs, the canary's
-   * @returns one report per enabled experiment
    */
   async report(
     rules: { active: CompiledRules; canary?: CompiledRules | undefined },
@@ -240,10 +233,6 @@ export interface ExposuresFromConfigOptions {
  * The recorder the configuration asks for: with `EXPOSURES_URL`, a queue and a signing sender
  * behind it; without, counting only. Also registers the queue and sample-ratio gauges' sources
  * on the metrics.
- *
- * @param config the configuration
- * @param deps the side effects, shared objects and the active rules
- * @returns the recorder
  */
 export function exposuresFromConfig(
   config: Pick<

@@ -41,10 +41,8 @@ interface ChiSquare {
  * Variations with weight 0 take no part, unless they were exposed (then the split is as far from
  * the weights as it gets: p = 0).
  *
- * @param counts exposures per variation
  * @param weights the share of each variation (normalised here; they need not sum to 1)
  * @param options the chi-square upper tail (loaded from `@stdlib/math-base-special-gammainc` when left out)
- * @returns the statistic, p-value and verdict
  * @throws {RangeError} when `counts` and `weights` differ in length
  * @example
  * ```ts
@@ -94,9 +92,6 @@ export async function sampleRatioTest(
 /**
  * The share of bucketed visitors each variation gets, exactly as bucketing splits them
  * (GrowthBook's ranges: weights that do not sum to 1 ± 0.01 mean equal weights).
- *
- * @param experiment the compiled experiment
- * @returns one share per variation, summing to 1
  */
 export function effectiveWeights(experiment: CompiledExperiment): number[] {
   const ranges = getBucketRanges(experiment.variations.length, 1, experiment.spec.weights);
@@ -131,12 +126,7 @@ export class VersionTally {
     this.since = since;
   }
 
-  /**
-   * Counts one exposure.
-   *
-   * @param experiment the experiment key
-   * @param variation the variation
-   */
+  /** Counts one exposure. */
   count(experiment: string, variation: string): void {
     let variations = this.counts.get(experiment);
     if (variations === undefined) this.counts.set(experiment, variations = new Map());
@@ -152,13 +142,7 @@ export class ExposureTally {
   readonly #versions = new Map<number, VersionTally>();
   #served = 0;
 
-  /**
-   * Notes that a rules version is being served, starting its counts if it is new here.
-   *
-   * @param version the rules version
-   * @param now the current time, epoch ms
-   * @returns the version's counts
-   */
+  /** Notes that a rules version is being served, starting its counts if it is new here. */
   serve(version: number, now: number): VersionTally {
     let tally = this.#versions.get(version);
     if (tally === undefined) {
@@ -170,12 +154,7 @@ export class ExposureTally {
     return tally;
   }
 
-  /**
-   * The counts of a version, if this instance served it.
-   *
-   * @param version the rules version
-   * @returns its counts, or undefined
-   */
+  /** The counts of a version, if this instance served it. */
   get(version: number): VersionTally | undefined {
     return this.#versions.get(version);
   }

@@ -14,10 +14,7 @@ export interface Logger {
   info(message: string, fields?: LogFields): void;
   warn(message: string, fields?: LogFields): void;
   error(message: string, fields?: LogFields): void;
-  /**
-   * Whether a line of this level would be written, so a caller can skip building costly fields.
-   * @param level the level of the line
-   */
+  /** Whether a line of this level would be written, so a caller can skip building costly fields. */
   enabled(level: Exclude<LogLevel, "silent">): boolean;
 }
 
@@ -31,11 +28,7 @@ export interface LoggerOptions {
 
 const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
 
-/**
- * Creates a JSON-lines logger.
- * @param level the least severe level that is written
- * @param options the sink and clock
- */
+/** Creates a JSON-lines logger. */
 export function createLogger(level: LogLevel, options: LoggerOptions): Logger {
   const sink = options.sink ?? ((line: string) => console.log(line));
   const min = RANK[level];

@@ -19,7 +19,6 @@ export interface StageTracer {
   /**
    * @param stage the stage name (`facts`, `identity`, `context`, `decide`, `act`)
    * @param startMono start, on the monotonic clock (`performance.now()`)
-   * @param endMono end, on the same clock
    */
   stage(stage: string, startMono: number, endMono: number): void;
 }

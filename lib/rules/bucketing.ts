@@ -47,9 +47,6 @@ function fnvOfDecimal(value: number): number {
  * vectors apply one to one.
  *
  * @param seed the experiment seed (GrowthBook falls back to the experiment key)
- * @param value the user's hash attribute value
- * @param version the hash version, 1 or 2
- * @returns a number in `[0, 1)`, or null for an unknown version
  * @example
  * ```ts
  * hash("seed", "a", 2); // 0.0505
@@ -94,10 +91,8 @@ function usableWeights(
  * Bucket ranges exactly as GrowthBook makes them: each starts at the sum of the weights before it
  * and is `coverage × weight` long, so lowering coverage never moves a user to another variation.
  *
- * @param numVariations the number of variations
  * @param coverage the share of users in the experiment, clamped to `[0, 1]`; undefined means 1
  * @param weights one weight per variation summing to 1 (± 0.01); otherwise equal weights are used
- * @returns one range per variation (empty for fewer than one variation)
  * @example
  * ```ts
  * getBucketRanges(3, 0.2, [0.2, 0.3, 0.5]); // [[0, 0.04], [0.2, 0.26], [0.5, 0.6]]
@@ -124,8 +119,6 @@ export function getBucketRanges(
 }
 
 /**
- * @param n a hash value in `[0, 1)`
- * @param ranges the bucket ranges, one per variation
  * @returns the index of the first range with `start <= n < end`, or -1 when none holds it
  */
 export function chooseVariation(n: number, ranges: readonly VariationRange[]): number {
@@ -140,8 +133,6 @@ export function chooseVariation(n: number, ranges: readonly VariationRange[]): n
  * GrowthBook's `inNamespace`: experiments sharing a namespace id with disjoint ranges exclude
  * each other.
  *
- * @param hashValue the user's hash attribute value
- * @param namespace `[id, start, end]`
  * @returns true when the user's {@linkcode namespaceHash} is in `[start, end)`
  */
 export function inNamespace(hashValue: string, namespace: Namespace): boolean {
@@ -150,8 +141,6 @@ export function inNamespace(hashValue: string, namespace: Namespace): boolean {
 }
 
 /**
- * @param hashValue the user's hash attribute value
- * @param id the namespace id
  * @returns GrowthBook's version 1 hash with the seed `__<id>`, in `[0, 1)` in steps of 0.001
  */
 export function namespaceHash(hashValue: string, id: string): number {

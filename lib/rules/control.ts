@@ -68,9 +68,6 @@ export function compareOrderKeys(a: RulesOrderKey | null, b: RulesOrderKey | nul
  * (Not convergent, by necessity: a promote reaching an instance only after a newer push deleted
  * that version's rule set is stale there.)
  *
- * @param control the stored control record
- * @param events validated events
- * @param options how many versions to keep
  * @returns the new record, rule sets to put and delete, applied and stale counts
  */
 export function mergeRulesEvents(
@@ -218,9 +215,6 @@ export interface ResolvedRules {
  * the one activated by the newest event (by order key). The canary is the newest canary, unless a
  * later rollback (to any version), or a later activation of the same or a higher version, ended
  * it — or it is the active version itself.
- *
- * @param control the control record
- * @returns the active version (if any) and the canary (if any)
  */
 export function resolveRules(control: RulesControlValue): ResolvedRules {
   const stored = control.entries.filter((entry) => entry.stored);

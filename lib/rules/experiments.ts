@@ -118,9 +118,6 @@ export function experimentApplies(experiment: CompiledExperiment, context: Targe
  * assignment still among the variations is kept (whatever changed since); else GrowthBook's bucketing.
  *
  * @param experiment the compiled experiment (call {@linkcode experimentApplies} first)
- * @param context the visitor
- * @param trace told why, when an explanation is wanted
- * @returns the variation and whether the visitor is in the experiment
  * @example
  * ```ts
  * const result = assignExperiment(hero, { ...context, key: "user-1", isBot: false, sticky: new Map() });

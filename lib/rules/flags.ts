@@ -100,9 +100,6 @@ export interface FlagTrace {
  * Compiles a flag: conditions, rollout seeds, and the variant name of every value (the name of
  * an entry of `variants` with an equal value, else the value's text for scalars, else `default`
  * or `rule-<n>`). Values are frozen, since every request shares them.
- *
- * @param definition the validated flag
- * @returns the compiled flag
  */
 export function compileFlag(definition: FlagDefinition): CompiledFlag {
   const variants = Object.entries(definition.variants ?? {});
@@ -144,10 +141,8 @@ export function compileFlag(definition: FlagDefinition): CompiledFlag {
  * rollouts and variant conditions, else `TARGETING_MATCH`); else the default (`DISABLED`,
  * `STATIC`, `DEFAULT`). A rule needing a key when there is none ends it: `ERROR`, `TARGETING_KEY_MISSING`.
  *
- * @param flag the compiled flag
  * @param context the visitor, with the variants served on this request
  * @param trace told each rule's outcome, when an explanation is wanted
- * @returns value, variant, reason and the inputs read
  * @example
  * ```ts
  * evaluateFlag(newSearch, { ...context, region: "EU", key: "u1" });

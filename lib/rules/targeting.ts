@@ -89,7 +89,6 @@ export interface TargetingContext {
 
 /**
  * @param spec the condition as written (validated by the rules schema)
- * @returns the condition compiled into sets, globs and its input mask
  */
 export function compileCondition(spec: ConditionSpec): CompiledCondition {
   const paths = spec.path === undefined
@@ -134,8 +133,6 @@ export type ConditionField =
   | "variant";
 
 /**
- * @param condition the compiled condition; undefined always matches
- * @param context the visitor and request attributes
  * @returns true when every field present matches (any value within a list)
  */
 export function matchesCondition(
@@ -149,9 +146,6 @@ export function matchesCondition(
  * Names the first field of a condition that does not hold, so an explanation can say why a rule
  * was passed over ({@linkcode matchesCondition} is its verdict).
  *
- * @param condition the compiled condition; undefined always matches
- * @param context the visitor and request attributes
- * @returns the failing field, or undefined when the condition holds
  * @example
  * ```ts
  * conditionMismatch(compileCondition({ region: ["EU"] }), { ...context, region: "US" }); // "region"

@@ -26,7 +26,6 @@ export class DeadlineSweep {
   /**
    * Arms a deadline.
    * @param onExpire called once when the deadline passes, unless cancelled before
-   * @returns cancels the deadline (idempotent)
    * @example
    * ```ts
    * const cancel = deadlines.arm(300, () => controller.abort());
@@ -51,10 +50,6 @@ export class DeadlineSweep {
   /**
    * Bounds a promise in time without stopping its work: the answer is `work`'s, or a
    * {@linkcode DeadlineError} when `ms` pass first.
-   * @param work what to wait for
-   * @param ms the most to wait, in milliseconds
-   * @param what names the work in the error message
-   * @returns `work`'s result
    * @throws {DeadlineError} when the deadline passes first
    * @example
    * ```ts

@@ -12,7 +12,6 @@ export const MAX_JSON_DEPTH = 64;
  * Tells whether a value nests objects or arrays more than `maxDepth` levels deep. Iterative, so
  * it cannot overflow the stack itself; a cyclic value counts as too deep.
  * @param maxDepth the deepest accepted nesting (a top-level object or array is level 1)
- * @returns true when the value is nested deeper than `maxDepth`
  */
 export function exceedsJsonDepth(value: unknown, maxDepth: number = MAX_JSON_DEPTH): boolean {
   const stack: [unknown, number][] = [[value, 1]];
@@ -28,7 +27,6 @@ export function exceedsJsonDepth(value: unknown, maxDepth: number = MAX_JSON_DEP
 /**
  * The paths of every object key in `names`, anywhere in a value. Iterative, like
  * {@linkcode exceedsJsonDepth} (check the depth first: a cyclic value never ends here).
- * @param names the keys to look for
  * @returns one path (keys and array indices from the top) per key found, the keys of an object
  *   before those nested in it
  */

@@ -30,7 +30,6 @@ const TOO_DEEP_PER_CHAR = 16;
 /**
  * Estimates the V8 heap bytes of a string: a header and one byte per character, two when any
  * character is outside Latin-1 (V8 then stores the whole string as UTF-16).
- * @returns estimated bytes, a multiple of 4
  */
 export function estimateStringBytes(text: string): number {
   return align(STRING_HEADER + text.length * bytesPerChar(text));
@@ -51,7 +50,6 @@ export function bytesPerChar(text: string): 1 | 2 {
  * Estimates the V8 heap bytes of a plain value: strings, numbers, booleans, arrays and plain
  * objects (property names are not counted: V8 shares them between objects of the same shape).
  * It walks the value once and allocates nothing, so it is cheap enough for every cache store.
- * @param value a JSON-like value, as read from KV or parsed from JSON
  * @example
  * ```ts
  * estimateValueBytes({ itemId: "p42", at: 1_790_000_000_000 }); // 104

@@ -62,7 +62,6 @@ export function planViewWrites(
 /**
  * Deletes, for each user (→ the `at` of a committed tombstone, or `-Infinity`), every stored view a
  * read can never return. Needs no checks, so it may run beside writers and other compactions.
- * @returns how many entries were deleted
  * @throws Error when a deletion commit fails
  */
 export async function compactViews(
