@@ -1,7 +1,6 @@
 /**
  * @module
- * The exposure event: one visitor seen in one variation of one experiment, as the edge sends it
- * to the central backend — its TypeScript shape and its JSON Schema (published in
+ * The exposure event sent to the backend: its TypeScript shape and its JSON Schema (published in
  * `docs/exposure.schema.json`, which a test keeps identical).
  */
 
@@ -13,9 +12,7 @@ export const EXPOSURE_PATH_MAX = 1024;
 
 /** One exposure, as sent in `data.exposures` of an `edge.exposures` batch. */
 export interface ExposureEvent {
-  /** The experiment key. */
   experiment: string;
-  /** The variation the visitor was served. */
   variation: string;
   /**
    * The bucketing key: the user id when logged in, else the anonymous id (`ep_uid`); under
@@ -24,13 +21,10 @@ export interface ExposureEvent {
   visitor: string;
   /** The logged-in user; absent for anonymous visitors and under `Sec-GPC: 1`. */
   userId?: string;
-  /** The rules version that decided. */
   rulesVersion: number;
   /** When the edge decided, ISO 8601 in UTC. */
   at: string;
-  /** The request's id (`X-Request-Id`). */
   requestId: string;
-  /** The region the edge resolved. */
   region: string;
   /** The device class: `mobile`, `tablet` or `desktop` (bots are never exposed). */
   device: string;

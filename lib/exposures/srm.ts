@@ -1,11 +1,7 @@
 /**
  * @module
- * The sample-ratio check: this instance's exposure counts per variation, per rules version, and
- * a chi-square goodness-of-fit test of them against the experiment's weights. A split that does
- * not follow the weights (a sample ratio mismatch) is usually a bug — bots let through, lost
- * cookies, a redirect variation that loses visitors — and invalidates the experiment's analysis.
- * The chi-square tail comes from stdlib's regularised incomplete gamma function, loaded on first
- * use only.
+ * The sample-ratio check: per-version exposure counts and a chi-square test against the weights. A
+ * split that does not follow the weights is usually a bug (bots, lost cookies, a lossy redirect).
  */
 import { getBucketRanges } from "../rules/bucketing.ts";
 import type { CompiledExperiment } from "../rules/experiments.ts";
@@ -19,7 +15,6 @@ const VERSIONS_KEPT = 4;
 
 /** The outcome of {@linkcode sampleRatioTest}. */
 export interface SampleRatioResult {
-  /** Exposures in all. */
   total: number;
   /** The chi-square statistic; null when there is nothing to test (no exposures, one variation). */
   statistic: number | null;
@@ -30,25 +25,14 @@ export interface SampleRatioResult {
   srm: boolean;
 }
 
-/** The chi-square distribution's upper tail (survival function). */
+/** The chi-square upper tail; injectable so tests need not load stdlib. */
 interface ChiSquare {
-  /** P(X ≥ x) for X chi-square distributed with `dof` degrees of freedom. */
   sf(x: number, dof: number): number;
 }
 
 /**
- * Tests observed counts against expected shares with Pearson's chi-square goodness-of-fit test.
- * Variations with weight 0 take no part, unless they were exposed (then the split is as far from
- * the weights as it gets: p = 0).
- *
- * @param weights the share of each variation (normalised here; they need not sum to 1)
- * @param options the chi-square upper tail (loaded from `@stdlib/math-base-special-gammainc` when left out)
- * @throws {RangeError} when `counts` and `weights` differ in length
- * @example
- * ```ts
- * (await sampleRatioTest([1200, 800], [0.5, 0.5])).srm; // true
- * (await sampleRatioTest([1000, 1000], [0.5, 0.5])).srm; // false
- * ```
+ * Pearson's chi-square goodness-of-fit test of counts against weights (normalised here). A variation
+ * of weight 0 takes no part unless it was exposed, which is as far from the weights as it gets (p = 0).
  */
 export async function sampleRatioTest(
   counts: readonly number[],
@@ -101,11 +85,7 @@ export function effectiveWeights(experiment: CompiledExperiment): number[] {
   return lengths.map((length) => (sum > 0 ? length / sum : 0));
 }
 
-/**
- * The chi-square upper tail is the upper regularised incomplete gamma function Q(dof/2, x/2).
- * Loading the package costs a few milliseconds: only the first test pays for it (the module
- * system keeps the loaded module for the later ones).
- */
+/** Q(dof/2, x/2) from stdlib, loaded on first use so only the first test pays for the import. */
 async function loadChiSquare(): Promise<ChiSquare> {
   const { default: gammainc } = await import("@stdlib/math-base-special-gammainc");
   if (typeof gammainc !== "function") throw new Error("No incomplete gamma function in the package");
@@ -121,12 +101,10 @@ export class VersionTally {
   /** When the version was last served, in {@linkcode ExposureTally}'s own serve order. */
   lastServed = 0;
 
-  /** @param since when this instance first served the version, epoch ms */
   constructor(since: number) {
     this.since = since;
   }
 
-  /** Counts one exposure. */
   count(experiment: string, variation: string): void {
     let variations = this.counts.get(experiment);
     if (variations === undefined) this.counts.set(experiment, variations = new Map());
