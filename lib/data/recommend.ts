@@ -1,9 +1,7 @@
 /**
  * @module
- * "You might also like", computed at the edge from the user's recent views and the `related`
- * lists the backend pushes: a pure, deterministic scoring function and a loader that reads the
- * lists from KV. The score combination is documented on {@linkcode recommend} and in
- * docs/edge_reads.md.
+ * "You might also like" from the user's recent views and the pushed `related` lists: a pure,
+ * deterministic score (see {@linkcode recommend}, docs/edge_reads.md) and a KV loader.
  */
 import { readRelated } from "./readers.ts";
 import type { RelatedValue } from "./store.ts";
@@ -19,7 +17,6 @@ const MAX_SOURCES = 100;
 /** Viewed items named in `because`. */
 const MAX_BECAUSE = 3;
 
-/** One recommended item. */
 export interface Recommendation {
   itemId: string;
   /** The combined score, rounded to 6 decimals (ranking uses the exact value). */
@@ -30,7 +27,6 @@ export interface Recommendation {
 
 /** What the recommendation is computed from. */
 export interface RecommendInput {
-  /** The user's recent views, any order. */
   recentViews: readonly { readonly itemId: string; readonly at: number }[];
   /** Viewed item id → its pushed related list (from `readRelated`). */
   related: ReadonlyMap<string, RelatedValue>;
@@ -38,9 +34,7 @@ export interface RecommendInput {
   cartItemIds?: readonly string[];
 }
 
-/** Options for {@linkcode recommend}. */
 export interface RecommendOptions {
-  /** The current time, epoch ms, for recency decay. */
   now: number;
   /** How many to return, 1..{@linkcode MAX_RECOMMENDATIONS} (default {@linkcode DEFAULT_RECOMMENDATIONS}). */
   limit?: number;
@@ -70,12 +64,6 @@ export function checkLimit(limit: number | undefined): number {
  * scores `Σ_v w(v) · s(v, c)` over the views whose related list gives `c` a finite `s(v, c) > 0`.
  * Cart items, viewed items and `exclude` are never candidates; ties go by item id (code units).
  * @throws {RangeError} for an invalid limit or half-life
- * @example
- * ```ts
- * recommend({ recentViews: [{ itemId: "p1", at: now }], related: new Map([["p1",
- *   { version: 1, related: [{ itemId: "p2", score: 0.9 }] }]]) }, { now });
- * // [{ itemId: "p2", score: 0.9, because: ["p1"] }]
- * ```
  */
 export function recommend(input: RecommendInput, options: RecommendOptions): Recommendation[] {
   const limit = checkLimit(options.limit);
@@ -121,7 +109,6 @@ export function recommend(input: RecommendInput, options: RecommendOptions): Rec
     }));
 }
 
-/** Options for {@linkcode loadRecommendations}. */
 export interface LoadRecommendationsOptions extends RecommendOptions {
   /** Items in the cart: never recommended. */
   cartItemIds?: readonly string[];
@@ -132,8 +119,6 @@ export interface LoadRecommendationsOptions extends RecommendOptions {
 /**
  * Reads the related lists of the user's recent views from KV (eventually consistent, batched
  * `getMany`) and scores them with {@linkcode recommend}.
- * @param recentViews the user's recent views (e.g. `EdgeUserContext.recentViews`)
- * @returns at most `limit` recommendations, best first; `[]` without recent views
  * @throws {RangeError} for an invalid limit; KV errors are passed on
  */
 export async function loadRecommendations(
