@@ -1,8 +1,4 @@
-/**
- * @module
- * Structured JSON logging: one line per event, filtered by level. The sink is injectable so
- * tests can read what was logged.
- */
+/** @module JSON-lines logging filtered by level; the sink is injectable so tests can read the lines. */
 import type { LogLevel } from "../app/config_schema.ts";
 
 /** Fields attached to a log line. Never put secrets or raw session tokens here. */
@@ -22,7 +18,6 @@ export interface Logger {
 export interface LoggerOptions {
   /** Receives each serialised line; defaults to `console.log`. */
   sink?: (line: string) => void;
-  /** Clock for the `ts` field, in epoch milliseconds. */
   now: () => number;
 }
 

@@ -1,9 +1,7 @@
 /**
  * @module
- * Pipeline-stage spans for Deno's built-in OpenTelemetry (`OTEL_DENO=true`). Stages are timed
- * anyway for metrics, so each finished stage is recorded as a span after the fact, with its
- * real start and end: no wrapping of the request path, and nothing at all when tracing is off.
- * The spans join the request's trace through the active context that `Deno.serve` sets up.
+ * Pipeline-stage spans for Deno's OpenTelemetry (`OTEL_DENO=true`), recorded after the fact from the
+ * timings metrics take anyway: no wrapping of the request path, nothing when tracing is off.
  */
 
 /** The part of an OpenTelemetry `Tracer` used here (`@opentelemetry/api` fits). */
@@ -16,16 +14,12 @@ export interface TracerLike {
 
 /** Records finished pipeline stages as spans. */
 export interface StageTracer {
-  /**
-   * @param stage the stage name (`facts`, `identity`, `context`, `decide`, `act`)
-   * @param startMono start, on the monotonic clock (`performance.now()`)
-   */
   stage(stage: string, startMono: number, endMono: number): void;
 }
 
 /** Options for {@linkcode createStageTracer}. */
 export interface StageTracerOptions {
-  /** `performance.timeOrigin`: turns monotonic readings into epoch milliseconds. */
+  /** `performance.timeOrigin`, to turn monotonic readings into epoch ms. */
   timeOrigin: number;
 }
 

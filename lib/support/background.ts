@@ -1,8 +1,4 @@
-/**
- * @module
- * Work a request starts but need not wait for (the KV write of a read-through answer): tracked
- * here so that shutdown can wait for it instead of cutting it off.
- */
+/** @module Work a request need not wait for, tracked so that shutdown waits for it rather than cut it. */
 
 /** A set of in-flight background promises. */
 export class BackgroundTasks {
@@ -14,12 +10,10 @@ export class BackgroundTasks {
     this.#pending.add(tracked);
   }
 
-  /** How many tasks are still running. */
   get size(): number {
     return this.#pending.size;
   }
 
-  /** Waits for every task tracked so far. */
   async drain(): Promise<void> {
     while (this.#pending.size) await Promise.all([...this.#pending]);
   }

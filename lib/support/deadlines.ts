@@ -1,8 +1,7 @@
 /**
  * @module
- * The one timeout mechanism: many deadlines on one interval timer, which fires expired ones at
- * most one tick late, runs only while deadlines are armed, and keeps the process alive only while
- * a `within` call is awaited. One sweep is created at start-up (`Deps.deadlines`).
+ * The one timeout mechanism: many deadlines on one interval timer that fires them at most a tick
+ * late, runs only while any is armed, and keeps the process alive only while a `within` is awaited.
  */
 
 /** A set of deadlines checked by one interval timer. */
@@ -13,25 +12,13 @@ export class DeadlineSweep {
   #timer: ReturnType<typeof setInterval> | undefined;
   #holding = 0;
 
-  /**
-   * @param tickMs how often armed deadlines are checked (the most a deadline fires late)
-   * @param now a monotonic clock, in milliseconds (a wall-clock step must not fire or hold back
-   *   every armed deadline at once)
-   */
+  /** `now` is monotonic: a wall-clock step must not fire or hold back every armed deadline at once. */
   constructor(tickMs = 20, now: () => number = () => performance.now()) {
     this.#tickMs = tickMs;
     this.#now = now;
   }
 
-  /**
-   * Arms a deadline.
-   * @param onExpire called once when the deadline passes, unless cancelled before
-   * @example
-   * ```ts
-   * const cancel = deadlines.arm(300, () => controller.abort());
-   * try { await work(); } finally { cancel(); }
-   * ```
-   */
+  /** Arms a deadline; `onExpire` runs once when it passes unless the returned cancel ran first. */
   arm(ms: number, onExpire: () => void): () => void {
     const entry = { at: this.#now() + ms, onExpire };
     this.#armed.add(entry);
@@ -50,11 +37,6 @@ export class DeadlineSweep {
   /**
    * Bounds a promise in time without stopping its work: the answer is `work`'s, or a
    * {@linkcode DeadlineError} when `ms` pass first.
-   * @throws {DeadlineError} when the deadline passes first
-   * @example
-   * ```ts
-   * const entry = await deadlines.within(kv.get(key), 250, "KV read");
-   * ```
    */
   within<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
     return new Promise<T>((resolve, reject) => {
@@ -118,7 +100,6 @@ export class DeadlineSweep {
 
 /** Work bounded by {@linkcode DeadlineSweep.within} did not finish in time. */
 export class DeadlineError extends Error {
-  /** */
   constructor(what: string, ms: number) {
     super(`${what} took longer than ${ms} ms`);
     this.name = "DeadlineError";

@@ -1,8 +1,7 @@
 /**
  * @module
- * Limits on parsed JSON checked before schema validation: zod's recursive schemas (`z.json()`)
- * recurse once per nesting level, so a document nested a few thousand levels deep would
- * overflow the stack (a `RangeError`, answered 500) instead of failing validation.
+ * Limits checked before schema validation: zod's recursive schemas recurse per nesting level, so a
+ * deeply nested document would overflow the stack (a 500) instead of failing validation.
  */
 
 /** Deepest nesting accepted in rule sets and sync events; real ones stay under ten. */
@@ -27,8 +26,6 @@ export function exceedsJsonDepth(value: unknown, maxDepth: number = MAX_JSON_DEP
 /**
  * The paths of every object key in `names`, anywhere in a value. Iterative, like
  * {@linkcode exceedsJsonDepth} (check the depth first: a cyclic value never ends here).
- * @returns one path (keys and array indices from the top) per key found, the keys of an object
- *   before those nested in it
  */
 export function keyPaths(value: unknown, names: ReadonlySet<string>): (string | number)[][] {
   const found: (string | number)[][] = [];

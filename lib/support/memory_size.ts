@@ -1,9 +1,7 @@
 /**
  * @module
- * Estimates of how much V8 heap a plain value takes, for the byte bounds of the per-isolate
- * caches. The figures follow V8's object layout with pointer compression (4-byte fields, 12-byte
- * heap numbers) as V8's deserializer builds values read from KV, and err on the high side
- * (docs/performance.md).
+ * V8 heap estimates of plain values, for the caches' byte bounds: V8's layout with pointer
+ * compression, erring high (checked against heap growth, docs/performance.md).
  */
 import { MAX_JSON_DEPTH } from "./json_limits.ts";
 
@@ -27,18 +25,12 @@ const MAX_DEPTH = MAX_JSON_DEPTH + 16;
 /** Bytes counted per character of the JSON text of a value nested deeper than {@linkcode MAX_DEPTH}. */
 const TOO_DEEP_PER_CHAR = 16;
 
-/**
- * Estimates the V8 heap bytes of a string: a header and one byte per character, two when any
- * character is outside Latin-1 (V8 then stores the whole string as UTF-16).
- */
+/** A string's heap bytes: a header plus one byte per character, two for all if any is past Latin-1. */
 export function estimateStringBytes(text: string): number {
   return align(STRING_HEADER + text.length * bytesPerChar(text));
 }
 
-/**
- * How many bytes V8 (and so Deno KV's serialisation) gives each character of a string: one when
- * every character is Latin-1, else two for all of them (the string is then stored as UTF-16).
- */
+/** Bytes per character in V8 (and KV's serialisation): 1 when all are Latin-1, else 2 (UTF-16). */
 export function bytesPerChar(text: string): 1 | 2 {
   for (let i = 0; i < text.length; i++) {
     if (text.charCodeAt(i) > 0xff) return 2;
@@ -49,11 +41,7 @@ export function bytesPerChar(text: string): 1 | 2 {
 /**
  * Estimates the V8 heap bytes of a plain value: strings, numbers, booleans, arrays and plain
  * objects (property names are not counted: V8 shares them between objects of the same shape).
- * It walks the value once and allocates nothing, so it is cheap enough for every cache store.
- * @example
- * ```ts
- * estimateValueBytes({ itemId: "p42", at: 1_790_000_000_000 }); // 104
- * ```
+ * It walks once and allocates nothing, so every cache store can afford it.
  */
 export function estimateValueBytes(value: unknown): number {
   return sizeOf(value, 0);
