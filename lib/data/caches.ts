@@ -1,8 +1,4 @@
-/**
- * @module
- * The per-isolate caches of the request path, built from the configuration in one place (the
- * composition root and the tests both use it). Each is bounded; see the module of each cache.
- */
+/** @module The per-isolate caches, built from the configuration in one place for start-up and tests. */
 import type { Config } from "../app/config.ts";
 import { ContextCache } from "./context_cache.ts";
 import { DEFAULT_UA_CACHE_SIZE, UaCache } from "../pipeline/device.ts";
@@ -45,15 +41,10 @@ const EXPOSURE_EVENT_BYTES = 512;
 const PARSED_BODY_FACTOR = 6;
 
 /**
- * Checks the heap budget against V8's heap limit. `deno task start` caps the heap (`--v8-flags` in
- * `deno.json`) so that RSS follows the live data rather than the allocation rate; bounds past
- * the cap would make garbage collection run all the time, or the process run out of memory.
- * Two budgets: what stays (the caches at their bounds, a full exposure buffer and the service itself) must fit in half
- * the limit, and with the most that bursts can add (`SYNC_MAX_CONCURRENT` pushes of
- * `SYNC_MAX_BYTES` and `BACKEND_MAX_CONCURRENT` read-through answers being parsed) in 80 %.
- * @param heapLimitBytes V8's heap size limit (`node:v8` `getHeapStatistics().heap_size_limit`)
- * @param backendMaxBytes the largest read-through answer read (when a backend is configured)
- * @returns a message naming the settings when they do not fit, else undefined
+ * Checks the bounds against V8's heap limit (capped by `deno task start`): past it GC would run all
+ * the time or memory run out. What stays (caches, a full exposure buffer, the service) must fit in
+ * half the limit; with the bursts (pushes and read-throughs being parsed) in 80 %. Returns a message
+ * naming the settings when they do not fit.
  */
 export function heapHeadroomProblem(
   config: Pick<

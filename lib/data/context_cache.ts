@@ -1,8 +1,7 @@
 /**
  * @module
- * The per-isolate cache of user contexts: an LRU bounded in entries and estimated bytes, with
- * bounded staleness, negative entries, invalidation when this instance applies a sync for a user,
- * coalesced loads and counters for metrics. There are no timers.
+ * Per-isolate cache of user contexts, bounded in entries, estimated bytes and staleness, with
+ * negative entries, invalidation on sync and coalesced loads; no timers.
  */
 import type { ReadThroughOutcome } from "./backend.ts";
 import type { UserContext } from "./store.ts";
@@ -11,9 +10,7 @@ import { Lru } from "./lru.ts";
 
 /** Options for {@linkcode ContextCache}. */
 export interface ContextCacheOptions {
-  /** Most entries kept (`CONTEXT_CACHE_MAX_ENTRIES`), at least 1. */
   maxEntries: number;
-  /** Most estimated bytes kept (`CONTEXT_CACHE_MAX_BYTES`), at least 1. */
   maxBytes: number;
   /** How long an entry is served before KV is read again (`CONTEXT_MAX_STALE_MS`); 0: never fresh. */
   maxStaleMs: number;
@@ -71,31 +68,15 @@ interface Load {
   token: { valid: boolean };
 }
 
-/**
- * Per-entry bytes beside the key and the context: the `Map` entry (with its share of the
- * table's spare capacity), the slot, the {@linkcode CachedContext} object and its two
- * timestamps (boxed numbers).
- */
+/** Per-entry bytes beside key and context: the `Map` entry, the record and its boxed timestamps. */
 const ENTRY_OVERHEAD_BYTES = 144;
 
-/**
- * Estimates the V8 heap an entry takes: the key, the context (walked field by field, see
- * `estimateValueBytes`) and a fixed overhead, so `maxBytes` bounds real memory.
- */
+/** Estimates an entry's heap (key, context field by field, overhead) so `maxBytes` bounds memory. */
 export function estimateEntryBytes(userId: string, value: CachedContext): number {
   return estimateStringBytes(userId) + ENTRY_OVERHEAD_BYTES + estimateValueBytes(value.context);
 }
 
-/**
- * The per-isolate user context cache, an {@linkcode Lru} of users with freshness, negative
- * entries, invalidation and coalesced loads on top.
- * @example
- * ```ts
- * const cache = new ContextCache({ maxEntries: 10_000, maxBytes: 8 << 20, maxStaleMs: 2000 });
- * cache.set("u1", { context, absent: false, storedAt: now, checkedAt: undefined, source: "kv", backend: "skipped" });
- * cache.get("u1", now)?.fresh; // true
- * ```
- */
+/** An {@linkcode Lru} of users with freshness, negative entries, invalidation and coalesced loads. */
 export class ContextCache {
   #maxEntries: number;
   #maxBytes: number;
@@ -124,7 +105,6 @@ export class ContextCache {
     this.#lru = new Lru({ maxEntries: options.maxEntries, maxBytes: options.maxBytes });
   }
 
-  /** How long an entry is fresh, in milliseconds. */
   get maxStaleMs(): number {
     return this.#maxStaleMs;
   }
@@ -158,11 +138,7 @@ export class ContextCache {
     return this.#lru.set(userId, value, estimateEntryBytes(userId, value));
   }
 
-  /**
-   * Drops a user's entry, and makes a load of that user already in flight not store its
-   * result (it may have read data from before the change). Call it when this instance applies
-   * a sync for the user.
-   */
+  /** Drops a user's entry, and keeps a load in flight from storing data read before this sync. */
   invalidate(userId: string): boolean {
     const load = this.#loads.get(userId);
     if (load) {
@@ -182,8 +158,7 @@ export class ContextCache {
   /**
    * Runs `load` for a user unless a load of that user is already in flight, in which case its
    * promise is shared. The result is stored when it settles, unless the user was invalidated
-   * meanwhile (the result is still returned to the callers).
-   * @param load reads the user's context; must not reject (failures are part of the value)
+   * meanwhile (it is still returned). `load` must not reject: failures are part of the value.
    */
   coalesce(userId: string, load: () => Promise<CachedContext>): Promise<CachedContext> {
     const running = this.#loads.get(userId);
@@ -202,14 +177,12 @@ export class ContextCache {
     return promise;
   }
 
-  /** Drops every entry (counters are kept). */
   clear(): void {
     for (const load of this.#loads.values()) load.token.valid = false;
     this.#loads.clear();
     this.#lru.clear();
   }
 
-  /** Current sizes and counters, for metrics. */
   stats(): ContextCacheStats {
     return {
       entries: this.#lru.size,

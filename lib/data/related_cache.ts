@@ -1,10 +1,7 @@
 /**
  * @module
- * A per-isolate cache of pushed related-item lists, so "you might also like" does not read KV
- * for every request. Bounded in entries (least recently used goes first), in estimated bytes (a
- * list may hold up to 500 items, so an entry bound alone would allow hundreds of megabytes) and
- * in staleness (`CONTEXT_MAX_STALE_MS`, like user contexts); items without a list are cached as
- * absent too.
+ * Per-isolate cache of pushed related lists, bounded in entries, staleness and estimated bytes (a
+ * list holds up to 500 items, so an entry bound alone would allow hundreds of megabytes).
  */
 import { readRelated } from "./readers.ts";
 import type { RelatedValue } from "./store.ts";
@@ -31,10 +28,6 @@ export function estimateRelatedEntryBytes(itemId: string, value: RelatedValue | 
 export class RelatedCache {
   #cache: FreshCache<string, RelatedValue | undefined>;
 
-  /**
-   * @throws {RangeError} when `maxEntries` or `maxBytes` is not a positive integer or
-   *   `maxStaleMs` is negative
-   */
   constructor(options: RelatedCacheOptions) {
     this.#cache = new FreshCache({ ...options, name: "Related cache", sizeOf: estimateRelatedEntryBytes });
   }
@@ -68,12 +61,10 @@ export class RelatedCache {
     return out;
   }
 
-  /** Number of cached items. */
   get size(): number {
     return this.#cache.size;
   }
 
-  /** Estimated bytes of the cached lists. */
   get bytes(): number {
     return this.#cache.bytes;
   }

@@ -1,9 +1,7 @@
 /**
  * @module
- * A per-isolate cache of session lookups (session cookie → user), so a logged-in visitor's
- * requests do not each pay a KV read. Bounded in entries (least recently used goes first) and
- * in staleness: an entry is trusted for `maxStaleMs` (`CONTEXT_MAX_STALE_MS`), never past the
- * session's own expiry, so a session ended through sync stops working within that bound.
+ * Per-isolate cache of session lookups, so a logged-in visitor's requests do not each read KV. An
+ * entry is trusted for `maxStaleMs`, never past the session's expiry: an ended session stops in time.
  */
 import { FreshCache } from "./fresh_cache.ts";
 
@@ -69,9 +67,8 @@ export class SessionCache {
   }
 
   /**
-   * Forgets every cached session of the given users (after a sync ended a session or erased a
-   * user on this instance), and every "no such session" entry (the sync may have begun one of
-   * them). Linear in the cache size; syncs are rare next to requests.
+   * Forgets the given users' sessions and every "no such session" entry (the sync may have begun
+   * one). Linear in the cache size; syncs are rare next to requests.
    */
   invalidateUsers(userIds: Iterable<string>): void {
     const users = new Set(userIds);
@@ -80,7 +77,6 @@ export class SessionCache {
     this.#cache.deleteWhere((entry) => entry.userId === undefined || users.has(entry.userId));
   }
 
-  /** Number of cached sessions. */
   get size(): number {
     return this.#cache.size;
   }
