@@ -45,13 +45,6 @@ function fnvOfDecimal(value: number): number {
  * GrowthBook's hash of a value into `[0, 1)`: version 2 is `fnv(fnv(seed + value) + "") % 10000 / 10000`,
  * version 1 `fnv(value + seed) % 1000 / 1000`. The signature mirrors GrowthBook's, so its test
  * vectors apply one to one.
- *
- * @param seed the experiment seed (GrowthBook falls back to the experiment key)
- * @example
- * ```ts
- * hash("seed", "a", 2); // 0.0505
- * hash("b", "a", 1); // 0.946
- * ```
  */
 export function hash(seed: string, value: string, version: number): number | null {
   if (version === 2) {
@@ -90,13 +83,6 @@ function usableWeights(
 /**
  * Bucket ranges exactly as GrowthBook makes them: each starts at the sum of the weights before it
  * and is `coverage × weight` long, so lowering coverage never moves a user to another variation.
- *
- * @param coverage the share of users in the experiment, clamped to `[0, 1]`; undefined means 1
- * @param weights one weight per variation summing to 1 (± 0.01); otherwise equal weights are used
- * @example
- * ```ts
- * getBucketRanges(3, 0.2, [0.2, 0.3, 0.5]); // [[0, 0.04], [0.2, 0.26], [0.5, 0.6]]
- * ```
  */
 export function getBucketRanges(
   numVariations: number,
@@ -118,9 +104,7 @@ export function getBucketRanges(
   return ranges;
 }
 
-/**
- * @returns the index of the first range with `start <= n < end`, or -1 when none holds it
- */
+/** The index of the first range with `start <= n < end`, or -1. */
 export function chooseVariation(n: number, ranges: readonly VariationRange[]): number {
   for (let i = 0; i < ranges.length; i++) {
     const range = ranges[i]!;
@@ -129,20 +113,13 @@ export function chooseVariation(n: number, ranges: readonly VariationRange[]): n
   return -1;
 }
 
-/**
- * GrowthBook's `inNamespace`: experiments sharing a namespace id with disjoint ranges exclude
- * each other.
- *
- * @returns true when the user's {@linkcode namespaceHash} is in `[start, end)`
- */
+/** GrowthBook's `inNamespace`: experiments sharing a namespace id with disjoint ranges exclude each other. */
 export function inNamespace(hashValue: string, namespace: Namespace): boolean {
   const n = namespaceHash(hashValue, namespace[0]);
   return n >= namespace[1] && n < namespace[2];
 }
 
-/**
- * @returns GrowthBook's version 1 hash with the seed `__<id>`, in `[0, 1)` in steps of 0.001
- */
+/** GrowthBook's version 1 hash with the seed `__<id>`. */
 export function namespaceHash(hashValue: string, id: string): number {
   // hash("__" + id, hashValue, 1) = fnv(hashValue + "__" + id), streamed without concatenating.
   const h = fnvUpdate(fnvUpdate(fnvUpdate(FNV_OFFSET_BASIS, hashValue), "__"), id) >>> 0;
@@ -190,17 +167,8 @@ export interface AssignmentTrace {
 
 /**
  * Assigns a user to a variation as GrowthBook's `run` does without overrides; whatever leaves the
- * user out (no key, a namespace miss, an unknown hash version, coverage) serves control.
- *
- * @param hashKey the user's hash attribute value (user id or anonymous id)
- * @param experiment the experiment's key, variation count, seed, hash version, weights, coverage and namespace
- * @param trace told why, when an explanation is wanted (nothing is computed for it otherwise)
- * @returns the variation index, whether the user is in the experiment, and the bucket
- * @example
- * ```ts
- * assignVariation("123", { key: "hello", seed: "feature", hashVersion: 2, numVariations: 2, weights: [0.1, 0.9] });
- * // { variationIndex: 1, inExperiment: true, hashValue: 0.5231 }
- * ```
+ * user out (no key, a namespace miss, an unknown hash version, coverage) serves control. `trace`
+ * is told why only when given; nothing is computed for it otherwise.
  */
 export function assignVariation(
   hashKey: string,
