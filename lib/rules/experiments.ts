@@ -1,8 +1,7 @@
 /**
  * @module
- * A/B experiments: where an experiment applies (path and targeting), sticky assignment from
- * the visitor's cookie, and GrowthBook-compatible bucketing for everyone else. Bots are served
- * control and never counted.
+ * A/B experiments: where one applies, sticky assignment from the cookie, GrowthBook bucketing for
+ * everyone else. Bots are served control and never counted.
  */
 import {
   type AssignmentOutcome,
@@ -41,7 +40,6 @@ export interface CompiledExperiment {
   key: string;
   variations: readonly string[];
   variationSet: ReadonlySet<string>;
-  /** The first variation. */
   control: string;
   spec: ExperimentSpec;
   /** Path globs; undefined when the experiment applies to every path. */
@@ -77,7 +75,7 @@ export interface ExperimentTrace extends AssignmentTrace {
   assignment(outcome: ExperimentOutcome, hashValue: number | null): void;
 }
 
-/** @returns the validated experiment compiled for evaluation */
+/** Compiles an experiment once, so each request only evaluates it. */
 export function compileExperiment(definition: ExperimentDefinition): CompiledExperiment {
   const globs = typeof definition.match === "string" ? [definition.match] : definition.match;
   const everywhere = globs.some((glob) => glob === "*");
@@ -116,13 +114,7 @@ export function experimentApplies(experiment: CompiledExperiment, context: Targe
 /**
  * Assigns a visitor to an experiment that applies: bots get control and are not in it; a sticky
  * assignment still among the variations is kept (whatever changed since); else GrowthBook's bucketing.
- *
- * @param experiment the compiled experiment (call {@linkcode experimentApplies} first)
- * @example
- * ```ts
- * const result = assignExperiment(hero, { ...context, key: "user-1", isBot: false, sticky: new Map() });
- * result.variation; // "control", "a" or "b"
- * ```
+ * Call {@linkcode experimentApplies} first.
  */
 export function assignExperiment(
   experiment: CompiledExperiment,

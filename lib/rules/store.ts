@@ -1,8 +1,7 @@
 /**
  * @module
- * Holds the compiled rules of this process — the active set and, while one runs, a canary with
- * its share of visitors — and says which a visitor evaluates. `follower.ts` keeps it on what KV
- * names; an invalid rule set never becomes active or canary.
+ * The compiled rules of this process (active set and optional canary) and which a visitor evaluates;
+ * `follower.ts` keeps it on what KV names, and an invalid set never becomes active or canary.
  */
 import type { CompiledRules } from "./compile.ts";
 import { hash } from "./bucketing.ts";
@@ -39,7 +38,6 @@ export class RulesStore {
   #canary: RulesCanary | undefined;
   #listeners: ((rules: CompiledRules, state: RulesState) => void)[] = [];
 
-  /** @param initial the rules loaded at start-up */
   constructor(initial: CompiledRules) {
     this.#baseline = initial;
     this.#active = initial;
@@ -55,7 +53,6 @@ export class RulesStore {
     return this.#active;
   }
 
-  /** The running canary, if any. */
   get canary(): RulesCanary | undefined {
     return this.#canary;
   }
