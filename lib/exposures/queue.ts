@@ -1,11 +1,7 @@
 /**
  * @module
- * The bounded queue between the request path and delivery. Pushing is synchronous and cheap;
- * one background loop per isolate takes batches out — as soon as `EXPOSURES_BATCH_MAX` events
- * wait, or `EXPOSURES_FLUSH_MS` after the oldest waiting one arrived — and hands each to the
- * sender, one batch at a time. At most `EXPOSURES_BUFFER_MAX` events wait, the batch being
- * delivered included: when full, the oldest go (the batch being retried, as a whole, or else
- * the oldest queued event).
+ * The bounded queue between the request path and delivery: pushing is synchronous and cheap, and
+ * one background loop per isolate hands full or timed-out batches to the sender, one at a time.
  */
 import type { DeadlineSweep } from "../support/deadlines.ts";
 import type { ExposureEvent } from "./events.ts";
@@ -21,16 +17,13 @@ export interface BatchSender {
 
 /** Options for {@linkcode ExposureQueue}. */
 export interface ExposureQueueOptions {
-  /** `EXPOSURES_BATCH_MAX`: most events per batch. */
   batchMax: number;
   /** `EXPOSURES_FLUSH_MS`: the longest the oldest waiting event waits for its batch to fill. */
   flushMs: number;
-  /** `EXPOSURES_BUFFER_MAX`: most events waiting, the batch being delivered included. */
   bufferMax: number;
   sender: BatchSender;
   /** The timer for the flush wait (a pending wait keeps the process alive). */
   deadlines: DeadlineSweep;
-  /** Monotonic clock, ms. */
   mono: () => number;
   /** Hands the delivery loop to the process, so it outlives the request and shutdown waits for it. */
   waitUntil: (work: Promise<unknown>) => void;
@@ -53,9 +46,6 @@ export class ExposureQueue {
   #closing = false;
   #full = false;
 
-  /**
-   * @throws {RangeError} when a bound is not a positive integer or `batchMax` exceeds `bufferMax`
-   */
   constructor(options: ExposureQueueOptions) {
     for (const name of ["batchMax", "flushMs", "bufferMax"] as const) {
       if (!Number.isInteger(options[name]) || options[name] < 1) {
@@ -78,10 +68,7 @@ export class ExposureQueue {
     return this.#events.length - this.#head;
   }
 
-  /**
-   * Queues an event, making room first when the queue is full, and starts the delivery loop if
-   * it is not running.
-   */
+  /** Queues an event, dropping the oldest first when full, and starts the delivery loop if idle. */
   push(event: ExposureEvent): void {
     const options = this.#options;
     if (this.size >= options.bufferMax) this.#makeRoom();
@@ -97,9 +84,7 @@ export class ExposureQueue {
 
   /**
    * Sends what is queued without waiting for batches to fill (on shutdown); events pushed later
-   * go out at once too.
-   *
-   * @returns settles once the queue is empty and the last batch delivered or dropped
+   * go out at once too. Settles once the last batch is delivered or dropped.
    */
   close(): Promise<void> {
     this.#closing = true;

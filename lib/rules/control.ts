@@ -45,11 +45,7 @@ export interface MergeRulesOptions {
   keep: number;
 }
 
-/**
- * Compares two order keys: no key first, then `null` times, then time, rank and version.
- *
- * @returns negative, zero or positive as `a` sorts before, with or after `b`
- */
+/** Compares two order keys: no key first, then `null` times, then time, rank and version. */
 export function compareOrderKeys(a: RulesOrderKey | null, b: RulesOrderKey | null): number {
   if (a === null || b === null) return a === b ? 0 : a === null ? -1 : 1;
   if (a[0] !== b[0]) {
@@ -67,8 +63,6 @@ export function compareOrderKeys(a: RulesOrderKey | null, b: RulesOrderKey | nul
  * to a version not kept is stale but recorded, and takes effect if its rule set arrives later.
  * (Not convergent, by necessity: a promote reaching an instance only after a newer push deleted
  * that version's rule set is stale there.)
- *
- * @returns the new record, rule sets to put and delete, applied and stale counts
  */
 export function mergeRulesEvents(
   control: RulesControlValue,
@@ -135,11 +129,7 @@ function applyEvent(entry: RulesControlEntry, event: RulesControlEvent): boolean
   return raise(entry, "rolledBack", key) || activated;
 }
 
-/**
- * Orders rule control events in time (untimed `rules` events first), as a batch is merged and split.
- *
- * @returns negative, zero or positive as `a` happened before, with or after `b`
- */
+/** Orders rule control events in time (untimed `rules` events first), as a batch is merged and split. */
 export function compareRulesEvents(a: RulesControlEvent, b: RulesControlEvent): number {
   return compareOrderKeys(eventKey(a), eventKey(b));
 }
