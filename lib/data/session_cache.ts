@@ -25,7 +25,6 @@ export class SessionCache {
   #cache: FreshCache<string, Entry>;
   #generation = 0;
 
-  /** @throws {RangeError} when a bound is not a positive integer (staleness may be 0) */
   constructor(options: SessionCacheOptions) {
     this.#cache = new FreshCache({ ...options, name: "Session cache" });
   }
@@ -41,18 +40,12 @@ export class SessionCache {
     return { userId: entry.userId };
   }
 
-  /**
-   * Changes whenever sessions are invalidated: take it before a KV lookup and hand it to
-   * {@linkcode set}, so that a lookup that was in flight across an invalidation is not stored.
-   */
+  /** Taken before a KV lookup and handed to {@linkcode set}: a lookup spanning an invalidation is dropped. */
   get generation(): number {
     return this.#generation;
   }
 
-  /**
-   * Remembers a lookup result (`undefined`: no live session). `generation` is
-   * {@linkcode generation} when the lookup began: a result read before an invalidation is dropped.
-   */
+  /** Remembers a lookup (`undefined`: no live session) unless an invalidation came after `generation`. */
   set(
     sessionId: string,
     value: { userId: string; expiresAt: number } | undefined,
