@@ -8,7 +8,8 @@ import { parseConfig } from "../lib/app/config.ts";
 import { loadUserContext } from "../lib/pipeline/context.ts";
 import { ContextCache } from "../lib/data/context_cache.ts";
 import { recommend } from "../lib/data/recommend.ts";
-import { readUserContext, type RelatedValue } from "../lib/data/store.ts";
+import { type RelatedValue } from "../lib/data/store.ts";
+import { readUserContext } from "../lib/data/readers.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../lib/sync/apply.ts";
 
 const NOW = Date.UTC(2026, 10, 26, 12, 0, 0);

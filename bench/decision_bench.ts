@@ -5,9 +5,11 @@
  * (region rules, rollouts, variant conditions) — for a rotating set of visitors.
  * Run with `deno task bench bench/decision_bench.ts`; the target is well under 20 µs.
  */
-import { decide, type VisitorContext } from "../lib/rules/decide.ts";
+import { decide } from "../lib/rules/decide.ts";
+import type { VisitorContext } from "../lib/rules/decision.ts";
 import type { Facts } from "../lib/pipeline/facts.ts";
-import { parseRules, type RuleSet } from "../lib/rules/rules.ts";
+import type { RuleSet } from "../lib/rules/schema.ts";
+import { parseRules } from "../lib/rules/compile.ts";
 import type { Identity } from "../lib/pipeline/identity.ts";
 import { setDecisionHeaders } from "../lib/origin/edge_headers.ts";
 import { finishResponseHeaders } from "../lib/origin/cache_headers.ts";

@@ -5,7 +5,7 @@
  * entry — and the one mapping from an error to the JSON answer a client may see.
  */
 import type { Deps } from "../lib/app/deps.ts";
-import type { Decision } from "../lib/rules/decide.ts";
+import type { Decision } from "../lib/rules/decision.ts";
 import type { Facts } from "../lib/pipeline/facts.ts";
 import { BusyError, EdgeError, errorBody } from "../lib/http/errors.ts";
 import type { RouteClass } from "../lib/http/paths.ts";

@@ -21,7 +21,7 @@ export function opsRoutes(deps: Deps): Hono<AppEnv> {
   });
   app.get("/ready", async (c) => {
     c.header("cache-control", "no-store");
-    const report = await checkReady(deps.kv, deps.rules, { timeoutMs: 1000 });
+    const report = await checkReady(deps.kv, deps.rules, { timeoutMs: 1000, deadlines: deps.deadlines });
     return c.json(report, report.ready ? 200 : 503);
   });
   return app;

@@ -42,9 +42,8 @@ export function rulesRoutes(deps: Deps): Hono<AppEnv> {
   app.use("/explain", tokenGate(token, unauthorized));
 
   app.get("/rules", async (c) => {
-    // A failing store is the store's outage, not a bug here: 503 `store_unavailable`, as sync
-    // answers (the KV error goes to the log, never to the client). A hanging one too, after
-    // `KV_TIMEOUT_MS`: the status is one read of the control record, like a request's reads.
+    // A failing or hanging store (past `KV_TIMEOUT_MS`) is its outage, not a bug here: 503, as sync
+    // answers; the KV error goes to the log, never to the client.
     const stored = await withinKvTimeout(readStoredRulesStatus(deps.kv)).catch((error) => {
       throw new StoreUnavailableError(error);
     });
@@ -61,7 +60,15 @@ export function rulesRoutes(deps: Deps): Hono<AppEnv> {
     });
   });
 
-  const explain = async (c: Context<AppEnv>) => {
+  const explain = explainHandler(deps);
+  app.get("/explain", explain);
+  app.post("/explain", explain);
+  return app;
+}
+
+// Explaining loads its code on first use: it is an operator's tool, not on a visitor's path.
+function explainHandler(deps: Deps): (c: Context<AppEnv>) => Promise<Response> {
+  return async (c) => {
     const { ExplainRequestSchema, descriptionFromQuery, describedRequest, EXPLAIN_MAX_BODY_BYTES } =
       await import("../lib/rules/explain_request.ts");
     const url = new URL(c.req.url);
@@ -94,9 +101,6 @@ export function rulesRoutes(deps: Deps): Hono<AppEnv> {
     const { formatExplanation } = await import("../lib/rules/explain_text.ts");
     return c.text(formatExplanation(explanation));
   };
-  app.get("/explain", explain);
-  app.post("/explain", explain);
-  return app;
 }
 
 // Every answer of these endpoints is the operator's: never stored by a cache.

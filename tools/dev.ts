@@ -14,7 +14,8 @@ import { createDemoOrigin } from "./demo_origin.ts";
 import { createDevFront, SAMPLE_ADDRESSES } from "./dev_front.ts";
 import { demoBackendEvents, demoBackendHandler } from "./demo_backend.ts";
 import { parseNdjson, publish, rebaseInstants } from "./publisher.ts";
-import { EMPTY_RULES, loadRulesFile } from "../lib/rules/rules.ts";
+import { EMPTY_RULES } from "../lib/rules/schema.ts";
+import { loadRulesFile } from "../lib/rules/compile.ts";
 import { redactCredentials } from "../lib/app/config.ts";
 
 const DEV_SYNC_SECRET = "whsec_ZGV2LW9ubHktc3luYy1zZWNyZXQtMDAwMDAwMA==";

@@ -14,7 +14,7 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { type CompiledRules, loadRulesFile, RulesError } from "../lib/rules/rules.ts";
+import { type CompiledRules, loadRulesFile, RulesError } from "../lib/rules/compile.ts";
 import { RulesStore } from "../lib/rules/store.ts";
 import { CidrList } from "../lib/http/net.ts";
 import { gatherFacts } from "../lib/pipeline/facts.ts";

@@ -11,7 +11,7 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { loadRulesFile, RulesError } from "../lib/rules/rules.ts";
+import { loadRulesFile, RulesError } from "../lib/rules/compile.ts";
 import { type LintFinding, lintRules } from "../lib/rules/lint.ts";
 
 const USAGE = `Usage: deno task rules:check [--json] FILE...

@@ -9,7 +9,7 @@
  * ```
  */
 import { parseArgs } from "node:util";
-import { type CompiledRules, loadRulesFile, RulesError } from "../lib/rules/rules.ts";
+import { type CompiledRules, loadRulesFile, RulesError } from "../lib/rules/compile.ts";
 import { diffRules, formatRulesDiff } from "../lib/rules/diff.ts";
 
 const USAGE = `Usage: deno task rules:diff [--json] OLD NEW

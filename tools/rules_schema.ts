@@ -4,7 +4,7 @@
  * for editors (`"$schema": "./docs/rules.schema.json"` in a rules file). Run with
  * `deno task rules:schema`; a test fails when the committed file is out of date.
  */
-import { rulesJsonSchema } from "../lib/rules/rules.ts";
+import { rulesJsonSchema } from "../lib/rules/schema.ts";
 
 /** Where the schema is written, relative to the repository root. */
 export const RULES_SCHEMA_PATH = "docs/rules.schema.json";

@@ -132,6 +132,11 @@ const EnvSchema = z.object({
     (value) => (typeof value === "string" && value !== "" ? value.toLowerCase() : undefined),
     z.enum(LOG_LEVELS, { error: `must be one of ${LOG_LEVELS.join(", ")}` }).default("info"),
   ),
+  WARMUP: z.preprocess(
+    emptyToUndefined,
+    z.enum(["wait", "passthrough"], { error: "must be wait or passthrough" }).default("wait"),
+  ),
+  WARMUP_MAX_WAIT_MS: intInRange(0, 600_000, 10_000),
 });
 
 /**
@@ -280,6 +285,10 @@ export interface Config {
    * `SHUTDOWN_TIMEOUT_MS`: after SIGINT/SIGTERM, the longest in-flight requests and background
    * work may take to finish; past it the connections still open are cut and the process exits.
    */
+  /** `WARMUP`: what requests get before the service is ready (see `lib/app/warmup.ts`). */
+  warmup: "wait" | "passthrough";
+  /** `WARMUP_MAX_WAIT_MS`: the longest a request waits for readiness before a 503. */
+  warmupMaxWaitMs: number;
   /** `DENO_DEPLOYMENT_ID` is set: Deno Deploy serves the default export, nothing listens itself. */
   onDeploy: boolean;
   /** `OTEL_DENO=true`: Deno's built-in OpenTelemetry is on, so pipeline stages become spans. */
@@ -454,6 +463,8 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     originUrl: new URL(parsed.ORIGIN_URL),
     listenerScheme: parsed.DENO_DEPLOYMENT_ID === undefined ? "http" : undefined,
     onDeploy: parsed.DENO_DEPLOYMENT_ID !== undefined,
+    warmup: parsed.WARMUP,
+    warmupMaxWaitMs: parsed.WARMUP_MAX_WAIT_MS,
     tracing: parsed.OTEL_DENO === "true",
     kvPath,
     rulesPath: parsed.RULES_PATH,

@@ -25,15 +25,29 @@ export interface Lifecycle {
 /** Signals this close together are one (a Ctrl-C the process group and `deno task` both pass on). */
 const SAME_SIGNAL_MS = 1000;
 
+/** Where to listen before the full configuration is parsed (see `earlyConfig`). */
+export interface EarlyListen {
+  port: number;
+  hostname: string;
+  onDeploy: boolean;
+}
+
 /**
  * Serves `handler` the way this process was started. Under `deno serve` (every `--parallel`
  * worker included) the runtime calls `Deno.serve` with the default export right after the entry
  * module has evaluated, before any timer fires, and Deno has no API that tells the two apart
  * (denoland/deno#25179): so `Deno.serve` is observed until the first timer, and this process
  * listens by itself only when nobody else did. Deno Deploy serves the default export itself.
+ * It listens at once where `early` says where, else once `ready` brings the configuration;
+ * the stop on signals is installed once `ready` brings the lifecycle.
  */
-export function serve(handler: Deno.ServeHandler, lifecycle: Lifecycle): void {
-  if (lifecycle.config.onDeploy) return;
+export function serve(
+  handler: Deno.ServeHandler,
+  early: EarlyListen | undefined,
+  ready: Promise<Lifecycle>,
+): void {
+  ready.catch(() => {});
+  if (early?.onDeploy) return;
   const denoServe = Deno.serve;
   const servers: Deno.HttpServer[] = [];
   Deno.serve = ((...args: Parameters<typeof Deno.serve>) => {
@@ -43,26 +57,40 @@ export function serve(handler: Deno.ServeHandler, lifecycle: Lifecycle): void {
   }) as typeof Deno.serve;
   setTimeout(() => {
     Deno.serve = denoServe;
-    if (servers.length) stopOnSignals(servers, lifecycle, "serve");
-    else stopOnSignals([listen(handler, lifecycle)], lifecycle);
+    if (servers.length) {
+      ready.then((lifecycle) => stopOnSignals(servers, lifecycle, "serve"), () => {});
+      return;
+    }
+    const listening = early ? listen(handler, early, ready) : undefined;
+    ready.then((lifecycle) => {
+      if (lifecycle.config.onDeploy && !listening) return;
+      stopOnSignals([listening ?? listen(handler, lifecycle.config, ready)], lifecycle);
+    }, () => {});
   }, 0);
 }
 
-function listen(handler: Deno.ServeHandler, { config, log }: Lifecycle): Deno.HttpServer {
+// The "listening" line waits for readiness: it tells operators (and tests) the service is up.
+function listen(
+  handler: Deno.ServeHandler,
+  where: { port: number; hostname: string },
+  ready: Promise<Lifecycle>,
+): Deno.HttpServer {
   try {
     return Deno.serve({
-      port: config.port,
-      hostname: config.hostname,
+      port: where.port,
+      hostname: where.hostname,
       onListen: ({ hostname, port }) => {
-        log.info("listening", { url: `http://${hostname}:${port}/`, origin: config.originUrl.origin });
+        ready.then(({ log, config }) => {
+          log.info("listening", { url: `http://${hostname}:${port}/`, origin: config.originUrl.origin });
+        }, () => {});
       },
     }, handler);
   } catch (error) {
     if (error instanceof Deno.errors.AddrInUse) {
-      const { hostname } = config;
+      const { hostname } = where;
       const host = hostname.includes(":") && !hostname.startsWith("[") ? `[${hostname}]` : hostname;
       console.error(
-        `Cannot listen on "${host}:${config.port}": the address is already in use; set PORT to a free port`,
+        `Cannot listen on "${host}:${where.port}": the address is already in use; set PORT to a free port`,
       );
       Deno.exit(1);
     }

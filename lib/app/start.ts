@@ -6,12 +6,13 @@
 import { DeadlineError, DeadlineSweep } from "../support/deadlines.ts";
 import { type Config, redactCredentials } from "./config.ts";
 import type { Logger } from "../obs/log.ts";
-import { EMPTY_RULES, loadRulesFile, type ParsedRuleSet, parseRules, RulesError } from "../rules/rules.ts";
-import { followRulesInKv, RulesStore } from "../rules/store.ts";
+import { EMPTY_RULES, type ParsedRuleSet } from "../rules/schema.ts";
+import { loadRulesFile, parseRules, RulesError } from "../rules/compile.ts";
+import { RulesStore } from "../rules/store.ts";
+import { followRulesInKv } from "../rules/follower.ts";
 import type { Deps } from "./deps.ts";
 import { cachesFromConfig, heapHeadroomProblem } from "../data/caches.ts";
 import { type IpGeoDb, openIpGeoDb } from "../pipeline/ip_geo.ts";
-import { backendClientFromConfig, DEFAULT_BACKEND_MAX_BYTES } from "../data/backend.ts";
 import { EdgeMetrics } from "../obs/metrics.ts";
 import { createDecisionLogger, resolveLogHashKey } from "../obs/decision_log.ts";
 import { BackgroundTasks } from "../support/background.ts";
@@ -41,9 +42,16 @@ const STARTUP_KV_WAIT_MS = 2000;
  * @throws StartupError naming the rules file's field or the KV problem
  */
 export async function createDeps(config: Config, log: Logger): Promise<Started> {
-  const initialRules = await loadStartupRules(config);
   const deadlines = new DeadlineSweep();
-  const kv = await openKv(config, deadlines);
+  // KV opens on its own thread while the rules file is read and parsed here.
+  const opening = openKv(config, deadlines);
+  const [initialRules, kv] = await Promise.all([
+    loadStartupRules(config).catch((error) => {
+      opening.then((kv) => kv.close(), () => {});
+      throw error;
+    }),
+    opening,
+  ]);
 
   // Opened, not read: lookups read only the search-tree blocks they need.
   let ipGeo: IpGeoDb | undefined;
@@ -56,7 +64,14 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
   }
 
   const caches = cachesFromConfig(config);
-  const backend = backendClientFromConfig(config, { fetch: globalThis.fetch, now: Date.now });
+  // The backend client (and its response schema) loads only where a backend is configured.
+  const backend = config.backendUrl && config.backendToken
+    ? (await import("../data/backend.ts")).backendClientFromConfig(config, {
+      fetch: globalThis.fetch,
+      now: Date.now,
+      deadlines,
+    })
+    : undefined;
   const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
   const logHashKey = resolveLogHashKey(config.logHashKey, { randomBytes });
   warnAboutDefaults(config, log, logHashKey.generated);
@@ -119,6 +134,7 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
     log,
     signal: stopFollowing.signal,
     onFirstCheck: () => firstCheck(),
+    deadlines,
   });
   // A fresh instance must not serve the start-up rules file when KV names a newer version, a
   // canary or a rollback: wait for the first look at KV (bounded, so a slow KV cannot block start).
@@ -228,10 +244,12 @@ async function keepStartupRules(
 // `deno task start` caps V8's heap: warn when the configured bounds would not fit in it, and report
 // the cap for the memory alert. Off the start-up path (`node:v8` is only needed for this).
 function checkHeapHeadroom({ config, metrics, log }: Deps): void {
-  import("node:v8").then(({ default: v8 }) => {
+  // The backend's body bound counts only with a backend, so only then is its module loaded.
+  const backend = config.backendUrl ? import("../data/backend.ts") : undefined;
+  Promise.all([import("node:v8"), backend]).then(([{ default: v8 }, backend]) => {
     const heapLimit = v8.getHeapStatistics().heap_size_limit;
     metrics.setHeapLimit(heapLimit);
-    const problem = heapHeadroomProblem(config, heapLimit, DEFAULT_BACKEND_MAX_BYTES);
+    const problem = heapHeadroomProblem(config, heapLimit, backend?.DEFAULT_BACKEND_MAX_BYTES ?? 0);
     if (problem) log.warn("cache bounds too large for the V8 heap", { problem });
   }).catch(() => {});
 }

@@ -5,9 +5,10 @@
  * (singleflight), a hard timeout, and a circuit breaker. It never throws: every failure is a
  * value, so the request path can fall back to what the edge has.
  */
-import { readAtMost } from "../http/body.ts";
 import { z } from "zod";
 import type { Config } from "../app/config.ts";
+import { readAtMost } from "../http/body.ts";
+import { DeadlineSweep } from "../support/deadlines.ts";
 import { MAX_EVENTS_PER_BATCH } from "../sync/schema.ts";
 
 /** Largest backend answer read, in bytes; a longer one is a failure. */
@@ -27,6 +28,17 @@ export type BackendFailure =
   | "invalid_body"
   | "invalid_user_id"
   | "busy";
+
+/**
+ * What the read-through of one context load did, as the context stage, its cache and the metrics
+ * see it: not needed, the backend's answer, an answer whose events did not validate, or a failure.
+ */
+export type ReadThroughOutcome =
+  | "skipped"
+  | "ok"
+  | "unknown_user"
+  | "invalid_events"
+  | `failed:${BackendFailure}`;
 
 /** The outcome of one read-through. */
 export type BackendResult =
@@ -88,14 +100,14 @@ export interface BackendClientOptions {
    * and parsed in the heap; beyond the bound a user is served what the edge has (`busy`).
    */
   maxConcurrent?: number;
+  /** Bounds each request in time (`Deps.deadlines`); without it the client keeps a sweep of its own. */
+  deadlines?: DeadlineSweep;
 }
 
 /**
  * Builds the read-through URL of a user: the user id is one percent-encoded path segment under
  * the base URL's path, and the result must stay on the base URL's origin.
- *
  * @param baseUrl `BACKEND_URL`
- * @param userId the user
  * @returns the URL, or `undefined` when the id cannot be a single path segment (empty, `.`,
  * `..`, longer than 256 characters)
  * @example
@@ -117,15 +129,8 @@ export function backendContextUrl(baseUrl: URL, userId: string): URL | undefined
 }
 
 /**
- * The read-through client. Create one per isolate in `main.ts` (it holds the breaker and the
- * in-flight requests) and pass it to the context stage.
- *
- * @example
- * ```ts
- * const backend = new BackendClient({ baseUrl, token, timeoutMs: 300, fetch, now: Date.now });
- * const result = await backend.fetchUserContext("u1");
- * if (result.status === "ok") await applyBackendEvents(kv, result.events, options);
- * ```
+ * The read-through client: one per isolate, created at start-up, since it holds the breaker and
+ * the in-flight requests.
  */
 export class BackendClient {
   #baseUrl: URL;
@@ -137,6 +142,7 @@ export class BackendClient {
   #cooldownMs: number;
   #maxBytes: number;
   #maxConcurrent: number;
+  #deadlines: DeadlineSweep;
   /** How many times the breaker has opened: a request remembers the count it was sent in. */
   #opened = 0;
   #inflight = new Map<string, Promise<BackendResult>>();
@@ -154,10 +160,7 @@ export class BackendClient {
     timeouts: 0,
   };
 
-  /**
-   * @param options base URL, token, timeout, `fetch`, clock and breaker settings
-   * @throws {RangeError} when the timeout or a breaker setting is not a positive number
-   */
+  /** @throws {RangeError} when the timeout or a breaker setting is not a positive number */
   constructor(options: BackendClientOptions) {
     this.#baseUrl = new URL(options.baseUrl.href);
     this.#authorization = `Bearer ${options.token}`;
@@ -168,6 +171,7 @@ export class BackendClient {
     this.#cooldownMs = options.cooldownMs ?? 5000;
     this.#maxBytes = options.maxBytes ?? DEFAULT_BACKEND_MAX_BYTES;
     this.#maxConcurrent = options.maxConcurrent ?? 16;
+    this.#deadlines = options.deadlines ?? new DeadlineSweep();
     for (
       const [name, value] of Object.entries({
         timeoutMs: this.#timeoutMs,
@@ -186,8 +190,6 @@ export class BackendClient {
   /**
    * Fetches what the backend knows about a user. Concurrent calls for the same user share one
    * request; no call waits longer than the timeout; an open breaker answers at once.
-   *
-   * @param userId the user
    * @returns `ok` with the events, `unknown_user` for a 404, or `failed` with a reason; never rejects
    */
   fetchUserContext(userId: string): Promise<BackendResult> {
@@ -223,11 +225,7 @@ export class BackendClient {
     return { state, consecutiveFailures: this.#consecutiveFailures, openedAt: this.#openedAt };
   }
 
-  /**
-   * Counters since start.
-   *
-   * @returns a snapshot for metrics
-   */
+  /** Counters since start, for metrics. */
   stats(): BackendStats {
     return { ...this.#stats };
   }
@@ -286,14 +284,6 @@ export class BackendClient {
     const started = performance.now();
     const elapsed = () => Math.round((performance.now() - started) * 1000) / 1000;
     const controller = new AbortController();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    // The race guarantees the bound even if an injected fetch ignores the abort signal.
-    const timeout = new Promise<BackendResult>((resolve) => {
-      timer = setTimeout(() => {
-        controller.abort();
-        resolve({ status: "failed", reason: "timeout", durationMs: elapsed() });
-      }, this.#timeoutMs);
-    });
     const attempt = this.#send(url, controller.signal).then(
       (outcome): BackendResult => ({ ...outcome, durationMs: elapsed() }),
       (): BackendResult => ({
@@ -303,9 +293,12 @@ export class BackendClient {
       }),
     );
     try {
-      return await Promise.race([attempt, timeout]);
+      // `attempt` never rejects: only the deadline does, which bounds even a fetch that ignores
+      // the abort signal.
+      return await this.#deadlines.within(attempt, this.#timeoutMs, "Backend read-through");
+    } catch {
+      return { status: "failed", reason: "timeout", durationMs: elapsed() };
     } finally {
-      clearTimeout(timer);
       controller.abort();
     }
   }
@@ -329,11 +322,14 @@ export class BackendClient {
       await response.body?.cancel();
       return { status: "failed", reason: "http_status", httpStatus: response.status };
     }
-    const text = await readLimited(response, this.#maxBytes);
-    if (text === undefined) return { status: "failed", reason: "too_large" };
+    const bytes = await readAtMost(response.body, {
+      maxBytes: this.#maxBytes,
+      contentLength: response.headers.get("content-length"),
+    });
+    if (bytes === undefined) return { status: "failed", reason: "too_large" };
     let json: unknown;
     try {
-      json = JSON.parse(text);
+      json = JSON.parse(new TextDecoder().decode(bytes));
     } catch {
       return { status: "failed", reason: "invalid_body" };
     }
@@ -349,11 +345,12 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 export interface BackendClientFromConfigOptions {
   fetch: typeof fetch;
   now: () => number;
+  /** Bounds each request in time (`Deps.deadlines`). */
+  deadlines?: DeadlineSweep;
 }
 
 /**
  * Builds the read-through client from the configuration.
- *
  * @param config `BACKEND_URL`, `BACKEND_TOKEN`, `BACKEND_TIMEOUT_MS`, `BREAKER_*`
  * @param options the `fetch` and clock to use
  * @returns the client, or `undefined` when `BACKEND_URL` is not set (no read-through)
@@ -380,13 +377,6 @@ export function backendClientFromConfig(
     maxConcurrent: config.backendMaxConcurrent,
     fetch: options.fetch,
     now: options.now,
+    deadlines: options.deadlines,
   });
-}
-
-async function readLimited(response: Response, maxBytes: number): Promise<string | undefined> {
-  const bytes = await readAtMost(response.body, {
-    maxBytes,
-    contentLength: response.headers.get("content-length"),
-  });
-  return bytes === undefined ? undefined : new TextDecoder().decode(bytes);
 }

@@ -22,8 +22,6 @@ export interface Caches {
  * entry bound `CONTEXT_CACHE_MAX_ENTRIES`; contexts and related lists are also bounded in
  * estimated heap bytes, each by `CONTEXT_CACHE_MAX_BYTES`. Sessions need no byte bound: an
  * entry is a cookie value of at most 256 characters and a user id (under 1 KiB).
- *
- * @param config the configuration
  * @returns fresh, empty caches
  */
 export function cachesFromConfig(
@@ -42,12 +40,9 @@ export function cachesFromConfig(
 export const SERVICE_HEAP_BYTES = 32 * 1024 * 1024;
 /** The most a session cache entry is counted (a cookie value of ≤ 256 characters and a user id). */
 const SESSION_ENTRY_BYTES = 1024;
-/** What one queued exposure event is counted (ids, time and path as strings: ~370 bytes measured). */
+/** What one queued exposure event is counted (ids, time and path as strings; docs/performance.md). */
 const EXPOSURE_EVENT_BYTES = 512;
-/**
- * Heap a body being parsed holds per byte of its size: the text, the parsed JSON and the validated
- * copy (a 1 MiB push of related lists measured ~5 MB).
- */
+/** Heap a body being parsed holds per byte of its size: the text, the parsed JSON and the validated copy. */
 const PARSED_BODY_FACTOR = 6;
 
 /**
@@ -57,7 +52,6 @@ const PARSED_BODY_FACTOR = 6;
  * Two budgets: what stays (the caches at their bounds, a full exposure buffer and the service itself) must fit in half
  * the limit, and with the most that bursts can add (`SYNC_MAX_CONCURRENT` pushes of
  * `SYNC_MAX_BYTES` and `BACKEND_MAX_CONCURRENT` read-through answers being parsed) in 80 %.
- *
  * @param config the cache bounds and the bounds of concurrent parsing
  * @param heapLimitBytes V8's heap size limit (`node:v8` `getHeapStatistics().heap_size_limit`)
  * @param backendMaxBytes the largest read-through answer read (when a backend is configured)

@@ -1,13 +1,13 @@
 /**
  * @module
- * A per-isolate cache of user contexts, created once in `main.ts` and passed to the context
- * stage: bounded in entries and (estimated) bytes with LRU eviction, bounded staleness, negative
- * entries for users the edge knows nothing about, invalidation when this instance applies a sync
- * for a user, coalescing of concurrent loads, and counters for metrics. A hit costs a `Map` lookup
- * and re-insertion; there are no timers.
+ * The per-isolate cache of user contexts: an LRU bounded in entries and estimated bytes, with
+ * bounded staleness, negative entries, invalidation when this instance applies a sync for a user,
+ * coalesced loads and counters for metrics. There are no timers.
  */
+import type { ReadThroughOutcome } from "./backend.ts";
 import type { UserContext } from "./store.ts";
 import { estimateStringBytes, estimateValueBytes } from "../support/memory_size.ts";
+import { Lru } from "./lru.ts";
 
 /** Options for {@linkcode ContextCache}. */
 export interface ContextCacheOptions {
@@ -18,14 +18,6 @@ export interface ContextCacheOptions {
   /** How long an entry is served before KV is read again (`CONTEXT_MAX_STALE_MS`); 0: never fresh. */
   maxStaleMs: number;
 }
-
-/** What the read-through of a load did: skipped, the backend's answer, or why it failed. */
-export type ReadThroughOutcome =
-  | "skipped"
-  | "ok"
-  | "unknown_user"
-  | "invalid_events"
-  | `failed:${string}`;
 
 /** What is cached for one user. */
 export interface CachedContext {
@@ -73,11 +65,6 @@ export interface ContextCacheStats {
   coalesced: number;
 }
 
-interface Slot {
-  value: CachedContext;
-  bytes: number;
-}
-
 interface Load {
   promise: Promise<CachedContext>;
   /** `valid` is cleared by `invalidate`: the load read data from before a sync and must not be stored. */
@@ -93,22 +80,15 @@ const ENTRY_OVERHEAD_BYTES = 144;
 
 /**
  * Estimates the V8 heap an entry takes: the key, the context (walked field by field, see
- * `estimateValueBytes`) and a fixed overhead per entry. Heap growth measured (after full GCs)
- * for 10 000 contexts of 0, 8 and 20 recent views is within 10 % of these estimates, so
- * `maxBytes` bounds real memory; the JSON text length used before undercounted it by a third.
- *
- * @param userId the key
- * @param value the entry
- * @returns estimated bytes
+ * `estimateValueBytes`) and a fixed overhead, so `maxBytes` bounds real memory.
  */
 export function estimateEntryBytes(userId: string, value: CachedContext): number {
   return estimateStringBytes(userId) + ENTRY_OVERHEAD_BYTES + estimateValueBytes(value.context);
 }
 
 /**
- * The per-isolate user context cache. `Map` insertion order is the LRU order: a hit re-inserts
- * its entry at the young end; eviction takes from the old end.
- *
+ * The per-isolate user context cache, an {@linkcode Lru} of users with freshness, negative
+ * entries, invalidation and coalesced loads on top.
  * @example
  * ```ts
  * const cache = new ContextCache({ maxEntries: 10_000, maxBytes: 8 << 20, maxStaleMs: 2000 });
@@ -120,22 +100,15 @@ export class ContextCache {
   #maxEntries: number;
   #maxBytes: number;
   #maxStaleMs: number;
-  #slots = new Map<string, Slot>();
+  #lru: Lru<string, CachedContext>;
   #loads = new Map<string, Load>();
-  #bytes = 0;
   #hits = 0;
   #negativeHits = 0;
   #misses = 0;
-  #evictions = 0;
   #invalidations = 0;
   #coalesced = 0;
 
-  /**
-   * Creates an empty cache.
-   *
-   * @param options bounds and staleness
-   * @throws {RangeError} when a bound is not a positive integer or `maxStaleMs` is negative
-   */
+  /** @throws {RangeError} when a bound is not a positive integer or `maxStaleMs` is negative */
   constructor(options: ContextCacheOptions) {
     for (const name of ["maxEntries", "maxBytes"] as const) {
       if (!Number.isInteger(options[name]) || options[name] < 1) {
@@ -148,6 +121,7 @@ export class ContextCache {
     this.#maxEntries = options.maxEntries;
     this.#maxBytes = options.maxBytes;
     this.#maxStaleMs = options.maxStaleMs;
+    this.#lru = new Lru({ maxEntries: options.maxEntries, maxBytes: options.maxBytes });
   }
 
   /** How long an entry is fresh, in milliseconds. */
@@ -155,73 +129,39 @@ export class ContextCache {
     return this.#maxStaleMs;
   }
 
-  /**
-   * Looks a user up, counts a hit or a miss, and marks the entry as recently used.
-   *
-   * @param userId the user
-   * @param now the current time, epoch ms
-   * @returns the entry and whether it is fresh, or `undefined` when there is none
-   */
+  /** Looks a user up (entry and freshness, or `undefined`), counts a hit or a miss, marks it used. */
   get(userId: string, now: number): CacheLookup | undefined {
-    const slot = this.#slots.get(userId);
-    if (slot === undefined) {
+    const entry = this.#lru.get(userId);
+    if (entry === undefined) {
       this.#misses++;
       return undefined;
     }
-    this.#slots.delete(userId);
-    this.#slots.set(userId, slot);
-    const age = now - slot.value.storedAt;
+    const age = now - entry.storedAt;
     // A clock that went backwards makes the age negative; that is not freshness.
     const fresh = age >= 0 && age < this.#maxStaleMs;
     if (fresh) {
       this.#hits++;
-      if (slot.value.absent) this.#negativeHits++;
+      if (entry.absent) this.#negativeHits++;
     } else {
       this.#misses++;
     }
-    return { entry: slot.value, fresh };
+    return { entry, fresh };
   }
 
-  /**
-   * Returns a user's entry, fresh or not, without counting or touching the LRU order (for
-   * serving stale data when KV fails).
-   *
-   * @param userId the user
-   * @returns the entry, or `undefined`
-   */
+  /** A user's entry, fresh or not, without counting or touching the order: stale data for a failing KV. */
   peek(userId: string): CachedContext | undefined {
-    return this.#slots.get(userId)?.value;
+    return this.#lru.peek(userId);
   }
 
-  /**
-   * Stores an entry, then evicts the least recently used entries until both bounds hold. An
-   * entry larger than `maxBytes` on its own is not stored.
-   *
-   * @param userId the user
-   * @param value the entry
-   * @returns whether the entry was stored
-   */
+  /** Stores an entry (not one larger than `maxBytes` alone), evicting the least recently used. */
   set(userId: string, value: CachedContext): boolean {
-    this.#drop(userId);
-    const bytes = estimateEntryBytes(userId, value);
-    if (bytes > this.#maxBytes) return false;
-    this.#slots.set(userId, { value, bytes });
-    this.#bytes += bytes;
-    while (this.#slots.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
-      const oldest = this.#slots.keys().next();
-      if (oldest.done) break;
-      this.#drop(oldest.value);
-      this.#evictions++;
-    }
-    return true;
+    return this.#lru.set(userId, value, estimateEntryBytes(userId, value));
   }
 
   /**
    * Drops a user's entry, and makes a load of that user already in flight not store its
    * result (it may have read data from before the change). Call it when this instance applies
    * a sync for the user.
-   *
-   * @param userId the user
    * @returns whether anything was dropped or cancelled
    */
   invalidate(userId: string): boolean {
@@ -230,16 +170,12 @@ export class ContextCache {
       load.token.valid = false;
       this.#loads.delete(userId);
     }
-    const dropped = this.#drop(userId);
+    const dropped = this.#lru.delete(userId);
     if (dropped || load) this.#invalidations++;
     return dropped || load !== undefined;
   }
 
-  /**
-   * {@linkcode ContextCache.invalidate} for several users, e.g. as `applyEvents`' `onUsersChanged`.
-   *
-   * @param userIds the users
-   */
+  /** {@linkcode ContextCache.invalidate} for several users, e.g. as `applyEvents`' `onUsersChanged`. */
   invalidateMany(userIds: Iterable<string>): void {
     for (const userId of userIds) this.invalidate(userId);
   }
@@ -248,10 +184,7 @@ export class ContextCache {
    * Runs `load` for a user unless a load of that user is already in flight, in which case its
    * promise is shared. The result is stored when it settles, unless the user was invalidated
    * meanwhile (the result is still returned to the callers).
-   *
-   * @param userId the user
    * @param load reads the user's context; must not reject (failures are part of the value)
-   * @returns the loaded entry
    */
   coalesce(userId: string, load: () => Promise<CachedContext>): Promise<CachedContext> {
     const running = this.#loads.get(userId);
@@ -274,35 +207,22 @@ export class ContextCache {
   clear(): void {
     for (const load of this.#loads.values()) load.token.valid = false;
     this.#loads.clear();
-    this.#slots.clear();
-    this.#bytes = 0;
+    this.#lru.clear();
   }
 
-  /**
-   * Current sizes and counters.
-   *
-   * @returns a snapshot for metrics
-   */
+  /** Current sizes and counters, for metrics. */
   stats(): ContextCacheStats {
     return {
-      entries: this.#slots.size,
-      bytes: this.#bytes,
+      entries: this.#lru.size,
+      bytes: this.#lru.bytes,
       maxEntries: this.#maxEntries,
       maxBytes: this.#maxBytes,
       hits: this.#hits,
       negativeHits: this.#negativeHits,
       misses: this.#misses,
-      evictions: this.#evictions,
+      evictions: this.#lru.evictions,
       invalidations: this.#invalidations,
       coalesced: this.#coalesced,
     };
-  }
-
-  #drop(userId: string): boolean {
-    const slot = this.#slots.get(userId);
-    if (slot === undefined) return false;
-    this.#slots.delete(userId);
-    this.#bytes -= slot.bytes;
-    return true;
   }
 }

@@ -4,6 +4,7 @@
  * first) and an age after which an entry is no longer served, and optionally a third: estimated
  * bytes. The building block of the session and related-list caches.
  */
+import { Lru } from "./lru.ts";
 
 /** Options for {@linkcode FreshCache}. */
 export interface FreshCacheOptions<K = unknown, V = unknown> {
@@ -13,10 +14,7 @@ export interface FreshCacheOptions<K = unknown, V = unknown> {
   maxStaleMs: number;
   /** Names the cache in error messages. */
   name: string;
-  /**
-   * Most estimated bytes kept, at least 1; requires `sizeOf`. Without it only entries and age
-   * are bounded.
-   */
+  /** Most estimated bytes kept, at least 1; requires `sizeOf`. Without it, bytes are not bounded. */
   maxBytes?: number;
   /** Estimates the heap bytes of one entry, key and per-entry overhead included. */
   sizeOf?: (key: K, value: V) => number;
@@ -25,20 +23,15 @@ export interface FreshCacheOptions<K = unknown, V = unknown> {
 interface Entry<V> {
   value: V;
   storedAt: number;
-  bytes: number;
 }
 
 /** Key → value, bounded in entries, in age and, when asked, in estimated bytes. */
 export class FreshCache<K, V> {
-  #entries = new Map<K, Entry<V>>();
-  #maxEntries: number;
+  #lru: Lru<K, Entry<V>>;
   #maxStaleMs: number;
-  #maxBytes: number;
   #sizeOf: ((key: K, value: V) => number) | undefined;
-  #bytes = 0;
 
   /**
-   * @param options the bounds
    * @throws {RangeError} when `maxEntries` or `maxBytes` is not a positive integer, `maxStaleMs`
    *   is negative, or `maxBytes` comes without `sizeOf`
    */
@@ -59,83 +52,53 @@ export class FreshCache<K, V> {
       }
       if (!options.sizeOf) throw new RangeError(`${options.name} "maxBytes" needs "sizeOf"`);
     }
-    this.#maxEntries = options.maxEntries;
+    this.#lru = new Lru({ maxEntries: options.maxEntries, maxBytes: options.maxBytes });
     this.#maxStaleMs = options.maxStaleMs;
-    this.#maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
     this.#sizeOf = options.maxBytes === undefined ? undefined : options.sizeOf;
   }
 
   /**
    * Returns a fresh entry and marks it recently used; a stale one is dropped.
-   *
-   * @param key the key
    * @param now the current time, epoch ms (a clock that went backwards counts as stale)
    * @returns `{ value }`, or `undefined` when there is no fresh entry
    */
   get(key: K, now: number): { value: V } | undefined {
-    const entry = this.#entries.get(key);
+    const entry = this.#lru.get(key);
     if (!entry) return undefined;
-    this.#entries.delete(key);
     const age = now - entry.storedAt;
     if (age < 0 || age >= this.#maxStaleMs) {
-      this.#bytes -= entry.bytes;
+      this.#lru.delete(key);
       return undefined;
     }
-    this.#entries.set(key, entry);
     return { value: entry.value };
   }
 
   /**
    * Stores an entry, evicting the least recently used beyond the bounds. An entry larger than
    * `maxBytes` on its own is not stored (and replaces nothing: the old entry is dropped).
-   *
-   * @param key the key
-   * @param value the value
-   * @param now the current time, epoch ms
    * @returns whether the entry was stored
    */
   set(key: K, value: V, now: number): boolean {
-    this.delete(key);
-    const bytes = this.#sizeOf?.(key, value) ?? 0;
-    if (bytes > this.#maxBytes) return false;
-    this.#entries.set(key, { value, storedAt: now, bytes });
-    this.#bytes += bytes;
-    while (this.#entries.size > this.#maxEntries || this.#bytes > this.#maxBytes) {
-      const oldest = this.#entries.keys().next();
-      if (oldest.done) break;
-      this.delete(oldest.value);
-    }
-    return true;
+    return this.#lru.set(key, { value, storedAt: now }, this.#sizeOf?.(key, value) ?? 0);
   }
 
-  /**
-   * Drops an entry.
-   *
-   * @param key the key
-   */
+  /** Drops an entry. */
   delete(key: K): void {
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return;
-    this.#entries.delete(key);
-    this.#bytes -= entry.bytes;
+    this.#lru.delete(key);
   }
 
-  /**
-   * Drops every entry whose value matches.
-   *
-   * @param matches the predicate
-   */
+  /** Drops every entry whose value matches. */
   deleteWhere(matches: (value: V) => boolean): void {
-    for (const [key, entry] of this.#entries) if (matches(entry.value)) this.delete(key);
+    for (const [key, entry] of this.#lru.entries()) if (matches(entry.value)) this.#lru.delete(key);
   }
 
   /** Number of entries (fresh or not). */
   get size(): number {
-    return this.#entries.size;
+    return this.#lru.size;
   }
 
   /** Estimated bytes of the entries held (0 without `sizeOf`). */
   get bytes(): number {
-    return this.#bytes;
+    return this.#lru.bytes;
   }
 }

@@ -5,7 +5,8 @@
  * lists from KV. The score combination is documented on {@linkcode recommend} and in
  * docs/edge_reads.md.
  */
-import { readRelated, type RelatedValue } from "./store.ts";
+import { readRelated } from "./readers.ts";
+import type { RelatedValue } from "./store.ts";
 
 /** Most recommendations one call returns. */
 export const MAX_RECOMMENDATIONS = 50;
@@ -50,10 +51,7 @@ export interface RecommendOptions {
 }
 
 /**
- * Checks a recommendation limit.
- *
- * @param limit the requested limit, or `undefined` for the default
- * @returns the limit to use
+ * Checks a recommendation limit (`undefined`: the default).
  * @throws {RangeError} unless it is a whole number from 1 to {@linkcode MAX_RECOMMENDATIONS}
  */
 export function checkLimit(limit: number | undefined): number {
@@ -67,19 +65,10 @@ export function checkLimit(limit: number | undefined): number {
 }
 
 /**
- * Scores candidate items for "you might also like".
- *
- * Each recent view `v` gets a recency weight `w(v) = 2^(-(now - v.at) / halfLife)` (1 for a view
- * just now or in the future, ½ after one half-life). A candidate `c` scores
- * `score(c) = Σ_v w(v) · s(v, c)` over the recent views whose related list contains `c` with a
- * finite score `s(v, c) > 0` (other scores are ignored), so an item related to several recent
- * views, or strongly related to a fresh one, ranks first. Items in the cart, recently viewed
- * items and `exclude` are never candidates. Ties are broken by item id (code-unit order), so
- * the result is deterministic. Nothing known → `[]`.
- *
- * @param input recent views, related lists, cart items
- * @param options clock, limit, half-life, exclusions
- * @returns at most `limit` recommendations, best first
+ * Scores candidate items for "you might also like", best first. Each recent view `v` weighs
+ * `w(v) = 2^(-(now - v.at) / halfLife)` (1 for a view just now or in the future); a candidate `c`
+ * scores `Σ_v w(v) · s(v, c)` over the views whose related list gives `c` a finite `s(v, c) > 0`.
+ * Cart items, viewed items and `exclude` are never candidates; ties go by item id (code units).
  * @throws {RangeError} for an invalid limit or half-life
  * @example
  * ```ts
@@ -143,8 +132,6 @@ export interface LoadRecommendationsOptions extends RecommendOptions {
 /**
  * Reads the related lists of the user's recent views from KV (eventually consistent, batched
  * `getMany`) and scores them with {@linkcode recommend}.
- *
- * @param kv the store
  * @param recentViews the user's recent views (e.g. `EdgeUserContext.recentViews`)
  * @param options clock, limit, cart items, exclusions
  * @returns at most `limit` recommendations, best first; `[]` without recent views

@@ -6,7 +6,8 @@
  * in staleness (`CONTEXT_MAX_STALE_MS`, like user contexts); items without a list are cached as
  * absent too.
  */
-import { readRelated, type RelatedValue } from "./store.ts";
+import { readRelated } from "./readers.ts";
+import type { RelatedValue } from "./store.ts";
 import { FreshCache } from "./fresh_cache.ts";
 import { estimateStringBytes, estimateValueBytes } from "../support/memory_size.ts";
 
@@ -23,10 +24,7 @@ const ENTRY_OVERHEAD_BYTES = 96;
 
 /**
  * Estimates the V8 heap one cached related list takes, key and overhead included.
- *
- * @param itemId the key
  * @param value the list, or undefined for a cached absence
- * @returns estimated bytes
  */
 export function estimateRelatedEntryBytes(itemId: string, value: RelatedValue | undefined): number {
   return estimateStringBytes(itemId) + ENTRY_OVERHEAD_BYTES + estimateValueBytes(value);
@@ -48,10 +46,6 @@ export class RelatedCache {
   /**
    * Reads the related lists of several items: fresh cached entries first, the rest from KV (one
    * eventually consistent batch), which are then cached.
-   *
-   * @param kv the store
-   * @param itemIds the items
-   * @param now the current time, epoch ms
    * @param kvWithin bounds the KV read in time (`KV_TIMEOUT_MS`); a cache hit needs none
    * @returns item id → its related list; items without one are left out
    */

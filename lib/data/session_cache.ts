@@ -27,21 +27,12 @@ export class SessionCache {
   #cache: FreshCache<string, Entry>;
   #generation = 0;
 
-  /**
-   * @param options entry bound and staleness bound
-   * @throws {RangeError} when a bound is not a positive integer (staleness may be 0)
-   */
+  /** @throws {RangeError} when a bound is not a positive integer (staleness may be 0) */
   constructor(options: SessionCacheOptions) {
     this.#cache = new FreshCache({ ...options, name: "Session cache" });
   }
 
-  /**
-   * Looks a session up.
-   *
-   * @param sessionId the session cookie value
-   * @param now the current time, epoch ms
-   * @returns `{ userId }` (userId undefined for a known-absent session) while fresh, else undefined
-   */
+  /** Looks a session cookie up: `{ userId }` while fresh (`userId` undefined for a known-absent one). */
   get(sessionId: string, now: number): { userId: string | undefined } | undefined {
     const entry = this.#cache.get(sessionId, now)?.value;
     if (!entry) return undefined;
@@ -61,13 +52,8 @@ export class SessionCache {
   }
 
   /**
-   * Remembers a lookup result.
-   *
-   * @param sessionId the session cookie value
-   * @param value the user and session expiry, or undefined for "no live session"
-   * @param now the current time, epoch ms
-   * @param generation {@linkcode generation} when the lookup began; a result read before an
-   *   invalidation is dropped (it may be what the invalidation removed)
+   * Remembers a lookup result (`undefined`: no live session). `generation` is
+   * {@linkcode generation} when the lookup began: a result read before an invalidation is dropped.
    */
   set(
     sessionId: string,
@@ -86,8 +72,6 @@ export class SessionCache {
    * Forgets every cached session of the given users (after a sync ended a session or erased a
    * user on this instance), and every "no such session" entry (the sync may have begun one of
    * them). Linear in the cache size; syncs are rare next to requests.
-   *
-   * @param userIds the users
    */
   invalidateUsers(userIds: Iterable<string>): void {
     const users = new Set(userIds);

@@ -9,13 +9,13 @@
  */
 import type { Config } from "../app/config.ts";
 import type { DeadlineSweep } from "../support/deadlines.ts";
-import type { Decision } from "../rules/decide.ts";
+import type { Decision } from "../rules/decision.ts";
 import type { Facts } from "../pipeline/facts.ts";
 import { FreshCache } from "../data/fresh_cache.ts";
 import { type Identity, USER_ID } from "../pipeline/identity.ts";
 import type { Logger } from "../obs/log.ts";
 import type { EdgeMetrics } from "../obs/metrics.ts";
-import type { CompiledRules } from "../rules/rules.ts";
+import type { CompiledRules } from "../rules/compile.ts";
 import { EXPOSURE_PATH_MAX, type ExposureEvent } from "./events.ts";
 import { ExposureQueue } from "./queue.ts";
 import { ExposureSender } from "./sender.ts";

@@ -101,18 +101,6 @@ export const MAX_LOGGED_STRING = 64;
  * Builds a decision log entry. Personal data is reduced on the way: the user or anonymous id
  * becomes a truncated HMAC-SHA-256 under `hashKey`, the client address becomes its /24 (IPv4) or
  * /48 (IPv6) network, and only primitive, length-capped flag and variant values are kept.
- *
- * @param inputs what the pipeline decided
- * @param options the hash key and IP prefix lengths
- * @returns the entry, to be logged as fields
- * @example
- * ```ts
- * const entry = decisionLogEntry(
- *   { requestId: "r1", rulesVersion: 3, region: "EU", userKey: "u-42", loggedIn: true, clientIp: "203.0.113.9" },
- *   { hashKey: "a-long-secret-key-from-env" },
- * );
- * entry.clientNet; // "203.0.113.0/24"
- * ```
  */
 export function decisionLogEntry(inputs: DecisionLogInputs, options: DecisionLogOptions): DecisionLogEntry {
   const entry: DecisionLogEntry = {
@@ -161,16 +149,10 @@ export function decisionLogEntry(inputs: DecisionLogInputs, options: DecisionLog
  * Whether a request is sampled: a hash of the request id mapped into `[0, 1)` and compared with
  * the rate, so the same id always gets the same answer (and a request's log lines can be found
  * again from its id).
- *
- * @param requestId the request id
  * @param rate share of requests sampled, `0` … `1`
  * @param options `salt` mixes a secret into the hash, so a client choosing its `X-Request-Id`
  *   cannot choose to be sampled
  * @returns true when the request gets a decision log entry
- * @example
- * ```ts
- * shouldSample("3f1c…", 0.01); // true for about 1 id in 100, always the same ones
- * ```
  */
 export function shouldSample(requestId: string, rate: number, options: { salt?: string } = {}): boolean {
   if (!(rate > 0)) return false;
@@ -180,9 +162,6 @@ export function shouldSample(requestId: string, rate: number, options: { salt?: 
 
 /**
  * The truncated keyed hash under which a user or anonymous id appears in logs.
- *
- * @param userKey the raw id
- * @param hashKey the HMAC key
  * @returns {@linkcode VISITOR_HASH_LENGTH} hex characters of HMAC-SHA-256
  */
 export function hashVisitor(userKey: string, hashKey: string | Uint8Array): string {
@@ -192,8 +171,6 @@ export function hashVisitor(userKey: string, hashKey: string | Uint8Array): stri
 /**
  * Cuts an address down to its network: `203.0.113.9` → `203.0.113.0/24`,
  * `2001:db8:1:2::5` → `2001:db8:1::/48` (IPv4-mapped IPv6 counts as IPv4).
- *
- * @param ip textual address
  * @param options prefix lengths (defaults 24 and 48; 0 drops the address)
  * @returns the network in CIDR notation, or undefined when the address is invalid or dropped
  */
@@ -228,9 +205,7 @@ export interface ResolveLogHashKeyOptions {
  * this process. A generated key makes hashes differ between instances and restarts, so the
  * same visitor cannot be followed across them (set `LOG_HASH_KEY` on every instance when that is
  * wanted).
- *
  * @param configured `config.logHashKey`
- * @param options the random source
  * @returns the key, and whether it was generated
  */
 export function resolveLogHashKey(
@@ -253,7 +228,6 @@ export interface DecisionLoggerOptions extends DecisionLogOptions {
 /**
  * A function that writes a decision log line (`info`, message `decision`) for sampled requests
  * and does nothing — beyond one hash of the request id — for the others.
- *
  * @param options logger, sample rate, hash key, IP prefixes
  * @returns `(inputs) => boolean`, true when a line was written
  */

@@ -16,7 +16,6 @@ export interface Logger {
   error(message: string, fields?: LogFields): void;
   /**
    * Whether a line of this level would be written, so a caller can skip building costly fields.
-   *
    * @param level the level of the line
    */
   enabled(level: Exclude<LogLevel, "silent">): boolean;
@@ -34,10 +33,8 @@ const RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 4
 
 /**
  * Creates a JSON-lines logger.
- *
  * @param level the least severe level that is written
  * @param options the sink and clock
- * @returns a logger
  */
 export function createLogger(level: LogLevel, options: LoggerOptions): Logger {
   const sink = options.sink ?? ((line: string) => console.log(line));

@@ -30,18 +30,7 @@ export interface StageTracerOptions {
   timeOrigin: number;
 }
 
-/**
- * Creates a stage tracer over an OpenTelemetry tracer.
- *
- * @param tracer the tracer (from `trace.getTracer("edge-personalizer")`)
- * @param options the clock origin
- * @returns the stage tracer
- * @example
- * ```ts
- * const stages = createStageTracer(trace.getTracer("edge"), { timeOrigin: performance.timeOrigin });
- * stages.stage("decide", t0, performance.now());
- * ```
- */
+/** Creates a stage tracer over an OpenTelemetry tracer (`trace.getTracer("edge-personalizer")`). */
 export function createStageTracer(tracer: TracerLike, options: StageTracerOptions): StageTracer {
   return {
     stage: (stage, startMono, endMono) => {

@@ -3,9 +3,10 @@
  * The act stage's header work: the `x-edge-*` headers that tell the origin what the edge
  * decided, and the cookies the response must carry for the visitor's identity and stickiness.
  */
-import type { Decision } from "../rules/decide.ts";
+import type { Decision } from "../rules/decision.ts";
 import type { Facts } from "../pipeline/facts.ts";
-import { ANON_COOKIE, formatSticky, type Identity, STICKY_COOKIE, USER_ID } from "../pipeline/identity.ts";
+import { ANON_COOKIE, type Identity, USER_ID } from "../pipeline/identity.ts";
+import { formatSticky, STICKY_COOKIE } from "../pipeline/sticky.ts";
 import { serializeCookie } from "../http/cookies.ts";
 import type { HeaderList } from "./upstream.ts";
 import type { StickySigner } from "../pipeline/sticky.ts";

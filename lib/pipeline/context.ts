@@ -1,18 +1,16 @@
 /**
  * @module
- * The context stage: what the edge knows about the logged-in user (recent views, cart, profile
- * segments and attributes), from the per-isolate cache, else Deno KV (eventual), else — when the
- * edge has nothing or only old data — a read-through to the central backend whose answer goes
- * through the sync apply path. It never throws and never waits longer than the backend timeout:
- * on failure it serves what the edge has (stale) or nothing. A KV read that finds more views
- * stored than reads need has them compacted in the background, so sync can write views blind.
- * See docs/edge_reads.md.
+ * The context stage: what the edge knows about the logged-in user, from the per-isolate cache,
+ * else Deno KV (eventual), else — when the edge has nothing or only old data — a read-through to
+ * the backend whose answer goes through the sync apply path. It never throws and never waits past
+ * the backend timeout; on failure it serves what the edge has, or nothing. See docs/edge_reads.md.
  */
 import { z } from "zod";
 import type { Config } from "../app/config.ts";
-import type { BackendClient, BackendResult } from "../data/backend.ts";
-import type { CachedContext, ContextCache, ReadThroughOutcome } from "../data/context_cache.ts";
-import { readUserContext, type UserContext } from "../data/store.ts";
+import type { BackendClient, BackendResult, ReadThroughOutcome } from "../data/backend.ts";
+import type { CachedContext, ContextCache } from "../data/context_cache.ts";
+import { type UserContext } from "../data/store.ts";
+import { readUserContext } from "../data/readers.ts";
 import {
   applyBackendEvents,
   type ApplyOptions,
@@ -101,8 +99,6 @@ const EMPTY_OUTCOME: ContextOutcome = { cache: "bypass", kv: "skipped", backend:
 
 /**
  * Tells whether a request carries the Global Privacy Control signal (`Sec-GPC: 1`).
- *
- * @param headers the request headers
  * @returns `true` when behavioural data must not be used
  */
 export function gpcRequested(headers: Headers): boolean {
@@ -112,8 +108,6 @@ export function gpcRequested(headers: Headers): boolean {
 /**
  * Removes behavioural data from a context for a visitor with GPC: recent views, cart, segments
  * and profile attributes (attributes are free-form and may be derived from behaviour).
- *
- * @param context the context
  * @returns a copy without behavioural data (source and outcome kept)
  */
 export function withoutBehaviouralData(context: EdgeUserContext): EdgeUserContext {
@@ -124,17 +118,9 @@ export function withoutBehaviouralData(context: EdgeUserContext): EdgeUserContex
  * Loads the visitor's edge context: cache → KV (eventual) → read-through when the edge has no
  * data or its newest data (or this instance's last read-through) is older than
  * `CONTEXT_MAX_AGE_MS`. Concurrent loads of one user share one KV read and one read-through.
- *
  * @param userId the logged-in user; `undefined` for an anonymous visitor (nothing is loaded)
  * @param options KV, clock, configuration, cache, backend client, GPC
  * @returns the context and how it was obtained; never rejects
- * @example
- * ```ts
- * const context = await loadUserContext(identity.userId, {
- *   kv, now: deps.now(), config, cache: contextCache, backend, gpc: facts.gpc,
- * });
- * context.source; // "cache" | "kv" | "backend" | "none"
- * ```
  */
 export async function loadUserContext(
   userId: string | undefined,

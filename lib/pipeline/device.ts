@@ -5,6 +5,7 @@
  */
 import Bowser from "bowser";
 import { isbot } from "isbot";
+import { Lru } from "../data/lru.ts";
 
 /** The device classes the rules can target. */
 export type DeviceClass = "mobile" | "tablet" | "desktop" | "bot";
@@ -81,12 +82,10 @@ const MAX_DEVICE_MEMORY_GIB = 1024;
  * of microseconds, a hit well under one.
  */
 export class UaCache {
-  #maxSize: number;
-  #entries = new Map<string, UaInfo>();
+  #lru: Lru<string, UaInfo>;
 
   /**
    * Creates an empty cache.
-   *
    * @param maxSize how many distinct User-Agent strings to keep, at least 1
    * @throws {RangeError} when `maxSize` is not a positive integer
    * @example
@@ -98,43 +97,25 @@ export class UaCache {
     if (!Number.isInteger(maxSize) || maxSize < 1) {
       throw new RangeError(`UA cache size must be a positive integer, got "${maxSize}"`);
     }
-    this.#maxSize = maxSize;
+    this.#lru = new Lru({ maxEntries: maxSize });
   }
 
   /** How many entries the cache holds. */
   get size(): number {
-    return this.#entries.size;
+    return this.#lru.size;
   }
 
   /**
    * Looks up a User-Agent and marks it as recently used.
-   *
-   * @param ua the User-Agent string
    * @returns the cached information, or undefined
    */
   get(ua: string): UaInfo | undefined {
-    const info = this.#entries.get(ua);
-    if (info !== undefined) {
-      // Map keeps insertion order: re-inserting moves the entry to the young end.
-      this.#entries.delete(ua);
-      this.#entries.set(ua, info);
-    }
-    return info;
+    return this.#lru.get(ua);
   }
 
-  /**
-   * Stores a parsed User-Agent, evicting the least recently used entry when full.
-   *
-   * @param ua the User-Agent string
-   * @param info what it says
-   */
+  /** Stores a parsed User-Agent, evicting the least recently used entry when full. */
   set(ua: string, info: UaInfo): void {
-    this.#entries.delete(ua);
-    this.#entries.set(ua, info);
-    if (this.#entries.size > this.#maxSize) {
-      const oldest = this.#entries.keys().next().value;
-      if (oldest !== undefined) this.#entries.delete(oldest);
-    }
+    this.#lru.set(ua, info);
   }
 }
 
@@ -142,7 +123,6 @@ export class UaCache {
  * Parses a User-Agent string: bot or not, the device class, and the operating system.
  * Strings longer than {@linkcode MAX_UA_LENGTH} are cut first, to bound the regex work an
  * attacker can cause.
- *
  * @param ua the User-Agent header value (may be empty)
  * @returns a frozen {@linkcode UaInfo}
  * @throws never
@@ -214,10 +194,7 @@ export interface ClassifyDeviceOptions {
  * hint the User-Agent decides. Network: `Save-Data: on` wins; else any of `ECT` slow-2g/2g/3g,
  * a low `Downlink` or a high `RTT` means slow; else fast (also when no hint was sent).
  * Malformed, negative or absurd hint values are ignored.
- *
- * @param headers the request headers
  * @param options the UA cache and thresholds
- * @returns the device information
  * @throws never
  * @example
  * ```ts
@@ -262,7 +239,6 @@ export function classifyDevice(headers: Headers, options: ClassifyDeviceOptions 
 /**
  * Builds the `Accept-CH` response header value for the hints a site uses. Names are matched
  * case-insensitively against {@linkcode CLIENT_HINT_HEADERS}; unknown names are dropped.
- *
  * @param usedHints header names such as `sec-ch-viewport-width` or `DPR`
  * @returns the canonical names, in {@linkcode CLIENT_HINT_HEADERS} order, joined by `, ` (empty when none)
  * @throws never

@@ -3,7 +3,7 @@
  * Geography: the visitor's country from trusted CDN headers, and country → region through the
  * rules. Headers are only read when the hop is trusted; otherwise they are ignored.
  */
-import type { CompiledRules } from "../rules/rules.ts";
+import type { CompiledRules } from "../rules/compile.ts";
 
 /** CDN headers that carry an ISO country code, in the order they are consulted. */
 export const DEFAULT_COUNTRY_HEADERS: readonly string[] = [

@@ -7,13 +7,12 @@
  */
 import { parseCookies } from "../http/cookies.ts";
 import { STICKY_COOKIE, type StickySigner } from "./sticky.ts";
-import { hashSessionId, readSessionByHash } from "../data/store.ts";
+import { hashSessionId } from "../data/store.ts";
+import { readSessionByHash } from "../data/readers.ts";
 import type { SessionCache } from "../data/session_cache.ts";
 
 /** The anonymous id cookie. */
 export const ANON_COOKIE = "ep_uid";
-/** The cookie that records sticky experiment assignments. */
-export { formatSticky, parseSticky, STICKY_COOKIE } from "./sticky.ts";
 
 const ANON_ID = /^[A-Za-z0-9_-]{16,64}$/;
 /**

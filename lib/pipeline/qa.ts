@@ -5,8 +5,8 @@
  * Without the token configured, or with a wrong one, these headers force nothing. Like every
  * inbound `x-edge-*` header they never reach the origin.
  */
-import type { CompiledRules } from "../rules/rules.ts";
-import type { ForcedOutcome } from "../rules/decide.ts";
+import type { CompiledRules } from "../rules/compile.ts";
+import type { ForcedOutcome } from "../rules/decision.ts";
 import { valueHasType } from "../rules/flags.ts";
 import { EdgeError } from "../http/errors.ts";
 import { constantTimeEqual } from "../http/secure.ts";

@@ -6,7 +6,7 @@
  */
 import type { Deps } from "../app/deps.ts";
 import { type Facts, gatherFacts, type GatherFactsOptions } from "./facts.ts";
-import type { Explanation } from "../rules/explain.ts";
+import type { Explanation } from "../rules/explanation.ts";
 import { type Identity, resolveIdentity, type ResolveIdentityOptions } from "./identity.ts";
 import {
   type EdgeUserContext,
@@ -14,10 +14,11 @@ import {
   loadUserContext,
   type LoadUserContextOptions,
 } from "./context.ts";
-import { decideForVisitor, type Decision, visitorContextOf } from "../rules/decide.ts";
+import { decideForVisitor } from "../rules/decide.ts";
+import { type Decision, visitorContextOf } from "../rules/decision.ts";
 import { qaOverrides } from "./qa.ts";
-import type { CompiledRules } from "../rules/rules.ts";
-import { type KvRead, readThroughLabel } from "../obs/metrics.ts";
+import type { CompiledRules } from "../rules/compile.ts";
+import { type KvRead, readThroughLabel } from "../obs/metric_labels.ts";
 import { peerOf, type RequestRecord, type ServeInfo } from "../../routes/observe.ts";
 
 /** Everything the front half of the pipeline learned about a request. */

@@ -42,17 +42,14 @@ function fnvOfDecimal(value: number): number {
 }
 
 /**
- * GrowthBook's hash of a value into `[0, 1)`.
- *
- * Version 2 is `fnv(fnv(seed + value) + "") % 10000 / 10000`; version 1 (the original, slightly
- * biased one) is `fnv(value + seed) % 1000 / 1000`. The signature mirrors GrowthBook's
- * `hash(seed, value, version)` on purpose, so its published test vectors apply one to one.
+ * GrowthBook's hash of a value into `[0, 1)`: version 2 is `fnv(fnv(seed + value) + "") % 10000 / 10000`,
+ * version 1 `fnv(value + seed) % 1000 / 1000`. The signature mirrors GrowthBook's, so its test
+ * vectors apply one to one.
  *
  * @param seed the experiment seed (GrowthBook falls back to the experiment key)
  * @param value the user's hash attribute value
  * @param version the hash version, 1 or 2
  * @returns a number in `[0, 1)`, or null for an unknown version
- * @throws never
  * @example
  * ```ts
  * hash("seed", "a", 2); // 0.0505
@@ -94,15 +91,13 @@ function usableWeights(
 }
 
 /**
- * Turns weights and coverage into bucket ranges exactly as GrowthBook does: each variation's
- * range starts at the sum of the weights before it and is `coverage × weight` long, so lowering
- * coverage shrinks ranges in place and never moves a user to another variation.
+ * Bucket ranges exactly as GrowthBook makes them: each starts at the sum of the weights before it
+ * and is `coverage × weight` long, so lowering coverage never moves a user to another variation.
  *
  * @param numVariations the number of variations
  * @param coverage the share of users in the experiment, clamped to `[0, 1]`; undefined means 1
  * @param weights one weight per variation summing to 1 (± 0.01); otherwise equal weights are used
  * @returns one range per variation (empty for fewer than one variation)
- * @throws never
  * @example
  * ```ts
  * getBucketRanges(3, 0.2, [0.2, 0.3, 0.5]); // [[0, 0.04], [0.2, 0.26], [0.5, 0.6]]
@@ -129,17 +124,9 @@ export function getBucketRanges(
 }
 
 /**
- * Picks the variation whose range holds `n`.
- *
  * @param n a hash value in `[0, 1)`
  * @param ranges the bucket ranges, one per variation
  * @returns the index of the first range with `start <= n < end`, or -1 when none holds it
- * @throws never
- * @example
- * ```ts
- * chooseVariation(0.6, [[0, 0.25], [0.5, 0.75]]); // 1
- * chooseVariation(0.4, [[0, 0.25], [0.5, 0.75]]); // -1
- * ```
  */
 export function chooseVariation(n: number, ranges: readonly VariationRange[]): number {
   for (let i = 0; i < ranges.length; i++) {
@@ -150,18 +137,12 @@ export function chooseVariation(n: number, ranges: readonly VariationRange[]): n
 }
 
 /**
- * Tells whether a user is in a namespace, as GrowthBook's `inNamespace`: the version 1 hash of
- * the user's value with the seed `__<namespace id>` must fall in `[start, end)`. Experiments that
- * share a namespace id and take disjoint ranges are mutually exclusive.
+ * GrowthBook's `inNamespace`: experiments sharing a namespace id with disjoint ranges exclude
+ * each other.
  *
  * @param hashValue the user's hash attribute value
  * @param namespace `[id, start, end]`
- * @returns true when the user is inside the namespace range
- * @throws never
- * @example
- * ```ts
- * inNamespace("1", ["namespace1", 0.4, 1]); // true
- * ```
+ * @returns true when the user's {@linkcode namespaceHash} is in `[start, end)`
  */
 export function inNamespace(hashValue: string, namespace: Namespace): boolean {
   const n = namespaceHash(hashValue, namespace[0]);
@@ -169,13 +150,9 @@ export function inNamespace(hashValue: string, namespace: Namespace): boolean {
 }
 
 /**
- * A user's position in a namespace, as {@linkcode inNamespace} compares it with the range:
- * GrowthBook's version 1 hash of the user's value with the seed `__<namespace id>`.
- *
  * @param hashValue the user's hash attribute value
  * @param id the namespace id
- * @returns a number in `[0, 1)` in steps of 0.001
- * @throws never
+ * @returns GrowthBook's version 1 hash with the seed `__<id>`, in `[0, 1)` in steps of 0.001
  */
 export function namespaceHash(hashValue: string, id: string): number {
   // hash("__" + id, hashValue, 1) = fnv(hashValue + "__" + id), streamed without concatenating.
@@ -183,39 +160,31 @@ export function namespaceHash(hashValue: string, id: string): number {
   return (h % 1000) / 1000;
 }
 
-/** The bucketing-relevant part of an experiment. */
+/**
+ * The bucketing-relevant part of an experiment, with GrowthBook's defaults: the key as seed, hash
+ * version 1, equal weights, coverage 1; fewer than 2 variations means nobody is in it.
+ */
 export interface ExperimentSpec {
-  /** The experiment key; also the seed when `seed` is absent. */
   key: string;
-  /** How many variations the experiment has; fewer than 2 means nobody is in it. */
   numVariations: number;
-  /** The hash seed; GrowthBook uses the key when it is missing or empty. */
   seed?: string;
-  /** 1 or 2; GrowthBook's default when missing is 1. */
   hashVersion?: number;
-  /** One weight per variation summing to 1; otherwise equal weights. */
   weights?: readonly number[];
-  /** Share of users in the experiment, `[0, 1]`; default 1. */
   coverage?: number;
-  /** A namespace the user must be in to be in the experiment. */
   namespace?: Namespace;
 }
 
-/** The result of {@linkcode assignVariation}. */
+/**
+ * The result of {@linkcode assignVariation}: the variation (0, control, when not in the
+ * experiment), whether the user counts in its analysis, and GrowthBook's `result.bucket`.
+ */
 export interface Assignment {
-  /** The variation to serve; 0 (control) whenever the user is not in the experiment. */
   variationIndex: number;
-  /** Whether the user is part of the experiment (and so should be counted in its analysis). */
   inExperiment: boolean;
-  /** The user's bucket in `[0, 1)` (GrowthBook's `result.bucket`); null when not hashed. */
   hashValue: number | null;
 }
 
-/**
- * Why {@linkcode assignVariation} put a user where it did: `no-key` (empty hash key),
- * `too-few-variations`, `namespace` (outside the namespace range), `hash-version` (unknown),
- * `coverage` (the hash fell outside every covered range) or `bucketed` (in the experiment).
- */
+/** Why {@linkcode assignVariation} put a user where it did (`coverage`: outside every covered range). */
 export type AssignmentOutcome =
   | "no-key"
   | "too-few-variations"
@@ -226,24 +195,18 @@ export type AssignmentOutcome =
 
 /** Receives why an assignment came out as it did (see {@linkcode assignVariation}). */
 export interface AssignmentTrace {
-  /**
-   * @param outcome why
-   * @param hashValue the bucket for `coverage` and `bucketed`, the namespace hash for
-   *   `namespace`, else null
-   */
+  /** `hashValue` is the bucket for `coverage` and `bucketed`, the namespace hash for `namespace`. */
   assignment(outcome: AssignmentOutcome, hashValue: number | null): void;
 }
 
 /**
- * Assigns a user to a variation the way GrowthBook's `run` does for a running experiment
- * without overrides: an empty hash key, fewer than two variations, a namespace miss, an unknown
- * hash version or a hash outside the covered ranges all leave the user out, served control.
+ * Assigns a user to a variation as GrowthBook's `run` does without overrides; whatever leaves the
+ * user out (no key, a namespace miss, an unknown hash version, coverage) serves control.
  *
  * @param hashKey the user's hash attribute value (user id or anonymous id)
  * @param experiment the experiment's key, variation count, seed, hash version, weights, coverage and namespace
  * @param trace told why, when an explanation is wanted (nothing is computed for it otherwise)
  * @returns the variation index, whether the user is in the experiment, and the bucket
- * @throws never
  * @example
  * ```ts
  * assignVariation("123", { key: "hello", seed: "feature", hashVersion: 2, numVariations: 2, weights: [0.1, 0.9] });

@@ -5,24 +5,20 @@
  * resolving a control record into the active version and the canary (version and share).
  */
 import {
-  readRulesControl,
-  readRuleSets,
   type RulesControlEntry,
   type RulesControlValue,
   type RulesOrderKey,
   type RulesValue,
 } from "../data/store.ts";
-import type { ParsedRuleSet } from "./rules.ts";
+import { readRulesControl, readRuleSets } from "../data/readers.ts";
+import type { ParsedRuleSet } from "./schema.ts";
 
 /** How many rule set versions are kept when `RULES_KEEP` is not given. */
 export const DEFAULT_RULES_KEEP = 10;
 
-/**
- * Most entries for versions that were promoted or rolled back to before their rule set arrived.
- * Beyond it the lowest such versions are forgotten (the only case in which the merge is not
- * exactly order-independent).
- */
-export const MAX_PENDING_VERSIONS = 100;
+// Most entries for versions promoted or rolled back to before their rule set arrived; beyond it the
+// lowest are forgotten (the only case in which the merge is not exactly order-independent).
+const MAX_PENDING_VERSIONS = 100;
 
 const RANK = { canary: 0, rules: 1, promote: 2, rollback: 3 } as const;
 
@@ -32,34 +28,26 @@ export type RulesControlEvent =
   | { kind: "rules_promote"; version: number; at: number }
   | { kind: "rules_rollback"; version: number; at: number };
 
-/** The outcome of {@linkcode mergeRulesEvents}. */
+/**
+ * The outcome of {@linkcode mergeRulesEvents}: the new record (the input is not modified), rule
+ * sets to put and versions to delete, and how many events changed something or were stale.
+ */
 export interface RulesMerge {
-  /** The new control record (the input is not modified). */
   control: RulesControlValue;
-  /** Rule sets to store under their version. */
   put: RulesValue[];
-  /** Versions whose stored rule sets are to be deleted (pushed out of the kept window). */
   drop: number[];
-  /** Events that changed the control record or stored a rule set. */
   applied: number;
-  /**
-   * Events that changed nothing: duplicates, superseded, for a version below the kept window, or
-   * a promote or rollback to a version whose rule set is not kept.
-   */
   stale: number;
 }
 
-/** Options for {@linkcode mergeRulesEvents}. */
+/** Options for {@linkcode mergeRulesEvents}: `keep` (`RULES_KEEP`) must be the same on every instance. */
 export interface MergeRulesOptions {
-  /** How many rule set versions to keep (`RULES_KEEP`); must be the same on every instance. */
   keep: number;
 }
 
 /**
- * Compares two order keys: `null` times sort before every time, then rank, then version.
+ * Compares two order keys: no key first, then `null` times, then time, rank and version.
  *
- * @param a first key
- * @param b second key (`null`: no key, before everything)
  * @returns negative, zero or positive as `a` sorts before, with or after `b`
  */
 export function compareOrderKeys(a: RulesOrderKey | null, b: RulesOrderKey | null): number {
@@ -73,29 +61,17 @@ export function compareOrderKeys(a: RulesOrderKey | null, b: RulesOrderKey | nul
 }
 
 /**
- * Merges rule control events into a control record. A batch is merged in time (order key)
- * order, so its result depends neither on the order of the events in it nor on duplicates; and
- * events delivered in time order converge to the same record however they are batched or
- * re-delivered. The kept versions are the `keep` highest versions whose rule set arrived plus
- * the versions the record resolves to as active and canary (a rolled-back-to version is never
- * pushed out by a newer push while it is active); each version's entry holds the newest (by
- * order key) activation, rollback and canary, and events for a version below the kept window
- * that is not kept are stale. A promote or rollback naming a version whose rule set is not kept
- * is counted stale but recorded (above the kept window), and takes effect if that rule set
- * arrives later.
- *
- * Not convergent, by necessity: a promote or rollback that reaches this instance only after a
- * newer push already deleted that version's rule set (it was neither kept nor pinned then) is
- * stale here, where an instance that got it first keeps the version pinned.
+ * Merges rule control events into a control record, in time (order key) order, so the result
+ * depends neither on the order of a batch nor on duplicates, and replicas converge. Kept are the
+ * `keep` highest stored versions plus those resolved as active and canary; a promote or rollback
+ * to a version not kept is stale but recorded, and takes effect if its rule set arrives later.
+ * (Not convergent, by necessity: a promote reaching an instance only after a newer push deleted
+ * that version's rule set is stale there.)
  *
  * @param control the stored control record
  * @param events validated events
  * @param options how many versions to keep
  * @returns the new record, rule sets to put and delete, applied and stale counts
- * @example
- * ```ts
- * const merged = mergeRulesEvents({ entries: [] }, [{ kind: "rules_promote", version: 12, at: 0 }], { keep: 10 });
- * ```
  */
 export function mergeRulesEvents(
   control: RulesControlValue,
@@ -106,14 +82,12 @@ export function mergeRulesEvents(
   const entries = new Map(control.entries.map((entry) => [entry.version, structuredClone(entry)]));
   const put = new Map<number, RulesValue>();
   const drop = new Set<number>();
-  // Versions of the events that changed something; applied are those still kept at the end, so
-  // that a rule set this same batch pushes out again counts as stale.
+  // Applied are the changed versions still kept at the end: a rule set this batch pushes out again
+  // counts as stale.
   const changedVersions: number[] = [];
   const storedVersions = () => [...entries.values()].filter((entry) => entry.stored).map((e) => e.version);
-  // In time order, so that a batch merges as its events happened: a rollback before a push pins
-  // the rolled-back-to version before the push moves the kept window past it.
-  const ordered = [...events].sort(compareRulesEvents);
-  for (const event of ordered) {
+  // In time order: a rollback before a push pins its version before the push moves the window.
+  for (const event of [...events].sort(compareRulesEvents)) {
     const version = event.version;
     // Below the kept window only a version still kept (pinned as active or canary) takes events.
     if (version < windowHorizon(storedVersions(), keep) && !entries.get(version)?.stored) continue;
@@ -124,52 +98,49 @@ export function mergeRulesEvents(
       entries.set(version, entry);
       changed = true;
     }
-    if (event.kind === "rules") {
-      if (!entry.stored) {
-        entry.stored = true;
-        put.set(version, { version, rules: event.rules });
-        drop.delete(version);
-        changed = true;
-      }
-      if (event.canary !== undefined && event.at !== undefined) {
-        const candidate = { share: event.canary, key: [event.at, RANK.canary, version] as RulesOrderKey };
-        if (!entry.canary || compareCanaries(candidate, entry.canary) > 0) {
-          entry.canary = candidate;
-          changed = true;
-        }
-      } else {
-        changed = raise(entry, "activated", [event.at ?? null, RANK.rules, version]) || changed;
-      }
-    } else if (event.kind === "rules_promote") {
-      changed = raise(entry, "activated", [event.at, RANK.promote, version]) || changed;
-    } else {
-      const key: RulesOrderKey = [event.at, RANK.rollback, version];
-      changed = raise(entry, "activated", key) || changed;
-      changed = raise(entry, "rolledBack", key) || changed;
+    if (event.kind === "rules" && !entry.stored) {
+      entry.stored = true;
+      put.set(version, { version, rules: event.rules });
+      drop.delete(version);
+      changed = true;
     }
-    // A promote or rollback to a version without a kept rule set changes nothing now: stale. It
-    // is still recorded (pending), so that a rule set delivered after it converges the same.
+    changed = applyEvent(entry, event) || changed;
+    // A promote or rollback to a version without a kept rule set changes nothing now (stale), but
+    // stays recorded so that a rule set delivered after it converges the same.
     if (changed && (event.kind === "rules" || entry.stored)) changedVersions.push(version);
     prune(entries, keep, put, drop);
   }
-  const sorted = [...entries.values()].sort((a, b) => b.version - a.version);
   const applied = changedVersions.filter((version) => entries.get(version)?.stored).length;
-  const stale = events.length - applied;
   return {
-    control: { entries: sorted },
+    control: { entries: [...entries.values()].sort((a, b) => b.version - a.version) },
     put: [...put.values()].sort((a, b) => b.version - a.version),
     drop: [...drop].sort((a, b) => b - a),
     applied,
-    stale,
+    stale: events.length - applied,
   };
 }
 
+// Raises the entry's activation, rollback or canary to the event's order key; true when it did.
+function applyEvent(entry: RulesControlEntry, event: RulesControlEvent): boolean {
+  const version = event.version;
+  if (event.kind === "rules") {
+    if (event.canary !== undefined && event.at !== undefined) {
+      const candidate = { share: event.canary, key: [event.at, RANK.canary, version] as RulesOrderKey };
+      if (entry.canary && compareCanaries(candidate, entry.canary) <= 0) return false;
+      entry.canary = candidate;
+      return true;
+    }
+    return raise(entry, "activated", [event.at ?? null, RANK.rules, version]);
+  }
+  if (event.kind === "rules_promote") return raise(entry, "activated", [event.at, RANK.promote, version]);
+  const key: RulesOrderKey = [event.at, RANK.rollback, version];
+  const activated = raise(entry, "activated", key);
+  return raise(entry, "rolledBack", key) || activated;
+}
+
 /**
- * Orders rule control events in time: by the order key each gives its version (untimed `rules`
- * events first). A batch is merged in this order, and one split into commits is split in it.
+ * Orders rule control events in time (untimed `rules` events first), as a batch is merged and split.
  *
- * @param a first event
- * @param b second event
  * @returns negative, zero or positive as `a` happened before, with or after `b`
  */
 export function compareRulesEvents(a: RulesControlEvent, b: RulesControlEvent): number {
@@ -197,11 +168,8 @@ function compareCanaries(
   return compareOrderKeys(a.key, b.key) || a.share - b.share;
 }
 
-/**
- * Keeps the `keep` highest stored versions plus the versions the record resolves to as active or
- * canary (so that pushing a version never evicts a rolled-back-to active version), forgets
- * pending versions below the kept window, caps pending.
- */
+// Keeps the `keep` highest stored versions plus those resolved as active or canary (a push never
+// evicts a rolled-back-to active version); forgets pending versions below the window, caps pending.
 function prune(
   entries: Map<number, RulesControlEntry>,
   keep: number,
@@ -225,7 +193,6 @@ function prune(
   });
 }
 
-/** The versions a control record resolves to as active or canary: never pruned. */
 function pinnedVersions(control: RulesControlValue): Set<number> {
   const { active, canary } = resolveRules(control);
   const pinned = new Set<number>();
@@ -234,17 +201,15 @@ function pinnedVersions(control: RulesControlValue): Set<number> {
   return pinned;
 }
 
-/** The lowest version of the kept window (the `keep` highest stored), or -Infinity while it is not full. */
+// The lowest version of the kept window, or -Infinity while it is not full.
 function windowHorizon(stored: readonly number[], keep: number): number {
   if (stored.length < keep) return -Infinity;
   return [...stored].sort((a, b) => b - a)[keep - 1]!;
 }
 
-/** The state a control record resolves to. */
+/** The state a control record resolves to: the active version (with its event's key) and the canary. */
 export interface ResolvedRules {
-  /** The active version and the key of the event that made it active; undefined: none in KV. */
   active: { version: number; key: RulesOrderKey } | undefined;
-  /** The canary version and the share of visitors it gets; undefined: no canary. */
   canary: { version: number; share: number } | undefined;
 }
 
@@ -276,24 +241,20 @@ export function resolveRules(control: RulesControlValue): ResolvedRules {
   return { active, canary: ended ? undefined : { version: canary.version, share: canary.canary!.share } };
 }
 
-/**
- * Reads the rule set that the control record in KV makes active.
- *
- * @param kv the store
- * @returns the active rule set JSON and its version, or `undefined` when KV names none
- */
+/** @returns the rule set (and version) the control record in KV makes active, if any */
 export async function readActiveRules(kv: Deno.Kv): Promise<RulesValue | undefined> {
   const { active } = resolveRules(await readRulesControl(kv));
   if (!active) return undefined;
   return (await readRuleSets(kv, [active.version])).get(active.version);
 }
 
-/** One kept (or named but not yet received) version, as `GET /_edge/rules` shows it. */
+/**
+ * One kept (or named but not yet received: `stored` false) version, as `GET /_edge/rules` shows
+ * it; `activatedAt` is ISO 8601, or `"unordered"` for a `rules` event without `at`.
+ */
 export interface KeptVersion {
   version: number;
-  /** False for a version that was promoted or rolled back to before its rule set arrived. */
   stored: boolean;
-  /** When it was last made active (ISO 8601), `"unordered"` for a `rules` event without `at`. */
   activatedAt: string | null;
   /** Its newest canary, whether or not it still runs. */
   canary: { share: number; at: string } | null;
@@ -306,12 +267,7 @@ export interface StoredRulesStatus {
   kept: KeptVersion[];
 }
 
-/**
- * Reads and resolves the control record for display.
- *
- * @param kv the store
- * @returns the active and canary versions KV names, and every kept version, highest first
- */
+/** @returns the active and canary versions KV names, and every kept version, highest first */
 export async function readStoredRulesStatus(kv: Deno.Kv): Promise<StoredRulesStatus> {
   const control = await readRulesControl(kv);
   const resolved = resolveRules(control);

@@ -5,192 +5,34 @@
  * I/O, no clock, no randomness — the same inputs always give the same decision.
  */
 import type { Facts } from "../pipeline/facts.ts";
-import type { Identity } from "../pipeline/identity.ts";
-import type { EdgeUserContext } from "../pipeline/context.ts";
-import { type CompiledImageRule, type CompiledRules, isSafeTargetPath } from "./rules.ts";
-import { type RegionSource, regionSource, resolveRegion } from "../pipeline/geo.ts";
+import { isSafeTargetPath } from "./schema.ts";
+import type { CompiledImageRule, CompiledRules, RouteAction } from "./compile.ts";
+import { regionSource, resolveRegion } from "../pipeline/geo.ts";
 import { MAX_STICKY, STICKY_PAYLOAD_MAX, stickyEntryLength } from "../pipeline/sticky.ts";
-import {
-  assignExperiment,
-  type CompiledExperiment,
-  type ExperimentContext,
-  type ExperimentResult,
-  type ExperimentTrace,
-} from "./experiments.ts";
-import { evaluateFlag, type FlagEvaluation, type FlagTrace } from "./flags.ts";
-import {
-  type ConditionField,
-  conditionMismatch,
-  type DecisionInput,
-  hintsForInputs,
-  INPUT,
-  inputNames,
-  matchesAnyPath,
-} from "./targeting.ts";
-
+import { assignExperiment, type ExperimentContext } from "./experiments.ts";
+import { evaluateFlag } from "./flags.ts";
+import { conditionMismatch, hintsForInputs, INPUT, inputNames, matchesAnyPath } from "./targeting.ts";
 import { pathForRules } from "../http/paths.ts";
-
-export type { DecisionInput } from "./targeting.ts";
-
-/** Who the visitor is, as far as the decision needs to know. */
-export interface VisitorContext {
-  /** The bucketing and targeting key: the user id when logged in, else the anonymous id. */
-  key: string;
-  /** Whether `key` is a logged-in user id. */
-  loggedIn: boolean;
-  /** Profile segments (already empty when the visitor sent `Sec-GPC: 1`). */
-  segments: readonly string[];
-  /** Profile attributes (already empty under GPC). */
-  attributes: Readonly<Record<string, string | number | boolean>>;
-  /** Sticky assignments from the visitor's cookie: experiment key → variation value. */
-  sticky: ReadonlyMap<string, string>;
-}
-
-/** Variations and flag values a QA request forces (see `lib/pipeline/qa.ts`). */
-export interface ForcedOutcome {
-  /** Experiment key → variation, served wherever the experiment's `match` covers the path. */
-  variants: ReadonlyMap<string, string>;
-  /** Flag key → value (already of the flag's type). */
-  flags: ReadonlyMap<string, unknown>;
-}
-
-/** Inputs of {@linkcode decide}. */
-export interface DecisionInputs {
-  facts: Facts;
-  visitor: VisitorContext;
-  /** What a request with the QA token forces; never written into the sticky cookie. */
-  forced?: ForcedOutcome;
-}
+import type {
+  Action,
+  Decision,
+  DecisionInputs,
+  DecisionTrace,
+  ForcedOutcome,
+  VisitorContext,
+} from "./decision.ts";
 
 /**
- * What to do with the request. For `proxy`, `search` is present only when the edge changed the
- * query string (image adaptation); it then replaces `facts.search`, `?` included.
- */
-export type Action =
-  | { type: "proxy"; path: string; search?: string }
-  | { type: "redirect"; location: string; status: number };
-
-/** The outcome of the decision stage. */
-export interface Decision {
-  region: string;
-  country: string | undefined;
-  /** The rules version the decision was made with. */
-  rulesVersion: number;
-  action: Action;
-  /** The route glob that matched, if any. */
-  matchedRoute: string | undefined;
-  /**
-   * Whether the outcome (route, variants, flags, added parameters) depended on who the visitor
-   * is, so shared caches must not store the response blindly. Same as `dependsOn.length > 0`.
-   */
-  personalized: boolean;
-  /** Experiment key → variation, for the experiments this request exposes the visitor to. */
-  variants: Record<string, string>;
-  /** What the sticky cookie should now hold: still-valid earlier assignments plus new ones. */
-  stickyAssignments: Record<string, string>;
-  /** Flag key → value, for every flag of the rules. */
-  flags: Record<string, unknown>;
-  /** The client-hint request headers the outcome depended on (canonical case), for `Vary`. */
-  usedHints: string[];
-  /**
-   * The visitor inputs the outcome depended on. `device` also depends on `User-Agent`;
-   * `visitorKey` means the visitor's id and sticky cookie (experiments, rollouts).
-   */
-  dependsOn: DecisionInput[];
-  /** Slot name → HTML chosen for this visitor (used only when the origin answers with HTML). */
-  slots: Record<string, string>;
-  /** The inputs the slot choice depended on (they matter only for HTML responses). */
-  slotDependsOn: DecisionInput[];
-  /**
-   * A QA request forced variations or flags: the response must not be stored anywhere, and its
-   * variants are no exposures (nobody was assigned them).
-   */
-  forced?: true;
-}
-
-/**
- * What happened to an experiment: disabled, `match` missed the path, `when` failed, exposed, or
- * forced by a QA request (see `lib/pipeline/qa.ts`).
- */
-export type ExperimentStep = "disabled" | "path" | "when" | "exposed" | "forced";
-
-/**
- * What happened to a route: its glob missed the path, its `when` failed, its rewrite map had no
- * target for the visitor's key (nor `*`), the filled-in target was unsafe, or it matched.
- */
-export type RouteStep = "path" | "when" | "no-target" | "unsafe-target" | "matched";
-
-/** What happened to an image rule: its globs missed the path, its `when` failed, or it matched. */
-export type ImageStep = "path" | "when" | "matched";
-
-/**
- * What happened to a slot entry: an earlier entry of its name already won, its `when.path`
- * missed the page, the rest of its `when` failed, or it matched.
- */
-export type SlotStep = "taken" | "path" | "when" | "matched";
-
-/**
- * Receives every step of a decision, as {@linkcode decide} takes it, when an explanation is
- * wanted (see `lib/rules/explain.ts`). Without one, nothing is computed or allocated for it.
- * Rules after the one that won (routes, images) are not reported: they were not considered.
- */
-export interface DecisionTrace extends ExperimentTrace, FlagTrace {
-  /** The region and where it came from. */
-  region(region: string, source: RegionSource): void;
-  /** The sticky cookie's entry for an experiment of the rules; `valid` when it names one of its variations. */
-  sticky(experiment: CompiledExperiment, remembered: string, valid: boolean): void;
-  /**
-   * An experiment's step; `exposed` comes after the `assignment` that decided its `result`.
-   * `field` names the failing `when` field.
-   */
-  experiment(
-    experiment: CompiledExperiment,
-    step: ExperimentStep,
-    field: ConditionField | undefined,
-    result: ExperimentResult | undefined,
-  ): void;
-  /**
-   * A route's step. `key` is what the rewrite map was looked up by (region, device, network or
-   * variation; `*` when the fallback was taken); `target` the filled-in path or redirect location.
-   */
-  route(
-    index: number,
-    step: RouteStep,
-    field: ConditionField | undefined,
-    key: string | undefined,
-    target: string | undefined,
-  ): void;
-  /** An image rule's step; `search` is the query string after adaptation. */
-  image(index: number, step: ImageStep, field: ConditionField | undefined, search: string | undefined): void;
-  /** A flag's result, after the `flagRule` steps that led to it. */
-  flag(index: number, evaluation: FlagEvaluation): void;
-  /** A QA request replaced that flag's evaluated value (reported after its `flag`). */
-  flagForced(index: number, value: unknown): void;
-  /** A slot entry's step. */
-  slot(index: number, step: SlotStep, field: ConditionField | undefined): void;
-}
-
-/**
- * Decides what to do with a request:
- * 1. the region from the country (or a trusted region hint);
- * 2. experiments whose `match` and `when` apply: bots get control and are not in them, a
- *    still-valid sticky assignment is kept, everyone else is bucketed (GrowthBook-compatible);
- * 3. the first route whose glob matches, whose `when` holds and whose rewrite map has a target
- *    for the visitor's region, device, network or variation (else `*`) — unsafe results are skipped;
- * 4. for a proxied `GET`/`HEAD`, the first image rule: width and quality query parameters the
- *    client did not set itself;
- * 5. every flag (first matching rule).
+ * Decides what to do with a request, in steps: the region; the experiments whose `match` and
+ * `when` apply (bots get control, a valid sticky assignment is kept, else GrowthBook bucketing);
+ * the first route with a safe target; for a proxied `GET`/`HEAD` the first image rule; every
+ * flag; the slot contents. A QA request's forced variations and flag values win (never sticky).
+ * While a canary runs (`inputs.canary`) the outcome depends on the visitor key, which chose the rules.
  *
- * A QA request's forced variations replace the assignment wherever the experiment's `match`
- * covers the path, whatever its `enabled`, `when`, coverage or namespace, and the visitor being
- * a bot; its forced flag values replace the evaluated ones. Neither reaches
- * `stickyAssignments`.
- *
- * @param inputs the request facts and the visitor
- * @param rules the active compiled rules
+ * @param inputs the request facts, the visitor, what QA forces and whether a canary runs
+ * @param rules the compiled rules the visitor evaluates
  * @param trace told every step, for an explanation; the decision is the same with or without it
  * @returns the decision
- * @throws never
  * @example
  * ```ts
  * const decision = decide({ facts, visitor }, deps.rules.current);
@@ -199,9 +41,65 @@ export interface DecisionTrace extends ExperimentTrace, FlagTrace {
  */
 export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: DecisionTrace): Decision {
   const { facts, visitor, forced } = inputs;
-  const device = facts.device;
   const region = resolveRegion(rules, facts.country, facts.regionHint);
   trace?.region(region, regionSource(rules, facts.country, facts.regionHint));
+  const pass = startPass(facts, visitor, rules, region, trace);
+  const { variants, stickyAssignments } = assignExperiments(pass, visitor, forced);
+  // Assignments to experiments these rules do not have (a canary, or a push that dropped or renamed
+  // one) stay in the cookie while it has room, so a rollback finds them again.
+  if (visitor.sticky.size > 0) {
+    keepUnknownAssignments(visitor.sticky, rules.experimentKeys, stickyAssignments);
+  }
+  const route = chooseRoute(pass);
+  let action: Action = route?.action ?? { type: "proxy", path: facts.path };
+  if (action.type === "proxy" && (facts.method === "GET" || facts.method === "HEAD")) {
+    action = adaptImages(pass, action);
+  }
+  const flags = evaluateFlags(pass, forced);
+  const { slots, slotMask } = chooseSlots(pass);
+  const dependsOn = inputNames(pass.mask);
+  // Appended (not a mask bit) so the order stays that of the rules' own inputs.
+  if (inputs.canary && !(pass.mask & INPUT.visitorKey)) dependsOn.push("visitorKey");
+  const decision: Decision = {
+    region,
+    country: facts.country,
+    rulesVersion: rules.version,
+    action,
+    matchedRoute: route?.match,
+    personalized: dependsOn.length > 0,
+    variants,
+    stickyAssignments,
+    flags,
+    usedHints: hintsForInputs(pass.mask),
+    dependsOn,
+    slots,
+    slotDependsOn: inputNames(slotMask),
+  };
+  if (forced) decision.forced = true;
+  return decision;
+}
+
+/** What the steps of one decision share; `mask` collects the `INPUT` bits the outcome read. */
+interface Pass {
+  facts: Facts;
+  rules: CompiledRules;
+  /** The request path as globs match it. */
+  rulesPath: string;
+  context: ExperimentContext;
+  /** Experiment key → the variation served (in the experiment or not). */
+  served: Record<string, string>;
+  trace: DecisionTrace | undefined;
+  mask: number;
+}
+
+function startPass(
+  facts: Facts,
+  visitor: VisitorContext,
+  rules: CompiledRules,
+  region: string,
+  trace: DecisionTrace | undefined,
+): Pass {
+  const device = facts.device;
   // Globs match the path without `;` parameters, as a servlet container maps it; the origin still
   // gets `facts.path` as it was when no route applies.
   const rulesPath = pathForRules(facts.path);
@@ -220,8 +118,15 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
     isBot: device.isBot,
     sticky: visitor.sticky,
   };
-  let mask = 0;
+  return { facts, rules, rulesPath, context, served, trace, mask: 0 };
+}
 
+function assignExperiments(
+  pass: Pass,
+  visitor: VisitorContext,
+  forced: ForcedOutcome | undefined,
+): { variants: Record<string, string>; stickyAssignments: Record<string, string> } {
+  const { rules, rulesPath, context, served, trace } = pass;
   const variants: Record<string, string> = {};
   const stickyAssignments: Record<string, string> = {};
   for (const experiment of rules.experiments) {
@@ -245,7 +150,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
     if (forcedVariation !== undefined) {
       served[experiment.key] = forcedVariation;
       variants[experiment.key] = forcedVariation;
-      mask |= INPUT.visitorKey;
+      pass.mask |= INPUT.visitorKey;
       trace?.experiment(experiment, "forced", undefined, {
         variation: forcedVariation,
         inExperiment: false,
@@ -254,7 +159,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
       continue;
     }
     if (experiment.when) {
-      mask |= experiment.when.inputs;
+      pass.mask |= experiment.when.inputs;
       const failed = conditionMismatch(experiment.when, context);
       if (failed !== undefined) {
         trace?.experiment(experiment, "when", failed, undefined);
@@ -262,7 +167,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
       }
     }
     // Whoever is exposed, in the experiment or not, gets a response that depends on who they are.
-    mask |= INPUT.visitorKey;
+    pass.mask |= INPUT.visitorKey;
     const result = assignExperiment(experiment, context, trace);
     trace?.experiment(experiment, "exposed", undefined, result);
     served[experiment.key] = result.variation;
@@ -271,16 +176,12 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
       stickyAssignments[experiment.key] = result.variation;
     }
   }
-  // Assignments to experiments these rules do not have (a canary or a push that dropped or
-  // renamed one) stay in the cookie while it has room, so a rollback finds them again.
-  // The rules' own experiments always fit (rule sets are checked for it); these fill what is left.
-  if (visitor.sticky.size > 0) {
-    keepUnknownAssignments(visitor.sticky, rules.experimentKeys, stickyAssignments);
-  }
+  return { variants, stickyAssignments };
+}
 
-  let action: Action | undefined;
-  let matchedRoute: string | undefined;
-  const routes = rules.routes;
+function chooseRoute(pass: Pass): { action: Action; match: string } | undefined {
+  const { facts, rulesPath, context, trace } = pass;
+  const routes = pass.rules.routes;
   for (let r = 0; r < routes.length; r++) {
     const route = routes[r]!;
     const splat = route.pattern.splat(rulesPath);
@@ -288,7 +189,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
       trace?.route(r, "path", undefined, undefined, undefined);
       continue;
     }
-    mask |= route.inputs;
+    pass.mask |= route.inputs;
     if (route.when) {
       const failed = conditionMismatch(route.when, context);
       if (failed !== undefined) {
@@ -304,26 +205,15 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
         continue;
       }
       // The query goes along (campaign parameters, coupons); targets never carry one of their own.
-      action = { type: "redirect", location: location + facts.search, status: routeAction.status };
-      matchedRoute = route.match;
+      const action: Action = {
+        type: "redirect",
+        location: location + facts.search,
+        status: routeAction.status,
+      };
       trace?.route(r, "matched", undefined, undefined, action.location);
-      break;
+      return { action, match: route.match };
     }
-    let key: string | undefined;
-    switch (routeAction.by) {
-      case "region":
-        key = region;
-        break;
-      case "device":
-        key = device.device;
-        break;
-      case "network":
-        key = device.network;
-        break;
-      case "experiment":
-        key = served[routeAction.experiment ?? ""];
-        break;
-    }
+    const key = rewriteKey(routeAction, pass);
     const keyed = key === undefined ? undefined : routeAction.targets.get(key);
     const target = keyed ?? routeAction.targets.get("*");
     if (target === undefined) {
@@ -335,52 +225,70 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
       trace?.route(r, "unsafe-target", undefined, keyed === undefined ? "*" : key, path);
       continue;
     }
-    action = { type: "proxy", path };
-    matchedRoute = route.match;
     trace?.route(r, "matched", undefined, keyed === undefined ? "*" : key, path);
-    break;
+    return { action: { type: "proxy", path }, match: route.match };
   }
+  return undefined;
+}
 
-  if (action === undefined) action = { type: "proxy", path: facts.path };
-  if (action.type === "proxy" && (facts.method === "GET" || facts.method === "HEAD")) {
-    const images = rules.images;
-    for (let i = 0; i < images.length; i++) {
-      const image = images[i]!;
-      if (!matchesAnyPath(image.patterns, rulesPath)) {
-        trace?.image(i, "path", undefined, undefined);
+function rewriteKey(action: RouteAction & { type: "rewrite" }, pass: Pass): string | undefined {
+  switch (action.by) {
+    case "region":
+      return pass.context.region;
+    case "device":
+      return pass.facts.device.device;
+    case "network":
+      return pass.facts.device.network;
+    case "experiment":
+      return pass.served[action.experiment ?? ""];
+  }
+}
+
+function adaptImages(pass: Pass, action: Action & { type: "proxy" }): Action {
+  const { facts, rulesPath, context, trace } = pass;
+  const images = pass.rules.images;
+  for (let i = 0; i < images.length; i++) {
+    const image = images[i]!;
+    if (!matchesAnyPath(image.patterns, rulesPath)) {
+      trace?.image(i, "path", undefined, undefined);
+      continue;
+    }
+    if (image.when) {
+      pass.mask |= image.when.inputs;
+      const failed = conditionMismatch(image.when, context);
+      if (failed !== undefined) {
+        trace?.image(i, "when", failed, undefined);
         continue;
       }
-      if (image.when) {
-        mask |= image.when.inputs;
-        const failed = conditionMismatch(image.when, context);
-        if (failed !== undefined) {
-          trace?.image(i, "when", failed, undefined);
-          continue;
-        }
-      }
-      mask |= image.inputs;
-      const search = adaptImageSearch(image, facts);
-      if (search !== facts.search) action = { type: "proxy", path: action.path, search };
-      trace?.image(i, "matched", undefined, search);
-      break;
     }
+    pass.mask |= image.inputs;
+    const search = adaptImageSearch(image, facts);
+    trace?.image(i, "matched", undefined, search);
+    return search === facts.search ? action : { type: "proxy", path: action.path, search };
   }
+  return action;
+}
 
+function evaluateFlags(pass: Pass, forced: ForcedOutcome | undefined): Record<string, unknown> {
   const flags: Record<string, unknown> = {};
-  const ruleFlags = rules.flags;
+  const ruleFlags = pass.rules.flags;
   for (let f = 0; f < ruleFlags.length; f++) {
     const flag = ruleFlags[f]!;
-    const evaluation = evaluateFlag(flag, context, trace);
+    const evaluation = evaluateFlag(flag, pass.context, pass.trace);
     flags[flag.key] = evaluation.value;
-    mask |= evaluation.inputs;
-    trace?.flag(f, evaluation);
-    if (trace && forced?.flags.has(flag.key)) trace.flagForced(f, forced.flags.get(flag.key));
+    pass.mask |= evaluation.inputs;
+    pass.trace?.flag(f, evaluation);
+    if (pass.trace && forced?.flags.has(flag.key)) pass.trace.flagForced(f, forced.flags.get(flag.key));
   }
   if (forced) { for (const [key, value] of forced.flags) flags[key] = value; }
+  return flags;
+}
 
+function chooseSlots(pass: Pass): { slots: Record<string, string>; slotMask: number } {
+  const { rulesPath, context, trace } = pass;
   const slots: Record<string, string> = {};
   let slotMask = 0;
-  const ruleSlots = rules.slots;
+  const ruleSlots = pass.rules.slots;
   for (let s = 0; s < ruleSlots.length; s++) {
     const slot = ruleSlots[s]!;
     if (Object.hasOwn(slots, slot.name)) {
@@ -403,24 +311,7 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
     slots[slot.name] = slot.html;
     trace?.slot(s, "matched", undefined);
   }
-
-  const decision: Decision = {
-    region,
-    country: facts.country,
-    rulesVersion: rules.version,
-    action,
-    matchedRoute,
-    personalized: mask !== 0,
-    variants,
-    stickyAssignments,
-    flags,
-    usedHints: hintsForInputs(mask),
-    dependsOn: inputNames(mask),
-    slots,
-    slotDependsOn: inputNames(slotMask),
-  };
-  if (forced) decision.forced = true;
-  return decision;
+  return { slots, slotMask };
 }
 
 /** Where a decision takes its rules from (a `RulesStore`): the active set, or a canary's for its visitors. */
@@ -433,14 +324,12 @@ export interface RulesSource {
 
 /**
  * The decision stage as the pipeline runs it: the rules the visitor evaluates (a canary's for
- * visitors in its share), then {@linkcode decide}. While a canary runs, which rules decided
- * depends on the visitor key whatever they say, so the decision says so.
+ * visitors in its share), then {@linkcode decide}, told whether a canary runs.
  *
  * @param inputs the request facts and the visitor
  * @param source the rules store
  * @param trace told every step, for an explanation
  * @returns the rules used and the decision
- * @throws never
  */
 export function decideForVisitor(
   inputs: DecisionInputs,
@@ -448,44 +337,7 @@ export function decideForVisitor(
   trace?: DecisionTrace,
 ): { rules: CompiledRules; decision: Decision } {
   const rules = source.rulesFor(inputs.visitor.key);
-  const decision = decide(inputs, rules, trace);
-  if (source.canary && !decision.dependsOn.includes("visitorKey")) {
-    return {
-      rules,
-      decision: { ...decision, personalized: true, dependsOn: [...decision.dependsOn, "visitorKey"] },
-    };
-  }
-  return { rules, decision };
-}
-
-/**
- * The visitor as the decision sees them, from the identity and context stages.
- *
- * @param identity the identity stage's result
- * @param context the context stage's result (already without behavioural data under GPC)
- * @returns the visitor context; profile attributes keep only strings, numbers and booleans
- * @throws never
- */
-export function visitorContextOf(identity: Identity, context: EdgeUserContext): VisitorContext {
-  return {
-    key: identity.key,
-    loggedIn: identity.userId !== undefined,
-    segments: context.segments,
-    attributes: primitiveAttributes(context.attributes),
-    sticky: identity.sticky,
-  };
-}
-
-function primitiveAttributes(
-  attributes: Readonly<Record<string, unknown>>,
-): Record<string, string | number | boolean> {
-  const out: Record<string, string | number | boolean> = {};
-  for (const [key, value] of Object.entries(attributes)) {
-    if (typeof value === "string" || typeof value === "number" || typeof value === "boolean") {
-      out[key] = value;
-    }
-  }
-  return out;
+  return { rules, decision: decide({ ...inputs, canary: source.canary !== undefined }, rules, trace) };
 }
 
 // Appends the rule's width and quality parameters unless the client already set them, so an

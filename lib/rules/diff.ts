@@ -5,7 +5,7 @@
  * change means for visitors already assigned. Both sets are compared after validation, so
  * defaults count as written.
  */
-import type { ParsedRuleSet } from "./rules.ts";
+import type { ParsedRuleSet } from "./schema.ts";
 
 /** One changed field: its value before and after (JSON). */
 export interface FieldChange {
@@ -60,7 +60,6 @@ export interface RulesDiff {
  * @param before the rules now pushed (or active)
  * @param after the rules to push
  * @returns what changes
- * @throws never
  * @example
  * ```ts
  * const diff = diffRules(parseRules(old).source, parseRules(next).source);
@@ -197,7 +196,6 @@ function experimentNotes(before: Experiment, after: Experiment, fields: FieldCha
  *
  * @param diff the diff
  * @returns the report, ending with a newline
- * @throws never
  */
 export function formatRulesDiff(diff: RulesDiff): string {
   const out: string[] = [];

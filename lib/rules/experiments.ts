@@ -40,9 +40,8 @@ export interface ExperimentDefinition {
 export interface CompiledExperiment {
   key: string;
   variations: readonly string[];
-  /** Variation values, for checking sticky assignments. */
   variationSet: ReadonlySet<string>;
-  /** The control variation (the first one). */
+  /** The first variation. */
   control: string;
   spec: ExperimentSpec;
   /** Path globs; undefined when the experiment applies to every path. */
@@ -51,13 +50,13 @@ export interface CompiledExperiment {
   enabled: boolean;
 }
 
-/** What an experiment decided for one visitor. */
+/**
+ * What an experiment decided for one visitor: the variation (control when not in it), whether the
+ * visitor counts in its analysis, and whether the sticky cookie rather than hashing gave it.
+ */
 export interface ExperimentResult {
-  /** The variation to serve (control when not in the experiment). */
   variation: string;
-  /** Whether the visitor is part of the experiment (counted in its analysis). */
   inExperiment: boolean;
-  /** The variation came from the sticky cookie rather than from hashing. */
   sticky: boolean;
 }
 
@@ -66,32 +65,19 @@ export interface ExperimentContext extends TargetingContext {
   /** The bucketing key; empty means unknown (not in any experiment). */
   key: string;
   isBot: boolean;
-  /** Sticky assignments from the cookie: experiment key → variation value. */
   sticky: ReadonlyMap<string, string>;
 }
 
-/**
- * Why {@linkcode assignExperiment} served what it did: `bot` (served control, not in it),
- * `sticky` (the cookie's still-valid assignment was kept), or how bucketing went.
- */
+/** Why {@linkcode assignExperiment} served what it did: `bot`, `sticky`, or how bucketing went. */
 export type ExperimentOutcome = "bot" | "sticky" | AssignmentOutcome;
 
 /** Receives why an experiment's assignment came out as it did. */
 export interface ExperimentTrace extends AssignmentTrace {
-  /**
-   * @param outcome why
-   * @param hashValue the bucket or namespace hash, when bucketing ran (see `AssignmentTrace`)
-   */
+  /** `hashValue` is the bucket or namespace hash, when bucketing ran (see `AssignmentTrace`). */
   assignment(outcome: ExperimentOutcome, hashValue: number | null): void;
 }
 
-/**
- * Compiles an experiment.
- *
- * @param definition the validated experiment
- * @returns the compiled experiment
- * @throws never
- */
+/** @returns the validated experiment compiled for evaluation */
 export function compileExperiment(definition: ExperimentDefinition): CompiledExperiment {
   const globs = typeof definition.match === "string" ? [definition.match] : definition.match;
   const everywhere = globs.some((glob) => glob === "*");
@@ -116,13 +102,8 @@ export function compileExperiment(definition: ExperimentDefinition): CompiledExp
 }
 
 /**
- * Tells whether an experiment applies to this request: it is enabled, its `match` covers the
- * path (skipped when the path is unknown, as in OFREP without `path`) and its `when` holds.
- *
- * @param experiment the compiled experiment
- * @param context the request and visitor attributes
- * @returns true when the visitor is exposed to the experiment here
- * @throws never
+ * Whether an experiment applies here: enabled, its `match` covers the path (unless the path is
+ * unknown, as in OFREP without `path`) and its `when` holds.
  */
 export function experimentApplies(experiment: CompiledExperiment, context: TargetingContext): boolean {
   if (!experiment.enabled) return false;
@@ -134,15 +115,12 @@ export function experimentApplies(experiment: CompiledExperiment, context: Targe
 
 /**
  * Assigns a visitor to an experiment that applies: bots get control and are not in it; a sticky
- * assignment that is still one of the variations is kept (even if weights, coverage or the
- * namespace changed since); otherwise GrowthBook's bucketing decides, and visitors outside
- * coverage or the namespace get control and are not in it.
+ * assignment still among the variations is kept (whatever changed since); else GrowthBook's bucketing.
  *
  * @param experiment the compiled experiment (call {@linkcode experimentApplies} first)
  * @param context the visitor
  * @param trace told why, when an explanation is wanted
  * @returns the variation and whether the visitor is in the experiment
- * @throws never
  * @example
  * ```ts
  * const result = assignExperiment(hero, { ...context, key: "user-1", isBot: false, sticky: new Map() });

@@ -4,8 +4,8 @@
  * and — when they do not — why, in the words an operator needs (token not configured, not sent,
  * wrong, or an entry the rules cannot serve). The token itself is never echoed.
  */
-import type { CompiledRules } from "./rules.ts";
-import type { ForcedOutcome } from "./decide.ts";
+import type { CompiledRules } from "./compile.ts";
+import type { ForcedOutcome } from "./decision.ts";
 import {
   checkQaToken,
   forcedBy,

@@ -7,14 +7,15 @@
 import type { DeviceReason, NetworkReason } from "../pipeline/device.ts";
 import type { RegionSource } from "../pipeline/geo.ts";
 import type { EdgeUserContext } from "../pipeline/context.ts";
-import { ANON_COOKIE, STICKY_COOKIE } from "../pipeline/identity.ts";
+import { ANON_COOKIE } from "../pipeline/identity.ts";
+import { STICKY_COOKIE } from "../pipeline/sticky.ts";
 
 /** The header earlier versions believed from any trusted proxy; now only `USER_ID_HEADER` from a user proxy names a user. */
 const LEGACY_USER_HEADER = "x-user-id";
 import { parseCookies } from "../http/cookies.ts";
 import { canaryHash } from "./store.ts";
-import type { CompiledRules } from "./rules.ts";
-import type { ExplainInputs, Explanation, FactsExplanation } from "./explain.ts";
+import type { CompiledRules } from "./compile.ts";
+import type { ExplainInputs, Explanation, FactsExplanation } from "./explanation.ts";
 
 /** What the facts stage and the region step reported to the trace. */
 export interface FactsTraceRecord {
@@ -33,7 +34,6 @@ export interface FactsTraceRecord {
  * @param inputs the explanation's inputs
  * @param trace what the facts stage reported
  * @returns the facts part of the explanation
- * @throws never
  */
 export function explainFacts(
   inputs: ExplainInputs,
@@ -42,28 +42,7 @@ export function explainFacts(
   const { facts, request } = inputs;
   const region = trace.region ?? { value: "", source: "default" as const };
   const header = facts.geoTrusted ? trace.countryHeader : undefined;
-  const ipPart = inputs.ipGeoLoaded
-    ? `the IP database has no country for ${facts.clientIp}`
-    : "the IP database is not loaded";
-  let countryWhy: string;
-  if (facts.countrySource === "header") countryWhy = `Trusted geo header "${header}"`;
-  else if (facts.countrySource === "ip") {
-    countryWhy = `The IP database maps ${facts.clientIp} to ${facts.country}` +
-      (header
-        ? ` (the trusted geo header "${header}" names no country)`
-        : facts.geoTrusted
-        ? " (no geo header)"
-        : " (geo headers are not trusted from this hop)");
-  } else if (header) {
-    countryWhy = `Unknown: the trusted geo header "${header}" says ` +
-      `${JSON.stringify(request.headers.get(header) ?? "")}, which names no country, and ${ipPart}`;
-  } else {
-    countryWhy =
-      `Unknown: ${
-        facts.geoTrusted ? "no geo header was sent" : "geo headers are not trusted from this hop"
-      }` +
-      `, and ${ipPart}`;
-  }
+  const countryWhy = countryWhyOf(inputs, header);
   const regionWhy = region.source === "hint"
     ? `Trusted region header names "${region.value}"`
     : region.source === "country"
@@ -101,12 +80,34 @@ export function explainFacts(
   };
 }
 
+function countryWhyOf(inputs: ExplainInputs, header: string | undefined): string {
+  const { facts, request } = inputs;
+  const ipPart = inputs.ipGeoLoaded
+    ? `the IP database has no country for ${facts.clientIp}`
+    : "the IP database is not loaded";
+  if (facts.countrySource === "header") return `Trusted geo header "${header}"`;
+  if (facts.countrySource === "ip") {
+    return `The IP database maps ${facts.clientIp} to ${facts.country}` +
+      (header
+        ? ` (the trusted geo header "${header}" names no country)`
+        : facts.geoTrusted
+        ? " (no geo header)"
+        : " (geo headers are not trusted from this hop)");
+  }
+  if (header) {
+    return `Unknown: the trusted geo header "${header}" says ` +
+      `${JSON.stringify(request.headers.get(header) ?? "")}, which names no country, and ${ipPart}`;
+  }
+  return `Unknown: ${
+    facts.geoTrusted ? "no geo header was sent" : "geo headers are not trusted from this hop"
+  }, and ${ipPart}`;
+}
+
 /**
  * Explains who the visitor is and where that came from (never the session cookie's value).
  *
  * @param inputs the explanation's inputs
  * @returns the identity part of the explanation
- * @throws never
  */
 export function explainIdentity(inputs: ExplainInputs): Explanation["identity"] {
   const { identity, request, sessionCookie } = inputs;
@@ -148,7 +149,6 @@ export function explainIdentity(inputs: ExplainInputs): Explanation["identity"] 
  *
  * @param context the context stage's result
  * @returns the context part of the explanation
- * @throws never
  */
 export function explainContext(context: EdgeUserContext): Explanation["context"] {
   const { outcome } = context;
@@ -186,7 +186,6 @@ export function explainContext(context: EdgeUserContext): Explanation["context"]
  * @param inputs the explanation's inputs
  * @param rules the rules the visitor evaluates
  * @returns the rules part of the explanation
- * @throws never
  */
 export function explainRules(inputs: ExplainInputs, rules: CompiledRules): Explanation["rules"] {
   const canary = inputs.rules.canary;

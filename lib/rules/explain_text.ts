@@ -1,10 +1,19 @@
 /**
  * @module
- * Words for an explanation: why a condition failed, and the plain-text report that
- * `deno task explain` prints and `GET /_edge/explain?format=text` answers.
+ * Words for an explanation: why a condition, route, flag or assignment came out as it did, and
+ * the plain-text report that `deno task explain` prints and `GET /_edge/explain?format=text` answers.
  */
 import type { CompiledCondition, ConditionField, TargetingContext } from "./targeting.ts";
-import type { Explanation } from "./explain.ts";
+import type {
+  ExperimentExplanation,
+  Explanation,
+  FlagRuleExplanation,
+  RouteExplanation,
+} from "./explanation.ts";
+import type { CompiledRoute } from "./compile.ts";
+import type { CompiledFlagRule, FlagEvaluation } from "./flags.ts";
+import type { CompiledExperiment } from "./experiments.ts";
+import { getBucketRanges } from "./bucketing.ts";
 
 /**
  * Says why a condition's field did not hold for the visitor.
@@ -13,7 +22,6 @@ import type { Explanation } from "./explain.ts";
  * @param condition the compiled condition
  * @param context what it was evaluated against
  * @returns a sentence naming what the field wants and what the visitor has
- * @throws never
  * @example
  * ```ts
  * describeMismatch("region", compileCondition({ region: ["EU"] }), context);
@@ -80,12 +88,22 @@ const MARK = { matched: "✓", missed: "✗", skipped: "·" } as const;
  *
  * @param explanation the explanation
  * @returns the report, ending with a newline
- * @throws never
  */
 export function formatExplanation(explanation: Explanation): string {
-  const { request, facts, identity, context, rules, decision } = explanation;
   const out: string[] = [];
-  const line = (label: string, text: string) => out.push(`  ${label.padEnd(10)} ${text}`);
+  formatVisitor(out, explanation);
+  formatSections(out, explanation);
+  formatDecision(out, explanation);
+  return `${out.join("\n")}\n`;
+}
+
+function lineOf(out: string[]): (label: string, text: string) => void {
+  return (label, text) => out.push(`  ${label.padEnd(10)} ${text}`);
+}
+
+function formatVisitor(out: string[], explanation: Explanation): void {
+  const { request, facts, identity, context, rules } = explanation;
+  const line = lineOf(out);
   out.push(`${request.method} ${request.path}${request.search}`);
   out.push(`Rules       version ${rules.version} (${rules.role}) — ${rules.why}`);
   out.push("Facts");
@@ -125,7 +143,9 @@ export function formatExplanation(explanation: Explanation): string {
       }, ${context.recentViews} recent views, ${context.cartItems} cart items`,
     );
   }
+}
 
+function formatSections(out: string[], explanation: Explanation): void {
   section(out, "Experiments", explanation.experiments, (e) => {
     const forced = e.reason === "forced";
     const mark = forced || (e.matched && e.inExperiment)
@@ -162,7 +182,11 @@ export function formatExplanation(explanation: Explanation): string {
     const mark = s.matched ? MARK.matched : s.reason === "taken" ? MARK.skipped : MARK.missed;
     return `${mark} #${s.index} ${s.name.padEnd(16)} ${s.why}`;
   });
+}
 
+function formatDecision(out: string[], explanation: Explanation): void {
+  const { request, decision } = explanation;
+  const line = lineOf(out);
   const action = decision.action.type === "redirect"
     ? `redirect ${decision.action.status} to ${decision.action.location}`
     : `proxy ${decision.action.path}${decision.action.search ?? request.search}`;
@@ -178,7 +202,6 @@ export function formatExplanation(explanation: Explanation): string {
       ? `personalized: depends on ${decision.dependsOn.join(", ")}`
       : "not personalized: shared caches may store it",
   );
-  return `${out.join("\n")}\n`;
 }
 
 function section<T>(out: string[], title: string, items: readonly T[], render: (item: T) => string): void {
@@ -191,4 +214,149 @@ function pairs(record: Readonly<Record<string, unknown>>): string {
   return Object.entries(record)
     .map(([key, value]) => `${key}=${typeof value === "string" ? value : JSON.stringify(value)}`)
     .join(", ");
+}
+
+/**
+ * Words a route's step for an explanation.
+ *
+ * @param route the compiled route
+ * @param entry its explanation so far (step, field, key and target)
+ * @param path the path the globs matched
+ * @param targeting what conditions were evaluated against
+ * @returns the sentence
+ */
+export function routeWhy(
+  route: CompiledRoute,
+  entry: RouteExplanation,
+  path: string,
+  targeting: TargetingContext,
+): string {
+  const { key, target } = entry;
+  const action = route.action;
+  switch (entry.reason) {
+    case "path":
+      return `The path "${path}" does not match "${route.match}"`;
+    case "when":
+      return describeMismatch(entry.field!, route.when!, targeting);
+    case "no-target":
+      return action.type === "rewrite" && action.by === "experiment" && key === undefined
+        ? `The visitor is not exposed to experiment "${action.experiment}" here and the rewrite has no "*"`
+        : `The rewrite has no target for ${action.type === "rewrite" ? action.by : "key"} "${key}" nor "*"`;
+    case "unsafe-target":
+      return `The filled-in target "${target}" is not a safe path, so the route is skipped`;
+    case "matched":
+      return action.type === "redirect"
+        ? `Redirect ${action.status} to "${target}"`
+        : `Rewrite to "${target}" (${action.by} ${key === "*" ? 'fallback "*"' : `"${key}"`})`;
+    default:
+      return entry.why;
+  }
+}
+
+/**
+ * Words a flag rule's outcome for an explanation.
+ *
+ * @param rule the compiled flag rule
+ * @param step its explanation so far (outcome, field, hash)
+ * @param targeting what conditions were evaluated against
+ * @returns the sentence
+ */
+export function flagRuleWhy(
+  rule: CompiledFlagRule,
+  step: FlagRuleExplanation,
+  targeting: TargetingContext,
+): string {
+  switch (step.outcome) {
+    case "when":
+      return describeMismatch(step.field!, rule.when!, targeting);
+    case "rollout":
+      return `The visitor's rollout hash ${step.hashValue} is not below ${rule.rollout}`;
+    case "key-missing":
+      return "The rule needs a visitor key and there is none";
+    case "matched":
+      return rule.rollout === undefined
+        ? "Matched"
+        : `Matched: the visitor's rollout hash ${step.hashValue} is below ${rule.rollout}`;
+    default:
+      return step.why;
+  }
+}
+
+/**
+ * Words why a flag has its value.
+ *
+ * @param evaluation the flag's result
+ * @param rules its rules' explanations
+ * @returns the sentence
+ */
+export function flagWhy(evaluation: FlagEvaluation, rules: readonly FlagRuleExplanation[]): string {
+  const matched = rules.find((rule) => rule.outcome === "matched");
+  return {
+    DISABLED: "The flag is disabled: its default",
+    STATIC: "The flag has no rules: its default",
+    DEFAULT: "No rule matched: the default",
+    ERROR: `Rule ${
+      rules.find((rule) => rule.outcome === "key-missing")?.index
+    } needs a visitor key: the default`,
+    TARGETING_MATCH: `Rule ${matched?.index} matched`,
+    SPLIT: `Rule ${matched?.index} matched`,
+  }[evaluation.reason];
+}
+
+/**
+ * The bucket range of each variation of an experiment, rounded for display.
+ *
+ * @param experiment the compiled experiment
+ * @returns variation → `[start, end)`
+ */
+export function rangesOf(experiment: CompiledExperiment): Record<string, [number, number]> {
+  const spec = experiment.spec;
+  const ranges = getBucketRanges(spec.numVariations, spec.coverage, spec.weights);
+  const out: Record<string, [number, number]> = {};
+  experiment.variations.forEach((variation, i) => {
+    const range = ranges[i]!;
+    out[variation] = [round(range[0]), round(range[1])];
+  });
+  return out;
+}
+
+function round(n: number): number {
+  return Number(n.toFixed(6));
+}
+
+/**
+ * Words how an exposed experiment's assignment went.
+ *
+ * @param experiment the compiled experiment
+ * @param entry its explanation (reason, variation, hashes, ranges)
+ * @returns the sentence
+ */
+export function assignmentWhy(experiment: CompiledExperiment, entry: ExperimentExplanation): string {
+  const served = `serves "${entry.variation}"`;
+  switch (entry.reason) {
+    case "bot":
+      return `Bots are served control and are not in the experiment: ${served}`;
+    case "sticky":
+      return `The sticky cookie's "${entry.variation}" is still a variation: kept`;
+    case "no-key":
+      return `No visitor key: not in the experiment, ${served}`;
+    case "too-few-variations":
+      return `Fewer than two variations: not in the experiment, ${served}`;
+    case "hash-version":
+      return `Unknown hash version: not in the experiment, ${served}`;
+    case "namespace": {
+      const ns = entry.namespace!;
+      return `Namespace hash ${ns.hashValue} is outside "${ns.id}" [${ns.range[0]}, ${ns.range[1]}): ` +
+        `not in the experiment, ${served}`;
+    }
+    case "coverage":
+      return `Hash ${entry.hashValue} falls in no variation's range (coverage ${experiment.spec.coverage}): ` +
+        `not in the experiment, ${served}`;
+    case "bucketed": {
+      const range = entry.ranges?.[entry.variation!];
+      return `Hash ${entry.hashValue} is in "${entry.variation}" [${range?.[0]}, ${range?.[1]})`;
+    }
+    default:
+      return served;
+  }
 }

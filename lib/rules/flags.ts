@@ -82,20 +82,12 @@ export interface FlagContext extends TargetingContext {
   key: string;
 }
 
-/**
- * What happened to one flag rule: its `when` failed, the visitor's rollout hash was not below
- * `rollout`, it needed a targeting key there was none of (the evaluation ends), or it matched.
- */
+/** What happened to one flag rule (`key-missing` ends the evaluation). */
 export type FlagRuleOutcome = "when" | "rollout" | "key-missing" | "matched";
 
 /** Receives each flag rule's outcome, in evaluation order, when an explanation is wanted. */
 export interface FlagTrace {
-  /**
-   * @param index the rule's position in the flag's `rules`
-   * @param outcome what happened
-   * @param field the `when` field that failed (`when`)
-   * @param hashValue the rollout hash (`rollout`, and `matched` for a rollout rule)
-   */
+  /** `field` is the failing `when` field; `hashValue` the rollout hash, when one was computed. */
   flagRule(
     index: number,
     outcome: FlagRuleOutcome,
@@ -111,7 +103,6 @@ export interface FlagTrace {
  *
  * @param definition the validated flag
  * @returns the compiled flag
- * @throws never
  */
 export function compileFlag(definition: FlagDefinition): CompiledFlag {
   const variants = Object.entries(definition.variants ?? {});
@@ -148,18 +139,15 @@ export function compileFlag(definition: FlagDefinition): CompiledFlag {
 }
 
 /**
- * Evaluates a flag: disabled → default (`DISABLED`); no rules → default (`STATIC`); else the
- * first rule whose `when` holds and, with `rollout`, whose GrowthBook version 2 hash of
- * (seed = rule seed or flag key, value = targeting key) is below the rollout gives its value
- * (`SPLIT` for rollouts and variant conditions, `TARGETING_MATCH` otherwise); no rule →
- * default (`DEFAULT`). A rule that needs a targeting key when there is none ends the evaluation
- * with the default value, reason `ERROR` and `TARGETING_KEY_MISSING`.
+ * Evaluates a flag: the first rule whose `when` holds and, with `rollout`, whose GrowthBook v2
+ * hash of (rule seed or flag key, targeting key) is below it gives its value (`SPLIT` for
+ * rollouts and variant conditions, else `TARGETING_MATCH`); else the default (`DISABLED`,
+ * `STATIC`, `DEFAULT`). A rule needing a key when there is none ends it: `ERROR`, `TARGETING_KEY_MISSING`.
  *
  * @param flag the compiled flag
  * @param context the visitor, with the variants served on this request
  * @param trace told each rule's outcome, when an explanation is wanted
  * @returns value, variant, reason and the inputs read
- * @throws never
  * @example
  * ```ts
  * evaluateFlag(newSearch, { ...context, region: "EU", key: "u1" });
@@ -167,25 +155,9 @@ export function compileFlag(definition: FlagDefinition): CompiledFlag {
  * ```
  */
 export function evaluateFlag(flag: CompiledFlag, context: FlagContext, trace?: FlagTrace): FlagEvaluation {
-  if (!flag.enabled) {
-    return {
-      key: flag.key,
-      value: flag.defaultValue,
-      variant: flag.defaultVariant,
-      reason: "DISABLED",
-      inputs: 0,
-    };
-  }
+  if (!flag.enabled) return byDefault(flag, "DISABLED", 0);
   const rules = flag.rules;
-  if (rules.length === 0) {
-    return {
-      key: flag.key,
-      value: flag.defaultValue,
-      variant: flag.defaultVariant,
-      reason: "STATIC",
-      inputs: 0,
-    };
-  }
+  if (rules.length === 0) return byDefault(flag, "STATIC", 0);
   let inputs = 0;
   for (let i = 0; i < rules.length; i++) {
     const rule = rules[i]!;
@@ -227,17 +199,14 @@ export function evaluateFlag(flag: CompiledFlag, context: FlagContext, trace?: F
       inputs,
     };
   }
-  return { key: flag.key, value: flag.defaultValue, variant: flag.defaultVariant, reason: "DEFAULT", inputs };
+  return byDefault(flag, "DEFAULT", inputs);
 }
 
-/**
- * Tells whether a JSON value fits a flag type (`object` means a JSON object, not an array or null).
- *
- * @param type the flag type
- * @param value the value
- * @returns true when the value has that type
- * @throws never
- */
+function byDefault(flag: CompiledFlag, reason: FlagReason, inputs: number): FlagEvaluation {
+  return { key: flag.key, value: flag.defaultValue, variant: flag.defaultVariant, reason, inputs };
+}
+
+/** @returns whether a JSON value fits a flag type (`object`: a JSON object, not an array or null) */
 export function valueHasType(type: FlagType, value: unknown): boolean {
   switch (type) {
     case "boolean":

@@ -8,8 +8,10 @@
  * warning; experiments no rule reads are a note (the origin and client code may read them).
  */
 import { chooseVariation, getBucketRanges } from "./bucketing.ts";
-import { DEVICE_CLASSES, NETWORK_CLASSES, PathGlob } from "./targeting.ts";
-import type { CompiledRules, ParsedRuleSet } from "./rules.ts";
+import { DEVICE_CLASSES, NETWORK_CLASSES } from "./targeting.ts";
+import { globCovers, globsDisjoint, literalPrefix } from "./glob_relations.ts";
+import type { ParsedRuleSet } from "./schema.ts";
+import type { CompiledRules } from "./compile.ts";
 
 /** How much a finding matters: a warning is provably wrong or dead; a note is worth knowing. */
 export type LintSeverity = "warning" | "note";
@@ -33,7 +35,6 @@ type Condition = NonNullable<Route["when"]>;
  *
  * @param rules the compiled rules (their `source` is linted)
  * @returns the findings: warnings first, then notes, each in the order of the rules file
- * @throws never
  * @example
  * ```ts
  * lintRules(parseRules({ version: 1, routes: [{ match: "/*", rewrite: { "*": "/a" } }, { match: "/b", rewrite: { "*": "/c" } }] }));
@@ -64,53 +65,6 @@ function byPlace(a: LintFinding, b: LintFinding): number {
   const [sb = "", ib = "0", ...rb] = b.path.split(".");
   return SECTIONS.indexOf(sa) - SECTIONS.indexOf(sb) || Number(ia) - Number(ib) ||
     ra.join(".").localeCompare(rb.join("."));
-}
-
-/**
- * Tells whether every path one glob matches, another matches too (so the other covers it).
- * Conservative: false unless provable (`*`, equal globs, a literal the other matches, or a
- * single-star glob whose prefix and suffix the covered glob's literal ends extend).
- *
- * @param outer the glob that may cover
- * @param inner the glob that may be covered
- * @returns true when `outer` provably matches every path `inner` matches
- * @throws never
- */
-export function globCovers(outer: string, inner: string): boolean {
-  if (outer === "*" || outer === inner) return true;
-  if (!inner.includes("*")) return new PathGlob(outer).test(inner);
-  const parts = outer.split("*");
-  if (parts.length !== 2) return false;
-  const [prefix, suffix] = parts as [string, string];
-  return literalPrefix(inner).startsWith(prefix) && literalSuffix(inner).endsWith(suffix);
-}
-
-/**
- * Tells whether no path can match both globs. Conservative: false unless provable.
- *
- * @param a a glob
- * @param b another glob
- * @returns true when they provably match no common path
- * @throws never
- */
-export function globsDisjoint(a: string, b: string): boolean {
-  if (a === "*" || b === "*") return false;
-  if (!a.includes("*")) return !new PathGlob(b).test(a);
-  if (!b.includes("*")) return !new PathGlob(a).test(b);
-  const pa = literalPrefix(a), pb = literalPrefix(b);
-  if (!pa.startsWith(pb) && !pb.startsWith(pa)) return true;
-  const sa = literalSuffix(a), sb = literalSuffix(b);
-  return !sa.endsWith(sb) && !sb.endsWith(sa);
-}
-
-function literalPrefix(glob: string): string {
-  const star = glob.indexOf("*");
-  return star < 0 ? glob : glob.slice(0, star);
-}
-
-function literalSuffix(glob: string): string {
-  const star = glob.lastIndexOf("*");
-  return star < 0 ? glob : glob.slice(star + 1);
 }
 
 const globsOf = (match: string | readonly string[]): readonly string[] =>
@@ -323,7 +277,8 @@ interface Reference {
   scopes: (readonly string[])[];
 }
 
-function references(rules: Rules): LintFinding[] {
+// Every place that reads an experiment's variation, with the paths where it reads it.
+function referencesOf(rules: Rules): Reference[] {
   const refs: Reference[] = [];
   const fromCondition = (path: string, when: Condition | undefined, scopes: (readonly string[])[]) => {
     if (!when?.variant) return;
@@ -348,7 +303,11 @@ function references(rules: Rules): LintFinding[] {
   );
   rules.images.forEach((image, i) => fromCondition(`images.${i}`, image.when, [globsOf(image.match)]));
   rules.slots.forEach((slot, s) => fromCondition(`slots.${s}`, slot.when, []));
+  return refs;
+}
 
+function references(rules: Rules): LintFinding[] {
+  const refs = referencesOf(rules);
   const out: LintFinding[] = [];
   for (const ref of refs) {
     const experiment = rules.experiments.find((e) => e.key === ref.key)!;

@@ -6,7 +6,7 @@
  */
 import { createHash } from "node:crypto";
 import { z } from "zod";
-import type { CompiledRules } from "./rules.ts";
+import type { CompiledRules } from "./compile.ts";
 import { resolveRegion } from "../pipeline/geo.ts";
 import { evaluateFlag, type FlagContext, type FlagEvaluation } from "./flags.ts";
 import { assignExperiment, experimentApplies } from "./experiments.ts";
@@ -68,27 +68,14 @@ const ContextSchema = z.looseObject({
 /** The evaluation context attributes the edge understands; others are accepted and ignored. */
 export type OfrepContext = z.output<typeof ContextSchema>;
 
-/**
- * The rules OFREP evaluates against: fixed rules, or a source (such as `RulesStore`) that picks
- * a rules canary's version for the visitors in it, as the proxy does.
- */
+/** Fixed rules, or a source (such as `RulesStore`) that picks a canary's rules for its visitors. */
 export type OfrepRules = CompiledRules | {
-  /** The active rules: for a request without `targetingKey`. */
   readonly current: CompiledRules;
-  /** The rules a visitor key evaluates (a canary's for visitors in its share). */
   rulesFor(visitorKey: string): CompiledRules;
 };
 
-/**
- * Picks the rules for an OFREP context: by `targetingKey` when one is given (so a canary
- * visitor sees the canary's flags, as on the proxy), else the active rules.
- *
- * @param rules fixed rules or a source with canaries
- * @param context the parsed evaluation context
- * @returns the rules to evaluate
- * @throws never
- */
-export function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): CompiledRules {
+// By `targetingKey` when one is given, so a canary visitor sees the canary's flags as on the proxy.
+function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): CompiledRules {
   if (!("rulesFor" in rules)) return rules;
   return context.targetingKey ? rules.rulesFor(context.targetingKey) : rules.current;
 }
@@ -98,14 +85,10 @@ export function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): Compile
  * when OFREP is open (no API keys): a browser evaluates flags for itself only.
  */
 export interface OfrepCaller {
-  /** The caller's visitor key; absent when it has none yet. */
   key: string | undefined;
   loggedIn: boolean;
   segments: readonly string[];
-  /**
-   * The caller's sticky experiment assignments (the `ep_exp` cookie: experiment key → variation),
-   * kept as the proxy keeps them, so a flag that depends on a variation answers as it does there.
-   */
+  /** The caller's sticky assignments (`ep_exp`), kept as the proxy keeps them. */
   sticky?: ReadonlyMap<string, string>;
 }
 
@@ -122,21 +105,9 @@ type Parsed = { ok: true; context: OfrepContext } | {
   errorDetails: string;
 };
 
-/**
- * Parses an OFREP request body `{ "context": { "targetingKey": "…", …attributes } }`. An empty
- * body counts as no context.
- *
- * @param text the body text
- * @returns the context, or `PARSE_ERROR` (not a JSON object) / `INVALID_CONTEXT` (a known
- *   attribute of the wrong type or format) with details naming the field
- * @throws never
- * @example
- * ```ts
- * parseOfrepRequest('{"context":{"targetingKey":"u1","country":"DE"}}');
- * // { ok: true, context: { targetingKey: "u1", country: "DE" } }
- * ```
- */
-export function parseOfrepRequest(text: string): Parsed {
+// An empty body counts as no context; errors are `PARSE_ERROR` (not a JSON object) or
+// `INVALID_CONTEXT` (a known attribute of the wrong type), with details naming the field.
+function parseOfrepRequest(text: string): Parsed {
   if (text.trim() === "") return { ok: true, context: {} };
   let json: unknown;
   try {
@@ -168,7 +139,6 @@ export function parseOfrepRequest(text: string): Parsed {
  * @returns 200 with the evaluation; 400 `PARSE_ERROR`, `INVALID_CONTEXT` or
  *   `TARGETING_KEY_MISSING` (a rollout or variant rule was reached without `targetingKey`);
  *   404 `FLAG_NOT_FOUND`
- * @throws never
  */
 export function evaluateOfrepFlag(
   source: OfrepRules,
@@ -194,15 +164,12 @@ export function evaluateOfrepFlag(
 }
 
 /**
- * Evaluates every flag for `POST /ofrep/v1/evaluate/flags`. Flags that cannot be evaluated
- * for this context appear as failures in the list; the `ETag` is a hash of the answer, and an
- * `If-None-Match` that lists it gives 304 (`*` is ignored: it does not mean the client holds
- * this answer).
+ * Evaluates every flag for `POST /ofrep/v1/evaluate/flags`; flags that cannot be evaluated for
+ * this context are failures in the list, and an `If-None-Match` listing the answer's ETag gives 304.
  *
  * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
  * @param request the body text, the `If-None-Match` header, and (open OFREP) the caller's own identity
  * @returns 200 `{ flags }` with an ETag, 304 with the ETag, or 400 `PARSE_ERROR`/`INVALID_CONTEXT`
- * @throws never
  */
 export function evaluateOfrepBulk(
   source: OfrepRules,
@@ -222,17 +189,9 @@ export function evaluateOfrepBulk(
   return { status: 200, body, etag };
 }
 
-/**
- * Tells whether an `If-None-Match` header lists an ETag (weak comparison). `*` matches nothing:
- * on the bulk `POST` it does not mean the client holds this answer (it is a guard for
- * conditional writes), so it must not turn an evaluation into an empty 304.
- *
- * @param ifNoneMatch the header value
- * @param etag the current entity tag, quoted
- * @returns true when a listed tag equals `etag`
- * @throws never
- */
-export function etagMatches(ifNoneMatch: string, etag: string): boolean {
+// Weak comparison. `*` matches nothing: on the bulk `POST` it is a guard for conditional writes,
+// not a sign the client holds this answer.
+function etagMatches(ifNoneMatch: string, etag: string): boolean {
   const wanted = etag.replace(/^W\//, "");
   return ifNoneMatch.split(",").some((tag) => tag.trim().replace(/^W\//, "") === wanted);
 }
@@ -244,7 +203,6 @@ export function etagMatches(ifNoneMatch: string, etag: string): boolean {
  * @param headers the request headers
  * @param keys the accepted keys; empty means no key is needed
  * @returns true when no key is configured or the presented one is accepted
- * @throws never
  */
 export function ofrepKeyAccepted(headers: Headers, keys: readonly string[]): boolean {
   if (keys.length === 0) return true;

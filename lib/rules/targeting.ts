@@ -17,10 +17,7 @@ export const DEVICE_CLASSES = [
 /** The network classes a condition or a rewrite can name. */
 export const NETWORK_CLASSES = ["slow", "fast", "save-data"] as const satisfies readonly NetworkClass[];
 
-/**
- * Bits naming the visitor-dependent inputs a decision read. Combined with `|` into a mask;
- * {@linkcode inputNames} turns a mask into names.
- */
+/** Bits naming the visitor-dependent inputs a decision read, combined with `|` into a mask. */
 export const INPUT = {
   region: 1,
   country: 2,
@@ -29,8 +26,7 @@ export const INPUT = {
   platform: 16,
   segments: 32,
   loggedIn: 64,
-  /** The visitor's key (bucketing for experiments and rollouts) and sticky assignments. */
-  visitorKey: 128,
+  visitorKey: 128, // bucketing (experiments, rollouts) and sticky assignments
   viewport: 256,
   dpr: 512,
 } as const;
@@ -40,11 +36,8 @@ export type DecisionInput = keyof typeof INPUT;
 
 const INPUT_NAMES = Object.keys(INPUT) as DecisionInput[];
 
-/**
- * The client-hint request headers behind each input (canonical case, as in `CLIENT_HINT_HEADERS`
- * of `device.ts`). The device class also depends on `User-Agent`, which is not a client hint.
- */
-export const INPUT_HINTS: Readonly<Partial<Record<DecisionInput, readonly string[]>>> = {
+// The client hints behind each input, as in `device.ts`; the device class also reads `User-Agent`.
+const INPUT_HINTS: Readonly<Partial<Record<DecisionInput, readonly string[]>>> = {
   device: ["Sec-CH-UA-Mobile"],
   platform: ["Sec-CH-UA-Platform"],
   network: ["Save-Data", "ECT", "Downlink", "RTT"],
@@ -71,15 +64,12 @@ export interface CompiledCondition {
   countries: ReadonlySet<string> | undefined;
   devices: ReadonlySet<string> | undefined;
   networks: ReadonlySet<string> | undefined;
-  /** Lower-case platform names. */
-  platforms: ReadonlySet<string> | undefined;
+  platforms: ReadonlySet<string> | undefined; // lower-case
   segments: ReadonlySet<string> | undefined;
   paths: readonly PathGlob[] | undefined;
   loggedIn: boolean | undefined;
-  /** Experiment key → accepted variations. */
   variants: ReadonlyArray<readonly [string, ReadonlySet<string>]> | undefined;
-  /** The {@linkcode INPUT} bits this condition reads. */
-  inputs: number;
+  inputs: number; // the INPUT bits it reads
 }
 
 /** What a condition is evaluated against. Unknown (undefined) attributes never match. */
@@ -88,8 +78,7 @@ export interface TargetingContext {
   country: string | undefined;
   device: DeviceClass | undefined;
   network: NetworkClass | undefined;
-  /** Lower-case operating system name. */
-  platform: string | undefined;
+  platform: string | undefined; // lower-case
   segments: readonly string[];
   /** The request path; undefined when evaluating outside a request (OFREP without `path`). */
   path: string | undefined;
@@ -99,15 +88,8 @@ export interface TargetingContext {
 }
 
 /**
- * Compiles a condition.
- *
- * @param spec the condition as written
- * @returns sets, regular expressions and the input mask
- * @throws never (the spec was validated by the rules schema)
- * @example
- * ```ts
- * const when = compileCondition({ region: ["EU"], device: ["mobile"] });
- * ```
+ * @param spec the condition as written (validated by the rules schema)
+ * @returns the condition compiled into sets, globs and its input mask
  */
 export function compileCondition(spec: ConditionSpec): CompiledCondition {
   const paths = spec.path === undefined
@@ -152,17 +134,9 @@ export type ConditionField =
   | "variant";
 
 /**
- * Evaluates a compiled condition: every field present must match; within a list any value
- * matches (segments: the visitor has at least one of them).
- *
  * @param condition the compiled condition; undefined always matches
  * @param context the visitor and request attributes
- * @returns true when the condition holds
- * @throws never
- * @example
- * ```ts
- * matchesCondition(compileCondition({ region: ["EU"] }), context); // true for an EU visitor
- * ```
+ * @returns true when every field present matches (any value within a list)
  */
 export function matchesCondition(
   condition: CompiledCondition | undefined,
@@ -172,14 +146,12 @@ export function matchesCondition(
 }
 
 /**
- * Evaluates a compiled condition and names the first field that does not hold, in the order
- * {@linkcode matchesCondition} checks them (it is this function's verdict), so an explanation
- * can say why a rule was passed over.
+ * Names the first field of a condition that does not hold, so an explanation can say why a rule
+ * was passed over ({@linkcode matchesCondition} is its verdict).
  *
  * @param condition the compiled condition; undefined always matches
  * @param context the visitor and request attributes
  * @returns the failing field, or undefined when the condition holds
- * @throws never
  * @example
  * ```ts
  * conditionMismatch(compileCondition({ region: ["EU"] }), { ...context, region: "US" }); // "region"
@@ -217,14 +189,7 @@ export function conditionMismatch(
   return undefined;
 }
 
-/**
- * Tells whether a path matches any of the compiled globs.
- *
- * @param patterns compiled globs
- * @param path the request path
- * @returns true when one matches
- * @throws never
- */
+/** @returns true when the path matches one of the compiled globs */
 export function matchesAnyPath(patterns: readonly PathGlob[], path: string): boolean {
   for (let i = 0; i < patterns.length; i++) {
     if (patterns[i]!.test(path)) return true;
@@ -232,13 +197,7 @@ export function matchesAnyPath(patterns: readonly PathGlob[], path: string): boo
   return false;
 }
 
-/**
- * Names the inputs in a mask of {@linkcode INPUT} bits.
- *
- * @param mask the combined bits
- * @returns the input names, in {@linkcode INPUT} order
- * @throws never
- */
+/** @returns the names of the inputs in a mask of {@linkcode INPUT} bits, in that order */
 export function inputNames(mask: number): DecisionInput[] {
   const out: DecisionInput[] = [];
   if (mask === 0) return out;
@@ -248,13 +207,7 @@ export function inputNames(mask: number): DecisionInput[] {
   return out;
 }
 
-/**
- * The client-hint headers behind a mask of inputs, for `Accept-CH` and `Vary`.
- *
- * @param mask the combined {@linkcode INPUT} bits
- * @returns header names in canonical case, without duplicates
- * @throws never
- */
+/** @returns the client-hint headers behind a mask of inputs (canonical case), for `Accept-CH` and `Vary` */
 export function hintsForInputs(mask: number): string[] {
   const out: string[] = [];
   if (mask === 0) return out;
@@ -285,12 +238,7 @@ export class PathGlob {
     this.#minLength = glob.length - (this.#parts.length - 1);
   }
 
-  /**
-   * Tells whether a path matches.
-   *
-   * @param path the request path
-   * @returns true when the whole path matches
-   */
+  /** @returns true when the whole path matches */
   test(path: string): boolean {
     return this.#match(path) !== null;
   }
@@ -299,9 +247,7 @@ export class PathGlob {
    * Matches a path and gives what the first `*` matched, taking as much as it can (as the greedy
    * `(.*)` of a regular expression would), for a rewrite target to reuse.
    *
-   * @param path the request path
-   * @returns the first `*`'s match (`""` for a glob without one), or `null` when the path does
-   *   not match
+   * @returns the first `*`'s match (`""` without one), or `null` when the path does not match
    * @example
    * ```ts
    * new PathGlob("/images/*").splat("/images/a/b.jpg"); // "a/b.jpg"
@@ -332,17 +278,7 @@ export class PathGlob {
   }
 }
 
-/**
- * Compiles a path glob (see {@linkcode PathGlob}).
- *
- * @param glob a glob such as `/api/products/*`
- * @returns the compiled glob
- * @throws never
- * @example
- * ```ts
- * compileGlob("/images/*").test("/images/a/b.jpg"); // true
- * ```
- */
+/** @returns the compiled {@linkcode PathGlob} of a glob such as `/api/products/*` */
 export function compileGlob(glob: string): PathGlob {
   return new PathGlob(glob);
 }

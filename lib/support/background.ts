@@ -8,11 +8,7 @@
 export class BackgroundTasks {
   #pending = new Set<Promise<unknown>>();
 
-  /**
-   * Tracks a promise until it settles; its rejection is swallowed (report it before handing it in).
-   *
-   * @param work the promise
-   */
+  /** Tracks a promise until it settles; its rejection is swallowed (report it before handing it in). */
   waitUntil(work: Promise<unknown>): void {
     const tracked = work.catch(() => {}).finally(() => this.#pending.delete(tracked));
     this.#pending.add(tracked);
@@ -23,11 +19,7 @@ export class BackgroundTasks {
     return this.#pending.size;
   }
 
-  /**
-   * Waits for every task tracked so far.
-   *
-   * @returns a promise that settles when they all have
-   */
+  /** Waits for every task tracked so far. */
   async drain(): Promise<void> {
     while (this.#pending.size) await Promise.all([...this.#pending]);
   }

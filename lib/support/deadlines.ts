@@ -1,11 +1,8 @@
 /**
  * @module
- * Many deadlines on one timer: the request path arms a deadline per origin call, and a timer
- * per request (`setTimeout` + `clearTimeout`, through Deno's Node-compatible timers) showed up
- * in profiles. A sweep keeps a set of deadlines and one interval that fires the expired ones;
- * a deadline fires at most one tick late. The interval runs only while deadlines are armed (and
- * one tick more),
- * and keeps the process alive only while a `within` call is pending (someone awaits it). One sweep is created in `main.ts` (`Deps.deadlines`).
+ * The one timeout mechanism: many deadlines on one interval timer, which fires expired ones at
+ * most one tick late, runs only while deadlines are armed, and keeps the process alive only while
+ * a `within` call is awaited. One sweep is created at start-up (`Deps.deadlines`).
  */
 
 /** A set of deadlines checked by one interval timer. */
@@ -14,7 +11,6 @@ export class DeadlineSweep {
   readonly #now: () => number;
   readonly #armed = new Set<{ at: number; onExpire: () => void }>();
   #timer: ReturnType<typeof setInterval> | undefined;
-  /** Pending `within` calls: someone awaits them, so the timer keeps the process alive meanwhile. */
   #holding = 0;
 
   /**
@@ -29,8 +25,6 @@ export class DeadlineSweep {
 
   /**
    * Arms a deadline.
-   *
-   * @param ms milliseconds from now
    * @param onExpire called once when the deadline passes, unless cancelled before
    * @returns cancels the deadline (idempotent)
    * @example
@@ -47,9 +41,8 @@ export class DeadlineSweep {
       if (this.#holding === 0) Deno.unrefTimer(timer);
       this.#timer = timer;
     }
-    // The timer is not stopped here when the last deadline goes, but by the next tick that finds
-    // none: starting and clearing an interval per request cost more than the deadlines themselves
-    // (~6 µs) whenever requests did not overlap.
+    // The next tick that finds no deadline stops the timer, so requests that do not overlap do
+    // not each start and clear an interval (docs/performance.md).
     return () => {
       this.#armed.delete(entry);
     };
@@ -58,7 +51,6 @@ export class DeadlineSweep {
   /**
    * Bounds a promise in time without stopping its work: the answer is `work`'s, or a
    * {@linkcode DeadlineError} when `ms` pass first.
-   *
    * @param work what to wait for
    * @param ms the most to wait, in milliseconds
    * @param what names the work in the error message
@@ -117,7 +109,7 @@ export class DeadlineSweep {
       try {
         entry.onExpire();
       } catch {
-        // A deadline's action must not stop the others from firing.
+        // One deadline's action must not stop the others.
       }
     }
     if (this.#armed.size === 0) this.#stop();
@@ -131,10 +123,7 @@ export class DeadlineSweep {
 
 /** Work bounded by {@linkcode DeadlineSweep.within} did not finish in time. */
 export class DeadlineError extends Error {
-  /**
-   * @param what the work
-   * @param ms its bound
-   */
+  /** */
   constructor(what: string, ms: number) {
     super(`${what} took longer than ${ms} ms`);
     this.name = "DeadlineError";

@@ -11,15 +11,8 @@ export const MAX_JSON_DEPTH = 64;
 /**
  * Tells whether a value nests objects or arrays more than `maxDepth` levels deep. Iterative, so
  * it cannot overflow the stack itself; a cyclic value counts as too deep.
- *
- * @param value parsed JSON (or any value)
  * @param maxDepth the deepest accepted nesting (a top-level object or array is level 1)
  * @returns true when the value is nested deeper than `maxDepth`
- * @example
- * ```ts
- * exceedsJsonDepth({ a: [1] }, 2); // false
- * exceedsJsonDepth({ a: [[1]] }, 2); // true
- * ```
  */
 export function exceedsJsonDepth(value: unknown, maxDepth: number = MAX_JSON_DEPTH): boolean {
   const stack: [unknown, number][] = [[value, 1]];
@@ -35,15 +28,9 @@ export function exceedsJsonDepth(value: unknown, maxDepth: number = MAX_JSON_DEP
 /**
  * The paths of every object key in `names`, anywhere in a value. Iterative, like
  * {@linkcode exceedsJsonDepth} (check the depth first: a cyclic value never ends here).
- *
- * @param value parsed JSON
  * @param names the keys to look for
  * @returns one path (keys and array indices from the top) per key found, the keys of an object
  *   before those nested in it
- * @example
- * ```ts
- * keyPaths(JSON.parse('{"a":[{"__proto__":1}]}'), new Set(["__proto__"])); // [["a", 0, "__proto__"]]
- * ```
  */
 export function keyPaths(value: unknown, names: ReadonlySet<string>): (string | number)[][] {
   const found: (string | number)[][] = [];

@@ -2,9 +2,8 @@
  * @module
  * Estimates of how much V8 heap a plain value takes, for the byte bounds of the per-isolate
  * caches. The figures follow V8's object layout with pointer compression (4-byte fields, 12-byte
- * heap numbers) and were checked against measured heap growth for the shapes the caches hold
- * (user contexts, related lists, sessions), mostly as V8's deserializer builds them for values
- * read from KV: they are close to what V8 uses, and err on the high side.
+ * heap numbers) as V8's deserializer builds values read from KV, and err on the high side
+ * (docs/performance.md).
  */
 import { MAX_JSON_DEPTH } from "./json_limits.ts";
 
@@ -31,8 +30,6 @@ const TOO_DEEP_PER_CHAR = 16;
 /**
  * Estimates the V8 heap bytes of a string: a header and one byte per character, two when any
  * character is outside Latin-1 (V8 then stores the whole string as UTF-16).
- *
- * @param text the string
  * @returns estimated bytes, a multiple of 4
  */
 export function estimateStringBytes(text: string): number {
@@ -42,9 +39,6 @@ export function estimateStringBytes(text: string): number {
 /**
  * How many bytes V8 (and so Deno KV's serialisation) gives each character of a string: one when
  * every character is Latin-1, else two for all of them (the string is then stored as UTF-16).
- *
- * @param text the string
- * @returns 1 or 2
  */
 export function bytesPerChar(text: string): 1 | 2 {
   for (let i = 0; i < text.length; i++) {
@@ -57,9 +51,7 @@ export function bytesPerChar(text: string): 1 | 2 {
  * Estimates the V8 heap bytes of a plain value: strings, numbers, booleans, arrays and plain
  * objects (property names are not counted: V8 shares them between objects of the same shape).
  * It walks the value once and allocates nothing, so it is cheap enough for every cache store.
- *
  * @param value a JSON-like value, as read from KV or parsed from JSON
- * @returns estimated bytes
  * @example
  * ```ts
  * estimateValueBytes({ itemId: "p42", at: 1_790_000_000_000 }); // 104

@@ -5,7 +5,7 @@
  */
 import { DEFAULT_RULES_KEEP, type RulesControlEvent } from "../rules/control.ts";
 import type { Config } from "../app/config.ts";
-import type { ParsedRuleSet } from "../rules/rules.ts";
+import type { ParsedRuleSet } from "../rules/schema.ts";
 import { compactViews } from "./views.ts";
 import { MAX_EVENT_BYTES, parseSyncEvents, storedBytes, type SyncEvent } from "./schema.ts";
 import { emptyOutcome } from "./apply/unit.ts";

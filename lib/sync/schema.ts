@@ -7,13 +7,8 @@
 import { exceedsJsonDepth, MAX_JSON_DEPTH } from "../support/json_limits.ts";
 import { z } from "zod";
 import { EdgeError } from "../http/errors.ts";
-import {
-  parseRules,
-  reservedKeyProblems,
-  RulesError,
-  RuleSetSchema,
-  rulesIssueMessage,
-} from "../rules/rules.ts";
+import { reservedKeyProblems, RuleSetSchema, rulesIssueMessage } from "../rules/schema.ts";
+import { parseRules, RulesError } from "../rules/compile.ts";
 import { USER_ID } from "../pipeline/identity.ts";
 import { bytesPerChar } from "../support/memory_size.ts";
 

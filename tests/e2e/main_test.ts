@@ -74,7 +74,13 @@ Deno.test("a 100 MB upload and a 300 MB download stream through the service with
     })();
   });
   await withKvDir(async (kvPath) => {
-    const service = await startService({ ORIGIN_URL: origin.url, KV_PATH: kvPath });
+    // The origin answers the upload only once it has read all 100 MB, which on a loaded machine
+    // can take longer than the default origin timeout: this test is about memory, not timeouts.
+    const service = await startService({
+      ORIGIN_URL: origin.url,
+      KV_PATH: kvPath,
+      ORIGIN_TIMEOUT_MS: "120000",
+    });
     try {
       const up = await fetch(`${service.url}/upload`, {
         method: "POST",

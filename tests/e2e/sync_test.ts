@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readSession, readUserContext } from "../../lib/data/store.ts";
+import { readSession, readUserContext } from "../../lib/data/readers.ts";
 import { startOrigin } from "../support.ts";
 import { type ServiceProcess, startService } from "./service.ts";
 import { sign } from "../../lib/sync/verify.ts";

@@ -17,7 +17,7 @@
  */
 import assert from "node:assert/strict";
 import { EdgeError } from "../../lib/http/errors.ts";
-import { loadRulesFile, parseRules, RulesError } from "../../lib/rules/rules.ts";
+import { loadRulesFile, parseRules, RulesError } from "../../lib/rules/compile.ts";
 import { sign } from "../../lib/sync/verify.ts";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps, SEED_RULES, startOrigin } from "../support.ts";

@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import type { RuleSet } from "../../lib/rules/rules.ts";
-import type { Explanation } from "../../lib/rules/explain.ts";
+import type { RuleSet } from "../../lib/rules/schema.ts";
+import type { Explanation } from "../../lib/rules/explanation.ts";
 import { makeDeps, startOrigin, type TestOrigin } from "../support.ts";
 
 const TOKEN = "rules-token-0123456789";

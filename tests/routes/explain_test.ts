@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { createLogger } from "../../lib/obs/log.ts";
-import type { RuleSet } from "../../lib/rules/rules.ts";
+import type { RuleSet } from "../../lib/rules/schema.ts";
 import { assignVariation, namespaceHash } from "../../lib/rules/bucketing.ts";
-import { canaryHash, followRulesInKv } from "../../lib/rules/store.ts";
+import { canaryHash } from "../../lib/rules/store.ts";
+import { followRulesInKv } from "../../lib/rules/follower.ts";
 import { sign } from "../../lib/sync/verify.ts";
-import type { Explanation } from "../../lib/rules/explain.ts";
+import type { Explanation } from "../../lib/rules/explanation.ts";
 import { makeDeps, startOrigin } from "../support.ts";
 
 const TOKEN = "rules-token-0123456789";

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createApp, type EdgeApp } from "../../routes/app.ts";
 import type { Deps } from "../../lib/app/deps.ts";
-import type { RuleSet } from "../../lib/rules/rules.ts";
+import type { RuleSet } from "../../lib/rules/schema.ts";
 import { EXPOSURE_EVENT_SCHEMA } from "../../lib/exposures/events.ts";
 import { answered, makeDeps, startOrigin, type TestOrigin } from "../support.ts";
 import { type ExposureReceiver, startExposureReceiver, TEST_EXPOSURES_SECRET } from "../exposure_receiver.ts";

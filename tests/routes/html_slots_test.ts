@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps, startOrigin } from "../support.ts";
-import type { RuleSet } from "../../lib/rules/rules.ts";
+import type { RuleSet } from "../../lib/rules/schema.ts";
 
 const RULES: RuleSet = {
   version: 1,

@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { hash } from "../../lib/rules/bucketing.ts";
-import { parseRules, type RuleSet } from "../../lib/rules/rules.ts";
+import type { RuleSet } from "../../lib/rules/schema.ts";
+import { parseRules } from "../../lib/rules/compile.ts";
 import { isCanaryVisitor } from "../../lib/rules/store.ts";
 import { makeDeps, startOrigin, stickyCookie } from "../support.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../lib/sync/apply.ts";

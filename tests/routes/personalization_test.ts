@@ -5,7 +5,8 @@ import { StickySigner } from "../../lib/pipeline/sticky.ts";
 import { parseCookies } from "../../lib/http/cookies.ts";
 import { loadIpGeoDb } from "../../lib/pipeline/ip_geo.ts";
 import { hashSessionId, keys } from "../../lib/data/store.ts";
-import { parseRules, type RuleSet } from "../../lib/rules/rules.ts";
+import type { RuleSet } from "../../lib/rules/schema.ts";
+import { parseRules } from "../../lib/rules/compile.ts";
 
 const RULES: RuleSet = {
   version: 3,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createLogger } from "../../lib/obs/log.ts";
-import { followRulesInKv } from "../../lib/rules/store.ts";
+import { followRulesInKv } from "../../lib/rules/follower.ts";
 import { sign } from "../../lib/sync/verify.ts";
 import { createApp } from "../../routes/app.ts";
 import { answered, failingReads, makeDeps, stallingReads } from "../support.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { readUserContext } from "../../lib/data/store.ts";
+import { readUserContext } from "../../lib/data/readers.ts";
 import { SYNC_OPENAPI } from "../../lib/sync/openapi.ts";
 import { sign } from "../../lib/sync/verify.ts";
 import { createApp } from "../../routes/app.ts";

@@ -9,7 +9,7 @@ import { CATALOGUE, promotionFor, PROMOTIONS, promotionText } from "../../tools/
 import { createDemoOrigin, demoOriginHandler } from "../../tools/demo_origin.ts";
 import { HEROES } from "../../tools/demo_pages.ts";
 import { parseNdjson } from "../../tools/publisher.ts";
-import { parseRules } from "../../lib/rules/rules.ts";
+import { parseRules } from "../../lib/rules/compile.ts";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps } from "../support.ts";
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
-import type { Explanation } from "../../lib/rules/explain.ts";
+import type { Explanation } from "../../lib/rules/explanation.ts";
 import { assignVariation, namespaceHash } from "../../lib/rules/bucketing.ts";
 import { canaryHash } from "../../lib/rules/store.ts";
 import { makeDeps } from "../support.ts";

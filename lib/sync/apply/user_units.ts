@@ -9,13 +9,13 @@ import {
   CartValue,
   expireIn,
   keys,
-  LegacyViewsValue,
   parseStored,
   ProfileValue,
   SessionValue,
   TombstoneValue,
   UserSessionsValue,
 } from "../../data/store.ts";
+import { readLegacyViews } from "../../data/readers.ts";
 import { planViewWrites } from "../views.ts";
 import type { CartEvent, EraseEvent, ProfileEvent, ViewEvent } from "../schema.ts";
 import { emptyPlan, keyId, type Mutation, type Plan, type Read, type Unit } from "./unit.ts";
@@ -251,11 +251,11 @@ function eraseStoredData(
 ): void {
   // Views of layout 2 are deleted by the compaction after the batch (reads already skip
   // those at or before the tombstone); the layout 1 value is filtered here.
-  const views = parseStored(LegacyViewsValue, read(keys.legacyViews(userId)).value);
+  const views = readLegacyViews(read(keys.legacyViews(userId)).value);
   if (views) {
-    const kept = views.views.filter((view) => view.at > erasedAt);
+    const kept = views.filter((view) => view.at > erasedAt);
     if (kept.length === 0) mutations.push({ key: keys.legacyViews(userId) });
-    else if (kept.length < views.views.length) {
+    else if (kept.length < views.length) {
       const expiresAt = Math.max(...kept.map((view) => view.expiresAt));
       mutations.push({
         key: keys.legacyViews(userId),

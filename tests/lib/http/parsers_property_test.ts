@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parseCookies } from "../../../lib/http/cookies.ts";
-import { parseSticky } from "../../../lib/pipeline/identity.ts";
+import { parseSticky } from "../../../lib/pipeline/sticky.ts";
 import { StickySigner } from "../../../lib/pipeline/sticky.ts";
 import { CidrList, clientAddress } from "../../../lib/http/net.ts";
 import { classifyDevice, UaCache } from "../../../lib/pipeline/device.ts";

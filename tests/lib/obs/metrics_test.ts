@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { EdgeMetrics, MAX_REGIONS, readThroughLabel, statusClass } from "../../../lib/obs/metrics.ts";
+import { EdgeMetrics } from "../../../lib/obs/metrics.ts";
+import { MAX_REGIONS, readThroughLabel, statusClass } from "../../../lib/obs/metric_labels.ts";
 import { routeClassOf } from "../../../lib/http/paths.ts";
 
 /** One sample line of the exposition. */

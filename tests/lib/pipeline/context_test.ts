@@ -8,7 +8,8 @@ import {
   withoutBehaviouralData,
 } from "../../../lib/pipeline/context.ts";
 import { ContextCache } from "../../../lib/data/context_cache.ts";
-import { keys, readRelated, readUserContext, VIEWS_COMPACT_SLACK } from "../../../lib/data/store.ts";
+import { keys, VIEWS_COMPACT_SLACK } from "../../../lib/data/store.ts";
+import { readRelated, readUserContext } from "../../../lib/data/readers.ts";
 import { applyBackendEvents, applyOptionsFromConfig } from "../../../lib/sync/apply.ts";
 import { DeadlineError, DeadlineSweep } from "../../../lib/support/deadlines.ts";
 import { stallingReads } from "../../support.ts";

@@ -5,7 +5,7 @@ import {
   regionSource,
   resolveRegion,
 } from "../../../lib/pipeline/geo.ts";
-import { parseRules } from "../../../lib/rules/rules.ts";
+import { parseRules } from "../../../lib/rules/compile.ts";
 import { REGIONS } from "../rules/rules_fixtures.ts";
 
 const rules = parseRules({ version: 1, defaultRegion: "GLOBAL", regions: REGIONS });

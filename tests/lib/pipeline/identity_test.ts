@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { formatSticky, parseSticky, resolveIdentity } from "../../../lib/pipeline/identity.ts";
+import { resolveIdentity } from "../../../lib/pipeline/identity.ts";
+import { formatSticky, parseSticky } from "../../../lib/pipeline/sticky.ts";
 import { hashSessionId, keys } from "../../../lib/data/store.ts";
 import { parseCookies } from "../../../lib/http/cookies.ts";
 import { DeadlineError, DeadlineSweep } from "../../../lib/support/deadlines.ts";

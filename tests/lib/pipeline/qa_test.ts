@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { QaOverrideError, qaOverrides } from "../../../lib/pipeline/qa.ts";
-import { parseRules } from "../../../lib/rules/rules.ts";
+import { parseRules } from "../../../lib/rules/compile.ts";
 import { decide } from "../../../lib/rules/decide.ts";
 import { makeFacts, makeVisitor } from "../rules/rules_fixtures.ts";
 

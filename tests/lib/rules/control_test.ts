@@ -6,7 +6,7 @@ import {
   resolveRules,
   type RulesControlEvent,
 } from "../../../lib/rules/control.ts";
-import type { ParsedRuleSet } from "../../../lib/rules/rules.ts";
+import type { ParsedRuleSet } from "../../../lib/rules/schema.ts";
 import type { RulesControlValue } from "../../../lib/data/store.ts";
 
 const set = (version: number) => ({ version }) as unknown as ParsedRuleSet;

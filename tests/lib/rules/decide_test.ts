@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { decide } from "../../../lib/rules/decide.ts";
 import { formatSticky, STICKY_PAYLOAD_MAX } from "../../../lib/pipeline/sticky.ts";
-import { parseRules, type RuleSet } from "../../../lib/rules/rules.ts";
+import type { RuleSet } from "../../../lib/rules/schema.ts";
+import { parseRules } from "../../../lib/rules/compile.ts";
 import { ISSUE_EXAMPLE_JSON, makeFacts, makeVisitor, REGIONS } from "./rules_fixtures.ts";
 
 const ids = Array.from({ length: 10_000 }, (_, i) => `visitor-${i}`);

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { loadRulesFile } from "../../../lib/rules/rules.ts";
+import { loadRulesFile } from "../../../lib/rules/compile.ts";
 import { diffRules, formatRulesDiff } from "../../../lib/rules/diff.ts";
 
 const load = async (name: string) =>

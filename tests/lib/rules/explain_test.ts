@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
 import { decide, decideForVisitor } from "../../../lib/rules/decide.ts";
-import { type CompiledRules, parseRules } from "../../../lib/rules/rules.ts";
+import { type CompiledRules, parseRules } from "../../../lib/rules/compile.ts";
 import { RulesStore } from "../../../lib/rules/store.ts";
 import type { Facts } from "../../../lib/pipeline/facts.ts";
 import type { Identity } from "../../../lib/pipeline/identity.ts";
 import type { EdgeUserContext } from "../../../lib/pipeline/context.ts";
-import { ExplainCollector, type Explanation } from "../../../lib/rules/explain.ts";
+import { ExplainCollector } from "../../../lib/rules/explain.ts";
+import type { Explanation } from "../../../lib/rules/explanation.ts";
 import { describeMismatch, formatExplanation } from "../../../lib/rules/explain_text.ts";
 import { compileCondition } from "../../../lib/rules/targeting.ts";
 import { ISSUE_EXAMPLE_JSON, makeFacts } from "./rules_fixtures.ts";

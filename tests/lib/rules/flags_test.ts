@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { evaluateFlag, type FlagContext } from "../../../lib/rules/flags.ts";
 import { hash } from "../../../lib/rules/bucketing.ts";
-import { parseRules } from "../../../lib/rules/rules.ts";
+import { parseRules } from "../../../lib/rules/compile.ts";
 import { REGIONS } from "./rules_fixtures.ts";
 
 const rules = parseRules({

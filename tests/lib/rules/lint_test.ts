@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
-import { loadRulesFile, parseRules } from "../../../lib/rules/rules.ts";
-import { globCovers, globsDisjoint, type LintFinding, lintRules } from "../../../lib/rules/lint.ts";
+import { loadRulesFile, parseRules } from "../../../lib/rules/compile.ts";
+import { type LintFinding, lintRules } from "../../../lib/rules/lint.ts";
+import { globCovers, globsDisjoint } from "../../../lib/rules/glob_relations.ts";
 
 const fixture = (name: string) =>
   loadRulesFile(new URL(`../../fixtures/rules/lint/${name}`, import.meta.url).pathname, Deno.readTextFile);

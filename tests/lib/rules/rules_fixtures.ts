@@ -4,9 +4,9 @@
  * request facts and visitors.
  */
 import type { Facts } from "../../../lib/pipeline/facts.ts";
-import type { VisitorContext } from "../../../lib/rules/decide.ts";
+import type { VisitorContext } from "../../../lib/rules/decision.ts";
 import type { DeviceInfo } from "../../../lib/pipeline/device.ts";
-import type { RuleSet } from "../../../lib/rules/rules.ts";
+import type { RuleSet } from "../../../lib/rules/schema.ts";
 
 /** The example rule set of the personalization issue, verbatim. */
 export const ISSUE_EXAMPLE_JSON = `{

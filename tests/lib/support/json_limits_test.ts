@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { exceedsJsonDepth, keyPaths, MAX_JSON_DEPTH } from "../../../lib/support/json_limits.ts";
-import { parseRules, RulesError } from "../../../lib/rules/rules.ts";
+import { parseRules, RulesError } from "../../../lib/rules/compile.ts";
 import { parseSyncEvent } from "../../../lib/sync/schema.ts";
 
 function nested(depth: number): unknown {

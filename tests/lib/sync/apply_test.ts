@@ -4,16 +4,18 @@ import { compareRulesEvents, readActiveRules, readStoredRulesStatus } from "../.
 import {
   hashSessionId,
   keys,
-  listViewWindow,
   parseStored,
   parseViewEntry,
+  TombstoneValue,
+  type UserContext,
+} from "../../../lib/data/store.ts";
+import {
+  listViewWindow,
   readRelated,
   readRuleSets,
   readSession,
   readUserContext,
-  TombstoneValue,
-  type UserContext,
-} from "../../../lib/data/store.ts";
+} from "../../../lib/data/readers.ts";
 import {
   applyBackendEvents,
   applyEvents,
@@ -29,7 +31,7 @@ import {
   SyncPayloadError,
 } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
-import { parseRules } from "../../../lib/rules/rules.ts";
+import { parseRules } from "../../../lib/rules/compile.ts";
 import { applyOptions, withKv } from "./fixtures.ts";
 
 const T0 = Date.UTC(2026, 10, 26, 0, 0, 0);

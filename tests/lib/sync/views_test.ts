@@ -3,9 +3,9 @@ import {
   DEFAULT_RECENT_VIEWS_MAX,
   keys,
   parseViewEntry,
-  readUserContext,
   VIEWS_COMPACT_SLACK,
 } from "../../../lib/data/store.ts";
+import { readUserContext } from "../../../lib/data/readers.ts";
 import { applyEvents, type ApplyOptions } from "../../../lib/sync/apply.ts";
 import type { SyncEvent } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
