@@ -112,10 +112,16 @@ function edgeJson(visitor: Visitor, deps: Deps, body: unknown): Response {
   // would be converted again, field by field).
   const response = new Response(JSON.stringify(body), { status: 200 });
   const { headers } = response;
-  headers.set("content-type", "application/json; charset=utf-8");
   // Only the visitor's own browser may keep it, and only briefly.
-  headers.set("cache-control", "private, max-age=5");
-  headers.set("vary", "Cookie");
-  finishResponseHeaders(headers, { decision: visitor.decision, clientHints: [], cookies });
+  const seen = {
+    contentType: "application/json; charset=utf-8",
+    cacheControl: "private, max-age=5",
+    vary: "Cookie",
+    cdnCacheControl: false,
+  };
+  headers.set("content-type", seen.contentType);
+  headers.set("cache-control", seen.cacheControl);
+  headers.set("vary", seen.vary);
+  finishResponseHeaders(headers, { decision: visitor.decision, clientHints: [], cookies, seen });
   return response;
 }

@@ -4,7 +4,7 @@
  * every stage lives in `lib/`.
  */
 import type { Deps } from "../lib/app/deps.ts";
-import { finishResponseHeaders } from "../lib/origin/cache_headers.ts";
+import { finishResponseHeaders, type SeenResponseHeaders } from "../lib/origin/cache_headers.ts";
 import { responseCookies, setDecisionHeaders } from "../lib/origin/edge_headers.ts";
 import { ClientClosedError, EdgeError, OriginTimeoutError } from "../lib/http/errors.ts";
 import { REGION_HEADER } from "../lib/pipeline/geo.ts";
@@ -110,12 +110,19 @@ export function proxyHandler(deps: Deps): ObservedHandler {
       status: upstream.status,
       statusText: upstream.statusText,
     });
+    const seen: SeenResponseHeaders = {
+      vary: null,
+      cacheControl: null,
+      contentType: null,
+      cdnCacheControl: false,
+    };
     const responseHeaders = downstreamResponseHeaders(
       upstream.headers,
       headerValue(headers, "accept-encoding"),
       response.headers,
+      seen,
     );
-    const html = (responseHeaders.get("content-type") ?? "").toLowerCase().startsWith("text/html");
+    const html = (seen.contentType ?? "").toLowerCase().startsWith("text/html");
     // A page is rewritten only when there is something to insert (a slot matched, or the
     // context): others keep their validators, length and encoding, at no CPU cost. But whether
     // a slot matched depended on the visitor even when none did, so the caching accounts for the
@@ -142,6 +149,7 @@ export function proxyHandler(deps: Deps): ObservedHandler {
       clientHints: rules.clientHints,
       cookies,
       toldVisitor,
+      seen,
     });
     if (!rewriteHtml) return response;
     if (!(await htmlRewriterAvailable())) {

@@ -19,6 +19,20 @@ const CDN_CACHE_CONTROLS: readonly string[] = [
   "vercel-cdn-cache-control",
   "edge-control",
 ];
+/** {@linkcode CDN_CACHE_CONTROLS} as a set, for a copy loop that notes whether one is present. */
+export const CDN_CACHE_CONTROL_SET: ReadonlySet<string> = new Set(CDN_CACHE_CONTROLS);
+
+/**
+ * What a copy of the response headers already saw (`get` would read the same values), so the
+ * finishing touches need no lookups of their own.
+ */
+export interface SeenResponseHeaders {
+  vary: string | null;
+  cacheControl: string | null;
+  contentType: string | null;
+  /** One of the CDN-only caching headers is present. */
+  cdnCacheControl: boolean;
+}
 
 /** Options for {@linkcode applyPersonalizedCaching}. */
 export interface PersonalizedCachingOptions {
@@ -46,16 +60,17 @@ export function applyPersonalizedCaching(
   headers: Headers,
   varyOn: readonly string[],
   options: PersonalizedCachingOptions = { shareable: false },
+  seen?: SeenResponseHeaders,
 ): void {
-  const cacheControl = headers.get("cache-control");
+  const cacheControl = seen ? seen.cacheControl : headers.get("cache-control");
   const directives = splitDirectives((cacheControl ?? "").toLowerCase());
-  const vary = (headers.get("vary") ?? "").toLowerCase().split(",").map((v) => v.trim());
+  const vary = ((seen ? seen.vary : headers.get("vary")) ?? "").toLowerCase().split(",").map((v) => v.trim());
   const explicitShared = directives.some((d) => d === "public" || d.startsWith("s-maxage"));
   if (
     options.shareable && explicitShared && varyOn.length > 0 &&
     (vary.includes("*") || varyOn.every((name) => vary.includes(name)))
   ) return;
-  for (const name of CDN_CACHE_CONTROLS) headers.delete(name);
+  if (seen?.cdnCacheControl !== false) { for (const name of CDN_CACHE_CONTROLS) headers.delete(name); }
   if (directives.some((d) => d === "private" || d === "no-store")) return;
   const kept = directives.filter((d) =>
     d !== "public" && !d.startsWith("s-maxage") && !d.startsWith("private=")
@@ -105,6 +120,8 @@ export interface FinishResponseOptions {
    * segments): whatever the origin made of it, the answer is not for another visitor.
    */
   toldVisitor?: boolean;
+  /** What the caller saw while building `headers` (it replaces lookups; absent → looked up). */
+  seen?: SeenResponseHeaders;
 }
 
 /**
@@ -122,38 +139,45 @@ export interface FinishResponseOptions {
 export function finishResponseHeaders(headers: Headers, options: FinishResponseOptions): void {
   const { decision } = options;
   for (const cookie of options.cookies) headers.append("set-cookie", cookie);
+  // Copied, since `Vary` changes below.
+  const seen = options.seen && { ...options.seen };
   // An origin that varies on a header the edge added (`x-edge-user`, …) personalized the response on
   // what the edge knows of the visitor: a cache in front of the edge never sees that header.
-  const originVary = headers.get("vary");
+  const originVary = seen ? seen.vary : headers.get("vary");
   const variesOnEdge = originVary !== null && /(^|,)\s*x-edge-/i.test(originVary);
   const varyOn = decision.usedHints.map((h) => h.toLowerCase());
   // The device class, and the platform when `Sec-CH-UA-Platform` is absent, come from `User-Agent`.
   if (decision.dependsOn.includes("device") || decision.dependsOn.includes("platform")) {
     varyOn.push("user-agent");
   }
-  if (varyOn.length) addVary(headers, varyOn);
+  if (varyOn.length) {
+    const vary = addVary(headers, varyOn, originVary);
+    if (seen) seen.vary = vary;
+  }
   const toldVisitor = options.toldVisitor === true;
   if (decision.personalized || options.cookies.length || variesOnEdge || toldVisitor) {
     // A response that sets the edge's cookies is never shareable; otherwise only outcomes that
     // depended on request headers alone (device and network hints) may stay in shared caches.
     const shareable = options.cookies.length === 0 && !variesOnEdge && !toldVisitor &&
       decision.dependsOn.every((input) => HEADER_EXPRESSIBLE.has(input));
-    applyPersonalizedCaching(headers, varyOn, { shareable });
+    applyPersonalizedCaching(headers, varyOn, { shareable }, seen);
   }
   if (decision.forced) {
-    for (const name of CDN_CACHE_CONTROLS) headers.delete(name);
+    if (seen?.cdnCacheControl !== false) { for (const name of CDN_CACHE_CONTROLS) headers.delete(name); }
     headers.set("cache-control", "private, no-store");
   }
   if (
-    options.clientHints.length && (headers.get("content-type") ?? "").toLowerCase().startsWith("text/html")
+    options.clientHints.length &&
+    ((seen ? seen.contentType : headers.get("content-type")) ?? "").toLowerCase().startsWith("text/html")
   ) {
     headers.set("accept-ch", options.clientHints.join(", "));
   }
 }
 
-function addVary(headers: Headers, names: readonly string[]): void {
-  const existing = (headers.get("vary") ?? "").split(",").map((v) => v.trim()).filter(Boolean);
-  if (existing.includes("*")) return;
+/** Adds names to `Vary`, given its current value; returns the new value. */
+function addVary(headers: Headers, names: readonly string[], current: string | null): string | null {
+  const existing = (current ?? "").split(",").map((v) => v.trim()).filter(Boolean);
+  if (existing.includes("*")) return current;
   const lower = new Set(existing.map((v) => v.toLowerCase()));
   for (const name of names) {
     if (!lower.has(name)) {
@@ -161,5 +185,7 @@ function addVary(headers: Headers, names: readonly string[]): void {
       lower.add(name);
     }
   }
-  headers.set("vary", existing.join(", "));
+  const vary = existing.join(", ");
+  headers.set("vary", vary);
+  return vary;
 }

@@ -4,6 +4,7 @@
  * configured origin) and header hygiene in both directions.
  */
 import { BadPathError } from "../http/errors.ts";
+import { CDN_CACHE_CONTROL_SET, type SeenResponseHeaders } from "./cache_headers.ts";
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1, plus the historic proxy ones). */
 const HOP_BY_HOP = [
@@ -294,12 +295,14 @@ function forwardedElement(info: ForwardingInfo): string {
  * @param requestedEncoding the `Accept-Encoding` the edge sent to the origin
  * @param headers where to put them: best the empty headers of the `Response` being built, since
  *   handing a `Headers` object to the `Response` constructor converts it again, field by field
+ * @param seen filled in with the copied fields `finishResponseHeaders` reads, if given
  * @returns `headers`, without hop-by-hop fields and with `Via` appended
  */
 export function downstreamResponseHeaders(
   upstream: Headers,
   requestedEncoding: string | null,
   headers: Headers = new Headers(),
+  seen?: SeenResponseHeaders,
 ): Headers {
   const listed = connectionListed(upstream.get("connection"));
   const decoded = requestedEncoding?.trim().toLowerCase() !== "identity" &&
@@ -318,8 +321,16 @@ export function downstreamResponseHeaders(
         return;
       }
     }
+    if (seen) noteSeen(seen, name, value);
     headers.append(name, value);
   });
   headers.set("via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN);
   return headers;
+}
+
+function noteSeen(seen: SeenResponseHeaders, name: string, value: string): void {
+  if (name === "vary") seen.vary = value;
+  else if (name === "cache-control") seen.cacheControl = value;
+  else if (name === "content-type") seen.contentType = value;
+  else if (CDN_CACHE_CONTROL_SET.has(name)) seen.cdnCacheControl = true;
 }
