@@ -14,7 +14,7 @@
 import { parseArgs } from "node:util";
 import { Webhook } from "standardwebhooks";
 import { readAtMost } from "../lib/http/body.ts";
-import { parseNdjson, rebaseInstants } from "./publisher.ts";
+import { parseNdjson, rebaseInstants } from "./publisher_events.ts";
 
 /** Largest exposure batch read (a 10 000-event batch is about 3 MB). */
 const MAX_BATCH_BYTES = 8 * 1024 * 1024;

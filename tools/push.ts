@@ -15,12 +15,10 @@ import {
   type AttemptInfo,
   type BatchReport,
   type EndpointReport,
-  parseNdjson,
   publish,
-  PublishInputError,
-  rebaseInstants,
   STANDARD_RETRY_SCHEDULE_MS,
 } from "./publisher.ts";
+import { parseNdjson, PublishInputError, rebaseInstants } from "./publisher_events.ts";
 import { webhookSecretProblem } from "../lib/sync/verify.ts";
 
 const USAGE =

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { CATALOGUE, promotionFor, PROMOTIONS, promotionText } from "../../tools/demo_catalogue.ts";
 import { createDemoOrigin, demoOriginHandler } from "../../tools/demo_origin.ts";
 import { HEROES } from "../../tools/demo_pages.ts";
-import { parseNdjson } from "../../tools/publisher.ts";
+import { parseNdjson } from "../../tools/publisher_events.ts";
 import { parseRules } from "../../lib/rules/compile.ts";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps } from "../support.ts";

@@ -1,14 +1,6 @@
 import assert from "node:assert/strict";
-import {
-  type AttemptInfo,
-  batchEvents,
-  describeFetchError,
-  parseNdjson,
-  publish,
-  PublishInputError,
-  type PublishOptions,
-  rebaseInstants,
-} from "../../tools/publisher.ts";
+import { type AttemptInfo, describeFetchError, publish, type PublishOptions } from "../../tools/publisher.ts";
+import { batchEvents, parseNdjson, PublishInputError, rebaseInstants } from "../../tools/publisher_events.ts";
 import { createWebhookVerifier } from "../../lib/sync/verify.ts";
 import { parseRetryAfter } from "../../lib/http/retry_after.ts";
 import { startOrigin } from "../support.ts";
