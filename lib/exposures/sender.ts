@@ -7,8 +7,7 @@
 import type { DeadlineSweep } from "../support/deadlines.ts";
 import type { Logger } from "../obs/log.ts";
 import { parseRetryAfter } from "../http/retry_after.ts";
-import { createHmac } from "node:crypto";
-import { decodeSecret } from "../sync/verify.ts";
+import { createSigner, type SignedMessage } from "../sync/verify.ts";
 import type { ExposureEvent } from "./events.ts";
 
 /** The event `type` of an exposure batch. */
@@ -94,7 +93,7 @@ type Attempt =
 /** Signs and posts exposure batches, retrying as the module says. */
 export class ExposureSender {
   readonly #options: ExposureSenderOptions;
-  #key: Uint8Array | undefined;
+  #signer: ((message: SignedMessage) => string) | undefined;
 
   /** @param options the endpoint, secret, side effects and retry settings */
   constructor(options: ExposureSenderOptions) {
@@ -158,11 +157,9 @@ export class ExposureSender {
     return "dropped";
   }
 
-  // `sign` of sync/verify.ts in one synchronous pass: no key import or body copy per attempt.
-  #signature(id: string, timestamp: number, body: Uint8Array): string {
-    this.#key ??= decodeSecret(this.#options.secret);
-    const mac = createHmac("sha256", this.#key).update(`${id}.${timestamp}.`).update(body);
-    return `v1,${mac.digest("base64")}`;
+  #sign(message: SignedMessage): string {
+    this.#signer ??= createSigner(this.#options.secret);
+    return this.#signer(message);
   }
 
   async #attempt(batch: OutgoingBatch): Promise<Attempt> {
@@ -181,7 +178,7 @@ export class ExposureSender {
           "content-type": "application/json",
           "webhook-id": batch.id,
           "webhook-timestamp": String(timestamp),
-          "webhook-signature": this.#signature(batch.id, timestamp, batch.body),
+          "webhook-signature": this.#sign({ id: batch.id, timestamp, body: batch.body }),
         },
         // A redirect is not followed: signed analytics data goes where it was configured to.
         redirect: "manual",
