@@ -6,19 +6,16 @@
  */
 import { BadPathError } from "./errors.ts";
 
-/** A path `URL` would leave as it is: no percent sign, backslash, or character it encodes. */
+// A path and a query `URL` would leave as they are.
 const PLAIN_PATH = /^\/[A-Za-z0-9\-._~!$&'()*+,;=:@\/]*$/;
-/** A `.` or `..` segment, which `URL` resolves. */
 const DOT_SEGMENT = /(?:^|\/)\.{1,2}(?:\/|$)/;
-/** A query `URL` would leave as it is (printable ASCII but `"`, `#`, `'`, `<`, `>`), or none. */
 const PLAIN_QUERY = /^(?:\?[\x21\x24-\x26\x28-\x3b\x3d\x3f-\x7e]*)?$/;
 
 /**
- * The scheme, host, path and query of a request URL as `URL` would give them: `Deno.serve`
- * keeps the raw target, so the rare URL that `URL` would change is parsed, the rest only cut.
+ * The parts of a request URL as `URL` would give them: `Deno.serve` keeps the raw target, so the
+ * rare URL that `URL` would change is parsed, the rest only cut.
  *
  * @param href the request URL
- * @returns scheme (`http`, `https`), host, path and query (with its `?`, or empty)
  */
 export function requestUrlParts(
   href: string,
@@ -32,11 +29,9 @@ export function requestUrlParts(
 }
 
 /**
- * Cuts scheme, host, path and query out of a URL string without normalising it: the one splitter.
+ * Cuts scheme, host (without credentials), path and query out of a URL string without normalising it.
  *
  * @param href an absolute URL
- * @returns scheme, host (without credentials), path (`/` when empty) and query (`?…`, or empty
- *   when there is none or only `?`)
  */
 export function splitUrl(href: string): { scheme: string; host: string; path: string; search: string } {
   const colon = href.indexOf(":");
@@ -47,12 +42,11 @@ export function splitUrl(href: string): { scheme: string; host: string; path: st
   const end = hash < 0 ? href.length : hash;
   if (pathStart < 0 || (query >= 0 && query < pathStart)) pathStart = query >= 0 ? query : end;
   const pathEnd = query >= 0 && query < end ? query : end;
-  // A serialised query of just "?" is reported as empty, as `URL.search` does.
+  // Just "?" is empty, as `URL.search` has it.
   const search = query >= 0 && query < end && end - query > 1 ? href.slice(query, end) : "";
   const authority = href.slice(hostStart, pathStart);
   return {
     scheme: href.slice(0, colon),
-    // Without any credentials (a server's request URL has none; a test's may).
     host: authority.slice(authority.lastIndexOf("@") + 1),
     path: pathStart < pathEnd ? href.slice(pathStart, pathEnd) : "/",
     search,
@@ -60,13 +54,11 @@ export function splitUrl(href: string): { scheme: string; host: string; path: st
 }
 
 /**
- * The canonical path the edge forwards and routes on: slashes collapsed, percent-encoding
- * normalised (so `/%61dmin` is `/admin` for the rules as for the origin); encoded separators,
- * dot segments (even double encoded) and control characters refused, since an origin that
- * decodes them could be led outside the route the rules matched.
+ * The canonical path the edge forwards and routes on: slashes collapsed, percent-encoding normalised;
+ * encoded separators, dot segments (even double encoded) and control characters refused, since an
+ * origin that decodes them could be led outside the route the rules matched.
  *
  * @param pathname the path of the request URL (already WHATWG-normalised)
- * @returns the path to forward and route on
  * @throws {BadPathError} when the path cannot be forwarded safely
  * @example
  * ```ts
@@ -93,7 +85,7 @@ export function checkInboundPath(pathname: string): string {
         try {
           twice = decodeURIComponent(once);
         } catch {
-          // Not valid double encoding: the origin will not decode it into anything dangerous.
+          // Not double encoding: nothing an origin would decode.
         }
         checkDecodedSegment(twice);
       }
@@ -104,7 +96,6 @@ export function checkInboundPath(pathname: string): string {
       throw new BadPathError("The request path must not contain dot segments");
     }
   }
-  // Every escape is well-formed here: each segment holding one decoded above.
   return path.includes("%") ? normalisePercentEncoding(path) : path;
 }
 
@@ -112,11 +103,9 @@ const ESCAPE = /%([0-9A-Fa-f]{2})/g;
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/;
 
 /**
- * Percent-encoding in its normal form (RFC 3986 §6.2.2): unreserved characters decoded, other
- * escapes upper-cased — one spelling for the rules to match, equivalent for every server.
+ * Percent-encoding in RFC 3986 §6.2.2 normal form: one spelling for the rules to match.
  *
  * @param path a path (or glob) whose escapes are `%` and two hex digits
- * @returns the same path in normal form
  * @example
  * ```ts
  * normalisePercentEncoding("/%61dmin/caf%c3%a9"); // "/admin/caf%C3%A9"
@@ -130,11 +119,9 @@ export function normalisePercentEncoding(path: string): string {
 }
 
 /**
- * The path the rules' globs match: segment `;` parameters cut, as Tomcat and Jetty do before
- * mapping a request (`/admin;x/y` is served as `/admin/y`).
+ * The path the rules' globs match: `;` parameters cut, as Tomcat and Jetty do before mapping.
  *
  * @param path a checked inbound path
- * @returns the path without segment parameters, repeated slashes collapsed
  * @example
  * ```ts
  * pathForRules("/admin;x/y;jsessionid=1"); // "/admin/y"
@@ -162,7 +149,6 @@ function checkDecodedSegment(segment: string): void {
  * `.` or `..`, also with a `;` path parameter, which some servers (Tomcat) strip before resolving.
  *
  * @param segment one path segment
- * @returns whether a server could resolve it as a dot segment
  */
 export function isDotSegment(segment: string): boolean {
   const name = segment.includes(";") ? segment.slice(0, segment.indexOf(";")) : segment;
@@ -171,13 +157,11 @@ export function isDotSegment(segment: string): boolean {
 
 /** Route classes a request is counted under. */
 export const ROUTE_CLASSES = ["proxy", "edge", "sync", "ofrep", "ops"] as const;
-/** Which kind of endpoint answered a request. */
 export type RouteClass = typeof ROUTE_CLASSES[number];
 
 /** Who answers: the proxy, one of the edge-served reads, or the edge's routers (Hono). */
 export type Handler = "proxy" | "context" | "recommendations" | "routers";
 
-/** Where a request goes and what it is counted as. */
 export interface Route {
   readonly handler: Handler;
   readonly routeClass: RouteClass;
@@ -191,10 +175,7 @@ interface EdgePath extends Route {
   readonly readOnly?: boolean;
 }
 
-/**
- * The paths the edge answers itself, first match wins; everything else is the origin's. The
- * routers answer unknown paths in a tree themselves (404): nothing goes back to the proxy.
- */
+/** First match wins; the routers answer unknown paths in a tree with 404, never the proxy. */
 const EDGE_PATHS: readonly EdgePath[] = [
   { path: "/_edge/context", readOnly: true, handler: "context", routeClass: "edge" },
   { path: "/_edge/recommendations", readOnly: true, handler: "recommendations", routeClass: "edge" },
@@ -210,11 +191,10 @@ const EDGE_PATHS: readonly EdgePath[] = [
 const PROXY: Route = { handler: "proxy", routeClass: "proxy" };
 
 /**
- * Looks a request up in the table of the edge's paths.
+ * The route of a request: the proxy's for every path the edge does not answer.
  *
- * @param method the request method; undefined for "any method" (is the path the edge's at all?)
+ * @param method the request method; undefined for "any method"
  * @param path the request path, percent-encoding decoded as the routers decode it
- * @returns the route; the proxy's for every path the edge does not answer
  */
 export function routeOf(method: string | undefined, path: string): Route {
   // Almost every request is the origin's: one character rules most of them out.
@@ -232,12 +212,7 @@ export function routeOf(method: string | undefined, path: string): Route {
   return PROXY;
 }
 
-/**
- * The route class of a path (for the `route_class` label; never the raw path), as a `GET`.
- *
- * @param path the request path
- * @returns the route class
- */
+/** @param path the request path, taken as a `GET` */
 export function routeClassOf(path: string): RouteClass {
   return routeOf("GET", path).routeClass;
 }

@@ -7,11 +7,7 @@
 /** Decision inputs a shared cache can key on through `Vary` (request headers). */
 const HEADER_EXPRESSIBLE: ReadonlySet<string> = new Set(["device", "network", "platform", "viewport", "dpr"]);
 
-/**
- * Response headers that set a CDN's caching apart from `Cache-Control` (RFC 9213 and vendors'
- * own). A CDN that honours one gives it precedence over `Cache-Control`, so a response made
- * private must not carry them.
- */
+/** RFC 9213 and vendors' own: a CDN obeys them over `Cache-Control`, so a private response drops them. */
 const CDN_CACHE_CONTROLS: readonly string[] = [
   "cdn-cache-control",
   "surrogate-control",
@@ -19,38 +15,27 @@ const CDN_CACHE_CONTROLS: readonly string[] = [
   "vercel-cdn-cache-control",
   "edge-control",
 ];
-/** {@linkcode CDN_CACHE_CONTROLS} as a set, for a copy loop that notes whether one is present. */
+/** {@linkcode CDN_CACHE_CONTROLS} as a set. */
 export const CDN_CACHE_CONTROL_SET: ReadonlySet<string> = new Set(CDN_CACHE_CONTROLS);
 
-/**
- * What a copy of the response headers already saw (`get` would read the same values), so the
- * finishing touches need no lookups of their own.
- */
+/** What a copy of the response headers already saw, so the finishing touches need no lookups. */
 export interface SeenResponseHeaders {
   vary: string | null;
   cacheControl: string | null;
   contentType: string | null;
-  /** One of the CDN-only caching headers is present. */
   cdnCacheControl: boolean;
 }
 
 /** Options for {@linkcode applyPersonalizedCaching}. */
 export interface PersonalizedCachingOptions {
-  /**
-   * The inputs could all be expressed as request headers in `Vary` (device and network hints);
-   * region, identity, segments and experiment buckets never can.
-   */
+  /** Every input is a request header `Vary` can name (device and network hints). */
   shareable: boolean;
 }
 
 /**
- * Makes a response safe for shared caches when it was personalized. The origin's own explicit
- * choice is kept when it already prevents sharing (a bare `private`, `no-store`), or when it set
- * shared caching together with a `Vary` that covers every input the edge used and every one of
- * those inputs is a request header; otherwise `Cache-Control` becomes `private` (keeping the
- * origin's max-age and other directives). A field-qualified `private="…"` withholds only those
- * fields, so it does not count. Either way the CDN-only caching headers (`CDN-Cache-Control`,
- * `Surrogate-Control`, …) go, since a CDN would obey them over `Cache-Control`.
+ * Makes a personalized response safe for shared caches: the origin's choice stays when it already
+ * prevents sharing, or shares with a `Vary` covering every (header-expressible) input; otherwise
+ * `Cache-Control` becomes `private`. A field-qualified `private="…"` does not count as private.
  *
  * @param headers the response headers, changed in place
  * @param varyOn the request headers the personalization depended on (lower case)
@@ -79,11 +64,9 @@ export function applyPersonalizedCaching(
 }
 
 /**
- * Splits a `Cache-Control` value into its directives: on commas, except inside a quoted string
- * (`private="set-cookie, x-foo"` is one directive; a backslash escapes the next character in it).
+ * Splits a `Cache-Control` value on commas outside quoted strings (`private="a, b"` is one directive).
  *
  * @param value the header value
- * @returns the trimmed, non-empty directives as written
  */
 export function splitDirectives(value: string): string[] {
   const directives: string[] = [];
@@ -104,7 +87,6 @@ export function splitDirectives(value: string): string[] {
 
 /** Options for {@linkcode finishResponseHeaders}. */
 export interface FinishResponseOptions {
-  /** The decision's `personalized`, `usedHints`, `dependsOn` and `forced`. */
   decision: {
     personalized: boolean;
     usedHints: readonly string[];
@@ -115,23 +97,14 @@ export interface FinishResponseOptions {
   clientHints: readonly string[];
   /** `Set-Cookie` values the edge adds. */
   cookies: readonly string[];
-  /**
-   * The edge told the origin who the visitor is (`x-edge-user`, recent views, cart items or
-   * segments): whatever the origin made of it, the answer is not for another visitor.
-   */
+  /** The edge told the origin who the visitor is: whatever it made of that, the answer is not for another. */
   toldVisitor?: boolean;
-  /** What the caller saw while building `headers` (it replaces lookups; absent → looked up). */
   seen?: SeenResponseHeaders;
 }
 
 /**
- * The act stage's last touch on a response: the edge's cookies, `Vary` for the client hints
- * the outcome used, `Cache-Control` made safe when the response was personalized, sets a
- * cookie or answers a request that told the origin who the visitor is (`private, no-store`
- * when QA forced it: no cache may keep a forced page), and `Accept-CH` on HTML so browsers send
- * the hints the rules use next time. An origin's `Vary` on the `x-edge-*` headers does not keep
- * such an answer shareable: caches in front of the edge never see those request headers, so
- * they would key every visitor alike.
+ * The act stage's last touch: the edge's cookies, `Vary` for the hints used, `Cache-Control` made safe
+ * for a personalized answer (`private, no-store` when QA forced it), and `Accept-CH` on HTML.
  *
  * @param headers the response headers, changed in place
  * @param options the decision summary, the rules' hints, and the cookies to set
@@ -139,10 +112,8 @@ export interface FinishResponseOptions {
 export function finishResponseHeaders(headers: Headers, options: FinishResponseOptions): void {
   const { decision } = options;
   for (const cookie of options.cookies) headers.append("set-cookie", cookie);
-  // Copied, since `Vary` changes below.
   const seen = options.seen && { ...options.seen };
-  // An origin that varies on a header the edge added (`x-edge-user`, …) personalized the response on
-  // what the edge knows of the visitor: a cache in front of the edge never sees that header.
+  // A cache in front of the edge never sees the `x-edge-*` headers an origin may vary on.
   const originVary = seen ? seen.vary : headers.get("vary");
   const variesOnEdge = originVary !== null && /(^|,)\s*x-edge-/i.test(originVary);
   const varyOn = decision.usedHints.map((h) => h.toLowerCase());
@@ -156,8 +127,6 @@ export function finishResponseHeaders(headers: Headers, options: FinishResponseO
   }
   const toldVisitor = options.toldVisitor === true;
   if (decision.personalized || options.cookies.length || variesOnEdge || toldVisitor) {
-    // A response that sets the edge's cookies is never shareable; otherwise only outcomes that
-    // depended on request headers alone (device and network hints) may stay in shared caches.
     const shareable = options.cookies.length === 0 && !variesOnEdge && !toldVisitor &&
       decision.dependsOn.every((input) => HEADER_EXPRESSIBLE.has(input));
     applyPersonalizedCaching(headers, varyOn, { shareable }, seen);
@@ -174,7 +143,6 @@ export function finishResponseHeaders(headers: Headers, options: FinishResponseO
   }
 }
 
-/** Adds names to `Vary`, given its current value; returns the new value. */
 function addVary(headers: Headers, names: readonly string[], current: string | null): string | null {
   const existing = (current ?? "").split(",").map((v) => v.trim()).filter(Boolean);
   if (existing.includes("*")) return current;

@@ -13,21 +13,15 @@ import type { DeadlineSweep } from "../support/deadlines.ts";
 
 /** Options for {@linkcode fetchOrigin}. */
 export interface FetchOriginOptions {
-  /** The fetch implementation (from `Deps`). */
   fetch: typeof fetch;
   /** How long to wait for the response headers. */
   timeoutMs: number;
-  /**
-   * Longest silence of the origin while the body is being read and the client is waiting for
-   * more (default: `timeoutMs`). See {@linkcode guardBodyIdle}; a small body read whole (see
-   * {@linkcode BUFFERED_BODY_MAX}) must arrive completely within this time.
-   */
+  /** Longest origin silence mid-body while the client waits; a small body's whole read (default `timeoutMs`). */
   bodyIdleTimeoutMs?: number;
   /** Aborts the upstream request, e.g. when the client goes away. */
   signal?: AbortSignal;
-  /** Told when the body idle timeout cut a response off (for a log line or a metric). */
+  /** Told when the body idle timeout cut a response off. */
   onBodyIdle?: () => void;
-  /** Where the timeouts are armed (`Deps.deadlines`). */
   deadlines: DeadlineSweep;
 }
 
@@ -35,41 +29,27 @@ export interface FetchOriginOptions {
 export interface OriginResponse {
   status: number;
   statusText: string;
-  /** The origin's response headers (immutable; see {@linkcode downstreamResponseHeaders}). */
+  /** Immutable; see {@linkcode downstreamResponseHeaders}. */
   headers: Headers;
-  /**
-   * The bytes, when the body was small and read at once; a stream guarded by the idle timeout
-   * otherwise; null when the answer has no body.
-   */
+  /** The bytes of a small body, else a stream guarded by the idle timeout; null without a body. */
   body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | null;
 }
 
-/** Statuses whose responses never carry a body. */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
 
 /**
- * Bodies up to this many bytes (by an uncompressed `Content-Length`) are "small": they are read
- * whole, in one native read, before the response starts, within `bodyIdleTimeoutMs` in total.
- * For a small body the wait is short, and a stall becomes a clean 504 instead of a cut-off body
- * (aborting the fetch does not stop a body `Deno.serve` pipes natively, so an unguarded stream
- * is no option); larger or unsized bodies stream through the idle guard.
+ * Bodies up to this many bytes (uncompressed `Content-Length`) are read whole before the response
+ * starts, so a stall becomes a clean 504 instead of a cut-off body; others stream through the idle guard.
  */
 export const BUFFERED_BODY_MAX = 64 * 1024;
 
 /**
- * Sends a request to the origin with the body streamed, redirects not followed, a timeout on
- * the response headers, and then a limit on the body, so a stalled origin never holds the
- * client's and the origin's connections forever:
- * - a small body (a `Content-Length` of at most {@linkcode BUFFERED_BODY_MAX}, not compressed)
- *   is read whole and must arrive within `bodyIdleTimeoutMs` in total, else the answer is 504;
- * - any other body streams for as long as it takes, but an origin that goes silent mid-body for
- *   longer than `bodyIdleTimeoutMs` while the client waits is cut off (the body stream errors,
- *   the client connection is closed, and the upstream connection is released).
+ * Sends a request to the origin (body streamed, redirects not followed) with a deadline on the
+ * headers and a limit on the body, so a stalled origin never holds both connections forever.
  *
  * @param url the upstream URL from {@linkcode buildUpstreamUrl} or {@linkcode upstreamUrls}
  * @param init method, headers and body of the upstream request
  * @param options fetch, timeouts, client signal
- * @returns the origin's answer
  * @throws {OriginTimeoutError} when no headers (or a small body) arrive in time
  * @throws {OriginUnavailableError} when the connection fails
  * @throws {ClientClosedError} when the client went away first
@@ -80,7 +60,6 @@ export async function fetchOrigin(
   options: FetchOriginOptions,
 ): Promise<OriginResponse> {
   const { deadlines } = options;
-  // A client already gone (while the visitor was resolved) is not worth an origin call.
   if (options.signal?.aborted) throw new ClientClosedError();
   const controller = new AbortController();
   let timedOut = false;
@@ -89,7 +68,6 @@ export async function fetchOrigin(
     controller.abort();
   };
   const cancelDeadline = deadlines.arm(options.timeoutMs, expire);
-  // The client's abort is forwarded by hand rather than through AbortSignal.any.
   options.signal?.addEventListener("abort", () => controller.abort(options.signal?.reason), { once: true });
   const hasBody = init.body !== null && init.method !== "GET" && init.method !== "HEAD";
   const failure = () => {
@@ -105,7 +83,6 @@ export async function fetchOrigin(
       body: hasBody ? init.body : undefined,
       redirect: "manual",
       signal: controller.signal,
-      // Required for a streamed request body.
       ...(hasBody ? { duplex: "half" } : {}),
     } as RequestInit);
   } catch {
@@ -113,7 +90,7 @@ export async function fetchOrigin(
   } finally {
     cancelDeadline();
   }
-  // An HTTP status outside 200–599 cannot be passed on (a `Response` refuses it): a bad gateway.
+  // A `Response` refuses a status outside 200–599.
   if (response.status < 200 || response.status > 599) {
     response.body?.cancel().catch(() => {});
     throw new OriginUnavailableError(`the origin answered with status ${response.status}`);
@@ -130,7 +107,6 @@ export async function fetchOrigin(
   }
   const idleMs = options.bodyIdleTimeoutMs ?? options.timeoutMs;
   if (isSmallBody(response.headers)) {
-    // One native read of the whole body (`bytes()`), not a JS stream per response.
     const cancel = deadlines.arm(idleMs, expire);
     try {
       answer.body = await response.bytes();
@@ -147,7 +123,6 @@ export async function fetchOrigin(
   }
   answer.body = guardBodyIdle(response.body, {
     idleMs,
-    // Aborting the fetch releases the upstream connection at once.
     onIdle: () => {
       controller.abort();
       options.onBodyIdle?.();
@@ -156,7 +131,6 @@ export async function fetchOrigin(
   return answer;
 }
 
-/** Whether a body is small, sized and uncompressed (so reading it whole is bounded). */
 function isSmallBody(headers: Headers): boolean {
   const length = headers.get("content-length");
   if (length === null || !/^\d{1,6}$/.test(length) || Number(length) > BUFFERED_BODY_MAX) return false;
@@ -166,26 +140,18 @@ function isSmallBody(headers: Headers): boolean {
 
 /** Options for {@linkcode guardBodyIdle}. */
 export interface GuardBodyIdleOptions {
-  /** Longest wait for the next chunk while the consumer is waiting, in milliseconds. */
+  /** Longest wait for the next chunk while the consumer is waiting. */
   idleMs: number;
-  /** Called once when the idle timeout fires (before the stream errors). */
+  /** Called once, before the stream errors. */
   onIdle?: () => void;
 }
 
 /**
- * Wraps a body so that it errors with {@linkcode OriginBodyTimeoutError} when the source sends
- * nothing for `idleMs` while the consumer is waiting for a chunk. The clock runs only during a
- * pending read (the wrapper has no queue of its own), so a slow *client* — backpressure — never
- * trips it: only a silent *origin* does. Every timer is cleared when the stream ends, errors or
- * is cancelled.
+ * Wraps a body so that it errors with {@linkcode OriginBodyTimeoutError} when the source sends nothing
+ * for `idleMs` during a pending read: a slow client (backpressure) never trips it, a silent origin does.
  *
  * @param body the source stream
  * @param options the idle timeout and a hook
- * @returns a stream with the same chunks
- * @example
- * ```ts
- * const guarded = guardBodyIdle(response.body!, { idleMs: 10_000 });
- * ```
  */
 export function guardBodyIdle(
   body: ReadableStream<Uint8Array>,
@@ -193,8 +159,7 @@ export function guardBodyIdle(
 ): ReadableStream<Uint8Array> {
   const reader = body.getReader();
   const { idleMs } = options;
-  // One timer per stream, not per chunk: it is armed when a read starts waiting and, when it
-  // fires, re-arms itself for the remainder if the wait began later than it was armed for.
+  // One timer per stream, not per chunk: on firing it re-arms for the rest of a later wait.
   let timer: ReturnType<typeof setTimeout> | undefined;
   let waitingSince = -1;
   let controllerRef: ReadableStreamDefaultController<Uint8Array> | undefined;

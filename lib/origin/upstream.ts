@@ -6,7 +6,7 @@
 import { BadPathError } from "../http/errors.ts";
 import { CDN_CACHE_CONTROL_SET, type SeenResponseHeaders } from "./cache_headers.ts";
 
-/** Hop-by-hop headers (RFC 9110 §7.6.1, plus the historic proxy ones). */
+// RFC 9110 §7.6.1, plus the historic proxy ones.
 const HOP_BY_HOP = [
   "connection",
   "proxy-connection",
@@ -19,7 +19,6 @@ const HOP_BY_HOP = [
   "proxy-authenticate",
 ];
 
-/** Forwarding headers the edge sets itself on every request from what it believed. */
 const FORWARDING = [
   "forwarded",
   "x-forwarded-for",
@@ -31,14 +30,10 @@ const FORWARDING = [
 ];
 
 /**
- * Headers only a trusted proxy may send on (`TRUSTED_PROXIES`); from anyone else they are
- * removed before the origin. Origins and their frameworks read them as facts about the client:
- * its address (rate limits, audit logs, allow-lists; nginx's `real_ip_header`), the path or
- * method to serve instead of the request's (IIS, Symfony, Spring, Rails: around every path rule
- * the edge applied, or a GET turned into a DELETE), and the host or scheme to build links with.
+ * Headers only a trusted proxy may send on: origins read them as the client's address, the path or
+ * method to serve instead (around every path rule the edge applied), or the host and scheme for links.
  */
 const PROXY_ONLY: ReadonlySet<string> = new Set([
-  // Client address.
   "true-client-ip",
   "cf-connecting-ip",
   "cf-connecting-ipv6",
@@ -50,14 +45,12 @@ const PROXY_ONLY: ReadonlySet<string> = new Set([
   "client-ip",
   "forwarded-for",
   "x-forwarded",
-  // Path and method overrides.
   "x-original-url",
   "x-rewrite-url",
   "x-forwarded-prefix",
   "x-http-method-override",
   "x-http-method",
   "x-method-override",
-  // Host and scheme hints.
   "x-forwarded-ssl",
   "x-forwarded-scheme",
   "x-forwarded-server",
@@ -67,15 +60,10 @@ const PROXY_ONLY: ReadonlySet<string> = new Set([
   "x-url-scheme",
 ]);
 
-/**
- * The user id header earlier versions believed from `TRUSTED_PROXIES`: removed from every
- * request, so an origin that still reads it cannot be told a user by a client (`x-edge-user`
- * is the edge's only statement of who is logged in).
- */
+/** Believed by earlier versions: removed so a client cannot name a user to an origin that still reads it. */
 const LEGACY_USER_HEADER = "x-user-id";
 
 const HOP_BY_HOP_SET: ReadonlySet<string> = new Set(HOP_BY_HOP);
-/** Request headers never copied as sent: hop-by-hop, forwarding (re-set by the edge), host, id. */
 const REQUEST_DROPPED: ReadonlySet<string> = new Set([
   ...HOP_BY_HOP,
   ...FORWARDING,
@@ -85,13 +73,10 @@ const REQUEST_DROPPED: ReadonlySet<string> = new Set([
 ]);
 
 /**
- * Whether the edge removes or sets a request header itself, so that it cannot carry anything
- * else to the origin (for checking a configured header name such as `USER_ID_HEADER`).
+ * Whether the edge removes or sets a request header itself (for checking a configured name such as
+ * `USER_ID_HEADER`); false for `x-user-id`, which is removed only unless it is `USER_ID_HEADER`.
  *
  * @param name a lower-case header name
- * @returns true for hop-by-hop, forwarding, client-address, override and `x-edge-*` names,
- *   `host`, `x-request-id`, and any name with an underscore; false for `x-user-id`, which is
- *   removed only so that it can never name a user unless it is `USER_ID_HEADER`
  */
 export function isEdgeManagedHeader(name: string): boolean {
   if (name === LEGACY_USER_HEADER) return false;
@@ -105,20 +90,12 @@ export const DECODED_BY_FETCH: ReadonlySet<string> = new Set(["gzip", "br"]);
 /** The token this service adds to `Via`. */
 export const VIA_TOKEN = "1.1 edge-personalizer";
 /**
- * Builds the upstream URL from the configured origin, a checked path and the query, then
- * verifies that scheme, host and port are still the origin's and that the path is still under
- * the origin's path prefix.
+ * The upstream URL for a checked path and query, verified to stay on the origin and under its path prefix.
  *
  * @param origin the configured `ORIGIN_URL` (its path, if any, is a prefix)
  * @param path a path returned by {@linkcode checkInboundPath} or a rule target
  * @param search the query string including `?`, or empty
- * @returns the URL to fetch
  * @throws {BadPathError} when the result would leave the origin or its path prefix
- * @example
- * ```ts
- * buildUpstreamUrl(new URL("http://origin:8080/shop"), "/cart", "?a=1").href;
- * // "http://origin:8080/shop/cart?a=1"
- * ```
  */
 export function buildUpstreamUrl(origin: URL, path: string, search: string): URL {
   const url = new URL(origin.href);
@@ -139,17 +116,14 @@ export function buildUpstreamUrl(origin: URL, path: string, search: string): URL
 /** A query as a parsed URL serialises it: nothing a parser would encode, strip or end at. */
 const SERIALISED_QUERY = /^\?[\x21-\x22\x24-\x7e]*$/;
 
-/** Paths an {@linkcode upstreamUrls} builder remembers before it starts over. */
 const UPSTREAM_PATHS_REMEMBERED = 4096;
-/** Longest path (in UTF-16 units) an {@linkcode upstreamUrls} builder remembers. */
 const UPSTREAM_PATH_REMEMBERED_MAX = 256;
 
 /**
- * {@linkcode buildUpstreamUrl} remembered per path: the query is appended to the checked result,
- * which cannot change its origin or path; a query not in serialised form takes the full build.
+ * {@linkcode buildUpstreamUrl} remembered per path: appending a serialised query cannot change the
+ * checked origin or path. The returned function throws {@linkcode BadPathError} like `buildUpstreamUrl`.
  *
  * @param origin the configured `ORIGIN_URL`
- * @returns `(path, search) => href`, throwing {@linkcode BadPathError} like `buildUpstreamUrl`
  */
 export function upstreamUrls(origin: URL): (path: string, search: string) => string {
   const built = new Map<string, string>();
@@ -158,8 +132,7 @@ export function upstreamUrls(origin: URL): (path: string, search: string) => str
     let base = built.get(path);
     if (base === undefined) {
       base = buildUpstreamUrl(origin, path, "").href;
-      // Only short paths are remembered, so the memo stays small (4096 × ~0.5 KiB at most)
-      // whatever paths clients send.
+      // Only short paths, so the memo stays small whatever paths clients send.
       if (path.length <= UPSTREAM_PATH_REMEMBERED_MAX) {
         if (built.size >= UPSTREAM_PATHS_REMEMBERED) built.clear();
         built.set(path, base);
@@ -173,25 +146,18 @@ export function upstreamUrls(origin: URL): (path: string, search: string) => str
 export interface ForwardingInfo {
   /** The canonical client address (see `clientAddress`). */
   clientIp: string;
-  /** The connection's peer address. */
   peerIp: string;
   /** Whether the peer is a trusted proxy whose forwarding headers may be kept. */
   peerTrusted: boolean;
-  /** `http` or `https` as the client used it (a trusted proxy's word, else this hop's). */
+  /** As the client used it: a trusted proxy's word, else this hop's. */
   proto: string;
-  /** The host the client asked for, already checked against `PUBLIC_HOSTS`. */
+  /** Already checked against `PUBLIC_HOSTS`. */
   host: string;
-  /** The request id to forward. */
   requestId: string;
-  /**
-   * Further request headers to drop: the configured user id header (always), and trust-only
-   * headers (geo) when this hop is not trusted for them, so the origin can never mistake a
-   * client's value for the edge's.
-   */
+  /** The user id header, and trust-only (geo) headers from an untrusted hop: never the edge's word. */
   dropped?: ReadonlySet<string>;
 }
 
-/** The header names a `Connection` header lists (lower case), or undefined when there are none. */
 function connectionListed(connection: string | null): Set<string> | undefined {
   if (!connection) return undefined;
   const names = new Set<string>();
@@ -206,11 +172,10 @@ function connectionListed(connection: string | null): Set<string> | undefined {
 export type HeaderList = [name: string, value: string][];
 
 /**
- * The value of a field in a header list (the first one; names are lower case).
+ * The first value of a field in a header list, or null.
  *
  * @param list the header list
  * @param name a lower-case field name
- * @returns the value, or null when absent
  */
 export function headerValue(list: HeaderList, name: string): string | null {
   for (const [key, value] of list) if (key === name) return value;
@@ -218,16 +183,13 @@ export function headerValue(list: HeaderList, name: string): string | null {
 }
 
 /**
- * Builds the headers sent to the origin: hop-by-hop headers, every inbound `x-edge-*` header
- * and every name with an underscore removed first (CGI, WSGI and older Puma read `_` as `-`, so
- * `x_edge_user` would be `x-edge-user` there), client-address, override and host hints kept only
- * from a trusted peer, then the edge's own `X-Forwarded-*`, `X-Real-IP`, `Via` and
- * `X-Request-Id` set.
+ * The headers sent to the origin: hop-by-hop, inbound `x-edge-*` and underscored names removed (CGI
+ * and WSGI read `_` as `-`), proxy-only hints kept only from a trusted peer, the edge's forwarding set.
  * A plain list, not `Headers`: `fetch` validates its `headers` init either way.
  *
  * @param inbound the client's request headers (not changed)
  * @param info the hop facts
- * @returns a fresh list for the upstream request; the caller appends its `x-edge-*` decision headers
+ * @returns a fresh list; the caller appends its `x-edge-*` decision headers
  */
 export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): HeaderList {
   const listed = connectionListed(inbound.get("connection"));
@@ -235,7 +197,6 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   let forwardedFor: string | null = null;
   let via: string | null = null;
   let acceptEncoding = false;
-  // One pass that copies only what may go on, instead of a copy followed by many deletes.
   inbound.forEach((value, name) => {
     if (
       REQUEST_DROPPED.has(name) || name.startsWith("x-edge-") || name.includes("_") || listed?.has(name) ||
@@ -248,17 +209,13 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
       return;
     }
     if (name === "accept-encoding") acceptEncoding = true;
-    // Iterating `Headers` combines repeated fields (set-cookie aside), so each name comes once.
     headers.push([name, value]);
   });
-  // Scheme and host are what the edge believed (a trusted hop's word, the host checked against
-  // PUBLIC_HOSTS), never a header passed on as sent; so is `Forwarded`, rebuilt from the same.
   headers.push(
     ["x-forwarded-for", forwardedFor ? `${forwardedFor}, ${info.peerIp}` : info.peerIp],
     ["x-forwarded-proto", info.proto],
     ["x-forwarded-host", info.host],
     ["forwarded", forwardedElement(info)],
-    // As nginx's realip module does: an origin that reads it gets the client the edge resolved.
     ["x-real-ip", info.clientIp],
     ["via", via ? `${via}, ${VIA_TOKEN}` : VIA_TOKEN],
     ["x-request-id", info.requestId],
@@ -268,14 +225,7 @@ export function upstreamRequestHeaders(inbound: Headers, info: ForwardingInfo): 
   return headers;
 }
 
-/**
- * The RFC 7239 `Forwarded` element for the client as the edge resolved it:
- * `for=198.51.100.7;host="shop.example";proto=https` (an IPv6 client as `for="[2001:db8::7]"`,
- * anything that is no address as `for=unknown`).
- *
- * @param info the hop facts
- * @returns one element
- */
+/** RFC 7239: `for=198.51.100.7;host="shop.example";proto=https`, IPv6 as `for="[2001:db8::7]"`. */
 function forwardedElement(info: ForwardingInfo): string {
   const ip = info.clientIp;
   const node = /^[\d.]+$/.test(ip) ? ip : /^[\da-f:.]+$/i.test(ip) ? `"[${ip}]"` : "unknown";
@@ -284,19 +234,13 @@ function forwardedElement(info: ForwardingInfo): string {
 }
 
 /**
- * Builds the headers returned to the client from the origin's response headers.
- *
- * Deno's `fetch` decodes gzip and br bodies itself whenever the request's `Accept-Encoding`
- * is anything but `identity`, yet keeps `Content-Encoding` and `Content-Length`. Those two are
- * then dropped (and a strong `ETag` weakened, since the bytes changed) so the headers describe
- * the body the client gets; `Deno.serve` compresses it again for the client where it can.
+ * The headers returned to the client. Deno's `fetch` decodes gzip and br yet keeps `Content-Encoding`
+ * and `Content-Length`, so those are dropped (and a strong `ETag` weakened) to describe the body sent.
  *
  * @param upstream the origin's response headers (not changed)
  * @param requestedEncoding the `Accept-Encoding` the edge sent to the origin
- * @param headers where to put them: best the empty headers of the `Response` being built, since
- *   handing a `Headers` object to the `Response` constructor converts it again, field by field
+ * @param headers where to put them: best the `Response`'s own, which the constructor would not copy again
  * @param seen filled in with the copied fields `finishResponseHeaders` reads, if given
- * @returns `headers`, without hop-by-hop fields and with `Via` appended
  */
 export function downstreamResponseHeaders(
   upstream: Headers,

@@ -1,8 +1,7 @@
 /**
  * @module
- * The first pipeline stage: everything the edge can say about a request before any lookup —
- * method, checked path, client address, whether the hop is trusted, geo headers, request id.
- * Nothing a client sends is trusted here unless the hop is.
+ * The first pipeline stage: what the edge can say about a request before any lookup. Nothing a
+ * client sends is trusted here unless the hop is.
  */
 import { checkInboundPath, requestUrlParts } from "../http/paths.ts";
 import { type CidrList, clientAddress } from "../http/net.ts";
@@ -19,29 +18,23 @@ export interface Facts {
   path: string;
   /** The query string including `?`, or empty. */
   search: string;
-  /** The connection's peer address. */
   peerIp: string;
-  /** The client address (peer, or resolved through a trusted `X-Forwarded-For`). */
+  /** The peer, or resolved through a trusted `X-Forwarded-For`. */
   clientIp: string;
   /** The peer is in `TRUSTED_PROXIES`: its forwarding headers are kept. */
   peerTrusted: boolean;
   /** The peer is trusted or presented the CDN secret: its geo headers are believed. */
   geoTrusted: boolean;
-  /** `http` or `https` as the client used it (from a trusted proxy, else this hop's listener). */
   proto: string;
-  /** The host the client asked for (a trusted proxy's `X-Forwarded-Host`, else `Host`). */
   host: string;
-  /** Country from a trusted geo header, else from the bundled IP database. */
+  /** From a trusted geo header, else from the bundled IP database. */
   country: string | undefined;
-  /** Where `country` came from. */
   countrySource: "header" | "ip" | undefined;
-  /** Device and network class from Client Hints and the User-Agent. */
   device: DeviceInfo;
-  /** The client sent `Sec-GPC: 1`: no behavioural data may be used. */
+  /** `Sec-GPC: 1`: no behavioural data may be used. */
   gpc: boolean;
-  /** A top-level page load (`Sec-Fetch-Dest: document`, or an HTML `Accept` without it). */
+  /** A top-level page load. */
   navigation: boolean;
-  /** Region from a trusted `x-geo-region` header. */
   regionHint: string | undefined;
   requestId: string;
 }
@@ -53,17 +46,13 @@ export interface GatherFactsOptions {
   countryHeaders: readonly string[];
   /** The request id from {@linkcode requestIdFrom}. */
   requestId: string;
-  /** Bounded cache of parsed User-Agents, created by the caller. */
   uaCache?: UaCache;
-  /** The bundled IP → country database, when loaded. */
   ipGeo?: IpGeoDb;
   /** Told which geo header decided and why the device and network classes, for an explanation. */
   trace?: GeoTrace & DeviceTrace;
   /**
-   * The scheme of the connections this process accepts (`http`: `Deno.serve` without a
-   * certificate). Undefined → the request URL's, for a platform that terminates TLS and builds
-   * the URL itself (Deno Deploy). Never the target's own: an absolute-form `GET https://…` sent
-   * over plain HTTP does not make the hop https.
+   * The scheme of the connections this process accepts; undefined → the request URL's (Deno Deploy).
+   * Never the target's own: an absolute-form `GET https://…` over plain HTTP does not make the hop https.
    */
   listenerScheme?: "http" | "https";
 }
@@ -76,7 +65,6 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
  * @param request the inbound request
  * @param peerIp the connection's remote address
  * @param options trust configuration and id generator
- * @returns the facts
  * @throws {BadPathError} when the path cannot be forwarded safely
  */
 export function gatherFacts(request: Request, peerIp: string, options: GatherFactsOptions): Facts {
@@ -115,7 +103,6 @@ export function gatherFacts(request: Request, peerIp: string, options: GatherFac
   };
 }
 
-/** The first (client-facing) host of a trusted proxy's `X-Forwarded-Host`, if it names one. */
 function forwardedHost(headers: Headers): string | undefined {
   const value = headers.get("x-forwarded-host");
   if (value === null) return undefined;
@@ -124,12 +111,10 @@ function forwardedHost(headers: Headers): string | undefined {
 }
 
 /**
- * The request id: the client's `X-Request-Id` when it is well-formed (so traces can be
- * joined across hops), otherwise a fresh one.
+ * The client's `X-Request-Id` when well-formed (so traces join across hops), else a fresh one.
  *
  * @param headers the request headers
  * @param randomId generator for a fresh id
- * @returns the id to use, echo and forward
  */
 export function requestIdFrom(headers: Headers, randomId: () => string): string {
   const inbound = headers.get("x-request-id");

@@ -1,11 +1,11 @@
 /**
  * @module
- * Geography: the visitor's country from trusted CDN headers, and country → region through the
- * rules. Headers are only read when the hop is trusted; otherwise they are ignored.
+ * Geography: the country from trusted CDN headers (read only when the hop is trusted), and
+ * country → region through the rules.
  */
 import type { CompiledRules } from "../rules/compile.ts";
 
-/** CDN headers that carry an ISO country code, in the order they are consulted. */
+/** CDN headers that carry an ISO country code, in order. */
 export const DEFAULT_COUNTRY_HEADERS: readonly string[] = [
   "cf-ipcountry",
   "cloudfront-viewer-country",
@@ -14,10 +14,7 @@ export const DEFAULT_COUNTRY_HEADERS: readonly string[] = [
   "x-geo-country",
 ];
 
-/**
- * Codes CDNs send for "no country" (Cloudflare `XX` and `T1` for Tor, App Engine `ZZ`, MaxMind's
- * legacy `A1`/`A2`/`O1`): treated as no country.
- */
+// What CDNs send for "no country" (Cloudflare, App Engine, MaxMind legacy).
 const UNKNOWN_COUNTRIES: ReadonlySet<string> = new Set(["XX", "ZZ", "T1", "A1", "A2", "O1"]);
 
 /** Header through which a trusted CDN can name the region directly. */
@@ -25,20 +22,16 @@ export const REGION_HEADER = "x-geo-region";
 
 /** Receives which geo header decided the country, when an explanation is wanted. */
 export interface GeoTrace {
-  /** @param name the (lower-case) header that decided, whatever it held */
   countryHeader(name: string): void;
 }
 
 /**
- * Reads the country from the first of the trusted geo headers that is present. That header
- * decides even when it says "no country" (`XX`, `T1`, …) or holds garbage: the later names are
- * not consulted then, since a CDN sets its own header but passes the client's others on, and a
- * client must not name its country whenever the CDN does not know it.
+ * The ISO country of the first trusted geo header present, which decides even when it says "no
+ * country": a CDN passes the client's other headers on, and those must not name a country for it.
  *
  * @param headers the request headers
  * @param names the header names to consult, in order
  * @param trace told which header decided
- * @returns an upper-case ISO 3166-1 alpha-2 code, or undefined (unknown codes such as `XX`, `ZZ` too)
  */
 export function countryFromHeaders(
   headers: Headers,
@@ -55,20 +48,15 @@ export function countryFromHeaders(
   return undefined;
 }
 
-/**
- * Where a visitor's region comes from: `hint` (a trusted region header naming a region of the
- * rules), `country` (the country is listed in `regions`) or `default` (`defaultRegion`).
- */
+/** Where a visitor's region comes from: a trusted region header, the country, or `defaultRegion`. */
 export type RegionSource = "hint" | "country" | "default";
 
 /**
- * Tells where {@linkcode resolveRegion} takes the region from (it decides by this).
+ * Where {@linkcode resolveRegion} takes the region from.
  *
  * @param rules the compiled rules
  * @param country the country code, if known
  * @param regionHint a region named by a trusted header, if any
- * @returns the source
- * @throws never
  */
 export function regionSource(
   rules: CompiledRules,
@@ -81,13 +69,11 @@ export function regionSource(
 }
 
 /**
- * Resolves the region: a directly given region that the rules know, else the country's
- * region, else the rules' default.
+ * A hinted region the rules know, else the country's region, else the rules' default.
  *
  * @param rules the compiled rules
  * @param country the country code, if known
  * @param regionHint a region named by a trusted header, if any
- * @returns the region name
  */
 export function resolveRegion(
   rules: CompiledRules,
