@@ -1,9 +1,8 @@
 /**
  * @module
  * Read-through client for the central backend: `GET {BACKEND_URL}/edge/users/{userId}/context`
- * answers `{ "events": [ … ] }` in the sync wire format. One request in flight per user
- * (singleflight), a hard timeout, and a circuit breaker. It never throws: every failure is a
- * value, so the request path can fall back to what the edge has.
+ * answers `{ "events": [ … ] }` in the sync wire format. Singleflight, a hard timeout and a circuit
+ * breaker; every failure is a value, so the request path can fall back to what the edge has.
  */
 import { z } from "zod";
 import type { Config } from "../app/config.ts";
@@ -11,13 +10,11 @@ import { readAtMost } from "../http/body.ts";
 import { DeadlineSweep } from "../support/deadlines.ts";
 import { MAX_EVENTS_PER_BATCH } from "../sync/schema.ts";
 
-/** Largest backend answer read, in bytes; a longer one is a failure. */
+/** A longer answer is a failure. */
 export const DEFAULT_BACKEND_MAX_BYTES = 1024 * 1024;
 
-/** The backend's answer body. */
 const ContextAnswer = z.object({ events: z.array(z.unknown()).max(MAX_EVENTS_PER_BATCH) });
 
-/** Why a read-through failed. */
 export type BackendFailure =
   | "timeout"
   | "breaker_open"
@@ -29,10 +26,7 @@ export type BackendFailure =
   | "invalid_user_id"
   | "busy";
 
-/**
- * What the read-through of one context load did, as the context stage, its cache and the metrics
- * see it: not needed, the backend's answer, an answer whose events did not validate, or a failure.
- */
+/** What the read-through of one context load did: the one vocabulary of stage, cache and metrics. */
 export type ReadThroughOutcome =
   | "skipped"
   | "ok"
@@ -40,36 +34,30 @@ export type ReadThroughOutcome =
   | "invalid_events"
   | `failed:${BackendFailure}`;
 
-/** The outcome of one read-through. */
 export type BackendResult =
   | {
     status: "ok";
-    /** Events of the wire contract, not yet validated one by one (the apply path does that). */
+    /** Not yet validated one by one: the apply path does that. */
     events: unknown[];
     durationMs: number;
   }
   | { status: "unknown_user"; durationMs: number }
   | { status: "failed"; reason: BackendFailure; httpStatus?: number; durationMs: number };
 
-/** Circuit breaker states. */
 export type BreakerState = "closed" | "open" | "half_open";
 
 /** The breaker's state, for metrics and health. */
 export interface BreakerSnapshot {
   state: BreakerState;
-  /** Failures since the last success. */
   consecutiveFailures: number;
-  /** When the breaker last opened, epoch ms. */
   openedAt: number | undefined;
 }
 
-/** Counters for metrics. */
 export interface BackendStats {
-  /** Requests actually sent to the backend. */
   requests: number;
   /** Calls that joined a request already in flight for the same user. */
   coalesced: number;
-  /** Calls answered without a request: `breaker_open`, or `busy` (BACKEND_MAX_CONCURRENT in flight). */
+  /** `breaker_open` or `busy`: answered without a request. */
   rejected: number;
   ok: number;
   unknownUsers: number;
@@ -79,42 +67,30 @@ export interface BackendStats {
 
 /** Options for {@linkcode BackendClient}. */
 export interface BackendClientOptions {
-  /** `BACKEND_URL`: the path `edge/users/{id}/context` is appended to its path. */
+  /** `BACKEND_URL`: `edge/users/{id}/context` is appended to its path. */
   baseUrl: URL;
-  /** `BACKEND_TOKEN`, sent as `Authorization: Bearer …`. */
+  /** `BACKEND_TOKEN`. */
   token: string;
-  /** Longest a caller waits, in milliseconds (`BACKEND_TIMEOUT_MS`). */
+  /** `BACKEND_TIMEOUT_MS`. */
   timeoutMs: number;
-  /** The `fetch` to use (injected; `main.ts` passes the global one). */
   fetch: typeof fetch;
-  /** Wall clock, epoch ms, for the breaker's cool-down. */
   now: () => number;
-  /** Consecutive failures that open the breaker (`BREAKER_FAILURE_THRESHOLD`, default 5). */
+  /** `BREAKER_FAILURE_THRESHOLD`, default 5. */
   failureThreshold?: number;
-  /** How long the breaker stays open before a half-open probe (`BREAKER_COOLDOWN_MS`, default 5000). */
+  /** `BREAKER_COOLDOWN_MS`, default 5000. */
   cooldownMs?: number;
-  /** Largest answer read, in bytes (default {@linkcode DEFAULT_BACKEND_MAX_BYTES}). */
   maxBytes?: number;
-  /**
-   * Read-throughs in flight at once (`BACKEND_MAX_CONCURRENT`, default 16): each answer is held
-   * and parsed in the heap; beyond the bound a user is served what the edge has (`busy`).
-   */
+  /** `BACKEND_MAX_CONCURRENT`, default 16: each answer is held in the heap; beyond it, `busy`. */
   maxConcurrent?: number;
-  /** Bounds each request in time (`Deps.deadlines`); without it the client keeps a sweep of its own. */
+  /** Without it the client keeps a sweep of its own. */
   deadlines?: DeadlineSweep;
 }
 
 /**
- * Builds the read-through URL of a user: the user id is one percent-encoded path segment under
- * the base URL's path, and the result must stay on the base URL's origin.
+ * A user's read-through URL, the id one encoded path segment on the base's origin; undefined when
+ * the id cannot be one segment.
+ *
  * @param baseUrl `BACKEND_URL`
- * @returns the URL, or `undefined` when the id cannot be a single path segment (empty, `.`,
- * `..`, longer than 256 characters)
- * @example
- * ```ts
- * backendContextUrl(new URL("https://api.example/v1/"), "a/b")?.href;
- * // "https://api.example/v1/edge/users/a%2Fb/context"
- * ```
  */
 export function backendContextUrl(baseUrl: URL, userId: string): URL | undefined {
   // WHATWG URLs resolve "." and ".." segments: such an id would leave the route.
@@ -128,10 +104,7 @@ export function backendContextUrl(baseUrl: URL, userId: string): URL | undefined
   return url;
 }
 
-/**
- * The read-through client: one per isolate, created at start-up, since it holds the breaker and
- * the in-flight requests.
- */
+/** The read-through client: one per isolate, since it holds the breaker and the in-flight requests. */
 export class BackendClient {
   #baseUrl: URL;
   #authorization: string;
@@ -143,7 +116,7 @@ export class BackendClient {
   #maxBytes: number;
   #maxConcurrent: number;
   #deadlines: DeadlineSweep;
-  /** How many times the breaker has opened: a request remembers the count it was sent in. */
+  /** A request remembers the count it was sent in. */
   #opened = 0;
   #inflight = new Map<string, Promise<BackendResult>>();
   #state: BreakerState = "closed";
@@ -187,11 +160,7 @@ export class BackendClient {
     }
   }
 
-  /**
-   * Fetches what the backend knows about a user. Concurrent calls for the same user share one
-   * request; no call waits longer than the timeout; an open breaker answers at once.
-   * @returns `ok` with the events, `unknown_user` for a 404, or `failed` with a reason; never rejects
-   */
+  /** What the backend knows about a user; concurrent calls share one request. Never rejects. */
   fetchUserContext(userId: string): Promise<BackendResult> {
     const running = this.#inflight.get(userId);
     if (running) {
@@ -219,13 +188,11 @@ export class BackendClient {
     return promise;
   }
 
-  /** The breaker's state (an open breaker whose cool-down is over reports `half_open`). */
   get breaker(): BreakerSnapshot {
     const state = this.#state === "open" && this.#cooledDown() ? "half_open" : this.#state;
     return { state, consecutiveFailures: this.#consecutiveFailures, openedAt: this.#openedAt };
   }
 
-  /** Counters since start, for metrics. */
   stats(): BackendStats {
     return { ...this.#stats };
   }
@@ -234,30 +201,20 @@ export class BackendClient {
     return this.#openedAt !== undefined && this.#now() - this.#openedAt >= this.#cooldownMs;
   }
 
-  /**
-   * Whether a request may be sent now, and as what: a request of a closed breaker, or the one
-   * probe of a half-open one. Moves an open breaker to half-open after the cool-down.
-   */
   #admit(): "closed" | "probe" | undefined {
     if (this.#state === "closed") return "closed";
     if (this.#state === "open") {
       if (!this.#cooledDown()) return undefined;
       this.#state = "half_open";
     }
-    // Half-open: exactly one probe at a time.
     if (this.#probing) return undefined;
     this.#probing = true;
     return "probe";
   }
 
-  /**
-   * Counts a result. Only the probe's own result ends the probe: a request sent before the breaker
-   * opened may finish while a probe is in flight, or during the cool-down, and must neither
-   * admit a second probe nor decide for the probe, whether it failed or succeeded.
-   */
+  // A request sent before the breaker last opened is counted but decides nothing: only the probe does.
   #record(result: BackendResult, probe: boolean, sentIn: number): void {
     if (probe) this.#probing = false;
-    // Sent before the breaker last opened: counted, but the probe decides, not this.
     const stale = !probe && sentIn !== this.#opened;
     if (result.status === "ok" || result.status === "unknown_user") {
       if (result.status === "ok") this.#stats.ok++;
@@ -293,8 +250,7 @@ export class BackendClient {
       }),
     );
     try {
-      // `attempt` never rejects: only the deadline does, which bounds even a fetch that ignores
-      // the abort signal.
+      // Only the deadline rejects: it bounds even a fetch that ignores the abort signal.
       return await this.#deadlines.within(attempt, this.#timeoutMs, "Backend read-through");
     } catch {
       return { status: "failed", reason: "timeout", durationMs: elapsed() };
@@ -345,15 +301,14 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 export interface BackendClientFromConfigOptions {
   fetch: typeof fetch;
   now: () => number;
-  /** Bounds each request in time (`Deps.deadlines`). */
   deadlines?: DeadlineSweep;
 }
 
 /**
- * Builds the read-through client from the configuration.
+ * The read-through client, or undefined when `BACKEND_URL` is not set.
+ *
  * @param config `BACKEND_URL`, `BACKEND_TOKEN`, `BACKEND_TIMEOUT_MS`, `BREAKER_*`
  * @param options the `fetch` and clock to use
- * @returns the client, or `undefined` when `BACKEND_URL` is not set (no read-through)
  */
 export function backendClientFromConfig(
   config: Pick<

@@ -1,9 +1,8 @@
 /**
  * @module
- * The context stage: what the edge knows about the logged-in user, from the per-isolate cache,
- * else Deno KV (eventual), else — when the edge has nothing or only old data — a read-through to
- * the backend whose answer goes through the sync apply path. It never throws and never waits past
- * the backend timeout; on failure it serves what the edge has, or nothing. See docs/edge_reads.md.
+ * The context stage: the logged-in user's data from the cache, else KV, else (nothing or only old
+ * data) a read-through whose answer goes through the sync apply path. It never throws; on failure it
+ * serves what the edge has. See docs/edge_reads.md.
  */
 import { z } from "zod";
 import type { Config } from "../app/config.ts";
@@ -20,40 +19,33 @@ import {
 import { parseSyncEvents, type SyncEvent } from "../sync/schema.ts";
 import { compactViews } from "../sync/views.ts";
 
-/** Where the data a request used came from. */
 export type ContextSource = "cache" | "kv" | "backend" | "none";
 
 /** How a context was obtained, for logs and metrics. */
 export interface ContextOutcome {
-  /** `hit`/`negative_hit`: a fresh entry; `miss`: none or stale; `bypass`: no lookup needed. */
   cache: "hit" | "negative_hit" | "miss" | "bypass";
-  /** `skipped` on a cache hit (or no user / GPC); `error`: the read failed. */
   kv: "ok" | "error" | "skipped";
-  /** The read-through (of this load, or of the load that stored the cached entry). */
+  /** Of this load, or of the load that stored the cached entry. */
   backend: ReadThroughOutcome;
-  /** Why nothing was loaded. */
   reason?: "anonymous" | "gpc";
   /** KV failed and an expired cache entry was served. */
   stale: boolean;
-  /** Applying the read-through answer to KV failed (the answer was still used). */
+  /** Applying the read-through answer failed; the answer was still used. */
   applyError?: boolean;
-  /** The events the read-through applied and found stale (absent when the apply is deferred). */
+  /** Absent when the apply is deferred. */
   applied?: ApplyResult;
-  /** Events of the answer that were not for this user (or of kinds a read-through may not write). */
+  /** Events not for this user, or of kinds a read-through may not write. */
   ignoredEvents?: number;
-  /** How long this load waited for its read-through, in ms (0 when refused without a call). */
   readThroughMs?: number;
 }
 
-/** The visitor's edge context, ready for the decision stage, the origin headers and `/_edge/context`. */
+/** The visitor's edge context. Arrays and records are shared with the cache: never mutate. */
 export interface EdgeUserContext {
-  /** Newest first. Shared with the cache: never mutate. */
+  /** Newest first. */
   recentViews: readonly { readonly itemId: string; readonly at: number }[];
-  /** Items in the cart with a positive quantity, in cart order. */
+  /** Positive quantities, in cart order. */
   cartItemIds: readonly string[];
-  /** Profile segments. Shared with the cache: never mutate. */
   segments: readonly string[];
-  /** Profile attributes. Shared with the cache: never mutate. */
   attributes: Readonly<Record<string, unknown>>;
   source: ContextSource;
   outcome: ContextOutcome;
@@ -62,9 +54,8 @@ export interface EdgeUserContext {
 /** Options for {@linkcode loadUserContext}. */
 export interface LoadUserContextOptions {
   kv: Deno.Kv;
-  /** The current time, epoch ms (one value per request). */
+  /** One value per request. */
   now: number;
-  /** `CONTEXT_MAX_AGE_MS`, `RECENT_VIEWS_MAX` and the TTLs of the apply path. */
   config: Pick<
     Config,
     | "contextMaxAgeMs"
@@ -74,53 +65,36 @@ export interface LoadUserContextOptions {
     | "profileTtlDays"
     | "tombstoneTtlDays"
   >;
-  /** The per-isolate cache; without it every call reads KV. */
   cache?: ContextCache;
-  /** The read-through client; without it (no `BACKEND_URL`) there is no read-through. */
   backend?: BackendClient;
-  /** The visitor sent `Sec-GPC: 1`: no behavioural data is loaded or returned. */
+  /** `Sec-GPC: 1`: no behavioural data is loaded or returned. */
   gpc?: boolean;
-  /**
-   * Receives work the request need not wait for (e.g. a tracker that `main.ts` awaits on
-   * shutdown): the KV write of a read-through answer, and the compaction of a user's views that
-   * a KV read found overdue. Without it that work is awaited.
-   */
+  /** Takes the read-through's KV write and views compaction off the request; without it they are awaited. */
   waitUntil?: (work: Promise<unknown>) => void;
-  /** Told about a failed KV read, apply or views compaction (the request carries on). */
+  /** Told about a failed KV read, apply or compaction; the request carries on. */
   onError?: (stage: "kv" | "apply" | "compact", error: unknown) => void;
-  /**
-   * Bounds the KV read in time (`KV_TIMEOUT_MS`): a read past it counts as failed, so a stalled
-   * KV degrades the request (stale entry or empty context) instead of holding it.
-   */
+  /** Bounds the KV read (`KV_TIMEOUT_MS`); a read past it counts as failed. */
   kvWithin?: <T>(read: Promise<T>) => Promise<T>;
 }
 
 const EMPTY_OUTCOME: ContextOutcome = { cache: "bypass", kv: "skipped", backend: "skipped", stale: false };
 
-/**
- * Tells whether a request carries the Global Privacy Control signal (`Sec-GPC: 1`).
- * @returns `true` when behavioural data must not be used
- */
+/** Whether a request carries the Global Privacy Control signal: then behavioural data must not be used. */
 export function gpcRequested(headers: Headers): boolean {
   return headers.get("sec-gpc")?.trim() === "1";
 }
 
-/**
- * Removes behavioural data from a context for a visitor with GPC: recent views, cart, segments
- * and profile attributes (attributes are free-form and may be derived from behaviour).
- * @returns a copy without behavioural data (source and outcome kept)
- */
+/** A copy without behavioural data; attributes go too, since they may be derived from behaviour. */
 export function withoutBehaviouralData(context: EdgeUserContext): EdgeUserContext {
   return { ...context, recentViews: [], cartItemIds: [], segments: [], attributes: {} };
 }
 
 /**
- * Loads the visitor's edge context: cache → KV (eventual) → read-through when the edge has no
- * data or its newest data (or this instance's last read-through) is older than
- * `CONTEXT_MAX_AGE_MS`. Concurrent loads of one user share one KV read and one read-through.
+ * Loads the visitor's edge context: cache → KV → read-through when the edge's data is missing or
+ * older than `CONTEXT_MAX_AGE_MS`; concurrent loads of one user share one of each. Never rejects.
+ *
  * @param userId the logged-in user; `undefined` for an anonymous visitor (nothing is loaded)
  * @param options KV, clock, configuration, cache, backend client, GPC
- * @returns the context and how it was obtained; never rejects
  */
 export async function loadUserContext(
   userId: string | undefined,
@@ -145,8 +119,7 @@ export async function loadUserContext(
     loaded = cache ? await cache.coalesce(userId, load) : await load();
   } catch (error) {
     options.onError?.("kv", error);
-    // What this isolate had is better than nothing while KV fails, but only for as long as the
-    // edge's data may age anyway (`CONTEXT_MAX_AGE_MS`); older, the visitor gets no data.
+    // What this isolate had, while no older than the edge's data may age anyway.
     const kept = cache?.peek(userId);
     const stale = kept && now - kept.storedAt <= options.config.contextMaxAgeMs ? kept : undefined;
     const outcome: ContextOutcome = {
@@ -166,12 +139,11 @@ export async function loadUserContext(
   });
 }
 
-/** A loaded entry and the details of the load that produced it. */
 interface Loaded extends CachedContext {
   details?: Pick<ContextOutcome, "applied" | "applyError" | "ignoredEvents" | "readThroughMs">;
 }
 
-/** Reads KV and, when needed, the backend. Rejects only when the KV read fails. */
+/** Rejects only when the KV read fails. */
 async function loadFromStore(
   userId: string,
   previous: CachedContext | undefined,
@@ -181,7 +153,7 @@ async function loadFromStore(
   const compactions: Promise<void>[] = [];
   const read = readUserContext(options.kv, userId, now, {
     recentViewsMax: config.recentViewsMax,
-    // Sync writes views blind; the reads of users who are active here keep their views bounded.
+    // Sync writes views blind; reads of active users keep them bounded.
     onCompactable: (erasedAt) => compactions.push(compactUserViews(userId, erasedAt, options)),
   });
   const edge = await (options.kvWithin ? options.kvWithin(read) : read);
@@ -196,8 +168,19 @@ async function loadFromStore(
   if (!backend || !needsReadThrough(edge, checkedAt, now, config.contextMaxAgeMs)) {
     return { ...base, context: edge, absent: isEmpty(edge) };
   }
+  return await readThrough(userId, edge, base, backend, options);
+}
+
+/** Asks the backend, merges its answer with the edge's data and applies it. */
+async function readThrough(
+  userId: string,
+  edge: UserContext,
+  base: Omit<Loaded, "context" | "absent">,
+  backend: BackendClient,
+  options: LoadUserContextOptions,
+): Promise<Loaded> {
+  const { now, config } = options;
   const answer: BackendResult = await backend.fetchUserContext(userId);
-  // Whatever the answer, the load reports how long the read-through took (for its metric).
   base.details = { readThroughMs: answer.durationMs };
   if (answer.status === "unknown_user") {
     return { ...base, context: edge, absent: isEmpty(edge), checkedAt: now, backend: "unknown_user" };
@@ -241,11 +224,7 @@ async function loadFromStore(
   };
 }
 
-/**
- * Deletes the stored views of a user that no read returns, handed to `waitUntil` when there is
- * one. Never rejects: a failure is reported, and the next read that finds the views overgrown
- * tries again.
- */
+/** Never rejects: the next read that finds the views overgrown tries again. */
 function compactUserViews(userId: string, erasedAt: number, options: LoadUserContextOptions): Promise<void> {
   const work = compactViews(options.kv, new Map([[userId, erasedAt]]), {
     recentViewsMax: options.config.recentViewsMax,
@@ -254,10 +233,7 @@ function compactUserViews(userId: string, erasedAt: number, options: LoadUserCon
   return work;
 }
 
-/**
- * Decides whether the edge's data is missing or too old. Age counts from the newest recent
- * view or this instance's last read-through of the user, whichever is later.
- */
+/** Age counts from the newest view or this instance's last read-through, whichever is later. */
 function needsReadThrough(edge: UserContext, checkedAt: number | undefined, now: number, maxAgeMs: number) {
   if (checkedAt !== undefined && now - checkedAt < maxAgeMs) return false;
   if (isEmpty(edge)) return true;
@@ -272,15 +248,12 @@ function isEmpty(context: UserContext): boolean {
 const EventHead = z.object({ kind: z.string(), userId: z.string().optional() });
 const USER_KINDS = new Set(["view", "cart", "profile", "erase"]);
 
-/**
- * Keeps the events a read-through of one user may write: that user's views, cart, profile and
- * erasure, and related-item lists. Sessions, rules and other users' events are dropped.
- */
+/** A read-through may write only that user's events and related-item lists. */
 function selectEvents(events: unknown[], userId: string): { kept: unknown[]; ignored: number } {
   const kept: unknown[] = [];
   for (const event of events) {
     const head = EventHead.safeParse(event);
-    // An event that is not even an object with a kind is kept, so validation rejects the answer.
+    // Kept, so validation rejects the answer.
     if (!head.success) kept.push(event);
     else if (head.data.kind === "related") kept.push(event);
     else if (USER_KINDS.has(head.data.kind) && head.data.userId === userId) kept.push(event);
@@ -288,12 +261,7 @@ function selectEvents(events: unknown[], userId: string): { kept: unknown[]; ign
   return { kept, ignored: events.length - kept.length };
 }
 
-/**
- * What KV will hold once the events are applied (the apply itself may be deferred): views
- * merge as a set keeping the newest per item, cart and profile by highest version, an
- * erasure — the one already in KV or one in the answer, whichever is later — drops older data
- * from both sides; expired values are left out.
- */
+/** What KV will hold once the events are applied (the apply itself may be deferred). */
 function mergeEvents(
   edge: UserContext,
   events: readonly SyncEvent[],
@@ -301,7 +269,7 @@ function mergeEvents(
   options: ApplyOptions,
 ): UserContext {
   const { now } = options;
-  // The backend may not know of an erasure the edge already holds (or not yet): both count.
+  // The backend may not know of an erasure the edge holds: both count.
   let erasedAt = edge.erasedAt ?? -Infinity;
   for (const event of events) {
     if (event.kind === "erase" && event.userId === userId) erasedAt = Math.max(erasedAt, event.at);

@@ -7,44 +7,37 @@ import Bowser from "bowser";
 import { isbot } from "isbot";
 import { Lru } from "../data/lru.ts";
 
-/** The device classes the rules can target. */
 export type DeviceClass = "mobile" | "tablet" | "desktop" | "bot";
 
-/** The network classes the rules can target. */
 export type NetworkClass = "slow" | "fast" | "save-data";
 
 /** What the edge knows about the visitor's device and network. */
 export interface DeviceInfo {
-  /** The device class; `bot` whenever {@linkcode DeviceInfo.isBot} is true. */
+  /** `bot` whenever {@linkcode DeviceInfo.isBot} is true. */
   device: DeviceClass;
-  /** The User-Agent belongs to a crawler, monitor or other automated client. */
   isBot: boolean;
-  /** The network class; `fast` when no network hint was sent. */
+  /** `fast` when no network hint was sent. */
   network: NetworkClass;
-  /** CSS pixels, from `Sec-CH-Viewport-Width` or `Viewport-Width`. */
+  /** CSS pixels. */
   viewportWidth?: number;
-  /** Device pixel ratio, from `Sec-CH-DPR` or `DPR`. */
   dpr?: number;
-  /** Approximate RAM in GiB, from `Sec-CH-Device-Memory` or `Device-Memory`. */
+  /** Approximate RAM in GiB. */
   deviceMemory?: number;
-  /** Operating system, from `Sec-CH-UA-Platform` or else the User-Agent (`Android`, `iOS`, `Windows`…). */
+  /** From `Sec-CH-UA-Platform`, else the User-Agent. */
   platform?: string;
 }
 
 /** What a User-Agent string alone says; shared between requests through a {@linkcode UaCache}. */
 export interface UaInfo {
-  /** The User-Agent belongs to a bot (`isbot`, or `bowser`'s bot platform). */
   readonly isBot: boolean;
-  /** The device class the User-Agent names; TVs and unknown devices count as desktop. */
+  /** TVs and unknown devices count as desktop. */
   readonly device: "mobile" | "tablet" | "desktop";
-  /** The operating system name, when recognised. */
   readonly platform?: string;
 }
 
 /**
- * The request headers {@linkcode classifyDevice} reads besides `User-Agent`, in canonical case.
- * `Sec-CH-UA-Mobile`, `Sec-CH-UA-Platform` and `Save-Data` arrive without being asked for; the
- * others only after the site advertised them in `Accept-CH`.
+ * The headers {@linkcode classifyDevice} reads besides `User-Agent`; all but the first two and
+ * `Save-Data` arrive only after the site advertised them in `Accept-CH`.
  */
 export const CLIENT_HINT_HEADERS: readonly string[] = [
   "Sec-CH-UA-Mobile",
@@ -61,7 +54,6 @@ export const CLIENT_HINT_HEADERS: readonly string[] = [
   "RTT",
 ];
 
-/** Default size of a {@linkcode UaCache}. */
 export const DEFAULT_UA_CACHE_SIZE = 1000;
 
 /** Longer User-Agent strings are cut to this length before parsing and caching. */
@@ -76,22 +68,13 @@ const MAX_VIEWPORT_WIDTH = 16384;
 const MAX_DPR = 16;
 const MAX_DEVICE_MEMORY_GIB = 1024;
 
-/**
- * A bounded least-recently-used cache of parsed User-Agent strings. Create one per isolate in
- * the composition root and pass it to {@linkcode classifyDevice}; parsing a User-Agent costs tens
- * of microseconds, a hit well under one.
- */
+/** A bounded LRU of parsed User-Agents, one per isolate: parsing costs far more than a hit. */
 export class UaCache {
   #lru: Lru<string, UaInfo>;
 
   /**
-   * Creates an empty cache.
    * @param maxSize how many distinct User-Agent strings to keep, at least 1
    * @throws {RangeError} when `maxSize` is not a positive integer
-   * @example
-   * ```ts
-   * const uaCache = new UaCache(1000);
-   * ```
    */
   constructor(maxSize: number = DEFAULT_UA_CACHE_SIZE) {
     if (!Number.isInteger(maxSize) || maxSize < 1) {
@@ -100,36 +83,24 @@ export class UaCache {
     this.#lru = new Lru({ maxEntries: maxSize });
   }
 
-  /** How many entries the cache holds. */
   get size(): number {
     return this.#lru.size;
   }
 
-  /**
-   * Looks up a User-Agent and marks it as recently used.
-   * @returns the cached information, or undefined
-   */
   get(ua: string): UaInfo | undefined {
     return this.#lru.get(ua);
   }
 
-  /** Stores a parsed User-Agent, evicting the least recently used entry when full. */
   set(ua: string, info: UaInfo): void {
     this.#lru.set(ua, info);
   }
 }
 
 /**
- * Parses a User-Agent string: bot or not, the device class, and the operating system.
- * Strings longer than {@linkcode MAX_UA_LENGTH} are cut first, to bound the regex work an
- * attacker can cause.
+ * Parses a User-Agent, cut to {@linkcode MAX_UA_LENGTH} first to bound the regex work an attacker
+ * can cause.
+ *
  * @param ua the User-Agent header value (may be empty)
- * @returns a frozen {@linkcode UaInfo}
- * @throws never
- * @example
- * ```ts
- * parseUserAgent("Mozilla/5.0 (iPad; CPU OS 17_0 like Mac OS X) …").device; // "tablet"
- * ```
  */
 export function parseUserAgent(ua: string): UaInfo {
   const text = ua.length > MAX_UA_LENGTH ? ua.slice(0, MAX_UA_LENGTH) : ua;
@@ -149,10 +120,7 @@ export function parseUserAgent(ua: string): UaInfo {
   }
 }
 
-/**
- * Why a device class was chosen: a bot User-Agent, `Sec-CH-UA-Mobile: ?1`, `?0` with a tablet
- * User-Agent, `?0` otherwise, or the User-Agent alone (no hint).
- */
+/** Why a device class was chosen (the `mobile-hint*` ones from `Sec-CH-UA-Mobile`). */
 export type DeviceReason =
   | "bot-user-agent"
   | "mobile-hint"
@@ -160,25 +128,19 @@ export type DeviceReason =
   | "mobile-hint-desktop"
   | "user-agent";
 
-/**
- * Why a network class was chosen: `Save-Data: on`, a slow `ECT`, a low `Downlink`, a high `RTT`,
- * or none of these (`fast`).
- */
+/** Why a network class was chosen. */
 export type NetworkReason = "save-data" | "ect" | "downlink" | "rtt" | "no-slow-hint";
 
 /** Receives why {@linkcode classifyDevice} chose its classes, when an explanation is wanted. */
 export interface DeviceTrace {
-  /** @param reason why the device class */
   device(reason: DeviceReason): void;
-  /** @param reason why the network class */
   network(reason: NetworkReason): void;
 }
 
 /** Options for {@linkcode classifyDevice}. */
 export interface ClassifyDeviceOptions {
-  /** Told why each class was chosen. */
   trace?: DeviceTrace;
-  /** Cache of parsed User-Agents; without one every call parses. */
+  /** Without one every call parses. */
   uaCache?: UaCache;
   /** `Downlink` below this (Mbps) is slow. Default 1.5. */
   slowDownlinkMbps?: number;
@@ -187,20 +149,10 @@ export interface ClassifyDeviceOptions {
 }
 
 /**
- * Classifies a request's device and network.
+ * Classifies a request's device and network. `Sec-CH-UA-Mobile: ?0` with a tablet User-Agent is a
+ * tablet (Android tablets send `?0`); malformed or absurd hint values are ignored.
  *
- * Device: a bot User-Agent wins; else `Sec-CH-UA-Mobile: ?1` means mobile and `?0` means tablet
- * when the User-Agent names a tablet (Android tablets send `?0`), desktop otherwise; without the
- * hint the User-Agent decides. Network: `Save-Data: on` wins; else any of `ECT` slow-2g/2g/3g,
- * a low `Downlink` or a high `RTT` means slow; else fast (also when no hint was sent).
- * Malformed, negative or absurd hint values are ignored.
  * @param options the UA cache and thresholds
- * @throws never
- * @example
- * ```ts
- * const info = classifyDevice(new Headers({ "sec-ch-ua-mobile": "?1", "ect": "3g" }), { uaCache });
- * // { device: "mobile", isBot: false, network: "slow", … }
- * ```
  */
 export function classifyDevice(headers: Headers, options: ClassifyDeviceOptions = {}): DeviceInfo {
   const ua = uaInfoFor(headers.get("user-agent") ?? "", options.uaCache);
@@ -237,15 +189,10 @@ export function classifyDevice(headers: Headers, options: ClassifyDeviceOptions 
 }
 
 /**
- * Builds the `Accept-CH` response header value for the hints a site uses. Names are matched
- * case-insensitively against {@linkcode CLIENT_HINT_HEADERS}; unknown names are dropped.
- * @param usedHints header names such as `sec-ch-viewport-width` or `DPR`
- * @returns the canonical names, in {@linkcode CLIENT_HINT_HEADERS} order, joined by `, ` (empty when none)
- * @throws never
- * @example
- * ```ts
- * acceptChValue(["dpr", "Sec-CH-Viewport-Width", "x-nope"]); // "Sec-CH-Viewport-Width, DPR"
- * ```
+ * The `Accept-CH` value for the hints a site uses: canonical names in {@linkcode CLIENT_HINT_HEADERS}
+ * order, unknown ones dropped.
+ *
+ * @param usedHints header names in any case
  */
 export function acceptChValue(usedHints: Iterable<string>): string {
   const wanted = new Set<string>();
@@ -316,7 +263,6 @@ function parseDecimal(value: string | null, max: number): number | undefined {
   return n <= max ? n : undefined;
 }
 
-// `Sec-CH-UA-Platform` is a structured-field string: `"Android"`. Anything else is ignored.
 function platformHint(value: string | null): string | undefined {
   if (value === null) return undefined;
   const match = SF_STRING.exec(value.trim());

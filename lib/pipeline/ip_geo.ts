@@ -1,53 +1,37 @@
 /**
  * @module
- * The bundled IP → country database: `@ip-location-db/geo-whois-asn-country-mmdb` (IPv4 and
- * IPv6, CC0 package; the underlying RIR data is CC BY 4.0 by the NRO) read with `mmdb-lib`.
- * It gives a country on hosts without a CDN geo header, Deno Deploy included.
+ * The bundled IP → country database (`@ip-location-db/geo-whois-asn-country-mmdb`, CC0; RIR data
+ * CC BY 4.0 by the NRO): a country on hosts without a CDN geo header, Deno Deploy included.
  */
 import { Buffer } from "node:buffer";
 import { createRequire } from "node:module";
 import ipaddr from "ipaddr.js";
 import { Reader, type Response } from "mmdb-lib";
-// Importing the package's manifest makes the npm package part of the module graph, so
-// `deno run`/`deno test` fetch it (and the .mmdb beside it) without a separate `deno install`.
+// Puts the package (and the .mmdb beside it) in the module graph, so no separate `deno install`.
 import dbPackage from "@ip-location-db/geo-whois-asn-country-mmdb/package.json" with { type: "json" };
 
-/** The module specifier of the combined IPv4 + IPv6 database file. */
 export const IP_GEO_DB_SPECIFIER = "@ip-location-db/geo-whois-asn-country-mmdb/geo-whois-asn-country.mmdb";
 
-/** The version of the database package in use (its publication date is in the version). */
+/** Its publication date is in the version. */
 export const IP_GEO_DB_VERSION: string = dbPackage.version;
 
 /** Facts about a loaded database, for `/health` and logs. */
 export interface IpGeoDbInfo {
-  /** The database's own type name from its metadata. */
   databaseType: string;
   /** 6 for a tree that holds both IPv4 and IPv6. */
   ipVersion: number;
-  /** When the database was built. */
   buildDate: Date;
-  /** Search-tree nodes, a rough measure of the database's detail. */
   nodeCount: number;
-  /** Size of the database in memory. */
   byteLength: number;
 }
 
 const COUNTRY_CODE = /^[A-Z]{2}$/;
-// Longest textual IPv6 with an embedded IPv4 and a zone is well under this.
 const MAX_ADDRESS_LENGTH = 64;
 
-/**
- * Random, synchronous access to a database file: what {@linkcode IpGeoDb} needs to read the
- * search tree a block at a time instead of the whole file at start-up.
- */
+/** Random, synchronous access to a database file, so the tree is read a block at a time. */
 export interface IpGeoDbFile {
-  /** The file's size in bytes. */
   readonly size: number;
-  /**
-   * Fills `into` entirely with the file's bytes from `position` on.
-   *
-   * @throws {Error} when the bytes cannot be read
-   */
+  /** Fills `into` entirely from `position` on; throws when the bytes cannot be read. */
   readAt(into: Uint8Array, position: number): void;
 }
 
@@ -58,24 +42,18 @@ export interface SyncReadableFile {
   readSync(into: Uint8Array): number | null;
 }
 
-// Tree blocks are read on demand in pages: a lookup walks ≤ 128 nodes of 6–8 bytes, so a cold
-// lookup reads a few dozen pages rather than the whole 7.8 MB tree.
 const BLOCK_SIZE = 4096;
 // MaxMind DB format: the metadata starts within the last 128 KiB of the file.
 const METADATA_MAX_SIZE = 128 * 1024;
-// Answers an IpGeoDb remembers before it starts over (bounded memory).
 const RECENT_LOOKUPS = 4096;
 
 /**
- * An IP → country lookup over a MaxMind DB. Create once, share read-only.
- *
- * Opened over an {@linkcode IpGeoDbFile}, only the metadata, the (small) data section and the
- * tree nodes that lookups visit are ever read: a lookup reads the blocks of its path that no
- * earlier lookup read, synchronously, and keeps them. Start-up so no longer pays for reading
- * and paging in the whole file, and the first lookup is already exact.
+ * An IP → country lookup over a MaxMind DB; create once, share read-only. Over an
+ * {@linkcode IpGeoDbFile} only the metadata, data section and visited tree blocks are ever read,
+ * so start-up does not page in the whole file.
  */
 export class IpGeoDb {
-  // Recent answers ("" for no country): clients come back, and a lookup walks the tree.
+  // "" for no country.
   readonly #recent = new Map<string, string>();
   #reader: Reader<Response>;
   #info: IpGeoDbInfo;
@@ -88,22 +66,14 @@ export class IpGeoDb {
   #ipv4Start = 0;
 
   /**
-   * Opens a database from its bytes (no copy is made; do not modify them afterwards), or over a
-   * file that is then read block by block as lookups need it.
-   *
-   * @param source the `.mmdb` file contents, or random access to the file
+   * @param source the `.mmdb` bytes (not copied: do not modify them), or random access to the file
    * @throws {Error} when the bytes are not a MaxMind DB, or the file cannot be read
-   * @example
-   * ```ts
-   * const db = new IpGeoDb(await Deno.readFile(ipGeoDbPath()));
-   * ```
    */
   constructor(source: Uint8Array | IpGeoDbFile) {
     if (source instanceof Uint8Array) {
       this.#bytes = source;
     } else {
       this.#file = source;
-      // Pages of a fresh buffer are only backed by memory once written, block by block.
       this.#bytes = new Uint8Array(source.size);
       this.#missing = Math.ceil(source.size / BLOCK_SIZE);
       this.#loaded = new Uint8Array(this.#missing);
@@ -112,13 +82,12 @@ export class IpGeoDb {
     const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     try {
       this.#ensure(Math.max(0, bytes.byteLength - METADATA_MAX_SIZE), bytes.byteLength);
-      // The decoder cache turns the ~250 distinct country records into shared objects.
+      // Shares the few distinct country records.
       this.#reader = new Reader(buffer, { cache: new Map() });
       const meta = this.#reader.metadata;
       if (this.#loaded !== undefined) {
         this.#ensure(meta.searchTreeSize, bytes.byteLength);
-        // IPv4 addresses start from the node that 96 zero bits lead to in an IPv6 tree; the
-        // reader found it over blocks not read yet, so it looks again with them read.
+        // IPv4 starts where 96 zero bits lead; the reader looked before those blocks were read.
         this.#ipv4Start = this.#walk(new Uint8Array(12), 0);
         this.#reader.load(buffer);
       }
@@ -135,29 +104,20 @@ export class IpGeoDb {
     };
   }
 
-  /** Facts about the database. */
   get info(): IpGeoDbInfo {
     return { ...this.#info, buildDate: new Date(this.#info.buildDate) };
   }
 
-  /** How many bytes of the file have been read so far (all of them when opened from bytes). */
+  /** All of them when opened from bytes. */
   get bytesRead(): number {
     return this.#file === undefined && this.#loaded === undefined ? this.#bytes.byteLength : this.#bytesRead;
   }
 
   /**
-   * Looks up the country of a public IPv4 or IPv6 address. IPv4-mapped IPv6 (`::ffff:1.2.3.4`)
-   * is looked up as the IPv4 address; `[v6]` brackets are accepted.
+   * The ISO country of a public address (IPv4-mapped IPv6 as IPv4), or undefined for private,
+   * reserved, unknown or invalid ones and when the file cannot be read.
    *
-   * @param ip a textual address
-   * @returns an upper-case ISO 3166-1 alpha-2 code, or undefined for private, reserved,
-   *   unknown or invalid addresses (and when the file cannot be read)
-   * @throws never
-   * @example
-   * ```ts
-   * db.lookup("8.8.8.8"); // "US"
-   * db.lookup("10.0.0.1"); // undefined
-   * ```
+   * @param ip a textual address, `[v6]` brackets accepted
    */
   lookup(ip: string): string | undefined {
     const known = this.#recent.get(ip);
@@ -179,8 +139,6 @@ export class IpGeoDb {
     return country;
   }
 
-  // Walks the search tree along the bits of `address` from `node`, reading the blocks it
-  // passes, and returns the record it ends on (a node number, or ≥ nodeCount).
   #walk(address: Uint8Array, node: number): number {
     const { nodeCount, recordSize } = this.#reader.metadata;
     const nodeBytes = recordSize / 4;
@@ -193,7 +151,6 @@ export class IpGeoDb {
     return node;
   }
 
-  // Reads the blocks covering [start, end) that are not read yet, a run of them at a time.
   #ensure(start: number, end: number): void {
     const loaded = this.#loaded;
     if (loaded === undefined || this.#file === undefined) return;
@@ -221,7 +178,6 @@ export class IpGeoDb {
   }
 }
 
-// One record of a search-tree node: `bit` 0 is the left record, 1 the right one.
 function readRecord(bytes: Uint8Array, offset: number, recordSize: number, bit: number): number {
   const b = bytes;
   if (recordSize === 24) {
@@ -238,15 +194,9 @@ function readRecord(bytes: Uint8Array, offset: number, recordSize: number, bit: 
 }
 
 /**
- * Finds the database file in the npm package through Node-style resolution, which works under
- * `deno run`, `deno test` and `deno serve` with the global npm cache or a `node_modules` folder.
+ * The `.mmdb` path by Node-style resolution, which works with the global npm cache or `node_modules`.
  *
- * @returns the absolute path of the `.mmdb` file
  * @throws {Error} when the package is not installed
- * @example
- * ```ts
- * const bytes = await Deno.readFile(ipGeoDbPath());
- * ```
  */
 export function ipGeoDbPath(): string {
   try {
@@ -258,22 +208,16 @@ export function ipGeoDbPath(): string {
 
 /** Options for {@linkcode loadIpGeoDb} and {@linkcode openIpGeoDb}. */
 export interface LoadIpGeoDbOptions {
-  /** Where the `.mmdb` file is; default {@linkcode ipGeoDbPath}. */
+  /** Default {@linkcode ipGeoDbPath}. */
   path?: string | URL;
 }
 
 /**
  * Reads the whole database and opens it; {@linkcode openIpGeoDb} starts faster.
  *
- * @param readFile the reader, normally `Deno.readFile`
+ * @param readFile normally `Deno.readFile`
  * @param options an explicit path
- * @returns the opened database
  * @throws {Error} when the file is missing or not a MaxMind DB
- * @example
- * ```ts
- * const geoDb = await loadIpGeoDb(Deno.readFile);
- * geoDb.lookup("2a00:1450:4001::1");
- * ```
  */
 export async function loadIpGeoDb(
   readFile: (path: string | URL) => Promise<Uint8Array>,
@@ -292,19 +236,12 @@ export async function loadIpGeoDb(
 }
 
 /**
- * Opens the database over its file without reading it whole: only the metadata and data section
- * are read now, the search tree block by block as lookups need it (see {@linkcode IpGeoDb}). The
- * fast start-up path; the file stays open for the life of the process.
+ * Opens the database over its file, the tree read block by block as lookups need it: the fast
+ * start-up path. The file stays open for the life of the process.
  *
- * @param openSync opens a file for reading, normally `Deno.openSync`
+ * @param openSync normally `Deno.openSync`
  * @param options an explicit path
- * @returns the opened database
  * @throws {Error} when the file is missing or not a MaxMind DB
- * @example
- * ```ts
- * const geoDb = openIpGeoDb(Deno.openSync);
- * geoDb.lookup("85.214.132.117"); // "DE"
- * ```
  */
 export function openIpGeoDb(
   openSync: (path: string | URL) => SyncReadableFile,
@@ -334,10 +271,7 @@ export function openIpGeoDb(
   });
 }
 
-// The text (and bytes) to look up for a globally routable unicast address, or undefined. Private, loopback,
-// link-local, CGNAT, documentation, multicast, 6to4/Teredo and other special ranges are refused:
-// they have no country, and a database entry for them would be wrong. Each address is parsed
-// once (IPv6 parsing is the costly step), and a validated text is handed on as it is.
+// Special ranges (private, CGNAT, 6to4, …) have no country; a database entry for them would be wrong.
 function publicAddress(ip: string): { text: string; bytes: Uint8Array } | undefined {
   if (typeof ip !== "string" || ip.length === 0 || ip.length > MAX_ADDRESS_LENGTH) return undefined;
   let text = ip.trim();
@@ -351,7 +285,6 @@ function publicAddress(ip: string): { text: string; bytes: Uint8Array } | undefi
   }
   if (v6.isIPv4MappedAddress()) return publicIpv4(v6.toIPv4Address().toString());
   if (v6.range() !== "unicast") return undefined;
-  // A zone index (`%eth0`) is not part of the address the database knows.
   return {
     text: text.includes("%") ? v6.toNormalizedString() : text,
     bytes: new Uint8Array(v6.toByteArray()),
@@ -365,7 +298,6 @@ function publicIpv4(text: string): { text: string; bytes: Uint8Array } | undefin
   return v4.range() === "unicast" ? { text, bytes: new Uint8Array(v4.octets) } : undefined;
 }
 
-// This database's records are `{ country_code: "US" }`; anything else yields no country.
 function countryOf(record: unknown): string | undefined {
   if (typeof record !== "object" || record === null || !("country_code" in record)) return undefined;
   const code = record.country_code;

@@ -1,8 +1,7 @@
 /**
  * @module
- * The shared front half of the pipeline — facts → identity → context → decide — used by the
- * proxy and by the edge-served endpoints, so every route sees the visitor the same way. Each
- * stage's duration is recorded for metrics and decision logs.
+ * The shared front half of the pipeline — facts → identity → context → decide — so the proxy and
+ * the edge-served endpoints see the visitor the same way.
  */
 import type { Deps } from "../app/deps.ts";
 import { type Facts, gatherFacts, type GatherFactsOptions } from "./facts.ts";
@@ -28,22 +27,19 @@ export interface Visitor {
   context: EdgeUserContext;
   decision: Decision;
   rules: CompiledRules;
-  /** Stage durations in ms; the act stage adds its own. */
+  /** Milliseconds; the act stage adds its own. */
   stages: Record<string, number>;
-  /** Context-stage outcome for logs and metrics. */
   contextOutcome: { cache: string; readThrough: string };
 }
 
 /**
- * Runs facts, identity, context and decide for a request served by a plain handler, and
- * notes the stage timings (as they finish, so a failure still leaves them), the decision and
- * the context outcome on the request's record.
+ * Runs facts, identity, context and decide, noting each stage on the request's record as it
+ * finishes, so a failure still leaves the timings.
  *
  * @param request the request
  * @param info the connection facts
  * @param record the request's record (see `observe`)
  * @param deps the service's dependencies
- * @returns the visitor
  * @throws {BadPathError} when the path cannot be forwarded safely
  * @throws {QaOverrideError} when a request with the QA token forces what the rules do not have
  */
@@ -76,16 +72,14 @@ export async function visitorFor(
   if (outcome.cache === "hit" || outcome.cache === "negative_hit") {
     deps.metrics.observeContextCache("hit");
   } else if (outcome.cache === "miss") deps.metrics.observeContextCache("miss");
-  // Only a load that read KV may have waited for a read-through: a cache hit carries the outcome
-  // of the load that stored its entry, which was counted then. (The KV read is timed by kvWithin.)
+  // A cache hit carries the outcome of the load that stored it, counted then.
   if (outcome.kv === "ok" && readThrough !== "skipped") {
     deps.metrics.observeReadThrough({ outcome: readThrough, durationMs: outcome.readThroughMs });
   }
   lap("context");
 
-  // A visitor in a rules canary is decided by the canary version (stable per visitor key).
   const qaToken = deps.config.qaToken;
-  // Checked against the rules that decide for this visitor (a canary may have other experiments).
+  // Checked against the rules that decide for this visitor: a canary may have other experiments.
   const forced = qaToken === undefined
     ? undefined
     : qaOverrides(request.headers, { token: qaToken, rules: deps.rules.rulesFor(identity.key) });
@@ -105,17 +99,12 @@ export async function visitorFor(
 }
 
 /**
- * Who is calling, for an endpoint that evaluates something for "the visitor" without the rest
- * of the pipeline (open OFREP): the same identity and profile segments the proxy would use for
- * this request — session cookie, then `USER_ID_HEADER` from a peer in `USER_ID_PROXIES`, then
- * the `ep_uid` cookie — never what the request body claims.
+ * Who is calling, for open OFREP: the identity and segments the proxy would use for this request,
+ * never what the request body claims. The key is absent without an `ep_uid` cookie yet.
  *
  * @param request the request
  * @param info the connection facts
  * @param deps the service's dependencies
- * @returns the visitor key (absent when the caller has no `ep_uid` cookie yet), whether a user
- *   is logged in, their segments (none under `Sec-GPC: 1`), and their sticky assignments (from
- *   the `ep_exp` cookie, only when its signature holds)
  */
 export async function callerFor(
   request: Request,
@@ -131,8 +120,7 @@ export async function callerFor(
     contextOptions(deps, now, gpcRequested(request.headers)),
   );
   return {
-    // A logged-in caller is keyed by its user id; an anonymous one by its `ep_uid`, and a key
-    // made up for this one call would bucket it at random on every call.
+    // A key made up for this one call would bucket the caller at random on every call.
     key: identity.userId !== undefined || !identity.newAnonymousId ? identity.key : undefined,
     loggedIn: identity.userId !== undefined,
     segments: [...context.segments],
@@ -141,20 +129,16 @@ export async function callerFor(
 }
 
 /**
- * Explains what the pipeline would decide for a request, from the same stages: facts, identity
- * and context as `visitorFor` runs them, QA forcing checked against `QA_TOKEN`, then the
- * decision with a trace. Nothing is recorded on
- * a request record, counted as a decision or exposure, or set as a cookie; reads fill the
- * per-isolate caches (and may read through to the backend) as the request itself would.
+ * Explains what the pipeline would decide for a request, from the same stages; nothing is recorded,
+ * counted or set as a cookie, though reads fill the caches as the request itself would.
  *
  * @param request the request to explain (see `describedRequest`)
  * @param peer the address it arrives from
  * @param deps the service's dependencies
- * @returns the explanation
  * @throws {BadPathError} when the path cannot be forwarded safely (the proxy would answer 400)
  */
 export async function explainRequest(request: Request, peer: string, deps: Deps): Promise<Explanation> {
-  // An operator's tool: its code is not loaded on a visitor's path.
+  // Not loaded on a visitor's path.
   const [{ ExplainCollector }, { explainQa }] = await Promise.all([
     import("../rules/explain.ts"),
     import("../rules/explain_qa.ts"),
@@ -164,8 +148,7 @@ export async function explainRequest(request: Request, peer: string, deps: Deps)
   const now = deps.now();
   const identity = await resolveIdentity(request.headers, identityOptions(deps, now, facts.peerIp));
   const context = await loadUserContext(identity.userId, contextOptions(deps, now, facts.gpc));
-  // Forcing is read as `visitorFor` reads it, but an entry the rules cannot serve is explained
-  // (the edge's 400) rather than thrown.
+  // An entry the rules cannot serve is explained (the edge's 400) rather than thrown.
   const qa = explainQa(request.headers, {
     token: deps.config.qaToken,
     rules: deps.rules.rulesFor(identity.key),
@@ -182,7 +165,7 @@ export async function explainRequest(request: Request, peer: string, deps: Deps)
   }).explanation;
 }
 
-/** The stages' callbacks for one `Deps`, made once rather than per request (they read `deps` when called). */
+/** Made once per `Deps` rather than per request. */
 interface StageCallbacks {
   onLookupError: ResolveIdentityOptions["onLookupError"];
   onContextError: LoadUserContextOptions["onError"];
@@ -227,8 +210,7 @@ function identityOptions(deps: Deps, now: number, peer: string): ResolveIdentity
     kv: deps.kv,
     now,
     sessionCookie: config.sessionCookie,
-    // Only a directly connected peer in USER_ID_PROXIES may name the user: neither a CDN secret
-    // nor TRUSTED_PROXIES does, since CDNs and load balancers pass their clients' headers through.
+    // Only a direct peer in USER_ID_PROXIES: CDNs and load balancers pass their clients' headers through.
     userIdHeader: config.userIdHeader !== undefined && config.userIdProxies.has(peer)
       ? config.userIdHeader
       : undefined,
@@ -249,14 +231,12 @@ function contextOptions(deps: Deps, now: number, gpc: boolean): LoadUserContextO
     cache: deps.contextCache,
     backend: deps.backend,
     gpc,
-    // The read-through answer is used at once; its KV write need not hold the response.
     waitUntil: deps.waitUntil,
     onError: callbacks.onContextError,
     kvWithin: callbacks.kvContext,
   };
 }
 
-/** The `read` label of each kind of KV read, made once: timing a read allocates nothing more. */
 const KV_READ_LABELS: Readonly<Record<KvRead, { readonly read: KvRead }>> = {
   session: { read: "session" },
   context: { read: "context" },
@@ -266,19 +246,11 @@ const KV_READ_LABELS: Readonly<Record<KvRead, { readonly read: KvRead }>> = {
 };
 
 /**
- * Bounds a KV read of the request path by `KV_TIMEOUT_MS`: a stalled read degrades the request
- * (anonymous, stale or empty context, no recommendations); it never holds it. Each read is
- * recorded in `edge_kv_read_duration_seconds`, whatever its end: one that fails counts the time
- * it took, one cut at the deadline the time it was waited for (`KV_TIMEOUT_MS`, plus at most
- * one deadline tick), so a stalling store shows in the latency instead of vanishing from it.
+ * Bounds a KV read of the request path by `KV_TIMEOUT_MS` (a stalled read degrades the request, never
+ * holds it) and times it whatever its end, so a stalling store shows in the latency.
  *
  * @param deps the service's dependencies
  * @param read what is read, for the metric's `read` label
- * @returns a function that bounds and times one read
- * @example
- * ```ts
- * const session = await kvWithin(deps, "session")(kv.get(key));
- * ```
  */
 export function kvWithin(
   deps: Pick<Deps, "config" | "deadlines" | "metrics" | "mono">,
@@ -296,11 +268,10 @@ export function kvWithin(
 }
 
 /**
- * The visitor's edge context as client-side code sees it (in `/_edge/context` and injected
- * into HTML pages): their own data only, behavioural data already empty under GPC.
+ * The visitor's context as client-side code sees it: their own data only, behavioural data empty
+ * under GPC.
  *
  * @param visitor the resolved visitor
- * @returns a JSON-serialisable object
  */
 export function contextView(visitor: Visitor): Record<string, unknown> {
   const { decision, context, facts, identity } = visitor;
@@ -312,7 +283,6 @@ export function contextView(visitor: Visitor): Record<string, unknown> {
     },
     region: decision.region,
     country: decision.country ?? null,
-    // Why the region: a trusted geo header, the IP database, or neither (the default region).
     countrySource: decision.country === undefined ? null : facts.countrySource ?? null,
     device: facts.device.device,
     network: facts.device.network,
@@ -323,7 +293,6 @@ export function contextView(visitor: Visitor): Record<string, unknown> {
     recentViews: context.recentViews.map((view) => view.itemId),
     cartItemIds: context.cartItemIds,
     segments: context.segments,
-    // Said only when true, as in the decision log: a QA tester sees that the page is forced.
     ...(decision.forced ? { qa: true } : {}),
   };
 }
