@@ -1,8 +1,7 @@
 /**
  * @module
- * What every request leaves behind, whichever router answered it: the `X-Request-Id` and
- * `Server-Timing` response headers, the request metrics, one log line, the decision log
- * entry — and the one mapping from an error to the JSON answer a client may see.
+ * What every request leaves behind, whichever router answered it (headers, metrics, log lines),
+ * and the one mapping from an error to the JSON answer a client may see.
  */
 import type { Deps } from "../lib/app/deps.ts";
 import type { Decision } from "../lib/rules/decision.ts";
@@ -17,15 +16,13 @@ export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | unde
 export type ObservedHandler = (request: Request, info: ServeInfo, record: RequestRecord) => Promise<Response>;
 
 /**
- * Runs a handler and observes it, whichever handler it is: the error answer, `X-Request-Id`
- * and `Server-Timing`, metrics, the log line and the decision log entry.
+ * Runs a handler and observes it the same way, whichever handler it is.
  *
  * @param deps the service's dependencies
  * @param handler the handler; it may set `decision`, `facts`, `stages`, … on the record
  * @param request the request
  * @param info the connection facts
  * @param record the request's record, with its id, path, route class and arrival time
- * @returns the response
  */
 export async function observe(
   deps: Deps,
@@ -47,12 +44,7 @@ export async function observe(
   return response;
 }
 
-/**
- * The peer address of a connection (`0.0.0.0` when unknown, e.g. a Unix socket).
- *
- * @param info the connection facts
- * @returns the peer's IP address
- */
+/** The peer address of a connection (`0.0.0.0` when unknown, e.g. a Unix socket). */
 export function peerOf(info: ServeInfo): string {
   const addr = info?.remoteAddr;
   return addr && "hostname" in addr ? addr.hostname : "0.0.0.0";
@@ -65,29 +57,22 @@ export interface RequestRecord {
   path: string;
   routeClass: RouteClass;
   status: number;
-  /** When the request arrived (`deps.mono()`). */
+  /** `deps.mono()` at arrival. */
   startMs: number;
-  /** From the request's arrival to its response headers, in ms. */
+  /** To the response headers. */
   totalMs: number;
-  /** Time to the origin's response headers, when the origin was called. */
   originMs?: number;
   decision?: Decision;
   facts?: Facts;
-  /** Milliseconds spent in each pipeline stage. */
   stages?: Record<string, number>;
-  /** The visitor's bucketing key (only ever logged as a keyed hash). */
+  /** Only ever logged as a keyed hash. */
   visitorKey?: string;
   loggedIn?: boolean;
-  /** Context-stage outcome. */
   contextOutcome?: { cache: string; readThrough: string };
-  /**
-   * The edge answered itself (`/_edge/context`, `/_edge/recommendations`): the decision was made
-   * for the visitor, but its proxy action and matched route were not what happened.
-   */
+  /** The edge answered itself: the decision's proxy action and route are not what happened. */
   answeredAtEdge?: boolean;
 }
 
-/** Adds `X-Request-Id` and the edge's `Server-Timing` entries to a response's headers. */
 function stampResponse(headers: Headers, record: RequestRecord): void {
   const { totalMs, originMs } = record;
   const timing = originMs === undefined
@@ -98,7 +83,6 @@ function stampResponse(headers: Headers, record: RequestRecord): void {
   headers.set("server-timing", existing ? `${existing}, ${timing}` : timing);
 }
 
-/** Records a finished request: metrics, the log line and, when a decision was made, its decision log entry. */
 function recordRequest(deps: Deps, record: RequestRecord): void {
   const { decision, facts, stages, originMs, totalMs, requestId, routeClass } = record;
   deps.metrics.observeRequest({
@@ -109,7 +93,6 @@ function recordRequest(deps: Deps, record: RequestRecord): void {
     stages,
     originMs,
   });
-  // Log fields are only built when the line will be written (`LOG_LEVEL` above info skips both).
   if (!deps.log.enabled("info")) return;
   deps.log.info("request", {
     requestId,
@@ -149,13 +132,12 @@ function recordRequest(deps: Deps, record: RequestRecord): void {
 }
 
 /**
- * The answer to a request that failed: an {@linkcode EdgeError}'s status, code and safe
- * message, or a bare 500 for anything else (whose details go to the log, never the client).
+ * An {@linkcode EdgeError}'s status, code and safe message, or a bare 500 whose details go to the
+ * log, never the client.
  *
  * @param deps the service's dependencies
  * @param error what was thrown
  * @param requestId the request's id, for the log line
- * @returns a JSON error response that no cache may keep
  */
 export function errorResponse(deps: Deps, error: unknown, requestId: string | undefined): Response {
   const headers: Record<string, string> = { "cache-control": "no-store" };

@@ -17,47 +17,36 @@ export interface Config {
   originUrl: URL;
   /** `http` when the service listens itself; undefined on Deploy, whose request URL has the client's. */
   listenerScheme: "http" | undefined;
-  /** `undefined` → Deno's default store; `:memory:`; a file path; or a KV Connect URL. */
   kvPath: string | undefined;
   rulesPath: string | undefined;
   trustedProxies: CidrList;
-  /** The header (lower case) through which a peer in `userIdProxies` names the user; undefined → none. */
+  /** Lower case; believed only from a peer in `userIdProxies`. */
   userIdHeader: string | undefined;
-  /** The directly connected peers allowed to name the user; set with `userIdHeader`. */
   userIdProxies: CidrList;
   cdnSecret: string | undefined;
   originTimeoutMs: number;
-  /** Most bytes of decoded HTML rewritten per page; the rest passes through unrewritten. */
   htmlRewriteMaxBytes: number;
-  /** Most time spent rewriting one page; the rest passes through unrewritten. */
   htmlRewriteMaxMs: number;
   logLevel: LogLevel;
-  /** `whsec_…` secrets `POST /_edge/sync` accepts, newest first; empty → the endpoint does not exist. */
+  /** Newest first; empty → `POST /_edge/sync` does not exist. */
   syncSecrets: readonly string[];
-  /** Name of the session cookie whose (hashed) value is looked up in KV. */
   sessionCookie: string;
-  /** Hosts the site is served under; a `Host` outside them is not forwarded as sent. Empty → all are. */
+  /** Empty → every `Host` is forwarded as sent. */
   publicHosts: readonly string[];
-  /** Trusted CDN headers that carry the visitor's country, in order. */
   countryHeaders: readonly string[];
-  /** How often rules are re-read from KV when `kv.watch` is not delivering. */
   rulesPollMs: number;
-  /** Rule set versions sync keeps in KV (for canaries and rollback); the same everywhere. */
   rulesKeep: number;
-  /** Bearer token of `GET /_edge/rules`; undefined → that endpoint does not exist (404). */
+  /** Undefined → `GET /_edge/rules` does not exist. */
   rulesToken: string | undefined;
-  /** API keys accepted by the OFREP endpoints; empty → no key needed. */
+  /** Empty → no key needed. */
   ofrepApiKeys: readonly string[];
   syncToleranceSec: number;
   syncMaxBytes: number;
-  /** Signed pushes applied at once (a parsed push holds several times its size); more get 429. */
   syncMaxConcurrent: number;
   syncBodyTimeoutMs: number;
-  /** Body bytes of pushes being read at once, per isolate; a push past it gets 429. */
   syncMaxBytesInFlight: number;
-  /** Slowest body rate accepted after a one-second grace (408 below it); `0` turns the check off. */
+  /** `0` turns the check off. */
   syncMinBodyBytesPerSec: number;
-  /** Longest a push's KV work may take in all while it holds a slot; 503 `store_unavailable` after. */
   syncStoreTimeoutMs: number;
   recentViewsMax: number;
   viewTtlDays: number;
@@ -65,58 +54,45 @@ export interface Config {
   profileTtlDays: number;
   /** Also the session-end markers' lifetime; at least the longest data TTL. */
   tombstoneTtlDays: number;
-  /** Bearer token of `GET /_edge/metrics`; undefined → loopback and trusted proxies only, unless public. */
+  /** Undefined → loopback and trusted proxies only, unless public. */
   metricsToken: string | undefined;
   metricsPublic: boolean;
-  /** Share of requests that get a decision log line, in `[0, 1]`. */
   logSampleRate: number;
-  /** Key of the user-id hash in decision logs; undefined → one per process (then not correlatable). */
+  /** Undefined → one per process (then not correlatable). */
   logHashKey: string | undefined;
-  /** HMAC keys of the sticky cookie, signing one first; empty → one per process (then local). */
+  /** Signing one first; empty → one per process. */
   stickySecrets: readonly string[];
-  /** Lets a request force variations and flags (`x-edge-qa`); undefined → nothing a client sends does. */
+  /** Undefined → nothing a client sends forces variations or flags. */
   qaToken: string | undefined;
-  /** Base URL of the central backend for read-through; its origin is never left. Undefined → none. */
   backendUrl: URL | undefined;
   backendToken: string | undefined;
   backendTimeoutMs: number;
-  /** Past it a KV read counts as failed and the request degrades. */
   kvTimeoutMs: number;
-  /** Guards start-up against a KV Connect server that accepts but never answers; past it, exit 1. */
+  /** Guards start-up against a KV Connect server that accepts but never answers. */
   kvOpenTimeoutMs: number;
-  /** What requests get before the service is ready (see `lib/app/warmup.ts`). */
   warmup: "wait" | "passthrough";
   warmupMaxWaitMs: number;
   /** Deno Deploy serves the default export; nothing listens itself. */
   onDeploy: boolean;
-  /** Deno's built-in OpenTelemetry is on, so pipeline stages become spans. */
   tracing: boolean;
-  /** After SIGINT/SIGTERM, how long in-flight work may take before open connections are cut. */
   shutdownTimeoutMs: number;
-  /** Read-throughs in flight at once; beyond it the edge's own data is used. */
   backendMaxConcurrent: number;
   breakerFailureThreshold: number;
   breakerCooldownMs: number;
-  /** How long a cached user context is used before KV is read again (0: always read). */
   contextMaxStaleMs: number;
-  /** Age (from the newest view or this instance's last read-through) past which a read-through refreshes. */
   contextMaxAgeMs: number;
-  /** Where signed exposure batches go; undefined → exposure events are neither queued nor sent. */
+  /** Undefined → exposure events are neither queued nor sent. */
   exposuresUrl: URL | undefined;
   exposuresSecret: string | undefined;
   exposuresBatchMax: number;
   exposuresFlushMs: number;
-  /** Most events waiting for delivery; when full, the oldest are dropped. */
   exposuresBufferMax: number;
-  /** Most user contexts (and session lookups, and related lists) one isolate caches. */
   contextCacheMaxEntries: number;
-  /** Most estimated heap bytes of contexts, and separately of related lists, one isolate caches. */
   contextCacheMaxBytes: number;
 }
 
 /** Thrown when the environment does not describe a valid configuration. */
 export class ConfigError extends Error {
-  /** One line per problem, each naming the variable. */
   readonly problems: string[];
 
   constructor(problems: string[]) {
@@ -126,7 +102,10 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses the environment into a {@linkcode Config}; throws a {@linkcode ConfigError} naming each bad variable. */
+/**
+ * Parses the environment into a {@linkcode Config}; throws a {@linkcode ConfigError} naming each bad
+ * variable. Long because it is one flat table of variable → field, which reads best whole.
+ */
 export function parseConfig(env: Record<string, string | undefined>): Config {
   // Parsed once, so zod's compiled fast path would cost more to generate than it saves.
   const result = EnvSchema.safeParse(env, { jitless: true });
@@ -222,8 +201,35 @@ type Env = z.infer<typeof EnvSchema>;
 /** The checks that span several variables (or split one into entries); problems are appended. */
 function crossCheck(parsed: Env, problems: string[]) {
   const trustedProxies = addressList("TRUSTED_PROXIES", parsed.TRUSTED_PROXIES, problems);
-  // Naming the user is its own trust, off by default: a CDN trusted for its forwarding headers
-  // passes its clients' headers through, so TRUSTED_PROXIES alone must never make one believed.
+  const userIdProxies = checkUserId(parsed, problems);
+  const kvPath = parsed.KV_PATH;
+  if (kvPath && /^https?:\/\//i.test(kvPath) && !parsed.DENO_KV_ACCESS_TOKEN) {
+    problems.push("DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL");
+  }
+  const { syncSecrets, ofrepApiKeys, stickySecrets } = checkSecrets(parsed, problems);
+  if (parsed.BACKEND_URL && !parsed.BACKEND_TOKEN) {
+    problems.push("BACKEND_TOKEN is required when BACKEND_URL is set");
+  }
+  checkExposures(parsed, problems);
+  // A tombstone must outlive whatever it erased, or a late event would count as the user's data again.
+  const longestDataTtl = Math.max(parsed.VIEW_TTL_DAYS, parsed.CART_TTL_DAYS, parsed.PROFILE_TTL_DAYS);
+  if (parsed.TOMBSTONE_TTL_DAYS < longestDataTtl) {
+    problems.push(
+      `TOMBSTONE_TTL_DAYS must be at least the longest of VIEW_TTL_DAYS, CART_TTL_DAYS and PROFILE_TTL_DAYS (${longestDataTtl})`,
+    );
+  }
+  const syncMaxBytesInFlight = parsed.SYNC_MAX_BYTES_IN_FLIGHT ?? 4 * parsed.SYNC_MAX_BYTES;
+  if (syncMaxBytesInFlight < parsed.SYNC_MAX_BYTES) {
+    problems.push(`SYNC_MAX_BYTES_IN_FLIGHT must be at least SYNC_MAX_BYTES (${parsed.SYNC_MAX_BYTES})`);
+  }
+  return { trustedProxies, userIdProxies, syncSecrets, ofrepApiKeys, stickySecrets, syncMaxBytesInFlight };
+}
+
+/**
+ * `USER_ID_HEADER` and `USER_ID_PROXIES` come together: naming the user is its own trust, since a
+ * CDN trusted for its forwarding headers passes its clients' headers through.
+ */
+function checkUserId(parsed: Env, problems: string[]): CidrList {
   const userIdProxies = addressList("USER_ID_PROXIES", parsed.USER_ID_PROXIES ?? "", problems);
   if (parsed.USER_ID_HEADER !== undefined && userIdProxies.empty) {
     problems.push(
@@ -242,10 +248,11 @@ function crossCheck(parsed: Env, problems: string[]) {
   if (parsed.USER_ID_PROXIES !== undefined && parsed.USER_ID_HEADER === undefined) {
     problems.push("USER_ID_HEADER is required when USER_ID_PROXIES is set (the header that names the user)");
   }
-  const kvPath = parsed.KV_PATH;
-  if (kvPath && /^https?:\/\//i.test(kvPath) && !parsed.DENO_KV_ACCESS_TOKEN) {
-    problems.push("DENO_KV_ACCESS_TOKEN is required when KV_PATH is a KV Connect URL");
-  }
+  return userIdProxies;
+}
+
+/** The comma-separated secret lists, each entry checked; no entry is ever echoed. */
+function checkSecrets(parsed: Env, problems: string[]) {
   const syncSecrets = (parsed.SYNC_SECRETS ?? "").split(",").map((secret) => secret.trim()).filter(Boolean);
   syncSecrets.forEach((secret, index) => {
     if (!isWebhookSecret(secret)) {
@@ -256,7 +263,6 @@ function crossCheck(parsed: Env, problems: string[]) {
   });
   const ofrepApiKeys = (parsed.OFREP_API_KEYS ?? "").split(",").map((key) => key.trim()).filter(Boolean);
   ofrepApiKeys.forEach((key, index) => {
-    // As for METRICS_TOKEN and RULES_TOKEN; the key itself is never echoed.
     if (key.length < MIN_SECRET_LENGTH) {
       problems.push(`OFREP_API_KEYS entry ${index + 1} ${SECRET_TOO_SHORT}`);
     }
@@ -269,9 +275,10 @@ function crossCheck(parsed: Env, problems: string[]) {
       problems.push(`STICKY_SECRET entry ${index + 1} ${SECRET_TOO_SHORT}`);
     }
   });
-  if (parsed.BACKEND_URL && !parsed.BACKEND_TOKEN) {
-    problems.push("BACKEND_TOKEN is required when BACKEND_URL is set");
-  }
+  return { syncSecrets, ofrepApiKeys, stickySecrets };
+}
+
+function checkExposures(parsed: Env, problems: string[]): void {
   if (parsed.EXPOSURES_SECRET !== undefined && !isWebhookSecret(parsed.EXPOSURES_SECRET)) {
     problems.push('EXPOSURES_SECRET must be "whsec_" followed by base64 of at least 16 bytes');
   }
@@ -287,20 +294,6 @@ function crossCheck(parsed: Env, problems: string[]) {
       `EXPOSURES_BATCH_MAX must be at most EXPOSURES_BUFFER_MAX (${parsed.EXPOSURES_BUFFER_MAX})`,
     );
   }
-  // A tombstone must outlive whatever it erased: once it expires, a late event (or a view an
-  // interrupted compaction left behind) would count as the user's data again.
-  const longestDataTtl = Math.max(parsed.VIEW_TTL_DAYS, parsed.CART_TTL_DAYS, parsed.PROFILE_TTL_DAYS);
-  if (parsed.TOMBSTONE_TTL_DAYS < longestDataTtl) {
-    problems.push(
-      `TOMBSTONE_TTL_DAYS must be at least the longest of VIEW_TTL_DAYS, CART_TTL_DAYS and PROFILE_TTL_DAYS (${longestDataTtl})`,
-    );
-  }
-  // Bodies being read must leave room for at least one of the largest push.
-  const syncMaxBytesInFlight = parsed.SYNC_MAX_BYTES_IN_FLIGHT ?? 4 * parsed.SYNC_MAX_BYTES;
-  if (syncMaxBytesInFlight < parsed.SYNC_MAX_BYTES) {
-    problems.push(`SYNC_MAX_BYTES_IN_FLIGHT must be at least SYNC_MAX_BYTES (${parsed.SYNC_MAX_BYTES})`);
-  }
-  return { trustedProxies, userIdProxies, syncSecrets, ofrepApiKeys, stickySecrets, syncMaxBytesInFlight };
 }
 
 /** A Standard Webhooks secret: `whsec_` and base64 of at least 16 bytes. */
@@ -308,10 +301,6 @@ function isWebhookSecret(secret: string): boolean {
   return /^whsec_[A-Za-z0-9+/]{22,}={0,2}$/.test(secret) && (secret.length - 6) % 4 === 0;
 }
 
-/**
- * Parses a comma-separated address list strictly (see `CidrList`), or notes the problem naming
- * the variable and the entry.
- */
 function addressList(name: string, value: string, problems: string[]): CidrList {
   try {
     return new CidrList(value.split(","));

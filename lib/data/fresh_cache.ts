@@ -1,22 +1,20 @@
 /**
  * @module
- * A small per-isolate map with two bounds: a number of entries (the least recently used goes
- * first) and an age after which an entry is no longer served, and optionally a third: estimated
- * bytes. The building block of the session and related-list caches.
+ * A per-isolate LRU whose entries are served only while young: the building block of the session
+ * and related-list caches.
  */
 import { Lru } from "./lru.ts";
 
 /** Options for {@linkcode FreshCache}. */
 export interface FreshCacheOptions<K = unknown, V = unknown> {
-  /** Most entries kept, at least 1. */
   maxEntries: number;
-  /** How long an entry is served after it was stored, in milliseconds (0: never). */
+  /** How long an entry is served after it was stored (0: never). */
   maxStaleMs: number;
-  /** Names the cache in error messages. */
+  /** For error messages. */
   name: string;
-  /** Most estimated bytes kept, at least 1; requires `sizeOf`. Without it, bytes are not bounded. */
+  /** Requires `sizeOf`. */
   maxBytes?: number;
-  /** Estimates the heap bytes of one entry, key and per-entry overhead included. */
+  /** Heap bytes of one entry, key and overhead included. */
   sizeOf?: (key: K, value: V) => number;
 }
 
@@ -57,11 +55,7 @@ export class FreshCache<K, V> {
     this.#sizeOf = options.maxBytes === undefined ? undefined : options.sizeOf;
   }
 
-  /**
-   * Returns a fresh entry and marks it recently used; a stale one is dropped.
-   * @param now the current time, epoch ms (a clock that went backwards counts as stale)
-   * @returns `{ value }`, or `undefined` when there is no fresh entry
-   */
+  /** A fresh entry, marked used; a stale one (or a clock gone backwards) is dropped. */
   get(key: K, now: number): { value: V } | undefined {
     const entry = this.#lru.get(key);
     if (!entry) return undefined;
@@ -73,31 +67,24 @@ export class FreshCache<K, V> {
     return { value: entry.value };
   }
 
-  /**
-   * Stores an entry, evicting the least recently used beyond the bounds. An entry larger than
-   * `maxBytes` on its own is not stored (and replaces nothing: the old entry is dropped).
-   * @returns whether the entry was stored
-   */
+  /** See {@linkcode Lru.set}. */
   set(key: K, value: V, now: number): boolean {
     return this.#lru.set(key, { value, storedAt: now }, this.#sizeOf?.(key, value) ?? 0);
   }
 
-  /** Drops an entry. */
   delete(key: K): void {
     this.#lru.delete(key);
   }
 
-  /** Drops every entry whose value matches. */
   deleteWhere(matches: (value: V) => boolean): void {
     for (const [key, entry] of this.#lru.entries()) if (matches(entry.value)) this.#lru.delete(key);
   }
 
-  /** Number of entries (fresh or not). */
+  /** Fresh or not. */
   get size(): number {
     return this.#lru.size;
   }
 
-  /** Estimated bytes of the entries held (0 without `sizeOf`). */
   get bytes(): number {
     return this.#lru.bytes;
   }

@@ -6,9 +6,8 @@
 
 /** Options for {@linkcode Lru}. */
 export interface LruOptions {
-  /** Most entries kept, at least 1 (the owner checks and names it in its own error). */
   maxEntries: number;
-  /** Most estimated bytes kept; unbounded when absent. */
+  /** Unbounded when absent. */
   maxBytes?: number;
 }
 
@@ -17,16 +16,7 @@ interface Slot<V> {
   bytes: number;
 }
 
-/**
- * Key → value with LRU eviction. Reads that count as use go through {@linkcode Lru.get};
- * {@linkcode Lru.peek} leaves the order alone.
- * @example
- * ```ts
- * const lru = new Lru<string, number>({ maxEntries: 2 });
- * lru.set("a", 1); lru.set("b", 2); lru.get("a"); lru.set("c", 3);
- * lru.peek("b"); // undefined: "b" was the least recently used
- * ```
- */
+/** Key → value with LRU eviction; {@linkcode Lru.peek} leaves the order alone. */
 export class Lru<K, V> {
   #slots = new Map<K, Slot<V>>();
   #maxEntries: number;
@@ -44,7 +34,6 @@ export class Lru<K, V> {
     this.#maxBytes = maxBytes;
   }
 
-  /** Returns a value (or `undefined`) and marks it recently used. */
   get(key: K): V | undefined {
     const slot = this.#slots.get(key);
     if (slot === undefined) return undefined;
@@ -53,17 +42,13 @@ export class Lru<K, V> {
     return slot.value;
   }
 
-  /** Returns a value (or `undefined`) without touching the order. */
   peek(key: K): V | undefined {
     return this.#slots.get(key)?.value;
   }
 
   /**
-   * Stores a value as the most recently used, then evicts the least recently used until both
-   * bounds hold. A value larger than `maxBytes` on its own is not stored, and the old value of
-   * its key is dropped all the same.
-   * @param bytes the entry's estimated bytes (0 when only entries are bounded)
-   * @returns whether the value was stored
+   * Stores a value, then evicts until both bounds hold. A value larger than `maxBytes` alone is not
+   * stored (false), and its key's old value is dropped all the same.
    */
   set(key: K, value: V, bytes = 0): boolean {
     this.delete(key);
@@ -79,7 +64,6 @@ export class Lru<K, V> {
     return true;
   }
 
-  /** Drops an entry; tells whether there was one. */
   delete(key: K): boolean {
     const slot = this.#slots.get(key);
     if (slot === undefined) return false;
@@ -88,7 +72,7 @@ export class Lru<K, V> {
     return true;
   }
 
-  /** Drops every entry; the eviction count is kept. */
+  /** The eviction count is kept. */
   clear(): void {
     this.#slots.clear();
     this.#bytes = 0;
@@ -99,17 +83,14 @@ export class Lru<K, V> {
     for (const [key, slot] of this.#slots) yield [key, slot.value];
   }
 
-  /** Number of entries. */
   get size(): number {
     return this.#slots.size;
   }
 
-  /** Estimated bytes held. */
   get bytes(): number {
     return this.#bytes;
   }
 
-  /** Entries dropped by {@linkcode Lru.set} to stay within the bounds, since creation. */
   get evictions(): number {
     return this.#evictions;
   }

@@ -1,8 +1,6 @@
 /**
  * @module
- * Typed, eventually consistent reads of the KV layout of `store.ts`: sessions, a user's context
- * (both view layouts merged), related lists and rule sets. Values are parsed when read back; a
- * malformed one counts as absent.
+ * Typed, eventually consistent reads of the KV layout of `store.ts`; a malformed value counts as absent.
  */
 import {
   CartValue,
@@ -25,15 +23,9 @@ import {
   VIEWS_COMPACT_SLACK,
 } from "./store.ts";
 
-/**
- * Most view entries a read scans for one user: reads compact what they overgrow, so this only
- * bounds the first read of a user sent very many views of few items since the last one.
- */
+// Reads compact what they overgrow, so this bounds only a first read after very many views.
 const VIEWS_SCAN_MAX = 20_000;
-/**
- * Entries per round trip beyond twice `RECENT_VIEWS_MAX`, so older views of the same items rarely
- * need a second one, and the first holds enough to tell whether the user needs a compaction.
- */
+// So one round trip usually covers the window and tells whether a compaction is due.
 const VIEWS_SCAN_SLACK = 16;
 
 /** Resolves a raw session id to its user; `undefined` when unknown, ended or expired. */
@@ -41,10 +33,7 @@ export async function readSession(kv: Deno.Kv, sessionId: string, now: number): 
   return (await readSessionByHash(kv, await hashSessionId(sessionId), now))?.userId;
 }
 
-/**
- * Resolves a session id's hash ({@linkcode hashSessionId}) to its user and expiry; `undefined`
- * when the session is unknown, ended, expired or older than the user's erasure.
- */
+/** A session hash's user and expiry; `undefined` when unknown, ended, expired or older than an erasure. */
 export async function readSessionByHash(
   kv: Deno.Kv,
   sessionHash: string,
@@ -53,39 +42,27 @@ export async function readSessionByHash(
   const entry = await kv.get(keys.session(sessionHash), { consistency: "eventual" });
   const session = parseStored(SessionValue, entry.value);
   if (!session || session.ended || session.expiresAt <= now) return undefined;
-  // An erasure ends every session it is newer than, also those its apply did not reach (the
-  // per-user session index keeps the latest-expiring ones only).
+  // Also ends sessions the erasure's apply did not reach (the index keeps only the latest-expiring).
   const erased = await kv.get(keys.erased(session.userId), { consistency: "eventual" });
   const erasedAt = parseStored(TombstoneValue, erased.value)?.at;
   if (erasedAt !== undefined && erasedAt >= session.at) return undefined;
   return { userId: session.userId, expiresAt: session.expiresAt };
 }
 
-/**
- * The views in a raw value of {@linkcode keys.legacyViews} (layout 1, no longer written): the one
- * reader of that layout, for reads that merge them in and erasures that filter them.
- * @returns the stored views, or `undefined` when the value is absent or malformed
- */
+/** The one reader of layout 1 ({@linkcode keys.legacyViews}); `undefined` when absent or malformed. */
 export function readLegacyViews(value: unknown): LegacyViewsValue["views"] | undefined {
   return parseStored(LegacyViewsValue, value)?.views;
 }
 
 /** Options for {@linkcode readUserContext}. */
 export interface ReadUserContextOptions {
-  /** How many recent views to return (`RECENT_VIEWS_MAX`, default {@linkcode DEFAULT_RECENT_VIEWS_MAX}). */
+  /** `RECENT_VIEWS_MAX`. */
   recentViewsMax?: number;
-  /**
-   * Told, with the tombstone's `at` (`-Infinity` without one), when the read listed views worth a
-   * compaction (`lib/sync/views.ts`): over `recentViewsMax` + {@linkcode VIEWS_COMPACT_SLACK}, or erased ones.
-   */
+  /** Told, with the tombstone's `at`, when the read listed views worth a compaction. */
   onCompactable?: (erasedAt: number) => void;
 }
 
-/**
- * Reads what the edge knows about a user at `now` (expired values count as absent), eventually
- * consistent: one `getMany` (cart, profile, tombstone, layout 1 views) beside one bounded `list` of
- * the user's views. Recent views come newest first, none at or before an erasure.
- */
+/** What the edge knows about a user at `now`: one `getMany` beside one bounded `list` of views. */
 export async function readUserContext(
   kv: Deno.Kv,
   userId: string,
@@ -129,16 +106,15 @@ export async function readUserContext(
 
 /** Options for {@linkcode listViewWindow}. */
 export interface ListViewWindowOptions {
-  /** How many distinct items the window holds (`RECENT_VIEWS_MAX`). */
+  /** Distinct items. */
   max: number;
-  /** `"eventual"` on the request path, `"strong"` before deleting. */
+  /** `"strong"` before deleting. */
   consistency: Deno.KvConsistencyLevel;
 }
 
 /**
- * Lists, newest first, the part of a user's views (layout 2) a read needs: until `max` distinct
- * items, plus any more at the same `at` (KV orders item ids by UTF-8 bytes, {@linkcode recentViews}
- * by UTF-16 units). The caller applies the tombstone; malformed entries are left out.
+ * A user's newest views until `max` distinct items, plus any more at the same `at` (KV orders ids by
+ * UTF-8 bytes, {@linkcode recentViews} by UTF-16 units). The caller applies the tombstone.
  */
 export async function listViewWindow(
   kv: Deno.Kv,
@@ -148,20 +124,13 @@ export async function listViewWindow(
   return (await scanViews(kv, userId, { ...options, countTo: 0 })).window;
 }
 
-/** What {@linkcode scanViews} saw of a user's views. */
 interface ViewScan {
-  /** The window of {@linkcode listViewWindow}. */
   window: StoredView[];
-  /** Well-formed views listed: the window's and the next one, then more up to `countTo` in all. */
   seen: number;
-  /** `at` of the oldest well-formed view listed (`Infinity` for none). */
   oldestAt: number;
 }
 
-/**
- * Lists the window of {@linkcode listViewWindow} and, past it, more views until `countTo` were
- * seen in all, so that a read tells a user holding more than that from one who does not.
- */
+// Past the window, counts on to `countTo`, so a read tells a user holding more than that.
 async function scanViews(
   kv: Deno.Kv,
   userId: string,
@@ -192,7 +161,7 @@ async function scanViews(
   return { window, seen, oldestAt };
 }
 
-/** Reads the related-item lists of several items (eventually consistent), by item id. */
+/** Related-item lists, by item id. */
 export async function readRelated(
   kv: Deno.Kv,
   itemIds: readonly string[],
@@ -207,16 +176,13 @@ export async function readRelated(
   return out;
 }
 
-/** Reads the rule control record (eventually consistent); empty when absent or malformed. */
+/** Empty when absent or malformed. */
 export async function readRulesControl(kv: Deno.Kv): Promise<RulesControlValue> {
   const entry = await kv.get(keys.rulesControl(), { consistency: "eventual" });
   return parseStored(RulesControlValue, entry.value) ?? { entries: [] };
 }
 
-/**
- * Reads kept rule sets by version (missing or malformed ones left out). They are written in the
- * commit of the control entry that names them, so a strong read after the control finds them.
- */
+/** Written in the commit of the control entry that names them, so a strong read after it finds them. */
 export async function readRuleSets(
   kv: Deno.Kv,
   versions: readonly number[],

@@ -6,48 +6,40 @@
 import { readRelated } from "./readers.ts";
 import type { RelatedValue } from "./store.ts";
 
-/** Most recommendations one call returns. */
 export const MAX_RECOMMENDATIONS = 50;
-/** Recommendations returned when no limit is given. */
 export const DEFAULT_RECOMMENDATIONS = 10;
-/** Default half-life of a view's weight: a view a day old counts half as much as one just now. */
+/** A view a day old counts half as much as one just now. */
 export const DEFAULT_HALF_LIFE_MS = 24 * 3_600_000;
-/** Most recent views used as sources (the store keeps at most `RECENT_VIEWS_MAX`, ≤ 100). */
 const MAX_SOURCES = 100;
-/** Viewed items named in `because`. */
 const MAX_BECAUSE = 3;
 
+/** One recommended item. */
 export interface Recommendation {
   itemId: string;
-  /** The combined score, rounded to 6 decimals (ranking uses the exact value). */
+  /** Rounded to 6 decimals; ranking uses the exact value. */
   score: number;
-  /** The recently viewed items that contributed most, strongest first (at most 3). */
+  /** The viewed items that contributed most, strongest first. */
   because: string[];
 }
 
 /** What the recommendation is computed from. */
 export interface RecommendInput {
   recentViews: readonly { readonly itemId: string; readonly at: number }[];
-  /** Viewed item id → its pushed related list (from `readRelated`). */
   related: ReadonlyMap<string, RelatedValue>;
-  /** Items in the cart: never recommended. */
+  /** Never recommended. */
   cartItemIds?: readonly string[];
 }
 
+/** Options for {@linkcode recommend}. */
 export interface RecommendOptions {
   now: number;
-  /** How many to return, 1..{@linkcode MAX_RECOMMENDATIONS} (default {@linkcode DEFAULT_RECOMMENDATIONS}). */
   limit?: number;
-  /** Half-life of a view's weight in milliseconds (default {@linkcode DEFAULT_HALF_LIFE_MS}). */
   halfLifeMs?: number;
-  /** More items never to recommend, e.g. the item on the current page. */
+  /** E.g. the item on the current page. */
   exclude?: Iterable<string>;
 }
 
-/**
- * Checks a recommendation limit (`undefined`: the default).
- * @throws {RangeError} unless it is a whole number from 1 to {@linkcode MAX_RECOMMENDATIONS}
- */
+/** @throws {RangeError} unless a whole number from 1 to {@linkcode MAX_RECOMMENDATIONS} */
 export function checkLimit(limit: number | undefined): number {
   if (limit === undefined) return DEFAULT_RECOMMENDATIONS;
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_RECOMMENDATIONS) {
@@ -62,7 +54,8 @@ export function checkLimit(limit: number | undefined): number {
  * Scores candidate items for "you might also like", best first. Each recent view `v` weighs
  * `w(v) = 2^(-(now - v.at) / halfLife)` (1 for a view just now or in the future); a candidate `c`
  * scores `Σ_v w(v) · s(v, c)` over the views whose related list gives `c` a finite `s(v, c) > 0`.
- * Cart items, viewed items and `exclude` are never candidates; ties go by item id (code units).
+ * Cart items, viewed items and `exclude` are never candidates; ties go by item id.
+ *
  * @throws {RangeError} for an invalid limit or half-life
  */
 export function recommend(input: RecommendInput, options: RecommendOptions): Recommendation[] {
@@ -73,7 +66,6 @@ export function recommend(input: RecommendInput, options: RecommendOptions): Rec
   }
   const excluded = new Set<string>(options.exclude ?? []);
   for (const itemId of input.cartItemIds ?? []) excluded.add(itemId);
-  // The newest view of each item is its weight; views are de-duplicated first.
   const newest = new Map<string, number>();
   for (const view of input.recentViews) {
     excluded.add(view.itemId);
@@ -109,16 +101,16 @@ export function recommend(input: RecommendInput, options: RecommendOptions): Rec
     }));
 }
 
+/** Options for {@linkcode loadRecommendations}. */
 export interface LoadRecommendationsOptions extends RecommendOptions {
-  /** Items in the cart: never recommended. */
   cartItemIds?: readonly string[];
-  /** Reads related lists (e.g. through a {@linkcode RelatedCache}); default: straight from KV. */
+  /** E.g. through a {@linkcode RelatedCache}; default: straight from KV. */
   readRelated?: (itemIds: readonly string[]) => Promise<ReadonlyMap<string, RelatedValue>>;
 }
 
 /**
- * Reads the related lists of the user's recent views from KV (eventually consistent, batched
- * `getMany`) and scores them with {@linkcode recommend}.
+ * Reads the related lists of the user's recent views and scores them with {@linkcode recommend}.
+ *
  * @throws {RangeError} for an invalid limit; KV errors are passed on
  */
 export async function loadRecommendations(

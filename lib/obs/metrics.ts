@@ -29,31 +29,27 @@ import { ROUTE_CLASSES, type RouteClass } from "../http/paths.ts";
 import { createMetricFamilies, type MetricFamilies } from "./metric_families.ts";
 import { Registry } from "./metric_series.ts";
 
-/** Sync results counted per push or per event, in exposition order. */
 const SYNC_RESULTS = ["applied", "stale", "rejected", "duplicate", "busy", "failed"] as const;
 
 /** What {@linkcode EdgeMetrics.observeRequest} records. */
 export interface RequestObservation {
   routeClass: RouteClass;
-  /** The HTTP status sent to the client. */
   status: number;
-  /** The decided region; undefined for requests that have none (ops, sync). */
+  /** Undefined for requests that have none (ops, sync). */
   region?: string | undefined;
-  /** Whole request, in milliseconds (to the response headers). */
+  /** To the response headers. */
   durationMs: number;
-  /** Per-stage durations, in milliseconds. */
   stages?: StageDurations;
-  /** Time spent waiting for the origin's headers, in milliseconds; the rest is the edge's own time. */
+  /** Waiting for the origin's headers; the rest is the edge's own time. */
   originMs?: number | undefined;
 }
 
 /** What {@linkcode EdgeMetrics.observeOrigin} records. */
 export interface OriginObservation {
-  /** Time to the origin's response headers (or to the failure), in milliseconds. */
+  /** To the origin's response headers, or to the failure. */
   durationMs: number;
-  /** The origin's status, when it answered. */
   status?: number;
-  /** Set when no response came: the timeout elapsed or the connection failed. */
+  /** Set when no response came. */
   error?: "timeout" | "unavailable";
 }
 
@@ -63,18 +59,18 @@ export interface SyncObservation {
   stale?: number;
   rejected?: number;
   duplicate?: number;
-  /** Whole pushes answered 429 because `SYNC_MAX_CONCURRENT` were being applied (retried later). */
+  /** Whole pushes answered 429 (`SYNC_MAX_CONCURRENT`). */
   busy?: number;
-  /** Whole pushes that failed on the edge's side (5xx: the store failed or timed out; retried later). */
+  /** Whole pushes that failed on the edge's side (5xx). */
   failed?: number;
-  /** For each event, now − event time, in milliseconds. */
+  /** For each event, now − event time. */
   lagsMs?: Iterable<number>;
 }
 
 /** What {@linkcode EdgeMetrics.observeReadThrough} records. */
 export interface ReadThroughObservation {
   outcome: ReadThroughLabel;
-  /** Time spent, in milliseconds; leave out when no call was made (breaker open, skipped). */
+  /** Left out when no call was made. */
   durationMs?: number;
 }
 
@@ -95,29 +91,18 @@ export interface MemoryUsage {
 
 /** Options for {@linkcode EdgeMetrics}. */
 export interface EdgeMetricsOptions {
-  /** Metric name prefix (default `edge_`). */
+  /** Default `edge_`. */
   prefix?: string;
   /** Regions known before the first {@linkcode EdgeMetrics.setRules} call. */
   regions?: Iterable<string>;
-  /** Read at each scrape for the memory gauge; leave out to report no memory figures. */
+  /** Read at each scrape; without it no memory figures. */
   memoryUsage?: () => MemoryUsage;
-  /** Labels added to every series, e.g. `{ instance: "edge-1" }`; keep them few and fixed. */
+  /** Added to every series; keep them few and fixed. */
   defaultLabels?: Record<string, string>;
 }
 
-/**
- * The service's metrics. Recording is synchronous and cheap enough for the request path;
- * {@linkcode EdgeMetrics.render} produces the exposition.
- * @example
- * ```ts
- * const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
- * metrics.setRules(deps.rules.current);
- * metrics.observeRequest({ routeClass: "proxy", status: 200, region: "EU", durationMs: 3.2 });
- * const text = await metrics.render();
- * ```
- */
+/** The service's metrics: recording is synchronous and cheap enough for the request path. */
 export class EdgeMetrics {
-  /** The `Content-Type` of {@linkcode EdgeMetrics.render}'s output. */
   readonly contentType: string;
   readonly #registry: Registry;
   readonly #m: MetricFamilies;
@@ -137,8 +122,7 @@ export class EdgeMetrics {
       memoryUsage: options.memoryUsage,
       heapLimit: () => this.#heapLimitBytes,
     });
-    // Series that alerts divide by or compare against exist from the start, so a quiet instance
-    // reports 0 instead of nothing.
+    // Series alerts divide by exist from the start, so a quiet instance reports 0, not nothing.
     const m = this.#m;
     for (const kind of ["timeout", "unavailable", "5xx"]) m.originErrors.inc({ kind }, 0);
     for (const cap of ["bytes", "time"]) m.htmlRewriteBailouts.inc({ cap }, 0);
@@ -149,7 +133,6 @@ export class EdgeMetrics {
     this.setBreakerState("closed");
   }
 
-  /** Records one answered request: its count, request and overhead durations, and each stage. */
   observeRequest(observation: RequestObservation): void {
     const routeClass = oneOf(observation.routeClass, ROUTE_CLASSES);
     const region = this.#region(observation.region);
@@ -165,7 +148,6 @@ export class EdgeMetrics {
     }
   }
 
-  /** Records one request to the origin: its latency, and the kind of error when it failed. */
   observeOrigin(observation: OriginObservation): void {
     const kind: OriginErrorKind | undefined = observation.error ??
       (observation.status !== undefined && observation.status >= 500 ? "5xx" : undefined);
@@ -176,20 +158,15 @@ export class EdgeMetrics {
     if (kind) this.#m.originErrors.inc({ kind });
   }
 
-  /** Counts one HTML page whose rewrite stopped at a cap. */
   countHtmlRewriteBailout(cap: "bytes" | "time"): void {
     this.#m.htmlRewriteBailouts.inc({ cap });
   }
 
-  /**
-   * Records how long one KV read (of `options.read`, default `other`) was waited for: failed and
-   * cut reads count too, so a stalling store shows in the latency.
-   */
+  /** Failed and cut reads count too, so a stalling store shows in the latency. */
   observeKvRead(durationMs: number, options: { read?: KvRead } = {}): void {
     this.#m.kvRead.observe(oneOf(options.read ?? "other", KV_READS, "other"), "", seconds(durationMs));
   }
 
-  /** Records one lookup in the per-isolate context cache. */
   observeContextCache(result: CacheResult): void {
     this.#m.contextCache.inc([result === "hit" ? "hit" : "miss"]);
   }
@@ -203,7 +180,6 @@ export class EdgeMetrics {
     }
   }
 
-  /** Sets the context cache size gauges (entries, estimated bytes), and its bounds when given. */
   setContextCacheSize(
     size: { entries: number; bytes: number; maxEntries?: number; maxBytes?: number },
   ): void {
@@ -213,54 +189,47 @@ export class EdgeMetrics {
     if (size.maxBytes !== undefined) this.#m.cacheLimit.set({ unit: "bytes" }, size.maxBytes);
   }
 
-  /** Sets V8's heap limit (`heap_size_limit`), reported beside the heap in use for alerts to compare. */
+  /** V8's `heap_size_limit`, reported beside the heap in use for alerts to compare. */
   setHeapLimit(bytes: number): void {
     if (Number.isFinite(bytes) && bytes > 0) this.#heapLimitBytes = bytes;
   }
 
-  /** Counts a visitor's first exposure to an experiment's variation (keys from the served rules). */
+  /** A visitor's first exposure; keys come from the served rules. */
   countExposure(experiment: string, variation: string): void {
     this.#m.exposures.inc([experiment, variation]);
   }
 
-  /** Counts exposure events by what became of them. */
   countExposureEvents(result: ExposureResult, events: number): void {
     this.#m.exposureEvents.inc([oneOf(result, EXPOSURE_RESULTS, "dropped")], events);
   }
 
-  /** Sets the number of exposure events waiting for delivery (queued and in flight). */
+  /** Queued and in flight. */
   setExposureQueue(events: number): void {
     this.#m.exposureQueue.set(events);
   }
 
-  /** Counts one flag evaluation of the request pipeline (keys from the served rules). */
   countFlagEvaluation(flag: string, variant: string): void {
     this.#m.flagEvaluations.inc([flag, variant]);
   }
 
-  /** Replaces the sample-ratio p-values (experiment → p): one series per experiment given. */
+  /** Replaces the sample-ratio p-values: one series per experiment given. */
   setSrmPValues(values: Iterable<[string, number]>): void {
     this.#m.srmPValue.reset();
     for (const [experiment, pValue] of values) this.#m.srmPValue.set({ experiment }, pValue);
   }
 
-  /**
-   * Registers a function run at the start of every {@linkcode EdgeMetrics.render}, for values
-   * cheaper to read at scrape time than to push on every change (breaker state, cache size).
-   * A hook may be async; one that throws is skipped for that scrape.
-   */
+  /** Runs at every scrape, for values cheaper to read then than to push; one that throws is skipped. */
   addCollectHook(hook: () => void | Promise<void>): void {
     this.#collectHooks.push(hook);
   }
 
-  /** Sets the read-through circuit breaker's current state. */
   setBreakerState(state: BreakerState): void {
     for (const candidate of BREAKER_STATES) {
       this.#m.breaker.set({ state: candidate }, candidate === state ? 1 : 0);
     }
   }
 
-  /** Records one sync batch: counts by result and each event's lag (negative lags count as 0). */
+  /** Negative lags count as 0. */
   observeSync(observation: SyncObservation): void {
     for (const result of SYNC_RESULTS) {
       const n = observation[result];
@@ -273,10 +242,7 @@ export class EdgeMetrics {
     }
   }
 
-  /**
-   * Sets the rules version gauge and the regions used as label values. Call it at start-up and
-   * whenever the rules change.
-   */
+  /** The rules version gauge and the regions used as label values; call whenever the rules change. */
   setRules(rules: RulesInfo): void {
     const names = [...rules.regionNames];
     if (rules.defaultRegion) names.push(rules.defaultRegion);
@@ -284,17 +250,14 @@ export class EdgeMetrics {
     this.setRulesVersion(rules.version);
   }
 
-  /** Sets the rules version gauge of a role (default `active`); `undefined` removes the series. */
+  /** `undefined` removes the series. */
   setRulesVersion(version: number | undefined, options: { role?: "active" | "canary" } = {}): void {
     const role = options.role ?? "active";
     if (version === undefined) this.#m.rulesVersion.remove({ role });
     else this.#m.rulesVersion.set({ role }, version);
   }
 
-  /**
-   * The region label value a region is counted under: itself when the rules know it,
-   * {@linkcode OTHER} when not, {@linkcode NO_REGION} when absent.
-   */
+  /** Itself when the rules know it, {@linkcode OTHER} when not, {@linkcode NO_REGION} when absent. */
   regionLabel(region: string | undefined): string {
     return this.#region(region);
   }
@@ -317,8 +280,7 @@ export class EdgeMetrics {
   }
 
   #setRegions(names: Iterable<string>): void {
-    // Regions from earlier rule sets stay known: their series already exist, and dropping the
-    // name would only move the same traffic to "other" mid-graph.
+    // Earlier rule sets' regions stay: dropping one would move its traffic to "other" mid-graph.
     const next = new Set(this.#regions);
     for (const name of names) {
       if (next.size >= MAX_REGIONS) break;

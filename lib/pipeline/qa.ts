@@ -1,9 +1,7 @@
 /**
  * @module
- * QA forcing: a request that carries `QA_TOKEN` in `x-edge-qa` may choose experiment variations
- * (`x-edge-qa-variants: hero=b,pricing=a`) and flag values (`x-edge-qa-flags: new-search=true`).
- * Without the token configured, or with a wrong one, these headers force nothing. Like every
- * inbound `x-edge-*` header they never reach the origin.
+ * QA forcing: a request that carries `QA_TOKEN` in `x-edge-qa` may choose variations and flag
+ * values. Without the right token these headers force nothing; they never reach the origin.
  */
 import type { CompiledRules } from "../rules/compile.ts";
 import type { ForcedOutcome } from "../rules/decision.ts";
@@ -11,25 +9,19 @@ import { valueHasType } from "../rules/flags.ts";
 import { EdgeError } from "../http/errors.ts";
 import { constantTimeEqual } from "../http/secure.ts";
 
-/** The header that carries `QA_TOKEN`. */
 export const QA_TOKEN_HEADER = "x-edge-qa";
 /** `experiment=variation,…`. */
 export const QA_VARIANTS_HEADER = "x-edge-qa-variants";
 /** `flag=value,…`; a value percent-encoded, as in `x-edge-flags` (strings as is, others JSON). */
 export const QA_FLAGS_HEADER = "x-edge-qa-flags";
 
-/**
- * Whether a request's QA token holds: `unset` when `QA_TOKEN` is not configured, `absent` when
- * the request sends no `x-edge-qa`, `wrong` when it sends another value.
- */
+/** Whether a request's QA token holds; `unset`: no `QA_TOKEN` configured. */
 export type QaTokenCheck = "valid" | "unset" | "absent" | "wrong";
 
-/** Most entries of either header. */
 const MAX_ENTRIES = 100;
 
 /** A request with the right QA token asked for something these rules cannot serve. */
 export class QaOverrideError extends EdgeError {
-  /** @param message which entry is wrong and why */
   constructor(message: string) {
     super(400, "invalid_qa_override", message);
     this.name = "QaOverrideError";
@@ -37,20 +29,11 @@ export class QaOverrideError extends EdgeError {
 }
 
 /**
- * What a request forces, when it carries the QA token: variations by experiment key and flag
- * values by flag key, each checked against the rules that decide for the visitor.
+ * What a request with the right QA token forces, checked against the visitor's rules; else undefined.
  *
  * @param headers the request headers
  * @param options `QA_TOKEN` (undefined: nothing is ever forced) and the visitor's rules
- * @returns the forced outcome, or undefined when nothing is forced (no token configured, none
- *   or a wrong one sent, or no entries)
- * @throws {QaOverrideError} when the token is right but an entry names an unknown experiment,
- *   variation or flag, or a value of the wrong type
- * @example
- * ```ts
- * const headers = new Headers({ "x-edge-qa": token, "x-edge-qa-variants": "hero=b" });
- * qaOverrides(headers, { token, rules })?.variants.get("hero"); // "b"
- * ```
+ * @throws {QaOverrideError} when the token is right but an entry is not in the rules or of the wrong type
  */
 export function qaOverrides(
   headers: Headers,
@@ -66,8 +49,6 @@ export function qaOverrides(
  *
  * @param headers the request headers
  * @param token `QA_TOKEN`, undefined when not configured
- * @returns whether the token holds, and if not, why
- * @throws never
  */
 export function checkQaToken(headers: Headers, token: string | undefined): QaTokenCheck {
   if (token === undefined) return "unset";
@@ -77,14 +58,11 @@ export function checkQaToken(headers: Headers, token: string | undefined): QaTok
 }
 
 /**
- * What the QA headers force, whoever sent them: for a request whose token was checked, and for
- * the offline explain tool, which has no token to check.
+ * What the QA headers force, whoever sent them (the offline explain tool has no token to check).
  *
  * @param headers the request headers
  * @param rules the visitor's rules
- * @returns the forced outcome, or undefined when the headers name nothing
- * @throws {QaOverrideError} when an entry names an unknown experiment, variation or flag, or a
- *   value of the wrong type
+ * @throws {QaOverrideError} when an entry is not in the rules or of the wrong type
  */
 export function forcedBy(headers: Headers, rules: CompiledRules): ForcedOutcome | undefined {
   const variants = new Map<string, string>();
@@ -123,7 +101,6 @@ export function forcedBy(headers: Headers, rules: CompiledRules): ForcedOutcome 
   return variants.size || flags.size ? { variants, flags } : undefined;
 }
 
-/** `key=value` entries of a header, with the entry as sent (for messages). */
 function entries(header: string | null, name: string): [string, string, string][] {
   if (!header) return [];
   const out: [string, string, string][] = [];
@@ -140,12 +117,10 @@ function entries(header: string | null, name: string): [string, string, string][
   return out;
 }
 
-/** Client text in a message, cut short (it is echoed to the client). */
 function shown(entry: string): string {
   return entry.length > 80 ? `${entry.slice(0, 80)}…` : entry;
 }
 
-/** A flag type with its article, for messages. */
 const TYPE_NAMES: Readonly<Record<Parameters<typeof valueHasType>[0], string>> = {
   boolean: "a boolean (true or false)",
   number: "a number",
