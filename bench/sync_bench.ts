@@ -18,7 +18,8 @@
  * deno bench bench/sync_bench.ts
  * ```
  */
-import { applyEvents, type ApplyOptions } from "../lib/sync/apply.ts";
+import { applyEvents } from "../lib/sync/apply.ts";
+import type { ApplyOptions } from "../lib/sync/apply/unit.ts";
 import { ingestSync } from "../lib/sync/ingest.ts";
 import { createWebhookVerifier, sign } from "../lib/sync/verify.ts";
 import { parseSyncPayload, type SyncEvent, type ViewEvent } from "../lib/sync/schema.ts";

@@ -3,7 +3,6 @@
  * The metric families of `EdgeMetrics`, with their names, help texts, labels and
  * buckets: what a scraper sees.
  */
-import type { MemoryUsage } from "./metrics.ts";
 import { KV_BUCKETS, REQUEST_BUCKETS, STAGE_BUCKETS, SYNC_LAG_BUCKETS } from "./metric_labels.ts";
 import {
   Counter,
@@ -13,6 +12,14 @@ import {
   RequestPathCounter,
   RequestPathHistogram,
 } from "./metric_series.ts";
+
+/** The memory figures reported (`Deno.memoryUsage()` fits). */
+export interface MemoryUsage {
+  rss: number;
+  heapTotal: number;
+  heapUsed: number;
+  external: number;
+}
 
 /** Options for {@linkcode createMetricFamilies}. */
 export interface MetricFamiliesOptions {

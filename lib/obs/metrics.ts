@@ -26,7 +26,7 @@ import {
   statusClass,
 } from "./metric_labels.ts";
 import { ROUTE_CLASSES, type RouteClass } from "../http/paths.ts";
-import { createMetricFamilies, type MetricFamilies } from "./metric_families.ts";
+import { createMetricFamilies, type MemoryUsage, type MetricFamilies } from "./metric_families.ts";
 import { Registry } from "./metric_series.ts";
 
 const SYNC_RESULTS = ["applied", "stale", "rejected", "duplicate", "busy", "failed"] as const;
@@ -79,14 +79,6 @@ export interface RulesInfo {
   version: number;
   regionNames: Iterable<string>;
   defaultRegion?: string;
-}
-
-/** The memory figures reported (`Deno.memoryUsage()` fits). */
-export interface MemoryUsage {
-  rss: number;
-  heapTotal: number;
-  heapUsed: number;
-  external: number;
 }
 
 /** Options for {@linkcode EdgeMetrics}. */

@@ -10,12 +10,8 @@ import type { BackendClient, BackendResult, ReadThroughOutcome } from "../data/b
 import type { CachedContext, ContextCache } from "../data/context_cache.ts";
 import { type UserContext } from "../data/store.ts";
 import { readUserContext } from "../data/readers.ts";
-import {
-  applyBackendEvents,
-  type ApplyOptions,
-  applyOptionsFromConfig,
-  type ApplyResult,
-} from "../sync/apply.ts";
+import { applyBackendEvents, applyOptionsFromConfig, type ApplyResult } from "../sync/apply.ts";
+import type { ApplyOptions } from "../sync/apply/unit.ts";
 import { parseSyncEvents, type SyncEvent } from "../sync/schema.ts";
 import { compactViews } from "../sync/views.ts";
 

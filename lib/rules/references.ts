@@ -8,7 +8,40 @@ import type { z } from "zod";
 import { DEVICE_CLASSES, NETWORK_CLASSES } from "./targeting.ts";
 import { STICKY_PAYLOAD_MAX, STICKY_VALUE_MAX, stickyLength } from "../pipeline/sticky.ts";
 import { valueHasType } from "./flags.ts";
-import type { ParsedCondition, ParsedRuleSet } from "./schema.ts";
+
+// The parts of a parsed rule set the checks read. Declared here, not imported from `schema.ts`,
+// whose refinement these checks are: `superRefine(checkReferences)` checks that the parsed rule
+// set fits, and the two modules do not import each other.
+type ParsedCondition = {
+  region?: string[] | undefined;
+  variant?: Record<string, string[]> | undefined;
+};
+type CheckedRuleSet = {
+  defaultRegion: string;
+  regions: Record<string, unknown>;
+  experiments: {
+    key: string;
+    variations: string[];
+    weights?: number[] | undefined;
+    namespace?: [string, number, number] | undefined;
+    when?: ParsedCondition | undefined;
+  }[];
+  routes: {
+    when?: ParsedCondition | undefined;
+    rewrite?: Record<string, string> | undefined;
+    rewriteBy?: string | undefined;
+    experiment?: string | undefined;
+  }[];
+  flags: {
+    key: string;
+    type: Parameters<typeof valueHasType>[0];
+    default: unknown;
+    variants?: Record<string, unknown> | undefined;
+    rules: { when?: ParsedCondition | undefined; value?: unknown; variant?: string | undefined }[];
+  }[];
+  images: { when?: ParsedCondition | undefined }[];
+  slots: { when?: ParsedCondition | undefined }[];
+};
 
 const WEIGHT_TOLERANCE = 0.01;
 
@@ -29,7 +62,7 @@ interface Checker {
  * @param rules the rule set as the schema parsed it
  * @param ctx zod's refinement context
  */
-export function checkReferences(rules: ParsedRuleSet, ctx: z.RefinementCtx): void {
+export function checkReferences(rules: CheckedRuleSet, ctx: z.RefinementCtx): void {
   const checker: Checker = {
     problem: (path, message) => ctx.addIssue({ code: "custom", path, message }),
     regionNames: new Set([rules.defaultRegion, ...Object.keys(rules.regions)]),
@@ -79,7 +112,7 @@ function checkCondition(
 
 // Every experiment of a rule set can be sticky: their assignments fit in one cookie, beside its
 // signature.
-function checkStickyRoom(rules: ParsedRuleSet, problem: Problem): void {
+function checkStickyRoom(rules: CheckedRuleSet, problem: Problem): void {
   const stickyTotal = rules.experiments.reduce(
     (sum, experiment) => sum + stickyLength(experiment.key, experiment.variations),
     0,
@@ -95,7 +128,7 @@ function checkStickyRoom(rules: ParsedRuleSet, problem: Problem): void {
 }
 
 function checkExperiment(
-  experiment: ParsedRuleSet["experiments"][number],
+  experiment: CheckedRuleSet["experiments"][number],
   path: Path,
   checker: Checker,
 ): void {
@@ -125,7 +158,7 @@ function checkExperiment(
   checkCondition(experiment.when, [...path, "when"], false, checker);
 }
 
-function checkRoute(route: ParsedRuleSet["routes"][number], path: Path, checker: Checker): void {
+function checkRoute(route: CheckedRuleSet["routes"][number], path: Path, checker: Checker): void {
   checkCondition(route.when, [...path, "when"], true, checker);
   if (!route.rewrite) return;
   let allowed: ReadonlySet<string> | undefined;
@@ -153,7 +186,7 @@ function checkRoute(route: ParsedRuleSet["routes"][number], path: Path, checker:
   }
 }
 
-function checkFlag(flag: ParsedRuleSet["flags"][number], path: Path, checker: Checker): void {
+function checkFlag(flag: CheckedRuleSet["flags"][number], path: Path, checker: Checker): void {
   const { problem } = checker;
   if (!valueHasType(flag.type, flag.default)) problem([...path, "default"], `must be of type ${flag.type}`);
   for (const [name, value] of Object.entries(flag.variants ?? {})) {

@@ -8,26 +8,13 @@ import type { Config } from "../app/config.ts";
 import type { ParsedRuleSet } from "../rules/schema.ts";
 import { compactViews } from "./views.ts";
 import { MAX_EVENT_BYTES, parseSyncEvents, storedBytes, type SyncEvent } from "./schema.ts";
-import { emptyOutcome } from "./apply/unit.ts";
+import { type ApplyOptions, emptyOutcome } from "./apply/unit.ts";
 import { planUnits } from "./apply/plan.ts";
 import { runUnits } from "./apply/commit.ts";
 import { rulesUnit } from "./apply/rules_unit.ts";
 
 const DAY_MS = 86_400_000;
 const DEFAULT_MAX_ATTEMPTS = 20;
-
-export interface ApplyOptions {
-  now: number;
-  recentViewsMax: number;
-  viewTtlMs: number;
-  cartTtlMs: number;
-  profileTtlMs: number;
-  tombstoneTtlMs: number;
-  /** Told once, even when the batch throws, every user whose stored data changed (to drop cache entries). */
-  onUsersChanged?: (userIds: string[]) => void;
-  maxAttempts?: number;
-  rulesKeep?: number;
-}
 
 export interface ApplyResult {
   /** Events written (a view delivered again is written again, blind, and counted). */

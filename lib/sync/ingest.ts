@@ -9,7 +9,8 @@ import { EdgeError, StoreUnavailableError } from "../http/errors.ts";
 import { keys, parseStored } from "../data/store.ts";
 import { readStoredRulesStatus, type StoredRulesStatus } from "../rules/control.ts";
 import { z } from "zod";
-import { applyEvents, type ApplyOptions, applyOptionsFromConfig, type ApplyResult } from "./apply.ts";
+import { applyEvents, applyOptionsFromConfig, type ApplyResult } from "./apply.ts";
+import type { ApplyOptions } from "./apply/unit.ts";
 import { parseSyncPayload } from "./schema.ts";
 import {
   checkWebhookHeaders,

@@ -3,7 +3,6 @@
  * Cuts a batch into units: one per user's data, per erasure, per group of a user's sessions,
  * per ended session, per related item, and one for all rule events.
  */
-import type { ApplyOptions } from "../apply.ts";
 import { DEFAULT_RULES_KEEP, type RulesControlEvent } from "../../rules/control.ts";
 import { hashSessionId, keys, RelatedValue } from "../../data/store.ts";
 import type {
@@ -15,7 +14,7 @@ import type {
   SyncEvent,
   ViewEvent,
 } from "../schema.ts";
-import { groupBy, type Unit } from "./unit.ts";
+import { type ApplyOptions, groupBy, type Unit } from "./unit.ts";
 import { rulesUnit } from "./rules_unit.ts";
 import { eraseUnit, userDataUnit, versionedUnit } from "./user_units.ts";
 import { type HashedSessionEvent, sessionEndUnit, sessionUnit } from "./session_units.ts";

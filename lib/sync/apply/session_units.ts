@@ -3,7 +3,6 @@
  * The units that write sessions: a record per session (newest `at` wins, an end marker over a
  * live record at the same `at`) and each user's index of live sessions, kept in step with it.
  */
-import type { ApplyOptions } from "../apply.ts";
 import {
   expireIn,
   keys,
@@ -13,7 +12,7 @@ import {
   UserSessionsValue,
 } from "../../data/store.ts";
 import type { SessionEndEvent, SessionEvent } from "../schema.ts";
-import { emptyPlan, keyId, type Mutation, type Read, type Unit } from "./unit.ts";
+import { type ApplyOptions, emptyPlan, keyId, type Mutation, type Read, type Unit } from "./unit.ts";
 
 /** Largest per-user session index; beyond it the earliest-expiring entries are dropped. */
 const MAX_INDEXED_SESSIONS = 500;

@@ -2,6 +2,20 @@
  * @module
  * The unit of a sync apply: keys read, decided on and written together; a wave's units are disjoint.
  */
+/** The options of one apply, shared by its planner and its units. */
+export interface ApplyOptions {
+  now: number;
+  recentViewsMax: number;
+  viewTtlMs: number;
+  cartTtlMs: number;
+  profileTtlMs: number;
+  tombstoneTtlMs: number;
+  /** Told once, even when the batch throws, every user whose stored data changed (to drop cache entries). */
+  onUsersChanged?: (userIds: string[]) => void;
+  maxAttempts?: number;
+  rulesKeep?: number;
+}
+
 export type Entry = Deno.KvEntryMaybe<unknown>;
 export type Read = (key: Deno.KvKey) => Entry;
 

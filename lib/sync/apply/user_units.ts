@@ -4,7 +4,6 @@
  * writer wins by `version`, checked against the user's tombstone), related items, and erasure.
  */
 import type { z } from "zod";
-import type { ApplyOptions } from "../apply.ts";
 import {
   CartValue,
   expireIn,
@@ -18,7 +17,15 @@ import {
 import { readLegacyViews } from "../../data/readers.ts";
 import { planViewWrites } from "../views.ts";
 import type { CartEvent, EraseEvent, ProfileEvent, ViewEvent } from "../schema.ts";
-import { emptyPlan, keyId, type Mutation, type Plan, type Read, type Unit } from "./unit.ts";
+import {
+  type ApplyOptions,
+  emptyPlan,
+  keyId,
+  type Mutation,
+  type Plan,
+  type Read,
+  type Unit,
+} from "./unit.ts";
 import { endedMarker, type IndexEntry, pushIndex } from "./session_units.ts";
 
 /** Session records an erasure ends per commit. */

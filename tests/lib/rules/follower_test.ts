@@ -4,7 +4,8 @@ import { followRulesInKv } from "../../../lib/rules/follower.ts";
 import { parseRules } from "../../../lib/rules/compile.ts";
 import { createLogger } from "../../../lib/obs/log.ts";
 import { keys } from "../../../lib/data/store.ts";
-import { applyEvents, type ApplyOptions, storeStartupRules } from "../../../lib/sync/apply.ts";
+import { applyEvents, storeStartupRules } from "../../../lib/sync/apply.ts";
+import type { ApplyOptions } from "../../../lib/sync/apply/unit.ts";
 import { parseSyncEvents } from "../../../lib/sync/schema.ts";
 import { stallingReads } from "../../support.ts";
 

@@ -16,12 +16,8 @@ import {
   readSession,
   readUserContext,
 } from "../../../lib/data/readers.ts";
-import {
-  applyBackendEvents,
-  applyEvents,
-  type ApplyOptions,
-  storeStartupRules,
-} from "../../../lib/sync/apply.ts";
+import { applyBackendEvents, applyEvents, storeStartupRules } from "../../../lib/sync/apply.ts";
+import type { ApplyOptions } from "../../../lib/sync/apply/unit.ts";
 import { ApplyConflictError } from "../../../lib/sync/apply/commit.ts";
 import {
   MAX_EVENT_BYTES,

@@ -3,7 +3,7 @@
  * Shared scaffolding of the sync tests: apply options with 30-day TTLs, and an in-memory KV
  * that is closed afterwards.
  */
-import type { ApplyOptions } from "../../../lib/sync/apply.ts";
+import type { ApplyOptions } from "../../../lib/sync/apply/unit.ts";
 
 const DAY = 86_400_000;
 

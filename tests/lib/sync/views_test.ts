@@ -6,7 +6,8 @@ import {
   VIEWS_COMPACT_SLACK,
 } from "../../../lib/data/store.ts";
 import { readUserContext } from "../../../lib/data/readers.ts";
-import { applyEvents, type ApplyOptions } from "../../../lib/sync/apply.ts";
+import { applyEvents } from "../../../lib/sync/apply.ts";
+import type { ApplyOptions } from "../../../lib/sync/apply/unit.ts";
 import type { SyncEvent } from "../../../lib/sync/schema.ts";
 import { compactViews } from "../../../lib/sync/views.ts";
 import { applyOptions, withKv } from "./fixtures.ts";
