@@ -52,68 +52,38 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
     }),
     opening,
   ]);
-
-  // Opened, not read: lookups read only the search-tree blocks they need.
-  let ipGeo: IpGeoDb | undefined;
-  try {
-    ipGeo = openIpGeoDb(Deno.openSync);
-  } catch (error) {
-    log.warn("IP geo database not loaded; geo falls back to trusted headers only", {
-      error: (error as Error).message,
-    });
-  }
-
+  const ipGeo = openIpGeo(log);
   const caches = cachesFromConfig(config);
-  // The backend client (and its response schema) loads only where a backend is configured.
-  const backend = config.backendUrl && config.backendToken
-    ? (await import("../data/backend.ts")).backendClientFromConfig(config, {
-      fetch: globalThis.fetch,
-      now: Date.now,
-      deadlines,
-    })
-    : undefined;
+  const backend = await backendFor(config, deadlines);
   const metrics = new EdgeMetrics({ memoryUsage: Deno.memoryUsage });
   const logHashKey = resolveLogHashKey(config.logHashKey, { randomBytes });
   warnAboutDefaults(config, log, logHashKey.generated);
-  // Without STICKY_SECRET a random key signs assignments: they hold on this process only.
-  const stickySigner = new StickySigner(
-    config.stickySecrets.length ? config.stickySecrets : [hex(randomBytes(32))],
-  );
   const background = new BackgroundTasks();
-  const waitUntil = (work: Promise<unknown>) => background.waitUntil(work);
-  const mono = () => performance.now();
-  const randomId = () => crypto.randomUUID();
   const rules = new RulesStore(initialRules);
-
+  const shared = {
+    fetch: globalThis.fetch,
+    now: Date.now,
+    mono: () => performance.now(),
+    randomId: () => crypto.randomUUID(),
+    log,
+    metrics,
+    deadlines,
+    waitUntil: (work: Promise<unknown>) => background.waitUntil(work),
+  };
   const deps: Deps = {
     config,
     kv,
-    fetch: globalThis.fetch,
-    now: Date.now,
-    mono,
-    randomId,
-    log,
+    ...shared,
     rules,
     ...caches,
-    stickySigner,
+    // Without STICKY_SECRET a random key signs assignments: they hold on this process only.
+    stickySigner: new StickySigner(
+      config.stickySecrets.length ? config.stickySecrets : [hex(randomBytes(32))],
+    ),
     ipGeo,
     backend,
-    metrics,
-    deadlines,
     tracer: config.tracing ? await stageTracer() : undefined,
-    waitUntil,
-    exposures: exposuresFromConfig(config, {
-      metrics,
-      fetch: globalThis.fetch,
-      now: Date.now,
-      mono,
-      randomId,
-      random: Math.random,
-      deadlines,
-      log,
-      waitUntil,
-      rules: () => rules.current,
-    }),
+    exposures: exposuresFromConfig(config, { ...shared, random: Math.random, rules: () => rules.current }),
     logDecision: createDecisionLogger({
       log,
       rate: config.logSampleRate,
@@ -125,7 +95,44 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
   };
   wireMetrics(deps);
   if (config.rulesPath) await keepStartupRules(deps, initialRules.source, initialRules.version);
+  const stopFollowing = await followRules(deps);
+  checkHeapHeadroom(deps);
+  return {
+    deps,
+    background,
+    close: async () => {
+      await stopFollowing();
+      kv.close();
+    },
+  };
+}
 
+// Opened, not read: lookups read only the search-tree blocks they need.
+function openIpGeo(log: Logger): IpGeoDb | undefined {
+  try {
+    return openIpGeoDb(Deno.openSync);
+  } catch (error) {
+    log.warn("IP geo database not loaded; geo falls back to trusted headers only", {
+      error: (error as Error).message,
+    });
+    return undefined;
+  }
+}
+
+// The backend client (and its response schema) loads only where a backend is configured.
+async function backendFor(config: Config, deadlines: DeadlineSweep): Promise<Deps["backend"]> {
+  if (!config.backendUrl || !config.backendToken) return undefined;
+  const { backendClientFromConfig } = await import("../data/backend.ts");
+  return backendClientFromConfig(config, { fetch: globalThis.fetch, now: Date.now, deadlines });
+}
+
+/**
+ * Follows the rules in KV and waits, bounded, for its first look: a fresh instance must not serve
+ * the start-up rules file when KV names a newer version, a canary or a rollback.
+ *
+ * @returns what stops following (it holds a `kv.watch` open)
+ */
+async function followRules({ kv, rules, config, log, deadlines }: Deps): Promise<() => Promise<void>> {
   const stopFollowing = new AbortController();
   let firstCheck!: () => void;
   const checked = new Promise<void>((resolve) => firstCheck = resolve);
@@ -136,19 +143,10 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
     onFirstCheck: () => firstCheck(),
     deadlines,
   });
-  // A fresh instance must not serve the start-up rules file when KV names a newer version, a
-  // canary or a rollback: wait for the first look at KV (bounded, so a slow KV cannot block start).
   await deadlines.within(checked, STARTUP_KV_WAIT_MS, "First rules check").catch(() => {});
-  checkHeapHeadroom(deps);
-
-  return {
-    deps,
-    background,
-    close: async () => {
-      stopFollowing.abort();
-      await following;
-      kv.close();
-    },
+  return async () => {
+    stopFollowing.abort();
+    await following;
   };
 }
 
