@@ -17,9 +17,9 @@ import { parseArgs } from "node:util";
 import { type CompiledRules, loadRulesFile, RulesError } from "../lib/rules/compile.ts";
 import { RulesStore } from "../lib/rules/store.ts";
 import { CidrList } from "../lib/http/net.ts";
-import { gatherFacts } from "../lib/pipeline/facts.ts";
+import { type Facts, gatherFacts } from "../lib/pipeline/facts.ts";
 import { DEFAULT_COUNTRY_HEADERS, REGION_HEADER } from "../lib/pipeline/geo.ts";
-import { resolveIdentity } from "../lib/pipeline/identity.ts";
+import { type Identity, resolveIdentity } from "../lib/pipeline/identity.ts";
 
 /** Offline, the described peer plays the login proxy that names the user (`--user`). */
 const USER_HEADER = "x-user-id";
@@ -107,7 +107,9 @@ function parseFlags() {
 }
 
 /** The request the flags describe, as `/_edge/explain` would take it in JSON. */
-function description(values: ReturnType<typeof parseFlags>["values"]): Record<string, unknown> {
+type Flags = ReturnType<typeof parseFlags>["values"];
+
+function description(values: Flags): Record<string, unknown> {
   const headers: Record<string, string> = {};
   for (const entry of values.header ?? []) {
     const at = entry.indexOf(":");
@@ -143,14 +145,7 @@ async function main(): Promise<void> {
   }
   const rulesPath = values.rules ?? positionals[0];
   if (!rulesPath) usage("No rules file: pass --rules FILE");
-  const store = new RulesStore(await loadRules(rulesPath));
-  if (values.canary !== undefined) {
-    const share = Number(values["canary-share"]);
-    if (!(share > 0 && share < 1)) usage('--canary needs --canary-share between 0 and 1, e.g. "0.1"');
-    const canary = await loadRules(values.canary);
-    store.set({ active: store.current, canary: { rules: canary, share } });
-  } else if (values["canary-share"] !== undefined) usage("--canary-share needs --canary FILE");
-
+  const store = await rulesStoreFor(rulesPath, values);
   const parsed = ExplainRequestSchema.safeParse(description(values));
   if (!parsed.success) {
     usage(parsed.error.issues.map((issue) => `"${issue.path.join(".")}" ${issue.message}`).join("; "));
@@ -160,33 +155,9 @@ async function main(): Promise<void> {
     headers: new Headers(),
     peer: PEER,
   });
-  // The database is only worth opening for an address that is not the (private) peer.
-  let ipGeo: IpGeoDb | undefined;
-  if (values.ip !== undefined) {
-    try {
-      ipGeo = openIpGeoDb(Deno.openSync);
-    } catch (error) {
-      console.error(`${(error as Error).message}; countries come from --country only`);
-    }
-  }
-
+  const ipGeo = values.ip === undefined ? undefined : openGeo();
   const trace = new ExplainCollector();
-  let facts;
-  try {
-    facts = gatherFacts(request, peer, {
-      trustedProxies: new CidrList(values.untrusted ? [] : [`${PEER}/32`]),
-      cdnSecret: undefined,
-      countryHeaders: DEFAULT_COUNTRY_HEADERS,
-      requestId: "explain",
-      ipGeo,
-      trace,
-    });
-  } catch (error) {
-    if (error instanceof EdgeError) {
-      fail(`The edge would answer ${error.status} ${error.code}: ${error.message}`);
-    }
-    throw error;
-  }
+  const facts = factsFor(request, peer, { untrusted: values.untrusted === true, ipGeo, trace });
   // No store: a session cookie names nobody, as an unknown session would.
   const kv = await Deno.openKv(":memory:");
   try {
@@ -197,30 +168,7 @@ async function main(): Promise<void> {
       userIdHeader: facts.peerTrusted ? USER_HEADER : undefined,
       randomId: () => crypto.randomUUID(),
     });
-    const segments = identity.userId !== undefined && !facts.gpc ? values.segment ?? [] : [];
-    const context: EdgeUserContext = {
-      recentViews: [],
-      cartItemIds: [],
-      segments,
-      attributes: {},
-      source: "none",
-      outcome: {
-        cache: "bypass",
-        kv: "skipped",
-        backend: "skipped",
-        stale: false,
-        ...(identity.userId === undefined
-          ? { reason: "anonymous" as const }
-          : facts.gpc
-          ? { reason: "gpc" as const }
-          : {}),
-      },
-    };
-    const contextWhy = identity.userId === undefined
-      ? `None: the visitor is anonymous${values.segment?.length ? " (--segment needs --user)" : ""}`
-      : facts.gpc
-      ? "None: the visitor sent Sec-GPC: 1 (no behavioural data is used)"
-      : `Offline: segments from --segment ${JSON.stringify(segments)}`;
+    const { context, contextWhy } = offlineContext(identity, facts, values.segment);
     const qa = explainQa(request.headers, {
       token: undefined,
       rules: store.rulesFor(identity.key),
@@ -244,6 +192,84 @@ async function main(): Promise<void> {
   } finally {
     kv.close();
   }
+}
+
+/** The request's facts, or the error answer the edge would give instead. */
+function factsFor(
+  request: Request,
+  peer: string,
+  options: { untrusted: boolean; ipGeo: IpGeoDb | undefined; trace: ExplainCollector },
+): Facts {
+  try {
+    return gatherFacts(request, peer, {
+      trustedProxies: new CidrList(options.untrusted ? [] : [`${PEER}/32`]),
+      cdnSecret: undefined,
+      countryHeaders: DEFAULT_COUNTRY_HEADERS,
+      requestId: "explain",
+      ipGeo: options.ipGeo,
+      trace: options.trace,
+    });
+  } catch (error) {
+    if (error instanceof EdgeError) {
+      fail(`The edge would answer ${error.status} ${error.code}: ${error.message}`);
+    }
+    throw error;
+  }
+}
+
+/** The rules to explain against, with `--canary` running beside them. */
+async function rulesStoreFor(rulesPath: string, values: Flags): Promise<RulesStore> {
+  const store = new RulesStore(await loadRules(rulesPath));
+  if (values.canary !== undefined) {
+    const share = Number(values["canary-share"]);
+    if (!(share > 0 && share < 1)) usage('--canary needs --canary-share between 0 and 1, e.g. "0.1"');
+    const canary = await loadRules(values.canary);
+    store.set({ active: store.current, canary: { rules: canary, share } });
+  } else if (values["canary-share"] !== undefined) usage("--canary-share needs --canary FILE");
+  return store;
+}
+
+// Only worth opening for an address that is not the (private) peer.
+function openGeo(): IpGeoDb | undefined {
+  try {
+    return openIpGeoDb(Deno.openSync);
+  } catch (error) {
+    console.error(`${(error as Error).message}; countries come from --country only`);
+    return undefined;
+  }
+}
+
+/** The context an offline explanation uses (segments from `--segment`), and why. */
+function offlineContext(
+  identity: Identity,
+  facts: Facts,
+  segmentFlag: string[] | undefined,
+): { context: EdgeUserContext; contextWhy: string } {
+  const segments = identity.userId !== undefined && !facts.gpc ? segmentFlag ?? [] : [];
+  const context: EdgeUserContext = {
+    recentViews: [],
+    cartItemIds: [],
+    segments,
+    attributes: {},
+    source: "none",
+    outcome: {
+      cache: "bypass",
+      kv: "skipped",
+      backend: "skipped",
+      stale: false,
+      ...(identity.userId === undefined
+        ? { reason: "anonymous" as const }
+        : facts.gpc
+        ? { reason: "gpc" as const }
+        : {}),
+    },
+  };
+  const contextWhy = identity.userId === undefined
+    ? `None: the visitor is anonymous${segmentFlag?.length ? " (--segment needs --user)" : ""}`
+    : facts.gpc
+    ? "None: the visitor sent Sec-GPC: 1 (no behavioural data is used)"
+    : `Offline: segments from --segment ${JSON.stringify(segments)}`;
+  return { context, contextWhy };
 }
 
 if (import.meta.main) await main();

@@ -153,23 +153,7 @@ export interface PublishReport {
  * ```
  */
 export async function publish(events: readonly unknown[], options: PublishOptions): Promise<PublishReport> {
-  try {
-    // A trial signature: a secret that decodes but cannot key an HMAC (`whsec_` alone) fails here.
-    await sign(options.secret, { id: "msg_check", timestamp: 0, body: "" });
-  } catch (error) {
-    // Not a delivery failure: no retry could fix it.
-    throw new PublishInputError("Cannot sign", [(error as Error).message]);
-  }
-  const problems: string[] = [];
-  events.forEach((event, index) => {
-    const result = parseSyncEvent(event);
-    if ("problems" in result) {
-      for (const problem of result.problems) {
-        problems.push(`event ${index}: "${problem.field}" ${problem.message}`);
-      }
-    }
-  });
-  if (problems.length) throw new PublishInputError("Cannot publish the input", problems);
+  await checkInput(events, options.secret);
   // The edge answers `applied`/`stale` per batch: with rule control events in batches of their
   // own, a stale count there says that a rules push, promote or rollback changed nothing.
   const isRules = (event: unknown) => RULES_KINDS.has(kindOf(event));
@@ -186,48 +170,77 @@ export async function publish(events: readonly unknown[], options: PublishOption
       data: { events: batch },
     }),
   }));
-  const endpoints = await Promise.all(options.endpoints.map(async (endpoint) => {
-    const report: EndpointReport = {
-      endpoint,
-      deliveredBatches: 0,
-      deliveredEvents: 0,
-      failedBatches: 0,
-      failedEvents: 0,
-      gone: false,
-      errors: [],
-      batches: [],
-    };
-    const fail = (batch: { id: string; events: unknown[] }, error: string) => {
-      report.failedBatches++;
-      report.failedEvents += batch.events.length;
-      report.errors.push({ webhookId: batch.id, error });
-      report.batches.push({ ...batchSummary(batch), delivered: false, error });
-    };
-    // Why the endpoint's remaining batches are not sent, once it is given up.
-    let givenUp: string | undefined;
-    for (const batch of batches) {
-      if (givenUp !== undefined) {
-        fail(batch, givenUp);
-        continue;
-      }
-      const outcome = await deliver(endpoint, batch, options);
-      if (outcome.ok) {
-        report.deliveredBatches++;
-        report.deliveredEvents += batch.events.length;
-        report.batches.push({ ...batchSummary(batch), delivered: true, answer: outcome.answer });
-        continue;
-      }
-      fail(batch, outcome.error);
-      if (outcome.gone) {
-        report.gone = true;
-        givenUp = "endpoint answered 410 Gone";
-      } else if (outcome.unreachable) {
-        givenUp = `not sent: batch ${batch.id} used up every attempt on this endpoint without an HTTP answer`;
+  const endpoints = await Promise.all(
+    options.endpoints.map((endpoint) => publishTo(endpoint, batches, options)),
+  );
+  return { ok: endpoints.every((report) => report.failedBatches === 0), endpoints };
+}
+
+/** Throws {@linkcode PublishInputError} unless the secret signs and every event is valid: no retry fixes those. */
+async function checkInput(events: readonly unknown[], secret: string): Promise<void> {
+  try {
+    // A trial signature: a secret that decodes but cannot key an HMAC (`whsec_` alone) fails here.
+    await sign(secret, { id: "msg_check", timestamp: 0, body: "" });
+  } catch (error) {
+    throw new PublishInputError("Cannot sign", [(error as Error).message]);
+  }
+  const problems: string[] = [];
+  events.forEach((event, index) => {
+    const result = parseSyncEvent(event);
+    if ("problems" in result) {
+      for (const problem of result.problems) {
+        problems.push(`event ${index}: "${problem.field}" ${problem.message}`);
       }
     }
-    return report;
-  }));
-  return { ok: endpoints.every((report) => report.failedBatches === 0), endpoints };
+  });
+  if (problems.length) throw new PublishInputError("Cannot publish the input", problems);
+}
+
+/** Sends the batches to one endpoint in order, giving up on it after a 410 or an unreachable batch. */
+async function publishTo(
+  endpoint: string,
+  batches: { id: string; events: unknown[]; body: string }[],
+  options: PublishOptions,
+): Promise<EndpointReport> {
+  const report: EndpointReport = {
+    endpoint,
+    deliveredBatches: 0,
+    deliveredEvents: 0,
+    failedBatches: 0,
+    failedEvents: 0,
+    gone: false,
+    errors: [],
+    batches: [],
+  };
+  const fail = (batch: { id: string; events: unknown[] }, error: string) => {
+    report.failedBatches++;
+    report.failedEvents += batch.events.length;
+    report.errors.push({ webhookId: batch.id, error });
+    report.batches.push({ ...batchSummary(batch), delivered: false, error });
+  };
+  // Why the endpoint's remaining batches are not sent, once it is given up.
+  let givenUp: string | undefined;
+  for (const batch of batches) {
+    if (givenUp !== undefined) {
+      fail(batch, givenUp);
+      continue;
+    }
+    const outcome = await deliver(endpoint, batch, options);
+    if (outcome.ok) {
+      report.deliveredBatches++;
+      report.deliveredEvents += batch.events.length;
+      report.batches.push({ ...batchSummary(batch), delivered: true, answer: outcome.answer });
+      continue;
+    }
+    fail(batch, outcome.error);
+    if (outcome.gone) {
+      report.gone = true;
+      givenUp = "endpoint answered 410 Gone";
+    } else if (outcome.unreachable) {
+      givenUp = `not sent: batch ${batch.id} used up every attempt on this endpoint without an HTTP answer`;
+    }
+  }
+  return report;
 }
 
 const RETRYABLE = new Set([408, 409, 425, 429]);

@@ -149,6 +149,7 @@ export interface GuardBodyIdleOptions {
 /**
  * Wraps a body so that it errors with {@linkcode OriginBodyTimeoutError} when the source sends nothing
  * for `idleMs` during a pending read: a slow client (backpressure) never trips it, a silent origin does.
+ * Kept whole: its closures share one timer, the reader and the stream's state.
  *
  * @param body the source stream
  * @param options the idle timeout and a hook
