@@ -1,11 +1,8 @@
 /**
  * @module
- * What a decided request exposed the visitor to. Every experiment the decision put the visitor
- * in (bots, visitors outside coverage or namespace, and paths the experiment does not `match`
- * are never in one) whose variation the sticky cookie did not already record is an exposure:
- * counted in the metrics and in this instance's sample-ratio tally, and — with `EXPOSURES_URL`
- * — queued for the backend. A bounded per-isolate set suppresses repeats from requests that
- * raced before the cookie came back. The pipeline's flag evaluations are counted here too.
+ * Exposures: an experiment the decision put the visitor in whose variation the sticky cookie did
+ * not yet record, counted and (with `EXPOSURES_URL`) queued for the backend. A bounded set
+ * suppresses repeats from requests that raced before the cookie came back.
  */
 import type { Config } from "../app/config.ts";
 import type { DeadlineSweep } from "../support/deadlines.ts";
@@ -21,9 +18,8 @@ import { ExposureQueue } from "./queue.ts";
 import { ExposureSender } from "./sender.ts";
 import { effectiveWeights, ExposureTally, type SampleRatioResult, sampleRatioTest } from "./srm.ts";
 
-/** Visitor–experiment pairs remembered to suppress repeats. */
 const RECENT_MAX_ENTRIES = 10_000;
-/** How long a pair is remembered, in ms: longer than a page load's racing requests take. */
+// Longer than a page load's racing requests take.
 const RECENT_TTL_MS = 30 * 60_000;
 
 /** One decided request. */
@@ -31,7 +27,7 @@ export interface ExposureInputs {
   facts: Facts;
   identity: Identity;
   decision: Decision;
-  /** The rules that decided (active or canary). */
+  /** Active or canary. */
   rules: CompiledRules;
 }
 
@@ -39,9 +35,8 @@ export interface ExposureInputs {
 export interface ExperimentReport extends SampleRatioResult {
   key: string;
   rulesVersion: number;
-  /** Which rules of this instance hold it. */
   role: "active" | "canary";
-  /** When this instance first served the version, ISO 8601. */
+  /** When this instance first served the version. */
   since: string;
   variations: { value: string; weight: number; exposures: number }[];
 }
@@ -49,9 +44,8 @@ export interface ExperimentReport extends SampleRatioResult {
 /** Options for {@linkcode ExposureRecorder}. */
 export interface ExposureRecorderOptions {
   metrics: EdgeMetrics;
-  /** Wall clock, epoch ms. */
   now: () => number;
-  /** Where exposure events go; undefined when delivery is off (`EXPOSURES_URL` unset). */
+  /** Undefined when delivery is off. */
   queue?: ExposureQueue;
 }
 
@@ -66,36 +60,26 @@ export class ExposureRecorder {
     name: "Recent exposures",
   });
   readonly #tally = new ExposureTally();
-  /** Per rule set: flag key → value → variant name (values are the rules' own objects). */
   readonly #flagVariants = new WeakMap<CompiledRules, Map<string, Map<unknown, string>>>();
 
-  /** @param options metrics, clock and the queue (when delivery is on) */
   constructor(options: ExposureRecorderOptions) {
     this.#metrics = options.metrics;
     this.#now = options.now;
     this.#queue = options.queue;
   }
 
-  /** Whether exposure events are queued for delivery. */
   get delivering(): boolean {
     return this.#queue !== undefined;
   }
 
-  /** Events waiting for delivery. */
   get queued(): number {
     return this.#queue?.size ?? 0;
   }
 
-  /**
-   * Records a decided request: its flag evaluations and its exposures (none for a request QA
-   * forced). Synchronous and cheap; delivery happens in the background.
-   *
-   * @param inputs the request's facts, identity, decision and the rules that decided
-   */
+  /** Records a decided request's flag evaluations and exposures; delivery happens in the background. */
   observe(inputs: ExposureInputs): void {
     const { identity, decision, rules } = inputs;
-    // QA chose this outcome, not the visitor's assignment or targeting: counting it would skew
-    // the exposures, the sample-ratio tally and the flag evaluations alike.
+    // QA chose this outcome: counting it would skew exposures, sample ratios and flag counts.
     if (decision.forced) return;
     this.#countFlags(decision, rules);
     const now = this.#now();
@@ -115,15 +99,12 @@ export class ExposureRecorder {
     }
   }
 
-  /** Sends what is queued now (on shutdown). */
+  /** On shutdown. */
   flush(): Promise<void> {
     return this.#queue?.close() ?? Promise.resolve();
   }
 
-  /**
-   * The sample-ratio check of every running experiment of the given rules: this instance's
-   * exposure counts since it first served each version, against the weights.
-   */
+  /** This instance's exposure counts per running experiment since it first served the version, against the weights. */
   async report(
     rules: { active: CompiledRules; canary?: CompiledRules | undefined },
   ): Promise<ExperimentReport[]> {
@@ -165,11 +146,7 @@ export class ExposureRecorder {
   }
 }
 
-/**
- * The variant name of each value a flag can take, from its compiled rules: an evaluation hands
- * out the rule's own value (the same object for objects), so the value finds the variant. Should
- * two rules give an equal scalar under different variant names, the first one's name is counted.
- */
+// An evaluation hands out the rule's own value object, so the value finds its variant name.
 function flagVariantIndex(rules: CompiledRules): Map<string, Map<unknown, string>> {
   const index = new Map<string, Map<unknown, string>>();
   for (const flag of rules.flags) {
@@ -220,20 +197,16 @@ export interface ExposuresFromConfigOptions {
   now: () => number;
   mono: () => number;
   randomId: () => string;
-  /** Uniform in [0, 1), for retry jitter. */
+  /** For retry jitter. */
   random: () => number;
   deadlines: DeadlineSweep;
   log: Logger;
   waitUntil: (work: Promise<unknown>) => void;
-  /** The rules the sample-ratio gauge reports on, read at each scrape (the active ones). */
+  /** Read at each scrape by the sample-ratio gauge. */
   rules: () => CompiledRules;
 }
 
-/**
- * The recorder the configuration asks for: with `EXPOSURES_URL`, a queue and a signing sender
- * behind it; without, counting only. Also registers the queue and sample-ratio gauges' sources
- * on the metrics.
- */
+/** The recorder the configuration asks for: with `EXPOSURES_URL` a queue and signing sender behind it. */
 export function exposuresFromConfig(
   config: Pick<
     Config,

@@ -1,8 +1,7 @@
 /**
  * @module
- * Rule canaries and rollback as data: merging `rules`, `rules_promote` and `rules_rollback` events
- * into the control record (a pure, order-independent merge, so every replica converges), and
- * resolving a control record into the active version and the canary (version and share).
+ * Rule canaries and rollback as data: an order-independent merge of rule control events into the
+ * control record, so every replica converges, and its resolution into the active version and canary.
  */
 import {
   type RulesControlEntry,
@@ -13,7 +12,6 @@ import {
 import { readRulesControl, readRuleSets } from "../data/readers.ts";
 import type { ParsedRuleSet } from "./schema.ts";
 
-/** How many rule set versions are kept when `RULES_KEEP` is not given. */
 export const DEFAULT_RULES_KEEP = 10;
 
 // Most entries for versions promoted or rolled back to before their rule set arrived; beyond it the
@@ -28,10 +26,7 @@ export type RulesControlEvent =
   | { kind: "rules_promote"; version: number; at: number }
   | { kind: "rules_rollback"; version: number; at: number };
 
-/**
- * The outcome of {@linkcode mergeRulesEvents}: the new record (the input is not modified), rule
- * sets to put and versions to delete, and how many events changed something or were stale.
- */
+/** The outcome of {@linkcode mergeRulesEvents}; the input record is not modified. */
 export interface RulesMerge {
   control: RulesControlValue;
   put: RulesValue[];
@@ -57,12 +52,9 @@ export function compareOrderKeys(a: RulesOrderKey | null, b: RulesOrderKey | nul
 }
 
 /**
- * Merges rule control events into a control record, in time (order key) order, so the result
- * depends neither on the order of a batch nor on duplicates, and replicas converge. Kept are the
- * `keep` highest stored versions plus those resolved as active and canary; a promote or rollback
- * to a version not kept is stale but recorded, and takes effect if its rule set arrives later.
- * (Not convergent, by necessity: a promote reaching an instance only after a newer push deleted
- * that version's rule set is stale there.)
+ * Merges rule control events in order-key order, so neither batch order nor duplicates matter.
+ * A promote or rollback to a version not kept is stale but recorded, taking effect if its rule set
+ * arrives later; one that arrives after a newer push deleted its rule set stays stale there.
  */
 export function mergeRulesEvents(
   control: RulesControlValue,
@@ -73,8 +65,7 @@ export function mergeRulesEvents(
   const entries = new Map(control.entries.map((entry) => [entry.version, structuredClone(entry)]));
   const put = new Map<number, RulesValue>();
   const drop = new Set<number>();
-  // Applied are the changed versions still kept at the end: a rule set this batch pushes out again
-  // counts as stale.
+  // A rule set this batch pushes out again counts as stale.
   const changedVersions: number[] = [];
   const storedVersions = () => [...entries.values()].filter((entry) => entry.stored).map((e) => e.version);
   // In time order: a rollback before a push pins its version before the push moves the window.
@@ -96,8 +87,6 @@ export function mergeRulesEvents(
       changed = true;
     }
     changed = applyEvent(entry, event) || changed;
-    // A promote or rollback to a version without a kept rule set changes nothing now (stale), but
-    // stays recorded so that a rule set delivered after it converges the same.
     if (changed && (event.kind === "rules" || entry.stored)) changedVersions.push(version);
     prune(entries, keep, put, drop);
   }
@@ -201,10 +190,8 @@ export interface ResolvedRules {
 }
 
 /**
- * Resolves a control record. Only versions whose rule set is kept count. The active version is
- * the one activated by the newest event (by order key). The canary is the newest canary, unless a
- * later rollback (to any version), or a later activation of the same or a higher version, ended
- * it — or it is the active version itself.
+ * Only versions whose rule set is kept count. The canary is the newest, unless a later rollback or
+ * activation of the same or a higher version ended it, or it is the active version itself.
  */
 export function resolveRules(control: RulesControlValue): ResolvedRules {
   const stored = control.entries.filter((entry) => entry.stored);
@@ -225,22 +212,18 @@ export function resolveRules(control: RulesControlValue): ResolvedRules {
   return { active, canary: ended ? undefined : { version: canary.version, share: canary.canary!.share } };
 }
 
-/** @returns the rule set (and version) the control record in KV makes active, if any */
+/** The rule set the control record in KV makes active, if any. */
 export async function readActiveRules(kv: Deno.Kv): Promise<RulesValue | undefined> {
   const { active } = resolveRules(await readRulesControl(kv));
   if (!active) return undefined;
   return (await readRuleSets(kv, [active.version])).get(active.version);
 }
 
-/**
- * One kept (or named but not yet received: `stored` false) version, as `GET /_edge/rules` shows
- * it; `activatedAt` is ISO 8601, or `"unordered"` for a `rules` event without `at`.
- */
+/** One kept (or named, `stored` false) version as `GET /_edge/rules` shows it. */
 export interface KeptVersion {
   version: number;
   stored: boolean;
   activatedAt: string | null;
-  /** Its newest canary, whether or not it still runs. */
   canary: { share: number; at: string } | null;
 }
 
@@ -251,7 +234,7 @@ export interface StoredRulesStatus {
   kept: KeptVersion[];
 }
 
-/** @returns the active and canary versions KV names, and every kept version, highest first */
+/** The active and canary versions KV names, and every kept version, highest first. */
 export async function readStoredRulesStatus(kv: Deno.Kv): Promise<StoredRulesStatus> {
   const control = await readRulesControl(kv);
   const resolved = resolveRules(control);

@@ -1,8 +1,7 @@
 /**
  * @module
- * The OpenFeature Remote Evaluation Protocol (OFREP) core, Hono-free: request parsing, single
- * and bulk flag evaluation against the rules with OFREP's response shapes and error codes, the
- * bulk `ETag`, and API-key checks.
+ * The OpenFeature Remote Evaluation Protocol (OFREP) core, Hono-free: parsing, single and bulk
+ * evaluation with OFREP's shapes and error codes, the bulk `ETag`, API-key checks.
  */
 import { createHash } from "node:crypto";
 import { z } from "zod";
@@ -15,13 +14,10 @@ import { constantTimeEqual } from "../http/secure.ts";
 import { normalisePercentEncoding, pathForRules } from "../http/paths.ts";
 import { ANON_COOKIE } from "../pipeline/identity.ts";
 
-/** Largest accepted OFREP request body, in bytes. */
 export const OFREP_MAX_BODY_BYTES = 64 * 1024;
 
-/** OFREP error codes the edge answers with. */
 export type OfrepErrorCode = "PARSE_ERROR" | "INVALID_CONTEXT" | "TARGETING_KEY_MISSING" | "FLAG_NOT_FOUND";
 
-/** A successful flag evaluation as OFREP sends it. */
 export interface OfrepSuccess {
   key: string;
   value: unknown;
@@ -30,14 +26,12 @@ export interface OfrepSuccess {
   metadata: Record<string, string | number | boolean>;
 }
 
-/** A failed flag evaluation as OFREP sends it. */
 export interface OfrepFailure {
   key: string;
   errorCode: OfrepErrorCode;
   errorDetails: string;
 }
 
-/** A request-level failure of the bulk endpoint. */
 export interface OfrepBulkFailure {
   errorCode: OfrepErrorCode;
   errorDetails: string;
@@ -58,8 +52,7 @@ const ContextSchema = z.looseObject({
   network: z.enum(NETWORK_CLASSES).optional(),
   platform: z.string().max(32).optional(),
   segments: z.array(z.string().max(64)).max(100).optional(),
-  // Read as the proxy reads a request path, so a flag scoped to `/admin/*` answers the same for
-  // `/%61dmin/x` and `/admin;x/y`.
+  // Read as the proxy reads a path, so `/admin/*` answers the same for `/%61dmin/x` and `/admin;x/y`.
   path: z.string().startsWith("/", 'must start with "/"').max(2048)
     .transform((path) => pathForRules(normalisePercentEncoding(path.replace(/\/{2,}/g, "/")))).optional(),
   loggedIn: z.boolean().optional(),
@@ -80,15 +73,11 @@ function ofrepRulesFor(rules: OfrepRules, context: OfrepContext): CompiledRules 
   return context.targetingKey ? rules.rulesFor(context.targetingKey) : rules.current;
 }
 
-/**
- * The caller's own identity, which replaces the body's `targetingKey`, `loggedIn` and `segments`
- * when OFREP is open (no API keys): a browser evaluates flags for itself only.
- */
+/** When OFREP is open (no API keys) the caller's own identity replaces the body's: it evaluates for itself only. */
 export interface OfrepCaller {
   key: string | undefined;
   loggedIn: boolean;
   segments: readonly string[];
-  /** The caller's sticky assignments (`ep_exp`), kept as the proxy keeps them. */
   sticky?: ReadonlyMap<string, string>;
 }
 
@@ -105,8 +94,7 @@ type Parsed = { ok: true; context: OfrepContext } | {
   errorDetails: string;
 };
 
-// An empty body counts as no context; errors are `PARSE_ERROR` (not a JSON object) or
-// `INVALID_CONTEXT` (a known attribute of the wrong type), with details naming the field.
+// An empty body counts as no context.
 function parseOfrepRequest(text: string): Parsed {
   if (text.trim() === "") return { ok: true, context: {} };
   let json: unknown;
@@ -136,9 +124,6 @@ function parseOfrepRequest(text: string): Parsed {
  *
  * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
  * @param request the flag key from the path, the body text, and (open OFREP) the caller's own identity
- * @returns 200 with the evaluation; 400 `PARSE_ERROR`, `INVALID_CONTEXT` or
- *   `TARGETING_KEY_MISSING` (a rollout or variant rule was reached without `targetingKey`);
- *   404 `FLAG_NOT_FOUND`
  */
 export function evaluateOfrepFlag(
   source: OfrepRules,
@@ -169,7 +154,6 @@ export function evaluateOfrepFlag(
  *
  * @param source the rules, or a source that picks them by `targetingKey` (rule canaries)
  * @param request the body text, the `If-None-Match` header, and (open OFREP) the caller's own identity
- * @returns 200 `{ flags }` with an ETag, 304 with the ETag, or 400 `PARSE_ERROR`/`INVALID_CONTEXT`
  */
 export function evaluateOfrepBulk(
   source: OfrepRules,
@@ -197,12 +181,10 @@ function etagMatches(ifNoneMatch: string, etag: string): boolean {
 }
 
 /**
- * Checks an OFREP request's API key, from `Authorization: Bearer <key>` or `X-API-Key`, against
- * the configured keys in constant time (every key is compared).
+ * Checks `Authorization: Bearer <key>` or `X-API-Key` against every configured key in constant time.
  *
  * @param headers the request headers
  * @param keys the accepted keys; empty means no key is needed
- * @returns true when no key is configured or the presented one is accepted
  */
 export function ofrepKeyAccepted(headers: Headers, keys: readonly string[]): boolean {
   if (keys.length === 0) return true;
@@ -214,10 +196,8 @@ export function ofrepKeyAccepted(headers: Headers, keys: readonly string[]): boo
   return accepted;
 }
 
-// The flag context of an OFREP request: region from `region` (when the rules know it), else
-// from `country`; experiments assigned from `targetingKey`, a still-valid sticky assignment of
-// the caller (open OFREP only) kept as on the proxy, so variant conditions work; `match` of
-// experiments only restricts when `path` was given.
+// Experiments assigned from `targetingKey` (a caller's valid sticky assignment kept, as on the
+// proxy), so variant conditions work; `match` of experiments only restricts when `path` was given.
 function flagContext(
   rules: CompiledRules,
   context: OfrepContext,

@@ -15,10 +15,7 @@ const KEY = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const PARAM = /^[A-Za-z0-9_.-]{1,32}$/;
 
-/**
- * Names that would reach `Object.prototype` when used as an object key (`__proto__` even vanishes
- * from a parsed map): refused wherever the rules name something.
- */
+// Would reach `Object.prototype` as an object key: refused wherever the rules name something.
 const RESERVED_NAMES: ReadonlySet<string> = new Set(["__proto__", "constructor", "prototype"]);
 const RESERVED_MESSAGE =
   'is a reserved name ("__proto__", "constructor" and "prototype" cannot name anything)';
@@ -39,10 +36,7 @@ const SafePath = z.string().max(2048).refine(isSafeTargetPath, {
   message: 'must be a path starting with "/" (not "//"), without "\\", dot segments, query or fragment',
 });
 
-/**
- * Request paths are matched normalised (percent-encoding in normal form, `;` parameters cut; see
- * `pathForRules`): a glob spelt otherwise could never match, so it is refused.
- */
+// Paths are matched normalised (`pathForRules`): a glob spelt otherwise could never match.
 const Glob = z.string().min(1).max(512).refine((value) => value === "*" || value.startsWith("/"), {
   message: 'must start with "/" (or be "*")',
 }).refine((value) => !value.includes(";"), {
@@ -204,7 +198,6 @@ const Slot = z.strictObject({
   }),
 });
 
-/** The zod schema of a rule set; strict at every level, so a misspelt key is refused, not dropped. */
 const RuleSetFields = z.strictObject({
   $schema: z.string().optional(),
   version: z.number().int().nonnegative(),
@@ -239,17 +232,14 @@ export type ParsedRuleSet = z.output<typeof RuleSetFields>;
 /** A targeting condition after validation. */
 export type ParsedCondition = z.output<typeof Condition>;
 
-/** The rule set used when none is configured: everyone in `GLOBAL`, no routes. */
+/** Everyone in `GLOBAL`, no routes. */
 export const EMPTY_RULES: RuleSet = { version: 0, defaultRegion: "GLOBAL", regions: {}, routes: [] };
 
 /**
- * The `__proto__` keys of a rule set as parsed from JSON, anywhere in it. Checked before the
- * schema, which would drop them without a word (a `regions` entry `"__proto__"` would vanish
- * and its countries fall back to the default region); the other reserved names are refused by
- * the schema itself, where they name something.
+ * The `__proto__` keys anywhere in parsed JSON, checked before the schema, which would drop them
+ * without a word (a `regions` entry `"__proto__"` would vanish into the default region).
  *
  * @param input parsed JSON of unknown shape (not nested too deep: check that first)
- * @returns one problem per key found, with its path
  */
 export function reservedKeyProblems(input: unknown): { path: (string | number)[]; message: string }[] {
   return keyPaths(input, PROTO_KEY).map((path) => ({ path, message: RESERVED_MESSAGE }));
@@ -258,11 +248,9 @@ export function reservedKeyProblems(input: unknown): { path: (string | number)[]
 const PROTO_KEY: ReadonlySet<string> = new Set(["__proto__"]);
 
 /**
- * The message of a rule set's schema issue: for a map key that failed, what was wrong with the
- * key (zod itself only says "Invalid key in record").
+ * The message of a schema issue; for a map key, what was wrong with it (zod says only "Invalid key").
  *
  * @param issue an issue of {@linkcode RuleSetSchema}
- * @returns the message to show after the field's path
  */
 export function rulesIssueMessage(issue: z.core.$ZodIssue): string {
   if (issue.code === "invalid_key" && issue.issues.length) {
@@ -272,12 +260,8 @@ export function rulesIssueMessage(issue: z.core.$ZodIssue): string {
 }
 
 /**
- * The JSON Schema of a rule set as written (defaults optional), for editors and
- * `docs/rules.schema.json`. Checks that span fields (weights per variation, known regions and
- * experiments, flag value types) are not expressible in it and are only enforced by
- * {@linkcode parseRules}.
- *
- * @returns a JSON Schema (draft 2020-12) object
+ * The JSON Schema (draft 2020-12) of a rule set as written, for editors and `docs/rules.schema.json`;
+ * checks that span fields are enforced only by {@linkcode parseRules}.
  */
 export function rulesJsonSchema(): Record<string, unknown> {
   return {
@@ -288,10 +272,9 @@ export function rulesJsonSchema(): Record<string, unknown> {
 }
 
 /**
- * Tells whether a configured target path is safe to send to the origin or to redirect to.
+ * Whether a target path is absolute and can neither change host nor escape by dot segments.
  *
  * @param path the path as written in the rules (may contain one `*` placeholder)
- * @returns true when it is an absolute path that cannot change host or escape by dot segments
  */
 export function isSafeTargetPath(path: string): boolean {
   if (!path.startsWith("/") || path.startsWith("//")) return false;

@@ -1,12 +1,10 @@
 /**
  * @module
- * Targeting conditions (`when`): compiled once from the rules into sets and regular
- * expressions, then evaluated per request without allocating. Also names the visitor inputs a
- * condition reads, so the decision can tell caches what the response depended on.
+ * Targeting conditions (`when`): compiled once, evaluated per request without allocating, and
+ * named by the inputs they read so the decision can tell caches what the response depended on.
  */
 import type { DeviceClass, NetworkClass } from "../pipeline/device.ts";
 
-/** The device classes a condition or a rewrite can name. */
 export const DEVICE_CLASSES = [
   "mobile",
   "tablet",
@@ -14,7 +12,6 @@ export const DEVICE_CLASSES = [
   "bot",
 ] as const satisfies readonly DeviceClass[];
 
-/** The network classes a condition or a rewrite can name. */
 export const NETWORK_CLASSES = ["slow", "fast", "save-data"] as const satisfies readonly NetworkClass[];
 
 /** Bits naming the visitor-dependent inputs a decision read, combined with `|` into a mask. */
@@ -31,7 +28,6 @@ export const INPUT = {
   dpr: 512,
 } as const;
 
-/** A visitor-dependent input of a decision. */
 export type DecisionInput = keyof typeof INPUT;
 
 const INPUT_NAMES = Object.keys(INPUT) as DecisionInput[];
@@ -58,7 +54,6 @@ export interface ConditionSpec {
   variant?: Readonly<Record<string, readonly string[]>>;
 }
 
-/** A condition compiled for evaluation. */
 export interface CompiledCondition {
   regions: ReadonlySet<string> | undefined;
   countries: ReadonlySet<string> | undefined;
@@ -80,16 +75,12 @@ export interface TargetingContext {
   network: NetworkClass | undefined;
   platform: string | undefined; // lower-case
   segments: readonly string[];
-  /** The request path; undefined when evaluating outside a request (OFREP without `path`). */
+  /** Undefined outside a request (OFREP without `path`). */
   path: string | undefined;
   loggedIn: boolean | undefined;
-  /** The variation served per experiment that applies (control included). */
   variants: Readonly<Record<string, string>>;
 }
 
-/**
- * @param spec the condition as written (validated by the rules schema)
- */
 export function compileCondition(spec: ConditionSpec): CompiledCondition {
   const paths = spec.path === undefined
     ? undefined
@@ -120,7 +111,7 @@ export function compileCondition(spec: ConditionSpec): CompiledCondition {
   };
 }
 
-/** A field of a condition (`when`) as written in the rules; names the field that failed. */
+/** A field of a condition as written in the rules. */
 export type ConditionField =
   | "region"
   | "country"
@@ -132,9 +123,6 @@ export type ConditionField =
   | "path"
   | "variant";
 
-/**
- * @returns true when every field present matches (any value within a list)
- */
 export function matchesCondition(
   condition: CompiledCondition | undefined,
   context: TargetingContext,
@@ -142,15 +130,7 @@ export function matchesCondition(
   return conditionMismatch(condition, context) === undefined;
 }
 
-/**
- * Names the first field of a condition that does not hold, so an explanation can say why a rule
- * was passed over ({@linkcode matchesCondition} is its verdict).
- *
- * @example
- * ```ts
- * conditionMismatch(compileCondition({ region: ["EU"] }), { ...context, region: "US" }); // "region"
- * ```
- */
+/** The first field of a condition that does not hold, so an explanation can say why a rule was passed over. */
 export function conditionMismatch(
   condition: CompiledCondition | undefined,
   context: TargetingContext,
@@ -183,7 +163,6 @@ export function conditionMismatch(
   return undefined;
 }
 
-/** @returns true when the path matches one of the compiled globs */
 export function matchesAnyPath(patterns: readonly PathGlob[], path: string): boolean {
   for (let i = 0; i < patterns.length; i++) {
     if (patterns[i]!.test(path)) return true;
@@ -191,7 +170,7 @@ export function matchesAnyPath(patterns: readonly PathGlob[], path: string): boo
   return false;
 }
 
-/** @returns the names of the inputs in a mask of {@linkcode INPUT} bits, in that order */
+/** The names of the inputs in a mask of {@linkcode INPUT} bits, in that order. */
 export function inputNames(mask: number): DecisionInput[] {
   const out: DecisionInput[] = [];
   if (mask === 0) return out;
@@ -201,7 +180,7 @@ export function inputNames(mask: number): DecisionInput[] {
   return out;
 }
 
-/** @returns the client-hint headers behind a mask of inputs (canonical case), for `Accept-CH` and `Vary` */
+/** The client-hint headers behind a mask of inputs, for `Accept-CH` and `Vary`. */
 export function hintsForInputs(mask: number): string[] {
   const out: string[] = [];
   if (mask === 0) return out;
@@ -214,39 +193,25 @@ export function hintsForInputs(mask: number): string[] {
 }
 
 /**
- * A compiled path glob: `*` matches any run of characters (including `/`), everything else
- * literally, and the whole path must match. Matching takes linear time in the path whatever the
- * glob (a backtracking regular expression such as `^/(.*)/(.*)/(.*)/reviews$` takes seconds on a
- * long path a visitor chooses).
+ * A path glob (`*` matches any run, `/` included; the whole path must match), matched in linear
+ * time: a backtracking regular expression takes seconds on a long path a visitor chooses.
  */
 export class PathGlob {
-  /** The glob as written. */
   readonly source: string;
   readonly #parts: readonly string[];
   readonly #minLength: number;
 
-  /** @param glob a glob such as `/api/products/*` */
   constructor(glob: string) {
     this.source = glob;
     this.#parts = glob.split("*");
     this.#minLength = glob.length - (this.#parts.length - 1);
   }
 
-  /** @returns true when the whole path matches */
   test(path: string): boolean {
     return this.#match(path) !== null;
   }
 
-  /**
-   * Matches a path and gives what the first `*` matched, taking as much as it can (as the greedy
-   * `(.*)` of a regular expression would), for a rewrite target to reuse.
-   *
-   * @returns the first `*`'s match (`""` without one), or `null` when the path does not match
-   * @example
-   * ```ts
-   * new PathGlob("/images/*").splat("/images/a/b.jpg"); // "a/b.jpg"
-   * ```
-   */
+  /** What the first `*` matched, greedily (`""` without one), or `null` when the path does not match. */
   splat(path: string): string | null {
     return this.#match(path);
   }
@@ -259,8 +224,7 @@ export class PathGlob {
     const prefix = parts[0]!;
     const suffix = parts[last]!;
     if (!path.startsWith(prefix) || !path.endsWith(suffix)) return null;
-    // The literals between stars, placed as far right as they go (each before the next): the
-    // first star then takes the most it can, and they fit at all exactly when they fit so.
+    // Literals placed as far right as they go: the first star then takes the most it can.
     let end = path.length - suffix.length;
     for (let i = last - 1; i >= 1; i--) {
       const part = parts[i]!;
@@ -272,7 +236,6 @@ export class PathGlob {
   }
 }
 
-/** @returns the compiled {@linkcode PathGlob} of a glob such as `/api/products/*` */
 export function compileGlob(glob: string): PathGlob {
   return new PathGlob(glob);
 }
