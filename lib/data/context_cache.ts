@@ -18,47 +18,34 @@ export interface ContextCacheOptions {
 
 /** What is cached for one user. */
 export interface CachedContext {
-  /** What the edge knows; empty for a negative entry. */
   context: UserContext;
-  /** Negative entry: neither KV nor the backend knew the user when it was stored. */
+  /** Negative entry: neither KV nor the backend knew the user. */
   absent: boolean;
-  /** When the entry was stored, epoch ms; it is fresh until `storedAt + maxStaleMs`. */
   storedAt: number;
-  /**
-   * When this instance last completed a read-through for the user (data or 404), epoch ms;
-   * kept across re-reads of KV so the backend is not asked again on every refresh.
-   */
+  /** This instance's last read-through, kept across re-reads of KV so the backend is not asked on every refresh. */
   checkedAt: number | undefined;
-  /** Where the data came from: KV alone, or KV merged with a read-through answer. */
   source: "kv" | "backend";
-  /** What the read-through of the load that stored the entry did. */
+  /** Of the load that stored the entry. */
   backend: ReadThroughOutcome;
 }
 
-/** A lookup's answer. */
 export interface CacheLookup {
   entry: CachedContext;
   /** Younger than `maxStaleMs`: may be served without reading KV. */
   fresh: boolean;
 }
 
-/** Counters and sizes for metrics. */
 export interface ContextCacheStats {
   entries: number;
   bytes: number;
   maxEntries: number;
   maxBytes: number;
-  /** Lookups answered by a fresh entry (negative entries included). */
+  /** Negative entries included. */
   hits: number;
-  /** Hits on negative entries. */
   negativeHits: number;
-  /** Lookups that found no entry or only a stale one. */
   misses: number;
-  /** Entries dropped to stay within the bounds. */
   evictions: number;
-  /** Entries dropped by {@linkcode ContextCache.invalidate}. */
   invalidations: number;
-  /** Concurrent loads that joined one already in flight. */
   coalesced: number;
 }
 
@@ -68,7 +55,6 @@ interface Load {
   token: { valid: boolean };
 }
 
-/** Per-entry bytes beside key and context: the `Map` entry, the record and its boxed timestamps. */
 const ENTRY_OVERHEAD_BYTES = 144;
 
 /** Estimates an entry's heap (key, context field by field, overhead) so `maxBytes` bounds memory. */
@@ -109,7 +95,7 @@ export class ContextCache {
     return this.#maxStaleMs;
   }
 
-  /** Looks a user up (entry and freshness, or `undefined`), counts a hit or a miss, marks it used. */
+  /** Counts a hit or a miss and marks the entry used. */
   get(userId: string, now: number): CacheLookup | undefined {
     const entry = this.#lru.get(userId);
     if (entry === undefined) {
@@ -133,7 +119,6 @@ export class ContextCache {
     return this.#lru.peek(userId);
   }
 
-  /** Stores an entry (not one larger than `maxBytes` alone), evicting the least recently used. */
   set(userId: string, value: CachedContext): boolean {
     return this.#lru.set(userId, value, estimateEntryBytes(userId, value));
   }
@@ -156,9 +141,8 @@ export class ContextCache {
   }
 
   /**
-   * Runs `load` for a user unless a load of that user is already in flight, in which case its
-   * promise is shared. The result is stored when it settles, unless the user was invalidated
-   * meanwhile (it is still returned). `load` must not reject: failures are part of the value.
+   * Shares a load of a user already in flight; stores the result unless the user was invalidated
+   * meanwhile. `load` must not reject: failures are part of the value.
    */
   coalesce(userId: string, load: () => Promise<CachedContext>): Promise<CachedContext> {
     const running = this.#loads.get(userId);

@@ -8,10 +8,7 @@ type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
 const MEMO_MAX = 4096;
 
-/**
- * Remembers a pure function's answers: the same few addresses come back on every request.
- * Bounded by starting over when full (cheaper than LRU bookkeeping on every hit).
- */
+// The same few addresses come back on every request; starting over when full is cheaper than an LRU.
 function memo<T>(compute: (key: string) => T): (key: string) => T {
   const seen = new Map<string, T>();
   return (key) => {
@@ -58,7 +55,7 @@ export class CidrList {
     return this.#v4.length === 0 && this.#v6.length === 0;
   }
 
-  /** {@linkcode canonicalAddress}, memoised: client addresses are resolved on every request. */
+  /** {@linkcode canonicalAddress}, memoised. */
   canonical(address: string): string | undefined {
     return this.#canonical(address);
   }
@@ -80,16 +77,12 @@ export class CidrList {
   }
 }
 
-/** Decimal 0–255 without leading zeros, so nothing `inet_aton` alone would read matches. */
 const OCTET = "(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)";
 const DOTTED_QUAD = new RegExp(`^${OCTET}(?:\\.${OCTET}){3}$`);
 const IPV6_GROUP = /^[0-9a-f]{1,4}$/i;
 const PREFIX = /^(?:0|[1-9]\d{0,2})$/;
 
-/**
- * Parses one address in full standard form only (dotted quad; RFC 4291 text, no zone index);
- * brackets and IPv4-mapped IPv6 are not unwrapped here.
- */
+// Full standard form only: dotted quad, RFC 4291 text without a zone index.
 function parseStrict(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   if (!text.includes(":")) return DOTTED_QUAD.test(text) ? ipaddr.IPv4.parse(text) : undefined;
   const groups = text.split(":");
@@ -103,7 +96,6 @@ function parseStrict(text: string): ipaddr.IPv4 | ipaddr.IPv6 | undefined {
   return ipaddr.IPv6.isValid(text) ? ipaddr.IPv6.parse(text) : undefined;
 }
 
-/** Parses one list entry: a full address, optionally with a `/prefix` in range; throws naming it. */
 function parseRange(entry: string): Range {
   const slash = entry.indexOf("/");
   const addr = parseStrict(slash < 0 ? entry : entry.slice(0, slash));

@@ -7,20 +7,16 @@ import type { ReadThroughOutcome } from "../data/backend.ts";
 
 /** Pipeline stages timed per request, in order. */
 export const STAGES = ["facts", "identity", "context", "decide", "act"] as const;
-/** A pipeline stage. */
 export type Stage = typeof STAGES[number];
-/** Per-stage durations in milliseconds; stages that did not run are left out. */
+/** Milliseconds; stages that did not run are left out. */
 export type StageDurations = Partial<Record<Stage, number>>;
 
-/** Why a request to the origin failed. */
 export type OriginErrorKind = "timeout" | "unavailable" | "5xx";
 
 /** KV reads timed separately. */
 export const KV_READS = ["session", "context", "related", "rules", "other"] as const;
-/** What a KV read was for. */
 export type KvRead = typeof KV_READS[number];
 
-/** Outcomes of the per-isolate context cache. */
 export type CacheResult = "hit" | "miss";
 
 /** Outcomes of a backend read-through. */
@@ -33,24 +29,20 @@ export const READ_THROUGH_OUTCOMES = [
   "busy",
   "skipped",
 ] as const;
-/** How a backend read-through ended, as the metric's label. */
 export type ReadThroughLabel = typeof READ_THROUGH_OUTCOMES[number];
-/** Read-through outcomes answered without a call to the backend: they have no latency. */
+/** Answered without a call to the backend: they have no latency. */
 export const NO_CALL_OUTCOMES: ReadonlySet<string> = new Set(["breaker_open", "busy", "skipped"]);
 
-/** States of the read-through circuit breaker. */
 export const BREAKER_STATES = ["closed", "half_open", "open"] as const;
-/** A circuit breaker state. */
 export type BreakerState = typeof BREAKER_STATES[number];
 
 /** What became of exposure events (`edge_exposure_events_total{result}`). */
 export const EXPOSURE_RESULTS = ["queued", "sent", "retried", "dropped"] as const;
-/** One of {@linkcode EXPOSURE_RESULTS}. */
 export type ExposureResult = typeof EXPOSURE_RESULTS[number];
 
-/** Label value used when a request has no region (ops, sync). */
+/** For a request with no region (ops, sync). */
 export const NO_REGION = "none";
-/** Label value for every region the rules do not know (bounds cardinality). */
+/** Every region the rules do not know, to bound cardinality. */
 export const OTHER = "other";
 /** At most this many distinct region label values are kept; the rest count as {@linkcode OTHER}. */
 export const MAX_REGIONS = 64;
@@ -123,10 +115,7 @@ export const SYNC_LAG_BUCKETS: readonly number[] = [
   3600,
 ];
 
-/**
- * The status class label of an HTTP status: `1xx` … `5xx`, or `other`.
- * @param status an HTTP status code
- */
+/** `1xx` … `5xx`, or `other`. */
 export function statusClass(status: number): string {
   if (status >= 100 && status < 600) return `${Math.floor(status / 100)}xx`;
   return OTHER;
@@ -137,11 +126,7 @@ export function seconds(ms: number): number {
   return Number.isFinite(ms) && ms > 0 ? ms / 1000 : 0;
 }
 
-/**
- * Folds a label value outside its closed set into one value, so a bug upstream cannot create
- * unbounded series.
- * @param fallback what any other value becomes
- */
+/** Folds a value outside its closed set into `fallback`, so a bug upstream cannot create unbounded series. */
 export function oneOf(value: string, allowed: readonly string[], fallback: string = OTHER): string {
   return allowed.includes(value) ? value : fallback;
 }
@@ -163,10 +148,7 @@ const READ_THROUGH_LABELS: Readonly<Record<ReadThroughOutcome, ReadThroughLabel>
   "failed:invalid_user_id": "error",
 };
 
-/**
- * Maps the context stage's read-through outcome onto the metric's label.
- * @param outcome what the read-through did
- */
+/** The context stage's read-through outcome as the metric's label. */
 export function readThroughLabel(outcome: ReadThroughOutcome): ReadThroughLabel {
   return READ_THROUGH_LABELS[outcome];
 }

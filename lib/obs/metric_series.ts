@@ -11,21 +11,13 @@ import CounterModule from "prom-client/lib/counter.js";
 import GaugeModule from "prom-client/lib/gauge.js";
 import HistogramModule from "prom-client/lib/histogram.js";
 
-/** prom-client's registry class. */
 export const Registry = RegistryModule as unknown as typeof PromClient.Registry;
-/** A prom-client registry. */
 export type Registry = PromClient.Registry;
-/** prom-client's counter class. */
 export const Counter = CounterModule as unknown as typeof PromClient.Counter;
-/** A prom-client counter. */
 export type Counter<T extends string = string> = PromClient.Counter<T>;
-/** prom-client's gauge class. */
 export const Gauge = GaugeModule as unknown as typeof PromClient.Gauge;
-/** A prom-client gauge. */
 export type Gauge<T extends string = string> = PromClient.Gauge<T>;
-/** prom-client's histogram class. */
 export const Histogram = HistogramModule as unknown as typeof PromClient.Histogram;
-/** A prom-client histogram. */
 export type Histogram<T extends string = string> = PromClient.Histogram<T>;
 
 /** One series of a {@linkcode RequestPathHistogram}. */

@@ -1,8 +1,7 @@
 /**
  * @module
  * The decision stage: a pure function from facts, the visitor and rules to what the edge does
- * with the request — experiments, route (rewrite or redirect), image adaptation and flags. No
- * I/O, no clock, no randomness — the same inputs always give the same decision.
+ * with the request. No I/O, no clock, no randomness: the same inputs give the same decision.
  */
 import type { Facts } from "../pipeline/facts.ts";
 import { isSafeTargetPath } from "./schema.ts";
@@ -32,12 +31,6 @@ import type {
  * @param inputs the request facts, the visitor, what QA forces and whether a canary runs
  * @param rules the compiled rules the visitor evaluates
  * @param trace told every step, for an explanation; the decision is the same with or without it
- * @returns the decision
- * @example
- * ```ts
- * const decision = decide({ facts, visitor }, deps.rules.current);
- * decision.variants; // { hero: "a" }
- * ```
  */
 export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: DecisionTrace): Decision {
   const { facts, visitor, forced } = inputs;
@@ -83,10 +76,9 @@ export function decide(inputs: DecisionInputs, rules: CompiledRules, trace?: Dec
 interface Pass {
   facts: Facts;
   rules: CompiledRules;
-  /** The request path as globs match it. */
   rulesPath: string;
   context: ExperimentContext;
-  /** Experiment key → the variation served (in the experiment or not). */
+  /** In the experiment or not. */
   served: Record<string, string>;
   trace: DecisionTrace | undefined;
   mask: number;
@@ -316,20 +308,17 @@ function chooseSlots(pass: Pass): { slots: Record<string, string>; slotMask: num
 
 /** Where a decision takes its rules from (a `RulesStore`): the active set, or a canary's for its visitors. */
 export interface RulesSource {
-  /** The rules a visitor evaluates. */
   rulesFor(visitorKey: string): CompiledRules;
-  /** The running canary, if any. */
   readonly canary: { readonly rules: CompiledRules; readonly share: number } | undefined;
 }
 
 /**
  * The decision stage as the pipeline runs it: the rules the visitor evaluates (a canary's for
- * visitors in its share), then {@linkcode decide}, told whether a canary runs.
+ * visitors in its share), then {@linkcode decide}.
  *
  * @param inputs the request facts and the visitor
  * @param source the rules store
  * @param trace told every step, for an explanation
- * @returns the rules used and the decision
  */
 export function decideForVisitor(
   inputs: DecisionInputs,

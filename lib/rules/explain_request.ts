@@ -1,14 +1,11 @@
 /**
  * @module
- * The request an explanation is for: described by an operator (path, method, headers,
- * cookies, connection address — as JSON, query parameters or command-line flags) or, with no
- * description, the calling request itself. Built into a real `Request` so the facts stage reads
- * it exactly as it reads a visitor's.
+ * The request an explanation is for, described by an operator or else the calling request itself,
+ * built into a real `Request` so the facts stage reads it exactly as it reads a visitor's.
  */
 import { z } from "zod";
 import { canonicalAddress } from "../http/net.ts";
 
-/** Largest JSON description accepted. */
 export const EXPLAIN_MAX_BODY_BYTES = 65_536;
 
 const METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"] as const;
@@ -40,22 +37,13 @@ export const ExplainRequestSchema = z.strictObject({
     }),
 });
 
-/** A request description, as validated. */
 export type ExplainRequest = z.output<typeof ExplainRequestSchema>;
 
 /**
- * Reads a description from query parameters: `path`, `method`, `header` (repeatable,
- * `Name: value`), `cookie` (repeatable, `name=value`) and `peer`. Other parameters are left to
- * the caller (such as `format`).
+ * A description from query parameters (`header` as `Name: value`, `cookie` as `name=value`), as JSON
+ * would give it: validate it with {@linkcode ExplainRequestSchema}.
  *
  * @param params the query parameters
- * @returns the description as JSON would give it (validate with {@linkcode ExplainRequestSchema})
- * @throws never
- * @example
- * ```ts
- * descriptionFromQuery(new URLSearchParams("path=/home&header=Sec-GPC:%201"));
- * // { path: "/home", headers: { "Sec-GPC": "1" } }
- * ```
  */
 export function descriptionFromQuery(params: URLSearchParams): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -74,23 +62,19 @@ export function descriptionFromQuery(params: URLSearchParams): Record<string, un
 
 /** The calling request, for a description's defaults. */
 export interface CallingRequest {
-  /** Its URL (scheme and host are kept). */
+  /** Scheme and host are kept. */
   url: string;
-  /** Its headers: the described request's when the description names none. */
+  /** The described request's when the description names none. */
   headers: Headers;
-  /** Its connection's address. */
   peer: string;
 }
 
 /**
- * Builds the request a description stands for. Unset parts default to the calling request's:
- * its headers (without `Authorization`, which carried the operator's token), scheme, host and
- * connection address; path `/` and method `GET`.
+ * The request a description stands for; unset parts are the calling request's, but never its
+ * `Authorization`, which carried the operator's token.
  *
  * @param description the validated description
  * @param calling the calling request
- * @returns the request to explain and the address it arrives from
- * @throws never (the description was validated)
  */
 export function describedRequest(
   description: ExplainRequest,

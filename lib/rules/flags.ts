@@ -15,10 +15,9 @@ import {
   type TargetingContext,
 } from "./targeting.ts";
 
-/** The value types a flag can have. */
 export type FlagType = "boolean" | "string" | "number" | "object";
 
-/** OpenFeature resolution reasons used by the edge. */
+/** OpenFeature resolution reasons. */
 export type FlagReason = "STATIC" | "DEFAULT" | "TARGETING_MATCH" | "SPLIT" | "DISABLED" | "ERROR";
 
 /** A flag rule as written in the rules. */
@@ -40,7 +39,6 @@ export interface FlagDefinition {
   enabled: boolean;
 }
 
-/** A flag rule compiled for evaluation. */
 export interface CompiledFlagRule {
   when: CompiledCondition | undefined;
   /** Share of visitors in `[0, 1]`; undefined means everyone who matches `when`. */
@@ -50,11 +48,10 @@ export interface CompiledFlagRule {
   variant: string;
   /** The rule needs a targeting key (rollout or a variant condition). */
   needsKey: boolean;
-  /** {@linkcode INPUT} bits read by the rule. */
+  /** {@linkcode INPUT} bits. */
   inputs: number;
 }
 
-/** A flag compiled for evaluation. */
 export interface CompiledFlag {
   key: string;
   type: FlagType;
@@ -72,13 +69,13 @@ export interface FlagEvaluation {
   reason: FlagReason;
   /** Set when `reason` is `ERROR`. */
   errorCode?: "TARGETING_KEY_MISSING";
-  /** {@linkcode INPUT} bits the evaluation read. */
+  /** {@linkcode INPUT} bits. */
   inputs: number;
 }
 
 /** The visitor a flag is evaluated for. */
 export interface FlagContext extends TargetingContext {
-  /** The targeting (bucketing) key; empty when unknown. */
+  /** Empty when unknown. */
   key: string;
 }
 
@@ -143,11 +140,6 @@ export function compileFlag(definition: FlagDefinition): CompiledFlag {
  *
  * @param context the visitor, with the variants served on this request
  * @param trace told each rule's outcome, when an explanation is wanted
- * @example
- * ```ts
- * evaluateFlag(newSearch, { ...context, region: "EU", key: "u1" });
- * // { key: "new-search", value: true, variant: "true", reason: "TARGETING_MATCH", inputs: 1 }
- * ```
  */
 export function evaluateFlag(flag: CompiledFlag, context: FlagContext, trace?: FlagTrace): FlagEvaluation {
   if (!flag.enabled) return byDefault(flag, "DISABLED", 0);
@@ -201,7 +193,7 @@ function byDefault(flag: CompiledFlag, reason: FlagReason, inputs: number): Flag
   return { key: flag.key, value: flag.defaultValue, variant: flag.defaultVariant, reason, inputs };
 }
 
-/** @returns whether a JSON value fits a flag type (`object`: a JSON object, not an array or null) */
+/** Whether a JSON value fits a flag type (`object`: a JSON object, not an array or null). */
 export function valueHasType(type: FlagType, value: unknown): boolean {
   switch (type) {
     case "boolean":

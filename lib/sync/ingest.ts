@@ -29,19 +29,17 @@ const WebhookRecord = z.object({ status: z.enum(["pending", "done"]), expiresAt:
 /** Options for {@linkcode ingestSync}. */
 export interface IngestOptions {
   verifier: WebhookVerifier;
-  /** The body's verification when the caller has already done it (then `verifier` is not asked again). */
+  /** When the caller has already verified the body. */
   verified?: VerifiedWebhook;
-  /** Timestamp tolerance; ids are remembered for twice this long. */
+  /** Ids are remembered for twice this long. */
   toleranceSec: number;
-  /** Apply options (clock, TTLs, `onUsersChanged`). */
   apply: ApplyOptions;
-  /** Told about the events of a batch once it has been applied (e.g. for sync-lag metrics). */
+  /** E.g. for sync-lag metrics. */
   onBatchApplied?: (events: readonly SyncEvent[]) => void;
   /** Bounds each KV step (claim, apply, record, release), so a hung store cannot hold the push. */
   storeWithin?: StoreWithin;
 }
 
-/** The answer to a sync request. */
 export type IngestResult = ApplyResult | { duplicate: true };
 
 /**
@@ -94,11 +92,9 @@ export async function ingestSync(
     await Promise.try(() => within(kv.delete(key))).catch(() => {});
     throw error;
   }
-  // As long as the push's timestamp can be accepted (up to the tolerance either side, compared in
-  // whole seconds inclusive), plus a second for that and one for good measure.
+  // As long as the push's timestamp can be accepted either side, plus rounding and a margin.
   const rememberMs = 2 * options.toleranceSec * 1000 + 2000;
-  // The batch is applied: failing to record the id only means a retry is applied again, which
-  // the convergent apply makes harmless, so the publisher still gets its 200.
+  // Failing to record the id only means a retry is applied again, harmlessly: still a 200.
   await Promise.try(() =>
     within(kv.set(key, { status: "done", expiresAt: now + rememberMs }, { expireIn: rememberMs }))
   )
@@ -131,7 +127,6 @@ async function claim(kv: Deno.Kv, key: Deno.KvKey, now: number): Promise<"claime
   return "pending";
 }
 
-/** What {@linkcode SyncReceiver} needs of the service. */
 export type ReceiverDeps = Pick<
   Deps,
   "config" | "kv" | "now" | "mono" | "deadlines" | "contextCache" | "sessionCache" | "metrics" | "log"

@@ -53,14 +53,7 @@ export function decodeSecret(secret: string): Uint8Array<ArrayBuffer> {
 
 const MIN_SECRET_BYTES = 16;
 
-/**
- * Says what is wrong with a `whsec_…` secret (as `SYNC_SECRETS` requires) without echoing it.
- * @example
- * ```ts
- * webhookSecretProblem("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"); // undefined
- * webhookSecretProblem("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"); // 'it must start with "whsec_"'
- * ```
- */
+/** What is wrong with a `whsec_…` secret, without echoing it; undefined when nothing. */
 export function webhookSecretProblem(secret: string): string | undefined {
   if (!secret.startsWith(SECRET_PREFIX)) return `it must start with "${SECRET_PREFIX}"`;
   const text = secret.slice(SECRET_PREFIX.length);
@@ -139,17 +132,7 @@ export interface SignedMessage {
   body: Uint8Array | string;
 }
 
-/**
- * Signs a webhook (the publisher's side): the `webhook-signature` value, `v1,<base64>`.
- * @example
- * ```ts
- * await sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", {
- *   id: "msg_p5jXN8AQM9LWM0D4loKWxJek",
- *   timestamp: 1614265330,
- *   body: '{"test": 2432232314}',
- * }); // "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
- * ```
- */
+/** Signs a webhook (the publisher's side): the `webhook-signature` value, `v1,<base64>`. */
 export function sign(secret: string, message: SignedMessage): Promise<string> {
   try {
     return Promise.resolve(createSigner(secret)(message));
