@@ -1,10 +1,7 @@
 /**
  * @module
- * `GET /experiments` (mounted under `/_edge`): the sample-ratio check of every running
- * experiment — variations and weights, this instance's exposure counts since it first served
- * the rules version, the chi-square p-value and whether the split is flagged. Behind
- * `Authorization: Bearer <RULES_TOKEN>` like `/_edge/rules`; without `RULES_TOKEN` the endpoint
- * does not exist (404).
+ * `GET /experiments` (under `/_edge`): the sample-ratio check of every running experiment, behind
+ * `RULES_TOKEN` like `/_edge/rules` (without it the endpoint does not exist).
  */
 import { Hono } from "hono";
 import type { Deps } from "../lib/app/deps.ts";
@@ -13,12 +10,7 @@ import { SRM_MIN_EXPOSURES, SRM_P_THRESHOLD } from "../lib/exposures/srm.ts";
 import { bearerTokenMatches } from "../lib/http/secure.ts";
 import type { AppEnv } from "./env.ts";
 
-/**
- * The experiments router.
- *
- * @param deps the service's dependencies (`config.rulesToken`, `rules`, `exposures`)
- * @returns a router with `GET /experiments` (absent without `RULES_TOKEN`), mounted under `/_edge`
- */
+/** The experiments router, mounted under `/_edge`. */
 export function experimentsRoutes(deps: Pick<Deps, "config" | "rules" | "exposures">): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   const token = deps.config.rulesToken;

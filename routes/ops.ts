@@ -7,12 +7,7 @@ import type { Deps } from "../lib/app/deps.ts";
 import { checkReady } from "../lib/app/health.ts";
 import type { AppEnv } from "./env.ts";
 
-/**
- * The ops router.
- *
- * @param deps the service's dependencies
- * @returns routes for `/health` and `/ready`, to be mounted under `/_edge`
- */
+/** `/health` and `/ready`, mounted under `/_edge`. */
 export function opsRoutes(deps: Deps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get("/health", (c) => {
@@ -27,11 +22,7 @@ export function opsRoutes(deps: Deps): Hono<AppEnv> {
   return app;
 }
 
-/**
- * `/.well-known/*` answered by the edge: the Global Privacy Control support resource.
- *
- * @returns routes to be mounted under `/.well-known`; other well-known paths go to the origin
- */
+/** The Global Privacy Control support resource; other well-known paths go to the origin. */
 export function wellKnownRoutes(): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.get("/gpc.json", (c) => {

@@ -9,10 +9,7 @@ interface Issue {
   message: string;
 }
 
-/**
- * @param issues zod's validation issues
- * @returns the house 400 body: `invalid_request`, each field and its problem (never the raw zod result)
- */
+/** The house 400 body for zod's issues: each field and its problem, never the raw zod result. */
 export function invalidRequestBody(issues: readonly Issue[]): ReturnType<typeof errorBody> {
   const fields = issues.map((issue) => ({
     field: issue.path.map(String).join(".") || "(root)",

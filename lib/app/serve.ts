@@ -12,20 +12,19 @@ export interface Lifecycle {
   config: Config;
   log: Logger;
   deadlines: DeadlineSweep;
-  /** Waits for work the responses did not wait for (exposure batches, KV writes). */
+  /** Work the responses did not wait for (exposure batches, KV writes). */
   drainBackground: () => Promise<void>;
   /** Sends queued work out now rather than when its batch would have filled. */
   flush: () => void;
-  /** Fields for the "deadline passed" warning: what is left undone. */
+  /** For the "deadline passed" warning. */
   undone: () => Record<string, number>;
-  /** Stops following rules and closes KV. */
   close: () => Promise<void>;
 }
 
 /** Signals this close together are one (a Ctrl-C the process group and `deno task` both pass on). */
 const SAME_SIGNAL_MS = 1000;
 
-/** Where to listen before the full configuration is parsed (see `earlyConfig`). */
+/** Where to listen before the full configuration is parsed. */
 export interface EarlyListen {
   port: number;
   hostname: string;
@@ -33,13 +32,9 @@ export interface EarlyListen {
 }
 
 /**
- * Serves `handler` the way this process was started. Under `deno serve` (every `--parallel`
- * worker included) the runtime calls `Deno.serve` with the default export right after the entry
- * module has evaluated, before any timer fires, and Deno has no API that tells the two apart
- * (denoland/deno#25179): so `Deno.serve` is observed until the first timer, and this process
- * listens by itself only when nobody else did. Deno Deploy serves the default export itself.
- * It listens at once where `early` says where, else once `ready` brings the configuration;
- * the stop on signals is installed once `ready` brings the lifecycle.
+ * Serves `handler` the way this process was started. Under `deno serve` the runtime calls
+ * `Deno.serve` before any timer fires, and no API tells the two apart (denoland/deno#25179): so
+ * `Deno.serve` is observed until the first timer, and this process listens only when nobody did.
  */
 export function serve(
   handler: Deno.ServeHandler,
@@ -99,10 +94,8 @@ function listen(
 }
 
 /**
- * Stops on SIGINT/SIGTERM: stops accepting, lets in-flight requests and background work finish
- * for up to `SHUTDOWN_TIMEOUT_MS`, closes, and exits 0 (under `deno serve`, once every worker is
- * done). Connections still open past the deadline are cut by the exit. A second signal exits at
- * once, with 128 + the signal's number.
+ * On SIGINT/SIGTERM: drain for up to `SHUTDOWN_TIMEOUT_MS`, close, exit 0; what is still open then
+ * is cut by the exit. A second signal exits at once, with 128 + the signal's number.
  */
 function stopOnSignals(servers: Deno.HttpServer[], lifecycle: Lifecycle, mode?: "serve"): void {
   const { log } = lifecycle;

@@ -37,11 +37,10 @@ export interface EarlyConfig {
 export const DEFAULT_WARMUP_MAX_WAIT_MS = 10_000;
 
 /**
- * Reads the early variables. Anything not plainly valid gives `undefined`: the entry then waits
- * for the full configuration, whose parse names the variable and exits.
+ * Reads the early variables; anything not plainly valid gives `undefined`, and the full parse
+ * then names the variable and exits.
  *
  * @param env the environment
- * @returns the early configuration, or undefined when the full parse must decide
  */
 export function earlyConfig(env: Record<string, string | undefined>): EarlyConfig | undefined {
   const value = (name: string) => env[name] === "" ? undefined : env[name];
@@ -104,12 +103,10 @@ export class Warmup {
   /** Resolves once a request before ready has had its passthrough answer, or is held. */
   readonly firstAnswer: Promise<void> = new Promise((resolve) => this.#answered = resolve);
 
-  /** @param early the early configuration (undefined: wait with the default bound) */
   constructor(early: EarlyConfig | undefined) {
     this.#early = early;
   }
 
-  /** @param ready resolves with the app's handler once everything has loaded */
   serveWhenReady(ready: Promise<Deno.ServeHandler>): void {
     this.#ready = ready;
     ready.then((handler) => this.#handler = handler, () => {});
@@ -135,7 +132,6 @@ export class Warmup {
     });
   }
 
-  /** Whether the app is ready. */
   get ready(): boolean {
     return this.#handler !== undefined;
   }

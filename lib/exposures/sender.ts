@@ -10,13 +10,10 @@ import { parseRetryAfter } from "../http/retry_after.ts";
 import { createSigner, type SignedMessage } from "../sync/verify.ts";
 import type { ExposureEvent } from "./events.ts";
 
-/** The event `type` of an exposure batch. */
 export const EXPOSURES_EVENT_TYPE = "edge.exposures";
-/** The most time between two attempts at one batch, in milliseconds. */
+/** The most time between two attempts at one batch. */
 export const RETRY_MAX_MS = 5000;
-/** The first retry's delay before jitter, in milliseconds; each later one doubles it. */
 const RETRY_BASE_MS = 250;
-/** The longest one attempt may take, answer included, in milliseconds. */
 const ATTEMPT_TIMEOUT_MS = 10_000;
 const encoder = new TextEncoder();
 
@@ -27,21 +24,18 @@ export type DeliveryResult = "sent" | "retried" | "dropped";
 export class OutgoingBatch {
   /** The `webhook-id`. */
   readonly id: string;
-  /** The JSON body, as sent. */
   readonly body: Uint8Array<ArrayBuffer>;
-  /** How many events it carries. */
+  /** Events carried. */
   readonly size: number;
   #abandoned = false;
   #wake: (() => void) | undefined;
 
-  /** @param message the `webhook-id`, the body bytes and the number of events */
   constructor(message: { id: string; body: Uint8Array<ArrayBuffer>; size: number }) {
     this.id = message.id;
     this.body = message.body;
     this.size = message.size;
   }
 
-  /** Whether the batch was given up (its events are dropped unless an attempt under way succeeds). */
   get abandoned(): boolean {
     return this.#abandoned;
   }
@@ -63,25 +57,19 @@ export class OutgoingBatch {
 
 /** Options for {@linkcode ExposureSender}. */
 export interface ExposureSenderOptions {
-  /** `EXPOSURES_URL`. */
   url: URL;
-  /** `EXPOSURES_SECRET`, a `whsec_…` secret. */
   secret: string;
   fetch: typeof fetch;
-  /** Wall clock, epoch ms (envelope and `webhook-timestamp`). */
   now: () => number;
-  /** Unique ids, for `webhook-id`. */
   randomId: () => string;
-  /** Uniform in [0, 1), for jitter. */
+  /** For jitter. */
   random: () => number;
-  /** The timer for attempt timeouts and retry waits. */
   deadlines: DeadlineSweep;
   log: Logger;
-  /** Told how many events each outcome concerned. */
   onResult?: (result: DeliveryResult, events: number) => void;
-  /** The first retry's delay before jitter, in ms (default 250; tests shorten it). */
+  /** Default 250; tests shorten it. */
   retryBaseMs?: number;
-  /** The longest one attempt may take, in ms (default 10 000). */
+  /** Default 10 000. */
   attemptTimeoutMs?: number;
 }
 
@@ -95,7 +83,6 @@ export class ExposureSender {
   readonly #options: ExposureSenderOptions;
   #signer: ((message: SignedMessage) => string) | undefined;
 
-  /** @param options the endpoint, secret, side effects and retry settings */
   constructor(options: ExposureSenderOptions) {
     this.#options = options;
   }

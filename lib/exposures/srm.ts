@@ -10,22 +10,18 @@ import type { CompiledExperiment } from "../rules/experiments.ts";
 export const SRM_P_THRESHOLD = 0.001;
 /** Fewer exposures than this are never flagged: the test says little on so few. */
 export const SRM_MIN_EXPOSURES = 100;
-/** Rules versions whose counts are kept (the active one, a canary, and the ones just before). */
 const VERSIONS_KEPT = 4;
 
 /** The outcome of {@linkcode sampleRatioTest}. */
 export interface SampleRatioResult {
   total: number;
-  /** The chi-square statistic; null when there is nothing to test (no exposures, one variation). */
+  /** Null when there is nothing to test. */
   statistic: number | null;
   degreesOfFreedom: number;
-  /** The probability of a split at least this far from the weights by chance; null as above. */
   pValue: number | null;
-  /** Whether the split is flagged: `pValue` < {@linkcode SRM_P_THRESHOLD} and enough exposures. */
   srm: boolean;
 }
 
-/** The chi-square upper tail; injectable so tests need not load stdlib. */
 interface ChiSquare {
   sf(x: number, dof: number): number;
 }
@@ -85,7 +81,7 @@ export function effectiveWeights(experiment: CompiledExperiment): number[] {
   return lengths.map((length) => (sum > 0 ? length / sum : 0));
 }
 
-/** Q(dof/2, x/2) from stdlib, loaded on first use so only the first test pays for the import. */
+// Loaded on first use, so only the first test pays for the import.
 async function loadChiSquare(): Promise<ChiSquare> {
   const { default: gammainc } = await import("@stdlib/math-base-special-gammainc");
   if (typeof gammainc !== "function") throw new Error("No incomplete gamma function in the package");
@@ -94,11 +90,10 @@ async function loadChiSquare(): Promise<ChiSquare> {
 
 /** Exposure counts of one rules version. */
 export class VersionTally {
-  /** When this instance first served the version, epoch ms. */
+  /** When this instance first served the version. */
   readonly since: number;
-  /** Experiment key → variation → exposures. */
   readonly counts: Map<string, Map<string, number>> = new Map();
-  /** When the version was last served, in {@linkcode ExposureTally}'s own serve order. */
+  /** In {@linkcode ExposureTally}'s own serve order. */
   lastServed = 0;
 
   constructor(since: number) {
@@ -120,7 +115,6 @@ export class ExposureTally {
   readonly #versions = new Map<number, VersionTally>();
   #served = 0;
 
-  /** Notes that a rules version is being served, starting its counts if it is new here. */
   serve(version: number, now: number): VersionTally {
     let tally = this.#versions.get(version);
     if (tally === undefined) {
@@ -132,7 +126,6 @@ export class ExposureTally {
     return tally;
   }
 
-  /** The counts of a version, if this instance served it. */
   get(version: number): VersionTally | undefined {
     return this.#versions.get(version);
   }

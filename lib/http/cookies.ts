@@ -7,11 +7,8 @@
 const MAX_COOKIES = 100;
 
 /**
- * Parses a `Cookie` header. Malformed pairs are skipped; the first occurrence of a name wins
- * (as browsers send the most specific cookie first); values are percent-decoded when valid.
- *
- * @param header the `Cookie` header value, or null
- * @returns name → value
+ * Parses a `Cookie` header: malformed pairs skipped, the first of a name wins (browsers send the
+ * most specific first), values percent-decoded when valid.
  */
 export function parseCookies(header: string | null): Map<string, string> {
   const out = new Map<string, string>();
@@ -44,14 +41,7 @@ export interface CookieOptions {
   path?: string;
 }
 
-/**
- * Serialises a `Set-Cookie` value.
- *
- * @param name cookie name (a token)
- * @param value cookie value, percent-encoded here
- * @param options attributes
- * @returns the header value
- */
+/** A `Set-Cookie` value; `value` is percent-encoded here. */
 export function serializeCookie(name: string, value: string, options: CookieOptions): string {
   const parts = [
     `${name}=${encodeURIComponent(value)}`,

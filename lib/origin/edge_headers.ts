@@ -12,7 +12,7 @@ import type { HeaderList } from "./upstream.ts";
 import type { StickySigner } from "../pipeline/sticky.ts";
 
 const ONE_YEAR_SECONDS = 365 * 24 * 60 * 60;
-/** Longest value of a list header (recent views, cart items, segments) sent to the origin. */
+/** Longest list header value (recent views, cart items, segments) sent to the origin. */
 export const MAX_LIST_HEADER = 1024;
 
 /** Behavioural data for the origin (left out entirely under GPC). */
@@ -23,13 +23,11 @@ export interface OriginContext {
 }
 
 /**
- * Sets the `x-edge-*` request headers for the origin. Call after every inbound `x-edge-*`
- * header was stripped.
+ * Sets the `x-edge-*` request headers, after every inbound one was stripped, and tells whether
+ * they name the visitor, which makes the answer private.
  *
  * @param headers the upstream request headers, changed in place
  * @param inputs the facts, identity, decision and (optional) behavioural context
- * @returns whether the origin was told who the visitor is (`x-edge-user`, recent views, cart
- *   items or segments), which makes its answer private (see `finishResponseHeaders`)
  */
 export function setDecisionHeaders(
   headers: HeaderList,
@@ -103,13 +101,10 @@ function setList(headers: HeaderList, name: string, items: readonly string[]): v
 }
 
 /**
- * The `Set-Cookie` values the response needs: a new anonymous id, and the sticky assignments
- * when they changed.
+ * The `Set-Cookie` values the response needs: a new anonymous id, the sticky assignments when changed.
  *
  * @param identity the visitor's identity
- * @param inputs the decision, whether the client used https (for `Secure`), whether the
- * request is a page navigation, and the signer of the sticky cookie
- * @returns zero or more `Set-Cookie` header values
+ * @param inputs the decision, https or not, page navigation or not, and the sticky cookie's signer
  */
 export function responseCookies(
   identity: Identity,
@@ -117,15 +112,12 @@ export function responseCookies(
 ): string[] {
   const cookies: string[] = [];
   const options = { maxAgeSeconds: ONE_YEAR_SECONDS, secure: inputs.secure, sameSite: "Lax" as const };
-  // A new anonymous id is worth a cookie when something used it, or on a page navigation (so
-  // the first page's subresources and the next page share it); never for a plain asset, so
-  // cookieless asset responses stay cacheable.
+  // Never for a plain asset, so cookieless asset responses stay cacheable.
   if (identity.newAnonymousId && (inputs.navigation || inputs.decision.dependsOn.includes("visitorKey"))) {
     cookies.push(serializeCookie(ANON_COOKIE, identity.anonymousId, options));
   }
   const sticky = inputs.decision.stickyAssignments;
-  // Most requests change nothing: the same assignments as the cookie, compared without formatting.
-  // A cookie that was not believed (or is signed with an old secret) is replaced in any case.
+  // Compared without formatting; a cookie not believed (or signed with an old secret) is replaced.
   if (sticky && (identity.stickyRewrite || !sameAssignments(sticky, identity.sticky))) {
     const wanted = formatSticky(sticky);
     if (identity.stickyRewrite || wanted !== formatSticky(Object.fromEntries(identity.sticky))) {

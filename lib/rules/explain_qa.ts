@@ -1,8 +1,7 @@
 /**
  * @module
- * QA forcing in an explanation: whether the described request's QA headers force anything, what,
- * and — when they do not — why, in the words an operator needs (token not configured, not sent,
- * wrong, or an entry the rules cannot serve). The token itself is never echoed.
+ * QA forcing in an explanation: what the described request's QA headers force, or why not, in
+ * the words an operator needs. The token itself is never echoed.
  */
 import type { CompiledRules } from "./compile.ts";
 import type { ForcedOutcome } from "./decision.ts";
@@ -18,27 +17,22 @@ import {
 /** What the described request's QA headers did. */
 export interface QaExplanation {
   /**
-   * `forced`: the token holds and the request forces `variants` and `flags`; `offline`: the
-   * offline tool forced them without a token to check; `none`: the token holds but nothing is
-   * named; `refused`: QA headers were sent but the token is not configured, absent or wrong, so
-   * nothing is forced; `invalid`: the token holds but an entry cannot be served, so the edge
-   * answers 400 and the decision shown is the one without forcing.
+   * `refused`: QA headers sent without a valid token; `invalid`: an entry cannot be served, so the
+   * edge answers 400 and the decision shown is the one without forcing.
    */
   status: "forced" | "offline" | "none" | "refused" | "invalid";
-  /** Experiment key → the forced variation. */
   variants: Record<string, string>;
-  /** Flag key → the forced value. */
   flags: Record<string, unknown>;
   why: string;
 }
 
 /** Options of {@linkcode explainQa}. */
 export interface ExplainQaOptions {
-  /** `QA_TOKEN` (undefined: not configured). Ignored when `offline`. */
+  /** `QA_TOKEN`; ignored when `offline`. */
   token: string | undefined;
-  /** The rules that decide for the visitor (a canary may have other experiments). */
+  /** The visitor's: a canary may have other experiments. */
   rules: CompiledRules;
-  /** The offline tool: there is no token to check, the headers force as sent. */
+  /** No token to check: the headers force as sent. */
   offline?: boolean;
 }
 
@@ -47,14 +41,6 @@ export interface ExplainQaOptions {
  *
  * @param headers the described request's headers
  * @param options the token, the visitor's rules, and whether this is the offline tool
- * @returns the explanation (null when the request sends no QA header at all), what the
- *   decision must force, and for `invalid` the error the edge answers with
- * @throws never (an entry the rules cannot serve is reported as `invalid`)
- * @example
- * ```ts
- * const headers = new Headers({ "x-edge-qa": token, "x-edge-qa-variants": "hero=b" });
- * explainQa(headers, { token, rules }).qa?.status; // "forced"
- * ```
  */
 export function explainQa(
   headers: Headers,

@@ -1,8 +1,7 @@
 /**
  * @module
- * What an explanation of a decision holds — the facts and why, the visitor, the rules version,
- * and for every experiment, route, image rule, flag and slot whether it was considered, matched,
- * and why not — and what explaining takes.
+ * What an explanation of a decision holds: the facts and why, the visitor, and for every rule
+ * whether it was considered, matched, and why not.
  */
 import type { DeviceReason, NetworkReason } from "../pipeline/device.ts";
 import type { RegionSource } from "../pipeline/geo.ts";
@@ -21,14 +20,12 @@ import type { QaExplanation } from "./explain_qa.ts";
 export interface FactsExplanation {
   clientIp: string;
   peerIp: string;
-  /** The peer is in `TRUSTED_PROXIES` (its forwarding headers and user header are believed). */
   peerTrusted: boolean;
-  /** Geo headers are believed (trusted peer, or the CDN secret). */
   geoTrusted: boolean;
   country: {
     value: string | null;
     source: "header" | "ip" | null;
-    /** The geo header that decided (present whenever one did, whatever it held). */
+    /** Present whenever one decided, whatever it held. */
     header?: string;
     why: string;
   };
@@ -46,21 +43,16 @@ export interface FactsExplanation {
 export interface ExperimentExplanation {
   key: string;
   considered: boolean;
-  /** The visitor was served a variation (control included): exposed, or forced by QA. */
+  /** Served a variation (control included): exposed, or forced by QA. */
   matched: boolean;
-  /** A step (`disabled`, `path`, `when`, `forced`) or the assignment's outcome (`bucketed`, `bot`…). */
   reason: ExperimentStep | ExperimentOutcome;
   why: string;
   field?: ConditionField;
   variation?: string;
   inExperiment?: boolean;
-  /** The bucket in `[0, 1)` (GrowthBook's hash of the seed and the visitor key). */
   hashValue?: number;
-  /** Each variation's bucket range, when the visitor was bucketed. */
   ranges?: Record<string, [number, number]>;
-  /** The namespace, and the visitor's namespace hash when it decided. */
   namespace?: { id: string; range: [number, number]; hashValue?: number };
-  /** The sticky cookie's entry for this experiment, and whether the cookie keeps it. */
   sticky?: { value: string; valid: boolean };
 }
 
@@ -68,15 +60,13 @@ export interface ExperimentExplanation {
 export interface RouteExplanation {
   index: number;
   match: string;
-  /** False for routes after the one that matched. */
   considered: boolean;
   matched: boolean;
   reason: RouteStep | "not-reached";
   why: string;
   field?: ConditionField;
-  /** What the rewrite map was looked up by (`*` for the fallback). */
+  /** What the rewrite map was looked up by. */
   key?: string;
-  /** The filled-in rewrite target or redirect location. */
   target?: string;
 }
 
@@ -90,7 +80,6 @@ export interface ImageExplanation {
   reason: ImageStep | "not-reached" | "not-proxied";
   why: string;
   field?: ConditionField;
-  /** The query string after adaptation. */
   search?: string;
 }
 
@@ -109,7 +98,6 @@ export interface FlagExplanation {
   key: string;
   value: unknown;
   variant: string;
-  /** The OpenFeature reason, or `FORCED` when a QA request replaced the value. */
   reason: FlagEvaluation["reason"] | "FORCED";
   why: string;
   /** What the rules gave before a QA request replaced it. */
@@ -136,13 +124,11 @@ export interface Explanation {
     key: string;
     source: Identity["source"];
     loggedIn: boolean;
-    /** No valid `ep_uid` cookie: the key is a fresh id (an explanation sets no cookie). */
+    /** The key is a fresh id (an explanation sets no cookie). */
     newAnonymousId: boolean;
-    /** The sticky cookie's assignments as read. */
     sticky: Record<string, string>;
     why: string;
   };
-  /** The context the decision used: segments and attribute names, and how it was loaded. */
   context: {
     source: EdgeUserContext["source"];
     cache: string;
@@ -169,13 +155,11 @@ export interface Explanation {
   images: ImageExplanation[];
   flags: FlagExplanation[];
   slots: SlotExplanation[];
-  /** The decision itself, as `decideForVisitor` made it. */
   decision: Decision;
 }
 
 /** What {@linkcode ExplainCollector.explain} decides and explains. */
 export interface ExplainInputs {
-  /** The described request (its headers say which cookies and hints were sent). */
   request: Request;
   facts: Facts;
   identity: Identity;
@@ -183,7 +167,7 @@ export interface ExplainInputs {
   rules: RulesSource & { readonly current: CompiledRules };
   sessionCookie: string;
   ipGeoLoaded: boolean;
-  /** Where the context came from, when not from the context stage (an offline explanation). */
+  /** For an offline explanation, whose context is not the context stage's. */
   contextWhy?: string;
   /** What the QA headers force (see `explainQa`), and its explanation. */
   qa?: { qa: QaExplanation | null; forced: ForcedOutcome | undefined };

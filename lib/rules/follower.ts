@@ -16,34 +16,22 @@ export interface FollowRulesOptions {
   /** Polling interval, the fallback when `kv.watch` is unavailable or stalls. */
   pollMs: number;
   log: Logger;
-  /** Stops following. */
   signal: AbortSignal;
-  /** Called once the first look at KV is done (so start-up can wait for it before serving). */
+  /** So start-up can wait for the first look at KV before serving. */
   onFirstCheck?: () => void;
-  /**
-   * The longest one check of KV may take before it is given up (logged, and the next trigger
-   * starts afresh). Default: the poll interval, at least 1 s and at most 5 s.
-   */
+  /** Longest one check may take before it is given up. Default: the poll interval, within 1–5 s. */
   checkTimeoutMs?: number;
-  /** The process's deadline sweep (`Deps.deadlines`); default one of its own. */
   deadlines?: DeadlineSweep;
 }
 
 /**
- * Keeps `store` on the active version and canary that the rule control record in KV names,
- * until `signal` aborts. A KV version activated without a time (a `rules` event without `at`)
- * only replaces the start-up rules when it is newer than them; a timed activation (promote,
- * rollback, `rules` with `at`) always does. A rule set that fails to compile is logged and never
- * used: the active rules stay, and a canary is dropped.
- *
- * Every check is bounded (`checkTimeoutMs`): a KV read that hangs is given up, and the next poll
- * or watch event checks again; a given-up check that answers late never overwrites what a later
- * one applied. Stopping does not wait for a check in progress.
+ * Keeps `store` on what the control record names until `signal` aborts. An untimed activation
+ * replaces the start-up rules only when newer; a set that fails to compile is never used. A check
+ * given up at `checkTimeoutMs` that answers late never overwrites what a later one applied.
  *
  * @param kv the store that sync writes rules into
  * @param store the rules holder to update
  * @param options poll interval, logger, stop signal and check bound
- * @returns a promise that settles once following has stopped
  */
 export async function followRulesInKv(
   kv: Deno.Kv,

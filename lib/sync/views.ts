@@ -15,16 +15,13 @@ import {
 } from "../data/store.ts";
 import type { ViewEvent } from "./schema.ts";
 
-/** Users whose views one compaction lists at the same time. */
 const COMPACT_USERS_AT_ONCE = 16;
-/** Entries fetched per round trip when a compaction lists a user's views. */
 const COMPACT_LIST_BATCH = 500;
 
 /** Options for {@linkcode planViewWrites}. */
 export interface ViewWriteOptions {
   now: number;
   recentViewsMax: number;
-  /** How long a view is kept after it happened. */
   viewTtlMs: number;
 }
 
@@ -32,7 +29,7 @@ export interface ViewWriteOptions {
 export interface ViewWrites {
   mutations: { key: Deno.KvKey; value: { expiresAt: number }; expireIn: number }[];
   applied: number;
-  /** Views that cannot change what reads return: erased, expired, or not the newest. */
+  /** Erased, expired, or not the newest. */
   stale: number;
 }
 
