@@ -17,7 +17,7 @@ import {
 import { fetchOrigin, type OriginResponse } from "../lib/origin/fetch.ts";
 import { contextView, visitorFor } from "../lib/pipeline/visitor.ts";
 import type { ObservedHandler, RequestRecord, ServeInfo } from "./observe.ts";
-import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/origin/html_slots.ts";
+import { rewriteHtmlResponse } from "../lib/origin/html_slots.ts";
 
 /**
  * The proxy: a plain handler rather than a router, because it serves almost every request.
@@ -152,13 +152,14 @@ export function proxyHandler(deps: Deps): ObservedHandler {
       seen,
     });
     if (!rewriteHtml) return response;
-    if (!(await htmlRewriterAvailable())) {
+    if (!(await deps.htmlRewriter.available())) {
       deps.log.warn("html rewriter unavailable; page sent as the origin made it", {
         requestId: facts.requestId,
       });
       return response;
     }
     return rewriteHtmlResponse(response, {
+      rewriter: deps.htmlRewriter,
       slots: new Map(slots),
       context: rules.htmlContext ? contextView(visitor) : undefined,
       onError: (error) =>
