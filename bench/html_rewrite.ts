@@ -6,7 +6,8 @@
  * peak and after. Such a tag is what made lol-html's rewriting quadratic before the caps: a run
  * shows that the page costs time linear in its size and that the rewriter's memory comes back
  * after it. Anonymous memory (`RssAnon`) is the part a page can hold; total RSS also counts the
- * runtime's own code as it is paged in.
+ * runtime's own code as it is paged in. Run it with `MALLOC_MMAP_THRESHOLD_=65536` in the environment
+ * to see what the system allocator keeps of the page's freed buffers (docs/deployment.md).
  */
 import { rewriteHtmlStream } from "../lib/origin/html_slots.ts";
 import { parseConfig } from "../lib/app/config.ts";
