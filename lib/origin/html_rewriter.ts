@@ -90,9 +90,9 @@ export class HtmlRewriterLoader {
   async #instance(): Promise<Instance> {
     if (this.#current) return this.#current;
     this.#require ??= (await import("node:module")).createRequire(import.meta.url);
-    const module = freshRequire(this.#require, "html-rewriter-wasm") as LolHtmlModule;
     // Another page may have loaded one while this awaited the first import.
     if (this.#current) return this.#current;
+    const module = freshRequire(this.#require, "html-rewriter-wasm") as LolHtmlModule;
     this.#loads++;
     this.#current = { module, leases: 0 };
     return this.#current;

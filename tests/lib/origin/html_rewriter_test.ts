@@ -48,6 +48,14 @@ Deno.test("html rewriter: an instance whose memory grew past the limit is replac
   assert.ok(loader.memoryBytes() > 0 && loader.memoryBytes() < 4 * MIB, `${loader.memoryBytes()}`);
 });
 
+Deno.test("html rewriter: pages that start together on a cold isolate share one instance", async () => {
+  const loader = new HtmlRewriterLoader();
+  const leases = await Promise.all([loader.acquire(), loader.acquire(), loader.acquire()]);
+  assert.equal(loader.loads, 1);
+  assert.equal(new Set(leases.map((lease) => lease.HTMLRewriter)).size, 1);
+  for (const lease of leases) lease.release();
+});
+
 Deno.test("html rewriter: ordinary pages keep one instance", async () => {
   const loader = new HtmlRewriterLoader();
   for (let i = 0; i < 20; i++) {
