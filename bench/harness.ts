@@ -318,7 +318,10 @@ export function sleep(ms: number): Promise<void> {
  * @param field `VmHWM` or `VmRSS`
  * @returns bytes, or 0 when unreadable
  */
-export async function readRss(pid: number, field: "VmHWM" | "VmRSS" = "VmHWM"): Promise<number> {
+export async function readRss(
+  pid: number,
+  field: "VmHWM" | "VmRSS" | "RssAnon" = "VmHWM",
+): Promise<number> {
   try {
     const out = await new Deno.Command("cat", {
       args: [`/proc/${pid}/status`],

@@ -19,7 +19,7 @@ import { fetchOrigin, type OriginResponse } from "../lib/origin/fetch.ts";
 import { contextView, type Visitor, visitorFor } from "../lib/pipeline/visitor.ts";
 import type { Decision } from "../lib/rules/decision.ts";
 import type { ObservedHandler, RequestRecord, ServeInfo } from "./observe.ts";
-import { htmlRewriterAvailable, rewriteHtmlResponse } from "../lib/origin/html_slots.ts";
+import { rewriteHtmlResponse } from "../lib/origin/html_slots.ts";
 
 /**
  * The proxy: a plain handler rather than a router, because it serves almost every request.
@@ -200,13 +200,14 @@ async function rewritePage(
   slots: [string, string][],
 ): Promise<Response> {
   const { facts, rules } = visitor;
-  if (!(await htmlRewriterAvailable())) {
+  if (!(await deps.htmlRewriter.available())) {
     deps.log.warn("html rewriter unavailable; page sent as the origin made it", {
       requestId: facts.requestId,
     });
     return response;
   }
   return rewriteHtmlResponse(response, {
+    rewriter: deps.htmlRewriter,
     slots: new Map(slots),
     context: rules.htmlContext ? contextView(visitor) : undefined,
     onError: (error) =>

@@ -17,6 +17,7 @@ import { cachesFromConfig } from "../lib/data/caches.ts";
 import { createDecisionLogger } from "../lib/obs/decision_log.ts";
 import { exposuresFromConfig } from "../lib/exposures/recorder.ts";
 import { STICKY_COOKIE, StickySigner } from "../lib/pipeline/sticky.ts";
+import { HtmlRewriterLoader } from "../lib/origin/html_rewriter.ts";
 
 /** The sticky cookie's signing secret in tests (unless `STICKY_SECRET` is given). */
 export const TEST_STICKY_SECRET = "test-sticky-secret-0123456789";
@@ -129,6 +130,7 @@ export async function makeDeps(originUrl: string, options: MakeDepsOptions = {})
     deadlines,
     tracer: undefined,
     waitUntil,
+    htmlRewriter: new HtmlRewriterLoader(),
     exposures: exposuresFromConfig(config, {
       metrics,
       fetch: globalThis.fetch,

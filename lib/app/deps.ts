@@ -18,6 +18,7 @@ import type { DecisionLogInputs } from "../obs/decision_log.ts";
 import type { DeadlineSweep } from "../support/deadlines.ts";
 import type { ExposureRecorder } from "../exposures/recorder.ts";
 import type { StickySigner } from "../pipeline/sticky.ts";
+import type { HtmlRewriterLoader } from "../origin/html_rewriter.ts";
 
 /** Everything the request pipeline needs from the outside world. */
 export interface Deps {
@@ -47,6 +48,8 @@ export interface Deps {
   /** Hands work that a response need not wait for to the process (awaited on shutdown). */
   waitUntil: (work: Promise<unknown>) => void;
   exposures: ExposureRecorder;
+  /** The isolate's lol-html instance, replaced after a page that grew its memory. */
+  htmlRewriter: HtmlRewriterLoader;
   /** Writes a sampled, redacted decision log line; returns whether this request was sampled. */
   logDecision: (inputs: DecisionLogInputs) => boolean;
 }

@@ -5,7 +5,7 @@
  */
 import type { Config } from "./config.ts";
 import type { Logger } from "../obs/log.ts";
-import { DeadlineError, type DeadlineSweep } from "../support/deadlines.ts";
+import { DeadlineError, DeadlineSweep } from "../support/deadlines.ts";
 
 /** What a graceful stop needs from the running service. */
 export interface Lifecycle {
@@ -29,12 +29,18 @@ export interface EarlyListen {
   port: number;
   hostname: string;
   onDeploy: boolean;
+  /** `SHUTDOWN_TIMEOUT_MS`, for a signal that arrives before the configuration is parsed. */
+  shutdownTimeoutMs: number;
 }
+
+type Signal = "SIGINT" | "SIGTERM";
+type Stop = (signal: Signal | "worker") => void;
 
 /**
  * Serves `handler` the way this process was started. Under `deno serve` the runtime calls
  * `Deno.serve` before any timer fires, and no API tells the two apart (denoland/deno#25179): so
  * `Deno.serve` is observed until the first timer, and this process listens only when nobody did.
+ * A signal before `ready` drains what the listener holds (warm-up answers) and exits 0.
  */
 export function serve(
   handler: Deno.ServeHandler,
@@ -53,14 +59,24 @@ export function serve(
   setTimeout(() => {
     Deno.serve = denoServe;
     if (servers.length) {
-      ready.then((lifecycle) => stopOnSignals(servers, lifecycle, "serve"), () => {});
+      ready.then((lifecycle) => onSignals(stopper(servers, lifecycle, "serve")), () => {});
       return;
     }
-    const listening = early ? listen(handler, early, ready) : undefined;
-    ready.then((lifecycle) => {
-      if (lifecycle.config.onDeploy && !listening) return;
-      stopOnSignals([listening ?? listen(handler, lifecycle.config, ready)], lifecycle);
-    }, () => {});
+    if (!early) {
+      ready.then((lifecycle) => {
+        if (!lifecycle.config.onDeploy) {
+          onSignals(stopper([listen(handler, lifecycle.config, ready)], lifecycle));
+        }
+      }, () => {});
+      return;
+    }
+    const listening = listen(handler, early, ready);
+    let afterReady: Stop | undefined;
+    // Whichever stop the first signal starts also takes the later ones (a second signal exits).
+    let stopping: Stop | undefined;
+    const beforeReady = stopperBeforeReady(listening, early.shutdownTimeoutMs);
+    onSignals((signal) => (stopping ??= afterReady ?? beforeReady)(signal));
+    ready.then((lifecycle) => afterReady = stopper([listening], lifecycle), () => {});
   }, 0);
 }
 
@@ -94,25 +110,18 @@ function listen(
 }
 
 /**
- * On SIGINT/SIGTERM: drain for up to `SHUTDOWN_TIMEOUT_MS`, close, exit 0; what is still open then
- * is cut by the exit. A second signal exits at once, with 128 + the signal's number.
+ * The stop on SIGINT/SIGTERM: drain for up to `SHUTDOWN_TIMEOUT_MS`, close, exit 0; what is still
+ * open then is cut by the exit. A second signal exits at once, with 128 + the signal's number.
  */
-function stopOnSignals(servers: Deno.HttpServer[], lifecycle: Lifecycle, mode?: "serve"): void {
+function stopper(servers: Deno.HttpServer[], lifecycle: Lifecycle, mode?: "serve"): Stop {
   const { log } = lifecycle;
   const workers = mode === "serve" ? new WorkerDrain() : undefined;
   let stopping = false;
-  // One Ctrl-C can arrive twice (the terminal signals the whole process group, and `deno task`
-  // forwards it too): a repeat within a second is the same signal.
-  let signalledAt: number | undefined;
-  const stop = async (signal: "SIGINT" | "SIGTERM" | "worker") => {
-    if (signal !== "worker") {
-      if (signalledAt !== undefined) {
-        if (performance.now() - signalledAt < SAME_SIGNAL_MS) return;
-        log.warn("second signal: exiting without waiting any longer", { signal });
-        Deno.exit(signal === "SIGINT" ? 130 : 143);
-      }
-      signalledAt = performance.now();
-    }
+  const repeat = repeatedSignal((signal) =>
+    log.warn("second signal: exiting without waiting any longer", { signal })
+  );
+  const stop = async (signal: Signal | "worker") => {
+    if (signal !== "worker" && repeat(signal)) return;
     if (stopping) return;
     stopping = true;
     const startedAt = performance.now();
@@ -125,6 +134,55 @@ function stopOnSignals(servers: Deno.HttpServer[], lifecycle: Lifecycle, mode?: 
     Deno.exit(0);
   };
   workers?.listen(() => stop("worker"));
+  return stop;
+}
+
+/**
+ * The stop for a signal that arrives while the service is still loading: only the listener
+ * exists, so it drains the warm-up answers it holds (bounded) and exits 0.
+ */
+function stopperBeforeReady(server: Deno.HttpServer, timeoutMs: number): Stop {
+  const repeat = repeatedSignal(() => {});
+  let stopping = false;
+  return async (signal) => {
+    if (signal !== "worker" && repeat(signal)) return;
+    if (stopping) return;
+    stopping = true;
+    // No logger exists yet: the line has the logger's shape.
+    console.log(
+      JSON.stringify({
+        ts: new Date().toISOString(),
+        level: "info",
+        msg: "shutting down before ready",
+        signal,
+      }),
+    );
+    await new DeadlineSweep().within(server.shutdown(), timeoutMs, "Shutdown").catch(() => {});
+    Deno.exit(0);
+  };
+}
+
+/**
+ * Tells a repeat of a signal from a second one. One Ctrl-C can arrive twice (the terminal
+ * signals the whole process group, and `deno task` forwards it too): a repeat within a second is
+ * the same signal and is ignored; a later one exits at once.
+ *
+ * @returns a check that is true when the signal is to be ignored
+ */
+function repeatedSignal(onSecond: (signal: Signal) => void): (signal: Signal) => boolean {
+  let signalledAt: number | undefined;
+  return (signal) => {
+    if (signalledAt === undefined) {
+      signalledAt = performance.now();
+      return false;
+    }
+    if (performance.now() - signalledAt < SAME_SIGNAL_MS) return true;
+    onSecond(signal);
+    Deno.exit(signal === "SIGINT" ? 130 : 143);
+  };
+}
+
+function onSignals(stop: Stop): void {
   Deno.addSignalListener("SIGINT", () => stop("SIGINT"));
   Deno.addSignalListener("SIGTERM", () => stop("SIGTERM"));
 }

@@ -20,6 +20,7 @@ import { createStageTracer, type StageTracer } from "../obs/tracing.ts";
 import { storeStartupRules } from "../sync/apply.ts";
 import { exposuresFromConfig } from "../exposures/recorder.ts";
 import { StickySigner } from "../pipeline/sticky.ts";
+import { HtmlRewriterLoader } from "../origin/html_rewriter.ts";
 
 /** A start-up failure an operator fixes (rules file, KV): its message is all they need. */
 export class StartupError extends Error {}
@@ -83,6 +84,7 @@ export async function createDeps(config: Config, log: Logger): Promise<Started> 
     ipGeo,
     backend,
     tracer: config.tracing ? await stageTracer() : undefined,
+    htmlRewriter: new HtmlRewriterLoader(),
     exposures: exposuresFromConfig(config, { ...shared, random: Math.random, rules: () => rules.current }),
     logDecision: createDecisionLogger({
       log,

@@ -28,6 +28,7 @@ export interface EarlyConfig {
   onDeploy: boolean;
   originUrl: URL;
   originTimeoutMs: number;
+  shutdownTimeoutMs: number;
   publicHosts: string[];
   /** Request headers never passed on before ready: the user id header and the geo headers. */
   dropped: ReadonlySet<string>;
@@ -49,8 +50,12 @@ export function earlyConfig(env: Record<string, string | undefined>): EarlyConfi
   const maxWaitMs = intOr(value("WARMUP_MAX_WAIT_MS"), DEFAULT_WARMUP_MAX_WAIT_MS, 0, 600_000);
   const port = intOr(value("PORT"), 8000, 0, 65535);
   const originTimeoutMs = intOr(value("ORIGIN_TIMEOUT_MS"), 10_000, 1, 600_000);
+  const shutdownTimeoutMs = intOr(value("SHUTDOWN_TIMEOUT_MS"), 10_000, 0, 3_600_000);
   const originUrl = httpUrl(value("ORIGIN_URL"));
-  if (maxWaitMs === undefined || port === undefined || originTimeoutMs === undefined || !originUrl) {
+  if (
+    maxWaitMs === undefined || port === undefined || originTimeoutMs === undefined ||
+    shutdownTimeoutMs === undefined || !originUrl
+  ) {
     return undefined;
   }
   const list = (name: string) =>
@@ -64,6 +69,7 @@ export function earlyConfig(env: Record<string, string | undefined>): EarlyConfi
     onDeploy: value("DENO_DEPLOYMENT_ID") !== undefined,
     originUrl,
     originTimeoutMs,
+    shutdownTimeoutMs,
     publicHosts: list("PUBLIC_HOSTS"),
     dropped: new Set([
       ...(userHeader ? [userHeader] : []),

@@ -7,8 +7,8 @@
  * byte does not wait for the whole page. Compressed bodies are decoded with
  * `DecompressionStream`; anything that cannot be handled safely passes through untouched.
  *
- * The WebAssembly module (~1 MB, compiled when imported) is imported when the first page is
- * rewritten, not at start-up: it is not needed before an HTML page is rewritten.
+ * The WebAssembly module (~1 MB) is loaded by an {@linkcode HtmlRewriterLoader} when the first
+ * page is rewritten, not at start-up, and replaced after a page that grew its memory.
  *
  * Rewriting is bounded per page, in bytes and in time spent in the rewriter: lol-html re-scans a
  * tag that is still open on every write, so one huge tag costs time quadratic in its size. Input
@@ -16,6 +16,7 @@
  * past a cap the rewriter is flushed and freed and the rest of the page passes through as it came.
  */
 import type { Element, HTMLRewriter } from "html-rewriter-wasm";
+import type { HtmlRewriterLease, HtmlRewriterLoader } from "./html_rewriter.ts";
 import { DECODED_BY_FETCH } from "./upstream.ts";
 
 /** The `id` of the injected context script. */
@@ -36,6 +37,8 @@ export interface HtmlRewriteBailout {
 
 /** Options for {@linkcode rewriteHtmlResponse} and {@linkcode rewriteHtmlStream}. */
 export interface HtmlSlotsOptions {
+  /** Where the page's lol-html instance comes from (one per isolate, so memory is given back). */
+  rewriter: HtmlRewriterLoader;
   /**
    * Slot name → HTML inserted as is (not escaped). It must come from the operator's rules, never
    * from request data. When the page is rewritten, every `<edge-slot>` wrapper is removed: a slot
@@ -98,7 +101,10 @@ const UTF8_CHARSETS = new Set(["utf-8", "utf8", "us-ascii"]);
  * @param options the slots and context to insert
  * @returns `rewrite: true` with the decoding steps (outermost coding first), or the reason not to
  */
-export function planHtmlRewrite(response: Response, options: HtmlSlotsOptions): HtmlRewritePlan {
+export function planHtmlRewrite(
+  response: Response,
+  options: Omit<HtmlSlotsOptions, "rewriter">,
+): HtmlRewritePlan {
   if (!response.body) return { rewrite: false, reason: "no_body" };
   const contentType = response.headers.get("content-type") ?? "";
   const [essence = "", ...params] = contentType.split(";");
@@ -130,22 +136,6 @@ export function planHtmlRewrite(response: Response, options: HtmlSlotsOptions): 
 }
 
 /**
- * Loads the HTML rewriter (on first use; later calls answer from the module cache), so a
- * caller can fall back to the page as it is before any header is sent, rather than send a
- * page whose body then fails.
- *
- * @returns whether the rewriter can be used
- */
-export async function htmlRewriterAvailable(): Promise<boolean> {
-  try {
-    await import("html-rewriter-wasm");
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
  * Rewrites an HTML response as it streams: slots replaced, context injected. The result has no
  * `Content-Encoding`, `Content-Length` or `ETag` (the body is decoded and personalised; `Deno.serve`
  * compresses it again for clients that accept it). Responses that are not `text/html`, have no
@@ -158,6 +148,7 @@ export async function htmlRewriterAvailable(): Promise<boolean> {
  * @example
  * ```ts
  * const page = rewriteHtmlResponse(await fetch(originUrl), {
+ *   rewriter: new HtmlRewriterLoader(), // one per isolate
  *   slots: new Map([["hero", "<h2>Hello, Europe</h2>"]]),
  *   context: { region: "EU", segments: ["vip"] },
  * });
@@ -200,6 +191,7 @@ export function rewriteHtmlStream(
   const maxMs = options.maxMs ?? Infinity;
   const now = options.now ?? (() => performance.now());
   let rewriter: HTMLRewriter | undefined;
+  let lease: HtmlRewriterLease | undefined;
   let produced = 0;
   let finished = false;
   // Past a cap: the rewriter is gone and input is passed on as it is read.
@@ -209,6 +201,7 @@ export function rewriteHtmlStream(
   const freeRewriter = () => {
     rewriter?.free();
     rewriter = undefined;
+    lease?.release();
   };
   const release = () => {
     finished = true;
@@ -246,17 +239,16 @@ export function rewriteHtmlStream(
   return new ReadableStream<Uint8Array>({
     // The stream pulls only once this has resolved.
     async start(controller) {
-      let lolHtml;
       try {
-        lolHtml = await import("html-rewriter-wasm");
+        lease = await options.rewriter.acquire();
       } catch (error) {
         release();
         options.onError?.(error);
         await reader.cancel(error).catch(() => {});
         throw error;
       }
-      if (finished) return;
-      rewriter = createRewriter(lolHtml.HTMLRewriter, (chunk) => {
+      if (finished) return lease.release();
+      rewriter = createRewriter(lease.HTMLRewriter, (chunk) => {
         if (chunk.byteLength === 0) return;
         produced++;
         controller.enqueue(chunk);

@@ -146,6 +146,30 @@ Deno.test("WARMUP=wait holds requests for at most WARMUP_MAX_WAIT_MS, then 503 s
   }
 });
 
+Deno.test("SIGTERM before ready lets a warm-up answer in flight finish, then exits 0", async () => {
+  const origin = startOrigin(async (req) => {
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    return Response.json({ path: req.path });
+  });
+  const service = await startBlocked({ ORIGIN_URL: origin.url, WARMUP: "passthrough" });
+  try {
+    const inFlight = fetch(`${service.url}/api/products/promotions`, { headers: GERMAN });
+    // Until the origin has the request, the signal could beat it to the listener.
+    for (let i = 0; i < 200 && origin.seen.length === 0; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.equal(origin.seen.length, 1);
+    const { status, stderr } = await service.stop();
+    const answer = await inFlight;
+    assert.equal(answer.status, 200);
+    assert.deepEqual(await answer.json(), { path: "/api/products/promotions" });
+    assert.equal(status.code, 0, stderr);
+    await assert.rejects(fetch(`${service.url}/api/products/promotions`), "no longer listening");
+  } finally {
+    await origin.close();
+  }
+});
+
 Deno.test("WARMUP=passthrough with a bad variable the early read accepts still exits 1 naming it", async () => {
   const origin = startOrigin();
   try {

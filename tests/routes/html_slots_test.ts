@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createApp } from "../../routes/app.ts";
 import { makeDeps, startOrigin } from "../support.ts";
 import type { RuleSet } from "../../lib/rules/schema.ts";
+import { HTML_REWRITER_MEMORY_LIMIT_BYTES } from "../../lib/origin/html_rewriter.ts";
 
 const RULES: RuleSet = {
   version: 1,
@@ -198,7 +199,7 @@ Deno.test("a slot scoped to other paths leaves a page untouched and shareable", 
   }
 });
 
-Deno.test("a page with a 40 MB attribute is sent complete: rewritten up to the byte cap, the rest verbatim", async () => {
+Deno.test("a page with a 40 MB attribute is sent complete: rewritten up to the byte cap, the rest verbatim, memory given back", async () => {
   const encoder = new TextEncoder();
   const head = '<html><head><title>t</title></head><body><edge-slot name="promo">fallback</edge-slot>';
   const rest = encoder.encode(
@@ -209,8 +210,11 @@ Deno.test("a page with a 40 MB attribute is sent complete: rewritten up to the b
   const originBody = new Uint8Array(head.length + rest.length);
   originBody.set(encoder.encode(head));
   originBody.set(rest, head.length);
-  const origin = startOrigin(() =>
-    new Response(originBody, { headers: { "content-type": "text/html; charset=utf-8" } })
+  const origin = startOrigin((request) =>
+    new Response(
+      new URL(request.url).pathname === "/big" ? originBody : `${head}</body></html>`,
+      { headers: { "content-type": "text/html; charset=utf-8" } },
+    )
   );
   const logLines: string[] = [];
   const deps = await makeDeps(origin.url, {
@@ -242,6 +246,15 @@ Deno.test("a page with a 40 MB attribute is sent complete: rewritten up to the b
     const metrics = await deps.metrics.render();
     assert.match(metrics, /^edge_html_rewrite_bailouts_total\{cap="bytes"\} 1$/m);
     assert.match(metrics, /^edge_html_rewrite_bailouts_total\{cap="time"\} 0$/m);
+
+    // The huge tag grew the rewriter's WebAssembly memory: that instance is let go, and the next
+    // page is rewritten by a new one.
+    assert.equal(deps.htmlRewriter.loads, 1);
+    assert.equal(deps.htmlRewriter.memoryBytes(), 0);
+    const next = await app.request("http://edge.test/small", { headers: { "cf-ipcountry": "DE" } }, TRUSTED);
+    assert.match(await next.text(), /<body><b>Winter sale in Europe<\/b><\/body>/);
+    assert.equal(deps.htmlRewriter.loads, 2);
+    assert.ok(deps.htmlRewriter.memoryBytes() < HTML_REWRITER_MEMORY_LIMIT_BYTES);
   } finally {
     deps.kv.close();
     await origin.close();

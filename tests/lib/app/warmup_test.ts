@@ -14,7 +14,10 @@ Deno.test("earlyConfig reads the same defaults as the full configuration", () =>
   assert.equal(early.hostname, full.hostname);
   assert.equal(early.originUrl.href, full.originUrl.href);
   assert.equal(early.originTimeoutMs, full.originTimeoutMs);
+  assert.equal(early.shutdownTimeoutMs, full.shutdownTimeoutMs);
   assert.equal(early.onDeploy, full.onDeploy);
+  const set = { ...ORIGIN, SHUTDOWN_TIMEOUT_MS: "2500" };
+  assert.equal(earlyConfig(set)!.shutdownTimeoutMs, parseConfig(set).shutdownTimeoutMs);
 });
 
 Deno.test("earlyConfig leaves anything not plainly valid to the full parse", () => {
@@ -27,6 +30,7 @@ Deno.test("earlyConfig leaves anything not plainly valid to the full parse", () 
       { ...ORIGIN, WARMUP: "sometimes" },
       { ...ORIGIN, WARMUP_MAX_WAIT_MS: "-1" },
       { ...ORIGIN, ORIGIN_TIMEOUT_MS: "0" },
+      { ...ORIGIN, SHUTDOWN_TIMEOUT_MS: "soon" },
     ]
   ) {
     assert.equal(earlyConfig(env), undefined, JSON.stringify(env));

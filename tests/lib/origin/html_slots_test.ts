@@ -6,10 +6,12 @@ import {
   rewriteHtmlStream,
   serializeJsonForScript,
 } from "../../../lib/origin/html_slots.ts";
+import { HtmlRewriterLoader } from "../../../lib/origin/html_rewriter.ts";
 
 const HTML = { "content-type": "text/html; charset=utf-8" };
 const SLOTS = new Map([["hero", "<h2>Hello, Europe</h2>"], ["promo", "<b>10% off</b>"]]);
 const encoder = new TextEncoder();
+const rewriter = new HtmlRewriterLoader();
 
 async function compress(text: string, format: CompressionFormat): Promise<Uint8Array<ArrayBuffer>> {
   const stream = new Response(text).body!.pipeThrough(new CompressionStream(format));
@@ -31,7 +33,7 @@ Deno.test("html slots replace <edge-slot> elements and data-edge-slot inner cont
       ),
       { headers: { ...HTML, "content-length": "999", etag: '"abc"' } },
     ),
-    { slots: SLOTS },
+    { rewriter, slots: SLOTS },
   );
   const text = await response.text();
   assert.equal(
@@ -50,7 +52,10 @@ Deno.test("html slots replace <edge-slot> elements and data-edge-slot inner cont
 
 Deno.test("html slots inject the context as escaped JSON before </head>, else at the start of <body>", async () => {
   const context = { region: "EU", note: "</script><script>alert(1)</script><!-- & \u2028" };
-  const withHead = await rewriteHtmlResponse(new Response(page("<p>x</p>"), { headers: HTML }), { context })
+  const withHead = await rewriteHtmlResponse(new Response(page("<p>x</p>"), { headers: HTML }), {
+    rewriter,
+    context,
+  })
     .text();
   const script = /<script type="application\/json" id="edge-context">(.*?)<\/script>/s.exec(withHead);
   assert.ok(script, withHead);
@@ -61,7 +66,7 @@ Deno.test("html slots inject the context as escaped JSON before </head>, else at
 
   const noHead = await rewriteHtmlResponse(
     new Response("<html><body><p>x</p></body></html>", { headers: HTML }),
-    { context: { a: 1 } },
+    { rewriter, context: { a: 1 } },
   ).text();
   assert.equal(
     noHead,
@@ -92,7 +97,7 @@ Deno.test("html slots stream: the first rewritten bytes arrive before the origin
   });
   try {
     const origin = await fetch(`http://127.0.0.1:${server.addr.port}/`);
-    const rewritten = rewriteHtmlResponse(origin, { slots: SLOTS });
+    const rewritten = rewriteHtmlResponse(origin, { rewriter, slots: SLOTS });
     const reader = rewritten.body!.getReader();
     let head = "";
     const decoder = new TextDecoder();
@@ -125,7 +130,7 @@ Deno.test("html slots decode gzip'd HTML and drop Content-Encoding and Content-L
     new Response(gz, {
       headers: { ...HTML, "content-encoding": "gzip", "content-length": String(gz.byteLength) },
     }),
-    { slots: SLOTS },
+    { rewriter, slots: SLOTS },
   );
   assert.equal(response.headers.get("content-encoding"), null);
   assert.equal(response.headers.get("content-length"), null);
@@ -144,11 +149,14 @@ Deno.test("html slots decode gzip'd HTML from a real origin when fetch did not d
     const raw = await fetch(`http://127.0.0.1:${server.addr.port}/`, {
       headers: { "accept-encoding": "identity" },
     });
-    assert.equal(await rewriteHtmlResponse(raw, { slots: SLOTS }).text(), page("<h2>Hello, Europe</h2>"));
+    assert.equal(
+      await rewriteHtmlResponse(raw, { rewriter, slots: SLOTS }).text(),
+      page("<h2>Hello, Europe</h2>"),
+    );
     // Any other Accept-Encoding: Deno's fetch decodes gzip itself but keeps the header.
     const decoded = await fetch(`http://127.0.0.1:${server.addr.port}/`);
     assert.equal(decoded.headers.get("content-encoding"), "gzip");
-    const rewritten = rewriteHtmlResponse(decoded, { slots: SLOTS, fetchDecoded: true });
+    const rewritten = rewriteHtmlResponse(decoded, { rewriter, slots: SLOTS, fetchDecoded: true });
     assert.equal(rewritten.headers.get("content-encoding"), null);
     assert.equal(await rewritten.text(), page("<h2>Hello, Europe</h2>"));
   } finally {
@@ -166,7 +174,7 @@ Deno.test("html slots decode x-gzip HTML, which Deno's fetch passes on encoded",
   try {
     const fetched = await fetch(`http://127.0.0.1:${server.addr.port}/`);
     assert.equal(fetched.headers.get("content-encoding"), "x-gzip");
-    const rewritten = rewriteHtmlResponse(fetched, { slots: SLOTS, fetchDecoded: true });
+    const rewritten = rewriteHtmlResponse(fetched, { rewriter, slots: SLOTS, fetchDecoded: true });
     assert.equal(rewritten.headers.get("content-encoding"), null);
     assert.equal(await rewritten.text(), page("<h2>Hello, Europe</h2>"));
   } finally {
@@ -179,11 +187,12 @@ Deno.test("html slots decode deflate and brotli HTML", async () => {
   const deflated = await compress(html, "deflate");
   const deflate = rewriteHtmlResponse(
     new Response(deflated, { headers: { ...HTML, "content-encoding": "deflate" } }),
-    { slots: SLOTS },
+    { rewriter, slots: SLOTS },
   );
   assert.equal(await deflate.text(), page("<h2>Hello, Europe</h2>"));
   const br = new Uint8Array(brotliCompressSync(encoder.encode(html)));
   const brotli = rewriteHtmlResponse(new Response(br, { headers: { ...HTML, "content-encoding": "br" } }), {
+    rewriter,
     slots: SLOTS,
   });
   assert.equal(await brotli.text(), page("<h2>Hello, Europe</h2>"));
@@ -204,20 +213,20 @@ Deno.test("html slots leave non-HTML, partial, unknown encodings and other chars
   ];
   for (const [response, reason] of cases) {
     assert.deepEqual(planHtmlRewrite(response, { slots: SLOTS }), { rewrite: false, reason });
-    const result = rewriteHtmlResponse(response, { slots: SLOTS });
+    const result = rewriteHtmlResponse(response, { rewriter, slots: SLOTS });
     assert.equal(result, response, reason);
   }
   const json = new Response(markup, { headers: { "content-type": "application/json" } });
-  assert.equal(await rewriteHtmlResponse(json, { slots: SLOTS }).text(), markup);
+  assert.equal(await rewriteHtmlResponse(json, { rewriter, slots: SLOTS }).text(), markup);
   const nothing = new Response(markup, { headers: HTML });
-  assert.equal(rewriteHtmlResponse(nothing, {}), nothing);
+  assert.equal(rewriteHtmlResponse(nothing, { rewriter }), nothing);
 });
 
 Deno.test("html slots: a corrupt gzip body errors the stream and reports it", async () => {
   const errors: unknown[] = [];
   const response = rewriteHtmlResponse(
     new Response("definitely not gzip", { headers: { ...HTML, "content-encoding": "gzip" } }),
-    { slots: SLOTS, onError: (error) => errors.push(error) },
+    { rewriter, slots: SLOTS, onError: (error) => errors.push(error) },
   );
   await assert.rejects(response.text());
   assert.equal(errors.length, 1);
@@ -233,7 +242,7 @@ Deno.test("html slots: cancelling the rewritten body cancels the origin body", a
       cancelled.resolve(reason);
     },
   });
-  const response = rewriteHtmlResponse(new Response(origin, { headers: HTML }), { slots: SLOTS });
+  const response = rewriteHtmlResponse(new Response(origin, { headers: HTML }), { rewriter, slots: SLOTS });
   const reader = response.body!.getReader();
   await reader.read();
   await reader.cancel("client went away");
@@ -261,6 +270,7 @@ Deno.test("html rewriting past the byte cap passes the rest of the page through 
   const html = page(`<edge-slot name="hero">fallback</edge-slot>${rest}`);
   const bailouts: unknown[] = [];
   const text = await rewriteHtmlResponse(new Response(html, { headers: HTML }), {
+    rewriter,
     slots: SLOTS,
     maxBytes: 100_000,
     onBailout: (bailout) => bailouts.push(bailout),
@@ -278,12 +288,15 @@ Deno.test("html rewriting past the time cap passes the rest through, the clock r
       '<edge-slot name="promo">late</edge-slot>',
   );
   const bailouts: unknown[] = [];
-  const text = await readAll(rewriteHtmlStream(new Response(html).body!, {
-    slots: SLOTS,
-    maxMs: 15,
-    now: () => clock += 10,
-    onBailout: (bailout) => bailouts.push(bailout),
-  }));
+  const text = await readAll(
+    rewriteHtmlStream(new Response(html).body!, {
+      rewriter,
+      slots: SLOTS,
+      maxMs: 15,
+      now: () => clock += 10,
+      onBailout: (bailout) => bailouts.push(bailout),
+    }),
+  );
   // Each write is timed at 10 ms: after two slices the budget is spent.
   assert.deepEqual(bailouts, [{ cap: "time", bytes: 2 * 65_536 }]);
   assert.ok(text.startsWith(page("<h2>Hello, Europe</h2>").slice(0, -"</body></html>".length)));
@@ -301,6 +314,7 @@ Deno.test("html rewriting within the caps rewrites the whole page and reports no
   );
   let bailedOut = false;
   const text = await rewriteHtmlResponse(new Response(html, { headers: HTML }), {
+    rewriter,
     slots: SLOTS,
     maxBytes: html.length,
     maxMs: 60_000,
