@@ -27,13 +27,9 @@ import { metricsRoutes } from "./metrics.ts";
 import { rulesRoutes } from "./rules.ts";
 import { experimentsRoutes } from "./experiments.ts";
 import { edgeHandlers } from "./edge.ts";
-import {
-  errorResponse,
-  observe,
-  type ObservedHandler,
-  type RequestRecord,
-  type ServeInfo,
-} from "./observe.ts";
+import { errorResponse, observe, type ObservedHandler } from "./observe.ts";
+import type { ServeInfo } from "../lib/http/net.ts";
+import type { RequestRecord } from "../lib/obs/request_record.ts";
 
 /** The application: `fetch` is the request handler for `Deno.serve`. */
 export interface EdgeApp {

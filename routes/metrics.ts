@@ -12,7 +12,7 @@ import type { EdgeMetrics } from "../lib/obs/metrics.ts";
 import { bearerTokenMatches } from "../lib/http/secure.ts";
 import { isInternalCaller } from "../lib/http/net.ts";
 import type { AppEnv } from "./env.ts";
-import { peerOf } from "./observe.ts";
+import { peerOf } from "../lib/http/net.ts";
 
 /**
  * The metrics router.

@@ -4,13 +4,9 @@
  * and the one mapping from an error to the JSON answer a client may see.
  */
 import type { Deps } from "../lib/app/deps.ts";
-import type { Decision } from "../lib/rules/decision.ts";
-import type { Facts } from "../lib/pipeline/facts.ts";
 import { BusyError, EdgeError, errorBody } from "../lib/http/errors.ts";
-import type { RouteClass } from "../lib/http/paths.ts";
-
-/** The connection facts `Deno.serve` gives a handler (absent under tests' `app.request`). */
-export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | undefined;
+import type { ServeInfo } from "../lib/http/net.ts";
+import type { RequestRecord } from "../lib/obs/request_record.ts";
 
 /** A handler that fills in what it learns on the request's record. */
 export type ObservedHandler = (request: Request, info: ServeInfo, record: RequestRecord) => Promise<Response>;
@@ -42,35 +38,6 @@ export async function observe(
   stampResponse(response.headers, record);
   recordRequest(deps, record);
   return response;
-}
-
-/** The peer address of a connection (`0.0.0.0` when unknown, e.g. a Unix socket). */
-export function peerOf(info: ServeInfo): string {
-  const addr = info?.remoteAddr;
-  return addr && "hostname" in addr ? addr.hostname : "0.0.0.0";
-}
-
-/** What is known about a finished request. */
-export interface RequestRecord {
-  requestId: string;
-  method: string;
-  path: string;
-  routeClass: RouteClass;
-  status: number;
-  /** `deps.mono()` at arrival. */
-  startMs: number;
-  /** To the response headers. */
-  totalMs: number;
-  originMs?: number;
-  decision?: Decision;
-  facts?: Facts;
-  stages?: Record<string, number>;
-  /** Only ever logged as a keyed hash. */
-  visitorKey?: string;
-  loggedIn?: boolean;
-  contextOutcome?: { cache: string; readThrough: string };
-  /** The edge answered itself: the decision's proxy action and route are not what happened. */
-  answeredAtEdge?: boolean;
 }
 
 function stampResponse(headers: Headers, record: RequestRecord): void {

@@ -18,7 +18,9 @@ import {
 import { fetchOrigin, type OriginResponse } from "../lib/origin/fetch.ts";
 import { contextView, type Visitor, visitorFor } from "../lib/pipeline/visitor.ts";
 import type { Decision } from "../lib/rules/decision.ts";
-import type { ObservedHandler, RequestRecord, ServeInfo } from "./observe.ts";
+import type { ObservedHandler } from "./observe.ts";
+import type { ServeInfo } from "../lib/http/net.ts";
+import type { RequestRecord } from "../lib/obs/request_record.ts";
 import { rewriteHtmlResponse } from "../lib/origin/html_slots.ts";
 
 /**

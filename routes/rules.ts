@@ -17,7 +17,7 @@ import { readStoredRulesStatus } from "../lib/rules/control.ts";
 import { bearerTokenMatches } from "../lib/http/secure.ts";
 import type { AppEnv } from "./env.ts";
 import { explainRequest, kvWithin } from "../lib/pipeline/visitor.ts";
-import { peerOf } from "./observe.ts";
+import { peerOf } from "../lib/http/net.ts";
 import { invalidRequestBody } from "./validation.ts";
 
 /**

@@ -8,7 +8,7 @@ import type { Deps } from "../lib/app/deps.ts";
 import { BusyError, EdgeError } from "../lib/http/errors.ts";
 import type { SyncObservation } from "../lib/obs/metrics.ts";
 import type { SyncReceiver } from "../lib/sync/ingest.ts";
-import { peerOf } from "./observe.ts";
+import { peerOf } from "../lib/http/net.ts";
 import type { AppEnv } from "./env.ts";
 
 /** The sync router, to be mounted under `/_edge`. */

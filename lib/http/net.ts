@@ -4,6 +4,15 @@
  */
 import ipaddr from "ipaddr.js";
 
+/** The connection facts `Deno.serve` gives a handler (absent under tests' `app.request`). */
+export type ServeInfo = { remoteAddr?: Deno.Addr | { hostname: string } } | undefined;
+
+/** The peer address of a connection (`0.0.0.0` when unknown, e.g. a Unix socket). */
+export function peerOf(info: ServeInfo): string {
+  const addr = info?.remoteAddr;
+  return addr && "hostname" in addr ? addr.hostname : "0.0.0.0";
+}
+
 type Range = [ipaddr.IPv4 | ipaddr.IPv6, number];
 
 const MEMO_MAX = 4096;

@@ -186,104 +186,128 @@ export function rewriteHtmlStream(
   body: ReadableStream<Uint8Array>,
   options: HtmlSlotsOptions,
 ): ReadableStream<Uint8Array> {
-  const reader = body.getReader();
-  const maxBytes = options.maxBytes ?? Infinity;
-  const maxMs = options.maxMs ?? Infinity;
-  const now = options.now ?? (() => performance.now());
-  let rewriter: HTMLRewriter | undefined;
-  let lease: HtmlRewriterLease | undefined;
-  let produced = 0;
-  let finished = false;
-  // Past a cap: the rewriter is gone and input is passed on as it is read.
-  let passThrough = false;
-  let fed = 0;
-  let spentMs = 0;
-  const freeRewriter = () => {
-    rewriter?.free();
-    rewriter = undefined;
-    lease?.release();
-  };
-  const release = () => {
-    finished = true;
-    freeRewriter();
-  };
-  const capReached = (next: number): HtmlRewriteCap | undefined =>
-    fed + next > maxBytes ? "bytes" : spentMs >= maxMs ? "time" : undefined;
-  const write = async (chunk: Uint8Array, controller: ReadableStreamDefaultController<Uint8Array>) => {
+  return new ReadableStream<Uint8Array>(new PageRewrite(body.getReader(), options), { highWaterMark: 0 });
+}
+
+/** One page's rewrite as the source of the rewritten stream: rewriting, then past a cap passing through. */
+class PageRewrite implements UnderlyingDefaultSource<Uint8Array> {
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #options: HtmlSlotsOptions;
+  #maxBytes: number;
+  #maxMs: number;
+  #now: () => number;
+  #rewriter: HTMLRewriter | undefined;
+  #lease: HtmlRewriterLease | undefined;
+  /** Chunks enqueued so far, so a pull can tell it delivered something. */
+  #produced = 0;
+  #finished = false;
+  /** Past a cap: the rewriter is gone and input is passed on as it is read. */
+  #passThrough = false;
+  #fed = 0;
+  #spentMs = 0;
+
+  constructor(reader: ReadableStreamDefaultReader<Uint8Array>, options: HtmlSlotsOptions) {
+    this.#reader = reader;
+    this.#options = options;
+    this.#maxBytes = options.maxBytes ?? Infinity;
+    this.#maxMs = options.maxMs ?? Infinity;
+    this.#now = options.now ?? (() => performance.now());
+  }
+
+  // The stream pulls only once this has resolved.
+  async start(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    let lease: HtmlRewriterLease;
+    try {
+      lease = await this.#options.rewriter.acquire();
+    } catch (error) {
+      this.#release();
+      this.#options.onError?.(error);
+      await this.#reader.cancel(error).catch(() => {});
+      throw error;
+    }
+    if (this.#finished) return lease.release();
+    this.#lease = lease;
+    this.#rewriter = createRewriter(lease.HTMLRewriter, (chunk) => {
+      if (chunk.byteLength === 0) return;
+      this.#produced++;
+      controller.enqueue(chunk);
+    }, this.#options);
+  }
+
+  async pull(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
+    const before = this.#produced;
+    try {
+      // Read until the rewriter yields output, so each pull delivers something.
+      while (!this.#finished && this.#produced === before) {
+        const { done, value } = await this.#reader.read();
+        if (this.#finished || (!this.#passThrough && !this.#rewriter)) return;
+        if (done) {
+          await this.#rewriter?.end();
+          this.#release();
+          controller.close();
+          return;
+        }
+        if (this.#passThrough) {
+          if (value.byteLength > 0) this.#produced++;
+          controller.enqueue(value);
+        } else await this.#write(value, controller);
+      }
+    } catch (error) {
+      this.#release();
+      this.#options.onError?.(error);
+      controller.error(error);
+      await this.#reader.cancel(error).catch(() => {});
+    }
+  }
+
+  async cancel(reason: unknown): Promise<void> {
+    this.#release();
+    await this.#reader.cancel(reason);
+  }
+
+  async #write(chunk: Uint8Array, controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
     for (let offset = 0; offset < chunk.byteLength; offset += HTML_REWRITE_SLICE_BYTES) {
       const slice = chunk.subarray(offset, offset + HTML_REWRITE_SLICE_BYTES);
-      const cap = capReached(slice.byteLength);
-      if (cap) return await bailOut(cap, chunk.subarray(offset), controller);
-      const started = now();
-      await rewriter!.write(slice);
-      spentMs += now() - started;
-      fed += slice.byteLength;
+      const cap = this.#fed + slice.byteLength > this.#maxBytes
+        ? "bytes"
+        : this.#spentMs >= this.#maxMs
+        ? "time"
+        : undefined;
+      if (cap) return await this.#bailOut(cap, chunk.subarray(offset), controller);
+      const started = this.#now();
+      await this.#rewriter!.write(slice);
+      this.#spentMs += this.#now() - started;
+      this.#fed += slice.byteLength;
     }
-  };
-  const bailOut = async (
+  }
+
+  async #bailOut(
     cap: HtmlRewriteCap,
     rest: Uint8Array,
     controller: ReadableStreamDefaultController<Uint8Array>,
-  ) => {
+  ): Promise<void> {
     // Ending the document flushes what the rewriter still holds (an open tag) verbatim, so the
     // output so far plus the rest of the input is the complete page.
-    await rewriter!.end();
-    freeRewriter();
-    passThrough = true;
-    options.onBailout?.({ cap, bytes: fed });
+    await this.#rewriter!.end();
+    this.#freeRewriter();
+    this.#passThrough = true;
+    this.#options.onBailout?.({ cap, bytes: this.#fed });
     if (rest.byteLength > 0) {
-      produced++;
+      this.#produced++;
       controller.enqueue(rest);
     }
-  };
-  return new ReadableStream<Uint8Array>({
-    // The stream pulls only once this has resolved.
-    async start(controller) {
-      try {
-        lease = await options.rewriter.acquire();
-      } catch (error) {
-        release();
-        options.onError?.(error);
-        await reader.cancel(error).catch(() => {});
-        throw error;
-      }
-      if (finished) return lease.release();
-      rewriter = createRewriter(lease.HTMLRewriter, (chunk) => {
-        if (chunk.byteLength === 0) return;
-        produced++;
-        controller.enqueue(chunk);
-      }, options);
-    },
-    async pull(controller) {
-      const before = produced;
-      try {
-        // Read until the rewriter yields output, so each pull delivers something.
-        while (!finished && produced === before) {
-          const { done, value } = await reader.read();
-          if (finished || (!passThrough && !rewriter)) return;
-          if (done) {
-            await rewriter?.end();
-            release();
-            controller.close();
-            return;
-          }
-          if (passThrough) {
-            if (value.byteLength > 0) produced++;
-            controller.enqueue(value);
-          } else await write(value, controller);
-        }
-      } catch (error) {
-        release();
-        options.onError?.(error);
-        controller.error(error);
-        await reader.cancel(error).catch(() => {});
-      }
-    },
-    async cancel(reason) {
-      release();
-      await reader.cancel(reason);
-    },
-  }, { highWaterMark: 0 });
+  }
+
+  #freeRewriter(): void {
+    this.#rewriter?.free();
+    this.#rewriter = undefined;
+    this.#lease?.release();
+  }
+
+  #release(): void {
+    this.#finished = true;
+    this.#freeRewriter();
+  }
 }
 
 /**

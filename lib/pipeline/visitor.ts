@@ -18,7 +18,8 @@ import { type Decision, visitorContextOf } from "../rules/decision.ts";
 import { qaOverrides } from "./qa.ts";
 import type { CompiledRules } from "../rules/compile.ts";
 import { type KvRead, readThroughLabel } from "../obs/metric_labels.ts";
-import { peerOf, type RequestRecord, type ServeInfo } from "../../routes/observe.ts";
+import { peerOf, type ServeInfo } from "../http/net.ts";
+import type { RequestRecord } from "../obs/request_record.ts";
 
 /** Everything the front half of the pipeline learned about a request. */
 export interface Visitor {
