@@ -74,7 +74,7 @@ export function serve(
     let afterReady: Stop | undefined;
     // Whichever stop the first signal starts also takes the later ones (a second signal exits).
     let stopping: Stop | undefined;
-    const beforeReady = stopperBeforeReady(listening, early.shutdownTimeoutMs);
+    const beforeReady = stopperBeforeReady(listening, early.shutdownTimeoutMs, ready);
     onSignals((signal) => (stopping ??= afterReady ?? beforeReady)(signal));
     ready.then((lifecycle) => afterReady = stopper([listening], lifecycle), () => {});
   }, 0);
@@ -141,13 +141,17 @@ function stopper(servers: Deno.HttpServer[], lifecycle: Lifecycle, mode?: "serve
  * The stop for a signal that arrives while the service is still loading: only the listener
  * exists, so it drains the warm-up answers it holds (bounded) and exits 0.
  */
-function stopperBeforeReady(server: Deno.HttpServer, timeoutMs: number): Stop {
+function stopperBeforeReady(server: Deno.HttpServer, timeoutMs: number, ready: Promise<Lifecycle>): Stop {
   const repeat = repeatedSignal(() => {});
   let stopping = false;
+  let lifecycle: Lifecycle | undefined;
+  ready.then((ready) => lifecycle = ready, () => {});
   return async (signal) => {
     if (signal !== "worker" && repeat(signal)) return;
     if (stopping) return;
     stopping = true;
+    const deadlines = new DeadlineSweep();
+    const startedAt = performance.now();
     // No logger exists yet: the line has the logger's shape.
     console.log(
       JSON.stringify({
@@ -157,7 +161,15 @@ function stopperBeforeReady(server: Deno.HttpServer, timeoutMs: number): Stop {
         signal,
       }),
     );
-    await new DeadlineSweep().within(server.shutdown(), timeoutMs, "Shutdown").catch(() => {});
+    await deadlines.within(server.shutdown(), timeoutMs, "Shutdown").catch(() => {});
+    // Held requests the service answered once it became ready during the drain may have left
+    // background work (exposures, KV writes): it gets the rest of the deadline, then KV closes.
+    if (lifecycle) {
+      lifecycle.flush();
+      const left = Math.max(0, timeoutMs - (performance.now() - startedAt));
+      await deadlines.within(lifecycle.drainBackground(), left, "Shutdown").catch(() => {});
+      await lifecycle.close().catch(() => {});
+    }
     Deno.exit(0);
   };
 }

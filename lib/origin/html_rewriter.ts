@@ -2,8 +2,8 @@
  * @module
  * Loads lol-html (`html-rewriter-wasm`) on first use and gives its memory back. A WebAssembly
  * memory can only grow, so a page with a huge tag would keep the isolate's resident memory at its
- * peak for good; instead, an instance whose memory grew past a limit is dropped once its last
- * page is done, and the next page gets a new one.
+ * peak for good; instead, an instance whose memory grew past a limit stops being handed out when
+ * a page using it is done (pages still using it keep it), and the next page gets a new one.
  */
 import type * as LolHtml from "html-rewriter-wasm";
 
@@ -23,11 +23,12 @@ export interface HtmlRewriterLease {
 export interface HtmlRewriterLoaderOptions {
   /** Memory above which an instance is replaced (default {@linkcode HTML_REWRITER_MEMORY_LIMIT_BYTES}). */
   memoryLimitBytes?: number;
+  /** Makes the `require` the package is evaluated with (default `node:module`'s `createRequire`). */
+  createRequire?: () => NodeJS.Require;
 }
 
 interface Instance {
   module: LolHtmlModule;
-  leases: number;
 }
 
 /** The isolate's lol-html instances: one current, plus retired ones until their pages finish. */
@@ -36,9 +37,11 @@ export class HtmlRewriterLoader {
   #current: Instance | undefined;
   #loads = 0;
   #require: NodeJS.Require | undefined;
+  #createRequire: (() => NodeJS.Require) | undefined;
 
   constructor(options: HtmlRewriterLoaderOptions = {}) {
     this.#limit = options.memoryLimitBytes ?? HTML_REWRITER_MEMORY_LIMIT_BYTES;
+    this.#createRequire = options.createRequire;
   }
 
   /**
@@ -64,14 +67,12 @@ export class HtmlRewriterLoader {
    */
   async acquire(): Promise<HtmlRewriterLease> {
     const instance = await this.#instance();
-    instance.leases++;
     let released = false;
     return {
       HTMLRewriter: instance.module.HTMLRewriter,
       release: () => {
         if (released) return;
         released = true;
-        instance.leases--;
         if (instance === this.#current && memoryOf(instance) > this.#limit) this.#current = undefined;
       },
     };
@@ -89,12 +90,24 @@ export class HtmlRewriterLoader {
 
   async #instance(): Promise<Instance> {
     if (this.#current) return this.#current;
-    this.#require ??= (await import("node:module")).createRequire(import.meta.url);
-    // Another page may have loaded one while this awaited the first import.
-    if (this.#current) return this.#current;
-    const module = freshRequire(this.#require, "html-rewriter-wasm") as LolHtmlModule;
+    let module: LolHtmlModule;
+    try {
+      this.#require ??= this.#createRequire?.() ??
+        (await import("node:module")).createRequire(import.meta.url);
+      // Another page may have loaded one while this awaited the first import.
+      if (this.#current) return this.#current;
+      module = freshRequire(this.#require, "html-rewriter-wasm") as LolHtmlModule;
+    } catch (error) {
+      // Where the package cannot be required (a runtime without Node's require cache), the module
+      // cache still serves it, only without giving its memory back.
+      module = await import("html-rewriter-wasm").catch(() => {
+        throw error;
+      });
+      this.#limit = Infinity;
+      if (this.#current) return this.#current;
+    }
     this.#loads++;
-    this.#current = { module, leases: 0 };
+    this.#current = { module };
     return this.#current;
   }
 }
@@ -110,7 +123,8 @@ function memoryOf(instance: Instance): number {
  */
 function freshRequire(require: NodeJS.Require, specifier: string): unknown {
   const main = require.resolve(specifier);
-  const packageDir = main.replace(/[\\/][^\\/]*$/, "");
+  // Every file of the package's folder: its helper module holds its own reference to the instance.
+  const packageDir = main.replace(/[^\\/]*$/, "");
   for (const [path, cached] of Object.entries(require.cache)) {
     if (!path.startsWith(packageDir) || !cached) continue;
     const siblings = cached.parent?.children;

@@ -227,11 +227,18 @@ class PageRewrite implements UnderlyingDefaultSource<Uint8Array> {
     }
     if (this.#finished) return lease.release();
     this.#lease = lease;
-    this.#rewriter = createRewriter(lease.HTMLRewriter, (chunk) => {
-      if (chunk.byteLength === 0) return;
-      this.#produced++;
-      controller.enqueue(chunk);
-    }, this.#options);
+    try {
+      this.#rewriter = createRewriter(lease.HTMLRewriter, (chunk) => {
+        if (chunk.byteLength === 0) return;
+        this.#produced++;
+        controller.enqueue(chunk);
+      }, this.#options);
+    } catch (error) {
+      this.#release();
+      this.#options.onError?.(error);
+      await this.#reader.cancel(error).catch(() => {});
+      throw error;
+    }
   }
 
   async pull(controller: ReadableStreamDefaultController<Uint8Array>): Promise<void> {
@@ -276,6 +283,8 @@ class PageRewrite implements UnderlyingDefaultSource<Uint8Array> {
       if (cap) return await this.#bailOut(cap, chunk.subarray(offset), controller);
       const started = this.#now();
       await this.#rewriter!.write(slice);
+      // Cancelled while that slice was written: the rewriter is gone.
+      if (this.#finished) return;
       this.#spentMs += this.#now() - started;
       this.#fed += slice.byteLength;
     }
@@ -301,7 +310,9 @@ class PageRewrite implements UnderlyingDefaultSource<Uint8Array> {
   #freeRewriter(): void {
     this.#rewriter?.free();
     this.#rewriter = undefined;
+    // Dropped too, so the rest of a page passed through does not keep a replaced instance alive.
     this.#lease?.release();
+    this.#lease = undefined;
   }
 
   #release(): void {

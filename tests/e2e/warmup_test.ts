@@ -52,8 +52,8 @@ async function startBlocked(env: Record<string, string>) {
       await file.write(rules);
       file.close();
     },
-    stop: async () => {
-      child.kill("SIGTERM");
+    stop: async (signal: Deno.Signal | undefined = "SIGTERM") => {
+      if (signal) child.kill(signal);
       const status = await child.status;
       const stderr = new TextDecoder().decode(await new Response(child.stderr).arrayBuffer());
       await Deno.remove(dir, { recursive: true });
@@ -165,6 +165,28 @@ Deno.test("SIGTERM before ready lets a warm-up answer in flight finish, then exi
     assert.deepEqual(await answer.json(), { path: "/api/products/promotions" });
     assert.equal(status.code, 0, stderr);
     await assert.rejects(fetch(`${service.url}/api/products/promotions`), "no longer listening");
+  } finally {
+    await origin.close();
+  }
+});
+
+Deno.test("SIGTERM before ready under WARMUP=wait: a held request the service becomes ready for is served, then exit 0", async () => {
+  const origin = startOrigin();
+  const service = await startBlocked({ ORIGIN_URL: origin.url, WARMUP_MAX_WAIT_MS: "5000" });
+  try {
+    const held = fetch(`${service.url}/api/products/promotions`, { headers: GERMAN });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    service.child.kill("SIGTERM");
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Ready during the drain: the held request gets the full answer, and the stop then closes the service.
+    await service.release();
+    const answer = await held;
+    await answer.body?.cancel();
+    assert.equal(answer.status, 200);
+    assert.equal(origin.seen.at(-1)!.path, "/api/products/promotions/europe");
+    // Already signalled: a second signal would exit at once.
+    const { status, stderr } = await service.stop(undefined);
+    assert.equal(status.code, 0, stderr);
   } finally {
     await origin.close();
   }

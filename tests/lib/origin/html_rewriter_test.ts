@@ -104,6 +104,35 @@ Deno.test("html rewriter: a page still rewriting keeps its instance while the ne
   );
 });
 
+Deno.test("html rewriter: where require fails, the module cache serves the rewriter, without replacement", async () => {
+  const loader = new HtmlRewriterLoader({
+    memoryLimitBytes: 4 * MIB,
+    createRequire: () => {
+      throw new Error("no require here");
+    },
+  });
+  assert.ok(await loader.available());
+  assert.ok((await rewrite(loader, hugeTagPage(8 * MIB))).endsWith('">t</div><b>new</b></body></html>'));
+  assert.ok((await rewrite(loader, hugeTagPage(10))).endsWith("<b>new</b></body></html>"));
+  assert.equal(loader.loads, 1);
+});
+
+Deno.test("html rewriter: a page past a cap lets go of its instance before the rest streams through", async () => {
+  const loader = new HtmlRewriterLoader({ memoryLimitBytes: 1 });
+  let bailedOut = false;
+  const out = rewriteHtmlStream(hugeTagPage(1 * MIB), {
+    rewriter: loader,
+    slots: new Map([["s", "<b>new</b>"]]),
+    maxBytes: 128 * 1024,
+    onBailout: () => bailedOut = true,
+  });
+  const reader = out.getReader();
+  while (!bailedOut) assert.equal((await reader.read()).done, false);
+  // The page still streams, but its (grown) instance is no longer current: the next page gets a new one.
+  assert.equal(loader.memoryBytes(), 0);
+  await reader.cancel();
+});
+
 Deno.test("html rewriter: a replaced instance is garbage collected, its memory with it", async () => {
   // Collection is only observable with --expose-gc, so this runs in its own process.
   const module = new URL("../../../lib/origin/html_rewriter.ts", import.meta.url).href;
