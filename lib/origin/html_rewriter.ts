@@ -27,14 +27,10 @@ export interface HtmlRewriterLoaderOptions {
   createRequire?: () => NodeJS.Require;
 }
 
-interface Instance {
-  module: LolHtmlModule;
-}
-
 /** The isolate's lol-html instances: one current, plus retired ones until their pages finish. */
 export class HtmlRewriterLoader {
   #limit: number;
-  #current: Instance | undefined;
+  #current: LolHtmlModule | undefined;
   #loads = 0;
   #require: NodeJS.Require | undefined;
   #createRequire: (() => NodeJS.Require) | undefined;
@@ -69,7 +65,7 @@ export class HtmlRewriterLoader {
     const instance = await this.#instance();
     let released = false;
     return {
-      HTMLRewriter: instance.module.HTMLRewriter,
+      HTMLRewriter: instance.HTMLRewriter,
       release: () => {
         if (released) return;
         released = true;
@@ -88,7 +84,7 @@ export class HtmlRewriterLoader {
     return this.#loads;
   }
 
-  async #instance(): Promise<Instance> {
+  async #instance(): Promise<LolHtmlModule> {
     if (this.#current) return this.#current;
     let module: LolHtmlModule;
     try {
@@ -107,13 +103,13 @@ export class HtmlRewriterLoader {
       if (this.#current) return this.#current;
     }
     this.#loads++;
-    this.#current = { module };
-    return this.#current;
+    this.#current = module;
+    return module;
   }
 }
 
-function memoryOf(instance: Instance): number {
-  return instance.module.__wasm?.memory?.buffer.byteLength ?? 0;
+function memoryOf(instance: LolHtmlModule): number {
+  return instance.__wasm?.memory?.buffer.byteLength ?? 0;
 }
 
 /**
